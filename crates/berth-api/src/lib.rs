@@ -1,0 +1,19 @@
+//! Kubernetes-shaped API types, the kind registry, selectors, quantities and validation.
+//!
+//! Architecture invariant: this crate does no IO and depends on no async runtime. Everything in
+//! it is a pure function of its inputs, so the API server, the CLI and future controllers share
+//! one definition of what a valid object is.
+
+pub mod kinds;
+pub mod manifest;
+pub mod names;
+pub mod object;
+pub mod quantity;
+pub mod selector;
+pub mod status;
+pub mod timefmt;
+pub mod validate;
+
+pub use kinds::{KINDS, ResourceKind};
+pub use object::Object;
+pub use status::{FieldError, Status};

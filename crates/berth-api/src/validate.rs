@@ -1,0 +1,1058 @@
+//! Validation and defaulting of objects, kind by kind, with errors naming each bad field.
+//!
+//! Invariant: `validate_create` and `validate_update` report every error they find, not just
+//! the first, and never panic on any JSON input (fuzzed in `tests/fuzz_bodies.rs` of the API
+//! server).
+
+use serde_json::{Map, Value};
+
+use crate::kinds::ResourceKind;
+use crate::names;
+use crate::object::Object;
+use crate::quantity::Quantity;
+use crate::selector::LabelSelector;
+use crate::status::FieldError;
+
+/// Collects field errors while walking an object.
+#[derive(Default)]
+struct V {
+    errs: Vec<FieldError>,
+}
+
+fn describe(v: &Value) -> String {
+    match v {
+        Value::String(s) => format!("\"{s}\""),
+        other => other.to_string(),
+    }
+}
+
+impl V {
+    fn push(&mut self, e: FieldError) {
+        self.errs.push(e);
+    }
+
+    fn obj<'a>(&mut self, path: &str, v: Option<&'a Value>) -> Option<&'a Map<String, Value>> {
+        match v {
+            None | Some(Value::Null) => None,
+            Some(Value::Object(m)) => Some(m),
+            Some(other) => {
+                self.push(FieldError::invalid(path, describe(other), "must be an object"));
+                None
+            }
+        }
+    }
+
+    fn arr<'a>(&mut self, path: &str, v: Option<&'a Value>) -> &'a [Value] {
+        match v {
+            None | Some(Value::Null) => &[],
+            Some(Value::Array(a)) => a,
+            Some(other) => {
+                self.push(FieldError::invalid(path, describe(other), "must be a list"));
+                &[]
+            }
+        }
+    }
+
+    fn str<'a>(&mut self, path: &str, v: Option<&'a Value>) -> Option<&'a str> {
+        match v {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) => Some(s),
+            Some(other) => {
+                self.push(FieldError::invalid(path, describe(other), "must be a string"));
+                None
+            }
+        }
+    }
+
+    fn req_str<'a>(&mut self, path: &str, v: Option<&'a Value>) -> Option<&'a str> {
+        match self.str(path, v) {
+            Some(s) if !s.is_empty() => Some(s),
+            Some(_) | None => {
+                if !matches!(v, Some(Value::Number(_) | Value::Bool(_) | Value::Array(_) | Value::Object(_))) {
+                    self.push(FieldError::required(path));
+                }
+                None
+            }
+        }
+    }
+
+    fn int(&mut self, path: &str, v: Option<&Value>) -> Option<i64> {
+        match v {
+            None | Some(Value::Null) => None,
+            Some(Value::Number(n)) if n.is_i64() => n.as_i64(),
+            Some(other) => {
+                self.push(FieldError::invalid(path, describe(other), "must be an integer"));
+                None
+            }
+        }
+    }
+
+    fn bool(&mut self, path: &str, v: Option<&Value>) {
+        if let Some(other) = v.filter(|v| !v.is_boolean() && !v.is_null()) {
+            self.push(FieldError::invalid(path, describe(other), "must be a boolean"));
+        }
+    }
+
+    fn non_negative(&mut self, path: &str, v: Option<&Value>) -> Option<i64> {
+        let n = self.int(path, v)?;
+        if n < 0 {
+            self.push(FieldError::invalid(path, n, "must be greater than or equal to 0"));
+        }
+        Some(n)
+    }
+
+    fn one_of(&mut self, path: &str, v: Option<&Value>, allowed: &[&str]) -> Option<String> {
+        let s = self.str(path, v)?;
+        if !allowed.contains(&s) {
+            self.push(FieldError::not_supported(path, s, allowed));
+        }
+        Some(s.to_string())
+    }
+
+    fn port(&mut self, path: &str, v: Option<&Value>, required: bool) -> Option<i64> {
+        match self.int(path, v) {
+            Some(p) if !(1..=65535).contains(&p) => {
+                self.push(FieldError::invalid(path, p, "must be between 1 and 65535, inclusive"));
+                None
+            }
+            None if required && !matches!(v, Some(Value::String(_) | Value::Bool(_) | Value::Array(_) | Value::Object(_))) => {
+                self.push(FieldError::required(path));
+                None
+            }
+            other => other,
+        }
+    }
+
+    fn string_map(&mut self, path: &str, v: Option<&Value>, check_key: fn(&str) -> Option<String>, check_value: Option<fn(&str) -> Option<String>>) {
+        let Some(m) = self.obj(path, v) else { return };
+        for (k, val) in m {
+            if let Some(e) = check_key(k) {
+                self.push(FieldError::invalid(path, format!("\"{k}\""), &e));
+            }
+            match val {
+                Value::String(s) => {
+                    if let Some(e) = check_value.and_then(|c| c(s)) {
+                        self.push(FieldError::invalid(format!("{path}.{k}"), format!("\"{s}\""), &e));
+                    }
+                }
+                other => self.push(FieldError::invalid(format!("{path}.{k}"), describe(other), "must be a string")),
+            }
+        }
+    }
+
+    fn quantity(&mut self, path: &str, v: &Value) -> Option<Quantity> {
+        let parsed = match v {
+            Value::String(s) => Quantity::parse(s).map_err(|e| (describe(v), e.0)),
+            Value::Number(n) => Quantity::parse(&n.to_string()).map_err(|e| (describe(v), e.0)),
+            other => Err((describe(other), "must be a quantity string such as 100m or 128Mi".to_string())),
+        };
+        match parsed {
+            Ok(q) => Some(q),
+            Err((shown, why)) => {
+                self.push(FieldError::invalid(path, shown, &why));
+                None
+            }
+        }
+    }
+}
+
+/// Which name syntax a kind requires.
+fn name_check(kind: &ResourceKind) -> fn(&str) -> Option<String> {
+    match kind.kind {
+        "Namespace" => names::dns1123_label,
+        "Service" => names::dns1035_label,
+        _ => names::dns1123_subdomain,
+    }
+}
+
+fn validate_metadata(v: &mut V, kind: &ResourceKind, obj: &Object) {
+    let meta = obj.get("metadata");
+    let Some(m) = v.obj("metadata", meta) else {
+        v.push(FieldError::required("metadata.name"));
+        return;
+    };
+    let name = v.str("metadata.name", m.get("name"));
+    let generate = v.str("metadata.generateName", m.get("generateName"));
+    match name {
+        Some(n) if !n.is_empty() => {
+            if let Some(e) = name_check(kind)(n) {
+                v.push(FieldError::invalid("metadata.name", format!("\"{n}\""), &e));
+            }
+        }
+        _ => {
+            if generate.is_none_or(str::is_empty) {
+                v.push(FieldError::required("metadata.name"));
+            }
+        }
+    }
+    if kind.namespaced {
+        if let Some(ns) = v.str("metadata.namespace", m.get("namespace")) {
+            if let Some(e) = names::dns1123_label(ns) {
+                v.push(FieldError::invalid("metadata.namespace", format!("\"{ns}\""), &e));
+            }
+        }
+    }
+    v.string_map("metadata.labels", m.get("labels"), names::qualified_name, Some(names::label_value));
+    v.string_map("metadata.annotations", m.get("annotations"), names::qualified_name, None);
+    let total: usize = m
+        .get("annotations")
+        .and_then(Value::as_object)
+        .map(|a| a.iter().map(|(k, v)| k.len() + v.as_str().map_or(0, str::len)).sum())
+        .unwrap_or(0);
+    if total > 256 * 1024 {
+        v.push(FieldError::invalid("metadata.annotations", format!("{total} bytes"), "must have at most 262144 bytes"));
+    }
+    for (i, r) in v.arr("metadata.ownerReferences", m.get("ownerReferences")).iter().enumerate() {
+        let p = format!("metadata.ownerReferences[{i}]");
+        if v.obj(&p, Some(r)).is_some() {
+            for f in ["apiVersion", "kind", "name", "uid"] {
+                v.req_str(&format!("{p}.{f}"), r.get(f));
+            }
+            v.bool(&format!("{p}.controller"), r.get("controller"));
+            v.bool(&format!("{p}.blockOwnerDeletion"), r.get("blockOwnerDeletion"));
+        }
+    }
+    for (i, f) in v.arr("metadata.finalizers", m.get("finalizers")).iter().enumerate() {
+        if let Some(s) = v.str(&format!("metadata.finalizers[{i}]"), Some(f)) {
+            if let Some(e) = names::qualified_name(s) {
+                v.push(FieldError::invalid(format!("metadata.finalizers[{i}]"), format!("\"{s}\""), &e));
+            }
+        }
+    }
+}
+
+fn validate_resources(v: &mut V, path: &str, r: Option<&Value>) {
+    let Some(r) = v.obj(path, r) else { return };
+    let mut parsed: [Map<String, Value>; 2] = Default::default();
+    for (i, part) in ["limits", "requests"].iter().enumerate() {
+        let p = format!("{path}.{part}");
+        if let Some(m) = v.obj(&p, r.get(*part)) {
+            for (res, q) in m {
+                if let Some(q) = v.quantity(&format!("{p}.{res}"), q) {
+                    parsed[i].insert(res.clone(), Value::from(q.millis() as f64));
+                }
+            }
+        }
+    }
+    for (res, req) in &parsed[1] {
+        if let Some(lim) = parsed[0].get(res) {
+            if req.as_f64() > lim.as_f64() {
+                let shown = r["requests"][res].clone();
+                v.push(FieldError::invalid(
+                    format!("{path}.requests.{res}"),
+                    describe(&shown),
+                    &format!("must be less than or equal to {res} limit of {}", describe(&r["limits"][res])),
+                ));
+            }
+        }
+    }
+}
+
+fn validate_probe(v: &mut V, path: &str, p: Option<&Value>) {
+    let Some(m) = v.obj(path, p) else { return };
+    for f in ["initialDelaySeconds", "periodSeconds", "timeoutSeconds", "successThreshold", "failureThreshold", "terminationGracePeriodSeconds"] {
+        v.non_negative(&format!("{path}.{f}"), m.get(f));
+    }
+    let handlers = ["exec", "httpGet", "tcpSocket", "grpc"];
+    let set: Vec<_> = handlers.iter().filter(|h| m.get(**h).is_some()).collect();
+    if set.is_empty() {
+        v.push(FieldError::required(format!("{path}.exec")).with_message(format!("{path}: Required value: must specify a handler type")));
+    } else if set.len() > 1 {
+        v.push(FieldError::forbidden(format!("{path}.{}", set[1]), "may not specify more than 1 handler type"));
+    }
+    if let Some(h) = v.obj(&format!("{path}.httpGet"), m.get("httpGet")) {
+        validate_port_ref(v, &format!("{path}.httpGet.port"), h.get("port"));
+    }
+    if let Some(h) = v.obj(&format!("{path}.tcpSocket"), m.get("tcpSocket")) {
+        validate_port_ref(v, &format!("{path}.tcpSocket.port"), h.get("port"));
+    }
+    if let Some(e) = v.obj(&format!("{path}.exec"), m.get("exec")) {
+        for (i, c) in v.arr(&format!("{path}.exec.command"), e.get("command")).iter().enumerate() {
+            v.str(&format!("{path}.exec.command[{i}]"), Some(c));
+        }
+    }
+}
+
+/// A port given by number or by name (`targetPort`, probe ports).
+fn validate_port_ref(v: &mut V, path: &str, p: Option<&Value>) {
+    match p {
+        None | Some(Value::Null) => v.push(FieldError::required(path)),
+        Some(Value::String(s)) => {
+            if let Ok(n) = s.parse::<i64>() {
+                if !(1..=65535).contains(&n) {
+                    v.push(FieldError::invalid(path, n, "must be between 1 and 65535, inclusive"));
+                }
+            } else if let Some(e) = names::port_name(s) {
+                v.push(FieldError::invalid(path, format!("\"{s}\""), &e));
+            }
+        }
+        Some(other) => {
+            v.port(path, Some(other), true);
+        }
+    }
+}
+
+fn validate_container(v: &mut V, path: &str, c: &Value, volumes: &[String], names_seen: &mut Vec<String>, init: bool) {
+    let Some(m) = v.obj(path, Some(c)) else { return };
+    if let Some(n) = v.req_str(&format!("{path}.name"), m.get("name")) {
+        if let Some(e) = names::dns1123_label(n) {
+            v.push(FieldError::invalid(format!("{path}.name"), format!("\"{n}\""), &e));
+        } else if names_seen.iter().any(|s| s == n) {
+            v.push(FieldError::duplicate(format!("{path}.name"), format!("\"{n}\"")));
+        } else {
+            names_seen.push(n.to_string());
+        }
+    }
+    v.req_str(&format!("{path}.image"), m.get("image"));
+    for f in ["command", "args"] {
+        for (i, a) in v.arr(&format!("{path}.{f}"), m.get(f)).iter().enumerate() {
+            v.str(&format!("{path}.{f}[{i}]"), Some(a));
+        }
+    }
+    v.str(&format!("{path}.workingDir"), m.get("workingDir"));
+    v.one_of(&format!("{path}.imagePullPolicy"), m.get("imagePullPolicy"), &["Always", "IfNotPresent", "Never"]);
+    let mut port_names: Vec<String> = Vec::new();
+    for (i, p) in v.arr(&format!("{path}.ports"), m.get("ports")).iter().enumerate() {
+        let pp = format!("{path}.ports[{i}]");
+        let Some(pm) = v.obj(&pp, Some(p)) else { continue };
+        v.port(&format!("{pp}.containerPort"), pm.get("containerPort"), true);
+        v.port(&format!("{pp}.hostPort"), pm.get("hostPort"), false);
+        v.one_of(&format!("{pp}.protocol"), pm.get("protocol"), &["TCP", "UDP", "SCTP"]);
+        if let Some(n) = v.str(&format!("{pp}.name"), pm.get("name")) {
+            if let Some(e) = names::port_name(n) {
+                v.push(FieldError::invalid(format!("{pp}.name"), format!("\"{n}\""), &e));
+            } else if port_names.iter().any(|s| s == n) {
+                v.push(FieldError::duplicate(format!("{pp}.name"), format!("\"{n}\"")));
+            } else {
+                port_names.push(n.to_string());
+            }
+        }
+    }
+    for (i, e) in v.arr(&format!("{path}.env"), m.get("env")).iter().enumerate() {
+        let ep = format!("{path}.env[{i}]");
+        let Some(em) = v.obj(&ep, Some(e)) else { continue };
+        if let Some(n) = v.req_str(&format!("{ep}.name"), em.get("name")) {
+            if n.contains('=') || n.chars().any(char::is_control) {
+                v.push(FieldError::invalid(format!("{ep}.name"), format!("\"{n}\""), "a valid environment variable name must consist of printable characters other than '='"));
+            }
+        }
+        v.str(&format!("{ep}.value"), em.get("value"));
+        if em.get("value").is_some() && em.get("valueFrom").is_some() {
+            v.push(FieldError::invalid(format!("{ep}.valueFrom"), "", "may not be specified when `value` is not empty"));
+        }
+        v.obj(&format!("{ep}.valueFrom"), em.get("valueFrom"));
+    }
+    v.arr(&format!("{path}.envFrom"), m.get("envFrom"));
+    validate_resources(v, &format!("{path}.resources"), m.get("resources"));
+    for (i, vm) in v.arr(&format!("{path}.volumeMounts"), m.get("volumeMounts")).iter().enumerate() {
+        let mp = format!("{path}.volumeMounts[{i}]");
+        let Some(mm) = v.obj(&mp, Some(vm)) else { continue };
+        if let Some(n) = v.req_str(&format!("{mp}.name"), mm.get("name")) {
+            if !volumes.iter().any(|x| x == n) {
+                v.push(FieldError { field: format!("{mp}.name"), kind: crate::status::FieldErrorKind::Invalid, message: format!("{mp}.name: Not found: \"{n}\"") });
+            }
+        }
+        if let Some(p) = v.req_str(&format!("{mp}.mountPath"), mm.get("mountPath")) {
+            if !p.starts_with('/') {
+                v.push(FieldError::invalid(format!("{mp}.mountPath"), format!("\"{p}\""), "must be an absolute path"));
+            }
+        }
+        v.bool(&format!("{mp}.readOnly"), mm.get("readOnly"));
+    }
+    for probe in ["livenessProbe", "readinessProbe", "startupProbe"] {
+        if init && m.get(probe).is_some() {
+            v.push(FieldError::forbidden(format!("{path}.{probe}"), "may not be set for init containers"));
+            continue;
+        }
+        validate_probe(v, &format!("{path}.{probe}"), m.get(probe));
+    }
+    if let Some(sc) = v.obj(&format!("{path}.securityContext"), m.get("securityContext")) {
+        v.int(&format!("{path}.securityContext.runAsUser"), sc.get("runAsUser"));
+        v.int(&format!("{path}.securityContext.runAsGroup"), sc.get("runAsGroup"));
+        v.bool(&format!("{path}.securityContext.readOnlyRootFilesystem"), sc.get("readOnlyRootFilesystem"));
+        v.bool(&format!("{path}.securityContext.privileged"), sc.get("privileged"));
+    }
+}
+
+fn validate_pod_spec(v: &mut V, path: &str, spec: Option<&Value>, template: bool) {
+    let Some(s) = v.obj(path, spec) else {
+        v.push(FieldError::required(path));
+        return;
+    };
+    let mut volumes: Vec<String> = Vec::new();
+    for (i, vol) in v.arr(&format!("{path}.volumes"), s.get("volumes")).iter().enumerate() {
+        let vp = format!("{path}.volumes[{i}]");
+        let Some(vm) = v.obj(&vp, Some(vol)) else { continue };
+        if let Some(n) = v.req_str(&format!("{vp}.name"), vm.get("name")) {
+            if let Some(e) = names::dns1123_label(n) {
+                v.push(FieldError::invalid(format!("{vp}.name"), format!("\"{n}\""), &e));
+            } else if volumes.iter().any(|x| x == n) {
+                v.push(FieldError::duplicate(format!("{vp}.name"), format!("\"{n}\"")));
+            } else {
+                volumes.push(n.to_string());
+            }
+        }
+        let sources = vm.keys().filter(|k| *k != "name").count();
+        if sources == 0 {
+            v.push(FieldError::required(format!("{vp}")).with_message(format!("{vp}: Required value: must specify a volume type")));
+        } else if sources > 1 {
+            v.push(FieldError::forbidden(vp.clone(), "may not specify more than 1 volume type"));
+        }
+        if let Some(ed) = v.obj(&format!("{vp}.emptyDir"), vm.get("emptyDir")) {
+            v.one_of(&format!("{vp}.emptyDir.medium"), ed.get("medium"), &["", "Memory"]);
+            if let Some(q) = ed.get("sizeLimit") {
+                v.quantity(&format!("{vp}.emptyDir.sizeLimit"), q);
+            }
+        }
+        if let Some(hp) = v.obj(&format!("{vp}.hostPath"), vm.get("hostPath")) {
+            v.req_str(&format!("{vp}.hostPath.path"), hp.get("path"));
+        }
+    }
+    let mut names_seen = Vec::new();
+    let containers = v.arr(&format!("{path}.containers"), s.get("containers"));
+    if containers.is_empty() {
+        v.push(FieldError::required(format!("{path}.containers")));
+    }
+    for (i, c) in containers.iter().enumerate() {
+        validate_container(v, &format!("{path}.containers[{i}]"), c, &volumes, &mut names_seen, false);
+    }
+    for (i, c) in v.arr(&format!("{path}.initContainers"), s.get("initContainers")).iter().enumerate() {
+        validate_container(v, &format!("{path}.initContainers[{i}]"), c, &volumes, &mut names_seen, true);
+    }
+    let restart = v.one_of(&format!("{path}.restartPolicy"), s.get("restartPolicy"), &["Always", "OnFailure", "Never"]);
+    if template && restart.as_deref().is_some_and(|r| r != "Always") {
+        v.push(FieldError::not_supported(format!("{path}.restartPolicy"), restart.as_deref().unwrap_or(""), &["Always"]));
+    }
+    v.one_of(&format!("{path}.dnsPolicy"), s.get("dnsPolicy"), &["ClusterFirst", "ClusterFirstWithHostNet", "Default", "None"]);
+    v.non_negative(&format!("{path}.terminationGracePeriodSeconds"), s.get("terminationGracePeriodSeconds"));
+    if let Some(n) = v.int(&format!("{path}.activeDeadlineSeconds"), s.get("activeDeadlineSeconds")) {
+        if n <= 0 {
+            v.push(FieldError::invalid(format!("{path}.activeDeadlineSeconds"), n, "must be greater than 0"));
+        }
+    }
+    if let Some(n) = v.str(&format!("{path}.nodeName"), s.get("nodeName")) {
+        if !n.is_empty() {
+            if let Some(e) = names::dns1123_subdomain(n) {
+                v.push(FieldError::invalid(format!("{path}.nodeName"), format!("\"{n}\""), &e));
+            }
+        }
+    }
+    v.string_map(&format!("{path}.nodeSelector"), s.get("nodeSelector"), names::qualified_name, Some(names::label_value));
+    for (i, t) in v.arr(&format!("{path}.tolerations"), s.get("tolerations")).iter().enumerate() {
+        let tp = format!("{path}.tolerations[{i}]");
+        if let Some(tm) = v.obj(&tp, Some(t)) {
+            v.one_of(&format!("{tp}.operator"), tm.get("operator"), &["Exists", "Equal"]);
+            v.one_of(&format!("{tp}.effect"), tm.get("effect"), &["", "NoSchedule", "PreferNoSchedule", "NoExecute"]);
+        }
+    }
+    v.bool(&format!("{path}.hostNetwork"), s.get("hostNetwork"));
+    v.str(&format!("{path}.hostname"), s.get("hostname"));
+    v.str(&format!("{path}.schedulerName"), s.get("schedulerName"));
+}
+
+fn validate_template(v: &mut V, kind: &str, spec: &Map<String, Value>) {
+    let selector = match v.obj("spec.selector", spec.get("selector")) {
+        None => {
+            v.push(FieldError::required("spec.selector"));
+            None
+        }
+        Some(sel) => match LabelSelector::from_object(&Value::Object(sel.clone())) {
+            Ok(s) if s.is_empty() => {
+                v.push(FieldError::invalid("spec.selector", "{}", "empty selector is invalid for deployment"));
+                None
+            }
+            Ok(s) => {
+                v.string_map("spec.selector.matchLabels", sel.get("matchLabels"), names::qualified_name, Some(names::label_value));
+                Some(s)
+            }
+            Err(e) => {
+                v.push(FieldError::invalid("spec.selector", describe(&Value::Object(sel.clone())), &e));
+                None
+            }
+        },
+    };
+    if let Some(r) = v.non_negative("spec.replicas", spec.get("replicas")) {
+        let _ = r;
+    }
+    v.non_negative("spec.minReadySeconds", spec.get("minReadySeconds"));
+    let Some(t) = v.obj("spec.template", spec.get("template")) else {
+        v.push(FieldError::required("spec.template"));
+        return;
+    };
+    let tmeta = v.obj("spec.template.metadata", t.get("metadata"));
+    let labels = tmeta.and_then(|m| m.get("labels"));
+    v.string_map("spec.template.metadata.labels", labels, names::qualified_name, Some(names::label_value));
+    let label_map = labels
+        .and_then(Value::as_object)
+        .map(|m| m.iter().filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_string()))).collect())
+        .unwrap_or_default();
+    if let Some(sel) = selector {
+        if !sel.matches(&label_map) {
+            v.push(FieldError::invalid(
+                "spec.template.metadata.labels",
+                describe(labels.unwrap_or(&Value::Null)),
+                &format!("`selector` does not match template `labels` of this {kind}"),
+            ));
+        }
+    }
+    validate_pod_spec(v, "spec.template.spec", t.get("spec"), true);
+}
+
+fn validate_int_or_percent(v: &mut V, path: &str, val: Option<&Value>) {
+    match val {
+        None | Some(Value::Null) => {}
+        Some(Value::Number(n)) if n.as_i64().is_some_and(|n| n >= 0) => {}
+        Some(Value::String(s)) if s.strip_suffix('%').is_some_and(|p| p.parse::<u32>().is_ok_and(|p| p <= 100)) => {}
+        Some(other) => v.push(FieldError::invalid(path, describe(other), "must be a non-negative integer or a percentage such as '25%'")),
+    }
+}
+
+fn validate_spec(v: &mut V, kind: &ResourceKind, obj: &Object) {
+    match kind.kind {
+        "Pod" => validate_pod_spec(v, "spec", obj.get("spec"), false),
+        "ReplicaSet" => match v.obj("spec", obj.get("spec")) {
+            Some(spec) => validate_template(v, "ReplicaSet", spec),
+            None => v.push(FieldError::required("spec")),
+        },
+        "Deployment" => match v.obj("spec", obj.get("spec")) {
+            Some(spec) => {
+                validate_template(v, "Deployment", spec);
+                v.non_negative("spec.revisionHistoryLimit", spec.get("revisionHistoryLimit"));
+                v.non_negative("spec.progressDeadlineSeconds", spec.get("progressDeadlineSeconds"));
+                if let Some(st) = v.obj("spec.strategy", spec.get("strategy")) {
+                    let t = v.one_of("spec.strategy.type", st.get("type"), &["RollingUpdate", "Recreate"]);
+                    if let Some(ru) = v.obj("spec.strategy.rollingUpdate", st.get("rollingUpdate")) {
+                        if t.as_deref() == Some("Recreate") {
+                            v.push(FieldError::forbidden("spec.strategy.rollingUpdate", "may not be specified when strategy `type` is 'Recreate'"));
+                        }
+                        validate_int_or_percent(v, "spec.strategy.rollingUpdate.maxSurge", ru.get("maxSurge"));
+                        validate_int_or_percent(v, "spec.strategy.rollingUpdate.maxUnavailable", ru.get("maxUnavailable"));
+                        let zero = |x: Option<&Value>| matches!(x, Some(Value::Number(n)) if n.as_i64() == Some(0)) || matches!(x, Some(Value::String(s)) if s == "0%");
+                        if zero(ru.get("maxSurge")) && zero(ru.get("maxUnavailable")) {
+                            v.push(FieldError::invalid("spec.strategy.rollingUpdate.maxUnavailable", 0, "may not be 0 when `maxSurge` is 0"));
+                        }
+                    }
+                }
+            }
+            None => v.push(FieldError::required("spec")),
+        },
+        "Service" => validate_service(v, obj),
+        "ConfigMap" => {
+            v.string_map("data", obj.get("data"), names::config_key, None);
+            v.string_map("binaryData", obj.get("binaryData"), names::config_key, Some(check_base64));
+            v.bool("immutable", obj.get("immutable"));
+            let size: usize = ["data", "binaryData"]
+                .iter()
+                .filter_map(|f| obj.get(f).and_then(Value::as_object))
+                .flat_map(|m| m.iter().map(|(k, v)| k.len() + v.as_str().map_or(0, str::len)))
+                .sum();
+            if size > 1024 * 1024 {
+                v.push(FieldError { field: String::new(), kind: crate::status::FieldErrorKind::TooLong, message: format!("Too long: must have at most 1048576 bytes (has {size})") });
+            }
+        }
+        "Secret" => {
+            v.string_map("data", obj.get("data"), names::config_key, Some(check_base64));
+            v.string_map("stringData", obj.get("stringData"), names::config_key, None);
+            v.str("type", obj.get("type"));
+            v.bool("immutable", obj.get("immutable"));
+        }
+        "Endpoints" => {
+            for (i, s) in v.arr("subsets", obj.get("subsets")).iter().enumerate() {
+                let sp = format!("subsets[{i}]");
+                let Some(sm) = v.obj(&sp, Some(s)) else { continue };
+                for list in ["addresses", "notReadyAddresses"] {
+                    for (j, a) in v.arr(&format!("{sp}.{list}"), sm.get(list)).iter().enumerate() {
+                        let ap = format!("{sp}.{list}[{j}]");
+                        if let Some(am) = v.obj(&ap, Some(a)) {
+                            if let Some(ip) = v.req_str(&format!("{ap}.ip"), am.get("ip")) {
+                                if ip.parse::<std::net::IpAddr>().is_err() {
+                                    v.push(FieldError::invalid(format!("{ap}.ip"), format!("\"{ip}\""), "must be a valid IP address"));
+                                }
+                            }
+                        }
+                    }
+                }
+                for (j, p) in v.arr(&format!("{sp}.ports"), sm.get("ports")).iter().enumerate() {
+                    let pp = format!("{sp}.ports[{j}]");
+                    if let Some(pm) = v.obj(&pp, Some(p)) {
+                        v.port(&format!("{pp}.port"), pm.get("port"), true);
+                        v.one_of(&format!("{pp}.protocol"), pm.get("protocol"), &["TCP", "UDP", "SCTP"]);
+                    }
+                }
+            }
+        }
+        "Event" => {
+            match v.obj("involvedObject", obj.get("involvedObject")) {
+                Some(io) => {
+                    v.str("involvedObject.name", io.get("name"));
+                    v.str("involvedObject.kind", io.get("kind"));
+                }
+                None => v.push(FieldError::required("involvedObject")),
+            }
+            v.one_of("type", obj.get("type"), &["Normal", "Warning"]);
+            v.str("reason", obj.get("reason"));
+            v.str("message", obj.get("message"));
+            v.int("count", obj.get("count"));
+        }
+        "Lease" => {
+            if let Some(s) = v.obj("spec", obj.get("spec")) {
+                v.str("spec.holderIdentity", s.get("holderIdentity"));
+                v.non_negative("spec.leaseDurationSeconds", s.get("leaseDurationSeconds"));
+                v.non_negative("spec.leaseTransitions", s.get("leaseTransitions"));
+                v.str("spec.renewTime", s.get("renewTime"));
+                v.str("spec.acquireTime", s.get("acquireTime"));
+            }
+        }
+        "Node" => {
+            if let Some(s) = v.obj("spec", obj.get("spec")) {
+                v.bool("spec.unschedulable", s.get("unschedulable"));
+                v.str("spec.podCIDR", s.get("podCIDR"));
+                for (i, t) in v.arr("spec.taints", s.get("taints")).iter().enumerate() {
+                    let tp = format!("spec.taints[{i}]");
+                    if let Some(tm) = v.obj(&tp, Some(t)) {
+                        if let Some(k) = v.req_str(&format!("{tp}.key"), tm.get("key")) {
+                            if let Some(e) = names::qualified_name(k) {
+                                v.push(FieldError::invalid(format!("{tp}.key"), format!("\"{k}\""), &e));
+                            }
+                        }
+                        if tm.get("effect").is_none() {
+                            v.push(FieldError::required(format!("{tp}.effect")));
+                        }
+                        v.one_of(&format!("{tp}.effect"), tm.get("effect"), &["NoSchedule", "PreferNoSchedule", "NoExecute"]);
+                    }
+                }
+            }
+        }
+        "Namespace" => {
+            if let Some(s) = v.obj("spec", obj.get("spec")) {
+                v.arr("spec.finalizers", s.get("finalizers"));
+            }
+        }
+        _ => {}
+    }
+}
+
+fn check_base64(s: &str) -> Option<String> {
+    crate::validate::base64_decode(s)
+        .is_none()
+        .then(|| "illegal base64 data".to_string())
+}
+
+fn validate_service(v: &mut V, obj: &Object) {
+    let Some(spec) = v.obj("spec", obj.get("spec")) else {
+        v.push(FieldError::required("spec"));
+        return;
+    };
+    let ty = v
+        .one_of("spec.type", spec.get("type"), &["ClusterIP", "NodePort", "LoadBalancer", "ExternalName"])
+        .unwrap_or_else(|| "ClusterIP".into());
+    let cluster_ip = v.str("spec.clusterIP", spec.get("clusterIP")).unwrap_or("");
+    let headless = cluster_ip == "None";
+    if !cluster_ip.is_empty() && !headless && cluster_ip.parse::<std::net::IpAddr>().is_err() {
+        v.push(FieldError::invalid("spec.clusterIP", format!("\"{cluster_ip}\""), "must be empty, 'None', or a valid IP address"));
+    }
+    if ty == "ExternalName" {
+        match v.str("spec.externalName", spec.get("externalName")) {
+            Some(n) if names::dns1123_subdomain(n).is_none() => {}
+            Some(n) => v.push(FieldError::invalid("spec.externalName", format!("\"{n}\""), "must be a valid DNS name")),
+            None => v.push(FieldError::required("spec.externalName")),
+        }
+    }
+    let ports = v.arr("spec.ports", spec.get("ports"));
+    if ports.is_empty() && !headless && ty != "ExternalName" {
+        v.push(FieldError::required("spec.ports"));
+    }
+    let mut seen_names: Vec<String> = Vec::new();
+    let mut seen_ports: Vec<(i64, String)> = Vec::new();
+    for (i, p) in ports.iter().enumerate() {
+        let pp = format!("spec.ports[{i}]");
+        let Some(pm) = v.obj(&pp, Some(p)) else { continue };
+        let port = v.port(&format!("{pp}.port"), pm.get("port"), true);
+        let proto = v
+            .one_of(&format!("{pp}.protocol"), pm.get("protocol"), &["TCP", "UDP", "SCTP"])
+            .unwrap_or_else(|| "TCP".into());
+        if let Some(port) = port {
+            if seen_ports.contains(&(port, proto.clone())) {
+                v.push(FieldError::duplicate(format!("{pp}"), format!("{{\"{proto}\", {port}}}")));
+            }
+            seen_ports.push((port, proto));
+        }
+        match v.str(&format!("{pp}.name"), pm.get("name")) {
+            Some(n) if !n.is_empty() => {
+                if let Some(e) = names::dns1123_label(n) {
+                    v.push(FieldError::invalid(format!("{pp}.name"), format!("\"{n}\""), &e));
+                } else if seen_names.iter().any(|s| s == n) {
+                    v.push(FieldError::duplicate(format!("{pp}.name"), format!("\"{n}\"")));
+                } else {
+                    seen_names.push(n.to_string());
+                }
+            }
+            _ if ports.len() > 1 => v.push(FieldError::required(format!("{pp}.name"))),
+            _ => {}
+        }
+        if pm.get("targetPort").is_some() {
+            validate_port_ref(v, &format!("{pp}.targetPort"), pm.get("targetPort"));
+        }
+        if let Some(np) = v.int(&format!("{pp}.nodePort"), pm.get("nodePort")) {
+            if ty == "ClusterIP" && np != 0 {
+                v.push(FieldError::forbidden(format!("{pp}.nodePort"), "may not be used when `type` is 'ClusterIP'"));
+            } else if np != 0 && !(30000..=32767).contains(&np) {
+                v.push(FieldError::invalid(format!("{pp}.nodePort"), np, "provided port is not in the valid range. The range of valid ports is 30000-32767"));
+            }
+        }
+    }
+    if let Some(sel) = spec.get("selector") {
+        v.string_map("spec.selector", Some(sel), names::qualified_name, Some(names::label_value));
+    }
+    v.one_of("spec.sessionAffinity", spec.get("sessionAffinity"), &["None", "ClientIP"]);
+}
+
+impl FieldError {
+    fn with_message(mut self, message: String) -> Self {
+        self.message = message;
+        self
+    }
+}
+
+/// Validates an object about to be created.
+pub fn validate_create(kind: &ResourceKind, obj: &Object) -> Vec<FieldError> {
+    let mut v = V::default();
+    validate_metadata(&mut v, kind, obj);
+    validate_spec(&mut v, kind, obj);
+    v.errs
+}
+
+fn immutable(v: &mut V, path: &str, old: Option<&Value>, new: Option<&Value>) {
+    if old != new {
+        v.push(FieldError { field: path.into(), kind: crate::status::FieldErrorKind::Invalid, message: format!("{path}: Invalid value: {}: field is immutable", describe(new.unwrap_or(&Value::Null))) });
+    }
+}
+
+/// Validates an update: everything `validate_create` checks, plus the fields that may not
+/// change once set.
+pub fn validate_update(kind: &ResourceKind, old: &Object, new: &Object) -> Vec<FieldError> {
+    let mut v = V::default();
+    validate_metadata(&mut v, kind, new);
+    validate_spec(&mut v, kind, new);
+    match kind.kind {
+        "Pod" => {
+            // A pod's spec may change only in its containers' images and a few scheduling
+            // fields, as in Kubernetes.
+            let strip = |o: &Object| {
+                let mut spec = o.get("spec").cloned().unwrap_or(Value::Null);
+                for list in ["containers", "initContainers"] {
+                    if let Some(Value::Array(cs)) = spec.get_mut(list) {
+                        for c in cs {
+                            if let Value::Object(m) = c {
+                                m.remove("image");
+                            }
+                        }
+                    }
+                }
+                if let Value::Object(m) = &mut spec {
+                    m.remove("activeDeadlineSeconds");
+                    m.remove("tolerations");
+                    m.remove("terminationGracePeriodSeconds");
+                    // nodeName may be set once, by binding.
+                    if old.get("spec").and_then(|s| s.get("nodeName")).and_then(Value::as_str).unwrap_or("").is_empty() {
+                        m.remove("nodeName");
+                    }
+                }
+                spec
+            };
+            if strip(old) != strip(new) {
+                v.push(FieldError::forbidden("spec", "pod updates may not change fields other than `spec.containers[*].image`, `spec.initContainers[*].image`, `spec.activeDeadlineSeconds`, `spec.tolerations` (only additions to existing tolerations) or `spec.terminationGracePeriodSeconds`"));
+            }
+        }
+        "Deployment" | "ReplicaSet" => {
+            immutable(&mut v, "spec.selector", old.get("spec").and_then(|s| s.get("selector")), new.get("spec").and_then(|s| s.get("selector")));
+        }
+        "Service" => {
+            let ip = |o: &Object| o.get("spec").and_then(|s| s.get("clusterIP")).cloned();
+            if ip(old).is_some_and(|i| i != "") {
+                immutable(&mut v, "spec.clusterIP", ip(old).as_ref(), ip(new).as_ref());
+            }
+        }
+        "ConfigMap" | "Secret" => {
+            if old.get("immutable") == Some(&Value::Bool(true)) {
+                for f in ["data", "binaryData", "immutable"] {
+                    if old.get(f) != new.get(f) {
+                        v.push(FieldError::forbidden(f, "field is immutable when `immutable` is set"));
+                    }
+                }
+            }
+        }
+        _ => {}
+    }
+    if old.namespace() != new.namespace() && kind.namespaced {
+        immutable(&mut v, "metadata.namespace", old.metadata().and_then(|m| m.get("namespace")), new.metadata().and_then(|m| m.get("namespace")));
+    }
+    v.errs
+}
+
+const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/// Standard base64 with padding, as Secret data is written.
+pub fn base64_encode(data: &[u8]) -> String {
+    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
+    for chunk in data.chunks(3) {
+        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(B64[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// Decodes standard base64; `None` when it is not.
+pub fn base64_decode(s: &str) -> Option<Vec<u8>> {
+    let bytes = s.as_bytes();
+    if bytes.len() % 4 != 0 {
+        return None;
+    }
+    let mut out = Vec::with_capacity(bytes.len() / 4 * 3);
+    for (ci, chunk) in bytes.chunks(4).enumerate() {
+        let last = ci == bytes.len() / 4 - 1;
+        let mut n = 0u32;
+        let mut pad = 0;
+        for (i, &c) in chunk.iter().enumerate() {
+            let val = if c == b'=' {
+                if !last || i < 2 {
+                    return None;
+                }
+                pad += 1;
+                0
+            } else {
+                if pad > 0 {
+                    return None;
+                }
+                B64.iter().position(|&x| x == c)? as u32
+            };
+            n = (n << 6) | val;
+        }
+        out.push((n >> 16) as u8);
+        if pad < 2 {
+            out.push((n >> 8) as u8);
+        }
+        if pad < 1 {
+            out.push(n as u8);
+        }
+    }
+    Some(out)
+}
+
+fn set_default(m: &mut Map<String, Value>, k: &str, v: Value) {
+    if m.get(k).is_none_or(Value::is_null) {
+        m.insert(k.to_string(), v);
+    }
+}
+
+fn default_pod_spec(spec: &mut Value) {
+    let Value::Object(s) = spec else { return };
+    set_default(s, "restartPolicy", "Always".into());
+    set_default(s, "dnsPolicy", "ClusterFirst".into());
+    set_default(s, "terminationGracePeriodSeconds", 30.into());
+    set_default(s, "schedulerName", "default-scheduler".into());
+    for list in ["containers", "initContainers"] {
+        if let Some(Value::Array(cs)) = s.get_mut(list) {
+            for c in cs {
+                let Value::Object(c) = c else { continue };
+                let image = c.get("image").and_then(Value::as_str).unwrap_or("");
+                let latest = !image.rsplit('/').next().unwrap_or("").contains(':') || image.ends_with(":latest");
+                let policy = if latest && !image.contains('@') { "Always" } else { "IfNotPresent" };
+                set_default(c, "imagePullPolicy", policy.into());
+                set_default(c, "terminationMessagePath", "/dev/termination-log".into());
+                if let Some(Value::Array(ps)) = c.get_mut("ports") {
+                    for p in ps {
+                        if let Value::Object(p) = p {
+                            set_default(p, "protocol", "TCP".into());
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Fills in the defaults Kubernetes fills in, so stored objects look as they would there.
+pub fn apply_defaults(kind: &ResourceKind, obj: &mut Object) {
+    let map = &mut obj.0;
+    match kind.kind {
+        "Pod" => {
+            if let Some(spec) = map.get_mut("spec") {
+                default_pod_spec(spec);
+            }
+            if let Value::Object(st) = map.entry("status").or_insert_with(|| Value::Object(Map::new())) {
+                set_default(st, "phase", "Pending".into());
+            }
+        }
+        "ReplicaSet" | "Deployment" => {
+            if let Some(Value::Object(spec)) = map.get_mut("spec") {
+                set_default(spec, "replicas", 1.into());
+                if kind.kind == "Deployment" {
+                    set_default(spec, "revisionHistoryLimit", 10.into());
+                    set_default(spec, "progressDeadlineSeconds", 600.into());
+                    let st = spec.entry("strategy").or_insert_with(|| Value::Object(Map::new()));
+                    if let Value::Object(st) = st {
+                        set_default(st, "type", "RollingUpdate".into());
+                        if st.get("type").and_then(Value::as_str) == Some("RollingUpdate") {
+                            let ru = st.entry("rollingUpdate").or_insert_with(|| Value::Object(Map::new()));
+                            if let Value::Object(ru) = ru {
+                                set_default(ru, "maxSurge", "25%".into());
+                                set_default(ru, "maxUnavailable", "25%".into());
+                            }
+                        }
+                    }
+                }
+                if let Some(Value::Object(t)) = spec.get_mut("template") {
+                    if let Some(ts) = t.get_mut("spec") {
+                        default_pod_spec(ts);
+                    }
+                }
+            }
+        }
+        "Service" => {
+            if let Some(Value::Object(spec)) = map.get_mut("spec") {
+                set_default(spec, "type", "ClusterIP".into());
+                set_default(spec, "sessionAffinity", "None".into());
+                if let Some(Value::Array(ps)) = spec.get_mut("ports") {
+                    for p in ps {
+                        if let Value::Object(p) = p {
+                            set_default(p, "protocol", "TCP".into());
+                            if let Some(port) = p.get("port").cloned() {
+                                set_default(p, "targetPort", port);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        "Secret" => {
+            set_default(map, "type", "Opaque".into());
+            if let Some(Value::Object(sd)) = map.remove("stringData") {
+                let data = map.entry("data").or_insert_with(|| Value::Object(Map::new()));
+                if let Value::Object(d) = data {
+                    for (k, v) in sd {
+                        if let Value::String(s) = v {
+                            d.insert(k, Value::String(base64_encode(s.as_bytes())));
+                        }
+                    }
+                }
+            }
+        }
+        "Namespace" => {
+            if let Value::Object(st) = map.entry("status").or_insert_with(|| Value::Object(Map::new())) {
+                set_default(st, "phase", "Active".into());
+            }
+            // Kubernetes labels every namespace with its own name.
+            let name = obj.name().to_string();
+            let m = obj.metadata_mut();
+            let labels = m.entry("labels").or_insert_with(|| Value::Object(Map::new()));
+            if let Value::Object(l) = labels {
+                l.insert("kubernetes.io/metadata.name".into(), Value::String(name));
+            }
+        }
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kinds::resolve;
+    use serde_json::json;
+
+    fn obj(v: Value) -> Object {
+        Object::from_value(v).unwrap()
+    }
+
+    fn fields(errs: &[FieldError]) -> Vec<&str> {
+        errs.iter().map(|e| e.field.as_str()).collect()
+    }
+
+    #[test]
+    fn a_good_deployment_passes() {
+        let d = obj(json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "web", "labels": {"app": "web"}},
+            "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "web"}},
+                "template": {"metadata": {"labels": {"app": "web"}},
+                    "spec": {"containers": [{"name": "web", "image": "host", "ports": [{"containerPort": 80}],
+                        "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}, "limits": {"memory": "128Mi"}}}]}}}
+        }));
+        assert_eq!(validate_create(resolve("deploy").unwrap(), &d), vec![]);
+    }
+
+    #[test]
+    fn every_bad_field_is_named() {
+        let d = obj(json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "Web_1", "labels": {"bad key": "x"}},
+            "spec": {"replicas": -1, "selector": {"matchLabels": {"app": "web"}},
+                "template": {"metadata": {"labels": {"app": "other"}},
+                    "spec": {"containers": [{"name": "c", "ports": [{"containerPort": 70000}],
+                        "resources": {"requests": {"cpu": "lots"}}}]}}}
+        }));
+        let errs = validate_create(resolve("deploy").unwrap(), &d);
+        let f = fields(&errs);
+        for want in [
+            "metadata.name",
+            "metadata.labels",
+            "spec.replicas",
+            "spec.template.metadata.labels",
+            "spec.template.spec.containers[0].image",
+            "spec.template.spec.containers[0].ports[0].containerPort",
+            "spec.template.spec.containers[0].resources.requests.cpu",
+        ] {
+            assert!(f.contains(&want), "missing {want} in {f:?}");
+        }
+    }
+
+    #[test]
+    fn immutable_fields() {
+        let k = resolve("deploy").unwrap();
+        let mk = |app: &str| obj(json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
+            "spec": {"selector": {"matchLabels": {"app": app}}, "template": {"metadata": {"labels": {"app": app}}, "spec": {"containers": [{"name": "c", "image": "i"}]}}}}));
+        let errs = validate_update(k, &mk("a"), &mk("b"));
+        assert_eq!(fields(&errs), vec!["spec.selector"]);
+        let pod = |cmd: &str| obj(json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "i", "command": [cmd]}]}}));
+        assert_eq!(fields(&validate_update(resolve("po").unwrap(), &pod("a"), &pod("b"))), vec!["spec"]);
+    }
+
+    #[test]
+    fn service_ports() {
+        let s = obj(json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"},
+            "spec": {"type": "ClusterIP", "ports": [{"port": 80}, {"port": 0, "name": "x"}]}}));
+        let errs = validate_create(resolve("svc").unwrap(), &s);
+        assert!(fields(&errs).contains(&"spec.ports[0].name"));
+        assert!(fields(&errs).contains(&"spec.ports[1].port"));
+    }
+
+    #[test]
+    fn base64_round_trips() {
+        for s in ["", "a", "ab", "abc", "abcd", "hello world"] {
+            assert_eq!(base64_decode(&base64_encode(s.as_bytes())).unwrap(), s.as_bytes());
+        }
+        assert_eq!(base64_encode(b"hello"), "aGVsbG8=");
+        assert!(base64_decode("a=bc").is_none());
+        assert!(base64_decode("abc").is_none());
+    }
+
+    #[test]
+    fn defaults_like_kubernetes() {
+        let mut s = obj(json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"}, "stringData": {"k": "hello"}}));
+        apply_defaults(resolve("secret").unwrap(), &mut s);
+        assert_eq!(s.get("data").unwrap()["k"], "aGVsbG8=");
+        assert_eq!(s.get("type").unwrap(), "Opaque");
+        let mut d = obj(json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"}, "spec": {"template": {"spec": {"containers": [{"name": "c", "image": "nginx"}]}}}}));
+        apply_defaults(resolve("deploy").unwrap(), &mut d);
+        assert_eq!(d.get("spec").unwrap()["replicas"], 1);
+        assert_eq!(d.get("spec").unwrap()["strategy"]["rollingUpdate"]["maxSurge"], "25%");
+        assert_eq!(d.get("spec").unwrap()["template"]["spec"]["containers"][0]["imagePullPolicy"], "Always");
+    }
+}
