@@ -1,0 +1,909 @@
+//! The engine: the redb database, the single writer thread with group commit, leases and
+//! background compaction.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use tokio::sync::oneshot;
+
+use crate::codec::{self, EventRecord};
+use crate::watch::{Hub, WatchBatch};
+use crate::{
+    Compare, CompareOp, CompareTarget, Event, EventType, HistoryEntry, KeyValue, Op, Origin,
+    RangeResult, RevisionInfo, StoreError, Txn, TxnResponse,
+};
+
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const KV: TableDefinition<&[u8], &[u8]> = TableDefinition::new("kv");
+/// (revision, index within the revision) -> event record.
+const EVENTS: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("events");
+/// revision -> who, how, when.
+const REVS: TableDefinition<u64, &[u8]> = TableDefinition::new("revisions");
+/// (key, revision) -> index of the key's event within that revision.
+const KEYIDX: TableDefinition<(&[u8], u64), u64> = TableDefinition::new("key_index");
+/// lease id -> TTL in milliseconds.
+const LEASES: TableDefinition<u64, u64> = TableDefinition::new("leases");
+const LEASE_KEYS: TableDefinition<(u64, &[u8]), ()> = TableDefinition::new("lease_keys");
+
+/// Tunables of the embedded store.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// How long old revisions stay readable (history, watch from the past).
+    pub retention: Duration,
+    /// How often the background compactor runs.
+    pub compaction_interval: Duration,
+    /// Revisions a watcher may fall behind before it is cut off.
+    pub watch_buffer: usize,
+    /// Most requests applied in one transaction (one fsync).
+    pub max_batch: usize,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            retention: Duration::from_secs(7 * 24 * 3600),
+            compaction_interval: Duration::from_secs(300),
+            watch_buffer: 10_000,
+            max_batch: 1024,
+        }
+    }
+}
+
+enum Request {
+    Txn {
+        txn: Txn,
+        origin: Origin,
+        resp: oneshot::Sender<Result<TxnResponse, StoreError>>,
+    },
+    LeaseGrant {
+        ttl_ms: u64,
+        resp: oneshot::Sender<Result<u64, StoreError>>,
+    },
+    LeaseRevoke {
+        id: u64,
+        origin: Origin,
+        resp: oneshot::Sender<Result<TxnResponse, StoreError>>,
+    },
+    Compact {
+        revision: u64,
+        resp: oneshot::Sender<Result<(), StoreError>>,
+    },
+}
+
+struct LeaseState {
+    ttl: Duration,
+    deadline: Instant,
+}
+
+pub(crate) struct Engine {
+    pub(crate) db: Database,
+    path: String,
+    tx: Mutex<Option<mpsc::Sender<Request>>>,
+    pub(crate) hub: Mutex<Hub>,
+    /// Highest revision published to watchers. Written only under the hub lock.
+    pub(crate) published: AtomicU64,
+    compacted: AtomicU64,
+    leases: Mutex<HashMap<u64, LeaseState>>,
+    pub(crate) options: StoreOptions,
+    shutdown: AtomicBool,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+fn db_err(path: &str) -> impl Fn(redb::Error) -> StoreError + '_ {
+    move |source| StoreError::Db {
+        path: path.to_string(),
+        source,
+    }
+}
+
+macro_rules! tryd {
+    ($self:expr, $e:expr) => {
+        $e.map_err(|e| db_err(&$self.path)(e.into()))?
+    };
+}
+
+fn compare_holds(c: &Compare, cur: Option<&KeyValue>) -> bool {
+    use std::cmp::Ordering as O;
+    let ord = match &c.target {
+        CompareTarget::ModRevision(r) => cur.map_or(0, |k| k.mod_revision).cmp(r),
+        CompareTarget::CreateRevision(r) => cur.map_or(0, |k| k.create_revision).cmp(r),
+        CompareTarget::Version(v) => cur.map_or(0, |k| k.version).cmp(v),
+        CompareTarget::Value(v) => match cur {
+            Some(k) => k.value.as_slice().cmp(v.as_slice()),
+            // etcd: a value compare against a missing key fails whatever the operator.
+            None => return false,
+        },
+    };
+    match c.op {
+        CompareOp::Equal => ord == O::Equal,
+        CompareOp::NotEqual => ord != O::Equal,
+        CompareOp::Less => ord == O::Less,
+        CompareOp::Greater => ord == O::Greater,
+    }
+}
+
+/// The tables a write transaction touches, opened once per group commit.
+struct Tables<'t> {
+    meta: redb::Table<'t, &'static str, u64>,
+    kv: redb::Table<'t, &'static [u8], &'static [u8]>,
+    events: redb::Table<'t, (u64, u64), &'static [u8]>,
+    revs: redb::Table<'t, u64, &'static [u8]>,
+    keyidx: redb::Table<'t, (&'static [u8], u64), u64>,
+    leases: redb::Table<'t, u64, u64>,
+    lease_keys: redb::Table<'t, (u64, &'static [u8]), ()>,
+}
+
+/// The writer's running state across group commits.
+struct WriterState {
+    revision: u64,
+    last_time: u64,
+    last_lease: u64,
+}
+
+impl Engine {
+    pub(crate) fn open(dir: &Path, options: StoreOptions) -> Result<Arc<Engine>, StoreError> {
+        let file = dir.join("state.redb");
+        let path = file.display().to_string();
+        let db = Database::create(&file).map_err(|e| db_err(&path)(e.into()))?;
+        // Create every table and read the counters.
+        let (revision, compacted, leases) = {
+            let w = db.begin_write().map_err(|e| db_err(&path)(e.into()))?;
+            let (rev, comp, leases) = {
+                let meta = w.open_table(META).map_err(|e| db_err(&path)(e.into()))?;
+                w.open_table(KV).map_err(|e| db_err(&path)(e.into()))?;
+                w.open_table(EVENTS).map_err(|e| db_err(&path)(e.into()))?;
+                w.open_table(REVS).map_err(|e| db_err(&path)(e.into()))?;
+                w.open_table(KEYIDX).map_err(|e| db_err(&path)(e.into()))?;
+                w.open_table(LEASE_KEYS).map_err(|e| db_err(&path)(e.into()))?;
+                let lt = w.open_table(LEASES).map_err(|e| db_err(&path)(e.into()))?;
+                let get = |k: &str| -> Result<u64, StoreError> {
+                    Ok(meta
+                        .get(k)
+                        .map_err(|e| db_err(&path)(e.into()))?
+                        .map(|v| v.value())
+                        .unwrap_or(0))
+                };
+                let mut leases = HashMap::new();
+                // As etcd does on a new leader, every lease gets a full TTL from now: the
+                // holders could not renew while the server was down.
+                for item in lt.iter().map_err(|e| db_err(&path)(e.into()))? {
+                    let (id, ttl) = item.map_err(|e| db_err(&path)(e.into()))?;
+                    let ttl = Duration::from_millis(ttl.value());
+                    leases.insert(
+                        id.value(),
+                        LeaseState {
+                            ttl,
+                            deadline: Instant::now() + ttl,
+                        },
+                    );
+                }
+                (get("revision")?, get("compacted")?, leases)
+            };
+            w.commit().map_err(|e| db_err(&path)(e.into()))?;
+            (rev, comp, leases)
+        };
+        let (tx, rx) = mpsc::channel();
+        let engine = Arc::new(Engine {
+            db,
+            path,
+            tx: Mutex::new(Some(tx)),
+            hub: Mutex::new(Hub::default()),
+            published: AtomicU64::new(revision),
+            compacted: AtomicU64::new(compacted),
+            leases: Mutex::new(leases),
+            options,
+            shutdown: AtomicBool::new(false),
+            threads: Mutex::new(Vec::new()),
+        });
+        let last_lease = engine.leases.lock().map(|l| l.keys().max().copied().unwrap_or(0)).unwrap_or(0);
+        let state = WriterState {
+            revision,
+            last_time: 0,
+            last_lease,
+        };
+        let w = engine.clone();
+        let writer = std::thread::Builder::new()
+            .name("store-writer".into())
+            .spawn(move || w.writer_loop(rx, state))
+            .map_err(|e| StoreError::Commit(format!("cannot start the writer thread: {e}")))?;
+        let m = engine.clone();
+        let maint = std::thread::Builder::new()
+            .name("store-maintenance".into())
+            .spawn(move || m.maintenance_loop())
+            .map_err(|e| StoreError::Commit(format!("cannot start the maintenance thread: {e}")))?;
+        if let Ok(mut t) = engine.threads.lock() {
+            t.push(writer);
+            t.push(maint);
+        }
+        Ok(engine)
+    }
+
+    pub(crate) fn published_revision(&self) -> u64 {
+        self.published.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn compacted_revision(&self) -> u64 {
+        self.compacted.load(Ordering::Acquire)
+    }
+
+    /// Stops accepting requests, lets the writer finish what is queued, and waits for the
+    /// threads. Idempotent.
+    pub(crate) fn close(&self) {
+        self.shutdown.store(true, Ordering::Release);
+        if let Ok(mut tx) = self.tx.lock() {
+            tx.take();
+        }
+        let threads: Vec<_> = self.threads.lock().map(|mut t| t.drain(..).collect()).unwrap_or_default();
+        let me = std::thread::current().id();
+        for t in threads {
+            if t.thread().id() != me {
+                t.thread().unpark();
+                let _ = t.join();
+            }
+        }
+        // Watchers see their channels close.
+        if let Ok(mut hub) = self.hub.lock() {
+            hub.slots.clear();
+        }
+    }
+
+    fn send(&self, req: Request) -> Result<(), StoreError> {
+        let guard = self.tx.lock().map_err(|_| StoreError::Closed)?;
+        guard
+            .as_ref()
+            .ok_or(StoreError::Closed)?
+            .send(req)
+            .map_err(|_| StoreError::Closed)
+    }
+
+    pub(crate) async fn submit_txn(&self, txn: Txn, origin: Origin) -> Result<TxnResponse, StoreError> {
+        let (resp, rx) = oneshot::channel();
+        self.send(Request::Txn { txn, origin, resp })?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    pub(crate) async fn lease_grant(&self, ttl: Duration) -> Result<u64, StoreError> {
+        let (resp, rx) = oneshot::channel();
+        let ttl_ms = (ttl.as_millis() as u64).max(1);
+        self.send(Request::LeaseGrant { ttl_ms, resp })?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    pub(crate) async fn lease_revoke(&self, id: u64, origin: Origin) -> Result<TxnResponse, StoreError> {
+        let (resp, rx) = oneshot::channel();
+        self.send(Request::LeaseRevoke { id, origin, resp })?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    pub(crate) fn lease_keep_alive(&self, id: u64) -> Result<Duration, StoreError> {
+        let mut leases = self.leases.lock().map_err(|_| StoreError::Closed)?;
+        let l = leases.get_mut(&id).ok_or(StoreError::LeaseNotFound(id))?;
+        l.deadline = Instant::now() + l.ttl;
+        Ok(l.ttl)
+    }
+
+    pub(crate) async fn compact(&self, revision: u64) -> Result<(), StoreError> {
+        let (resp, rx) = oneshot::channel();
+        self.send(Request::Compact { revision, resp })?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    // ---- the writer ----
+
+    fn writer_loop(self: Arc<Self>, rx: mpsc::Receiver<Request>, mut state: WriterState) {
+        while let Ok(first) = rx.recv() {
+            let mut batch = vec![first];
+            while batch.len() < self.options.max_batch {
+                match rx.try_recv() {
+                    Ok(r) => batch.push(r),
+                    Err(_) => break,
+                }
+            }
+            self.process(batch, &mut state);
+        }
+    }
+
+    /// Applies a group of requests in one write transaction, commits it (one fsync), then
+    /// publishes the new revisions in order and answers each request.
+    fn process(&self, batch: Vec<Request>, state: &mut WriterState) {
+        let start_state = (state.revision, state.last_time, state.last_lease);
+        let mut results: Vec<Result<Outcome, StoreError>> = Vec::with_capacity(batch.len());
+        let mut lease_changes: Vec<(u64, Option<Duration>)> = Vec::new();
+        let committed = (|| -> Result<(), StoreError> {
+            let mut w = tryd!(self, self.db.begin_write());
+            tryd!(self, w.set_durability(redb::Durability::Immediate));
+            {
+                let mut t = Tables {
+                    meta: tryd!(self, w.open_table(META)),
+                    kv: tryd!(self, w.open_table(KV)),
+                    events: tryd!(self, w.open_table(EVENTS)),
+                    revs: tryd!(self, w.open_table(REVS)),
+                    keyidx: tryd!(self, w.open_table(KEYIDX)),
+                    leases: tryd!(self, w.open_table(LEASES)),
+                    lease_keys: tryd!(self, w.open_table(LEASE_KEYS)),
+                };
+                for req in &batch {
+                    let r = match req {
+                        Request::Txn { txn, origin, .. } => self.apply_txn(&mut t, state, txn, origin).map(Outcome::Txn),
+                        Request::LeaseGrant { ttl_ms, .. } => {
+                            let id = (state.last_lease + 1).max(crate::now_nanos() >> 16);
+                            state.last_lease = id;
+                            tryd!(self, t.leases.insert(id, *ttl_ms));
+                            lease_changes.push((id, Some(Duration::from_millis(*ttl_ms))));
+                            Ok(Outcome::Lease(id))
+                        }
+                        Request::LeaseRevoke { id, origin, .. } => self.apply_revoke(&mut t, state, *id, origin).map(|r| {
+                            lease_changes.push((*id, None));
+                            Outcome::Txn(r)
+                        }),
+                        Request::Compact { revision, .. } => self.apply_compact(&mut t, state, *revision).map(|_| Outcome::Compacted),
+                    };
+                    // A storage failure aborts the whole group; a request's own error (a
+                    // missing lease, a revision out of range) fails only that request.
+                    if let Err(StoreError::Db { .. } | StoreError::Corrupt(_)) = &r {
+                        return Err(r.err().unwrap_or(StoreError::Closed));
+                    }
+                    results.push(r);
+                }
+                tryd!(self, t.meta.insert("revision", state.revision));
+            }
+            tryd!(self, w.commit());
+            Ok(())
+        })();
+        if let Err(e) = committed {
+            tracing::error!(error = %e, "store commit failed");
+            (state.revision, state.last_time, state.last_lease) = start_state;
+            let msg = e.to_string();
+            for req in batch {
+                let err = || StoreError::Commit(msg.clone());
+                match req {
+                    Request::Txn { resp, .. } | Request::LeaseRevoke { resp, .. } => drop(resp.send(Err(err()))),
+                    Request::LeaseGrant { resp, .. } => drop(resp.send(Err(err()))),
+                    Request::Compact { resp, .. } => drop(resp.send(Err(err()))),
+                }
+            }
+            return;
+        }
+        if let Ok(mut leases) = self.leases.lock() {
+            for (id, ttl) in lease_changes {
+                match ttl {
+                    Some(ttl) => {
+                        leases.insert(id, LeaseState { ttl, deadline: Instant::now() + ttl });
+                    }
+                    None => {
+                        leases.remove(&id);
+                    }
+                }
+            }
+        }
+        // Publish in revision order, then answer.
+        for r in results.iter().flatten() {
+            if let Outcome::Txn(resp) = r {
+                if resp.succeeded && !resp.events.is_empty() {
+                    self.publish(Arc::new(WatchBatch {
+                        revision: resp.revision,
+                        events: resp.events.clone(),
+                    }));
+                }
+            }
+        }
+        for (req, r) in batch.into_iter().zip(results) {
+            match (req, r) {
+                (Request::Txn { resp, .. } | Request::LeaseRevoke { resp, .. }, r) => {
+                    let _ = resp.send(r.map(|o| match o {
+                        Outcome::Txn(t) => t,
+                        _ => unreachable!("txn requests yield txn outcomes"),
+                    }));
+                }
+                (Request::LeaseGrant { resp, .. }, r) => {
+                    let _ = resp.send(r.map(|o| match o {
+                        Outcome::Lease(id) => id,
+                        _ => unreachable!("lease grants yield lease outcomes"),
+                    }));
+                }
+                (Request::Compact { resp, .. }, r) => {
+                    let _ = resp.send(r.map(|_| ()));
+                }
+            }
+        }
+    }
+
+    fn publish(&self, batch: Arc<WatchBatch>) {
+        let Ok(mut hub) = self.hub.lock() else { return };
+        hub.publish(&batch);
+        self.published.store(batch.revision, Ordering::Release);
+    }
+
+    fn read_kv(&self, t: &Tables<'_>, key: &[u8]) -> Result<Option<KeyValue>, StoreError> {
+        match tryd!(self, t.kv.get(key)) {
+            Some(v) => Ok(Some(codec::decode_kv(key, v.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    fn apply_txn(&self, t: &mut Tables<'_>, state: &mut WriterState, txn: &Txn, origin: &Origin) -> Result<TxnResponse, StoreError> {
+        let mut current = Vec::with_capacity(txn.compares.len());
+        let mut ok = true;
+        for c in &txn.compares {
+            let cur = self.read_kv(t, &c.key)?;
+            ok &= compare_holds(c, cur.as_ref());
+            current.push(cur);
+        }
+        if !ok {
+            return Ok(TxnResponse {
+                succeeded: false,
+                revision: state.revision,
+                events: Vec::new(),
+                current,
+            });
+        }
+        for op in &txn.success {
+            if let Op::Put { lease, .. } = op {
+                if *lease != 0 && tryd!(self, t.leases.get(*lease)).is_none() {
+                    return Err(StoreError::LeaseNotFound(*lease));
+                }
+            }
+        }
+        let rev = state.revision + 1;
+        let mut events: Vec<Event> = Vec::new();
+        for op in &txn.success {
+            match op {
+                Op::Put { key, value, lease } => {
+                    let prev = self.read_kv(t, key)?;
+                    let kv = KeyValue {
+                        key: key.clone(),
+                        value: value.clone(),
+                        create_revision: prev.as_ref().map_or(rev, |p| p.create_revision),
+                        mod_revision: rev,
+                        version: prev.as_ref().map_or(1, |p| p.version + 1),
+                        lease: *lease,
+                    };
+                    self.write_event(t, rev, events.len() as u64, EventType::Put, &kv, prev.as_ref())?;
+                    events.push(Event { typ: EventType::Put, kv, prev });
+                }
+                Op::Delete { key } => {
+                    if let Some(ev) = self.delete_key(t, rev, events.len() as u64, key)? {
+                        events.push(ev);
+                    }
+                }
+                Op::DeletePrefix { prefix } => {
+                    let keys: Vec<Vec<u8>> = {
+                        let mut keys = Vec::new();
+                        for item in tryd!(self, t.kv.range(prefix.as_slice()..)) {
+                            let (k, _) = tryd!(self, item);
+                            if !k.value().starts_with(prefix) {
+                                break;
+                            }
+                            keys.push(k.value().to_vec());
+                        }
+                        keys
+                    };
+                    for key in keys {
+                        if let Some(ev) = self.delete_key(t, rev, events.len() as u64, &key)? {
+                            events.push(ev);
+                        }
+                    }
+                }
+            }
+        }
+        if events.is_empty() {
+            return Ok(TxnResponse {
+                succeeded: true,
+                revision: state.revision,
+                events,
+                current: Vec::new(),
+            });
+        }
+        let now = crate::now_nanos().max(state.last_time);
+        state.last_time = now;
+        tryd!(self, t.revs.insert(rev, codec::encode_rev(now, &origin.user, &origin.verb, events.len() as u64).as_slice()));
+        state.revision = rev;
+        Ok(TxnResponse {
+            succeeded: true,
+            revision: rev,
+            events,
+            current: Vec::new(),
+        })
+    }
+
+    fn write_event(&self, t: &mut Tables<'_>, rev: u64, idx: u64, typ: EventType, kv: &KeyValue, prev: Option<&KeyValue>) -> Result<(), StoreError> {
+        let key = kv.key.as_slice();
+        let old_lease = prev.map_or(0, |p| p.lease);
+        if old_lease != 0 && (typ == EventType::Delete || old_lease != kv.lease) {
+            tryd!(self, t.lease_keys.remove((old_lease, key)));
+        }
+        match typ {
+            EventType::Put => {
+                tryd!(self, t.kv.insert(key, codec::encode_kv(kv).as_slice()));
+                if kv.lease != 0 {
+                    tryd!(self, t.lease_keys.insert((kv.lease, key), ()));
+                }
+            }
+            EventType::Delete => {
+                tryd!(self, t.kv.remove(key));
+            }
+        }
+        let rec = EventRecord {
+            typ,
+            kv: kv.clone(),
+            prev_mod_revision: prev.map_or(0, |p| p.mod_revision),
+        };
+        tryd!(self, t.events.insert((rev, idx), codec::encode_event(&rec).as_slice()));
+        tryd!(self, t.keyidx.insert((key, rev), idx));
+        Ok(())
+    }
+
+    fn delete_key(&self, t: &mut Tables<'_>, rev: u64, idx: u64, key: &[u8]) -> Result<Option<Event>, StoreError> {
+        let Some(prev) = self.read_kv(t, key)? else {
+            return Ok(None);
+        };
+        let kv = KeyValue {
+            mod_revision: rev,
+            ..prev.clone()
+        };
+        self.write_event(t, rev, idx, EventType::Delete, &kv, Some(&prev))?;
+        Ok(Some(Event {
+            typ: EventType::Delete,
+            kv,
+            prev: Some(prev),
+        }))
+    }
+
+    fn apply_revoke(&self, t: &mut Tables<'_>, state: &mut WriterState, id: u64, origin: &Origin) -> Result<TxnResponse, StoreError> {
+        if tryd!(self, t.leases.get(id)).is_none() {
+            return Err(StoreError::LeaseNotFound(id));
+        }
+        let mut keys = Vec::new();
+        for item in tryd!(self, t.lease_keys.range((id, &[][..])..)) {
+            let (k, _) = tryd!(self, item);
+            let (lid, key) = k.value();
+            if lid != id {
+                break;
+            }
+            keys.push(key.to_vec());
+        }
+        tryd!(self, t.leases.remove(id));
+        let txn = Txn {
+            compares: Vec::new(),
+            success: keys.into_iter().map(|key| Op::Delete { key }).collect(),
+        };
+        self.apply_txn(t, state, &txn, origin)
+    }
+
+    /// Drops every event older than `target` that a later event at or before `target`
+    /// supersedes, and every delete that is the last word on its key before `target`. What
+    /// remains answers reads at any revision from `target` on.
+    fn apply_compact(&self, t: &mut Tables<'_>, state: &WriterState, target: u64) -> Result<(), StoreError> {
+        let from = self.compacted_revision();
+        if target <= from {
+            return Ok(());
+        }
+        if target > state.revision {
+            return Err(StoreError::FutureRevision {
+                requested: target,
+                current: state.revision,
+            });
+        }
+        let mut drop_events: Vec<(u64, u64, Vec<u8>)> = Vec::new();
+        let mut touched_revs: Vec<u64> = Vec::new();
+        for item in tryd!(self, t.events.range((from, 0)..(target, 0))) {
+            let (k, v) = tryd!(self, item);
+            let (rev, idx) = k.value();
+            let rec = codec::decode_event(v.value())?;
+            let key = rec.kv.key;
+            let superseded = {
+                let mut later = tryd!(self, t.keyidx.range((key.as_slice(), rev + 1)..=(key.as_slice(), target)));
+                later.next().is_some()
+            };
+            if superseded || rec.typ == EventType::Delete {
+                drop_events.push((rev, idx, key));
+            }
+            if touched_revs.last() != Some(&rev) {
+                touched_revs.push(rev);
+            }
+        }
+        for (rev, idx, key) in &drop_events {
+            tryd!(self, t.events.remove((*rev, *idx)));
+            tryd!(self, t.keyidx.remove((key.as_slice(), *rev)));
+        }
+        for rev in touched_revs {
+            let any_left = tryd!(self, t.events.range((rev, 0)..(rev + 1, 0))).next().is_some();
+            if !any_left {
+                tryd!(self, t.revs.remove(rev));
+            }
+        }
+        tryd!(self, t.meta.insert("compacted", target));
+        self.compacted.store(target, Ordering::Release);
+        Ok(())
+    }
+
+    // ---- background work ----
+
+    fn maintenance_loop(self: Arc<Self>) {
+        let mut last_compaction = Instant::now();
+        while !self.shutdown.load(Ordering::Acquire) {
+            let now = Instant::now();
+            let expired: Vec<u64> = self
+                .leases
+                .lock()
+                .map(|mut l| {
+                    let ids: Vec<u64> = l.iter().filter(|(_, s)| s.deadline <= now).map(|(id, _)| *id).collect();
+                    // Push the deadline out so a slow revoke is not sent twice.
+                    for id in &ids {
+                        if let Some(s) = l.get_mut(id) {
+                            s.deadline = now + Duration::from_secs(3600);
+                        }
+                    }
+                    ids
+                })
+                .unwrap_or_default();
+            for id in expired {
+                let (resp, rx) = oneshot::channel();
+                let origin = Origin::new("system:lease-expiry", "expire");
+                if self.send(Request::LeaseRevoke { id, origin, resp }).is_err() {
+                    return;
+                }
+                match rx.blocking_recv() {
+                    Ok(Ok(r)) => tracing::debug!(lease = id, revision = r.revision, "lease expired"),
+                    Ok(Err(e)) => tracing::warn!(lease = id, error = %e, "lease expiry failed"),
+                    Err(_) => return,
+                }
+            }
+            if last_compaction.elapsed() >= self.options.compaction_interval {
+                last_compaction = Instant::now();
+                self.compact_retention();
+            }
+            std::thread::park_timeout(Duration::from_millis(50));
+        }
+    }
+
+    fn compact_retention(&self) {
+        let cutoff = crate::now_nanos().saturating_sub(self.options.retention.as_nanos() as u64);
+        let Ok(target) = self.revision_at_time(cutoff) else { return };
+        if target <= self.compacted_revision() {
+            return;
+        }
+        let (resp, rx) = oneshot::channel();
+        if self.send(Request::Compact { revision: target, resp }).is_ok() {
+            match rx.blocking_recv() {
+                Ok(Ok(())) => tracing::info!(revision = target, "compacted history older than the retention window"),
+                Ok(Err(e)) => tracing::warn!(error = %e, "compaction failed"),
+                Err(_) => {}
+            }
+        }
+    }
+
+    // ---- reads ----
+
+    fn read(&self) -> Result<redb::ReadTransaction, StoreError> {
+        Ok(tryd!(self, self.db.begin_read()))
+    }
+
+    pub(crate) fn get(&self, key: &[u8]) -> Result<Option<KeyValue>, StoreError> {
+        let r = self.read()?;
+        let kv = tryd!(self, r.open_table(KV));
+        match tryd!(self, kv.get(key)) {
+            Some(v) => Ok(Some(codec::decode_kv(key, v.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    pub(crate) fn range(&self, prefix: &[u8], start_after: Option<&[u8]>, limit: usize) -> Result<RangeResult, StoreError> {
+        let r = self.read()?;
+        let revision = tryd!(self, tryd!(self, r.open_table(META)).get("revision")).map(|v| v.value()).unwrap_or(0);
+        let kv = tryd!(self, r.open_table(KV));
+        let lower: Vec<u8> = match start_after {
+            Some(s) => {
+                let mut l = s.to_vec();
+                l.push(0);
+                l
+            }
+            None => prefix.to_vec(),
+        };
+        let mut kvs = Vec::new();
+        let mut more = false;
+        for item in tryd!(self, kv.range(lower.as_slice()..)) {
+            let (k, v) = tryd!(self, item);
+            if !k.value().starts_with(prefix) {
+                break;
+            }
+            if limit > 0 && kvs.len() == limit {
+                more = true;
+                break;
+            }
+            kvs.push(codec::decode_kv(k.value(), v.value())?);
+        }
+        Ok(RangeResult { kvs, more, revision })
+    }
+
+    fn check_revision(&self, revision: u64) -> Result<(), StoreError> {
+        let compacted = self.compacted_revision();
+        if revision < compacted {
+            return Err(StoreError::Compacted { requested: revision, compacted });
+        }
+        let current = self.published_revision();
+        if revision > current {
+            return Err(StoreError::FutureRevision { requested: revision, current });
+        }
+        Ok(())
+    }
+
+    /// The event that set `key` at `rev`, read through the key index.
+    fn event_at(&self, events: &redb::ReadOnlyTable<(u64, u64), &'static [u8]>, rev: u64, idx: u64) -> Result<Option<EventRecord>, StoreError> {
+        match tryd!(self, events.get((rev, idx))) {
+            Some(v) => Ok(Some(codec::decode_event(v.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    pub(crate) fn get_at(&self, key: &[u8], revision: u64) -> Result<Option<KeyValue>, StoreError> {
+        self.check_revision(revision)?;
+        let r = self.read()?;
+        let keyidx = tryd!(self, r.open_table(KEYIDX));
+        let events = tryd!(self, r.open_table(EVENTS));
+        let last = tryd!(self, keyidx.range((key, 0)..=(key, revision))).next_back();
+        let Some(item) = last else { return Ok(None) };
+        let (k, idx) = tryd!(self, item);
+        let rev = k.value().1;
+        match self.event_at(&events, rev, idx.value())? {
+            Some(e) if e.typ == EventType::Put => Ok(Some(e.kv)),
+            _ => Ok(None),
+        }
+    }
+
+    pub(crate) fn range_at(&self, prefix: &[u8], start_after: Option<&[u8]>, limit: usize, revision: u64) -> Result<RangeResult, StoreError> {
+        self.check_revision(revision)?;
+        let r = self.read()?;
+        let keyidx = tryd!(self, r.open_table(KEYIDX));
+        let events = tryd!(self, r.open_table(EVENTS));
+        let lower: Vec<u8> = match start_after {
+            Some(s) => {
+                let mut l = s.to_vec();
+                l.push(0);
+                l
+            }
+            None => prefix.to_vec(),
+        };
+        let mut kvs = Vec::new();
+        let mut more = false;
+        let mut cur_key: Option<Vec<u8>> = None;
+        let mut best: Option<(u64, u64)> = None;
+        let flush = |key: &Option<Vec<u8>>, best: Option<(u64, u64)>, kvs: &mut Vec<KeyValue>| -> Result<(), StoreError> {
+            if let (Some(_), Some((rev, idx))) = (key, best) {
+                if let Some(e) = self.event_at(&events, rev, idx)? {
+                    if e.typ == EventType::Put {
+                        kvs.push(e.kv);
+                    }
+                }
+            }
+            Ok(())
+        };
+        for item in tryd!(self, keyidx.range((lower.as_slice(), 0)..)) {
+            let (k, idx) = tryd!(self, item);
+            let (key, rev) = k.value();
+            if !key.starts_with(prefix) {
+                break;
+            }
+            if cur_key.as_deref() != Some(key) {
+                flush(&cur_key, best.take(), &mut kvs)?;
+                if limit > 0 && kvs.len() >= limit {
+                    more = true;
+                    break;
+                }
+                cur_key = Some(key.to_vec());
+            }
+            if rev <= revision {
+                best = Some((rev, idx.value()));
+            }
+        }
+        if !more {
+            flush(&cur_key, best.take(), &mut kvs)?;
+        }
+        if limit > 0 && kvs.len() > limit {
+            kvs.truncate(limit);
+            more = true;
+        }
+        Ok(RangeResult { kvs, more, revision })
+    }
+
+    pub(crate) fn history(&self, key: &[u8]) -> Result<Vec<HistoryEntry>, StoreError> {
+        let r = self.read()?;
+        let keyidx = tryd!(self, r.open_table(KEYIDX));
+        let events = tryd!(self, r.open_table(EVENTS));
+        let revs = tryd!(self, r.open_table(REVS));
+        let mut out = Vec::new();
+        for item in tryd!(self, keyidx.range((key, 0)..=(key, u64::MAX))) {
+            let (k, idx) = tryd!(self, item);
+            let rev = k.value().1;
+            let Some(e) = self.event_at(&events, rev, idx.value())? else { continue };
+            let info = match tryd!(self, revs.get(rev)) {
+                Some(v) => codec::decode_rev(rev, v.value())?,
+                None => continue,
+            };
+            out.push(HistoryEntry { info, typ: e.typ, kv: e.kv });
+        }
+        Ok(out)
+    }
+
+    pub(crate) fn revisions(&self, from: u64, to: u64, limit: usize) -> Result<Vec<RevisionInfo>, StoreError> {
+        let r = self.read()?;
+        let revs = tryd!(self, r.open_table(REVS));
+        let mut out = Vec::new();
+        for item in tryd!(self, revs.range(from..=to)) {
+            let (k, v) = tryd!(self, item);
+            out.push(codec::decode_rev(k.value(), v.value())?);
+            if limit > 0 && out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    pub(crate) fn revision_at_time(&self, time_nanos: u64) -> Result<u64, StoreError> {
+        let r = self.read()?;
+        let revs = tryd!(self, r.open_table(REVS));
+        let time_of = |rev: u64| -> Result<Option<u64>, StoreError> {
+            Ok(match tryd!(self, revs.range(rev..)).next() {
+                Some(item) => {
+                    let (k, v) = tryd!(self, item);
+                    Some(codec::decode_rev(k.value(), v.value())?.time_nanos)
+                }
+                None => None,
+            })
+        };
+        let mut lo = self.compacted_revision().max(1);
+        let mut hi = self.published_revision();
+        if hi < lo || time_of(lo)?.is_none_or(|t| t > time_nanos) {
+            return Err(StoreError::TimeNotRetained);
+        }
+        // Invariant: time(lo) <= t; find the last revision whose time is <= t.
+        while lo < hi {
+            let mid = lo + (hi - lo).div_ceil(2);
+            match time_of(mid)? {
+                Some(t) if t <= time_nanos => lo = mid,
+                _ => hi = mid - 1,
+            }
+        }
+        Ok(lo)
+    }
+
+    /// Reads the events of one revision from a snapshot, for watch replay.
+    pub(crate) fn read_revision(&self, snap: &redb::ReadTransaction, revision: u64, prefix: &[u8]) -> Result<Vec<Event>, StoreError> {
+        let events = tryd!(self, snap.open_table(EVENTS));
+        let keyidx = tryd!(self, snap.open_table(KEYIDX));
+        let mut out = Vec::new();
+        for item in tryd!(self, events.range((revision, 0)..(revision + 1, 0))) {
+            let (_, v) = tryd!(self, item);
+            let rec = codec::decode_event(v.value())?;
+            if !rec.kv.key.starts_with(prefix) {
+                continue;
+            }
+            let prev = if rec.prev_mod_revision == 0 {
+                None
+            } else {
+                match tryd!(self, keyidx.get((rec.kv.key.as_slice(), rec.prev_mod_revision))) {
+                    Some(idx) => self.event_at(&events, rec.prev_mod_revision, idx.value())?.map(|e| e.kv),
+                    None => None,
+                }
+            };
+            out.push(Event { typ: rec.typ, kv: rec.kv, prev });
+        }
+        Ok(out)
+    }
+
+    pub(crate) fn snapshot(&self) -> Result<redb::ReadTransaction, StoreError> {
+        self.read()
+    }
+}
+
+enum Outcome {
+    Txn(TxnResponse),
+    Lease(u64),
+    Compacted,
+}
