@@ -1,1 +1,78 @@
-//! placeholder
+//! berth's API server: Kubernetes paths, shapes and semantics over the revisioned store, plus
+//! berth's history API.
+//!
+//! API boundary: `ApiServer::new` + `router` (or `serve`). Everything else is reached through
+//! HTTP; the registry is public so in-process controllers can use the same write path.
+
+pub mod auth;
+pub mod discovery;
+pub mod error;
+pub mod gc;
+pub mod history;
+pub mod patch;
+pub mod registry;
+pub mod server;
+pub mod watch;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use berth_store::Store;
+
+pub use auth::{Authenticator, UserInfo};
+pub use registry::Registry;
+
+/// Settings of the HTTP side.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Largest request body accepted (Kubernetes allows 3 MiB).
+    pub max_body_bytes: usize,
+    /// How often a watch that asked for bookmarks gets one.
+    pub bookmark_interval: Duration,
+    /// berth's version, for `/version`.
+    pub version: String,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            max_body_bytes: 3 * 1024 * 1024,
+            bookmark_interval: Duration::from_secs(5),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+        }
+    }
+}
+
+/// The API server's shared state.
+#[derive(Debug)]
+pub struct ApiServer {
+    pub registry: Registry,
+    pub auth: Authenticator,
+    pub config: ServerConfig,
+    ready: AtomicBool,
+}
+
+impl ApiServer {
+    pub fn new(store: Store, auth: Authenticator, config: ServerConfig) -> Arc<Self> {
+        Arc::new(ApiServer { registry: Registry::new(store), auth, config, ready: AtomicBool::new(false) })
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    /// Creates the default namespaces; the server reports ready after this.
+    pub async fn bootstrap(&self) -> Result<(), error::ApiError> {
+        self.registry.ensure_default_namespaces().await?;
+        self.ready.store(true, Ordering::Release);
+        Ok(())
+    }
+}
+
+/// The HTTP router: one handler that routes by Kubernetes path.
+pub fn router(state: Arc<ApiServer>) -> Router {
+    Router::new().fallback(server::handle).layer(DefaultBodyLimit::disable()).with_state(state)
+}

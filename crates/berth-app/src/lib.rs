@@ -1,1 +1,6 @@
-//! placeholder
+//! Wiring: the roles of the one `berth` binary (`up`, `server`, the CLI verbs), reused by the
+//! integration tests.
+
+pub mod server;
+
+pub use server::{RunningServer, ServerOptions, start};

@@ -1,0 +1,126 @@
+//! Bearer-token authentication from a static token file, as kube-apiserver's
+//! `--token-auth-file` reads it: `token,user,uid,"group1,group2"` per line.
+//!
+//! TLS client certificates and RBAC come later; they will sit beside this as further
+//! authenticators and an authorizer, without changing the handlers.
+
+use std::path::Path;
+
+/// Who a request comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserInfo {
+    pub name: String,
+    pub uid: String,
+    pub groups: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("cannot read token file {path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}, line {line}: {message}")]
+    Syntax { path: String, line: usize, message: String },
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Authenticator {
+    tokens: Vec<(Vec<u8>, UserInfo)>,
+}
+
+fn split_csv(line: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut quoted = false;
+    for c in line.chars() {
+        match c {
+            '"' => quoted = !quoted,
+            ',' if !quoted => out.push(std::mem::take(&mut cur)),
+            c => cur.push(c),
+        }
+    }
+    out.push(cur);
+    out
+}
+
+/// Compares in time independent of where the first difference is.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+impl Authenticator {
+    pub fn from_file(path: &Path) -> Result<Self, AuthError> {
+        let text = std::fs::read_to_string(path).map_err(|source| AuthError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let mut a = Authenticator::default();
+        for (i, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let f = split_csv(line);
+            if f.len() < 2 || f[0].len() < 8 || f[1].is_empty() {
+                return Err(AuthError::Syntax {
+                    path: path.display().to_string(),
+                    line: i + 1,
+                    message: "expected token,user[,uid[,\"group,...\"]] with a token of at least 8 characters".into(),
+                });
+            }
+            a.add(&f[0], UserInfo {
+                name: f[1].clone(),
+                uid: f.get(2).cloned().unwrap_or_default(),
+                groups: f.get(3).map(|g| g.split(',').map(str::to_string).filter(|s| !s.is_empty()).collect()).unwrap_or_default(),
+            });
+        }
+        Ok(a)
+    }
+
+    pub fn add(&mut self, token: &str, user: UserInfo) {
+        self.tokens.push((token.as_bytes().to_vec(), user));
+    }
+
+    /// The user behind an `Authorization: Bearer ...` header.
+    pub fn authenticate(&self, header: Option<&str>) -> Option<UserInfo> {
+        let token = header?.strip_prefix("Bearer ")?.trim().as_bytes();
+        let mut found = None;
+        for (t, u) in &self.tokens {
+            if same(t, token) {
+                found = Some(u.clone());
+            }
+        }
+        found
+    }
+}
+
+/// A new random token: 32 bytes, hex.
+pub fn generate_token() -> String {
+    let mut b = [0u8; 32];
+    let _ = getrandom::fill(&mut b);
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_kube_token_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("tokens.csv");
+        std::fs::write(&p, "# comment\nsecret-admin-token,admin,1,\"system:masters,dev\"\nbob-token-123,bob\n").unwrap();
+        let a = Authenticator::from_file(&p).unwrap();
+        let u = a.authenticate(Some("Bearer secret-admin-token")).unwrap();
+        assert_eq!(u.name, "admin");
+        assert_eq!(u.groups, vec!["system:masters", "dev"]);
+        assert_eq!(a.authenticate(Some("Bearer bob-token-123")).unwrap().name, "bob");
+        assert!(a.authenticate(Some("Bearer nope")).is_none());
+        assert!(a.authenticate(None).is_none());
+        std::fs::write(&p, "short,x\n").unwrap();
+        assert!(Authenticator::from_file(&p).unwrap_err().to_string().contains("line 1"));
+    }
+}

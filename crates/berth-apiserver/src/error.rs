@@ -1,0 +1,96 @@
+//! API errors: every failure leaves the server as a Kubernetes `Status` with its HTTP code.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use berth_api::{FieldError, ResourceKind, Status};
+use berth_store::StoreError;
+
+/// A failed request, already worded for the client.
+#[derive(Debug, Clone)]
+pub struct ApiError(pub Status);
+
+pub type ApiResult<T> = Result<T, ApiError>;
+
+impl ApiError {
+    pub fn new(code: u16, reason: &str, message: impl Into<String>) -> Self {
+        ApiError(Status::failure(code, reason, message))
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(400, "BadRequest", message)
+    }
+
+    pub fn not_found(kind: &ResourceKind, name: &str) -> Self {
+        ApiError(
+            Status::failure(404, "NotFound", format!("{} \"{name}\" not found", kind.qualified_plural()))
+                .with_details(kind.group, kind.plural, name),
+        )
+    }
+
+    pub fn already_exists(kind: &ResourceKind, name: &str) -> Self {
+        ApiError(
+            Status::failure(409, "AlreadyExists", format!("{} \"{name}\" already exists", kind.qualified_plural()))
+                .with_details(kind.group, kind.plural, name),
+        )
+    }
+
+    pub fn conflict(kind: &ResourceKind, name: &str) -> Self {
+        ApiError(
+            Status::failure(
+                409,
+                "Conflict",
+                format!(
+                    "Operation cannot be fulfilled on {} \"{name}\": the object has been modified; please apply your changes to the latest version and try again",
+                    kind.qualified_plural()
+                ),
+            )
+            .with_details(kind.group, kind.plural, name),
+        )
+    }
+
+    pub fn invalid(kind: &ResourceKind, name: &str, errors: &[FieldError]) -> Self {
+        ApiError(Status::invalid(kind.group, kind.kind, name, errors))
+    }
+
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(403, "Forbidden", message)
+    }
+
+    pub fn gone(message: impl Into<String>) -> Self {
+        Self::new(410, "Expired", message)
+    }
+
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(500, "InternalError", message)
+    }
+
+    pub fn code(&self) -> u16 {
+        self.0.code
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Compacted { requested, compacted } => {
+                ApiError::gone(format!("too old resource version: {requested} ({compacted})"))
+            }
+            StoreError::FutureRevision { requested, current } => ApiError::new(
+                504,
+                "Timeout",
+                format!("Too large resource version: {requested}, current: {current}"),
+            ),
+            StoreError::TimeNotRetained => ApiError::gone(e.to_string()),
+            StoreError::Closed => ApiError::new(503, "ServiceUnavailable", "the server is shutting down"),
+            other => ApiError::internal(other.to_string()),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let code = StatusCode::from_u16(self.0.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let body = serde_json::to_vec(&self.0).unwrap_or_default();
+        (code, [("content-type", "application/json")], body).into_response()
+    }
+}

@@ -1,0 +1,600 @@
+//! The registry: create, read, update, patch and delete of objects in the store, with
+//! Kubernetes' semantics (resource versions, generations, status subresources, finalizers,
+//! owner references). HTTP-free, so controllers inside the server use it directly.
+//!
+//! Invariants: an object's `resourceVersion` is the store's mod revision of its key and is
+//! never stored in the value; every write is a store transaction that compares the mod revision
+//! it read, so concurrent writers get 409 Conflict rather than lost updates.
+
+use berth_api::kinds::{self, ResourceKind};
+use berth_api::object::Object;
+use berth_api::selector::{FieldSelector, LabelSelector};
+use berth_api::timefmt;
+use berth_api::validate;
+use berth_store::{Compare, CompareOp, KeyValue, Op, Origin, Store, Txn};
+use serde_json::{Map, Value, json};
+
+use crate::error::{ApiError, ApiResult};
+
+/// What a list returns: the items, the revision read, and a continue token.
+#[derive(Debug)]
+pub struct ListResult {
+    pub items: Vec<Object>,
+    pub revision: u64,
+    pub continue_token: Option<String>,
+}
+
+/// How a delete treats the object's dependents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Propagation {
+    Orphan,
+    Background,
+    Foreground,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct DeleteOptions {
+    pub propagation: Option<Propagation>,
+    pub precondition_uid: Option<String>,
+    pub precondition_rv: Option<String>,
+    pub dry_run: bool,
+}
+
+/// Parameters of a list.
+#[derive(Debug, Default, Clone)]
+pub struct ListOptions {
+    pub labels: LabelSelector,
+    pub fields: FieldSelector,
+    pub limit: usize,
+    pub continue_token: Option<String>,
+    /// Read at this exact revision (history, or a continued list).
+    pub at_revision: Option<u64>,
+}
+
+/// Decodes a stored value into an object carrying its resource version.
+pub fn decode(kv: &KeyValue) -> ApiResult<Object> {
+    let v: Value = serde_json::from_slice(&kv.value)
+        .map_err(|e| ApiError::internal(format!("stored object {} is not JSON: {e}", String::from_utf8_lossy(&kv.key))))?;
+    let mut obj = Object::from_value(v).ok_or_else(|| ApiError::internal("stored object is not a JSON object"))?;
+    obj.set_meta("resourceVersion", kv.mod_revision.to_string());
+    Ok(obj)
+}
+
+fn encode(obj: &Object) -> Vec<u8> {
+    let mut o = obj.clone();
+    o.remove_meta("resourceVersion");
+    serde_json::to_vec(&o.0).unwrap_or_default()
+}
+
+fn now_rfc3339() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    timefmt::rfc3339_from_nanos(nanos)
+}
+
+fn random_suffix() -> String {
+    // The alphabet Kubernetes uses for generated names: no vowels, no look-alikes.
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    let mut bytes = [0u8; 5];
+    let _ = getrandom::fill(&mut bytes);
+    bytes.iter().map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char).collect()
+}
+
+/// The continue token: the revision of the first page and the last key returned, hex-encoded
+/// so it is opaque and URL-safe.
+fn encode_continue(rev: u64, key: &[u8]) -> String {
+    let mut s = format!("{rev:x}.");
+    for b in key {
+        s.push_str(&format!("{b:02x}"));
+    }
+    s
+}
+
+fn decode_continue(token: &str) -> ApiResult<(u64, Vec<u8>)> {
+    let bad = || ApiError::bad_request(format!("invalid continue token {token:?}; start the list again without it"));
+    let (rev, key) = token.split_once('.').ok_or_else(bad)?;
+    let rev = u64::from_str_radix(rev, 16).map_err(|_| bad())?;
+    if key.len() % 2 != 0 || !key.is_ascii() {
+        return Err(bad());
+    }
+    let key = (0..key.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&key[i..i + 2], 16))
+        .collect::<Result<Vec<u8>, _>>()
+        .map_err(|_| bad())?;
+    Ok((rev, key))
+}
+
+/// A handle on the store that speaks objects.
+#[derive(Clone, Debug)]
+pub struct Registry {
+    pub store: Store,
+}
+
+impl Registry {
+    pub fn new(store: Store) -> Self {
+        Registry { store }
+    }
+
+    fn key(kind: &ResourceKind, ns: Option<&str>, name: &str) -> Vec<u8> {
+        kind.key(ns, name).into_bytes()
+    }
+
+    /// The namespace a request writes to, checked against the object.
+    fn bind_namespace(kind: &ResourceKind, url_ns: Option<&str>, obj: &mut Object) -> ApiResult<Option<String>> {
+        if !kind.namespaced {
+            obj.remove_meta("namespace");
+            return Ok(None);
+        }
+        let ns = match (url_ns, obj.namespace()) {
+            (Some(u), Some(b)) if u != b => {
+                return Err(ApiError::bad_request(format!(
+                    "the namespace of the provided object ({b}) does not match the namespace sent on the request ({u})"
+                )));
+            }
+            (Some(u), _) => u.to_string(),
+            (None, Some(b)) => b.to_string(),
+            (None, None) => "default".to_string(),
+        };
+        obj.set_meta("namespace", ns.clone());
+        Ok(Some(ns))
+    }
+
+    fn check_type(kind: &ResourceKind, obj: &Object) -> ApiResult<()> {
+        if obj.kind() != kind.kind || obj.api_version() != kind.api_version() {
+            return Err(ApiError::bad_request(format!(
+                "the object is {} {} but this URL serves {} {}; send it to {}",
+                obj.api_version(),
+                obj.kind(),
+                kind.api_version(),
+                kind.kind,
+                kind.collection_path(obj.namespace()),
+            )));
+        }
+        Ok(())
+    }
+
+    async fn check_namespace_open(&self, ns: Option<&str>) -> ApiResult<()> {
+        let Some(ns) = ns else { return Ok(()) };
+        let nsk = kinds::resolve("namespaces").ok_or_else(|| ApiError::internal("namespace kind missing"))?;
+        match self.store.get(&Self::key(nsk, None, ns))? {
+            None => Err(ApiError::not_found(nsk, ns)),
+            Some(kv) => {
+                let obj = decode(&kv)?;
+                if obj.deletion_timestamp().is_some() {
+                    Err(ApiError::forbidden(format!(
+                        "unable to create new content in namespace {ns} because it is being terminated"
+                    )))
+                } else {
+                    Ok(())
+                }
+            }
+        }
+    }
+
+    pub fn get(&self, kind: &ResourceKind, ns: Option<&str>, name: &str) -> ApiResult<Object> {
+        match self.store.get(&Self::key(kind, ns, name))? {
+            Some(kv) => decode(&kv),
+            None => Err(ApiError::not_found(kind, name)),
+        }
+    }
+
+    pub fn get_at(&self, kind: &ResourceKind, ns: Option<&str>, name: &str, revision: u64) -> ApiResult<Object> {
+        match self.store.get_at(&Self::key(kind, ns, name), revision)? {
+            Some(kv) => decode(&kv),
+            None => Err(ApiError::new(
+                404,
+                "NotFound",
+                format!("{} \"{name}\" did not exist at revision {revision}", kind.qualified_plural()),
+            )),
+        }
+    }
+
+    /// The store prefix a list or watch covers.
+    pub fn prefix(kind: &ResourceKind, ns: Option<&str>) -> Vec<u8> {
+        match ns {
+            Some(ns) if kind.namespaced => format!("{}{ns}/", kind.key_prefix()).into_bytes(),
+            _ => kind.key_prefix().into_bytes(),
+        }
+    }
+
+    pub fn list(&self, kind: &ResourceKind, ns: Option<&str>, opts: &ListOptions) -> ApiResult<ListResult> {
+        let prefix = Self::prefix(kind, ns);
+        let (mut revision, mut after) = match &opts.continue_token {
+            Some(t) => {
+                let (rev, key) = decode_continue(t)?;
+                if !key.starts_with(&prefix) {
+                    return Err(ApiError::bad_request("the continue token belongs to another list"));
+                }
+                (Some(rev), Some(key))
+            }
+            None => (opts.at_revision, None),
+        };
+        if let Some(rev) = revision {
+            if rev < self.store.compacted_revision() {
+                return Err(ApiError::gone(format!(
+                    "The provided continue parameter is too old to display a consistent list result (revision {rev} was compacted); start the list again"
+                )));
+            }
+        }
+        let mut items = Vec::new();
+        let chunk = if opts.limit > 0 { opts.limit.max(64) } else { 0 };
+        loop {
+            let page = match revision {
+                Some(rev) => self.store.range_at(&prefix, after.as_deref(), chunk, rev)?,
+                None => self.store.range(&prefix, after.as_deref(), chunk)?,
+            };
+            // Later pages read at the same revision as the first, for one consistent list.
+            revision.get_or_insert(page.revision);
+            let mut stopped_at: Option<Vec<u8>> = None;
+            for kv in &page.kvs {
+                let obj = decode(kv)?;
+                if opts.labels.matches(&obj.labels()) && opts.fields.matches(&obj.as_value()) {
+                    items.push(obj);
+                    if opts.limit > 0 && items.len() == opts.limit {
+                        stopped_at = Some(kv.key.clone());
+                        break;
+                    }
+                }
+            }
+            let rev = revision.unwrap_or(page.revision);
+            if let Some(key) = stopped_at {
+                let last_in_page = page.kvs.last().map(|k| k.key.clone());
+                let more = page.more || last_in_page.as_ref() != Some(&key);
+                return Ok(ListResult {
+                    items,
+                    revision: rev,
+                    continue_token: more.then(|| encode_continue(rev, &key)),
+                });
+            }
+            if !page.more {
+                return Ok(ListResult { items, revision: rev, continue_token: None });
+            }
+            after = page.kvs.last().map(|k| k.key.clone());
+        }
+    }
+
+    pub async fn create(&self, kind: &ResourceKind, url_ns: Option<&str>, mut obj: Object, user: &str, dry_run: bool) -> ApiResult<Object> {
+        Self::check_type(kind, &obj)?;
+        let ns = Self::bind_namespace(kind, url_ns, &mut obj)?;
+        if obj.name().is_empty() {
+            if let Some(g) = obj.metadata().and_then(|m| m.get("generateName")).and_then(Value::as_str).filter(|g| !g.is_empty()) {
+                let name = format!("{g}{}", random_suffix());
+                obj.set_meta("name", name);
+            }
+        }
+        if kind.has_status && kind.kind != "Node" {
+            obj.0.remove("status");
+        }
+        validate::apply_defaults(kind, &mut obj);
+        let errs = validate::validate_create(kind, &obj);
+        if !errs.is_empty() {
+            return Err(ApiError::invalid(kind, obj.name(), &errs));
+        }
+        self.check_namespace_open(ns.as_deref()).await?;
+        let name = obj.name().to_string();
+        obj.set_meta("uid", uuid::Uuid::new_v4().to_string());
+        obj.set_meta("creationTimestamp", now_rfc3339());
+        for f in ["resourceVersion", "deletionTimestamp", "deletionGracePeriodSeconds", "selfLink"] {
+            obj.remove_meta(f);
+        }
+        if kind.has_status {
+            obj.set_meta("generation", 1);
+        } else {
+            obj.remove_meta("generation");
+        }
+        if dry_run {
+            return Ok(obj);
+        }
+        let key = Self::key(kind, ns.as_deref(), &name);
+        let txn = Txn::default()
+            .when(Compare::mod_revision(key.clone(), CompareOp::Equal, 0))
+            .then(Op::Put { key, value: encode(&obj), lease: 0 });
+        let r = self.store.txn(txn, Origin::new(user, "create")).await?;
+        if !r.succeeded {
+            return Err(ApiError::already_exists(kind, &name));
+        }
+        obj.set_meta("resourceVersion", r.revision.to_string());
+        Ok(obj)
+    }
+
+    /// Writes `new` over the object at `old_kv` if nobody changed it meanwhile. A no-op update
+    /// writes nothing and returns the object as it is.
+    async fn commit_update(&self, kind: &ResourceKind, key: Vec<u8>, old_kv: &KeyValue, old: &Object, mut new: Object, user: &str, verb: &str, dry_run: bool) -> ApiResult<Object> {
+        let name = old.name().to_string();
+        new.set_meta("resourceVersion", old.resource_version().to_string());
+        if &new == old {
+            return Ok(new);
+        }
+        // Deleting an object waits for its finalizers; the update that removes the last one
+        // completes the delete.
+        // (A namespace is the exception: the namespace controller deletes it once it is empty.)
+        if new.deletion_timestamp().is_some() && new.finalizers().is_empty() && kind.kind != "Namespace" {
+            if dry_run {
+                return Ok(new);
+            }
+            let txn = Txn::default()
+                .when(Compare::mod_revision(key.clone(), CompareOp::Equal, old_kv.mod_revision))
+                .then(Op::Delete { key });
+            let r = self.store.txn(txn, Origin::new(user, "delete")).await?;
+            if !r.succeeded {
+                return Err(ApiError::conflict(kind, &name));
+            }
+            new.set_meta("resourceVersion", r.revision.to_string());
+            return Ok(new);
+        }
+        if dry_run {
+            return Ok(new);
+        }
+        let txn = Txn::default()
+            .when(Compare::mod_revision(key.clone(), CompareOp::Equal, old_kv.mod_revision))
+            .then(Op::Put { key, value: encode(&new), lease: 0 });
+        let r = self.store.txn(txn, Origin::new(user, verb)).await?;
+        if !r.succeeded {
+            return Err(ApiError::conflict(kind, &name));
+        }
+        new.set_meta("resourceVersion", r.revision.to_string());
+        Ok(new)
+    }
+
+    fn load_for_update(&self, kind: &ResourceKind, ns: Option<&str>, name: &str) -> ApiResult<(Vec<u8>, KeyValue, Object)> {
+        let key = Self::key(kind, ns, name);
+        let kv = self.store.get(&key)?.ok_or_else(|| ApiError::not_found(kind, name))?;
+        let obj = decode(&kv)?;
+        Ok((key, kv, obj))
+    }
+
+    fn check_update_target(kind: &ResourceKind, name: &str, old: &Object, new: &Object) -> ApiResult<()> {
+        if new.name() != name {
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({}) does not match the name on the URL ({name})",
+                new.name()
+            )));
+        }
+        let rv = new.resource_version();
+        if !rv.is_empty() && rv != old.resource_version() {
+            return Err(ApiError::conflict(kind, name));
+        }
+        let uid = new.uid();
+        if !uid.is_empty() && uid != old.uid() {
+            return Err(ApiError::conflict(kind, name).with_message(format!(
+                "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                old.uid()
+            )));
+        }
+        Ok(())
+    }
+
+    /// PUT of the main resource: spec and metadata change, status is kept.
+    pub async fn update(&self, kind: &ResourceKind, url_ns: Option<&str>, name: &str, mut obj: Object, user: &str, verb: &str, dry_run: bool) -> ApiResult<Object> {
+        Self::check_type(kind, &obj)?;
+        let ns = Self::bind_namespace(kind, url_ns, &mut obj)?;
+        let (key, kv, old) = self.load_for_update(kind, ns.as_deref(), name)?;
+        Self::check_update_target(kind, name, &old, &obj)?;
+        // Server-owned fields come from the stored object.
+        let old_meta = old.metadata().cloned().unwrap_or_default();
+        for f in ["uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation"] {
+            match old_meta.get(f) {
+                Some(v) => obj.set_meta(f, v.clone()),
+                None => obj.remove_meta(f),
+            }
+        }
+        if kind.has_status {
+            match old.get("status") {
+                Some(s) => obj.0.insert("status".into(), s.clone()),
+                None => obj.0.remove("status"),
+            };
+        }
+        validate::apply_defaults(kind, &mut obj);
+        let errs = validate::validate_update(kind, &old, &obj);
+        if !errs.is_empty() {
+            return Err(ApiError::invalid(kind, name, &errs));
+        }
+        if kind.has_status && obj.desired_state() != old.desired_state() {
+            obj.set_meta("generation", old.generation() + 1);
+        }
+        if old.deletion_timestamp().is_some() {
+            let added: Vec<String> = obj.finalizers().into_iter().filter(|f| !old.finalizers().contains(f)).collect();
+            if !added.is_empty() {
+                return Err(ApiError::invalid(kind, name, &[berth_api::FieldError::forbidden("metadata.finalizers", "no new finalizers can be added if the object is being deleted")]));
+            }
+        }
+        self.commit_update(kind, key, &kv, &old, obj, user, verb, dry_run).await
+    }
+
+    /// PUT of the `status` subresource: only status changes.
+    pub async fn update_status(&self, kind: &ResourceKind, url_ns: Option<&str>, name: &str, mut obj: Object, user: &str, dry_run: bool) -> ApiResult<Object> {
+        if !kind.has_status {
+            return Err(ApiError::new(404, "NotFound", format!("{} has no status subresource", kind.qualified_plural())));
+        }
+        Self::check_type(kind, &obj)?;
+        let ns = Self::bind_namespace(kind, url_ns, &mut obj)?;
+        let (key, kv, old) = self.load_for_update(kind, ns.as_deref(), name)?;
+        Self::check_update_target(kind, name, &old, &obj)?;
+        let mut new = old.clone();
+        match obj.0.remove("status") {
+            Some(s) => new.0.insert("status".into(), s),
+            None => new.0.remove("status"),
+        };
+        if let Some(Value::Object(_)) = new.get("status") {
+        } else if new.get("status").is_some() {
+            return Err(ApiError::invalid(kind, name, &[berth_api::FieldError::invalid("status", "", "must be an object")]));
+        }
+        self.commit_update(kind, key, &kv, &old, new, user, "update-status", dry_run).await
+    }
+
+    /// PATCH: applies the patch to the stored object, then updates as PUT would.
+    pub async fn patch(&self, kind: &ResourceKind, ns: Option<&str>, name: &str, patch_type: crate::patch::PatchType, body: &[u8], user: &str, status: bool, dry_run: bool) -> ApiResult<Object> {
+        let current = self.get(kind, ns, name)?;
+        let patched = crate::patch::apply(kind, &current, patch_type, body)?;
+        let mut obj = Object::from_value(patched).ok_or_else(|| ApiError::bad_request("the patch made the object something other than a JSON object"))?;
+        // A patch that does not name a resource version applies to the version it read;
+        // the store compare still refuses a concurrent change.
+        if obj.resource_version().is_empty() {
+            obj.set_meta("resourceVersion", current.resource_version().to_string());
+        }
+        if status {
+            self.update_status(kind, ns, name, obj, user, dry_run).await
+        } else {
+            self.update(kind, ns, name, obj, user, "patch", dry_run).await
+        }
+    }
+
+    /// DELETE. Returns the object as deleted (or as marked for deletion when finalizers hold
+    /// it).
+    pub async fn delete(&self, kind: &ResourceKind, ns: Option<&str>, name: &str, opts: &DeleteOptions, user: &str) -> ApiResult<Object> {
+        let (key, kv, old) = self.load_for_update(kind, ns, name)?;
+        if let Some(uid) = &opts.precondition_uid {
+            if uid != old.uid() {
+                return Err(ApiError::conflict(kind, name).with_message(format!("Precondition failed: UID in precondition: {uid}, UID in object meta: {}", old.uid())));
+            }
+        }
+        if let Some(rv) = &opts.precondition_rv {
+            if rv != old.resource_version() {
+                return Err(ApiError::conflict(kind, name));
+            }
+        }
+        if kind.kind == "Namespace" {
+            return self.delete_namespace(key, &kv, old, user, opts.dry_run).await;
+        }
+        let propagation = opts.propagation.unwrap_or(Propagation::Background);
+        if opts.dry_run {
+            return Ok(old);
+        }
+        match propagation {
+            Propagation::Orphan => self.orphan_dependents(old.uid(), user).await?,
+            Propagation::Foreground => self.delete_dependents_now(old.uid(), user).await?,
+            Propagation::Background => {}
+        }
+        if !old.finalizers().is_empty() {
+            if old.deletion_timestamp().is_some() {
+                return Ok(old);
+            }
+            let mut marked = old.clone();
+            marked.set_meta("deletionTimestamp", now_rfc3339());
+            marked.set_meta("deletionGracePeriodSeconds", 0);
+            return self.commit_update(kind, key, &kv, &old, marked, user, "delete", false).await;
+        }
+        let txn = Txn::default()
+            .when(Compare::mod_revision(key.clone(), CompareOp::Equal, kv.mod_revision))
+            .then(Op::Delete { key });
+        let r = self.store.txn(txn, Origin::new(user, "delete")).await?;
+        if !r.succeeded {
+            return Err(ApiError::conflict(kind, name));
+        }
+        let mut gone = old;
+        gone.set_meta("resourceVersion", r.revision.to_string());
+        Ok(gone)
+    }
+
+    async fn delete_namespace(&self, key: Vec<u8>, kv: &KeyValue, old: Object, user: &str, dry_run: bool) -> ApiResult<Object> {
+        let name = old.name().to_string();
+        if matches!(name.as_str(), "default" | "kube-system" | "kube-public") {
+            return Err(ApiError::forbidden(format!("namespaces \"{name}\" is forbidden: this namespace may not be deleted")));
+        }
+        if dry_run || old.deletion_timestamp().is_some() {
+            return Ok(old);
+        }
+        let nsk = kinds::resolve("namespaces").ok_or_else(|| ApiError::internal("namespace kind missing"))?;
+        let mut marked = old.clone();
+        marked.set_meta("deletionTimestamp", now_rfc3339());
+        marked.0.insert("status".into(), json!({"phase": "Terminating"}));
+        // The namespace controller (gc.rs) empties it and then deletes it.
+        self.commit_update(nsk, key, kv, &old, marked, user, "delete", false).await
+    }
+
+    /// Every stored object, for the garbage collector's initial scan and for export.
+    pub fn all_objects(&self, revision: Option<u64>) -> ApiResult<(Vec<Object>, u64)> {
+        let mut out = Vec::new();
+        let mut rev = revision;
+        for kind in berth_api::KINDS {
+            let r = self.list(kind, None, &ListOptions { at_revision: rev, ..Default::default() })?;
+            rev.get_or_insert(r.revision);
+            out.extend(r.items);
+        }
+        Ok((out, rev.unwrap_or(0)))
+    }
+
+    fn dependents_of(&self, uid: &str) -> ApiResult<Vec<Object>> {
+        let (all, _) = self.all_objects(None)?;
+        Ok(all.into_iter().filter(|o| o.owner_references().iter().any(|r| r.uid == uid)).collect())
+    }
+
+    async fn orphan_dependents(&self, uid: &str, user: &str) -> ApiResult<()> {
+        for dep in self.dependents_of(uid)? {
+            let Some(kind) = dep.resource_kind() else { continue };
+            let mut new = dep.clone();
+            let refs: Vec<Value> = new
+                .metadata()
+                .and_then(|m| m.get("ownerReferences"))
+                .and_then(Value::as_array)
+                .map(|a| a.iter().filter(|r| r["uid"] != uid).cloned().collect())
+                .unwrap_or_default();
+            if refs.is_empty() {
+                new.remove_meta("ownerReferences");
+            } else {
+                new.set_meta("ownerReferences", Value::Array(refs));
+            }
+            match self.update(kind, dep.namespace(), dep.name(), new, user, "orphan", false).await {
+                Ok(_) => {}
+                Err(e) if e.code() == 404 => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    fn delete_dependents_now<'a>(&'a self, uid: &'a str, user: &'a str) -> std::pin::Pin<Box<dyn std::future::Future<Output = ApiResult<()>> + Send + 'a>> {
+        Box::pin(async move {
+            for dep in self.dependents_of(uid)? {
+                let Some(kind) = dep.resource_kind() else { continue };
+                let opts = DeleteOptions { propagation: Some(Propagation::Foreground), ..Default::default() };
+                match self.delete(kind, dep.namespace(), dep.name(), &opts, user).await {
+                    Ok(_) => {}
+                    Err(e) if e.code() == 404 => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// Creates the namespaces every cluster starts with, if absent.
+    pub async fn ensure_default_namespaces(&self) -> ApiResult<()> {
+        let nsk = kinds::resolve("namespaces").ok_or_else(|| ApiError::internal("namespace kind missing"))?;
+        for name in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+            let obj = Object::from_value(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}))
+                .ok_or_else(|| ApiError::internal("bad namespace literal"))?;
+            match self.create(nsk, None, obj, "system:apiserver", false).await {
+                Ok(_) => {}
+                Err(e) if e.code() == 409 => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+}
+
+impl ApiError {
+    pub fn with_message(mut self, message: String) -> Self {
+        self.0.message = message;
+        self
+    }
+}
+
+/// Builds `{kind: XList, apiVersion, metadata: {resourceVersion, continue}, items}`.
+pub fn list_body(kind: &ResourceKind, r: ListResult) -> Value {
+    let mut meta = Map::new();
+    meta.insert("resourceVersion".into(), Value::String(r.revision.to_string()));
+    if let Some(c) = r.continue_token {
+        meta.insert("continue".into(), Value::String(c));
+    }
+    json!({
+        "kind": format!("{}List", kind.kind),
+        "apiVersion": kind.api_version(),
+        "metadata": meta,
+        "items": r.items.into_iter().map(Object::into_value).collect::<Vec<_>>(),
+    })
+}

@@ -1,0 +1,154 @@
+//! `?watch=1`: a chunked stream of `{"type": ..., "object": ...}` lines, as Kubernetes sends.
+//!
+//! Label and field selectors apply to transitions as in Kubernetes: an object that starts
+//! matching arrives as ADDED, one that stops matching leaves as DELETED.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::response::Response;
+use berth_api::ResourceKind;
+use berth_api::object::Object;
+use berth_store::{EventType, KeyValue, StoreError};
+use bytes::Bytes;
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+use crate::error::ApiError;
+use crate::registry::{ListOptions, Registry, decode};
+
+pub struct WatchParams {
+    pub kind: &'static ResourceKind,
+    pub ns: Option<String>,
+    pub opts: ListOptions,
+    pub resource_version: Option<String>,
+    pub bookmarks: bool,
+    pub bookmark_interval: Duration,
+    pub timeout: Option<Duration>,
+}
+
+fn line(typ: &str, object: Value) -> Bytes {
+    let mut v = serde_json::to_vec(&json!({"type": typ, "object": object})).unwrap_or_default();
+    v.push(b'\n');
+    Bytes::from(v)
+}
+
+fn error_line(e: &ApiError) -> Bytes {
+    line("ERROR", serde_json::to_value(&e.0).unwrap_or(Value::Null))
+}
+
+fn matches(p: &WatchParams, obj: &Object) -> bool {
+    p.opts.labels.matches(&obj.labels()) && p.opts.fields.matches(&obj.as_value())
+}
+
+fn decode_at(kv: &KeyValue, rev: u64) -> Option<Object> {
+    let mut o = decode(kv).ok()?;
+    o.set_meta("resourceVersion", rev.to_string());
+    Some(o)
+}
+
+/// Starts a watch and returns the streaming response. Errors that happen before the stream
+/// starts (bad resource version) are returned as ordinary error responses; errors after it
+/// starts arrive as an ERROR event, as Kubernetes sends them.
+pub fn start(registry: Registry, p: WatchParams) -> Result<Response, ApiError> {
+    let prefix = Registry::prefix(p.kind, p.ns.as_deref());
+    let (initial, start) = match p.resource_version.as_deref() {
+        None | Some("") | Some("0") => {
+            let r = registry.list(p.kind, p.ns.as_deref(), &p.opts)?;
+            (r.items, r.revision + 1)
+        }
+        Some(rv) => {
+            let n: u64 = rv.parse().map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {rv:?}: must be a number")))?;
+            (Vec::new(), n + 1)
+        }
+    };
+    let (tx, rx) = mpsc::channel::<Result<Bytes, Infallible>>(256);
+    let watcher = registry.store.watch(&prefix, start);
+    tokio::spawn(async move {
+        let mut watcher = match watcher {
+            Ok(w) => w,
+            Err(e) => {
+                let _ = tx.send(Ok(error_line(&ApiError::from(e)))).await;
+                return;
+            }
+        };
+        for obj in initial {
+            if tx.send(Ok(line("ADDED", obj.into_value()))).await.is_err() {
+                return;
+            }
+        }
+        let mut last_bookmark = start.saturating_sub(1);
+        let mut tick = tokio::time::interval(p.bookmark_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let deadline = p.timeout.map(|t| tokio::time::Instant::now() + t);
+        let expired = async {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(expired);
+        loop {
+            tokio::select! {
+                batch = watcher.next() => {
+                    let batch = match batch {
+                        Ok(Some(b)) => b,
+                        Ok(None) => return,
+                        Err(e @ StoreError::WatcherTooSlow(_)) => {
+                            let _ = tx.send(Ok(error_line(&ApiError::gone(e.to_string())))).await;
+                            return;
+                        }
+                        Err(e) => {
+                            let _ = tx.send(Ok(error_line(&ApiError::from(e)))).await;
+                            return;
+                        }
+                    };
+                    for ev in batch.events {
+                        let out = match ev.typ {
+                            EventType::Put => {
+                                let Some(new) = decode_at(&ev.kv, batch.revision) else { continue };
+                                let was = ev.prev.as_ref().and_then(|k| decode_at(k, batch.revision)).is_some_and(|o| matches(&p, &o));
+                                match (matches(&p, &new), was) {
+                                    (true, true) => Some(("MODIFIED", new)),
+                                    (true, false) => Some(("ADDED", new)),
+                                    (false, true) => Some(("DELETED", new)),
+                                    (false, false) => None,
+                                }
+                            }
+                            EventType::Delete => {
+                                let Some(old) = decode_at(&ev.kv, batch.revision) else { continue };
+                                matches(&p, &old).then_some(("DELETED", old))
+                            }
+                        };
+                        if let Some((typ, obj)) = out {
+                            if tx.send(Ok(line(typ, obj.into_value()))).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+                _ = tick.tick(), if p.bookmarks => {
+                    if let Some(rev) = watcher.progress() {
+                        if rev > last_bookmark {
+                            last_bookmark = rev;
+                            let obj = json!({"kind": p.kind.kind, "apiVersion": p.kind.api_version(), "metadata": {"resourceVersion": rev.to_string()}});
+                            if tx.send(Ok(line("BOOKMARK", obj))).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+                _ = &mut expired => return,
+                _ = tx.closed() => return,
+            }
+        }
+    });
+    let body = Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx));
+    Response::builder()
+        .status(200)
+        .header("content-type", "application/json")
+        .header("cache-control", "no-cache")
+        .body(body)
+        .map_err(|e| ApiError::internal(e.to_string()))
+}

@@ -1,0 +1,133 @@
+//! Starting and stopping the control plane: store, API server, garbage collector, kubeconfig.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use berth_apiserver::{ApiServer, Authenticator, ServerConfig};
+use berth_store::{Store, StoreOptions};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// How to run a control plane.
+#[derive(Debug, Clone)]
+pub struct ServerOptions {
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    /// How long history is kept.
+    pub retention: Duration,
+    pub bookmark_interval: Duration,
+}
+
+impl ServerOptions {
+    pub fn new(data_dir: &Path) -> Self {
+        ServerOptions {
+            data_dir: data_dir.to_path_buf(),
+            listen: "127.0.0.1:6443".parse().expect("literal address"),
+            retention: Duration::from_secs(7 * 24 * 3600),
+            bookmark_interval: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A control plane running in this process.
+#[derive(Debug)]
+pub struct RunningServer {
+    pub addr: SocketAddr,
+    pub url: String,
+    pub token: String,
+    pub kubeconfig: PathBuf,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+    store: Store,
+}
+
+impl RunningServer {
+    /// The store under this server, for tests and in-process tools.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Stops accepting, lets in-flight requests finish (at most 5 s), stops the controllers
+    /// and closes the store.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        for t in self.tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+        }
+        let store = self.store;
+        let _ = tokio::task::spawn_blocking(move || store.close()).await;
+    }
+}
+
+pub const ADMIN_USER: &str = "admin";
+
+/// Reads the token file, creating it with a fresh admin token on first start.
+fn ensure_tokens(dir: &Path) -> anyhow::Result<(Authenticator, String)> {
+    let path = dir.join("tokens.csv");
+    if !path.exists() {
+        let token = berth_apiserver::auth::generate_token();
+        write_private(&path, &format!("# token,user,uid,groups (kube-apiserver --token-auth-file format)\n{token},{ADMIN_USER},1,\"system:masters\"\n"))?;
+    }
+    let auth = Authenticator::from_file(&path)?;
+    let text = std::fs::read_to_string(&path)?;
+    let admin = text
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .find_map(|l| {
+            let mut f = l.split(',');
+            let t = f.next()?;
+            (f.next()? == ADMIN_USER).then(|| t.trim().to_string())
+        })
+        .with_context(|| format!("{} has no line for user {ADMIN_USER}", path.display()))?;
+    Ok((auth, admin))
+}
+
+/// Writes a file only its owner can read, atomically.
+pub fn write_private(path: &Path, content: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
+    f.write_all(content.as_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}
+
+/// Starts the control plane and returns once it is ready to serve.
+pub async fn start(opts: ServerOptions) -> anyhow::Result<RunningServer> {
+    std::fs::create_dir_all(&opts.data_dir).with_context(|| format!("cannot create data directory {}", opts.data_dir.display()))?;
+    let (auth, token) = ensure_tokens(&opts.data_dir)?;
+    let store_dir = opts.data_dir.join("store");
+    std::fs::create_dir_all(&store_dir)?;
+    let store_opts = StoreOptions { retention: opts.retention, ..Default::default() };
+    let dir = store_dir.clone();
+    let store = tokio::task::spawn_blocking(move || Store::open(&dir, store_opts))
+        .await?
+        .with_context(|| format!("cannot open the store in {}", store_dir.display()))?;
+    let listener = tokio::net::TcpListener::bind(opts.listen).await.with_context(|| format!("cannot listen on {}; is another berth running? choose another with --api-listen", opts.listen))?;
+    let addr = listener.local_addr()?;
+    let url = format!("http://{addr}");
+    let config = ServerConfig { bookmark_interval: opts.bookmark_interval, ..Default::default() };
+    let api = ApiServer::new(store.clone(), auth, config);
+    api.bootstrap().await.map_err(|e| anyhow::anyhow!("cannot create the default namespaces: {}", e.0.message))?;
+    let kubeconfig = opts.data_dir.join("kubeconfig.yaml");
+    write_private(&kubeconfig, &berth_client::kubeconfig::render(&url, &token, ADMIN_USER))?;
+
+    let (stop, stop_rx) = watch::channel(false);
+    let mut tasks = Vec::new();
+    let router = berth_apiserver::router(api.clone());
+    let mut rx = stop_rx.clone();
+    tasks.push(tokio::spawn(async move {
+        let shutdown = async move {
+            let _ = rx.wait_for(|s| *s).await;
+        };
+        if let Err(e) = axum::serve(listener, router).with_graceful_shutdown(shutdown).await {
+            tracing::error!(error = %e, "API server stopped");
+        }
+    }));
+    tasks.push(tokio::spawn(berth_apiserver::gc::run(api.registry.clone(), stop_rx)));
+    Ok(RunningServer { addr, url, token, kubeconfig, stop, tasks, store })
+}

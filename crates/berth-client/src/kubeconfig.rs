@@ -1,0 +1,125 @@
+//! kubeconfig files: the standard format kubectl reads (clusters, users, contexts).
+
+use std::path::{Path, PathBuf};
+
+use serde_json::{Value, json};
+
+#[derive(Debug, thiserror::Error)]
+pub enum KubeconfigError {
+    #[error("no kubeconfig found (looked at {looked}); start a cluster with `berth up` or pass --kubeconfig")]
+    NotFound { looked: String },
+    #[error("cannot read kubeconfig {path}: {message}")]
+    Read { path: String, message: String },
+    #[error("kubeconfig {path}: {message}")]
+    Invalid { path: String, message: String },
+}
+
+/// The current context resolved to what a client needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Context {
+    pub server: String,
+    pub token: String,
+    pub namespace: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct KubeConfig {
+    pub path: PathBuf,
+    pub doc: Value,
+}
+
+impl KubeConfig {
+    pub fn load(path: &Path) -> Result<Self, KubeconfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| KubeconfigError::Read { path: path.display().to_string(), message: e.to_string() })?;
+        let doc: Value = serde_saphyr::from_str(&text).map_err(|e| KubeconfigError::Invalid { path: path.display().to_string(), message: e.to_string() })?;
+        Ok(KubeConfig { path: path.to_path_buf(), doc })
+    }
+
+    /// kubectl's order: the flag, then `$KUBECONFIG` (first existing entry), then the file
+    /// `berth up` writes, then `~/.kube/config`.
+    pub fn discover(flag: Option<&Path>, default_berth: &Path) -> Result<Self, KubeconfigError> {
+        if let Some(p) = flag {
+            return Self::load(p);
+        }
+        let mut looked = Vec::new();
+        if let Ok(env) = std::env::var("KUBECONFIG") {
+            for p in env.split(':').filter(|p| !p.is_empty()) {
+                let p = PathBuf::from(p);
+                if p.exists() {
+                    return Self::load(&p);
+                }
+                looked.push(p.display().to_string());
+            }
+        }
+        let mut candidates = vec![default_berth.to_path_buf()];
+        if let Some(home) = std::env::var_os("HOME") {
+            candidates.push(PathBuf::from(home).join(".kube/config"));
+        }
+        for p in candidates {
+            if p.exists() {
+                return Self::load(&p);
+            }
+            looked.push(p.display().to_string());
+        }
+        Err(KubeconfigError::NotFound { looked: looked.join(", ") })
+    }
+
+    fn invalid(&self, message: impl Into<String>) -> KubeconfigError {
+        KubeconfigError::Invalid { path: self.path.display().to_string(), message: message.into() }
+    }
+
+    fn named<'a>(&'a self, list: &str, name: &str) -> Option<&'a Value> {
+        self.doc.get(list)?.as_array()?.iter().find(|e| e["name"] == name)
+    }
+
+    pub fn current(&self) -> Result<Context, KubeconfigError> {
+        let ctx_name = self.doc["current-context"].as_str().ok_or_else(|| self.invalid("current-context is not set"))?;
+        let ctx = self.named("contexts", ctx_name).ok_or_else(|| self.invalid(format!("context {ctx_name:?} is not defined")))?;
+        let ctx = &ctx["context"];
+        let cluster_name = ctx["cluster"].as_str().unwrap_or("");
+        let cluster = self.named("clusters", cluster_name).ok_or_else(|| self.invalid(format!("cluster {cluster_name:?} is not defined")))?;
+        let server = cluster["cluster"]["server"].as_str().ok_or_else(|| self.invalid(format!("cluster {cluster_name:?} has no server")))?;
+        let user_name = ctx["user"].as_str().unwrap_or("");
+        let token = self.named("users", user_name).and_then(|u| u["user"]["token"].as_str()).unwrap_or("");
+        Ok(Context {
+            server: server.to_string(),
+            token: token.to_string(),
+            namespace: ctx["namespace"].as_str().filter(|s| !s.is_empty()).unwrap_or("default").to_string(),
+        })
+    }
+}
+
+/// The kubeconfig `berth up` writes: one cluster, one admin user, one context.
+pub fn render(server: &str, token: &str, user: &str) -> String {
+    let doc = json!({
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "berth", "cluster": {"server": server}}],
+        "users": [{"name": user, "user": {"token": token}}],
+        "contexts": [{"name": "berth", "context": {"cluster": "berth", "user": user, "namespace": "default"}}],
+        "current-context": "berth",
+        "preferences": {},
+    });
+    serde_saphyr::to_string(&doc).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip() {
+        let dir = tempfile_dir();
+        let p = dir.join("kubeconfig.yaml");
+        std::fs::write(&p, render("http://127.0.0.1:6443", "abc", "admin")).unwrap();
+        let c = KubeConfig::load(&p).unwrap().current().unwrap();
+        assert_eq!(c, Context { server: "http://127.0.0.1:6443".into(), token: "abc".into(), namespace: "default".into() });
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    fn tempfile_dir() -> PathBuf {
+        let d = std::env::temp_dir().join(format!("berth-kc-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+}
