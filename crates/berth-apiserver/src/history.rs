@@ -105,6 +105,14 @@ fn is_runtime_state(o: &Object) -> bool {
     matches!(o.kind(), "Event" | "Lease" | "Node" | "Endpoints")
 }
 
+/// The namespaces every server makes at start, as it made them: nothing to export.
+fn is_untouched_system_namespace(o: &Object) -> bool {
+    o.kind() == "Namespace"
+        && matches!(o.name(), "default" | "kube-system" | "kube-public" | "kube-node-lease")
+        && o.annotations().is_empty()
+        && o.labels().keys().all(|k| k == "kubernetes.io/metadata.name")
+}
+
 const KIND_ORDER: &[&str] = &["Namespace", "ConfigMap", "Secret", "Service", "Deployment", "ReplicaSet", "Pod"];
 
 /// `GET /apis/berth.dev/v1/export[?revision=|?at=]`: the desired state as a `List`: no status,
@@ -114,7 +122,7 @@ pub fn export(registry: &Registry, q: &HashMap<String, String>) -> ApiResult<Val
     let (all, rev) = registry.all_objects(rev)?;
     let mut items: Vec<Object> = all
         .into_iter()
-        .filter(|o| !is_runtime_state(o) && o.owner_references().is_empty() && o.deletion_timestamp().is_none())
+        .filter(|o| !is_runtime_state(o) && o.owner_references().is_empty() && o.deletion_timestamp().is_none() && !is_untouched_system_namespace(o))
         .map(|o| {
             let mut m = o.to_desired_manifest();
             m.remove_annotation("kubectl.kubernetes.io/last-applied-configuration");

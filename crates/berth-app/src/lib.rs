@@ -1,6 +1,7 @@
 //! Wiring: the roles of the one `berth` binary (`up`, `server`, the CLI verbs), reused by the
 //! integration tests.
 
+pub mod cli;
 pub mod server;
 
 pub use server::{RunningServer, ServerOptions, start};

@@ -9,12 +9,12 @@ use berth_api::ResourceKind;
 use berth_api::Status;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper::Method;
 use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
 
+pub use hyper::Method;
 pub use kubeconfig::{KubeConfig, KubeconfigError};
 
 #[derive(Debug, thiserror::Error)]

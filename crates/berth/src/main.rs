@@ -1,1 +1,5 @@
-fn main() {}
+//! The `berth` binary: everything lives in `berth-app`.
+
+fn main() -> std::process::ExitCode {
+    berth_app::cli::main()
+}

@@ -1,0 +1,135 @@
+//! The command line of the one `berth` binary: roles (`up`, `server`) and the CLI verbs.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::server::{ServerOptions, start};
+
+/// berth: a container platform in one binary, speaking the Kubernetes API.
+#[derive(Parser, Debug)]
+#[command(name = "berth", version, about, long_about = None, propagate_version = true)]
+#[command(after_help = "Start a local cluster with `berth up`, then use the verbs (`berth get pods`) from another terminal.")]
+pub struct Cli {
+    #[command(flatten)]
+    pub conn: berth_cli::Conn,
+    #[command(subcommand)]
+    pub cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Cmd {
+    /// Run an all-in-one local cluster in the foreground (Ctrl-C stops it)
+    Up(ServerArgs),
+    /// Run the control plane only: API server, store and controllers
+    Server(ServerArgs),
+    #[command(flatten)]
+    Verb(berth_cli::Verb),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ServerArgs {
+    /// Where state lives (store, tokens, kubeconfig)
+    #[arg(long, value_name = "DIR", env = "BERTH_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Address the API listens on
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:6443")]
+    pub api_listen: SocketAddr,
+    /// How long the history of every object is kept (e.g. 7d, 12h, 30m)
+    #[arg(long, value_name = "DURATION", default_value = "7d", value_parser = parse_duration)]
+    pub history_retention: Duration,
+}
+
+/// `7d`, `12h`, `30m`, `45s`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num.parse().map_err(|_| format!("{s:?} is not a duration like 7d, 12h, 30m or 45s"))?;
+    let secs = match unit {
+        "d" => n * 86400,
+        "h" => n * 3600,
+        "m" => n * 60,
+        "s" | "" => n,
+        _ => return Err(format!("{s:?}: unknown unit {unit:?}; use d, h, m or s")),
+    };
+    Ok(Duration::from_secs(secs))
+}
+
+async fn wait_for_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+async fn run_server(args: ServerArgs, all_in_one: bool) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let data_dir = args.data_dir.unwrap_or_else(berth_cli::default_data_dir);
+    let mut opts = ServerOptions::new(&data_dir);
+    opts.listen = args.api_listen;
+    opts.retention = args.history_retention;
+    let server = start(opts).await?;
+    let ready_ms = started.elapsed().as_millis();
+    tracing::info!(url = %server.url, data_dir = %data_dir.display(), ready_ms = ready_ms as u64, "berth is ready");
+    let role = if all_in_one { "cluster" } else { "control plane" };
+    println!("berth {role} is ready at {} ({ready_ms} ms)", server.url);
+    println!("kubeconfig: {}", server.kubeconfig.display());
+    println!();
+    println!("Try, in another terminal:");
+    println!("  export KUBECONFIG={}", server.kubeconfig.display());
+    println!("  berth get namespaces");
+    println!("  berth apply -f examples/demo.yaml");
+    println!("  berth get deploy,cm -o wide      # what you applied");
+    println!("  berth history deploy/demo --diff # who changed it, and how");
+    println!("  berth export > state.yaml        # the whole desired state");
+    println!("(kubectl works too: it reads the same kubeconfig.)");
+    println!();
+    println!("Press Ctrl-C to stop.");
+    wait_for_signal().await;
+    println!("stopping...");
+    server.shutdown().await;
+    Ok(())
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("BERTH_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
+}
+
+/// The binary's entry point.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result: anyhow::Result<i32> = rt.block_on(async move {
+        match cli.cmd {
+            Cmd::Up(a) => run_server(a, true).await.map(|_| 0),
+            Cmd::Server(a) => run_server(a, false).await.map(|_| 0),
+            Cmd::Verb(v) => {
+                let mut out = std::io::stdout().lock();
+                berth_cli::run(&cli.conn, v, &mut out).await
+            }
+        }
+    });
+    match result {
+        Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
+        // A closed pipe (`berth get ... | head`) is the reader's choice, not an error.
+        Err(e) if e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{}", berth_cli::describe_error(&e));
+            ExitCode::from(1)
+        }
+    }
+}
