@@ -11,6 +11,15 @@ pub fn rfc3339_from_nanos(nanos: u64) -> String {
     t.format(&Rfc3339).unwrap_or_else(|_| "1970-01-01T00:00:00Z".into())
 }
 
+/// Formats unix nanoseconds as an RFC 3339 UTC timestamp with nanosecond precision, for
+/// history, where several changes can fall in one second.
+pub fn rfc3339_nanos_from_nanos(nanos: u64) -> String {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(nanos))
+        .ok()
+        .and_then(|t| t.format(&Rfc3339).ok())
+        .unwrap_or_else(|| "1970-01-01T00:00:00Z".into())
+}
+
 /// Parses an RFC 3339 timestamp into unix nanoseconds.
 pub fn parse_rfc3339(s: &str) -> Result<u64, String> {
     let t = OffsetDateTime::parse(s, &Rfc3339)

@@ -58,7 +58,7 @@ pub fn history(registry: &Registry, q: &HashMap<String, String>) -> ApiResult<Va
             }
             json!({
                 "revision": e.info.revision,
-                "time": timefmt::rfc3339_from_nanos(e.info.time_nanos),
+                "time": timefmt::rfc3339_nanos_from_nanos(e.info.time_nanos),
                 "user": e.info.user,
                 "verb": e.info.verb,
                 "type": if e.typ == EventType::Put { "Put" } else { "Delete" },
@@ -89,7 +89,7 @@ pub fn revisions(registry: &Registry, q: &HashMap<String, String>) -> ApiResult<
         .store
         .revisions(from, to, limit)?
         .into_iter()
-        .map(|r| json!({"revision": r.revision, "time": timefmt::rfc3339_from_nanos(r.time_nanos), "user": r.user, "verb": r.verb, "changes": r.events}))
+        .map(|r| json!({"revision": r.revision, "time": timefmt::rfc3339_nanos_from_nanos(r.time_nanos), "user": r.user, "verb": r.verb, "changes": r.events}))
         .collect();
     Ok(json!({
         "kind": "RevisionList",

@@ -122,6 +122,9 @@ pub enum Verb {
         /// With no object: how many recent revisions to show
         #[arg(long, default_value_t = 50)]
         limit: u64,
+        /// Print the history document instead of a table (times with nanoseconds)
+        #[arg(short = 'o', long, value_enum)]
+        output: Option<Output>,
     },
     /// Write the whole desired state as one multi-document manifest
     ///
@@ -293,9 +296,9 @@ pub async fn run(conn: &Conn, verb: Verb, out: &mut dyn Write) -> anyhow::Result
             let items = manifests::read_all(&files, &ctx.namespace)?;
             diff(&ctx, items, out).await
         }
-        Verb::History { target, diff, limit } => {
+        Verb::History { target, diff, limit, output } => {
             let ctx = connect(conn)?;
-            history(&ctx, target, diff, limit, out).await
+            history(&ctx, target, diff, limit, output, out).await
         }
         Verb::Export { revision, at } => {
             let ctx = connect(conn)?;
@@ -606,11 +609,32 @@ async fn diff(ctx: &Ctx, items: Vec<manifests::Item>, out: &mut dyn Write) -> an
     Ok(i32::from(changed))
 }
 
-async fn history(ctx: &Ctx, target: Vec<String>, show_diff: bool, limit: u64, out: &mut dyn Write) -> anyhow::Result<i32> {
+/// Times in tables: to the second, as kubectl shows them.
+fn short_time(v: &Value) -> String {
+    let t = v.as_str().unwrap_or("");
+    match berth_api::timefmt::parse_rfc3339(t) {
+        Ok(n) => berth_api::timefmt::rfc3339_from_nanos(n),
+        Err(_) => t.to_string(),
+    }
+}
+
+fn print_document(v: &Value, output: Option<Output>, out: &mut dyn Write) -> anyhow::Result<bool> {
+    match output {
+        Some(Output::Json) => write!(out, "{}", print::to_json(v))?,
+        Some(Output::Yaml) => write!(out, "{}", print::to_yaml(v))?,
+        _ => return Ok(false),
+    }
+    Ok(true)
+}
+
+async fn history(ctx: &Ctx, target: Vec<String>, show_diff: bool, limit: u64, output: Option<Output>, out: &mut dyn Write) -> anyhow::Result<i32> {
     let (kind, name) = match target.as_slice() {
         [] => {
             let revs = ctx.client.revisions(&format!("limit={limit}")).await?;
-            let rows: Vec<Vec<String>> = revs["items"].as_array().cloned().unwrap_or_default().iter().map(|r| vec![r["revision"].to_string(), r["time"].as_str().unwrap_or("").into(), r["user"].as_str().unwrap_or("").into(), r["verb"].as_str().unwrap_or("").into(), r["changes"].to_string()]).collect();
+            if print_document(&revs, output, out)? {
+                return Ok(0);
+            }
+            let rows: Vec<Vec<String>> = revs["items"].as_array().cloned().unwrap_or_default().iter().map(|r| vec![r["revision"].to_string(), short_time(&r["time"]), r["user"].as_str().unwrap_or("").into(), r["verb"].as_str().unwrap_or("").into(), r["changes"].to_string()]).collect();
             write!(out, "{}", print::table(&["REVISION", "TIME", "USER", "VERB", "CHANGES"], &rows))?;
             return Ok(0);
         }
@@ -626,6 +650,9 @@ async fn history(ctx: &Ctx, target: Vec<String>, show_diff: bool, limit: u64, ou
         q.push_str(&format!("&namespace={}", ctx.namespace));
     }
     let h = ctx.client.history(&q).await?;
+    if print_document(&h, output, out)? {
+        return Ok(0);
+    }
     let items = h["items"].as_array().cloned().unwrap_or_default();
     if !show_diff {
         let rows: Vec<Vec<String>> = items
@@ -636,7 +663,7 @@ async fn history(ctx: &Ctx, target: Vec<String>, show_diff: bool, limit: u64, ou
                     (_, Some(v)) => v.to_string(),
                     _ => String::new(),
                 };
-                vec![i["revision"].to_string(), i["time"].as_str().unwrap_or("").into(), i["user"].as_str().unwrap_or("").into(), change]
+                vec![i["revision"].to_string(), short_time(&i["time"]), i["user"].as_str().unwrap_or("").into(), change]
             })
             .collect();
         write!(out, "{}", print::table(&["REVISION", "TIME", "USER", "CHANGE"], &rows))?;
@@ -644,7 +671,7 @@ async fn history(ctx: &Ctx, target: Vec<String>, show_diff: bool, limit: u64, ou
     }
     let mut prev = String::new();
     for i in items {
-        writeln!(out, "revision {}  {}  by {}  ({})", i["revision"], i["time"].as_str().unwrap_or(""), i["user"].as_str().unwrap_or(""), i["verb"].as_str().unwrap_or(""))?;
+        writeln!(out, "revision {}  {}  by {}  ({})", i["revision"], short_time(&i["time"]), i["user"].as_str().unwrap_or(""), i["verb"].as_str().unwrap_or(""))?;
         let cur = if i["type"] == "Delete" { String::new() } else { diffable(&i["object"]) };
         let d = print::unified_diff(&prev, &cur, "before", "after");
         if d.is_empty() {

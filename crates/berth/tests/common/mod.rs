@@ -1,0 +1,109 @@
+//! Runs the real `berth` binary: a server process of its own per test (loopback port chosen by
+//! the kernel, its own data directory), killed when the test ends, pass or fail.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_berth");
+
+pub struct BerthProcess {
+    pub child: Child,
+    pub url: String,
+    pub data_dir: PathBuf,
+    pub ready_after: Duration,
+}
+
+impl BerthProcess {
+    /// Starts `berth ROLE --data-dir DIR --api-listen 127.0.0.1:0` and waits for "ready".
+    pub fn start(role: &str, data_dir: &Path) -> BerthProcess {
+        let started = Instant::now();
+        let mut child = Command::new(BIN)
+            .args([role, "--data-dir", data_dir.to_str().unwrap(), "--api-listen", "127.0.0.1:0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn berth");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(rest) = line.split(" is ready at ").nth(1) {
+                    let url = rest.split_whitespace().next().unwrap_or("").to_string();
+                    let _ = tx.send(url);
+                }
+            }
+        });
+        let url = match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(u) => u,
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("berth {role} did not become ready");
+            }
+        };
+        BerthProcess { child, url, data_dir: data_dir.to_path_buf(), ready_after: started.elapsed() }
+    }
+
+    pub fn kubeconfig(&self) -> PathBuf {
+        self.data_dir.join("kubeconfig.yaml")
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // SAFETY-free: kill(2) through libc on a pid this test started.
+        unsafe_kill(self.pid(), sig);
+    }
+
+    /// Waits for the process to exit, at most `secs`.
+    pub fn wait(&mut self, secs: u64) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while Instant::now() < deadline {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        None
+    }
+}
+
+#[allow(unsafe_code)]
+fn unsafe_kill(pid: i32, sig: i32) {
+    // SAFETY: kill(2) has no memory-safety preconditions; the pid is our own child.
+    unsafe {
+        libc::kill(pid, sig);
+    }
+}
+
+impl Drop for BerthProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs a CLI verb against a kubeconfig; returns the output.
+pub fn berth(kubeconfig: &Path, args: &[&str]) -> Output {
+    Command::new(BIN).args(args).env("KUBECONFIG", kubeconfig).env_remove("XDG_DATA_HOME").stdin(Stdio::null()).output().expect("run berth")
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Writes a kubeconfig for another user of the same server.
+pub fn kubeconfig_for(dir: &Path, url: &str, user: &str, token: &str) -> PathBuf {
+    let p = dir.join(format!("{user}.kubeconfig"));
+    std::fs::write(&p, format!("apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {url}\nusers:\n- name: {user}\n  user:\n    token: {token}\ncontexts:\n- name: c\n  context:\n    cluster: c\n    user: {user}\n    namespace: default\ncurrent-context: c\n")).unwrap();
+    p
+}
