@@ -92,17 +92,65 @@ macro_rules! kind {
 
 /// Every kind berth serves, in the order discovery lists them.
 pub static KINDS: &[ResourceKind] = &[
-    kind!("", "Namespace", "namespaces", "namespace", false, ["ns"], true),
+    kind!(
+        "",
+        "Namespace",
+        "namespaces",
+        "namespace",
+        false,
+        ["ns"],
+        true
+    ),
     kind!("", "Node", "nodes", "node", false, ["no"], true),
     kind!("", "Pod", "pods", "pod", true, ["po"], true),
     kind!("", "Service", "services", "service", true, ["svc"], true),
-    kind!("", "Endpoints", "endpoints", "endpoints", true, ["ep"], false),
-    kind!("", "ConfigMap", "configmaps", "configmap", true, ["cm"], false),
+    kind!(
+        "",
+        "Endpoints",
+        "endpoints",
+        "endpoints",
+        true,
+        ["ep"],
+        false
+    ),
+    kind!(
+        "",
+        "ConfigMap",
+        "configmaps",
+        "configmap",
+        true,
+        ["cm"],
+        false
+    ),
     kind!("", "Secret", "secrets", "secret", true, [], false),
     kind!("", "Event", "events", "event", true, ["ev"], false),
-    kind!("apps", "ReplicaSet", "replicasets", "replicaset", true, ["rs"], true),
-    kind!("apps", "Deployment", "deployments", "deployment", true, ["deploy"], true),
-    kind!("coordination.k8s.io", "Lease", "leases", "lease", true, [], false),
+    kind!(
+        "apps",
+        "ReplicaSet",
+        "replicasets",
+        "replicaset",
+        true,
+        ["rs"],
+        true
+    ),
+    kind!(
+        "apps",
+        "Deployment",
+        "deployments",
+        "deployment",
+        true,
+        ["deploy"],
+        true
+    ),
+    kind!(
+        "coordination.k8s.io",
+        "Lease",
+        "leases",
+        "lease",
+        true,
+        [],
+        false
+    ),
 ];
 
 /// Finds a kind by `apiVersion` and `kind`, as written in a manifest.

@@ -79,7 +79,12 @@ fn split_documents(text: &str) -> Vec<(usize, String)> {
     docs
 }
 
-fn check_object(source: &str, doc: usize, line: usize, v: Value) -> Result<Vec<ManifestDoc>, ManifestError> {
+fn check_object(
+    source: &str,
+    doc: usize,
+    line: usize,
+    v: Value,
+) -> Result<Vec<ManifestDoc>, ManifestError> {
     let err = |message: String| ManifestError {
         source: source.into(),
         doc,
@@ -88,7 +93,9 @@ fn check_object(source: &str, doc: usize, line: usize, v: Value) -> Result<Vec<M
         message,
     };
     let Value::Object(map) = v else {
-        return Err(err("a manifest document must be a mapping with apiVersion, kind and metadata".into()));
+        return Err(err(
+            "a manifest document must be a mapping with apiVersion, kind and metadata".into(),
+        ));
     };
     let obj = Object(map);
     if obj.kind() == "List" || obj.kind().ends_with("List") && obj.get("items").is_some() {
@@ -106,10 +113,18 @@ fn check_object(source: &str, doc: usize, line: usize, v: Value) -> Result<Vec<M
         match obj.get(field) {
             Some(Value::String(s)) if !s.is_empty() => {}
             Some(_) => return Err(err(format!("{field} must be a non-empty string"))),
-            None => return Err(err(format!("{field} is required; every document needs apiVersion and kind (e.g. apiVersion: apps/v1, kind: Deployment)"))),
+            None => {
+                return Err(err(format!(
+                    "{field} is required; every document needs apiVersion and kind (e.g. apiVersion: apps/v1, kind: Deployment)"
+                )));
+            }
         }
     }
-    Ok(vec![ManifestDoc { doc, line, object: obj }])
+    Ok(vec![ManifestDoc {
+        doc,
+        line,
+        object: obj,
+    }])
 }
 
 /// Parses a manifest: one JSON value (an object or a `List`), or a stream of YAML documents.
@@ -122,7 +137,12 @@ pub fn parse(source: &str, text: &str) -> Result<Vec<ManifestDoc>, ManifestError
             doc: 1,
             line: e.line(),
             column: e.column(),
-            message: e.to_string().split(" at line").next().unwrap_or_default().to_string(),
+            message: e
+                .to_string()
+                .split(" at line")
+                .next()
+                .unwrap_or_default()
+                .to_string(),
         })?;
         let values = match v {
             Value::Array(a) => a,

@@ -47,7 +47,10 @@ impl Object {
     }
 
     pub fn api_version(&self) -> &str {
-        self.0.get("apiVersion").and_then(Value::as_str).unwrap_or("")
+        self.0
+            .get("apiVersion")
+            .and_then(Value::as_str)
+            .unwrap_or("")
     }
 
     pub fn kind(&self) -> &str {
@@ -64,7 +67,8 @@ impl Object {
     }
 
     pub fn namespace(&self) -> Option<&str> {
-        self.str_at("metadata", "namespace").filter(|s| !s.is_empty())
+        self.str_at("metadata", "namespace")
+            .filter(|s| !s.is_empty())
     }
 
     pub fn uid(&self) -> &str {
@@ -182,7 +186,11 @@ impl Object {
         self.metadata()
             .and_then(|m| m.get("finalizers"))
             .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(String::from))
+                    .collect()
+            })
             .unwrap_or_default()
     }
 

@@ -137,7 +137,11 @@ impl LabelSelector {
                 let values: Vec<String> = e
                     .get("values")
                     .and_then(Value::as_array)
-                    .map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect())
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|v| v.as_str().map(String::from))
+                            .collect()
+                    })
                     .unwrap_or_default();
                 let op = e.get("operator").and_then(Value::as_str).unwrap_or("");
                 requirements.push(match op {
@@ -163,9 +167,9 @@ impl LabelSelector {
 
 /// `key in (...)`: the word must stand alone between the key and the set.
 fn split_word<'a>(part: &'a str, word: &str) -> Option<(&'a str, &'a str)> {
-    let idx = part.find(&format!(" {word} ")).or_else(|| {
-        part.find(&format!(" {word}("))
-    })?;
+    let idx = part
+        .find(&format!(" {word} "))
+        .or_else(|| part.find(&format!(" {word}(")))?;
     let key = part[..idx].trim();
     let rest = &part[idx + 1 + word.len()..];
     Some((key, rest))
@@ -184,8 +188,19 @@ pub const COMMON_FIELDS: &[&str] = &["metadata.name", "metadata.namespace"];
 pub fn supported_fields(kind: &str) -> Vec<&'static str> {
     let mut f = COMMON_FIELDS.to_vec();
     match kind {
-        "Pod" => f.extend(["spec.nodeName", "status.phase", "spec.restartPolicy", "status.podIP"]),
-        "Event" => f.extend(["involvedObject.name", "involvedObject.kind", "involvedObject.namespace", "reason", "type"]),
+        "Pod" => f.extend([
+            "spec.nodeName",
+            "status.phase",
+            "spec.restartPolicy",
+            "status.podIP",
+        ]),
+        "Event" => f.extend([
+            "involvedObject.name",
+            "involvedObject.kind",
+            "involvedObject.namespace",
+            "reason",
+            "type",
+        ]),
         "Secret" => f.push("type"),
         "Namespace" => f.push("status.phase"),
         "Node" => f.push("spec.unschedulable"),
@@ -208,7 +223,9 @@ impl FieldSelector {
             } else if let Some((f, v)) = part.split_once("==").or_else(|| part.split_once('=')) {
                 (f, true, v)
             } else {
-                return Err(format!("invalid field selector term {part:?}: expected FIELD=VALUE or FIELD!=VALUE"));
+                return Err(format!(
+                    "invalid field selector term {part:?}: expected FIELD=VALUE or FIELD!=VALUE"
+                ));
             };
             let field = field.trim();
             if !supported.contains(&field) {
@@ -259,7 +276,10 @@ mod tests {
     use super::*;
 
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -282,7 +302,14 @@ mod tests {
 
     #[test]
     fn refuses_bad_selectors() {
-        for bad in ["app=", "=web", "env in prod", "env in (a", "bad key=x", "a=b,,c=d"] {
+        for bad in [
+            "app=",
+            "=web",
+            "env in prod",
+            "env in (a",
+            "bad key=x",
+            "a=b,,c=d",
+        ] {
             // "app=" is legal (empty value) in Kubernetes; everything else is not.
             if bad == "app=" {
                 assert!(LabelSelector::parse(bad).is_ok());

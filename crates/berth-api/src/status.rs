@@ -62,9 +62,7 @@ impl FieldError {
             .collect::<Vec<_>>()
             .join(", ");
         FieldError {
-            message: format!(
-                "{field}: Unsupported value: \"{value}\": supported values: {list}"
-            ),
+            message: format!("{field}: Unsupported value: \"{value}\": supported values: {list}"),
             field,
             kind: FieldErrorKind::NotSupported,
         }

@@ -8,7 +8,8 @@ pub fn rfc3339_from_nanos(nanos: u64) -> String {
     let t = OffsetDateTime::from_unix_timestamp_nanos(i128::from(nanos))
         .unwrap_or(OffsetDateTime::UNIX_EPOCH);
     let t = t.replace_nanosecond(0).unwrap_or(t);
-    t.format(&Rfc3339).unwrap_or_else(|_| "1970-01-01T00:00:00Z".into())
+    t.format(&Rfc3339)
+        .unwrap_or_else(|_| "1970-01-01T00:00:00Z".into())
 }
 
 /// Formats unix nanoseconds as an RFC 3339 UTC timestamp with nanosecond precision, for
@@ -22,8 +23,9 @@ pub fn rfc3339_nanos_from_nanos(nanos: u64) -> String {
 
 /// Parses an RFC 3339 timestamp into unix nanoseconds.
 pub fn parse_rfc3339(s: &str) -> Result<u64, String> {
-    let t = OffsetDateTime::parse(s, &Rfc3339)
-        .map_err(|e| format!("{s:?} is not an RFC 3339 time ({e}); write e.g. 2026-11-27T10:00:00Z"))?;
+    let t = OffsetDateTime::parse(s, &Rfc3339).map_err(|e| {
+        format!("{s:?} is not an RFC 3339 time ({e}); write e.g. 2026-11-27T10:00:00Z")
+    })?;
     u64::try_from(t.unix_timestamp_nanos()).map_err(|_| format!("{s:?} is before 1970"))
 }
 

@@ -36,7 +36,11 @@ impl V {
             None | Some(Value::Null) => None,
             Some(Value::Object(m)) => Some(m),
             Some(other) => {
-                self.push(FieldError::invalid(path, describe(other), "must be an object"));
+                self.push(FieldError::invalid(
+                    path,
+                    describe(other),
+                    "must be an object",
+                ));
                 None
             }
         }
@@ -58,7 +62,11 @@ impl V {
             None | Some(Value::Null) => None,
             Some(Value::String(s)) => Some(s),
             Some(other) => {
-                self.push(FieldError::invalid(path, describe(other), "must be a string"));
+                self.push(FieldError::invalid(
+                    path,
+                    describe(other),
+                    "must be a string",
+                ));
                 None
             }
         }
@@ -68,7 +76,10 @@ impl V {
         match self.str(path, v) {
             Some(s) if !s.is_empty() => Some(s),
             Some(_) | None => {
-                if !matches!(v, Some(Value::Number(_) | Value::Bool(_) | Value::Array(_) | Value::Object(_))) {
+                if !matches!(
+                    v,
+                    Some(Value::Number(_) | Value::Bool(_) | Value::Array(_) | Value::Object(_))
+                ) {
                     self.push(FieldError::required(path));
                 }
                 None
@@ -81,7 +92,11 @@ impl V {
             None | Some(Value::Null) => None,
             Some(Value::Number(n)) if n.is_i64() => n.as_i64(),
             Some(other) => {
-                self.push(FieldError::invalid(path, describe(other), "must be an integer"));
+                self.push(FieldError::invalid(
+                    path,
+                    describe(other),
+                    "must be an integer",
+                ));
                 None
             }
         }
@@ -89,14 +104,22 @@ impl V {
 
     fn bool(&mut self, path: &str, v: Option<&Value>) {
         if let Some(other) = v.filter(|v| !v.is_boolean() && !v.is_null()) {
-            self.push(FieldError::invalid(path, describe(other), "must be a boolean"));
+            self.push(FieldError::invalid(
+                path,
+                describe(other),
+                "must be a boolean",
+            ));
         }
     }
 
     fn non_negative(&mut self, path: &str, v: Option<&Value>) -> Option<i64> {
         let n = self.int(path, v)?;
         if n < 0 {
-            self.push(FieldError::invalid(path, n, "must be greater than or equal to 0"));
+            self.push(FieldError::invalid(
+                path,
+                n,
+                "must be greater than or equal to 0",
+            ));
         }
         Some(n)
     }
@@ -112,10 +135,19 @@ impl V {
     fn port(&mut self, path: &str, v: Option<&Value>, required: bool) -> Option<i64> {
         match self.int(path, v) {
             Some(p) if !(1..=65535).contains(&p) => {
-                self.push(FieldError::invalid(path, p, "must be between 1 and 65535, inclusive"));
+                self.push(FieldError::invalid(
+                    path,
+                    p,
+                    "must be between 1 and 65535, inclusive",
+                ));
                 None
             }
-            None if required && !matches!(v, Some(Value::String(_) | Value::Bool(_) | Value::Array(_) | Value::Object(_))) => {
+            None if required
+                && !matches!(
+                    v,
+                    Some(Value::String(_) | Value::Bool(_) | Value::Array(_) | Value::Object(_))
+                ) =>
+            {
                 self.push(FieldError::required(path));
                 None
             }
@@ -123,7 +155,13 @@ impl V {
         }
     }
 
-    fn string_map(&mut self, path: &str, v: Option<&Value>, check_key: fn(&str) -> Option<String>, check_value: Option<fn(&str) -> Option<String>>) {
+    fn string_map(
+        &mut self,
+        path: &str,
+        v: Option<&Value>,
+        check_key: fn(&str) -> Option<String>,
+        check_value: Option<fn(&str) -> Option<String>>,
+    ) {
         let Some(m) = self.obj(path, v) else { return };
         for (k, val) in m {
             if let Some(e) = check_key(k) {
@@ -132,10 +170,18 @@ impl V {
             match val {
                 Value::String(s) => {
                     if let Some(e) = check_value.and_then(|c| c(s)) {
-                        self.push(FieldError::invalid(format!("{path}.{k}"), format!("\"{s}\""), &e));
+                        self.push(FieldError::invalid(
+                            format!("{path}.{k}"),
+                            format!("\"{s}\""),
+                            &e,
+                        ));
                     }
                 }
-                other => self.push(FieldError::invalid(format!("{path}.{k}"), describe(other), "must be a string")),
+                other => self.push(FieldError::invalid(
+                    format!("{path}.{k}"),
+                    describe(other),
+                    "must be a string",
+                )),
             }
         }
     }
@@ -144,7 +190,10 @@ impl V {
         let parsed = match v {
             Value::String(s) => Quantity::parse(s).map_err(|e| (describe(v), e.0)),
             Value::Number(n) => Quantity::parse(&n.to_string()).map_err(|e| (describe(v), e.0)),
-            other => Err((describe(other), "must be a quantity string such as 100m or 128Mi".to_string())),
+            other => Err((
+                describe(other),
+                "must be a quantity string such as 100m or 128Mi".to_string(),
+            )),
         };
         match parsed {
             Ok(q) => Some(q),
@@ -188,34 +237,71 @@ fn validate_metadata(v: &mut V, kind: &ResourceKind, obj: &Object) {
     if kind.namespaced {
         if let Some(ns) = v.str("metadata.namespace", m.get("namespace")) {
             if let Some(e) = names::dns1123_label(ns) {
-                v.push(FieldError::invalid("metadata.namespace", format!("\"{ns}\""), &e));
+                v.push(FieldError::invalid(
+                    "metadata.namespace",
+                    format!("\"{ns}\""),
+                    &e,
+                ));
             }
         }
     }
-    v.string_map("metadata.labels", m.get("labels"), names::qualified_name, Some(names::label_value));
-    v.string_map("metadata.annotations", m.get("annotations"), names::qualified_name, None);
+    v.string_map(
+        "metadata.labels",
+        m.get("labels"),
+        names::qualified_name,
+        Some(names::label_value),
+    );
+    v.string_map(
+        "metadata.annotations",
+        m.get("annotations"),
+        names::qualified_name,
+        None,
+    );
     let total: usize = m
         .get("annotations")
         .and_then(Value::as_object)
-        .map(|a| a.iter().map(|(k, v)| k.len() + v.as_str().map_or(0, str::len)).sum())
+        .map(|a| {
+            a.iter()
+                .map(|(k, v)| k.len() + v.as_str().map_or(0, str::len))
+                .sum()
+        })
         .unwrap_or(0);
     if total > 256 * 1024 {
-        v.push(FieldError::invalid("metadata.annotations", format!("{total} bytes"), "must have at most 262144 bytes"));
+        v.push(FieldError::invalid(
+            "metadata.annotations",
+            format!("{total} bytes"),
+            "must have at most 262144 bytes",
+        ));
     }
-    for (i, r) in v.arr("metadata.ownerReferences", m.get("ownerReferences")).iter().enumerate() {
+    for (i, r) in v
+        .arr("metadata.ownerReferences", m.get("ownerReferences"))
+        .iter()
+        .enumerate()
+    {
         let p = format!("metadata.ownerReferences[{i}]");
         if v.obj(&p, Some(r)).is_some() {
             for f in ["apiVersion", "kind", "name", "uid"] {
                 v.req_str(&format!("{p}.{f}"), r.get(f));
             }
             v.bool(&format!("{p}.controller"), r.get("controller"));
-            v.bool(&format!("{p}.blockOwnerDeletion"), r.get("blockOwnerDeletion"));
+            v.bool(
+                &format!("{p}.blockOwnerDeletion"),
+                r.get("blockOwnerDeletion"),
+            );
         }
     }
-    for (i, f) in v.arr("metadata.finalizers", m.get("finalizers")).iter().enumerate() {
+    for (i, f) in v
+        .arr("metadata.finalizers", m.get("finalizers"))
+        .iter()
+        .enumerate()
+    {
         if let Some(s) = v.str(&format!("metadata.finalizers[{i}]"), Some(f)) {
             if let Some(e) = names::qualified_name(s) {
-                v.push(FieldError::invalid(format!("metadata.finalizers[{i}]"), format!("\"{s}\""), &e));
+                v.push(FieldError::invalid(
+                    format!("metadata.finalizers[{i}]"),
+                    format!("\"{s}\""),
+                    &e,
+                ));
             }
         }
     }
@@ -241,7 +327,10 @@ fn validate_resources(v: &mut V, path: &str, r: Option<&Value>) {
                 v.push(FieldError::invalid(
                     format!("{path}.requests.{res}"),
                     describe(&shown),
-                    &format!("must be less than or equal to {res} limit of {}", describe(&r["limits"][res])),
+                    &format!(
+                        "must be less than or equal to {res} limit of {}",
+                        describe(&r["limits"][res])
+                    ),
                 ));
             }
         }
@@ -250,15 +339,29 @@ fn validate_resources(v: &mut V, path: &str, r: Option<&Value>) {
 
 fn validate_probe(v: &mut V, path: &str, p: Option<&Value>) {
     let Some(m) = v.obj(path, p) else { return };
-    for f in ["initialDelaySeconds", "periodSeconds", "timeoutSeconds", "successThreshold", "failureThreshold", "terminationGracePeriodSeconds"] {
+    for f in [
+        "initialDelaySeconds",
+        "periodSeconds",
+        "timeoutSeconds",
+        "successThreshold",
+        "failureThreshold",
+        "terminationGracePeriodSeconds",
+    ] {
         v.non_negative(&format!("{path}.{f}"), m.get(f));
     }
     let handlers = ["exec", "httpGet", "tcpSocket", "grpc"];
     let set: Vec<_> = handlers.iter().filter(|h| m.get(**h).is_some()).collect();
     if set.is_empty() {
-        v.push(FieldError::required(format!("{path}.exec")).with_message(format!("{path}: Required value: must specify a handler type")));
+        v.push(
+            FieldError::required(format!("{path}.exec")).with_message(format!(
+                "{path}: Required value: must specify a handler type"
+            )),
+        );
     } else if set.len() > 1 {
-        v.push(FieldError::forbidden(format!("{path}.{}", set[1]), "may not specify more than 1 handler type"));
+        v.push(FieldError::forbidden(
+            format!("{path}.{}", set[1]),
+            "may not specify more than 1 handler type",
+        ));
     }
     if let Some(h) = v.obj(&format!("{path}.httpGet"), m.get("httpGet")) {
         validate_port_ref(v, &format!("{path}.httpGet.port"), h.get("port"));
@@ -267,7 +370,11 @@ fn validate_probe(v: &mut V, path: &str, p: Option<&Value>) {
         validate_port_ref(v, &format!("{path}.tcpSocket.port"), h.get("port"));
     }
     if let Some(e) = v.obj(&format!("{path}.exec"), m.get("exec")) {
-        for (i, c) in v.arr(&format!("{path}.exec.command"), e.get("command")).iter().enumerate() {
+        for (i, c) in v
+            .arr(&format!("{path}.exec.command"), e.get("command"))
+            .iter()
+            .enumerate()
+        {
             v.str(&format!("{path}.exec.command[{i}]"), Some(c));
         }
     }
@@ -280,7 +387,11 @@ fn validate_port_ref(v: &mut V, path: &str, p: Option<&Value>) {
         Some(Value::String(s)) => {
             if let Ok(n) = s.parse::<i64>() {
                 if !(1..=65535).contains(&n) {
-                    v.push(FieldError::invalid(path, n, "must be between 1 and 65535, inclusive"));
+                    v.push(FieldError::invalid(
+                        path,
+                        n,
+                        "must be between 1 and 65535, inclusive",
+                    ));
                 }
             } else if let Some(e) = names::port_name(s) {
                 v.push(FieldError::invalid(path, format!("\"{s}\""), &e));
@@ -292,13 +403,29 @@ fn validate_port_ref(v: &mut V, path: &str, p: Option<&Value>) {
     }
 }
 
-fn validate_container(v: &mut V, path: &str, c: &Value, volumes: &[String], names_seen: &mut Vec<String>, init: bool) {
-    let Some(m) = v.obj(path, Some(c)) else { return };
+fn validate_container(
+    v: &mut V,
+    path: &str,
+    c: &Value,
+    volumes: &[String],
+    names_seen: &mut Vec<String>,
+    init: bool,
+) {
+    let Some(m) = v.obj(path, Some(c)) else {
+        return;
+    };
     if let Some(n) = v.req_str(&format!("{path}.name"), m.get("name")) {
         if let Some(e) = names::dns1123_label(n) {
-            v.push(FieldError::invalid(format!("{path}.name"), format!("\"{n}\""), &e));
+            v.push(FieldError::invalid(
+                format!("{path}.name"),
+                format!("\"{n}\""),
+                &e,
+            ));
         } else if names_seen.iter().any(|s| s == n) {
-            v.push(FieldError::duplicate(format!("{path}.name"), format!("\"{n}\"")));
+            v.push(FieldError::duplicate(
+                format!("{path}.name"),
+                format!("\"{n}\""),
+            ));
         } else {
             names_seen.push(n.to_string());
         }
@@ -310,27 +437,58 @@ fn validate_container(v: &mut V, path: &str, c: &Value, volumes: &[String], name
         }
     }
     v.str(&format!("{path}.workingDir"), m.get("workingDir"));
-    v.one_of(&format!("{path}.imagePullPolicy"), m.get("imagePullPolicy"), &["Always", "IfNotPresent", "Never"]);
+    v.one_of(
+        &format!("{path}.imagePullPolicy"),
+        m.get("imagePullPolicy"),
+        &["Always", "IfNotPresent", "Never"],
+    );
     let mut port_names: Vec<String> = Vec::new();
-    for (i, p) in v.arr(&format!("{path}.ports"), m.get("ports")).iter().enumerate() {
+    for (i, p) in v
+        .arr(&format!("{path}.ports"), m.get("ports"))
+        .iter()
+        .enumerate()
+    {
         let pp = format!("{path}.ports[{i}]");
-        let Some(pm) = v.obj(&pp, Some(p)) else { continue };
-        v.port(&format!("{pp}.containerPort"), pm.get("containerPort"), true);
+        let Some(pm) = v.obj(&pp, Some(p)) else {
+            continue;
+        };
+        v.port(
+            &format!("{pp}.containerPort"),
+            pm.get("containerPort"),
+            true,
+        );
         v.port(&format!("{pp}.hostPort"), pm.get("hostPort"), false);
-        v.one_of(&format!("{pp}.protocol"), pm.get("protocol"), &["TCP", "UDP", "SCTP"]);
+        v.one_of(
+            &format!("{pp}.protocol"),
+            pm.get("protocol"),
+            &["TCP", "UDP", "SCTP"],
+        );
         if let Some(n) = v.str(&format!("{pp}.name"), pm.get("name")) {
             if let Some(e) = names::port_name(n) {
-                v.push(FieldError::invalid(format!("{pp}.name"), format!("\"{n}\""), &e));
+                v.push(FieldError::invalid(
+                    format!("{pp}.name"),
+                    format!("\"{n}\""),
+                    &e,
+                ));
             } else if port_names.iter().any(|s| s == n) {
-                v.push(FieldError::duplicate(format!("{pp}.name"), format!("\"{n}\"")));
+                v.push(FieldError::duplicate(
+                    format!("{pp}.name"),
+                    format!("\"{n}\""),
+                ));
             } else {
                 port_names.push(n.to_string());
             }
         }
     }
-    for (i, e) in v.arr(&format!("{path}.env"), m.get("env")).iter().enumerate() {
+    for (i, e) in v
+        .arr(&format!("{path}.env"), m.get("env"))
+        .iter()
+        .enumerate()
+    {
         let ep = format!("{path}.env[{i}]");
-        let Some(em) = v.obj(&ep, Some(e)) else { continue };
+        let Some(em) = v.obj(&ep, Some(e)) else {
+            continue;
+        };
         if let Some(n) = v.req_str(&format!("{ep}.name"), em.get("name")) {
             if n.contains('=') || n.chars().any(char::is_control) {
                 v.push(FieldError::invalid(format!("{ep}.name"), format!("\"{n}\""), "a valid environment variable name must consist of printable characters other than '='"));
@@ -338,39 +496,72 @@ fn validate_container(v: &mut V, path: &str, c: &Value, volumes: &[String], name
         }
         v.str(&format!("{ep}.value"), em.get("value"));
         if em.get("value").is_some() && em.get("valueFrom").is_some() {
-            v.push(FieldError::invalid(format!("{ep}.valueFrom"), "", "may not be specified when `value` is not empty"));
+            v.push(FieldError::invalid(
+                format!("{ep}.valueFrom"),
+                "",
+                "may not be specified when `value` is not empty",
+            ));
         }
         v.obj(&format!("{ep}.valueFrom"), em.get("valueFrom"));
     }
     v.arr(&format!("{path}.envFrom"), m.get("envFrom"));
     validate_resources(v, &format!("{path}.resources"), m.get("resources"));
-    for (i, vm) in v.arr(&format!("{path}.volumeMounts"), m.get("volumeMounts")).iter().enumerate() {
+    for (i, vm) in v
+        .arr(&format!("{path}.volumeMounts"), m.get("volumeMounts"))
+        .iter()
+        .enumerate()
+    {
         let mp = format!("{path}.volumeMounts[{i}]");
-        let Some(mm) = v.obj(&mp, Some(vm)) else { continue };
+        let Some(mm) = v.obj(&mp, Some(vm)) else {
+            continue;
+        };
         if let Some(n) = v.req_str(&format!("{mp}.name"), mm.get("name")) {
             if !volumes.iter().any(|x| x == n) {
-                v.push(FieldError { field: format!("{mp}.name"), kind: crate::status::FieldErrorKind::Invalid, message: format!("{mp}.name: Not found: \"{n}\"") });
+                v.push(FieldError {
+                    field: format!("{mp}.name"),
+                    kind: crate::status::FieldErrorKind::Invalid,
+                    message: format!("{mp}.name: Not found: \"{n}\""),
+                });
             }
         }
         if let Some(p) = v.req_str(&format!("{mp}.mountPath"), mm.get("mountPath")) {
             if !p.starts_with('/') {
-                v.push(FieldError::invalid(format!("{mp}.mountPath"), format!("\"{p}\""), "must be an absolute path"));
+                v.push(FieldError::invalid(
+                    format!("{mp}.mountPath"),
+                    format!("\"{p}\""),
+                    "must be an absolute path",
+                ));
             }
         }
         v.bool(&format!("{mp}.readOnly"), mm.get("readOnly"));
     }
     for probe in ["livenessProbe", "readinessProbe", "startupProbe"] {
         if init && m.get(probe).is_some() {
-            v.push(FieldError::forbidden(format!("{path}.{probe}"), "may not be set for init containers"));
+            v.push(FieldError::forbidden(
+                format!("{path}.{probe}"),
+                "may not be set for init containers",
+            ));
             continue;
         }
         validate_probe(v, &format!("{path}.{probe}"), m.get(probe));
     }
     if let Some(sc) = v.obj(&format!("{path}.securityContext"), m.get("securityContext")) {
-        v.int(&format!("{path}.securityContext.runAsUser"), sc.get("runAsUser"));
-        v.int(&format!("{path}.securityContext.runAsGroup"), sc.get("runAsGroup"));
-        v.bool(&format!("{path}.securityContext.readOnlyRootFilesystem"), sc.get("readOnlyRootFilesystem"));
-        v.bool(&format!("{path}.securityContext.privileged"), sc.get("privileged"));
+        v.int(
+            &format!("{path}.securityContext.runAsUser"),
+            sc.get("runAsUser"),
+        );
+        v.int(
+            &format!("{path}.securityContext.runAsGroup"),
+            sc.get("runAsGroup"),
+        );
+        v.bool(
+            &format!("{path}.securityContext.readOnlyRootFilesystem"),
+            sc.get("readOnlyRootFilesystem"),
+        );
+        v.bool(
+            &format!("{path}.securityContext.privileged"),
+            sc.get("privileged"),
+        );
     }
 }
 
@@ -380,26 +571,49 @@ fn validate_pod_spec(v: &mut V, path: &str, spec: Option<&Value>, template: bool
         return;
     };
     let mut volumes: Vec<String> = Vec::new();
-    for (i, vol) in v.arr(&format!("{path}.volumes"), s.get("volumes")).iter().enumerate() {
+    for (i, vol) in v
+        .arr(&format!("{path}.volumes"), s.get("volumes"))
+        .iter()
+        .enumerate()
+    {
         let vp = format!("{path}.volumes[{i}]");
-        let Some(vm) = v.obj(&vp, Some(vol)) else { continue };
+        let Some(vm) = v.obj(&vp, Some(vol)) else {
+            continue;
+        };
         if let Some(n) = v.req_str(&format!("{vp}.name"), vm.get("name")) {
             if let Some(e) = names::dns1123_label(n) {
-                v.push(FieldError::invalid(format!("{vp}.name"), format!("\"{n}\""), &e));
+                v.push(FieldError::invalid(
+                    format!("{vp}.name"),
+                    format!("\"{n}\""),
+                    &e,
+                ));
             } else if volumes.iter().any(|x| x == n) {
-                v.push(FieldError::duplicate(format!("{vp}.name"), format!("\"{n}\"")));
+                v.push(FieldError::duplicate(
+                    format!("{vp}.name"),
+                    format!("\"{n}\""),
+                ));
             } else {
                 volumes.push(n.to_string());
             }
         }
         let sources = vm.keys().filter(|k| *k != "name").count();
         if sources == 0 {
-            v.push(FieldError::required(format!("{vp}")).with_message(format!("{vp}: Required value: must specify a volume type")));
+            v.push(
+                FieldError::required(format!("{vp}"))
+                    .with_message(format!("{vp}: Required value: must specify a volume type")),
+            );
         } else if sources > 1 {
-            v.push(FieldError::forbidden(vp.clone(), "may not specify more than 1 volume type"));
+            v.push(FieldError::forbidden(
+                vp.clone(),
+                "may not specify more than 1 volume type",
+            ));
         }
         if let Some(ed) = v.obj(&format!("{vp}.emptyDir"), vm.get("emptyDir")) {
-            v.one_of(&format!("{vp}.emptyDir.medium"), ed.get("medium"), &["", "Memory"]);
+            v.one_of(
+                &format!("{vp}.emptyDir.medium"),
+                ed.get("medium"),
+                &["", "Memory"],
+            );
             if let Some(q) = ed.get("sizeLimit") {
                 v.quantity(&format!("{vp}.emptyDir.sizeLimit"), q);
             }
@@ -414,35 +628,96 @@ fn validate_pod_spec(v: &mut V, path: &str, spec: Option<&Value>, template: bool
         v.push(FieldError::required(format!("{path}.containers")));
     }
     for (i, c) in containers.iter().enumerate() {
-        validate_container(v, &format!("{path}.containers[{i}]"), c, &volumes, &mut names_seen, false);
+        validate_container(
+            v,
+            &format!("{path}.containers[{i}]"),
+            c,
+            &volumes,
+            &mut names_seen,
+            false,
+        );
     }
-    for (i, c) in v.arr(&format!("{path}.initContainers"), s.get("initContainers")).iter().enumerate() {
-        validate_container(v, &format!("{path}.initContainers[{i}]"), c, &volumes, &mut names_seen, true);
+    for (i, c) in v
+        .arr(&format!("{path}.initContainers"), s.get("initContainers"))
+        .iter()
+        .enumerate()
+    {
+        validate_container(
+            v,
+            &format!("{path}.initContainers[{i}]"),
+            c,
+            &volumes,
+            &mut names_seen,
+            true,
+        );
     }
-    let restart = v.one_of(&format!("{path}.restartPolicy"), s.get("restartPolicy"), &["Always", "OnFailure", "Never"]);
+    let restart = v.one_of(
+        &format!("{path}.restartPolicy"),
+        s.get("restartPolicy"),
+        &["Always", "OnFailure", "Never"],
+    );
     if template && restart.as_deref().is_some_and(|r| r != "Always") {
-        v.push(FieldError::not_supported(format!("{path}.restartPolicy"), restart.as_deref().unwrap_or(""), &["Always"]));
+        v.push(FieldError::not_supported(
+            format!("{path}.restartPolicy"),
+            restart.as_deref().unwrap_or(""),
+            &["Always"],
+        ));
     }
-    v.one_of(&format!("{path}.dnsPolicy"), s.get("dnsPolicy"), &["ClusterFirst", "ClusterFirstWithHostNet", "Default", "None"]);
-    v.non_negative(&format!("{path}.terminationGracePeriodSeconds"), s.get("terminationGracePeriodSeconds"));
-    if let Some(n) = v.int(&format!("{path}.activeDeadlineSeconds"), s.get("activeDeadlineSeconds")) {
+    v.one_of(
+        &format!("{path}.dnsPolicy"),
+        s.get("dnsPolicy"),
+        &["ClusterFirst", "ClusterFirstWithHostNet", "Default", "None"],
+    );
+    v.non_negative(
+        &format!("{path}.terminationGracePeriodSeconds"),
+        s.get("terminationGracePeriodSeconds"),
+    );
+    if let Some(n) = v.int(
+        &format!("{path}.activeDeadlineSeconds"),
+        s.get("activeDeadlineSeconds"),
+    ) {
         if n <= 0 {
-            v.push(FieldError::invalid(format!("{path}.activeDeadlineSeconds"), n, "must be greater than 0"));
+            v.push(FieldError::invalid(
+                format!("{path}.activeDeadlineSeconds"),
+                n,
+                "must be greater than 0",
+            ));
         }
     }
     if let Some(n) = v.str(&format!("{path}.nodeName"), s.get("nodeName")) {
         if !n.is_empty() {
             if let Some(e) = names::dns1123_subdomain(n) {
-                v.push(FieldError::invalid(format!("{path}.nodeName"), format!("\"{n}\""), &e));
+                v.push(FieldError::invalid(
+                    format!("{path}.nodeName"),
+                    format!("\"{n}\""),
+                    &e,
+                ));
             }
         }
     }
-    v.string_map(&format!("{path}.nodeSelector"), s.get("nodeSelector"), names::qualified_name, Some(names::label_value));
-    for (i, t) in v.arr(&format!("{path}.tolerations"), s.get("tolerations")).iter().enumerate() {
+    v.string_map(
+        &format!("{path}.nodeSelector"),
+        s.get("nodeSelector"),
+        names::qualified_name,
+        Some(names::label_value),
+    );
+    for (i, t) in v
+        .arr(&format!("{path}.tolerations"), s.get("tolerations"))
+        .iter()
+        .enumerate()
+    {
         let tp = format!("{path}.tolerations[{i}]");
         if let Some(tm) = v.obj(&tp, Some(t)) {
-            v.one_of(&format!("{tp}.operator"), tm.get("operator"), &["Exists", "Equal"]);
-            v.one_of(&format!("{tp}.effect"), tm.get("effect"), &["", "NoSchedule", "PreferNoSchedule", "NoExecute"]);
+            v.one_of(
+                &format!("{tp}.operator"),
+                tm.get("operator"),
+                &["Exists", "Equal"],
+            );
+            v.one_of(
+                &format!("{tp}.effect"),
+                tm.get("effect"),
+                &["", "NoSchedule", "PreferNoSchedule", "NoExecute"],
+            );
         }
     }
     v.bool(&format!("{path}.hostNetwork"), s.get("hostNetwork"));
@@ -458,15 +733,28 @@ fn validate_template(v: &mut V, kind: &str, spec: &Map<String, Value>) {
         }
         Some(sel) => match LabelSelector::from_object(&Value::Object(sel.clone())) {
             Ok(s) if s.is_empty() => {
-                v.push(FieldError::invalid("spec.selector", "{}", "empty selector is invalid for deployment"));
+                v.push(FieldError::invalid(
+                    "spec.selector",
+                    "{}",
+                    "empty selector is invalid for deployment",
+                ));
                 None
             }
             Ok(s) => {
-                v.string_map("spec.selector.matchLabels", sel.get("matchLabels"), names::qualified_name, Some(names::label_value));
+                v.string_map(
+                    "spec.selector.matchLabels",
+                    sel.get("matchLabels"),
+                    names::qualified_name,
+                    Some(names::label_value),
+                );
                 Some(s)
             }
             Err(e) => {
-                v.push(FieldError::invalid("spec.selector", describe(&Value::Object(sel.clone())), &e));
+                v.push(FieldError::invalid(
+                    "spec.selector",
+                    describe(&Value::Object(sel.clone())),
+                    &e,
+                ));
                 None
             }
         },
@@ -481,10 +769,19 @@ fn validate_template(v: &mut V, kind: &str, spec: &Map<String, Value>) {
     };
     let tmeta = v.obj("spec.template.metadata", t.get("metadata"));
     let labels = tmeta.and_then(|m| m.get("labels"));
-    v.string_map("spec.template.metadata.labels", labels, names::qualified_name, Some(names::label_value));
+    v.string_map(
+        "spec.template.metadata.labels",
+        labels,
+        names::qualified_name,
+        Some(names::label_value),
+    );
     let label_map = labels
         .and_then(Value::as_object)
-        .map(|m| m.iter().filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_string()))).collect())
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_string())))
+                .collect()
+        })
         .unwrap_or_default();
     if let Some(sel) = selector {
         if !sel.matches(&label_map) {
@@ -502,8 +799,14 @@ fn validate_int_or_percent(v: &mut V, path: &str, val: Option<&Value>) {
     match val {
         None | Some(Value::Null) => {}
         Some(Value::Number(n)) if n.as_i64().is_some_and(|n| n >= 0) => {}
-        Some(Value::String(s)) if s.strip_suffix('%').is_some_and(|p| p.parse::<u32>().is_ok_and(|p| p <= 100)) => {}
-        Some(other) => v.push(FieldError::invalid(path, describe(other), "must be a non-negative integer or a percentage such as '25%'")),
+        Some(Value::String(s))
+            if s.strip_suffix('%')
+                .is_some_and(|p| p.parse::<u32>().is_ok_and(|p| p <= 100)) => {}
+        Some(other) => v.push(FieldError::invalid(
+            path,
+            describe(other),
+            "must be a non-negative integer or a percentage such as '25%'",
+        )),
     }
 }
 
@@ -517,19 +820,48 @@ fn validate_spec(v: &mut V, kind: &ResourceKind, obj: &Object) {
         "Deployment" => match v.obj("spec", obj.get("spec")) {
             Some(spec) => {
                 validate_template(v, "Deployment", spec);
-                v.non_negative("spec.revisionHistoryLimit", spec.get("revisionHistoryLimit"));
-                v.non_negative("spec.progressDeadlineSeconds", spec.get("progressDeadlineSeconds"));
+                v.non_negative(
+                    "spec.revisionHistoryLimit",
+                    spec.get("revisionHistoryLimit"),
+                );
+                v.non_negative(
+                    "spec.progressDeadlineSeconds",
+                    spec.get("progressDeadlineSeconds"),
+                );
                 if let Some(st) = v.obj("spec.strategy", spec.get("strategy")) {
-                    let t = v.one_of("spec.strategy.type", st.get("type"), &["RollingUpdate", "Recreate"]);
-                    if let Some(ru) = v.obj("spec.strategy.rollingUpdate", st.get("rollingUpdate")) {
+                    let t = v.one_of(
+                        "spec.strategy.type",
+                        st.get("type"),
+                        &["RollingUpdate", "Recreate"],
+                    );
+                    if let Some(ru) = v.obj("spec.strategy.rollingUpdate", st.get("rollingUpdate"))
+                    {
                         if t.as_deref() == Some("Recreate") {
-                            v.push(FieldError::forbidden("spec.strategy.rollingUpdate", "may not be specified when strategy `type` is 'Recreate'"));
+                            v.push(FieldError::forbidden(
+                                "spec.strategy.rollingUpdate",
+                                "may not be specified when strategy `type` is 'Recreate'",
+                            ));
                         }
-                        validate_int_or_percent(v, "spec.strategy.rollingUpdate.maxSurge", ru.get("maxSurge"));
-                        validate_int_or_percent(v, "spec.strategy.rollingUpdate.maxUnavailable", ru.get("maxUnavailable"));
-                        let zero = |x: Option<&Value>| matches!(x, Some(Value::Number(n)) if n.as_i64() == Some(0)) || matches!(x, Some(Value::String(s)) if s == "0%");
+                        validate_int_or_percent(
+                            v,
+                            "spec.strategy.rollingUpdate.maxSurge",
+                            ru.get("maxSurge"),
+                        );
+                        validate_int_or_percent(
+                            v,
+                            "spec.strategy.rollingUpdate.maxUnavailable",
+                            ru.get("maxUnavailable"),
+                        );
+                        let zero = |x: Option<&Value>| {
+                            matches!(x, Some(Value::Number(n)) if n.as_i64() == Some(0))
+                                || matches!(x, Some(Value::String(s)) if s == "0%")
+                        };
                         if zero(ru.get("maxSurge")) && zero(ru.get("maxUnavailable")) {
-                            v.push(FieldError::invalid("spec.strategy.rollingUpdate.maxUnavailable", 0, "may not be 0 when `maxSurge` is 0"));
+                            v.push(FieldError::invalid(
+                                "spec.strategy.rollingUpdate.maxUnavailable",
+                                0,
+                                "may not be 0 when `maxSurge` is 0",
+                            ));
                         }
                     }
                 }
@@ -539,19 +871,36 @@ fn validate_spec(v: &mut V, kind: &ResourceKind, obj: &Object) {
         "Service" => validate_service(v, obj),
         "ConfigMap" => {
             v.string_map("data", obj.get("data"), names::config_key, None);
-            v.string_map("binaryData", obj.get("binaryData"), names::config_key, Some(check_base64));
+            v.string_map(
+                "binaryData",
+                obj.get("binaryData"),
+                names::config_key,
+                Some(check_base64),
+            );
             v.bool("immutable", obj.get("immutable"));
             let size: usize = ["data", "binaryData"]
                 .iter()
                 .filter_map(|f| obj.get(f).and_then(Value::as_object))
-                .flat_map(|m| m.iter().map(|(k, v)| k.len() + v.as_str().map_or(0, str::len)))
+                .flat_map(|m| {
+                    m.iter()
+                        .map(|(k, v)| k.len() + v.as_str().map_or(0, str::len))
+                })
                 .sum();
             if size > 1024 * 1024 {
-                v.push(FieldError { field: String::new(), kind: crate::status::FieldErrorKind::TooLong, message: format!("Too long: must have at most 1048576 bytes (has {size})") });
+                v.push(FieldError {
+                    field: String::new(),
+                    kind: crate::status::FieldErrorKind::TooLong,
+                    message: format!("Too long: must have at most 1048576 bytes (has {size})"),
+                });
             }
         }
         "Secret" => {
-            v.string_map("data", obj.get("data"), names::config_key, Some(check_base64));
+            v.string_map(
+                "data",
+                obj.get("data"),
+                names::config_key,
+                Some(check_base64),
+            );
             v.string_map("stringData", obj.get("stringData"), names::config_key, None);
             v.str("type", obj.get("type"));
             v.bool("immutable", obj.get("immutable"));
@@ -559,24 +908,42 @@ fn validate_spec(v: &mut V, kind: &ResourceKind, obj: &Object) {
         "Endpoints" => {
             for (i, s) in v.arr("subsets", obj.get("subsets")).iter().enumerate() {
                 let sp = format!("subsets[{i}]");
-                let Some(sm) = v.obj(&sp, Some(s)) else { continue };
+                let Some(sm) = v.obj(&sp, Some(s)) else {
+                    continue;
+                };
                 for list in ["addresses", "notReadyAddresses"] {
-                    for (j, a) in v.arr(&format!("{sp}.{list}"), sm.get(list)).iter().enumerate() {
+                    for (j, a) in v
+                        .arr(&format!("{sp}.{list}"), sm.get(list))
+                        .iter()
+                        .enumerate()
+                    {
                         let ap = format!("{sp}.{list}[{j}]");
                         if let Some(am) = v.obj(&ap, Some(a)) {
                             if let Some(ip) = v.req_str(&format!("{ap}.ip"), am.get("ip")) {
                                 if ip.parse::<std::net::IpAddr>().is_err() {
-                                    v.push(FieldError::invalid(format!("{ap}.ip"), format!("\"{ip}\""), "must be a valid IP address"));
+                                    v.push(FieldError::invalid(
+                                        format!("{ap}.ip"),
+                                        format!("\"{ip}\""),
+                                        "must be a valid IP address",
+                                    ));
                                 }
                             }
                         }
                     }
                 }
-                for (j, p) in v.arr(&format!("{sp}.ports"), sm.get("ports")).iter().enumerate() {
+                for (j, p) in v
+                    .arr(&format!("{sp}.ports"), sm.get("ports"))
+                    .iter()
+                    .enumerate()
+                {
                     let pp = format!("{sp}.ports[{j}]");
                     if let Some(pm) = v.obj(&pp, Some(p)) {
                         v.port(&format!("{pp}.port"), pm.get("port"), true);
-                        v.one_of(&format!("{pp}.protocol"), pm.get("protocol"), &["TCP", "UDP", "SCTP"]);
+                        v.one_of(
+                            &format!("{pp}.protocol"),
+                            pm.get("protocol"),
+                            &["TCP", "UDP", "SCTP"],
+                        );
                     }
                 }
             }
@@ -612,13 +979,21 @@ fn validate_spec(v: &mut V, kind: &ResourceKind, obj: &Object) {
                     if let Some(tm) = v.obj(&tp, Some(t)) {
                         if let Some(k) = v.req_str(&format!("{tp}.key"), tm.get("key")) {
                             if let Some(e) = names::qualified_name(k) {
-                                v.push(FieldError::invalid(format!("{tp}.key"), format!("\"{k}\""), &e));
+                                v.push(FieldError::invalid(
+                                    format!("{tp}.key"),
+                                    format!("\"{k}\""),
+                                    &e,
+                                ));
                             }
                         }
                         if tm.get("effect").is_none() {
                             v.push(FieldError::required(format!("{tp}.effect")));
                         }
-                        v.one_of(&format!("{tp}.effect"), tm.get("effect"), &["NoSchedule", "PreferNoSchedule", "NoExecute"]);
+                        v.one_of(
+                            &format!("{tp}.effect"),
+                            tm.get("effect"),
+                            &["NoSchedule", "PreferNoSchedule", "NoExecute"],
+                        );
                     }
                 }
             }
@@ -644,17 +1019,29 @@ fn validate_service(v: &mut V, obj: &Object) {
         return;
     };
     let ty = v
-        .one_of("spec.type", spec.get("type"), &["ClusterIP", "NodePort", "LoadBalancer", "ExternalName"])
+        .one_of(
+            "spec.type",
+            spec.get("type"),
+            &["ClusterIP", "NodePort", "LoadBalancer", "ExternalName"],
+        )
         .unwrap_or_else(|| "ClusterIP".into());
     let cluster_ip = v.str("spec.clusterIP", spec.get("clusterIP")).unwrap_or("");
     let headless = cluster_ip == "None";
     if !cluster_ip.is_empty() && !headless && cluster_ip.parse::<std::net::IpAddr>().is_err() {
-        v.push(FieldError::invalid("spec.clusterIP", format!("\"{cluster_ip}\""), "must be empty, 'None', or a valid IP address"));
+        v.push(FieldError::invalid(
+            "spec.clusterIP",
+            format!("\"{cluster_ip}\""),
+            "must be empty, 'None', or a valid IP address",
+        ));
     }
     if ty == "ExternalName" {
         match v.str("spec.externalName", spec.get("externalName")) {
             Some(n) if names::dns1123_subdomain(n).is_none() => {}
-            Some(n) => v.push(FieldError::invalid("spec.externalName", format!("\"{n}\""), "must be a valid DNS name")),
+            Some(n) => v.push(FieldError::invalid(
+                "spec.externalName",
+                format!("\"{n}\""),
+                "must be a valid DNS name",
+            )),
             None => v.push(FieldError::required("spec.externalName")),
         }
     }
@@ -666,23 +1053,39 @@ fn validate_service(v: &mut V, obj: &Object) {
     let mut seen_ports: Vec<(i64, String)> = Vec::new();
     for (i, p) in ports.iter().enumerate() {
         let pp = format!("spec.ports[{i}]");
-        let Some(pm) = v.obj(&pp, Some(p)) else { continue };
+        let Some(pm) = v.obj(&pp, Some(p)) else {
+            continue;
+        };
         let port = v.port(&format!("{pp}.port"), pm.get("port"), true);
         let proto = v
-            .one_of(&format!("{pp}.protocol"), pm.get("protocol"), &["TCP", "UDP", "SCTP"])
+            .one_of(
+                &format!("{pp}.protocol"),
+                pm.get("protocol"),
+                &["TCP", "UDP", "SCTP"],
+            )
             .unwrap_or_else(|| "TCP".into());
         if let Some(port) = port {
             if seen_ports.contains(&(port, proto.clone())) {
-                v.push(FieldError::duplicate(format!("{pp}"), format!("{{\"{proto}\", {port}}}")));
+                v.push(FieldError::duplicate(
+                    format!("{pp}"),
+                    format!("{{\"{proto}\", {port}}}"),
+                ));
             }
             seen_ports.push((port, proto));
         }
         match v.str(&format!("{pp}.name"), pm.get("name")) {
             Some(n) if !n.is_empty() => {
                 if let Some(e) = names::dns1123_label(n) {
-                    v.push(FieldError::invalid(format!("{pp}.name"), format!("\"{n}\""), &e));
+                    v.push(FieldError::invalid(
+                        format!("{pp}.name"),
+                        format!("\"{n}\""),
+                        &e,
+                    ));
                 } else if seen_names.iter().any(|s| s == n) {
-                    v.push(FieldError::duplicate(format!("{pp}.name"), format!("\"{n}\"")));
+                    v.push(FieldError::duplicate(
+                        format!("{pp}.name"),
+                        format!("\"{n}\""),
+                    ));
                 } else {
                     seen_names.push(n.to_string());
                 }
@@ -695,16 +1098,28 @@ fn validate_service(v: &mut V, obj: &Object) {
         }
         if let Some(np) = v.int(&format!("{pp}.nodePort"), pm.get("nodePort")) {
             if ty == "ClusterIP" && np != 0 {
-                v.push(FieldError::forbidden(format!("{pp}.nodePort"), "may not be used when `type` is 'ClusterIP'"));
+                v.push(FieldError::forbidden(
+                    format!("{pp}.nodePort"),
+                    "may not be used when `type` is 'ClusterIP'",
+                ));
             } else if np != 0 && !(30000..=32767).contains(&np) {
                 v.push(FieldError::invalid(format!("{pp}.nodePort"), np, "provided port is not in the valid range. The range of valid ports is 30000-32767"));
             }
         }
     }
     if let Some(sel) = spec.get("selector") {
-        v.string_map("spec.selector", Some(sel), names::qualified_name, Some(names::label_value));
+        v.string_map(
+            "spec.selector",
+            Some(sel),
+            names::qualified_name,
+            Some(names::label_value),
+        );
     }
-    v.one_of("spec.sessionAffinity", spec.get("sessionAffinity"), &["None", "ClientIP"]);
+    v.one_of(
+        "spec.sessionAffinity",
+        spec.get("sessionAffinity"),
+        &["None", "ClientIP"],
+    );
 }
 
 impl FieldError {
@@ -724,7 +1139,14 @@ pub fn validate_create(kind: &ResourceKind, obj: &Object) -> Vec<FieldError> {
 
 fn immutable(v: &mut V, path: &str, old: Option<&Value>, new: Option<&Value>) {
     if old != new {
-        v.push(FieldError { field: path.into(), kind: crate::status::FieldErrorKind::Invalid, message: format!("{path}: Invalid value: {}: field is immutable", describe(new.unwrap_or(&Value::Null))) });
+        v.push(FieldError {
+            field: path.into(),
+            kind: crate::status::FieldErrorKind::Invalid,
+            message: format!(
+                "{path}: Invalid value: {}: field is immutable",
+                describe(new.unwrap_or(&Value::Null))
+            ),
+        });
     }
 }
 
@@ -754,7 +1176,13 @@ pub fn validate_update(kind: &ResourceKind, old: &Object, new: &Object) -> Vec<F
                     m.remove("tolerations");
                     m.remove("terminationGracePeriodSeconds");
                     // nodeName may be set once, by binding.
-                    if old.get("spec").and_then(|s| s.get("nodeName")).and_then(Value::as_str).unwrap_or("").is_empty() {
+                    if old
+                        .get("spec")
+                        .and_then(|s| s.get("nodeName"))
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .is_empty()
+                    {
                         m.remove("nodeName");
                     }
                 }
@@ -765,7 +1193,12 @@ pub fn validate_update(kind: &ResourceKind, old: &Object, new: &Object) -> Vec<F
             }
         }
         "Deployment" | "ReplicaSet" => {
-            immutable(&mut v, "spec.selector", old.get("spec").and_then(|s| s.get("selector")), new.get("spec").and_then(|s| s.get("selector")));
+            immutable(
+                &mut v,
+                "spec.selector",
+                old.get("spec").and_then(|s| s.get("selector")),
+                new.get("spec").and_then(|s| s.get("selector")),
+            );
         }
         "Service" => {
             let ip = |o: &Object| o.get("spec").and_then(|s| s.get("clusterIP")).cloned();
@@ -777,7 +1210,10 @@ pub fn validate_update(kind: &ResourceKind, old: &Object, new: &Object) -> Vec<F
             if old.get("immutable") == Some(&Value::Bool(true)) {
                 for f in ["data", "binaryData", "immutable"] {
                     if old.get(f) != new.get(f) {
-                        v.push(FieldError::forbidden(f, "field is immutable when `immutable` is set"));
+                        v.push(FieldError::forbidden(
+                            f,
+                            "field is immutable when `immutable` is set",
+                        ));
                     }
                 }
             }
@@ -785,7 +1221,12 @@ pub fn validate_update(kind: &ResourceKind, old: &Object, new: &Object) -> Vec<F
         _ => {}
     }
     if old.namespace() != new.namespace() && kind.namespaced {
-        immutable(&mut v, "metadata.namespace", old.metadata().and_then(|m| m.get("namespace")), new.metadata().and_then(|m| m.get("namespace")));
+        immutable(
+            &mut v,
+            "metadata.namespace",
+            old.metadata().and_then(|m| m.get("namespace")),
+            new.metadata().and_then(|m| m.get("namespace")),
+        );
     }
     v.errs
 }
@@ -796,7 +1237,11 @@ const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz012
 pub fn base64_encode(data: &[u8]) -> String {
     let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
     for chunk in data.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         for i in 0..4 {
             if i <= chunk.len() {
@@ -863,8 +1308,13 @@ fn default_pod_spec(spec: &mut Value) {
             for c in cs {
                 let Value::Object(c) = c else { continue };
                 let image = c.get("image").and_then(Value::as_str).unwrap_or("");
-                let latest = !image.rsplit('/').next().unwrap_or("").contains(':') || image.ends_with(":latest");
-                let policy = if latest && !image.contains('@') { "Always" } else { "IfNotPresent" };
+                let latest = !image.rsplit('/').next().unwrap_or("").contains(':')
+                    || image.ends_with(":latest");
+                let policy = if latest && !image.contains('@') {
+                    "Always"
+                } else {
+                    "IfNotPresent"
+                };
                 set_default(c, "imagePullPolicy", policy.into());
                 set_default(c, "terminationMessagePath", "/dev/termination-log".into());
                 if let Some(Value::Array(ps)) = c.get_mut("ports") {
@@ -887,7 +1337,10 @@ pub fn apply_defaults(kind: &ResourceKind, obj: &mut Object) {
             if let Some(spec) = map.get_mut("spec") {
                 default_pod_spec(spec);
             }
-            if let Value::Object(st) = map.entry("status").or_insert_with(|| Value::Object(Map::new())) {
+            if let Value::Object(st) = map
+                .entry("status")
+                .or_insert_with(|| Value::Object(Map::new()))
+            {
                 set_default(st, "phase", "Pending".into());
             }
         }
@@ -897,11 +1350,15 @@ pub fn apply_defaults(kind: &ResourceKind, obj: &mut Object) {
                 if kind.kind == "Deployment" {
                     set_default(spec, "revisionHistoryLimit", 10.into());
                     set_default(spec, "progressDeadlineSeconds", 600.into());
-                    let st = spec.entry("strategy").or_insert_with(|| Value::Object(Map::new()));
+                    let st = spec
+                        .entry("strategy")
+                        .or_insert_with(|| Value::Object(Map::new()));
                     if let Value::Object(st) = st {
                         set_default(st, "type", "RollingUpdate".into());
                         if st.get("type").and_then(Value::as_str) == Some("RollingUpdate") {
-                            let ru = st.entry("rollingUpdate").or_insert_with(|| Value::Object(Map::new()));
+                            let ru = st
+                                .entry("rollingUpdate")
+                                .or_insert_with(|| Value::Object(Map::new()));
                             if let Value::Object(ru) = ru {
                                 set_default(ru, "maxSurge", "25%".into());
                                 set_default(ru, "maxUnavailable", "25%".into());
@@ -935,7 +1392,9 @@ pub fn apply_defaults(kind: &ResourceKind, obj: &mut Object) {
         "Secret" => {
             set_default(map, "type", "Opaque".into());
             if let Some(Value::Object(sd)) = map.remove("stringData") {
-                let data = map.entry("data").or_insert_with(|| Value::Object(Map::new()));
+                let data = map
+                    .entry("data")
+                    .or_insert_with(|| Value::Object(Map::new()));
                 if let Value::Object(d) = data {
                     for (k, v) in sd {
                         if let Value::String(s) = v {
@@ -946,13 +1405,18 @@ pub fn apply_defaults(kind: &ResourceKind, obj: &mut Object) {
             }
         }
         "Namespace" => {
-            if let Value::Object(st) = map.entry("status").or_insert_with(|| Value::Object(Map::new())) {
+            if let Value::Object(st) = map
+                .entry("status")
+                .or_insert_with(|| Value::Object(Map::new()))
+            {
                 set_default(st, "phase", "Active".into());
             }
             // Kubernetes labels every namespace with its own name.
             let name = obj.name().to_string();
             let m = obj.metadata_mut();
-            let labels = m.entry("labels").or_insert_with(|| Value::Object(Map::new()));
+            let labels = m
+                .entry("labels")
+                .or_insert_with(|| Value::Object(Map::new()));
             if let Value::Object(l) = labels {
                 l.insert("kubernetes.io/metadata.name".into(), Value::String(name));
             }
@@ -1016,18 +1480,35 @@ mod tests {
     #[test]
     fn immutable_fields() {
         let k = resolve("deploy").unwrap();
-        let mk = |app: &str| obj(json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
-            "spec": {"selector": {"matchLabels": {"app": app}}, "template": {"metadata": {"labels": {"app": app}}, "spec": {"containers": [{"name": "c", "image": "i"}]}}}}));
+        let mk = |app: &str| {
+            obj(
+                json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
+            "spec": {"selector": {"matchLabels": {"app": app}}, "template": {"metadata": {"labels": {"app": app}}, "spec": {"containers": [{"name": "c", "image": "i"}]}}}}),
+            )
+        };
         let errs = validate_update(k, &mk("a"), &mk("b"));
         assert_eq!(fields(&errs), vec!["spec.selector"]);
-        let pod = |cmd: &str| obj(json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "i", "command": [cmd]}]}}));
-        assert_eq!(fields(&validate_update(resolve("po").unwrap(), &pod("a"), &pod("b"))), vec!["spec"]);
+        let pod = |cmd: &str| {
+            obj(
+                json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "i", "command": [cmd]}]}}),
+            )
+        };
+        assert_eq!(
+            fields(&validate_update(
+                resolve("po").unwrap(),
+                &pod("a"),
+                &pod("b")
+            )),
+            vec!["spec"]
+        );
     }
 
     #[test]
     fn service_ports() {
-        let s = obj(json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"},
-            "spec": {"type": "ClusterIP", "ports": [{"port": 80}, {"port": 0, "name": "x"}]}}));
+        let s = obj(
+            json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"},
+            "spec": {"type": "ClusterIP", "ports": [{"port": 80}, {"port": 0, "name": "x"}]}}),
+        );
         let errs = validate_create(resolve("svc").unwrap(), &s);
         assert!(fields(&errs).contains(&"spec.ports[0].name"));
         assert!(fields(&errs).contains(&"spec.ports[1].port"));
@@ -1036,7 +1517,10 @@ mod tests {
     #[test]
     fn base64_round_trips() {
         for s in ["", "a", "ab", "abc", "abcd", "hello world"] {
-            assert_eq!(base64_decode(&base64_encode(s.as_bytes())).unwrap(), s.as_bytes());
+            assert_eq!(
+                base64_decode(&base64_encode(s.as_bytes())).unwrap(),
+                s.as_bytes()
+            );
         }
         assert_eq!(base64_encode(b"hello"), "aGVsbG8=");
         assert!(base64_decode("a=bc").is_none());
@@ -1045,14 +1529,24 @@ mod tests {
 
     #[test]
     fn defaults_like_kubernetes() {
-        let mut s = obj(json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"}, "stringData": {"k": "hello"}}));
+        let mut s = obj(
+            json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"}, "stringData": {"k": "hello"}}),
+        );
         apply_defaults(resolve("secret").unwrap(), &mut s);
         assert_eq!(s.get("data").unwrap()["k"], "aGVsbG8=");
         assert_eq!(s.get("type").unwrap(), "Opaque");
-        let mut d = obj(json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"}, "spec": {"template": {"spec": {"containers": [{"name": "c", "image": "nginx"}]}}}}));
+        let mut d = obj(
+            json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"}, "spec": {"template": {"spec": {"containers": [{"name": "c", "image": "nginx"}]}}}}),
+        );
         apply_defaults(resolve("deploy").unwrap(), &mut d);
         assert_eq!(d.get("spec").unwrap()["replicas"], 1);
-        assert_eq!(d.get("spec").unwrap()["strategy"]["rollingUpdate"]["maxSurge"], "25%");
-        assert_eq!(d.get("spec").unwrap()["template"]["spec"]["containers"][0]["imagePullPolicy"], "Always");
+        assert_eq!(
+            d.get("spec").unwrap()["strategy"]["rollingUpdate"]["maxSurge"],
+            "25%"
+        );
+        assert_eq!(
+            d.get("spec").unwrap()["template"]["spec"]["containers"][0]["imagePullPolicy"],
+            "Always"
+        );
     }
 }

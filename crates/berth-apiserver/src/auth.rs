@@ -23,7 +23,11 @@ pub enum AuthError {
         source: std::io::Error,
     },
     #[error("{path}, line {line}: {message}")]
-    Syntax { path: String, line: usize, message: String },
+    Syntax {
+        path: String,
+        line: usize,
+        message: String,
+    },
 }
 
 #[derive(Debug, Clone, Default)]
@@ -71,11 +75,22 @@ impl Authenticator {
                     message: "expected token,user[,uid[,\"group,...\"]] with a token of at least 8 characters".into(),
                 });
             }
-            a.add(&f[0], UserInfo {
-                name: f[1].clone(),
-                uid: f.get(2).cloned().unwrap_or_default(),
-                groups: f.get(3).map(|g| g.split(',').map(str::to_string).filter(|s| !s.is_empty()).collect()).unwrap_or_default(),
-            });
+            a.add(
+                &f[0],
+                UserInfo {
+                    name: f[1].clone(),
+                    uid: f.get(2).cloned().unwrap_or_default(),
+                    groups: f
+                        .get(3)
+                        .map(|g| {
+                            g.split(',')
+                                .map(str::to_string)
+                                .filter(|s| !s.is_empty())
+                                .collect()
+                        })
+                        .unwrap_or_default(),
+                },
+            );
         }
         Ok(a)
     }
@@ -112,15 +127,27 @@ mod tests {
     fn reads_kube_token_files() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("tokens.csv");
-        std::fs::write(&p, "# comment\nsecret-admin-token,admin,1,\"system:masters,dev\"\nbob-token-123,bob\n").unwrap();
+        std::fs::write(
+            &p,
+            "# comment\nsecret-admin-token,admin,1,\"system:masters,dev\"\nbob-token-123,bob\n",
+        )
+        .unwrap();
         let a = Authenticator::from_file(&p).unwrap();
         let u = a.authenticate(Some("Bearer secret-admin-token")).unwrap();
         assert_eq!(u.name, "admin");
         assert_eq!(u.groups, vec!["system:masters", "dev"]);
-        assert_eq!(a.authenticate(Some("Bearer bob-token-123")).unwrap().name, "bob");
+        assert_eq!(
+            a.authenticate(Some("Bearer bob-token-123")).unwrap().name,
+            "bob"
+        );
         assert!(a.authenticate(Some("Bearer nope")).is_none());
         assert!(a.authenticate(None).is_none());
         std::fs::write(&p, "short,x\n").unwrap();
-        assert!(Authenticator::from_file(&p).unwrap_err().to_string().contains("line 1"));
+        assert!(
+            Authenticator::from_file(&p)
+                .unwrap_err()
+                .to_string()
+                .contains("line 1")
+        );
     }
 }

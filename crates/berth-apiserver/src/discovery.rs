@@ -36,7 +36,10 @@ fn group_entry(name: &str) -> Value {
 }
 
 pub fn api_group_list() -> Value {
-    let mut groups: Vec<Value> = berth_api::kinds::groups().into_iter().map(group_entry).collect();
+    let mut groups: Vec<Value> = berth_api::kinds::groups()
+        .into_iter()
+        .map(group_entry)
+        .collect();
     groups.push(group_entry(BERTH_GROUP));
     json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
 }
@@ -55,7 +58,11 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
     if version != "v1" {
         return None;
     }
-    let group_version = if group.is_empty() { "v1".to_string() } else { format!("{group}/v1") };
+    let group_version = if group.is_empty() {
+        "v1".to_string()
+    } else {
+        format!("{group}/v1")
+    };
     if group == BERTH_GROUP {
         return Some(json!({
             "kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version,
@@ -90,5 +97,7 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
             }));
         }
     }
-    Some(json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version, "resources": resources}))
+    Some(
+        json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version, "resources": resources}),
+    )
 }

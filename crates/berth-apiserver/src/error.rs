@@ -22,15 +22,23 @@ impl ApiError {
 
     pub fn not_found(kind: &ResourceKind, name: &str) -> Self {
         ApiError(
-            Status::failure(404, "NotFound", format!("{} \"{name}\" not found", kind.qualified_plural()))
-                .with_details(kind.group, kind.plural, name),
+            Status::failure(
+                404,
+                "NotFound",
+                format!("{} \"{name}\" not found", kind.qualified_plural()),
+            )
+            .with_details(kind.group, kind.plural, name),
         )
     }
 
     pub fn already_exists(kind: &ResourceKind, name: &str) -> Self {
         ApiError(
-            Status::failure(409, "AlreadyExists", format!("{} \"{name}\" already exists", kind.qualified_plural()))
-                .with_details(kind.group, kind.plural, name),
+            Status::failure(
+                409,
+                "AlreadyExists",
+                format!("{} \"{name}\" already exists", kind.qualified_plural()),
+            )
+            .with_details(kind.group, kind.plural, name),
         )
     }
 
@@ -72,16 +80,21 @@ impl ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::Compacted { requested, compacted } => {
-                ApiError::gone(format!("too old resource version: {requested} ({compacted})"))
-            }
+            StoreError::Compacted {
+                requested,
+                compacted,
+            } => ApiError::gone(format!(
+                "too old resource version: {requested} ({compacted})"
+            )),
             StoreError::FutureRevision { requested, current } => ApiError::new(
                 504,
                 "Timeout",
                 format!("Too large resource version: {requested}, current: {current}"),
             ),
             StoreError::TimeNotRetained => ApiError::gone(e.to_string()),
-            StoreError::Closed => ApiError::new(503, "ServiceUnavailable", "the server is shutting down"),
+            StoreError::Closed => {
+                ApiError::new(503, "ServiceUnavailable", "the server is shutting down")
+            }
             other => ApiError::internal(other.to_string()),
         }
     }

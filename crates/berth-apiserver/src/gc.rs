@@ -25,7 +25,11 @@ struct Ref {
 
 impl Ref {
     fn of(o: &Object) -> Option<Ref> {
-        Some(Ref { kind: o.resource_kind()?, ns: o.namespace().map(str::to_string), name: o.name().to_string() })
+        Some(Ref {
+            kind: o.resource_kind()?,
+            ns: o.namespace().map(str::to_string),
+            name: o.name().to_string(),
+        })
     }
 }
 
@@ -46,7 +50,10 @@ impl Graph {
         self.remove(&uid);
         let owners: Vec<String> = o.owner_references().into_iter().map(|r| r.uid).collect();
         for ow in &owners {
-            self.dependents.entry(ow.clone()).or_default().insert(uid.clone());
+            self.dependents
+                .entry(ow.clone())
+                .or_default()
+                .insert(uid.clone());
         }
         if !owners.is_empty() {
             self.owners.insert(uid.clone(), owners);
@@ -74,7 +81,11 @@ impl Graph {
             .get(uid)
             .into_iter()
             .flatten()
-            .filter(|d| self.owners.get(*d).is_some_and(|ows| ows.iter().all(|o| !self.live.contains_key(o))))
+            .filter(|d| {
+                self.owners
+                    .get(*d)
+                    .is_some_and(|ows| ows.iter().all(|o| !self.live.contains_key(o)))
+            })
             .filter_map(|d| self.live.get(d).cloned())
             .collect()
     }
@@ -90,10 +101,15 @@ impl Graph {
 
 async fn delete(registry: &Registry, r: &Ref) {
     let opts = DeleteOptions::default();
-    match registry.delete(r.kind, r.ns.as_deref(), &r.name, &opts, USER).await {
+    match registry
+        .delete(r.kind, r.ns.as_deref(), &r.name, &opts, USER)
+        .await
+    {
         Ok(_) => tracing::debug!(kind = r.kind.kind, name = %r.name, "garbage-collected"),
         Err(e) if e.code() == 404 => {}
-        Err(e) => tracing::warn!(kind = r.kind.kind, name = %r.name, error = %e.0.message, "garbage collection failed"),
+        Err(e) => {
+            tracing::warn!(kind = r.kind.kind, name = %r.name, error = %e.0.message, "garbage collection failed")
+        }
     }
 }
 
@@ -101,7 +117,9 @@ async fn delete(registry: &Registry, r: &Ref) {
 async fn finish_namespace(registry: &Registry, ns: &str) {
     let mut left = 0;
     for kind in berth_api::KINDS.iter().filter(|k| k.namespaced) {
-        let Ok(list) = registry.list(kind, Some(ns), &ListOptions::default()) else { continue };
+        let Ok(list) = registry.list(kind, Some(ns), &ListOptions::default()) else {
+            continue;
+        };
         for o in list.items {
             left += 1;
             if o.deletion_timestamp().is_none() {
@@ -115,14 +133,26 @@ async fn finish_namespace(registry: &Registry, ns: &str) {
         // Deleting what is left brings events that call this again.
         return;
     }
-    let Some(nsk) = berth_api::kinds::resolve("namespaces") else { return };
+    let Some(nsk) = berth_api::kinds::resolve("namespaces") else {
+        return;
+    };
     if let Ok(obj) = registry.get(nsk, None, ns) {
         if obj.deletion_timestamp().is_some() {
             let key = nsk.key(None, ns).into_bytes();
             let txn = berth_store::Txn::default()
-                .when(berth_store::Compare::mod_revision(key.clone(), berth_store::CompareOp::Equal, obj.resource_version().parse().unwrap_or(0)))
+                .when(berth_store::Compare::mod_revision(
+                    key.clone(),
+                    berth_store::CompareOp::Equal,
+                    obj.resource_version().parse().unwrap_or(0),
+                ))
                 .then(berth_store::Op::Delete { key });
-            let _ = registry.store.txn(txn, berth_store::Origin::new("system:namespace-controller", "delete")).await;
+            let _ = registry
+                .store
+                .txn(
+                    txn,
+                    berth_store::Origin::new("system:namespace-controller", "delete"),
+                )
+                .await;
         }
     }
 }
@@ -155,7 +185,10 @@ async fn run_once(registry: &Registry) -> Result<(), String> {
             terminating.insert(o.name().to_string());
         }
     }
-    let mut watcher = registry.store.watch(b"/registry/", rev + 1).map_err(|e| e.to_string())?;
+    let mut watcher = registry
+        .store
+        .watch(b"/registry/", rev + 1)
+        .map_err(|e| e.to_string())?;
     for r in g.all_orphans() {
         delete(registry, &r).await;
     }
@@ -163,13 +196,18 @@ async fn run_once(registry: &Registry) -> Result<(), String> {
         finish_namespace(registry, &ns).await;
     }
     loop {
-        let Some(batch) = watcher.next().await.map_err(|e| e.to_string())? else { return Ok(()) };
+        let Some(batch) = watcher.next().await.map_err(|e| e.to_string())? else {
+            return Ok(());
+        };
         for ev in batch.events {
             let Ok(obj) = decode(&ev.kv) else { continue };
             match ev.typ {
                 EventType::Put => {
                     g.upsert(&obj);
-                    if obj.kind() == "Namespace" && obj.deletion_timestamp().is_some() && terminating.insert(obj.name().to_string()) {
+                    if obj.kind() == "Namespace"
+                        && obj.deletion_timestamp().is_some()
+                        && terminating.insert(obj.name().to_string())
+                    {
                         finish_namespace(registry, obj.name()).await;
                     }
                     // An object whose owners are all gone already (created late) goes too.

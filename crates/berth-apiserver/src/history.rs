@@ -13,9 +13,14 @@ use crate::error::{ApiError, ApiResult};
 use crate::registry::{Registry, decode};
 
 /// Picks the revision a request means: `revision=N`, or the last one at or before `at=TIME`.
-pub fn resolve_revision(registry: &Registry, q: &HashMap<String, String>) -> ApiResult<Option<u64>> {
+pub fn resolve_revision(
+    registry: &Registry,
+    q: &HashMap<String, String>,
+) -> ApiResult<Option<u64>> {
     if let Some(r) = q.get("revision") {
-        let n: u64 = r.parse().map_err(|_| ApiError::bad_request(format!("revision {r:?} is not a number")))?;
+        let n: u64 = r
+            .parse()
+            .map_err(|_| ApiError::bad_request(format!("revision {r:?} is not a number")))?;
         return Ok(Some(n));
     }
     if let Some(t) = q.get("at") {
@@ -24,16 +29,40 @@ pub fn resolve_revision(registry: &Registry, q: &HashMap<String, String>) -> Api
             .store
             .revision_at_time(nanos)
             .map(Some)
-            .map_err(|_| ApiError::gone(format!("no retained revision at or before {t}; the oldest retained revision is {}", registry.store.compacted_revision().max(1))));
+            .map_err(|_| {
+                ApiError::gone(format!(
+                    "no retained revision at or before {t}; the oldest retained revision is {}",
+                    registry.store.compacted_revision().max(1)
+                ))
+            });
     }
     Ok(None)
 }
 
-fn target(q: &HashMap<String, String>) -> ApiResult<(&'static ResourceKind, Option<String>, String)> {
-    let kind_name = q.get("resource").ok_or_else(|| ApiError::bad_request("resource is required (e.g. resource=deployments.apps)"))?;
-    let kind = kinds::resolve(kind_name).ok_or_else(|| ApiError::bad_request(format!("the server doesn't have a resource type {kind_name:?}")))?;
-    let name = q.get("name").cloned().ok_or_else(|| ApiError::bad_request("name is required"))?;
-    let ns = if kind.namespaced { Some(q.get("namespace").cloned().unwrap_or_else(|| "default".into())) } else { None };
+fn target(
+    q: &HashMap<String, String>,
+) -> ApiResult<(&'static ResourceKind, Option<String>, String)> {
+    let kind_name = q.get("resource").ok_or_else(|| {
+        ApiError::bad_request("resource is required (e.g. resource=deployments.apps)")
+    })?;
+    let kind = kinds::resolve(kind_name).ok_or_else(|| {
+        ApiError::bad_request(format!(
+            "the server doesn't have a resource type {kind_name:?}"
+        ))
+    })?;
+    let name = q
+        .get("name")
+        .cloned()
+        .ok_or_else(|| ApiError::bad_request("name is required"))?;
+    let ns = if kind.namespaced {
+        Some(
+            q.get("namespace")
+                .cloned()
+                .unwrap_or_else(|| "default".into()),
+        )
+    } else {
+        None
+    };
     Ok((kind, ns, name))
 }
 
@@ -42,7 +71,9 @@ fn target(q: &HashMap<String, String>) -> ApiResult<(&'static ResourceKind, Opti
 pub fn history(registry: &Registry, q: &HashMap<String, String>) -> ApiResult<Value> {
     let (kind, ns, name) = target(q)?;
     if let Some(rev) = resolve_revision(registry, q)? {
-        return Ok(registry.get_at(kind, ns.as_deref(), &name, rev)?.into_value());
+        return Ok(registry
+            .get_at(kind, ns.as_deref(), &name, rev)?
+            .into_value());
     }
     let key = kind.key(ns.as_deref(), &name);
     let entries = registry.store.history(key.as_bytes())?;
@@ -54,7 +85,10 @@ pub fn history(registry: &Registry, q: &HashMap<String, String>) -> ApiResult<Va
         .map(|e| {
             let mut obj = decode(&e.kv).map(Object::into_value).unwrap_or(Value::Null);
             if let Some(m) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
-                m.insert("resourceVersion".into(), Value::String(e.info.revision.to_string()));
+                m.insert(
+                    "resourceVersion".into(),
+                    Value::String(e.info.revision.to_string()),
+                );
             }
             json!({
                 "revision": e.info.revision,
@@ -79,7 +113,10 @@ pub fn history(registry: &Registry, q: &HashMap<String, String>) -> ApiResult<Va
 /// `GET /apis/berth.dev/v1/revisions?from=&to=&limit=`: the audit log of revisions.
 pub fn revisions(registry: &Registry, q: &HashMap<String, String>) -> ApiResult<Value> {
     let num = |k: &str, d: u64| -> ApiResult<u64> {
-        q.get(k).map_or(Ok(d), |v| v.parse().map_err(|_| ApiError::bad_request(format!("{k} {v:?} is not a number"))))
+        q.get(k).map_or(Ok(d), |v| {
+            v.parse()
+                .map_err(|_| ApiError::bad_request(format!("{k} {v:?} is not a number")))
+        })
     };
     let current = registry.store.current_revision();
     let to = num("to", current)?;
@@ -108,12 +145,25 @@ fn is_runtime_state(o: &Object) -> bool {
 /// The namespaces every server makes at start, as it made them: nothing to export.
 fn is_untouched_system_namespace(o: &Object) -> bool {
     o.kind() == "Namespace"
-        && matches!(o.name(), "default" | "kube-system" | "kube-public" | "kube-node-lease")
+        && matches!(
+            o.name(),
+            "default" | "kube-system" | "kube-public" | "kube-node-lease"
+        )
         && o.annotations().is_empty()
-        && o.labels().keys().all(|k| k == "kubernetes.io/metadata.name")
+        && o.labels()
+            .keys()
+            .all(|k| k == "kubernetes.io/metadata.name")
 }
 
-const KIND_ORDER: &[&str] = &["Namespace", "ConfigMap", "Secret", "Service", "Deployment", "ReplicaSet", "Pod"];
+const KIND_ORDER: &[&str] = &[
+    "Namespace",
+    "ConfigMap",
+    "Secret",
+    "Service",
+    "Deployment",
+    "ReplicaSet",
+    "Pod",
+];
 
 /// `GET /apis/berth.dev/v1/export[?revision=|?at=]`: the desired state as a `List`: no status,
 /// no server-set fields, nothing a controller made (it would make it again), no runtime state.
@@ -122,14 +172,21 @@ pub fn export(registry: &Registry, q: &HashMap<String, String>) -> ApiResult<Val
     let (all, rev) = registry.all_objects(rev)?;
     let mut items: Vec<Object> = all
         .into_iter()
-        .filter(|o| !is_runtime_state(o) && o.owner_references().is_empty() && o.deletion_timestamp().is_none() && !is_untouched_system_namespace(o))
+        .filter(|o| {
+            !is_runtime_state(o)
+                && o.owner_references().is_empty()
+                && o.deletion_timestamp().is_none()
+                && !is_untouched_system_namespace(o)
+        })
         .map(|o| {
             let mut m = o.to_desired_manifest();
             m.remove_annotation("kubectl.kubernetes.io/last-applied-configuration");
             if m.kind() == "Namespace" {
                 let name = m.name().to_string();
                 if let Some(Value::Object(l)) = m.metadata_mut().get_mut("labels") {
-                    if l.get("kubernetes.io/metadata.name").and_then(Value::as_str) == Some(name.as_str()) {
+                    if l.get("kubernetes.io/metadata.name").and_then(Value::as_str)
+                        == Some(name.as_str())
+                    {
                         l.remove("kubernetes.io/metadata.name");
                     }
                     if l.is_empty() {
@@ -140,7 +197,16 @@ pub fn export(registry: &Registry, q: &HashMap<String, String>) -> ApiResult<Val
             m
         })
         .collect();
-    items.sort_by_key(|o| (KIND_ORDER.iter().position(|k| *k == o.kind()).unwrap_or(KIND_ORDER.len()), o.namespace().unwrap_or("").to_string(), o.name().to_string()));
+    items.sort_by_key(|o| {
+        (
+            KIND_ORDER
+                .iter()
+                .position(|k| *k == o.kind())
+                .unwrap_or(KIND_ORDER.len()),
+            o.namespace().unwrap_or("").to_string(),
+            o.name().to_string(),
+        )
+    });
     Ok(json!({
         "kind": "List",
         "apiVersion": "v1",

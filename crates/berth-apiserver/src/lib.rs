@@ -57,7 +57,12 @@ pub struct ApiServer {
 
 impl ApiServer {
     pub fn new(store: Store, auth: Authenticator, config: ServerConfig) -> Arc<Self> {
-        Arc::new(ApiServer { registry: Registry::new(store), auth, config, ready: AtomicBool::new(false) })
+        Arc::new(ApiServer {
+            registry: Registry::new(store),
+            auth,
+            config,
+            ready: AtomicBool::new(false),
+        })
     }
 
     pub fn is_ready(&self) -> bool {
@@ -74,5 +79,8 @@ impl ApiServer {
 
 /// The HTTP router: one handler that routes by Kubernetes path.
 pub fn router(state: Arc<ApiServer>) -> Router {
-    Router::new().fallback(server::handle).layer(DefaultBodyLimit::disable()).with_state(state)
+    Router::new()
+        .fallback(server::handle)
+        .layer(DefaultBodyLimit::disable())
+        .with_state(state)
 }

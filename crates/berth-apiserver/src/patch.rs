@@ -45,7 +45,12 @@ fn parse_json(body: &[u8]) -> ApiResult<Value> {
 }
 
 /// Applies a patch to the current object and returns the patched JSON.
-pub fn apply(kind: &ResourceKind, current: &Object, typ: PatchType, body: &[u8]) -> ApiResult<Value> {
+pub fn apply(
+    kind: &ResourceKind,
+    current: &Object,
+    typ: PatchType,
+    body: &[u8],
+) -> ApiResult<Value> {
     let mut doc = current.as_value();
     match typ {
         PatchType::Merge => {
@@ -60,13 +65,19 @@ pub fn apply(kind: &ResourceKind, current: &Object, typ: PatchType, body: &[u8])
                 ApiError::bad_request(format!("the JSON patch is not a list of operations: {e}"))
             })?;
             json_patch::patch(&mut doc, &p.0).map_err(|e| {
-                ApiError::new(422, "Invalid", format!("the JSON patch could not be applied: {e}"))
+                ApiError::new(
+                    422,
+                    "Invalid",
+                    format!("the JSON patch could not be applied: {e}"),
+                )
             })?;
         }
         PatchType::Strategic => {
             let p = parse_json(body)?;
             if !p.is_object() {
-                return Err(ApiError::bad_request("a strategic merge patch must be a JSON object"));
+                return Err(ApiError::bad_request(
+                    "a strategic merge patch must be a JSON object",
+                ));
             }
             strategic_merge(&mut doc, &p, &mut Vec::new(), kind);
         }
@@ -79,9 +90,13 @@ pub fn apply(kind: &ResourceKind, current: &Object, typ: PatchType, body: &[u8])
 fn merge_key(path: &[String], kind: &ResourceKind) -> Option<&'static str> {
     let last = path.last().map(String::as_str)?;
     match last {
-        "containers" | "initContainers" | "ephemeralContainers" | "volumes" | "env" | "imagePullSecrets" | "hostAliases" => {
-            Some(if last == "hostAliases" { "ip" } else { "name" })
-        }
+        "containers"
+        | "initContainers"
+        | "ephemeralContainers"
+        | "volumes"
+        | "env"
+        | "imagePullSecrets"
+        | "hostAliases" => Some(if last == "hostAliases" { "ip" } else { "name" }),
         "ports" if kind.kind == "Service" => Some("port"),
         "ports" => Some("containerPort"),
         "volumeMounts" => Some("mountPath"),
@@ -126,10 +141,14 @@ fn strategic_merge(doc: &mut Value, patch: &Value, path: &mut Vec<String>, kind:
             }
             Value::Array(items) => {
                 if let Some(key) = merge_key(path, kind) {
-                    let entry = d.entry(k.clone()).or_insert_with(|| Value::Array(Vec::new()));
+                    let entry = d
+                        .entry(k.clone())
+                        .or_insert_with(|| Value::Array(Vec::new()));
                     merge_keyed_list(entry, items, key, path, kind);
                 } else if is_set_list(path) {
-                    let entry = d.entry(k.clone()).or_insert_with(|| Value::Array(Vec::new()));
+                    let entry = d
+                        .entry(k.clone())
+                        .or_insert_with(|| Value::Array(Vec::new()));
                     if let Value::Array(existing) = entry {
                         for it in items {
                             if !existing.contains(it) {
@@ -149,7 +168,13 @@ fn strategic_merge(doc: &mut Value, patch: &Value, path: &mut Vec<String>, kind:
     }
 }
 
-fn merge_keyed_list(doc: &mut Value, items: &[Value], key: &str, path: &mut Vec<String>, kind: &ResourceKind) {
+fn merge_keyed_list(
+    doc: &mut Value,
+    items: &[Value],
+    key: &str,
+    path: &mut Vec<String>,
+    kind: &ResourceKind,
+) {
     if !doc.is_array() {
         *doc = Value::Array(Vec::new());
     }
@@ -186,12 +211,22 @@ mod tests {
         let kind = berth_api::kinds::resolve("deploy").unwrap();
         let cur = Object::from_value(json!({"spec": {"template": {"spec": {"containers": [
             {"name": "a", "image": "x:1", "env": [{"name": "A", "value": "1"}]},
-            {"name": "b", "image": "y:1"}]}}, "replicas": 2}, "metadata": {"finalizers": ["f1"]}})).unwrap();
-        let out = apply(kind, &cur, PatchType::Strategic, br#"{"spec": {"replicas": null, "template": {"spec": {"containers": [
+            {"name": "b", "image": "y:1"}]}}, "replicas": 2}, "metadata": {"finalizers": ["f1"]}}))
+        .unwrap();
+        let out = apply(
+            kind,
+            &cur,
+            PatchType::Strategic,
+            br#"{"spec": {"replicas": null, "template": {"spec": {"containers": [
             {"name": "a", "image": "x:2", "env": [{"name": "B", "value": "2"}]},
-            {"name": "b", "$patch": "delete"}]}}}, "metadata": {"finalizers": ["f2"]}}"#).unwrap();
-        assert_eq!(out["spec"]["template"]["spec"]["containers"], json!([
-            {"name": "a", "image": "x:2", "env": [{"name": "A", "value": "1"}, {"name": "B", "value": "2"}]}]));
+            {"name": "b", "$patch": "delete"}]}}}, "metadata": {"finalizers": ["f2"]}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            out["spec"]["template"]["spec"]["containers"],
+            json!([
+            {"name": "a", "image": "x:2", "env": [{"name": "A", "value": "1"}, {"name": "B", "value": "2"}]}])
+        );
         assert!(out["spec"].get("replicas").is_none());
         assert_eq!(out["metadata"]["finalizers"], json!(["f1", "f2"]));
     }
@@ -200,12 +235,35 @@ mod tests {
     fn merge_and_json_patch() {
         let kind = berth_api::kinds::resolve("cm").unwrap();
         let cur = Object::from_value(json!({"data": {"a": "1", "b": "2"}})).unwrap();
-        let out = apply(kind, &cur, PatchType::Merge, br#"{"data": {"a": null, "c": "3"}}"#).unwrap();
+        let out = apply(
+            kind,
+            &cur,
+            PatchType::Merge,
+            br#"{"data": {"a": null, "c": "3"}}"#,
+        )
+        .unwrap();
         assert_eq!(out["data"], json!({"b": "2", "c": "3"}));
-        let out = apply(kind, &cur, PatchType::Json, br#"[{"op": "replace", "path": "/data/a", "value": "9"}]"#).unwrap();
+        let out = apply(
+            kind,
+            &cur,
+            PatchType::Json,
+            br#"[{"op": "replace", "path": "/data/a", "value": "9"}]"#,
+        )
+        .unwrap();
         assert_eq!(out["data"]["a"], "9");
-        let err = apply(kind, &cur, PatchType::Json, br#"[{"op": "test", "path": "/data/a", "value": "0"}]"#).unwrap_err();
+        let err = apply(
+            kind,
+            &cur,
+            PatchType::Json,
+            br#"[{"op": "test", "path": "/data/a", "value": "0"}]"#,
+        )
+        .unwrap_err();
         assert_eq!(err.code(), 422);
-        assert_eq!(apply(kind, &cur, PatchType::Merge, b"{nope").unwrap_err().code(), 400);
+        assert_eq!(
+            apply(kind, &cur, PatchType::Merge, b"{nope")
+                .unwrap_err()
+                .code(),
+            400
+        );
     }
 }

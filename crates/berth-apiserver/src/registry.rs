@@ -53,9 +53,14 @@ pub struct ListOptions {
 
 /// Decodes a stored value into an object carrying its resource version.
 pub fn decode(kv: &KeyValue) -> ApiResult<Object> {
-    let v: Value = serde_json::from_slice(&kv.value)
-        .map_err(|e| ApiError::internal(format!("stored object {} is not JSON: {e}", String::from_utf8_lossy(&kv.key))))?;
-    let mut obj = Object::from_value(v).ok_or_else(|| ApiError::internal("stored object is not a JSON object"))?;
+    let v: Value = serde_json::from_slice(&kv.value).map_err(|e| {
+        ApiError::internal(format!(
+            "stored object {} is not JSON: {e}",
+            String::from_utf8_lossy(&kv.key)
+        ))
+    })?;
+    let mut obj = Object::from_value(v)
+        .ok_or_else(|| ApiError::internal("stored object is not a JSON object"))?;
     obj.set_meta("resourceVersion", kv.mod_revision.to_string());
     Ok(obj)
 }
@@ -79,7 +84,10 @@ fn random_suffix() -> String {
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
     let mut bytes = [0u8; 5];
     let _ = getrandom::fill(&mut bytes);
-    bytes.iter().map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char).collect()
+    bytes
+        .iter()
+        .map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char)
+        .collect()
 }
 
 /// The continue token: the revision of the first page and the last key returned, hex-encoded
@@ -93,7 +101,11 @@ fn encode_continue(rev: u64, key: &[u8]) -> String {
 }
 
 fn decode_continue(token: &str) -> ApiResult<(u64, Vec<u8>)> {
-    let bad = || ApiError::bad_request(format!("invalid continue token {token:?}; start the list again without it"));
+    let bad = || {
+        ApiError::bad_request(format!(
+            "invalid continue token {token:?}; start the list again without it"
+        ))
+    };
     let (rev, key) = token.split_once('.').ok_or_else(bad)?;
     let rev = u64::from_str_radix(rev, 16).map_err(|_| bad())?;
     if key.len() % 2 != 0 || !key.is_ascii() {
@@ -123,7 +135,11 @@ impl Registry {
     }
 
     /// The namespace a request writes to, checked against the object.
-    fn bind_namespace(kind: &ResourceKind, url_ns: Option<&str>, obj: &mut Object) -> ApiResult<Option<String>> {
+    fn bind_namespace(
+        kind: &ResourceKind,
+        url_ns: Option<&str>,
+        obj: &mut Object,
+    ) -> ApiResult<Option<String>> {
         if !kind.namespaced {
             obj.remove_meta("namespace");
             return Ok(None);
@@ -158,7 +174,8 @@ impl Registry {
 
     async fn check_namespace_open(&self, ns: Option<&str>) -> ApiResult<()> {
         let Some(ns) = ns else { return Ok(()) };
-        let nsk = kinds::resolve("namespaces").ok_or_else(|| ApiError::internal("namespace kind missing"))?;
+        let nsk = kinds::resolve("namespaces")
+            .ok_or_else(|| ApiError::internal("namespace kind missing"))?;
         match self.store.get(&Self::key(nsk, None, ns))? {
             None => Err(ApiError::not_found(nsk, ns)),
             Some(kv) => {
@@ -181,13 +198,22 @@ impl Registry {
         }
     }
 
-    pub fn get_at(&self, kind: &ResourceKind, ns: Option<&str>, name: &str, revision: u64) -> ApiResult<Object> {
+    pub fn get_at(
+        &self,
+        kind: &ResourceKind,
+        ns: Option<&str>,
+        name: &str,
+        revision: u64,
+    ) -> ApiResult<Object> {
         match self.store.get_at(&Self::key(kind, ns, name), revision)? {
             Some(kv) => decode(&kv),
             None => Err(ApiError::new(
                 404,
                 "NotFound",
-                format!("{} \"{name}\" did not exist at revision {revision}", kind.qualified_plural()),
+                format!(
+                    "{} \"{name}\" did not exist at revision {revision}",
+                    kind.qualified_plural()
+                ),
             )),
         }
     }
@@ -200,13 +226,20 @@ impl Registry {
         }
     }
 
-    pub fn list(&self, kind: &ResourceKind, ns: Option<&str>, opts: &ListOptions) -> ApiResult<ListResult> {
+    pub fn list(
+        &self,
+        kind: &ResourceKind,
+        ns: Option<&str>,
+        opts: &ListOptions,
+    ) -> ApiResult<ListResult> {
         let prefix = Self::prefix(kind, ns);
         let (mut revision, mut after) = match &opts.continue_token {
             Some(t) => {
                 let (rev, key) = decode_continue(t)?;
                 if !key.starts_with(&prefix) {
-                    return Err(ApiError::bad_request("the continue token belongs to another list"));
+                    return Err(ApiError::bad_request(
+                        "the continue token belongs to another list",
+                    ));
                 }
                 (Some(rev), Some(key))
             }
@@ -220,7 +253,11 @@ impl Registry {
             }
         }
         let mut items = Vec::new();
-        let chunk = if opts.limit > 0 { opts.limit.max(64) } else { 0 };
+        let chunk = if opts.limit > 0 {
+            opts.limit.max(64)
+        } else {
+            0
+        };
         loop {
             let page = match revision {
                 Some(rev) => self.store.range_at(&prefix, after.as_deref(), chunk, rev)?,
@@ -250,17 +287,33 @@ impl Registry {
                 });
             }
             if !page.more {
-                return Ok(ListResult { items, revision: rev, continue_token: None });
+                return Ok(ListResult {
+                    items,
+                    revision: rev,
+                    continue_token: None,
+                });
             }
             after = page.kvs.last().map(|k| k.key.clone());
         }
     }
 
-    pub async fn create(&self, kind: &ResourceKind, url_ns: Option<&str>, mut obj: Object, user: &str, dry_run: bool) -> ApiResult<Object> {
+    pub async fn create(
+        &self,
+        kind: &ResourceKind,
+        url_ns: Option<&str>,
+        mut obj: Object,
+        user: &str,
+        dry_run: bool,
+    ) -> ApiResult<Object> {
         Self::check_type(kind, &obj)?;
         let ns = Self::bind_namespace(kind, url_ns, &mut obj)?;
         if obj.name().is_empty() {
-            if let Some(g) = obj.metadata().and_then(|m| m.get("generateName")).and_then(Value::as_str).filter(|g| !g.is_empty()) {
+            if let Some(g) = obj
+                .metadata()
+                .and_then(|m| m.get("generateName"))
+                .and_then(Value::as_str)
+                .filter(|g| !g.is_empty())
+            {
                 let name = format!("{g}{}", random_suffix());
                 obj.set_meta("name", name);
             }
@@ -277,7 +330,12 @@ impl Registry {
         let name = obj.name().to_string();
         obj.set_meta("uid", uuid::Uuid::new_v4().to_string());
         obj.set_meta("creationTimestamp", now_rfc3339());
-        for f in ["resourceVersion", "deletionTimestamp", "deletionGracePeriodSeconds", "selfLink"] {
+        for f in [
+            "resourceVersion",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "selfLink",
+        ] {
             obj.remove_meta(f);
         }
         if kind.has_status {
@@ -291,7 +349,11 @@ impl Registry {
         let key = Self::key(kind, ns.as_deref(), &name);
         let txn = Txn::default()
             .when(Compare::mod_revision(key.clone(), CompareOp::Equal, 0))
-            .then(Op::Put { key, value: encode(&obj), lease: 0 });
+            .then(Op::Put {
+                key,
+                value: encode(&obj),
+                lease: 0,
+            });
         let r = self.store.txn(txn, Origin::new(user, "create")).await?;
         if !r.succeeded {
             return Err(ApiError::already_exists(kind, &name));
@@ -302,7 +364,17 @@ impl Registry {
 
     /// Writes `new` over the object at `old_kv` if nobody changed it meanwhile. A no-op update
     /// writes nothing and returns the object as it is.
-    async fn commit_update(&self, kind: &ResourceKind, key: Vec<u8>, old_kv: &KeyValue, old: &Object, mut new: Object, user: &str, verb: &str, dry_run: bool) -> ApiResult<Object> {
+    async fn commit_update(
+        &self,
+        kind: &ResourceKind,
+        key: Vec<u8>,
+        old_kv: &KeyValue,
+        old: &Object,
+        mut new: Object,
+        user: &str,
+        verb: &str,
+        dry_run: bool,
+    ) -> ApiResult<Object> {
         let name = old.name().to_string();
         new.set_meta("resourceVersion", old.resource_version().to_string());
         if &new == old {
@@ -311,12 +383,19 @@ impl Registry {
         // Deleting an object waits for its finalizers; the update that removes the last one
         // completes the delete.
         // (A namespace is the exception: the namespace controller deletes it once it is empty.)
-        if new.deletion_timestamp().is_some() && new.finalizers().is_empty() && kind.kind != "Namespace" {
+        if new.deletion_timestamp().is_some()
+            && new.finalizers().is_empty()
+            && kind.kind != "Namespace"
+        {
             if dry_run {
                 return Ok(new);
             }
             let txn = Txn::default()
-                .when(Compare::mod_revision(key.clone(), CompareOp::Equal, old_kv.mod_revision))
+                .when(Compare::mod_revision(
+                    key.clone(),
+                    CompareOp::Equal,
+                    old_kv.mod_revision,
+                ))
                 .then(Op::Delete { key });
             let r = self.store.txn(txn, Origin::new(user, "delete")).await?;
             if !r.succeeded {
@@ -329,8 +408,16 @@ impl Registry {
             return Ok(new);
         }
         let txn = Txn::default()
-            .when(Compare::mod_revision(key.clone(), CompareOp::Equal, old_kv.mod_revision))
-            .then(Op::Put { key, value: encode(&new), lease: 0 });
+            .when(Compare::mod_revision(
+                key.clone(),
+                CompareOp::Equal,
+                old_kv.mod_revision,
+            ))
+            .then(Op::Put {
+                key,
+                value: encode(&new),
+                lease: 0,
+            });
         let r = self.store.txn(txn, Origin::new(user, verb)).await?;
         if !r.succeeded {
             return Err(ApiError::conflict(kind, &name));
@@ -339,14 +426,27 @@ impl Registry {
         Ok(new)
     }
 
-    fn load_for_update(&self, kind: &ResourceKind, ns: Option<&str>, name: &str) -> ApiResult<(Vec<u8>, KeyValue, Object)> {
+    fn load_for_update(
+        &self,
+        kind: &ResourceKind,
+        ns: Option<&str>,
+        name: &str,
+    ) -> ApiResult<(Vec<u8>, KeyValue, Object)> {
         let key = Self::key(kind, ns, name);
-        let kv = self.store.get(&key)?.ok_or_else(|| ApiError::not_found(kind, name))?;
+        let kv = self
+            .store
+            .get(&key)?
+            .ok_or_else(|| ApiError::not_found(kind, name))?;
         let obj = decode(&kv)?;
         Ok((key, kv, obj))
     }
 
-    fn check_update_target(kind: &ResourceKind, name: &str, old: &Object, new: &Object) -> ApiResult<()> {
+    fn check_update_target(
+        kind: &ResourceKind,
+        name: &str,
+        old: &Object,
+        new: &Object,
+    ) -> ApiResult<()> {
         if new.name() != name {
             return Err(ApiError::bad_request(format!(
                 "the name of the object ({}) does not match the name on the URL ({name})",
@@ -368,14 +468,29 @@ impl Registry {
     }
 
     /// PUT of the main resource: spec and metadata change, status is kept.
-    pub async fn update(&self, kind: &ResourceKind, url_ns: Option<&str>, name: &str, mut obj: Object, user: &str, verb: &str, dry_run: bool) -> ApiResult<Object> {
+    pub async fn update(
+        &self,
+        kind: &ResourceKind,
+        url_ns: Option<&str>,
+        name: &str,
+        mut obj: Object,
+        user: &str,
+        verb: &str,
+        dry_run: bool,
+    ) -> ApiResult<Object> {
         Self::check_type(kind, &obj)?;
         let ns = Self::bind_namespace(kind, url_ns, &mut obj)?;
         let (key, kv, old) = self.load_for_update(kind, ns.as_deref(), name)?;
         Self::check_update_target(kind, name, &old, &obj)?;
         // Server-owned fields come from the stored object.
         let old_meta = old.metadata().cloned().unwrap_or_default();
-        for f in ["uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation"] {
+        for f in [
+            "uid",
+            "creationTimestamp",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "generation",
+        ] {
             match old_meta.get(f) {
                 Some(v) => obj.set_meta(f, v.clone()),
                 None => obj.remove_meta(f),
@@ -396,18 +511,42 @@ impl Registry {
             obj.set_meta("generation", old.generation() + 1);
         }
         if old.deletion_timestamp().is_some() {
-            let added: Vec<String> = obj.finalizers().into_iter().filter(|f| !old.finalizers().contains(f)).collect();
+            let added: Vec<String> = obj
+                .finalizers()
+                .into_iter()
+                .filter(|f| !old.finalizers().contains(f))
+                .collect();
             if !added.is_empty() {
-                return Err(ApiError::invalid(kind, name, &[berth_api::FieldError::forbidden("metadata.finalizers", "no new finalizers can be added if the object is being deleted")]));
+                return Err(ApiError::invalid(
+                    kind,
+                    name,
+                    &[berth_api::FieldError::forbidden(
+                        "metadata.finalizers",
+                        "no new finalizers can be added if the object is being deleted",
+                    )],
+                ));
             }
         }
-        self.commit_update(kind, key, &kv, &old, obj, user, verb, dry_run).await
+        self.commit_update(kind, key, &kv, &old, obj, user, verb, dry_run)
+            .await
     }
 
     /// PUT of the `status` subresource: only status changes.
-    pub async fn update_status(&self, kind: &ResourceKind, url_ns: Option<&str>, name: &str, mut obj: Object, user: &str, dry_run: bool) -> ApiResult<Object> {
+    pub async fn update_status(
+        &self,
+        kind: &ResourceKind,
+        url_ns: Option<&str>,
+        name: &str,
+        mut obj: Object,
+        user: &str,
+        dry_run: bool,
+    ) -> ApiResult<Object> {
         if !kind.has_status {
-            return Err(ApiError::new(404, "NotFound", format!("{} has no status subresource", kind.qualified_plural())));
+            return Err(ApiError::new(
+                404,
+                "NotFound",
+                format!("{} has no status subresource", kind.qualified_plural()),
+            ));
         }
         Self::check_type(kind, &obj)?;
         let ns = Self::bind_namespace(kind, url_ns, &mut obj)?;
@@ -420,16 +559,37 @@ impl Registry {
         };
         if let Some(Value::Object(_)) = new.get("status") {
         } else if new.get("status").is_some() {
-            return Err(ApiError::invalid(kind, name, &[berth_api::FieldError::invalid("status", "", "must be an object")]));
+            return Err(ApiError::invalid(
+                kind,
+                name,
+                &[berth_api::FieldError::invalid(
+                    "status",
+                    "",
+                    "must be an object",
+                )],
+            ));
         }
-        self.commit_update(kind, key, &kv, &old, new, user, "update-status", dry_run).await
+        self.commit_update(kind, key, &kv, &old, new, user, "update-status", dry_run)
+            .await
     }
 
     /// PATCH: applies the patch to the stored object, then updates as PUT would.
-    pub async fn patch(&self, kind: &ResourceKind, ns: Option<&str>, name: &str, patch_type: crate::patch::PatchType, body: &[u8], user: &str, status: bool, dry_run: bool) -> ApiResult<Object> {
+    pub async fn patch(
+        &self,
+        kind: &ResourceKind,
+        ns: Option<&str>,
+        name: &str,
+        patch_type: crate::patch::PatchType,
+        body: &[u8],
+        user: &str,
+        status: bool,
+        dry_run: bool,
+    ) -> ApiResult<Object> {
         let current = self.get(kind, ns, name)?;
         let patched = crate::patch::apply(kind, &current, patch_type, body)?;
-        let mut obj = Object::from_value(patched).ok_or_else(|| ApiError::bad_request("the patch made the object something other than a JSON object"))?;
+        let mut obj = Object::from_value(patched).ok_or_else(|| {
+            ApiError::bad_request("the patch made the object something other than a JSON object")
+        })?;
         // A patch that does not name a resource version applies to the version it read;
         // the store compare still refuses a concurrent change.
         if obj.resource_version().is_empty() {
@@ -438,17 +598,28 @@ impl Registry {
         if status {
             self.update_status(kind, ns, name, obj, user, dry_run).await
         } else {
-            self.update(kind, ns, name, obj, user, "patch", dry_run).await
+            self.update(kind, ns, name, obj, user, "patch", dry_run)
+                .await
         }
     }
 
     /// DELETE. Returns the object as deleted (or as marked for deletion when finalizers hold
     /// it).
-    pub async fn delete(&self, kind: &ResourceKind, ns: Option<&str>, name: &str, opts: &DeleteOptions, user: &str) -> ApiResult<Object> {
+    pub async fn delete(
+        &self,
+        kind: &ResourceKind,
+        ns: Option<&str>,
+        name: &str,
+        opts: &DeleteOptions,
+        user: &str,
+    ) -> ApiResult<Object> {
         let (key, kv, old) = self.load_for_update(kind, ns, name)?;
         if let Some(uid) = &opts.precondition_uid {
             if uid != old.uid() {
-                return Err(ApiError::conflict(kind, name).with_message(format!("Precondition failed: UID in precondition: {uid}, UID in object meta: {}", old.uid())));
+                return Err(ApiError::conflict(kind, name).with_message(format!(
+                    "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                    old.uid()
+                )));
             }
         }
         if let Some(rv) = &opts.precondition_rv {
@@ -457,7 +628,9 @@ impl Registry {
             }
         }
         if kind.kind == "Namespace" {
-            return self.delete_namespace(key, &kv, old, user, opts.dry_run).await;
+            return self
+                .delete_namespace(key, &kv, old, user, opts.dry_run)
+                .await;
         }
         let propagation = opts.propagation.unwrap_or(Propagation::Background);
         if opts.dry_run {
@@ -475,10 +648,16 @@ impl Registry {
             let mut marked = old.clone();
             marked.set_meta("deletionTimestamp", now_rfc3339());
             marked.set_meta("deletionGracePeriodSeconds", 0);
-            return self.commit_update(kind, key, &kv, &old, marked, user, "delete", false).await;
+            return self
+                .commit_update(kind, key, &kv, &old, marked, user, "delete", false)
+                .await;
         }
         let txn = Txn::default()
-            .when(Compare::mod_revision(key.clone(), CompareOp::Equal, kv.mod_revision))
+            .when(Compare::mod_revision(
+                key.clone(),
+                CompareOp::Equal,
+                kv.mod_revision,
+            ))
             .then(Op::Delete { key });
         let r = self.store.txn(txn, Origin::new(user, "delete")).await?;
         if !r.succeeded {
@@ -489,20 +668,33 @@ impl Registry {
         Ok(gone)
     }
 
-    async fn delete_namespace(&self, key: Vec<u8>, kv: &KeyValue, old: Object, user: &str, dry_run: bool) -> ApiResult<Object> {
+    async fn delete_namespace(
+        &self,
+        key: Vec<u8>,
+        kv: &KeyValue,
+        old: Object,
+        user: &str,
+        dry_run: bool,
+    ) -> ApiResult<Object> {
         let name = old.name().to_string();
         if matches!(name.as_str(), "default" | "kube-system" | "kube-public") {
-            return Err(ApiError::forbidden(format!("namespaces \"{name}\" is forbidden: this namespace may not be deleted")));
+            return Err(ApiError::forbidden(format!(
+                "namespaces \"{name}\" is forbidden: this namespace may not be deleted"
+            )));
         }
         if dry_run || old.deletion_timestamp().is_some() {
             return Ok(old);
         }
-        let nsk = kinds::resolve("namespaces").ok_or_else(|| ApiError::internal("namespace kind missing"))?;
+        let nsk = kinds::resolve("namespaces")
+            .ok_or_else(|| ApiError::internal("namespace kind missing"))?;
         let mut marked = old.clone();
         marked.set_meta("deletionTimestamp", now_rfc3339());
-        marked.0.insert("status".into(), json!({"phase": "Terminating"}));
+        marked
+            .0
+            .insert("status".into(), json!({"phase": "Terminating"}));
         // The namespace controller (gc.rs) empties it and then deletes it.
-        self.commit_update(nsk, key, kv, &old, marked, user, "delete", false).await
+        self.commit_update(nsk, key, kv, &old, marked, user, "delete", false)
+            .await
     }
 
     /// Every stored object, for the garbage collector's initial scan and for export.
@@ -510,7 +702,14 @@ impl Registry {
         let mut out = Vec::new();
         let mut rev = revision;
         for kind in berth_api::KINDS {
-            let r = self.list(kind, None, &ListOptions { at_revision: rev, ..Default::default() })?;
+            let r = self.list(
+                kind,
+                None,
+                &ListOptions {
+                    at_revision: rev,
+                    ..Default::default()
+                },
+            )?;
             rev.get_or_insert(r.revision);
             out.extend(r.items);
         }
@@ -519,12 +718,17 @@ impl Registry {
 
     fn dependents_of(&self, uid: &str) -> ApiResult<Vec<Object>> {
         let (all, _) = self.all_objects(None)?;
-        Ok(all.into_iter().filter(|o| o.owner_references().iter().any(|r| r.uid == uid)).collect())
+        Ok(all
+            .into_iter()
+            .filter(|o| o.owner_references().iter().any(|r| r.uid == uid))
+            .collect())
     }
 
     async fn orphan_dependents(&self, uid: &str, user: &str) -> ApiResult<()> {
         for dep in self.dependents_of(uid)? {
-            let Some(kind) = dep.resource_kind() else { continue };
+            let Some(kind) = dep.resource_kind() else {
+                continue;
+            };
             let mut new = dep.clone();
             let refs: Vec<Value> = new
                 .metadata()
@@ -537,7 +741,18 @@ impl Registry {
             } else {
                 new.set_meta("ownerReferences", Value::Array(refs));
             }
-            match self.update(kind, dep.namespace(), dep.name(), new, user, "orphan", false).await {
+            match self
+                .update(
+                    kind,
+                    dep.namespace(),
+                    dep.name(),
+                    new,
+                    user,
+                    "orphan",
+                    false,
+                )
+                .await
+            {
                 Ok(_) => {}
                 Err(e) if e.code() == 404 => {}
                 Err(e) => return Err(e),
@@ -546,12 +761,24 @@ impl Registry {
         Ok(())
     }
 
-    fn delete_dependents_now<'a>(&'a self, uid: &'a str, user: &'a str) -> std::pin::Pin<Box<dyn std::future::Future<Output = ApiResult<()>> + Send + 'a>> {
+    fn delete_dependents_now<'a>(
+        &'a self,
+        uid: &'a str,
+        user: &'a str,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ApiResult<()>> + Send + 'a>> {
         Box::pin(async move {
             for dep in self.dependents_of(uid)? {
-                let Some(kind) = dep.resource_kind() else { continue };
-                let opts = DeleteOptions { propagation: Some(Propagation::Foreground), ..Default::default() };
-                match self.delete(kind, dep.namespace(), dep.name(), &opts, user).await {
+                let Some(kind) = dep.resource_kind() else {
+                    continue;
+                };
+                let opts = DeleteOptions {
+                    propagation: Some(Propagation::Foreground),
+                    ..Default::default()
+                };
+                match self
+                    .delete(kind, dep.namespace(), dep.name(), &opts, user)
+                    .await
+                {
                     Ok(_) => {}
                     Err(e) if e.code() == 404 => {}
                     Err(e) => return Err(e),
@@ -563,10 +790,13 @@ impl Registry {
 
     /// Creates the namespaces every cluster starts with, if absent.
     pub async fn ensure_default_namespaces(&self) -> ApiResult<()> {
-        let nsk = kinds::resolve("namespaces").ok_or_else(|| ApiError::internal("namespace kind missing"))?;
+        let nsk = kinds::resolve("namespaces")
+            .ok_or_else(|| ApiError::internal("namespace kind missing"))?;
         for name in ["default", "kube-system", "kube-public", "kube-node-lease"] {
-            let obj = Object::from_value(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}))
-                .ok_or_else(|| ApiError::internal("bad namespace literal"))?;
+            let obj = Object::from_value(
+                json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}),
+            )
+            .ok_or_else(|| ApiError::internal("bad namespace literal"))?;
             match self.create(nsk, None, obj, "system:apiserver", false).await {
                 Ok(_) => {}
                 Err(e) if e.code() == 409 => {}
@@ -587,7 +817,10 @@ impl ApiError {
 /// Builds `{kind: XList, apiVersion, metadata: {resourceVersion, continue}, items}`.
 pub fn list_body(kind: &ResourceKind, r: ListResult) -> Value {
     let mut meta = Map::new();
-    meta.insert("resourceVersion".into(), Value::String(r.revision.to_string()));
+    meta.insert(
+        "resourceVersion".into(),
+        Value::String(r.revision.to_string()),
+    );
     if let Some(c) = r.continue_token {
         meta.insert("continue".into(), Value::String(c));
     }

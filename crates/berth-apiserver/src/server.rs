@@ -26,11 +26,22 @@ pub enum Route {
     Api,
     Apis,
     Group(String),
-    Resources { group: String, version: String },
+    Resources {
+        group: String,
+        version: String,
+    },
     Version,
     Health,
-    Collection { kind: &'static ResourceKind, ns: Option<String> },
-    Object { kind: &'static ResourceKind, ns: Option<String>, name: String, sub: Option<String> },
+    Collection {
+        kind: &'static ResourceKind,
+        ns: Option<String>,
+    },
+    Object {
+        kind: &'static ResourceKind,
+        ns: Option<String>,
+        name: String,
+        sub: Option<String>,
+    },
     History,
     Revisions,
     Export,
@@ -55,12 +66,21 @@ fn percent_decode(s: &str) -> String {
 }
 
 fn not_found(path: &str) -> ApiError {
-    ApiError::new(404, "NotFound", format!("the server could not find the requested resource ({path})"))
+    ApiError::new(
+        404,
+        "NotFound",
+        format!("the server could not find the requested resource ({path})"),
+    )
 }
 
 /// Maps a URL path to a route.
 pub fn route(path: &str) -> ApiResult<Route> {
-    let segs: Vec<String> = path.trim_matches('/').split('/').filter(|s| !s.is_empty()).map(percent_decode).collect();
+    let segs: Vec<String> = path
+        .trim_matches('/')
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .map(percent_decode)
+        .collect();
     let s: Vec<&str> = segs.iter().map(String::as_str).collect();
     let (group, version, rest): (&str, &str, &[&str]) = match s.as_slice() {
         ["healthz" | "readyz" | "livez", ..] => return Ok(Route::Health),
@@ -68,8 +88,18 @@ pub fn route(path: &str) -> ApiResult<Route> {
         ["api"] => return Ok(Route::Api),
         ["apis"] => return Ok(Route::Apis),
         ["apis", g] => return Ok(Route::Group(g.to_string())),
-        ["api", v] => return Ok(Route::Resources { group: String::new(), version: v.to_string() }),
-        ["apis", g, v] => return Ok(Route::Resources { group: g.to_string(), version: v.to_string() }),
+        ["api", v] => {
+            return Ok(Route::Resources {
+                group: String::new(),
+                version: v.to_string(),
+            });
+        }
+        ["apis", g, v] => {
+            return Ok(Route::Resources {
+                group: g.to_string(),
+                version: v.to_string(),
+            });
+        }
         ["apis", "berth.dev", "v1", "history"] => return Ok(Route::History),
         ["apis", "berth.dev", "v1", "revisions"] => return Ok(Route::Revisions),
         ["apis", "berth.dev", "v1", "export"] => return Ok(Route::Export),
@@ -77,32 +107,56 @@ pub fn route(path: &str) -> ApiResult<Route> {
         ["apis", g, v, rest @ ..] => (*g, *v, rest),
         _ => return Err(not_found(path)),
     };
-    let kind = |plural: &str| kinds::by_group_plural(group, version, plural).ok_or_else(|| not_found(path));
+    let kind = |plural: &str| {
+        kinds::by_group_plural(group, version, plural).ok_or_else(|| not_found(path))
+    };
     match rest {
         ["namespaces", ns, plural] if *plural != "status" && *plural != "finalize" => {
             let k = kind(plural)?;
-            Ok(Route::Collection { kind: k, ns: k.namespaced.then(|| ns.to_string()) })
+            Ok(Route::Collection {
+                kind: k,
+                ns: k.namespaced.then(|| ns.to_string()),
+            })
         }
-        ["namespaces", ns, plural, name] => {
-            Ok(Route::Object { kind: kind(plural)?, ns: Some(ns.to_string()), name: name.to_string(), sub: None })
-        }
-        ["namespaces", ns, plural, name, sub] => {
-            Ok(Route::Object { kind: kind(plural)?, ns: Some(ns.to_string()), name: name.to_string(), sub: Some(sub.to_string()) })
-        }
-        [plural] => Ok(Route::Collection { kind: kind(plural)?, ns: None }),
+        ["namespaces", ns, plural, name] => Ok(Route::Object {
+            kind: kind(plural)?,
+            ns: Some(ns.to_string()),
+            name: name.to_string(),
+            sub: None,
+        }),
+        ["namespaces", ns, plural, name, sub] => Ok(Route::Object {
+            kind: kind(plural)?,
+            ns: Some(ns.to_string()),
+            name: name.to_string(),
+            sub: Some(sub.to_string()),
+        }),
+        [plural] => Ok(Route::Collection {
+            kind: kind(plural)?,
+            ns: None,
+        }),
         [plural, name] => {
             let k = kind(plural)?;
             if k.namespaced {
                 return Err(not_found(path));
             }
-            Ok(Route::Object { kind: k, ns: None, name: name.to_string(), sub: None })
+            Ok(Route::Object {
+                kind: k,
+                ns: None,
+                name: name.to_string(),
+                sub: None,
+            })
         }
         [plural, name, sub] => {
             let k = kind(plural)?;
             if k.namespaced {
                 return Err(not_found(path));
             }
-            Ok(Route::Object { kind: k, ns: None, name: name.to_string(), sub: Some(sub.to_string()) })
+            Ok(Route::Object {
+                kind: k,
+                ns: None,
+                name: name.to_string(),
+                sub: Some(sub.to_string()),
+            })
         }
         _ => Err(not_found(path)),
     }
@@ -120,18 +174,28 @@ fn parse_query(raw: Option<&str>) -> HashMap<String, String> {
 }
 
 fn truthy(q: &HashMap<String, String>, k: &str) -> bool {
-    q.get(k).is_some_and(|v| v == "1" || v == "true" || v.is_empty())
+    q.get(k)
+        .is_some_and(|v| v == "1" || v == "true" || v.is_empty())
 }
 
 fn json_response(code: StatusCode, v: &Value) -> Response {
-    (code, [("content-type", "application/json")], serde_json::to_vec(v).unwrap_or_default()).into_response()
+    (
+        code,
+        [("content-type", "application/json")],
+        serde_json::to_vec(v).unwrap_or_default(),
+    )
+        .into_response()
 }
 
 /// Reads a request body as an object: JSON, or YAML when the content type says so.
 fn parse_body(headers: &HeaderMap, body: &[u8]) -> ApiResult<Object> {
-    let ct = headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("application/json");
+    let ct = headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json");
     let value: Value = if ct.contains("yaml") {
-        let text = std::str::from_utf8(body).map_err(|_| ApiError::bad_request("the YAML body is not UTF-8"))?;
+        let text = std::str::from_utf8(body)
+            .map_err(|_| ApiError::bad_request("the YAML body is not UTF-8"))?;
         serde_saphyr_value(text)?
     } else {
         serde_json::from_slice(body).map_err(|e| {
@@ -143,14 +207,22 @@ fn parse_body(headers: &HeaderMap, body: &[u8]) -> ApiResult<Object> {
             ))
         })?
     };
-    Object::from_value(value).ok_or_else(|| ApiError::bad_request("the request body must be a JSON object"))
+    Object::from_value(value)
+        .ok_or_else(|| ApiError::bad_request("the request body must be a JSON object"))
 }
 
 fn serde_saphyr_value(text: &str) -> ApiResult<Value> {
-    let docs = berth_api::manifest::parse("request body", text).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let docs = berth_api::manifest::parse("request body", text)
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
     match docs.len() {
-        1 => Ok(docs.into_iter().next().map(|d| d.object.into_value()).unwrap_or(Value::Null)),
-        n => Err(ApiError::bad_request(format!("the request body must hold exactly one object, found {n}"))),
+        1 => Ok(docs
+            .into_iter()
+            .next()
+            .map(|d| d.object.into_value())
+            .unwrap_or(Value::Null)),
+        n => Err(ApiError::bad_request(format!(
+            "the request body must hold exactly one object, found {n}"
+        ))),
     }
 }
 
@@ -160,21 +232,39 @@ fn list_options(kind: &ResourceKind, q: &HashMap<String, String>) -> ApiResult<L
     let fields = FieldSelector::parse(q.get("fieldSelector").map_or("", String::as_str), kind.kind)
         .map_err(|e| ApiError::bad_request(format!("field selector: {e}")))?;
     let limit = match q.get("limit") {
-        Some(l) => l.parse().map_err(|_| ApiError::bad_request(format!("limit {l:?} is not a number")))?,
+        Some(l) => l
+            .parse()
+            .map_err(|_| ApiError::bad_request(format!("limit {l:?} is not a number")))?,
         None => 0,
     };
-    let at_revision = match (q.get("resourceVersion"), q.get("resourceVersionMatch").map(String::as_str)) {
-        (Some(rv), Some("Exact")) => Some(rv.parse().map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {rv:?}")))?),
+    let at_revision = match (
+        q.get("resourceVersion"),
+        q.get("resourceVersionMatch").map(String::as_str),
+    ) {
+        (Some(rv), Some("Exact")) => Some(
+            rv.parse()
+                .map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {rv:?}")))?,
+        ),
         _ => None,
     };
-    Ok(ListOptions { labels, fields, limit, continue_token: q.get("continue").filter(|c| !c.is_empty()).cloned(), at_revision })
+    Ok(ListOptions {
+        labels,
+        fields,
+        limit,
+        continue_token: q.get("continue").filter(|c| !c.is_empty()).cloned(),
+        at_revision,
+    })
 }
 
 fn delete_options(q: &HashMap<String, String>, body: &[u8]) -> ApiResult<DeleteOptions> {
     let mut policy = q.get("propagationPolicy").cloned();
-    let mut opts = DeleteOptions { dry_run: q.get("dryRun").is_some_and(|d| d == "All"), ..Default::default() };
+    let mut opts = DeleteOptions {
+        dry_run: q.get("dryRun").is_some_and(|d| d == "All"),
+        ..Default::default()
+    };
     if !body.is_empty() {
-        let v: Value = serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("invalid DeleteOptions: {e}")))?;
+        let v: Value = serde_json::from_slice(body)
+            .map_err(|e| ApiError::bad_request(format!("invalid DeleteOptions: {e}")))?;
         if let Some(p) = v.get("propagationPolicy").and_then(Value::as_str) {
             policy = Some(p.to_string());
         }
@@ -183,7 +273,10 @@ fn delete_options(q: &HashMap<String, String>, body: &[u8]) -> ApiResult<DeleteO
         }
         if let Some(pre) = v.get("preconditions") {
             opts.precondition_uid = pre.get("uid").and_then(Value::as_str).map(String::from);
-            opts.precondition_rv = pre.get("resourceVersion").and_then(Value::as_str).map(String::from);
+            opts.precondition_rv = pre
+                .get("resourceVersion")
+                .and_then(Value::as_str)
+                .map(String::from);
         }
         if let Some(Value::Array(d)) = v.get("dryRun") {
             opts.dry_run |= d.iter().any(|x| x == "All");
@@ -194,13 +287,24 @@ fn delete_options(q: &HashMap<String, String>, body: &[u8]) -> ApiResult<DeleteO
         Some("Orphan") => Some(Propagation::Orphan),
         Some("Background") => Some(Propagation::Background),
         Some("Foreground") => Some(Propagation::Foreground),
-        Some(other) => return Err(ApiError::bad_request(format!("propagationPolicy {other:?} is not one of Orphan, Background, Foreground"))),
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "propagationPolicy {other:?} is not one of Orphan, Background, Foreground"
+            )));
+        }
     };
     Ok(opts)
 }
 
 /// The one handler: authenticates, routes and answers every request.
-pub async fn handle(State(s): State<Arc<ApiServer>>, method: Method, uri: Uri, RawQuery(raw): RawQuery, headers: HeaderMap, body: Body) -> Response {
+pub async fn handle(
+    State(s): State<Arc<ApiServer>>,
+    method: Method,
+    uri: Uri,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let started = std::time::Instant::now();
     let path = uri.path().to_string();
     let result = dispatch(&s, &method, &path, raw.as_deref(), &headers, body).await;
@@ -210,42 +314,98 @@ pub async fn handle(State(s): State<Arc<ApiServer>>, method: Method, uri: Uri, R
 }
 
 async fn read_body(s: &ApiServer, body: Body) -> ApiResult<bytes::Bytes> {
-    axum::body::to_bytes(body, s.config.max_body_bytes).await.map_err(|_| {
-        ApiError::new(413, "RequestEntityTooLarge", format!("the request body is larger than the limit of {} bytes", s.config.max_body_bytes))
-    })
+    axum::body::to_bytes(body, s.config.max_body_bytes)
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                413,
+                "RequestEntityTooLarge",
+                format!(
+                    "the request body is larger than the limit of {} bytes",
+                    s.config.max_body_bytes
+                ),
+            )
+        })
 }
 
-async fn dispatch(s: &ApiServer, method: &Method, path: &str, raw: Option<&str>, headers: &HeaderMap, body: Body) -> ApiResult<Response> {
+async fn dispatch(
+    s: &ApiServer,
+    method: &Method,
+    path: &str,
+    raw: Option<&str>,
+    headers: &HeaderMap,
+    body: Body,
+) -> ApiResult<Response> {
     let r = route(path)?;
     match r {
         Route::Health => {
             let ok = s.is_ready() || path.starts_with("/livez") || path.starts_with("/healthz");
-            return Ok(if ok { (StatusCode::OK, "ok").into_response() } else { (StatusCode::SERVICE_UNAVAILABLE, "not ready").into_response() });
+            return Ok(if ok {
+                (StatusCode::OK, "ok").into_response()
+            } else {
+                (StatusCode::SERVICE_UNAVAILABLE, "not ready").into_response()
+            });
         }
-        Route::Version => return Ok(json_response(StatusCode::OK, &discovery::version(&s.config.version))),
+        Route::Version => {
+            return Ok(json_response(
+                StatusCode::OK,
+                &discovery::version(&s.config.version),
+            ));
+        }
         _ => {}
     }
     let auth = headers.get("authorization").and_then(|v| v.to_str().ok());
     let Some(user) = s.auth.authenticate(auth) else {
-        return Err(ApiError::new(401, "Unauthorized", "Unauthorized: a valid bearer token is required (see the kubeconfig that `berth up` wrote)"));
+        return Err(ApiError::new(
+            401,
+            "Unauthorized",
+            "Unauthorized: a valid bearer token is required (see the kubeconfig that `berth up` wrote)",
+        ));
     };
     let q = parse_query(raw);
     let ok = |v: Value| Ok(json_response(StatusCode::OK, &v));
     match (method, r) {
         (&Method::GET, Route::Api) => ok(discovery::api_versions()),
         (&Method::GET, Route::Apis) => ok(discovery::api_group_list()),
-        (&Method::GET, Route::Group(g)) => discovery::api_group(&g).map_or_else(|| Err(not_found(path)), ok),
-        (&Method::GET, Route::Resources { group, version }) => discovery::resource_list(&group, &version).map_or_else(|| Err(not_found(path)), ok),
+        (&Method::GET, Route::Group(g)) => {
+            discovery::api_group(&g).map_or_else(|| Err(not_found(path)), ok)
+        }
+        (&Method::GET, Route::Resources { group, version }) => {
+            discovery::resource_list(&group, &version).map_or_else(|| Err(not_found(path)), ok)
+        }
         (&Method::GET, Route::History) => ok(history::history(&s.registry, &q)?),
         (&Method::GET, Route::Revisions) => ok(history::revisions(&s.registry, &q)?),
         (&Method::GET, Route::Export) => ok(history::export(&s.registry, &q)?),
-        (m, Route::Collection { kind, ns }) => collection(s, m, kind, ns, &q, headers, body, &user).await,
-        (m, Route::Object { kind, ns, name, sub }) => object(s, m, kind, ns, name, sub, &q, headers, body, &user).await,
-        (m, _) => Err(ApiError::new(405, "MethodNotAllowed", format!("{m} is not supported on {path}"))),
+        (m, Route::Collection { kind, ns }) => {
+            collection(s, m, kind, ns, &q, headers, body, &user).await
+        }
+        (
+            m,
+            Route::Object {
+                kind,
+                ns,
+                name,
+                sub,
+            },
+        ) => object(s, m, kind, ns, name, sub, &q, headers, body, &user).await,
+        (m, _) => Err(ApiError::new(
+            405,
+            "MethodNotAllowed",
+            format!("{m} is not supported on {path}"),
+        )),
     }
 }
 
-async fn collection(s: &ApiServer, m: &Method, kind: &'static ResourceKind, ns: Option<String>, q: &HashMap<String, String>, headers: &HeaderMap, body: Body, user: &UserInfo) -> ApiResult<Response> {
+async fn collection(
+    s: &ApiServer,
+    m: &Method,
+    kind: &'static ResourceKind,
+    ns: Option<String>,
+    q: &HashMap<String, String>,
+    headers: &HeaderMap,
+    body: Body,
+    user: &UserInfo,
+) -> ApiResult<Response> {
     let dry_run = q.get("dryRun").is_some_and(|d| d == "All");
     match *m {
         Method::GET if truthy(q, "watch") => watch(s, kind, ns, q),
@@ -257,7 +417,10 @@ async fn collection(s: &ApiServer, m: &Method, kind: &'static ResourceKind, ns: 
         Method::POST => {
             let body = read_body(s, body).await?;
             let obj = parse_body(headers, &body)?;
-            let created = s.registry.create(kind, ns.as_deref(), obj, &user.name, dry_run).await?;
+            let created = s
+                .registry
+                .create(kind, ns.as_deref(), obj, &user.name, dry_run)
+                .await?;
             Ok(json_response(StatusCode::CREATED, &created.into_value()))
         }
         Method::DELETE => {
@@ -267,23 +430,42 @@ async fn collection(s: &ApiServer, m: &Method, kind: &'static ResourceKind, ns: 
             let list = s.registry.list(kind, ns.as_deref(), &opts)?;
             let mut deleted = Vec::new();
             for o in list.items {
-                match s.registry.delete(kind, o.namespace(), o.name(), &dopts, &user.name).await {
+                match s
+                    .registry
+                    .delete(kind, o.namespace(), o.name(), &dopts, &user.name)
+                    .await
+                {
                     Ok(d) => deleted.push(d),
                     Err(e) if e.code() == 404 => {}
                     Err(e) => return Err(e),
                 }
             }
-            let r = crate::registry::ListResult { items: deleted, revision: s.registry.store.current_revision(), continue_token: None };
+            let r = crate::registry::ListResult {
+                items: deleted,
+                revision: s.registry.store.current_revision(),
+                continue_token: None,
+            };
             Ok(json_response(StatusCode::OK, &list_body(kind, r)))
         }
-        _ => Err(ApiError::new(405, "MethodNotAllowed", format!("{m} is not supported on a collection"))),
+        _ => Err(ApiError::new(
+            405,
+            "MethodNotAllowed",
+            format!("{m} is not supported on a collection"),
+        )),
     }
 }
 
-fn watch(s: &ApiServer, kind: &'static ResourceKind, ns: Option<String>, q: &HashMap<String, String>) -> ApiResult<Response> {
+fn watch(
+    s: &ApiServer,
+    kind: &'static ResourceKind,
+    ns: Option<String>,
+    q: &HashMap<String, String>,
+) -> ApiResult<Response> {
     let opts = list_options(kind, q)?;
     let timeout = match q.get("timeoutSeconds") {
-        Some(t) => Some(Duration::from_secs(t.parse().map_err(|_| ApiError::bad_request(format!("timeoutSeconds {t:?} is not a number")))?)),
+        Some(t) => Some(Duration::from_secs(t.parse().map_err(|_| {
+            ApiError::bad_request(format!("timeoutSeconds {t:?} is not a number"))
+        })?)),
         None => None,
     };
     crate::watch::start(
@@ -300,12 +482,32 @@ fn watch(s: &ApiServer, kind: &'static ResourceKind, ns: Option<String>, q: &Has
     )
 }
 
-async fn object(s: &ApiServer, m: &Method, kind: &'static ResourceKind, ns: Option<String>, name: String, sub: Option<String>, q: &HashMap<String, String>, headers: &HeaderMap, body: Body, user: &UserInfo) -> ApiResult<Response> {
+async fn object(
+    s: &ApiServer,
+    m: &Method,
+    kind: &'static ResourceKind,
+    ns: Option<String>,
+    name: String,
+    sub: Option<String>,
+    q: &HashMap<String, String>,
+    headers: &HeaderMap,
+    body: Body,
+    user: &UserInfo,
+) -> ApiResult<Response> {
     let dry_run = q.get("dryRun").is_some_and(|d| d == "All");
     let status = match sub.as_deref() {
         None => false,
         Some("status") if kind.has_status => true,
-        Some(other) => return Err(ApiError::new(404, "NotFound", format!("{} has no {other:?} subresource in this version of berth", kind.qualified_plural()))),
+        Some(other) => {
+            return Err(ApiError::new(
+                404,
+                "NotFound",
+                format!(
+                    "{} has no {other:?} subresource in this version of berth",
+                    kind.qualified_plural()
+                ),
+            ));
+        }
     };
     let ns = ns.as_deref();
     match *m {
@@ -314,32 +516,59 @@ async fn object(s: &ApiServer, m: &Method, kind: &'static ResourceKind, ns: Opti
             q.insert("fieldSelector".into(), format!("metadata.name={name}"));
             watch(s, kind, ns.map(str::to_string), &q)
         }
-        Method::GET => Ok(json_response(StatusCode::OK, &s.registry.get(kind, ns, &name)?.into_value())),
+        Method::GET => Ok(json_response(
+            StatusCode::OK,
+            &s.registry.get(kind, ns, &name)?.into_value(),
+        )),
         Method::PUT => {
             let body = read_body(s, body).await?;
             let obj = parse_body(headers, &body)?;
             let out = if status {
-                s.registry.update_status(kind, ns, &name, obj, &user.name, dry_run).await?
+                s.registry
+                    .update_status(kind, ns, &name, obj, &user.name, dry_run)
+                    .await?
             } else {
-                s.registry.update(kind, ns, &name, obj, &user.name, "update", dry_run).await?
+                s.registry
+                    .update(kind, ns, &name, obj, &user.name, "update", dry_run)
+                    .await?
             };
             Ok(json_response(StatusCode::OK, &out.into_value()))
         }
         Method::PATCH => {
-            let ct = headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("");
+            let ct = headers
+                .get("content-type")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
             let pt = PatchType::from_content_type(ct)?;
             let body = read_body(s, body).await?;
-            let out = s.registry.patch(kind, ns, &name, pt, &body, &user.name, status, dry_run).await?;
+            let out = s
+                .registry
+                .patch(kind, ns, &name, pt, &body, &user.name, status, dry_run)
+                .await?;
             Ok(json_response(StatusCode::OK, &out.into_value()))
         }
         Method::DELETE if !status => {
             let body = read_body(s, body).await?;
             let opts = delete_options(q, &body)?;
-            let out = s.registry.delete(kind, ns, &name, &opts, &user.name).await?;
-            let code = if out.deletion_timestamp().is_some() && !opts.dry_run && s.registry.get(kind, ns, &name).is_ok() { StatusCode::ACCEPTED } else { StatusCode::OK };
+            let out = s
+                .registry
+                .delete(kind, ns, &name, &opts, &user.name)
+                .await?;
+            let code = if out.deletion_timestamp().is_some()
+                && !opts.dry_run
+                && s.registry.get(kind, ns, &name).is_ok()
+            {
+                StatusCode::ACCEPTED
+            } else {
+                StatusCode::OK
+            };
             Ok(json_response(code, &out.into_value()))
         }
-        _ => Err(ApiError::new(405, "MethodNotAllowed", format!("{m} is not supported here"))),
+        _ => Err(ApiError::new(
+            405,
+            "MethodNotAllowed",
+            format!("{m} is not supported here"),
+        )),
     }
 }
 
@@ -351,21 +580,47 @@ mod tests {
     fn routes_kubernetes_paths() {
         let k = |r: Route| match r {
             Route::Collection { kind, ns } => format!("C {} {:?}", kind.kind, ns),
-            Route::Object { kind, ns, name, sub } => format!("O {} {:?} {name} {:?}", kind.kind, ns, sub),
+            Route::Object {
+                kind,
+                ns,
+                name,
+                sub,
+            } => format!("O {} {:?} {name} {:?}", kind.kind, ns, sub),
             other => format!("{other:?}"),
         };
-        assert_eq!(k(route("/api/v1/namespaces/default/pods").unwrap()), "C Pod Some(\"default\")");
+        assert_eq!(
+            k(route("/api/v1/namespaces/default/pods").unwrap()),
+            "C Pod Some(\"default\")"
+        );
         assert_eq!(k(route("/api/v1/pods").unwrap()), "C Pod None");
-        assert_eq!(k(route("/api/v1/namespaces/default/pods/web/status").unwrap()), "O Pod Some(\"default\") web Some(\"status\")");
-        assert_eq!(k(route("/api/v1/namespaces/kube-system").unwrap()), "O Namespace None kube-system None");
-        assert_eq!(k(route("/api/v1/namespaces/x/status").unwrap()), "O Namespace None x Some(\"status\")");
+        assert_eq!(
+            k(route("/api/v1/namespaces/default/pods/web/status").unwrap()),
+            "O Pod Some(\"default\") web Some(\"status\")"
+        );
+        assert_eq!(
+            k(route("/api/v1/namespaces/kube-system").unwrap()),
+            "O Namespace None kube-system None"
+        );
+        assert_eq!(
+            k(route("/api/v1/namespaces/x/status").unwrap()),
+            "O Namespace None x Some(\"status\")"
+        );
         assert_eq!(k(route("/api/v1/namespaces").unwrap()), "C Namespace None");
-        assert_eq!(k(route("/apis/apps/v1/namespaces/a/deployments/web").unwrap()), "O Deployment Some(\"a\") web None");
-        assert_eq!(k(route("/apis/coordination.k8s.io/v1/namespaces/a/leases").unwrap()), "C Lease Some(\"a\")");
+        assert_eq!(
+            k(route("/apis/apps/v1/namespaces/a/deployments/web").unwrap()),
+            "O Deployment Some(\"a\") web None"
+        );
+        assert_eq!(
+            k(route("/apis/coordination.k8s.io/v1/namespaces/a/leases").unwrap()),
+            "C Lease Some(\"a\")"
+        );
         assert_eq!(k(route("/api/v1/nodes/n1").unwrap()), "O Node None n1 None");
         assert!(route("/api/v1/widgets").is_err());
         assert!(route("/apis/apps/v2/deployments").is_err());
-        assert!(route("/api/v1/pods/x").is_err(), "namespaced kinds need a namespace for one object");
+        assert!(
+            route("/api/v1/pods/x").is_err(),
+            "namespaced kinds need a namespace for one object"
+        );
         assert_eq!(route("/apis/berth.dev/v1/history").unwrap(), Route::History);
     }
 

@@ -59,7 +59,9 @@ pub fn start(registry: Registry, p: WatchParams) -> Result<Response, ApiError> {
             (r.items, r.revision + 1)
         }
         Some(rv) => {
-            let n: u64 = rv.parse().map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {rv:?}: must be a number")))?;
+            let n: u64 = rv.parse().map_err(|_| {
+                ApiError::bad_request(format!("invalid resourceVersion {rv:?}: must be a number"))
+            })?;
             (Vec::new(), n + 1)
         }
     };

@@ -14,15 +14,61 @@ fn arb_json() -> impl Strategy<Value = Value> {
         Just(Value::Null),
         any::<bool>().prop_map(Value::Bool),
         any::<i64>().prop_map(|n| json!(n)),
-        any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(|f| json!(f)),
+        any::<f64>()
+            .prop_filter("finite", |f| f.is_finite())
+            .prop_map(|f| json!(f)),
         "[a-zA-Z0-9./:_-]{0,12}".prop_map(Value::String),
-        prop::sample::select(vec!["metadata", "spec", "containers", "name", "image", "ports", "-1", "100m", "1.5Gi", "Always", "", "None"]).prop_map(|s| Value::String(s.into())),
+        prop::sample::select(vec![
+            "metadata",
+            "spec",
+            "containers",
+            "name",
+            "image",
+            "ports",
+            "-1",
+            "100m",
+            "1.5Gi",
+            "Always",
+            "",
+            "None"
+        ])
+        .prop_map(|s| Value::String(s.into())),
     ];
     leaf.prop_recursive(4, 48, 6, |inner| {
         prop_oneof![
             prop::collection::vec(inner.clone(), 0..5).prop_map(Value::Array),
             prop::collection::btree_map(
-                prop::sample::select(vec!["apiVersion", "kind", "metadata", "name", "namespace", "labels", "annotations", "spec", "status", "containers", "image", "ports", "containerPort", "port", "selector", "matchLabels", "template", "replicas", "data", "resources", "limits", "requests", "ownerReferences", "finalizers", "generateName", "resourceVersion", "$patch", "x"]).prop_map(String::from),
+                prop::sample::select(vec![
+                    "apiVersion",
+                    "kind",
+                    "metadata",
+                    "name",
+                    "namespace",
+                    "labels",
+                    "annotations",
+                    "spec",
+                    "status",
+                    "containers",
+                    "image",
+                    "ports",
+                    "containerPort",
+                    "port",
+                    "selector",
+                    "matchLabels",
+                    "template",
+                    "replicas",
+                    "data",
+                    "resources",
+                    "limits",
+                    "requests",
+                    "ownerReferences",
+                    "finalizers",
+                    "generateName",
+                    "resourceVersion",
+                    "$patch",
+                    "x"
+                ])
+                .prop_map(String::from),
                 inner,
                 0..6,
             )
@@ -33,7 +79,9 @@ fn arb_json() -> impl Strategy<Value = Value> {
 
 /// Replaces the value at a random path of `base` with `with`.
 fn graft(base: Value, path: &[usize], with: Value) -> Value {
-    let Some((&i, rest)) = path.split_first() else { return with };
+    let Some((&i, rest)) = path.split_first() else {
+        return with;
+    };
     match base {
         Value::Object(mut m) if !m.is_empty() => {
             let k = m.keys().nth(i % m.len()).cloned().unwrap_or_default();
@@ -54,23 +102,48 @@ fn graft(base: Value, path: &[usize], with: Value) -> Value {
 fn fixture(kind: &str) -> Value {
     let tmpl = json!({"metadata": {"labels": {"app": "f"}}, "spec": {"containers": [{"name": "c", "image": "host", "ports": [{"containerPort": 80}], "resources": {"limits": {"memory": "64Mi"}}}]}});
     match kind {
-        "Pod" => json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "f"}, "spec": tmpl["spec"]}),
-        "Deployment" => json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "f"}, "spec": {"selector": {"matchLabels": {"app": "f"}}, "template": tmpl}}),
-        "ReplicaSet" => json!({"apiVersion": "apps/v1", "kind": "ReplicaSet", "metadata": {"name": "f"}, "spec": {"selector": {"matchLabels": {"app": "f"}}, "template": tmpl}}),
-        "Service" => json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "f"}, "spec": {"ports": [{"port": 80, "targetPort": "http"}], "selector": {"app": "f"}}}),
-        "Secret" => json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "f"}, "data": {"k": "aGVsbG8="}}),
-        "Endpoints" => json!({"apiVersion": "v1", "kind": "Endpoints", "metadata": {"name": "f"}, "subsets": [{"addresses": [{"ip": "10.0.0.1"}], "ports": [{"port": 1}]}]}),
-        "Event" => json!({"apiVersion": "v1", "kind": "Event", "metadata": {"name": "f"}, "involvedObject": {"kind": "Pod", "name": "x"}}),
-        "Node" => json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "f"}, "spec": {"taints": [{"key": "k", "effect": "NoSchedule"}]}}),
-        "Lease" => json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": "f"}, "spec": {"holderIdentity": "x"}}),
+        "Pod" => {
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "f"}, "spec": tmpl["spec"]})
+        }
+        "Deployment" => {
+            json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "f"}, "spec": {"selector": {"matchLabels": {"app": "f"}}, "template": tmpl}})
+        }
+        "ReplicaSet" => {
+            json!({"apiVersion": "apps/v1", "kind": "ReplicaSet", "metadata": {"name": "f"}, "spec": {"selector": {"matchLabels": {"app": "f"}}, "template": tmpl}})
+        }
+        "Service" => {
+            json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "f"}, "spec": {"ports": [{"port": 80, "targetPort": "http"}], "selector": {"app": "f"}}})
+        }
+        "Secret" => {
+            json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "f"}, "data": {"k": "aGVsbG8="}})
+        }
+        "Endpoints" => {
+            json!({"apiVersion": "v1", "kind": "Endpoints", "metadata": {"name": "f"}, "subsets": [{"addresses": [{"ip": "10.0.0.1"}], "ports": [{"port": 1}]}]})
+        }
+        "Event" => {
+            json!({"apiVersion": "v1", "kind": "Event", "metadata": {"name": "f"}, "involvedObject": {"kind": "Pod", "name": "x"}})
+        }
+        "Node" => {
+            json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "f"}, "spec": {"taints": [{"key": "k", "effect": "NoSchedule"}]}})
+        }
+        "Lease" => {
+            json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": "f"}, "spec": {"holderIdentity": "x"}})
+        }
         "Namespace" => json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "f"}}),
-        _ => json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "f"}, "data": {"k": "v"}}),
+        _ => {
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "f"}, "data": {"k": "v"}})
+        }
     }
 }
 
 fn check(r: Result<Object, berth_apiserver::error::ApiError>) {
     if let Err(e) = r {
-        assert!((400..500).contains(&e.code()), "a bad body must get a 4xx, got {}: {}", e.code(), e.0.message);
+        assert!(
+            (400..500).contains(&e.code()),
+            "a bad body must get a 4xx, got {}: {}",
+            e.code(),
+            e.0.message
+        );
         assert_eq!(e.0.kind, "Status");
     }
 }

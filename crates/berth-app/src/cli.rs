@@ -12,7 +12,9 @@ use crate::server::{ServerOptions, start};
 /// berth: a container platform in one binary, speaking the Kubernetes API.
 #[derive(Parser, Debug)]
 #[command(name = "berth", version, about, long_about = None, propagate_version = true)]
-#[command(after_help = "Start a local cluster with `berth up`, then use the verbs (`berth get pods`) from another terminal.")]
+#[command(
+    after_help = "Start a local cluster with `berth up`, then use the verbs (`berth get pods`) from another terminal."
+)]
 pub struct Cli {
     #[command(flatten)]
     pub conn: berth_cli::Conn,
@@ -46,7 +48,9 @@ pub struct ServerArgs {
 /// `7d`, `12h`, `30m`, `45s`.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = num.parse().map_err(|_| format!("{s:?} is not a duration like 7d, 12h, 30m or 45s"))?;
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 7d, 12h, 30m or 45s"))?;
     let secs = match unit {
         "d" => n * 86400,
         "h" => n * 3600,
@@ -77,7 +81,11 @@ async fn run_server(args: ServerArgs, all_in_one: bool) -> anyhow::Result<()> {
     let server = start(opts).await?;
     let ready_ms = started.elapsed().as_millis();
     tracing::info!(url = %server.url, data_dir = %data_dir.display(), ready_ms = ready_ms as u64, "berth is ready");
-    let role = if all_in_one { "cluster" } else { "control plane" };
+    let role = if all_in_one {
+        "cluster"
+    } else {
+        "control plane"
+    };
     println!("berth {role} is ready at {} ({ready_ms} ms)", server.url);
     println!("kubeconfig: {}", server.kubeconfig.display());
     println!();
@@ -98,15 +106,23 @@ async fn run_server(args: ServerArgs, all_in_one: bool) -> anyhow::Result<()> {
 }
 
 fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("BERTH_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("BERTH_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
 }
 
 /// The binary's entry point.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing();
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -126,7 +142,14 @@ pub fn main() -> ExitCode {
     match result {
         Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
         // A closed pipe (`berth get ... | head`) is the reader's choice, not an error.
-        Err(e) if e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)) => ExitCode::SUCCESS,
+        Err(e)
+            if e.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            }) =>
+        {
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             eprintln!("{}", berth_cli::describe_error(&e));
             ExitCode::from(1)

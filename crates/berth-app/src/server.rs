@@ -68,7 +68,12 @@ fn ensure_tokens(dir: &Path) -> anyhow::Result<(Authenticator, String)> {
     let path = dir.join("tokens.csv");
     if !path.exists() {
         let token = berth_apiserver::auth::generate_token();
-        write_private(&path, &format!("# token,user,uid,groups (kube-apiserver --token-auth-file format)\n{token},{ADMIN_USER},1,\"system:masters\"\n"))?;
+        write_private(
+            &path,
+            &format!(
+                "# token,user,uid,groups (kube-apiserver --token-auth-file format)\n{token},{ADMIN_USER},1,\"system:masters\"\n"
+            ),
+        )?;
     }
     let auth = Authenticator::from_file(&path)?;
     let text = std::fs::read_to_string(&path)?;
@@ -89,7 +94,13 @@ pub fn write_private(path: &Path, content: &str) -> anyhow::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
     f.write_all(content.as_bytes())?;
     f.sync_all()?;
     std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
@@ -98,23 +109,42 @@ pub fn write_private(path: &Path, content: &str) -> anyhow::Result<()> {
 
 /// Starts the control plane and returns once it is ready to serve.
 pub async fn start(opts: ServerOptions) -> anyhow::Result<RunningServer> {
-    std::fs::create_dir_all(&opts.data_dir).with_context(|| format!("cannot create data directory {}", opts.data_dir.display()))?;
+    std::fs::create_dir_all(&opts.data_dir)
+        .with_context(|| format!("cannot create data directory {}", opts.data_dir.display()))?;
     let (auth, token) = ensure_tokens(&opts.data_dir)?;
     let store_dir = opts.data_dir.join("store");
     std::fs::create_dir_all(&store_dir)?;
-    let store_opts = StoreOptions { retention: opts.retention, ..Default::default() };
+    let store_opts = StoreOptions {
+        retention: opts.retention,
+        ..Default::default()
+    };
     let dir = store_dir.clone();
     let store = tokio::task::spawn_blocking(move || Store::open(&dir, store_opts))
         .await?
         .with_context(|| format!("cannot open the store in {}", store_dir.display()))?;
-    let listener = tokio::net::TcpListener::bind(opts.listen).await.with_context(|| format!("cannot listen on {}; is another berth running? choose another with --api-listen", opts.listen))?;
+    let listener = tokio::net::TcpListener::bind(opts.listen)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {}; is another berth running? choose another with --api-listen",
+                opts.listen
+            )
+        })?;
     let addr = listener.local_addr()?;
     let url = format!("http://{addr}");
-    let config = ServerConfig { bookmark_interval: opts.bookmark_interval, ..Default::default() };
+    let config = ServerConfig {
+        bookmark_interval: opts.bookmark_interval,
+        ..Default::default()
+    };
     let api = ApiServer::new(store.clone(), auth, config);
-    api.bootstrap().await.map_err(|e| anyhow::anyhow!("cannot create the default namespaces: {}", e.0.message))?;
+    api.bootstrap()
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot create the default namespaces: {}", e.0.message))?;
     let kubeconfig = opts.data_dir.join("kubeconfig.yaml");
-    write_private(&kubeconfig, &berth_client::kubeconfig::render(&url, &token, ADMIN_USER))?;
+    write_private(
+        &kubeconfig,
+        &berth_client::kubeconfig::render(&url, &token, ADMIN_USER),
+    )?;
 
     let (stop, stop_rx) = watch::channel(false);
     let mut tasks = Vec::new();
@@ -124,10 +154,24 @@ pub async fn start(opts: ServerOptions) -> anyhow::Result<RunningServer> {
         let shutdown = async move {
             let _ = rx.wait_for(|s| *s).await;
         };
-        if let Err(e) = axum::serve(listener, router).with_graceful_shutdown(shutdown).await {
+        if let Err(e) = axum::serve(listener, router)
+            .with_graceful_shutdown(shutdown)
+            .await
+        {
             tracing::error!(error = %e, "API server stopped");
         }
     }));
-    tasks.push(tokio::spawn(berth_apiserver::gc::run(api.registry.clone(), stop_rx)));
-    Ok(RunningServer { addr, url, token, kubeconfig, stop, tasks, store })
+    tasks.push(tokio::spawn(berth_apiserver::gc::run(
+        api.registry.clone(),
+        stop_rx,
+    )));
+    Ok(RunningServer {
+        addr,
+        url,
+        token,
+        kubeconfig,
+        stop,
+        tasks,
+        store,
+    })
 }

@@ -14,26 +14,51 @@ use serde_json::{Value, json};
 
 /// A valid object of each kind, named `name`.
 fn fixture(kind: &str, name: &str) -> Value {
-    let pod_spec = json!({"containers": [{"name": "app", "image": "host", "command": ["sleep", "1000"]}]});
+    let pod_spec =
+        json!({"containers": [{"name": "app", "image": "host", "command": ["sleep", "1000"]}]});
     let tmpl = json!({"metadata": {"labels": {"app": name}}, "spec": pod_spec});
     match kind {
         "Namespace" => json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}),
-        "Node" => json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name, "labels": {"t": "1"}}}),
-        "Pod" => json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": {"t": "1"}}, "spec": pod_spec}),
-        "Service" => json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "labels": {"t": "1"}}, "spec": {"selector": {"app": name}, "ports": [{"port": 80}]}}),
-        "Endpoints" => json!({"apiVersion": "v1", "kind": "Endpoints", "metadata": {"name": name, "labels": {"t": "1"}}, "subsets": [{"addresses": [{"ip": "10.42.0.5"}], "ports": [{"port": 80}]}]}),
-        "ConfigMap" => json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "labels": {"t": "1"}}, "data": {"k": "v"}}),
-        "Secret" => json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "labels": {"t": "1"}}, "stringData": {"password": "hunter2"}}),
-        "Event" => json!({"apiVersion": "v1", "kind": "Event", "metadata": {"name": name, "labels": {"t": "1"}}, "involvedObject": {"kind": "Pod", "name": "x"}, "reason": "Test", "message": "m", "type": "Normal"}),
-        "ReplicaSet" => json!({"apiVersion": "apps/v1", "kind": "ReplicaSet", "metadata": {"name": name, "labels": {"t": "1"}}, "spec": {"replicas": 1, "selector": {"matchLabels": {"app": name}}, "template": tmpl}}),
-        "Deployment" => json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "labels": {"t": "1"}}, "spec": {"replicas": 2, "selector": {"matchLabels": {"app": name}}, "template": tmpl}}),
-        "Lease" => json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": name, "labels": {"t": "1"}}, "spec": {"holderIdentity": "a", "leaseDurationSeconds": 10}}),
+        "Node" => {
+            json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name, "labels": {"t": "1"}}})
+        }
+        "Pod" => {
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": {"t": "1"}}, "spec": pod_spec})
+        }
+        "Service" => {
+            json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "labels": {"t": "1"}}, "spec": {"selector": {"app": name}, "ports": [{"port": 80}]}})
+        }
+        "Endpoints" => {
+            json!({"apiVersion": "v1", "kind": "Endpoints", "metadata": {"name": name, "labels": {"t": "1"}}, "subsets": [{"addresses": [{"ip": "10.42.0.5"}], "ports": [{"port": 80}]}]})
+        }
+        "ConfigMap" => {
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "labels": {"t": "1"}}, "data": {"k": "v"}})
+        }
+        "Secret" => {
+            json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "labels": {"t": "1"}}, "stringData": {"password": "hunter2"}})
+        }
+        "Event" => {
+            json!({"apiVersion": "v1", "kind": "Event", "metadata": {"name": name, "labels": {"t": "1"}}, "involvedObject": {"kind": "Pod", "name": "x"}, "reason": "Test", "message": "m", "type": "Normal"})
+        }
+        "ReplicaSet" => {
+            json!({"apiVersion": "apps/v1", "kind": "ReplicaSet", "metadata": {"name": name, "labels": {"t": "1"}}, "spec": {"replicas": 1, "selector": {"matchLabels": {"app": name}}, "template": tmpl}})
+        }
+        "Deployment" => {
+            json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "labels": {"t": "1"}}, "spec": {"replicas": 2, "selector": {"matchLabels": {"app": name}}, "template": tmpl}})
+        }
+        "Lease" => {
+            json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": name, "labels": {"t": "1"}}, "spec": {"holderIdentity": "a", "leaseDurationSeconds": 10}})
+        }
         other => panic!("no fixture for {other}"),
     }
 }
 
 async fn next_event(w: &mut berth_client::WatchStream) -> berth_client::WatchEvent {
-    tokio::time::timeout(Duration::from_secs(10), w.next()).await.expect("watch event in time").unwrap().expect("stream open")
+    tokio::time::timeout(Duration::from_secs(10), w.next())
+        .await
+        .expect("watch event in time")
+        .unwrap()
+        .expect("stream open")
 }
 
 #[tokio::test]
@@ -45,20 +70,35 @@ async fn every_kind_round_trips_create_get_list_update_patch_watch_delete() {
         let name = format!("rt-{}", kind.singular);
         let mut w = c.watch(kind, ns, "resourceVersion=1").await.unwrap();
         // create
-        let created = c.create(kind, ns, &fixture(kind.kind, &name), "").await.unwrap_or_else(|e| panic!("{}: {e}", kind.kind));
+        let created = c
+            .create(kind, ns, &fixture(kind.kind, &name), "")
+            .await
+            .unwrap_or_else(|e| panic!("{}: {e}", kind.kind));
         assert_eq!(created["metadata"]["name"], name.as_str());
         assert!(!created["metadata"]["uid"].as_str().unwrap().is_empty());
         assert!(created["metadata"]["creationTimestamp"].is_string());
-        let rv1 = created["metadata"]["resourceVersion"].as_str().unwrap().to_string();
+        let rv1 = created["metadata"]["resourceVersion"]
+            .as_str()
+            .unwrap()
+            .to_string();
         // duplicate
-        let dup = c.create(kind, ns, &fixture(kind.kind, &name), "").await.unwrap_err();
+        let dup = c
+            .create(kind, ns, &fixture(kind.kind, &name), "")
+            .await
+            .unwrap_err();
         assert_eq!(dup.code(), Some(409), "{}", kind.kind);
         // get and list
         let got = c.get(kind, ns, &name).await.unwrap();
         assert_eq!(got, created, "{}", kind.kind);
         let list = c.list(kind, ns, "").await.unwrap();
         assert_eq!(list["kind"], format!("{}List", kind.kind));
-        assert!(list["items"].as_array().unwrap().iter().any(|i| i["metadata"]["name"] == name.as_str()));
+        assert!(
+            list["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|i| i["metadata"]["name"] == name.as_str())
+        );
         // update with the current resourceVersion
         let mut upd = got.clone();
         upd["metadata"]["labels"]["updated"] = json!("yes");
@@ -68,16 +108,49 @@ async fn every_kind_round_trips_create_get_list_update_patch_watch_delete() {
         let stale = c.replace(kind, ns, &name, &upd).await.unwrap_err();
         assert_eq!(stale.code(), Some(409), "{}", kind.kind);
         // merge patch, JSON patch, strategic merge patch
-        let p = c.patch(kind, ns, &name, "application/merge-patch+json", &json!({"metadata": {"annotations": {"a": "1"}}}), "").await.unwrap();
+        let p = c
+            .patch(
+                kind,
+                ns,
+                &name,
+                "application/merge-patch+json",
+                &json!({"metadata": {"annotations": {"a": "1"}}}),
+                "",
+            )
+            .await
+            .unwrap();
         assert_eq!(p["metadata"]["annotations"]["a"], "1");
-        let p = c.patch(kind, ns, &name, "application/json-patch+json", &json!([{"op": "add", "path": "/metadata/annotations/b", "value": "2"}]), "").await.unwrap();
+        let p = c
+            .patch(
+                kind,
+                ns,
+                &name,
+                "application/json-patch+json",
+                &json!([{"op": "add", "path": "/metadata/annotations/b", "value": "2"}]),
+                "",
+            )
+            .await
+            .unwrap();
         assert_eq!(p["metadata"]["annotations"]["b"], "2");
-        let p = c.patch(kind, ns, &name, "application/strategic-merge-patch+json", &json!({"metadata": {"labels": {"s": "3"}}}), "").await.unwrap();
+        let p = c
+            .patch(
+                kind,
+                ns,
+                &name,
+                "application/strategic-merge-patch+json",
+                &json!({"metadata": {"labels": {"s": "3"}}}),
+                "",
+            )
+            .await
+            .unwrap();
         assert_eq!(p["metadata"]["labels"]["s"], "3");
         // delete
         c.delete(kind, ns, &name, "").await.unwrap();
         // (a namespace goes through Terminating first)
-        eventually(10, "the object to be gone", || async { (c.get(kind, ns, &name).await.err()?.code() == Some(404)).then_some(()) }).await;
+        eventually(10, "the object to be gone", || async {
+            (c.get(kind, ns, &name).await.err()?.code() == Some(404)).then_some(())
+        })
+        .await;
         // the watch saw it all, in order
         let mut types = Vec::new();
         while types.last().map(String::as_str) != Some("DELETED") {
@@ -104,28 +177,67 @@ async fn validation_names_every_bad_field_with_422() {
         "spec": {"replicas": -2, "selector": {"matchLabels": {"app": "web"}},
             "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "web", "image": "", "ports": [{"containerPort": 99999}],
                 "resources": {"limits": {"memory": "12 GB"}}}]}}}});
-    let err = t.admin.create(k, Some("default"), &bad, "").await.unwrap_err();
-    let berth_client::ClientError::Api(status) = err else { panic!("{err}") };
+    let err = t
+        .admin
+        .create(k, Some("default"), &bad, "")
+        .await
+        .unwrap_err();
+    let berth_client::ClientError::Api(status) = err else {
+        panic!("{err}")
+    };
     assert_eq!(status.code, 422);
     assert_eq!(status.reason, "Invalid");
-    let fields: Vec<String> = status.details.unwrap().causes.into_iter().map(|c| c.field).collect();
-    for want in ["metadata.name", "metadata.labels.ok", "spec.replicas", "spec.template.spec.containers[0].image", "spec.template.spec.containers[0].ports[0].containerPort", "spec.template.spec.containers[0].resources.limits.memory"] {
-        assert!(fields.iter().any(|f| f == want), "{want} missing from {fields:?}");
+    let fields: Vec<String> = status
+        .details
+        .unwrap()
+        .causes
+        .into_iter()
+        .map(|c| c.field)
+        .collect();
+    for want in [
+        "metadata.name",
+        "metadata.labels.ok",
+        "spec.replicas",
+        "spec.template.spec.containers[0].image",
+        "spec.template.spec.containers[0].ports[0].containerPort",
+        "spec.template.spec.containers[0].resources.limits.memory",
+    ] {
+        assert!(
+            fields.iter().any(|f| f == want),
+            "{want} missing from {fields:?}"
+        );
     }
     // immutable selector
-    t.admin.create(k, Some("default"), &fixture("Deployment", "web"), "").await.unwrap();
+    t.admin
+        .create(k, Some("default"), &fixture("Deployment", "web"), "")
+        .await
+        .unwrap();
     let mut d = t.admin.get(k, Some("default"), "web").await.unwrap();
     d["spec"]["selector"]["matchLabels"]["app"] = json!("other");
     d["spec"]["template"]["metadata"]["labels"]["app"] = json!("other");
-    let err = t.admin.replace(k, Some("default"), "web", &d).await.unwrap_err();
+    let err = t
+        .admin
+        .replace(k, Some("default"), "web", &d)
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Some(422));
     assert!(err.to_string().contains("spec.selector"), "{err}");
     // a pod's spec is immutable
     let p = resolve("po").unwrap();
-    t.admin.create(p, Some("default"), &fixture("Pod", "p"), "").await.unwrap();
+    t.admin
+        .create(p, Some("default"), &fixture("Pod", "p"), "")
+        .await
+        .unwrap();
     let mut pod = t.admin.get(p, Some("default"), "p").await.unwrap();
     pod["spec"]["containers"][0]["command"] = json!(["true"]);
-    assert_eq!(t.admin.replace(p, Some("default"), "p", &pod).await.unwrap_err().code(), Some(422));
+    assert_eq!(
+        t.admin
+            .replace(p, Some("default"), "p", &pod)
+            .await
+            .unwrap_err()
+            .code(),
+        Some(422)
+    );
     t.stop().await;
 }
 
@@ -134,47 +246,144 @@ async fn bad_requests_get_clear_statuses() {
     let t = TestServer::start().await;
     let c = &t.admin;
     // 401 without a token, or with a wrong one
-    let r = t.anonymous.raw(Method::GET, "/api/v1/namespaces", None).await.unwrap();
+    let r = t
+        .anonymous
+        .raw(Method::GET, "/api/v1/namespaces", None)
+        .await
+        .unwrap();
     assert_eq!(r.status, 401);
     let s: Value = serde_json::from_slice(&r.body).unwrap();
     assert_eq!(s["kind"], "Status");
     assert_eq!(s["reason"], "Unauthorized");
     let wrong = Client::new(c.server(), "wrong-token-xxxxxxxx");
-    assert_eq!(wrong.raw(Method::GET, "/api", None).await.unwrap().status, 401);
+    assert_eq!(
+        wrong.raw(Method::GET, "/api", None).await.unwrap().status,
+        401
+    );
     // health is open
-    assert_eq!(t.anonymous.raw(Method::GET, "/readyz", None).await.unwrap().status, 200);
+    assert_eq!(
+        t.anonymous
+            .raw(Method::GET, "/readyz", None)
+            .await
+            .unwrap()
+            .status,
+        200
+    );
     // malformed JSON says where
-    let r = c.raw(Method::POST, "/api/v1/namespaces/default/configmaps", Some(("application/json", b"{\"apiVersion\": \"v1\",\n  \"kind\": ".to_vec()))).await.unwrap();
+    let r = c
+        .raw(
+            Method::POST,
+            "/api/v1/namespaces/default/configmaps",
+            Some((
+                "application/json",
+                b"{\"apiVersion\": \"v1\",\n  \"kind\": ".to_vec(),
+            )),
+        )
+        .await
+        .unwrap();
     assert_eq!(r.status, 400);
     let s: Value = serde_json::from_slice(&r.body).unwrap();
     assert!(s["message"].as_str().unwrap().contains("line 2"), "{s}");
     // malformed YAML says where
-    let r = c.raw(Method::POST, "/api/v1/namespaces/default/configmaps", Some(("application/yaml", b"apiVersion: v1\nkind: ConfigMap\nmetadata: [oops\n".to_vec()))).await.unwrap();
+    let r = c
+        .raw(
+            Method::POST,
+            "/api/v1/namespaces/default/configmaps",
+            Some((
+                "application/yaml",
+                b"apiVersion: v1\nkind: ConfigMap\nmetadata: [oops\n".to_vec(),
+            )),
+        )
+        .await
+        .unwrap();
     assert_eq!(r.status, 400);
-    assert!(String::from_utf8_lossy(&r.body).contains("line"), "{}", String::from_utf8_lossy(&r.body));
+    assert!(
+        String::from_utf8_lossy(&r.body).contains("line"),
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
     // YAML bodies work
-    let r = c.raw(Method::POST, "/api/v1/namespaces/default/configmaps", Some(("application/yaml", b"apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: from-yaml\ndata:\n  a: b\n".to_vec()))).await.unwrap();
+    let r = c
+        .raw(
+            Method::POST,
+            "/api/v1/namespaces/default/configmaps",
+            Some((
+                "application/yaml",
+                b"apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: from-yaml\ndata:\n  a: b\n"
+                    .to_vec(),
+            )),
+        )
+        .await
+        .unwrap();
     assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
     // too large
     let big = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "big"}, "data": {"x": "a".repeat(4 * 1024 * 1024)}});
-    let r = c.raw(Method::POST, "/api/v1/namespaces/default/configmaps", Some(("application/json", serde_json::to_vec(&big).unwrap()))).await.unwrap();
+    let r = c
+        .raw(
+            Method::POST,
+            "/api/v1/namespaces/default/configmaps",
+            Some(("application/json", serde_json::to_vec(&big).unwrap())),
+        )
+        .await
+        .unwrap();
     assert_eq!(r.status, 413);
     // kind mismatch, namespace mismatch, unknown resource, missing namespace
     let cm = resolve("cm").unwrap();
-    let err = c.create(resolve("svc").unwrap(), Some("default"), &fixture("ConfigMap", "x"), "").await.unwrap_err();
+    let err = c
+        .create(
+            resolve("svc").unwrap(),
+            Some("default"),
+            &fixture("ConfigMap", "x"),
+            "",
+        )
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Some(400));
     let mut other_ns = fixture("ConfigMap", "x");
     other_ns["metadata"]["namespace"] = json!("elsewhere");
-    assert_eq!(c.create(cm, Some("default"), &other_ns, "").await.unwrap_err().code(), Some(400));
-    assert_eq!(c.raw(Method::GET, "/api/v1/widgets", None).await.unwrap().status, 404);
-    let err = c.create(cm, Some("nowhere"), &fixture("ConfigMap", "x"), "").await.unwrap_err();
+    assert_eq!(
+        c.create(cm, Some("default"), &other_ns, "")
+            .await
+            .unwrap_err()
+            .code(),
+        Some(400)
+    );
+    assert_eq!(
+        c.raw(Method::GET, "/api/v1/widgets", None)
+            .await
+            .unwrap()
+            .status,
+        404
+    );
+    let err = c
+        .create(cm, Some("nowhere"), &fixture("ConfigMap", "x"), "")
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Some(404));
-    assert!(err.to_string().contains("namespaces \"nowhere\" not found"), "{err}");
+    assert!(
+        err.to_string().contains("namespaces \"nowhere\" not found"),
+        "{err}"
+    );
     // bad selectors
-    assert_eq!(c.list(cm, Some("default"), "labelSelector=a%20in%20b").await.unwrap_err().code(), Some(400));
-    assert_eq!(c.list(cm, Some("default"), "fieldSelector=spec.x%3Dy").await.unwrap_err().code(), Some(400));
+    assert_eq!(
+        c.list(cm, Some("default"), "labelSelector=a%20in%20b")
+            .await
+            .unwrap_err()
+            .code(),
+        Some(400)
+    );
+    assert_eq!(
+        c.list(cm, Some("default"), "fieldSelector=spec.x%3Dy")
+            .await
+            .unwrap_err()
+            .code(),
+        Some(400)
+    );
     // nothing stored was harmed
-    assert_eq!(c.get(cm, Some("default"), "from-yaml").await.unwrap()["data"]["a"], "b");
+    assert_eq!(
+        c.get(cm, Some("default"), "from-yaml").await.unwrap()["data"]["a"],
+        "b"
+    );
     t.stop().await;
 }
 
@@ -185,19 +394,53 @@ async fn discovery_documents() {
     let api = c.json(Method::GET, "/api", None).await.unwrap();
     assert_eq!(api["versions"], json!(["v1"]));
     let v1 = c.json(Method::GET, "/api/v1", None).await.unwrap();
-    let names: Vec<&str> = v1["resources"].as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap()).collect();
-    for n in ["pods", "pods/status", "services", "configmaps", "namespaces", "nodes", "endpoints", "secrets", "events"] {
+    let names: Vec<&str> = v1["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    for n in [
+        "pods",
+        "pods/status",
+        "services",
+        "configmaps",
+        "namespaces",
+        "nodes",
+        "endpoints",
+        "secrets",
+        "events",
+    ] {
         assert!(names.contains(&n), "{n}");
     }
     let apis = c.json(Method::GET, "/apis", None).await.unwrap();
-    let groups: Vec<&str> = apis["groups"].as_array().unwrap().iter().map(|g| g["name"].as_str().unwrap()).collect();
-    assert!(groups.contains(&"apps") && groups.contains(&"coordination.k8s.io") && groups.contains(&"berth.dev"));
+    let groups: Vec<&str> = apis["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        groups.contains(&"apps")
+            && groups.contains(&"coordination.k8s.io")
+            && groups.contains(&"berth.dev")
+    );
     let apps = c.json(Method::GET, "/apis/apps/v1", None).await.unwrap();
     assert_eq!(apps["groupVersion"], "apps/v1");
-    let version = t.anonymous.json(Method::GET, "/version", None).await.unwrap();
+    let version = t
+        .anonymous
+        .json(Method::GET, "/version", None)
+        .await
+        .unwrap();
     assert_eq!(version["major"], "1");
     let ns = c.list(resolve("ns").unwrap(), None, "").await.unwrap();
-    assert!(ns["items"].as_array().unwrap().iter().any(|n| n["metadata"]["name"] == "default"));
+    assert!(
+        ns["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n["metadata"]["name"] == "default")
+    );
     t.stop().await;
 }
 
@@ -208,27 +451,85 @@ async fn selectors_and_paging() {
     let cm = resolve("cm").unwrap();
     for i in 0..25 {
         let mut o = fixture("ConfigMap", &format!("cm-{i:02}"));
-        o["metadata"]["labels"] = json!({"tier": if i % 2 == 0 { "even" } else { "odd" }, "n": i.to_string()});
+        o["metadata"]["labels"] =
+            json!({"tier": if i % 2 == 0 { "even" } else { "odd" }, "n": i.to_string()});
         c.create(cm, Some("default"), &o, "").await.unwrap();
     }
     let count = |v: &Value| v["items"].as_array().unwrap().len();
-    assert_eq!(count(&c.list(cm, Some("default"), "labelSelector=tier%3Deven").await.unwrap()), 13);
-    assert_eq!(count(&c.list(cm, Some("default"), "labelSelector=tier!%3Deven").await.unwrap()), 12);
-    assert_eq!(count(&c.list(cm, Some("default"), "labelSelector=n%20in%20(1,2,3)").await.unwrap()), 3);
-    assert_eq!(count(&c.list(cm, Some("default"), "labelSelector=n%20notin%20(1,2,3),tier").await.unwrap()), 22);
-    assert_eq!(count(&c.list(cm, Some("default"), "labelSelector=!tier").await.unwrap()), 0);
-    assert_eq!(count(&c.list(cm, Some("default"), "fieldSelector=metadata.name%3Dcm-03").await.unwrap()), 1);
+    assert_eq!(
+        count(
+            &c.list(cm, Some("default"), "labelSelector=tier%3Deven")
+                .await
+                .unwrap()
+        ),
+        13
+    );
+    assert_eq!(
+        count(
+            &c.list(cm, Some("default"), "labelSelector=tier!%3Deven")
+                .await
+                .unwrap()
+        ),
+        12
+    );
+    assert_eq!(
+        count(
+            &c.list(cm, Some("default"), "labelSelector=n%20in%20(1,2,3)")
+                .await
+                .unwrap()
+        ),
+        3
+    );
+    assert_eq!(
+        count(
+            &c.list(
+                cm,
+                Some("default"),
+                "labelSelector=n%20notin%20(1,2,3),tier"
+            )
+            .await
+            .unwrap()
+        ),
+        22
+    );
+    assert_eq!(
+        count(
+            &c.list(cm, Some("default"), "labelSelector=!tier")
+                .await
+                .unwrap()
+        ),
+        0
+    );
+    assert_eq!(
+        count(
+            &c.list(cm, Some("default"), "fieldSelector=metadata.name%3Dcm-03")
+                .await
+                .unwrap()
+        ),
+        1
+    );
     // paging: 25 objects in pages of 10, one consistent snapshot even with writes between pages
     let p1 = c.list(cm, Some("default"), "limit=10").await.unwrap();
     assert_eq!(count(&p1), 10);
-    c.create(cm, Some("default"), &fixture("ConfigMap", "cm-99"), "").await.unwrap();
+    c.create(cm, Some("default"), &fixture("ConfigMap", "cm-99"), "")
+        .await
+        .unwrap();
     let tok = p1["metadata"]["continue"].as_str().unwrap();
-    let p2 = c.list(cm, Some("default"), &format!("limit=10&continue={tok}")).await.unwrap();
+    let p2 = c
+        .list(cm, Some("default"), &format!("limit=10&continue={tok}"))
+        .await
+        .unwrap();
     let tok = p2["metadata"]["continue"].as_str().unwrap();
-    let p3 = c.list(cm, Some("default"), &format!("limit=10&continue={tok}")).await.unwrap();
+    let p3 = c
+        .list(cm, Some("default"), &format!("limit=10&continue={tok}"))
+        .await
+        .unwrap();
     assert_eq!((count(&p2), count(&p3)), (10, 5));
     assert!(p3["metadata"].get("continue").is_none());
-    assert_eq!(p1["metadata"]["resourceVersion"], p3["metadata"]["resourceVersion"]);
+    assert_eq!(
+        p1["metadata"]["resourceVersion"],
+        p3["metadata"]["resourceVersion"]
+    );
     // all namespaces
     let all = c.list(cm, None, "").await.unwrap();
     assert_eq!(count(&all), 26 + 0);
@@ -240,37 +541,102 @@ async fn status_subresource_and_generation() {
     let t = TestServer::start().await;
     let c = &t.admin;
     let k = resolve("deploy").unwrap();
-    let d = c.create(k, Some("default"), &fixture("Deployment", "web"), "").await.unwrap();
+    let d = c
+        .create(k, Some("default"), &fixture("Deployment", "web"), "")
+        .await
+        .unwrap();
     assert_eq!(d["metadata"]["generation"], 1);
-    assert_eq!(d["spec"]["strategy"]["type"], "RollingUpdate", "defaults applied");
+    assert_eq!(
+        d["spec"]["strategy"]["type"], "RollingUpdate",
+        "defaults applied"
+    );
     // status through the main resource is ignored
     let mut d2 = d.clone();
     d2["status"] = json!({"replicas": 5});
     d2["metadata"]["labels"]["x"] = json!("y");
     let d2 = c.replace(k, Some("default"), "web", &d2).await.unwrap();
     assert!(d2.get("status").is_none());
-    assert_eq!(d2["metadata"]["generation"], 1, "metadata changes do not bump generation");
+    assert_eq!(
+        d2["metadata"]["generation"], 1,
+        "metadata changes do not bump generation"
+    );
     // status subresource changes only status
     let mut st = d2.clone();
     st["status"] = json!({"replicas": 2, "readyReplicas": 1});
     st["spec"]["replicas"] = json!(9);
     let path = format!("{}/status", Client::object_path(k, Some("default"), "web"));
-    let out = c.json(Method::PUT, &path, Some(("application/json", serde_json::to_vec(&st).unwrap()))).await.unwrap();
+    let out = c
+        .json(
+            Method::PUT,
+            &path,
+            Some(("application/json", serde_json::to_vec(&st).unwrap())),
+        )
+        .await
+        .unwrap();
     assert_eq!(out["status"]["readyReplicas"], 1);
     assert_eq!(out["spec"]["replicas"], 2);
-    let out = c.json(Method::PATCH, &path, Some(("application/merge-patch+json", br#"{"status":{"readyReplicas":2}}"#.to_vec()))).await.unwrap();
+    let out = c
+        .json(
+            Method::PATCH,
+            &path,
+            Some((
+                "application/merge-patch+json",
+                br#"{"status":{"readyReplicas":2}}"#.to_vec(),
+            )),
+        )
+        .await
+        .unwrap();
     assert_eq!(out["status"]["readyReplicas"], 2);
     // spec changes bump generation
-    let p = c.patch(k, Some("default"), "web", "application/merge-patch+json", &json!({"spec": {"replicas": 3}}), "").await.unwrap();
+    let p = c
+        .patch(
+            k,
+            Some("default"),
+            "web",
+            "application/merge-patch+json",
+            &json!({"spec": {"replicas": 3}}),
+            "",
+        )
+        .await
+        .unwrap();
     assert_eq!(p["metadata"]["generation"], 2);
-    assert_eq!(p["status"]["readyReplicas"], 2, "status survives a spec change");
+    assert_eq!(
+        p["status"]["readyReplicas"], 2,
+        "status survives a spec change"
+    );
     // a no-op update writes nothing
-    let again = c.patch(k, Some("default"), "web", "application/merge-patch+json", &json!({"spec": {"replicas": 3}}), "").await.unwrap();
-    assert_eq!(again["metadata"]["resourceVersion"], p["metadata"]["resourceVersion"]);
+    let again = c
+        .patch(
+            k,
+            Some("default"),
+            "web",
+            "application/merge-patch+json",
+            &json!({"spec": {"replicas": 3}}),
+            "",
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        again["metadata"]["resourceVersion"],
+        p["metadata"]["resourceVersion"]
+    );
     // dry run writes nothing
-    let dry = c.patch(k, Some("default"), "web", "application/merge-patch+json", &json!({"spec": {"replicas": 7}}), "dryRun=All").await.unwrap();
+    let dry = c
+        .patch(
+            k,
+            Some("default"),
+            "web",
+            "application/merge-patch+json",
+            &json!({"spec": {"replicas": 7}}),
+            "dryRun=All",
+        )
+        .await
+        .unwrap();
     assert_eq!(dry["spec"]["replicas"], 7);
-    assert_eq!(c.get(k, Some("default"), "web").await.unwrap()["spec"]["replicas"], 3);
+    assert_eq!(
+        c.get(k, Some("default"), "web").await.unwrap()["spec"]["replicas"],
+        3
+    );
     t.stop().await;
 }
 
@@ -279,43 +645,132 @@ async fn watch_semantics() {
     let t = TestServer::start().await;
     let c = &t.admin;
     let cm = resolve("cm").unwrap();
-    let first = c.create(cm, Some("default"), &fixture("ConfigMap", "a"), "").await.unwrap();
-    let rv0: u64 = first["metadata"]["resourceVersion"].as_str().unwrap().parse().unwrap();
-    c.patch(cm, Some("default"), "a", "application/merge-patch+json", &json!({"data": {"k": "2"}}), "").await.unwrap();
-    c.create(cm, Some("default"), &fixture("ConfigMap", "b"), "").await.unwrap();
+    let first = c
+        .create(cm, Some("default"), &fixture("ConfigMap", "a"), "")
+        .await
+        .unwrap();
+    let rv0: u64 = first["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    c.patch(
+        cm,
+        Some("default"),
+        "a",
+        "application/merge-patch+json",
+        &json!({"data": {"k": "2"}}),
+        "",
+    )
+    .await
+    .unwrap();
+    c.create(cm, Some("default"), &fixture("ConfigMap", "b"), "")
+        .await
+        .unwrap();
     c.delete(cm, Some("default"), "a", "").await.unwrap();
     // from an old revision: exactly the missed events, in order
-    let mut w = c.watch(cm, Some("default"), &format!("resourceVersion={rv0}")).await.unwrap();
+    let mut w = c
+        .watch(cm, Some("default"), &format!("resourceVersion={rv0}"))
+        .await
+        .unwrap();
     let mut seen = Vec::new();
     for _ in 0..3 {
         let e = next_event(&mut w).await;
-        seen.push(format!("{} {}", e.typ, e.object["metadata"]["name"].as_str().unwrap()));
+        seen.push(format!(
+            "{} {}",
+            e.typ,
+            e.object["metadata"]["name"].as_str().unwrap()
+        ));
     }
     assert_eq!(seen, vec!["MODIFIED a", "ADDED b", "DELETED a"]);
     // without a resourceVersion: the current state as ADDED, then changes
     let mut w2 = c.watch(cm, Some("default"), "").await.unwrap();
     let e = next_event(&mut w2).await;
-    assert_eq!((e.typ.as_str(), e.object["metadata"]["name"].as_str()), ("ADDED", Some("b")));
+    assert_eq!(
+        (e.typ.as_str(), e.object["metadata"]["name"].as_str()),
+        ("ADDED", Some("b"))
+    );
     // label selectors turn transitions into ADDED/DELETED
-    let mut wl = c.watch(cm, Some("default"), "labelSelector=sel%3Dyes").await.unwrap();
-    c.patch(cm, Some("default"), "b", "application/merge-patch+json", &json!({"metadata": {"labels": {"sel": "yes"}}}), "").await.unwrap();
-    c.patch(cm, Some("default"), "b", "application/merge-patch+json", &json!({"data": {"z": "1"}}), "").await.unwrap();
-    c.patch(cm, Some("default"), "b", "application/merge-patch+json", &json!({"metadata": {"labels": {"sel": "no"}}}), "").await.unwrap();
-    let types: Vec<String> = [next_event(&mut wl).await, next_event(&mut wl).await, next_event(&mut wl).await].into_iter().map(|e| e.typ).collect();
+    let mut wl = c
+        .watch(cm, Some("default"), "labelSelector=sel%3Dyes")
+        .await
+        .unwrap();
+    c.patch(
+        cm,
+        Some("default"),
+        "b",
+        "application/merge-patch+json",
+        &json!({"metadata": {"labels": {"sel": "yes"}}}),
+        "",
+    )
+    .await
+    .unwrap();
+    c.patch(
+        cm,
+        Some("default"),
+        "b",
+        "application/merge-patch+json",
+        &json!({"data": {"z": "1"}}),
+        "",
+    )
+    .await
+    .unwrap();
+    c.patch(
+        cm,
+        Some("default"),
+        "b",
+        "application/merge-patch+json",
+        &json!({"metadata": {"labels": {"sel": "no"}}}),
+        "",
+    )
+    .await
+    .unwrap();
+    let types: Vec<String> = [
+        next_event(&mut wl).await,
+        next_event(&mut wl).await,
+        next_event(&mut wl).await,
+    ]
+    .into_iter()
+    .map(|e| e.typ)
+    .collect();
     assert_eq!(types, vec!["ADDED", "MODIFIED", "DELETED"]);
     // bookmarks carry the current revision
-    let mut wb = c.watch(cm, Some("default"), &format!("resourceVersion={}&allowWatchBookmarks=true", rv0)).await.unwrap();
+    let mut wb = c
+        .watch(
+            cm,
+            Some("default"),
+            &format!("resourceVersion={}&allowWatchBookmarks=true", rv0),
+        )
+        .await
+        .unwrap();
     let bookmark = loop {
         let e = next_event(&mut wb).await;
         if e.typ == "BOOKMARK" {
             break e;
         }
     };
-    let brv: u64 = bookmark.object["metadata"]["resourceVersion"].as_str().unwrap().parse().unwrap();
+    let brv: u64 = bookmark.object["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     let list = c.list(cm, Some("default"), "").await.unwrap();
-    assert!(brv >= list["metadata"]["resourceVersion"].as_str().unwrap().parse::<u64>().unwrap() - 0);
+    assert!(
+        brv >= list["metadata"]["resourceVersion"]
+            .as_str()
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            - 0
+    );
     // timeoutSeconds ends the stream
-    let mut wt = c.watch(cm, Some("default"), "resourceVersion=999999&timeoutSeconds=1").await;
+    let mut wt = c
+        .watch(
+            cm,
+            Some("default"),
+            "resourceVersion=999999&timeoutSeconds=1",
+        )
+        .await;
     if let Ok(w) = wt.as_mut() {
         let end = tokio::time::timeout(Duration::from_secs(10), async {
             loop {
@@ -337,32 +792,65 @@ async fn watch_from_a_compacted_revision_says_relist() {
     let c = &t.admin;
     let cm = resolve("cm").unwrap();
     for i in 0..5 {
-        c.create(cm, Some("default"), &fixture("ConfigMap", &format!("c{i}")), "").await.unwrap();
+        c.create(
+            cm,
+            Some("default"),
+            &fixture("ConfigMap", &format!("c{i}")),
+            "",
+        )
+        .await
+        .unwrap();
     }
     let store = t.server.as_ref().unwrap();
     let _ = store;
     // Compact through the store the server runs on.
-    let current: u64 = c.list(cm, Some("default"), "").await.unwrap()["metadata"]["resourceVersion"].as_str().unwrap().parse().unwrap();
+    let current: u64 =
+        c.list(cm, Some("default"), "").await.unwrap()["metadata"]["resourceVersion"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
     berth_app_compact(&t, current).await;
-    let mut w = c.watch(cm, Some("default"), "resourceVersion=2").await.unwrap();
+    let mut w = c
+        .watch(cm, Some("default"), "resourceVersion=2")
+        .await
+        .unwrap();
     let e = next_event(&mut w).await;
     assert_eq!(e.typ, "ERROR");
     assert_eq!(e.object["code"], 410);
     assert_eq!(e.object["reason"], "Expired");
-    assert!(e.object["message"].as_str().unwrap().contains("too old resource version"));
+    assert!(
+        e.object["message"]
+            .as_str()
+            .unwrap()
+            .contains("too old resource version")
+    );
     t.stop().await;
 }
 
 async fn berth_app_compact(t: &TestServer, rev: u64) {
-    t.server.as_ref().unwrap().store().compact(rev).await.unwrap();
+    t.server
+        .as_ref()
+        .unwrap()
+        .store()
+        .compact(rev)
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
 async fn background_cascading_delete_and_orphans() {
     let t = TestServer::start().await;
     let c = &t.admin;
-    let (dk, rk, pk) = (resolve("deploy").unwrap(), resolve("rs").unwrap(), resolve("po").unwrap());
-    let d = c.create(dk, Some("default"), &fixture("Deployment", "web"), "").await.unwrap();
+    let (dk, rk, pk) = (
+        resolve("deploy").unwrap(),
+        resolve("rs").unwrap(),
+        resolve("po").unwrap(),
+    );
+    let d = c
+        .create(dk, Some("default"), &fixture("Deployment", "web"), "")
+        .await
+        .unwrap();
     let owner = |o: &Value, kind: &str| json!([{"apiVersion": o["apiVersion"], "kind": kind, "name": o["metadata"]["name"], "uid": o["metadata"]["uid"], "controller": true}]);
     let mut rs = fixture("ReplicaSet", "web-1");
     rs["spec"]["selector"]["matchLabels"]["app"] = json!("web-1");
@@ -378,15 +866,22 @@ async fn background_cascading_delete_and_orphans() {
     eventually(10, "dependents to be collected", || async {
         let pods = c.list(pk, Some("default"), "").await.unwrap();
         let rss = c.list(rk, Some("default"), "").await.unwrap();
-        (pods["items"].as_array().unwrap().is_empty() && rss["items"].as_array().unwrap().is_empty()).then_some(())
+        (pods["items"].as_array().unwrap().is_empty()
+            && rss["items"].as_array().unwrap().is_empty())
+        .then_some(())
     })
     .await;
     // Orphan keeps the dependents and drops their owner reference.
-    let d = c.create(dk, Some("default"), &fixture("Deployment", "keep"), "").await.unwrap();
+    let d = c
+        .create(dk, Some("default"), &fixture("Deployment", "keep"), "")
+        .await
+        .unwrap();
     let mut p = fixture("Pod", "kept");
     p["metadata"]["ownerReferences"] = owner(&d, "Deployment");
     c.create(pk, Some("default"), &p, "").await.unwrap();
-    c.delete(dk, Some("default"), "keep", "propagationPolicy=Orphan").await.unwrap();
+    c.delete(dk, Some("default"), "keep", "propagationPolicy=Orphan")
+        .await
+        .unwrap();
     let kept = c.get(pk, Some("default"), "kept").await.unwrap();
     assert!(kept["metadata"].get("ownerReferences").is_none());
     t.stop().await;
@@ -400,12 +895,31 @@ async fn finalizers_hold_deletion_until_removed() {
     let mut o = fixture("ConfigMap", "held");
     o["metadata"]["finalizers"] = json!(["example.com/hold"]);
     c.create(cm, Some("default"), &o, "").await.unwrap();
-    let r = c.raw(Method::DELETE, &Client::object_path(cm, Some("default"), "held"), None).await.unwrap();
+    let r = c
+        .raw(
+            Method::DELETE,
+            &Client::object_path(cm, Some("default"), "held"),
+            None,
+        )
+        .await
+        .unwrap();
     assert_eq!(r.status, 202);
     let held = c.get(cm, Some("default"), "held").await.unwrap();
     assert!(held["metadata"]["deletionTimestamp"].is_string());
-    c.patch(cm, Some("default"), "held", "application/merge-patch+json", &json!({"metadata": {"finalizers": null}}), "").await.unwrap();
-    assert_eq!(c.get(cm, Some("default"), "held").await.unwrap_err().code(), Some(404));
+    c.patch(
+        cm,
+        Some("default"),
+        "held",
+        "application/merge-patch+json",
+        &json!({"metadata": {"finalizers": null}}),
+        "",
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        c.get(cm, Some("default"), "held").await.unwrap_err().code(),
+        Some(404)
+    );
     t.stop().await;
 }
 
@@ -414,19 +928,36 @@ async fn deleting_a_namespace_empties_it() {
     let t = TestServer::start().await;
     let c = &t.admin;
     let (nsk, cm) = (resolve("ns").unwrap(), resolve("cm").unwrap());
-    c.create(nsk, None, &fixture("Namespace", "team"), "").await.unwrap();
+    c.create(nsk, None, &fixture("Namespace", "team"), "")
+        .await
+        .unwrap();
     for i in 0..3 {
-        c.create(cm, Some("team"), &fixture("ConfigMap", &format!("c{i}")), "").await.unwrap();
+        c.create(
+            cm,
+            Some("team"),
+            &fixture("ConfigMap", &format!("c{i}")),
+            "",
+        )
+        .await
+        .unwrap();
     }
     c.delete(nsk, None, "team", "").await.unwrap();
-    let err = c.create(cm, Some("team"), &fixture("ConfigMap", "late"), "").await;
+    let err = c
+        .create(cm, Some("team"), &fixture("ConfigMap", "late"), "")
+        .await;
     if let Err(e) = err {
         assert!(matches!(e.code(), Some(403) | Some(404)), "{e}");
     }
-    eventually(10, "namespace to go", || async { (c.get(nsk, None, "team").await.err()?.code() == Some(404)).then_some(()) }).await;
+    eventually(10, "namespace to go", || async {
+        (c.get(nsk, None, "team").await.err()?.code() == Some(404)).then_some(())
+    })
+    .await;
     let left = c.list(cm, Some("team"), "").await.unwrap();
     assert!(left["items"].as_array().unwrap().is_empty(), "{left}");
-    assert_eq!(c.delete(nsk, None, "default", "").await.unwrap_err().code(), Some(403));
+    assert_eq!(
+        c.delete(nsk, None, "default", "").await.unwrap_err().code(),
+        Some(403)
+    );
     t.stop().await;
 }
 
@@ -434,25 +965,79 @@ async fn deleting_a_namespace_empties_it() {
 async fn history_records_authors_and_past_states() {
     let t = TestServer::start().await;
     let cm = resolve("cm").unwrap();
-    t.alice.create(cm, Some("default"), &fixture("ConfigMap", "conf"), "").await.unwrap();
-    t.bob.patch(cm, Some("default"), "conf", "application/merge-patch+json", &json!({"data": {"k": "bob"}}), "").await.unwrap();
-    let v2 = t.alice.patch(cm, Some("default"), "conf", "application/merge-patch+json", &json!({"data": {"k": "alice"}}), "").await.unwrap();
+    t.alice
+        .create(cm, Some("default"), &fixture("ConfigMap", "conf"), "")
+        .await
+        .unwrap();
+    t.bob
+        .patch(
+            cm,
+            Some("default"),
+            "conf",
+            "application/merge-patch+json",
+            &json!({"data": {"k": "bob"}}),
+            "",
+        )
+        .await
+        .unwrap();
+    let v2 = t
+        .alice
+        .patch(
+            cm,
+            Some("default"),
+            "conf",
+            "application/merge-patch+json",
+            &json!({"data": {"k": "alice"}}),
+            "",
+        )
+        .await
+        .unwrap();
     t.bob.delete(cm, Some("default"), "conf", "").await.unwrap();
-    let h = t.admin.history("resource=configmaps&namespace=default&name=conf").await.unwrap();
-    let rows: Vec<(String, String, String)> = h["items"].as_array().unwrap().iter().map(|i| (i["user"].as_str().unwrap().into(), i["verb"].as_str().unwrap().into(), i["type"].as_str().unwrap().into())).collect();
-    assert_eq!(rows, vec![
-        ("alice".into(), "create".into(), "Put".into()),
-        ("bob".into(), "patch".into(), "Put".into()),
-        ("alice".into(), "patch".into(), "Put".into()),
-        ("bob".into(), "delete".into(), "Delete".into()),
-    ]);
+    let h = t
+        .admin
+        .history("resource=configmaps&namespace=default&name=conf")
+        .await
+        .unwrap();
+    let rows: Vec<(String, String, String)> = h["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            (
+                i["user"].as_str().unwrap().into(),
+                i["verb"].as_str().unwrap().into(),
+                i["type"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        vec![
+            ("alice".into(), "create".into(), "Put".into()),
+            ("bob".into(), "patch".into(), "Put".into()),
+            ("alice".into(), "patch".into(), "Put".into()),
+            ("bob".into(), "delete".into(), "Delete".into()),
+        ]
+    );
     let rev = v2["metadata"]["resourceVersion"].as_str().unwrap();
-    let past = t.admin.history(&format!("resource=configmaps&namespace=default&name=conf&revision={rev}")).await.unwrap();
+    let past = t
+        .admin
+        .history(&format!(
+            "resource=configmaps&namespace=default&name=conf&revision={rev}"
+        ))
+        .await
+        .unwrap();
     assert_eq!(past["data"]["k"], "alice");
     let first_time = h["items"][0]["time"].as_str().unwrap();
     let _ = first_time;
     // the revision log names authors too
     let revs = t.admin.revisions("limit=10").await.unwrap();
-    assert!(revs["items"].as_array().unwrap().iter().any(|r| r["user"] == "bob" && r["verb"] == "delete"));
+    assert!(
+        revs["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["user"] == "bob" && r["verb"] == "delete")
+    );
     t.stop().await;
 }

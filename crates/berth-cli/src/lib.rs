@@ -89,10 +89,7 @@ pub enum Verb {
         at: Option<String>,
     },
     /// Show an object in detail, with its recent events
-    Describe {
-        kind: String,
-        name: String,
-    },
+    Describe { kind: String, name: String },
     /// Delete objects by kind and name, or those in manifests
     Delete {
         /// Kind, then names; or use -f
@@ -162,7 +159,10 @@ struct Ctx {
 }
 
 fn connect(conn: &Conn) -> anyhow::Result<Ctx> {
-    let cfg = KubeConfig::discover(conn.kubeconfig.as_deref(), &default_data_dir().join("kubeconfig.yaml"))?;
+    let cfg = KubeConfig::discover(
+        conn.kubeconfig.as_deref(),
+        &default_data_dir().join("kubeconfig.yaml"),
+    )?;
     let ctx = cfg.current()?;
     Ok(Ctx {
         client: Client::from_kubeconfig(&cfg)?,
@@ -171,7 +171,9 @@ fn connect(conn: &Conn) -> anyhow::Result<Ctx> {
 }
 
 fn resolve_kind(name: &str) -> anyhow::Result<&'static ResourceKind> {
-    kinds::resolve(name).ok_or_else(|| anyhow!("the server doesn't have a resource type \"{name}\" (see `berth api-resources`)"))
+    kinds::resolve(name).ok_or_else(|| {
+        anyhow!("the server doesn't have a resource type \"{name}\" (see `berth api-resources`)")
+    })
 }
 
 /// kubectl's wording for server errors: `Error from server (NotFound): ...`.
@@ -193,7 +195,11 @@ pub async fn run(conn: &Conn, verb: Verb, out: &mut dyn Write) -> anyhow::Result
             writeln!(out, "Client Version: v{}", env!("CARGO_PKG_VERSION"))?;
             match connect(conn) {
                 Ok(ctx) => match ctx.client.json(hyper_get(), "/version", None).await {
-                    Ok(v) => writeln!(out, "Server Version: {}", v["gitVersion"].as_str().unwrap_or("?"))?,
+                    Ok(v) => writeln!(
+                        out,
+                        "Server Version: {}",
+                        v["gitVersion"].as_str().unwrap_or("?")
+                    )?,
                     Err(e) => writeln!(out, "Server Version: unreachable ({e})")?,
                 },
                 Err(e) => writeln!(out, "Server Version: unknown ({e})")?,
@@ -206,8 +212,15 @@ pub async fn run(conn: &Conn, verb: Verb, out: &mut dyn Write) -> anyhow::Result
             let mut lists = vec![ctx.client.json(hyper_get(), "/api/v1", None).await?];
             let groups = ctx.client.json(hyper_get(), "/apis", None).await?;
             for g in groups["groups"].as_array().cloned().unwrap_or_default() {
-                let gv = g["preferredVersion"]["groupVersion"].as_str().unwrap_or("").to_string();
-                lists.push(ctx.client.json(hyper_get(), &format!("/apis/{gv}"), None).await?);
+                let gv = g["preferredVersion"]["groupVersion"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string();
+                lists.push(
+                    ctx.client
+                        .json(hyper_get(), &format!("/apis/{gv}"), None)
+                        .await?,
+                );
             }
             for l in lists {
                 for r in l["resources"].as_array().cloned().unwrap_or_default() {
@@ -215,11 +228,32 @@ pub async fn run(conn: &Conn, verb: Verb, out: &mut dyn Write) -> anyhow::Result
                     if name.contains('/') {
                         continue;
                     }
-                    let short = r["shortNames"].as_array().map(|a| a.iter().filter_map(|s| s.as_str()).collect::<Vec<_>>().join(",")).unwrap_or_default();
-                    rows.push(vec![name.to_string(), short, l["groupVersion"].as_str().unwrap_or("").into(), r["namespaced"].to_string(), r["kind"].as_str().unwrap_or("").into()]);
+                    let short = r["shortNames"]
+                        .as_array()
+                        .map(|a| {
+                            a.iter()
+                                .filter_map(|s| s.as_str())
+                                .collect::<Vec<_>>()
+                                .join(",")
+                        })
+                        .unwrap_or_default();
+                    rows.push(vec![
+                        name.to_string(),
+                        short,
+                        l["groupVersion"].as_str().unwrap_or("").into(),
+                        r["namespaced"].to_string(),
+                        r["kind"].as_str().unwrap_or("").into(),
+                    ]);
                 }
             }
-            write!(out, "{}", print::table(&["NAME", "SHORTNAMES", "APIVERSION", "NAMESPACED", "KIND"], &rows))?;
+            write!(
+                out,
+                "{}",
+                print::table(
+                    &["NAME", "SHORTNAMES", "APIVERSION", "NAMESPACED", "KIND"],
+                    &rows
+                )
+            )?;
             Ok(0)
         }
         Verb::Apply { files, dry_run } => {
@@ -227,10 +261,23 @@ pub async fn run(conn: &Conn, verb: Verb, out: &mut dyn Write) -> anyhow::Result
             let items = manifests::read_all(&files, &ctx.namespace)?;
             apply(&ctx, items, dry_run, out).await
         }
-        Verb::Get { kind, names, selector, field_selector, all_namespaces, output, watch, revision, at } => {
+        Verb::Get {
+            kind,
+            names,
+            selector,
+            field_selector,
+            all_namespaces,
+            output,
+            watch,
+            revision,
+            at,
+        } => {
             let ctx = connect(conn)?;
             // `get deploy,cm` lists several kinds, one table each.
-            let kinds = kind.split(',').map(resolve_kind).collect::<anyhow::Result<Vec<_>>>()?;
+            let kinds = kind
+                .split(',')
+                .map(resolve_kind)
+                .collect::<anyhow::Result<Vec<_>>>()?;
             if kinds.len() > 1 && (!names.is_empty() || watch) {
                 bail!("names and --watch go with one kind at a time");
             }
@@ -239,7 +286,22 @@ pub async fn run(conn: &Conn, verb: Verb, out: &mut dyn Write) -> anyhow::Result
                 if i > 0 {
                     writeln!(out)?;
                 }
-                code = code.max(get(&ctx, k, names.clone(), selector.clone(), field_selector.clone(), all_namespaces, output, watch, revision, at.clone(), out).await?);
+                code = code.max(
+                    get(
+                        &ctx,
+                        k,
+                        names.clone(),
+                        selector.clone(),
+                        field_selector.clone(),
+                        all_namespaces,
+                        output,
+                        watch,
+                        revision,
+                        at.clone(),
+                        out,
+                    )
+                    .await?,
+                );
             }
             Ok(code)
         }
@@ -248,7 +310,12 @@ pub async fn run(conn: &Conn, verb: Verb, out: &mut dyn Write) -> anyhow::Result
             let kind = resolve_kind(&kind)?;
             describe(&ctx, kind, &name, out).await
         }
-        Verb::Delete { args, files, cascade, ignore_not_found } => {
+        Verb::Delete {
+            args,
+            files,
+            cascade,
+            ignore_not_found,
+        } => {
             let ctx = connect(conn)?;
             let policy = match cascade {
                 Cascade::Background => "Background",
@@ -258,7 +325,11 @@ pub async fn run(conn: &Conn, verb: Verb, out: &mut dyn Write) -> anyhow::Result
             let mut targets: Vec<(&'static ResourceKind, Option<String>, String)> = Vec::new();
             if !files.is_empty() {
                 for it in manifests::read_all(&files, &ctx.namespace)? {
-                    targets.push((it.kind, it.object.namespace().map(String::from), it.object.name().to_string()));
+                    targets.push((
+                        it.kind,
+                        it.object.namespace().map(String::from),
+                        it.object.name().to_string(),
+                    ));
                 }
             } else {
                 let (kind, names) = match args.split_first() {
@@ -280,7 +351,16 @@ pub async fn run(conn: &Conn, verb: Verb, out: &mut dyn Write) -> anyhow::Result
             }
             let mut code = 0;
             for (kind, ns, name) in targets {
-                match ctx.client.delete(kind, ns.as_deref(), &name, &format!("propagationPolicy={policy}")).await {
+                match ctx
+                    .client
+                    .delete(
+                        kind,
+                        ns.as_deref(),
+                        &name,
+                        &format!("propagationPolicy={policy}"),
+                    )
+                    .await
+                {
                     Ok(_) => writeln!(out, "{}/{} deleted", kind.qualified_singular(), name)?,
                     Err(e) if e.code() == Some(404) && ignore_not_found => {}
                     Err(e) => {
@@ -296,7 +376,12 @@ pub async fn run(conn: &Conn, verb: Verb, out: &mut dyn Write) -> anyhow::Result
             let items = manifests::read_all(&files, &ctx.namespace)?;
             diff(&ctx, items, out).await
         }
-        Verb::History { target, diff, limit, output } => {
+        Verb::History {
+            target,
+            diff,
+            limit,
+            output,
+        } => {
             let ctx = connect(conn)?;
             history(&ctx, target, diff, limit, output, out).await
         }
@@ -309,7 +394,11 @@ pub async fn run(conn: &Conn, verb: Verb, out: &mut dyn Write) -> anyhow::Result
             };
             let list = ctx.client.export(&q).await?;
             let items = list["items"].as_array().cloned().unwrap_or_default();
-            writeln!(out, "# berth export at revision {}", list["metadata"]["resourceVersion"].as_str().unwrap_or("?"))?;
+            writeln!(
+                out,
+                "# berth export at revision {}",
+                list["metadata"]["resourceVersion"].as_str().unwrap_or("?")
+            )?;
             for it in items {
                 writeln!(out, "---")?;
                 write!(out, "{}", print::to_yaml(&it))?;
@@ -323,7 +412,12 @@ fn hyper_get() -> berth_client::Method {
     berth_client::Method::GET
 }
 
-async fn apply(ctx: &Ctx, items: Vec<manifests::Item>, dry_run: bool, out: &mut dyn Write) -> anyhow::Result<i32> {
+async fn apply(
+    ctx: &Ctx,
+    items: Vec<manifests::Item>,
+    dry_run: bool,
+    out: &mut dyn Write,
+) -> anyhow::Result<i32> {
     let suffix = if dry_run { " (dry run)" } else { "" };
     let q = if dry_run { "dryRun=All" } else { "" };
     for it in items {
@@ -335,19 +429,32 @@ async fn apply(ctx: &Ctx, items: Vec<manifests::Item>, dry_run: bool, out: &mut 
         let at = || format!("{}: document {}", it.source, it.doc);
         match ctx.client.get(it.kind, ns, &name).await {
             Err(e) if e.code() == Some(404) => {
-                ctx.client.create(it.kind, ns, &desired.as_value(), q).await.map_err(|e| anyhow!("{}: {}", at(), describe_error(&e.into())))?;
+                ctx.client
+                    .create(it.kind, ns, &desired.as_value(), q)
+                    .await
+                    .map_err(|e| anyhow!("{}: {}", at(), describe_error(&e.into())))?;
                 writeln!(out, "{label} created{suffix}")?;
             }
             Err(e) => return Err(e.into()),
             Ok(live) => {
-                let original: Option<Value> = live["metadata"]["annotations"][manifests::LAST_APPLIED].as_str().and_then(|s| serde_json::from_str(s).ok());
+                let original: Option<Value> = live["metadata"]["annotations"]
+                    [manifests::LAST_APPLIED]
+                    .as_str()
+                    .and_then(|s| serde_json::from_str(s).ok());
                 let patch = manifests::three_way(original.as_ref(), &desired.as_value(), &live);
                 if patch.is_empty() {
                     writeln!(out, "{label} unchanged")?;
                     continue;
                 }
                 ctx.client
-                    .patch(it.kind, ns, &name, "application/merge-patch+json", &Value::Object(patch), q)
+                    .patch(
+                        it.kind,
+                        ns,
+                        &name,
+                        "application/merge-patch+json",
+                        &Value::Object(patch),
+                        q,
+                    )
                     .await
                     .map_err(|e| anyhow!("{}: {}", at(), describe_error(&e.into())))?;
                 writeln!(out, "{label} configured{suffix}")?;
@@ -370,13 +477,23 @@ async fn get(
     at: Option<String>,
     out: &mut dyn Write,
 ) -> anyhow::Result<i32> {
-    let ns = if all_namespaces { None } else { ns_for(kind, &ctx.namespace) };
+    let ns = if all_namespaces {
+        None
+    } else {
+        ns_for(kind, &ctx.namespace)
+    };
     let show_ns = all_namespaces && kind.namespaced;
     let mut objects: Vec<Value> = Vec::new();
     let single = names.len() == 1;
     if revision.is_some() || at.is_some() {
-        let [name] = names.as_slice() else { bail!("--revision and --at show one object: give its name") };
-        let mut q = format!("resource={}&name={}", kind.qualified_plural(), encode_query(name));
+        let [name] = names.as_slice() else {
+            bail!("--revision and --at show one object: give its name")
+        };
+        let mut q = format!(
+            "resource={}&name={}",
+            kind.qualified_plural(),
+            encode_query(name)
+        );
         if let Some(ns) = ns {
             q.push_str(&format!("&namespace={ns}"));
         }
@@ -410,7 +527,10 @@ async fn get(
             }
         }
         if watch {
-            let rv = list["metadata"]["resourceVersion"].as_str().unwrap_or("0").to_string();
+            let rv = list["metadata"]["resourceVersion"]
+                .as_str()
+                .unwrap_or("0")
+                .to_string();
             print_objects(kind, &objects, output, show_ns, false, out)?;
             out.flush()?;
             let mut wq = q.clone();
@@ -418,7 +538,10 @@ async fn get(
             let mut w = ctx.client.watch(kind, ns, &wq.join("&")).await?;
             while let Some(ev) = w.next().await? {
                 if ev.typ == "ERROR" {
-                    bail!("watch ended: {}", ev.object["message"].as_str().unwrap_or("error"));
+                    bail!(
+                        "watch ended: {}",
+                        ev.object["message"].as_str().unwrap_or("error")
+                    );
                 }
                 if ev.typ == "BOOKMARK" {
                     continue;
@@ -429,10 +552,19 @@ async fn get(
             return Ok(0);
         }
     }
-    print_objects(kind, &objects, output, show_ns, false, out).map(|_| 0).map(|c| if single { c } else { c })
+    print_objects(kind, &objects, output, show_ns, false, out)
+        .map(|_| 0)
+        .map(|c| if single { c } else { c })
 }
 
-fn print_objects(kind: &ResourceKind, objects: &[Value], output: Option<Output>, show_ns: bool, no_headers: bool, out: &mut dyn Write) -> anyhow::Result<()> {
+fn print_objects(
+    kind: &ResourceKind,
+    objects: &[Value],
+    output: Option<Output>,
+    show_ns: bool,
+    no_headers: bool,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
     match output {
         Some(Output::Yaml) | Some(Output::Json) => {
             let v = if objects.len() == 1 && no_headers || objects.len() == 1 {
@@ -451,7 +583,12 @@ fn print_objects(kind: &ResourceKind, objects: &[Value], output: Option<Output>,
         }
         Some(Output::Name) => {
             for o in objects {
-                writeln!(out, "{}/{}", kind.qualified_singular(), o["metadata"]["name"].as_str().unwrap_or(""))?;
+                writeln!(
+                    out,
+                    "{}/{}",
+                    kind.qualified_singular(),
+                    o["metadata"]["name"].as_str().unwrap_or("")
+                )?;
             }
         }
         None | Some(Output::Wide) => {
@@ -466,7 +603,13 @@ fn print_objects(kind: &ResourceKind, objects: &[Value], output: Option<Output>,
                 .map(|o| {
                     let mut r = print::row(kind, o, wide, now);
                     if show_ns {
-                        r.insert(0, o["metadata"]["namespace"].as_str().unwrap_or("").to_string());
+                        r.insert(
+                            0,
+                            o["metadata"]["namespace"]
+                                .as_str()
+                                .unwrap_or("")
+                                .to_string(),
+                        );
                     }
                     r
                 })
@@ -484,19 +627,32 @@ fn print_objects(kind: &ResourceKind, objects: &[Value], output: Option<Output>,
     Ok(())
 }
 
-async fn describe(ctx: &Ctx, kind: &'static ResourceKind, name: &str, out: &mut dyn Write) -> anyhow::Result<i32> {
+async fn describe(
+    ctx: &Ctx,
+    kind: &'static ResourceKind,
+    name: &str,
+    out: &mut dyn Write,
+) -> anyhow::Result<i32> {
     let ns = ns_for(kind, &ctx.namespace);
     let o = ctx.client.get(kind, ns, name).await?;
     let m = &o["metadata"];
     let kv = |v: &Value| -> String {
         match v.as_object() {
-            Some(m) if !m.is_empty() => m.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or(""))).collect::<Vec<_>>().join("\n              "),
+            Some(m) if !m.is_empty() => m
+                .iter()
+                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+                .collect::<Vec<_>>()
+                .join("\n              "),
             _ => "<none>".into(),
         }
     };
     writeln!(out, "Name:         {}", m["name"].as_str().unwrap_or(""))?;
     if kind.namespaced {
-        writeln!(out, "Namespace:    {}", m["namespace"].as_str().unwrap_or(""))?;
+        writeln!(
+            out,
+            "Namespace:    {}",
+            m["namespace"].as_str().unwrap_or("")
+        )?;
     }
     writeln!(out, "Kind:         {}", kind.kind)?;
     writeln!(out, "Labels:       {}", kv(&m["labels"]))?;
@@ -505,18 +661,44 @@ async fn describe(ctx: &Ctx, kind: &'static ResourceKind, name: &str, out: &mut 
         a.remove(manifests::LAST_APPLIED);
     }
     writeln!(out, "Annotations:  {}", kv(&ann))?;
-    writeln!(out, "Created:      {}", m["creationTimestamp"].as_str().unwrap_or(""))?;
+    writeln!(
+        out,
+        "Created:      {}",
+        m["creationTimestamp"].as_str().unwrap_or("")
+    )?;
     writeln!(out, "UID:          {}", m["uid"].as_str().unwrap_or(""))?;
-    writeln!(out, "Version:      {} (generation {})", m["resourceVersion"].as_str().unwrap_or(""), m["generation"].as_i64().unwrap_or(0))?;
+    writeln!(
+        out,
+        "Version:      {} (generation {})",
+        m["resourceVersion"].as_str().unwrap_or(""),
+        m["generation"].as_i64().unwrap_or(0)
+    )?;
     if let Some(owners) = m["ownerReferences"].as_array() {
         for r in owners {
-            writeln!(out, "Controlled By:  {}/{}", r["kind"].as_str().unwrap_or(""), r["name"].as_str().unwrap_or(""))?;
+            writeln!(
+                out,
+                "Controlled By:  {}/{}",
+                r["kind"].as_str().unwrap_or(""),
+                r["name"].as_str().unwrap_or("")
+            )?;
         }
     }
     if m["deletionTimestamp"].is_string() {
-        writeln!(out, "Terminating:  since {}", m["deletionTimestamp"].as_str().unwrap_or(""))?;
+        writeln!(
+            out,
+            "Terminating:  since {}",
+            m["deletionTimestamp"].as_str().unwrap_or("")
+        )?;
     }
-    let body: serde_json::Map<String, Value> = o.as_object().map(|m| m.iter().filter(|(k, _)| !matches!(k.as_str(), "metadata" | "apiVersion" | "kind")).map(|(k, v)| (k.clone(), v.clone())).collect()).unwrap_or_default();
+    let body: serde_json::Map<String, Value> = o
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .filter(|(k, _)| !matches!(k.as_str(), "metadata" | "apiVersion" | "kind"))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
+        })
+        .unwrap_or_default();
     for (k, v) in &body {
         let mut title = k.clone();
         if let Some(f) = title.get_mut(0..1) {
@@ -526,7 +708,8 @@ async fn describe(ctx: &Ctx, kind: &'static ResourceKind, name: &str, out: &mut 
         let kind_secret = kind.kind == "Secret" && k == "data";
         if kind_secret {
             for (dk, dv) in v.as_object().cloned().unwrap_or_default() {
-                let len = berth_api::validate::base64_decode(dv.as_str().unwrap_or("")).map_or(0, |b| b.len());
+                let len = berth_api::validate::base64_decode(dv.as_str().unwrap_or(""))
+                    .map_or(0, |b| b.len());
                 writeln!(out, "  {dk}:  {len} bytes")?;
             }
             continue;
@@ -537,14 +720,36 @@ async fn describe(ctx: &Ctx, kind: &'static ResourceKind, name: &str, out: &mut 
     }
     // Events about this object.
     let evk = resolve_kind("events")?;
-    let q = format!("fieldSelector={}", encode_query(&format!("involvedObject.name={name},involvedObject.kind={}", kind.kind)));
-    let events = ctx.client.list(evk, ns.or(Some("default")), &q).await.map(|l| l["items"].as_array().cloned().unwrap_or_default()).unwrap_or_default();
+    let q = format!(
+        "fieldSelector={}",
+        encode_query(&format!(
+            "involvedObject.name={name},involvedObject.kind={}",
+            kind.kind
+        ))
+    );
+    let events = ctx
+        .client
+        .list(evk, ns.or(Some("default")), &q)
+        .await
+        .map(|l| l["items"].as_array().cloned().unwrap_or_default())
+        .unwrap_or_default();
     if events.is_empty() {
         writeln!(out, "Events:       <none>")?;
     } else {
         writeln!(out, "Events:")?;
         let now = print::now_nanos();
-        let rows: Vec<Vec<String>> = events.iter().map(|e| vec![e["type"].as_str().unwrap_or("").into(), e["reason"].as_str().unwrap_or("").into(), print::age(e, now), e["source"]["component"].as_str().unwrap_or("").into(), e["message"].as_str().unwrap_or("").into()]).collect();
+        let rows: Vec<Vec<String>> = events
+            .iter()
+            .map(|e| {
+                vec![
+                    e["type"].as_str().unwrap_or("").into(),
+                    e["reason"].as_str().unwrap_or("").into(),
+                    print::age(e, now),
+                    e["source"]["component"].as_str().unwrap_or("").into(),
+                    e["message"].as_str().unwrap_or("").into(),
+                ]
+            })
+            .collect();
         for l in print::table(&["Type", "Reason", "Age", "From", "Message"], &rows).lines() {
             writeln!(out, "  {l}")?;
         }
@@ -570,7 +775,11 @@ fn diffable(v: &Value) -> String {
             m.remove("annotations");
         }
     }
-    if v.is_null() { String::new() } else { print::to_yaml(&v) }
+    if v.is_null() {
+        String::new()
+    } else {
+        print::to_yaml(&v)
+    }
 }
 
 async fn diff(ctx: &Ctx, items: Vec<manifests::Item>, out: &mut dyn Write) -> anyhow::Result<i32> {
@@ -581,12 +790,33 @@ async fn diff(ctx: &Ctx, items: Vec<manifests::Item>, out: &mut dyn Write) -> an
         let name = it.object.name().to_string();
         let desired = manifests::with_last_applied(&it.object);
         let (live, merged) = match ctx.client.get(it.kind, ns, &name).await {
-            Err(e) if e.code() == Some(404) => (Value::Null, ctx.client.create(it.kind, ns, &desired.as_value(), "dryRun=All").await?),
+            Err(e) if e.code() == Some(404) => (
+                Value::Null,
+                ctx.client
+                    .create(it.kind, ns, &desired.as_value(), "dryRun=All")
+                    .await?,
+            ),
             Err(e) => return Err(e.into()),
             Ok(live) => {
-                let original: Option<Value> = live["metadata"]["annotations"][manifests::LAST_APPLIED].as_str().and_then(|s| serde_json::from_str(s).ok());
+                let original: Option<Value> = live["metadata"]["annotations"]
+                    [manifests::LAST_APPLIED]
+                    .as_str()
+                    .and_then(|s| serde_json::from_str(s).ok());
                 let patch = manifests::three_way(original.as_ref(), &desired.as_value(), &live);
-                let merged = if patch.is_empty() { live.clone() } else { ctx.client.patch(it.kind, ns, &name, "application/merge-patch+json", &Value::Object(patch), "dryRun=All").await? };
+                let merged = if patch.is_empty() {
+                    live.clone()
+                } else {
+                    ctx.client
+                        .patch(
+                            it.kind,
+                            ns,
+                            &name,
+                            "application/merge-patch+json",
+                            &Value::Object(patch),
+                            "dryRun=All",
+                        )
+                        .await?
+                };
                 (live, merged)
             }
         };
@@ -603,7 +833,11 @@ async fn diff(ctx: &Ctx, items: Vec<manifests::Item>, out: &mut dyn Write) -> an
         if a != b {
             changed = true;
             let label = format!("{}/{}", it.kind.qualified_singular(), name);
-            write!(out, "{}", print::unified_diff(&a, &b, &format!("live/{label}"), &format!("merged/{label}")))?;
+            write!(
+                out,
+                "{}",
+                print::unified_diff(&a, &b, &format!("live/{label}"), &format!("merged/{label}"))
+            )?;
         }
     }
     Ok(i32::from(changed))
@@ -627,25 +861,56 @@ fn print_document(v: &Value, output: Option<Output>, out: &mut dyn Write) -> any
     Ok(true)
 }
 
-async fn history(ctx: &Ctx, target: Vec<String>, show_diff: bool, limit: u64, output: Option<Output>, out: &mut dyn Write) -> anyhow::Result<i32> {
+async fn history(
+    ctx: &Ctx,
+    target: Vec<String>,
+    show_diff: bool,
+    limit: u64,
+    output: Option<Output>,
+    out: &mut dyn Write,
+) -> anyhow::Result<i32> {
     let (kind, name) = match target.as_slice() {
         [] => {
             let revs = ctx.client.revisions(&format!("limit={limit}")).await?;
             if print_document(&revs, output, out)? {
                 return Ok(0);
             }
-            let rows: Vec<Vec<String>> = revs["items"].as_array().cloned().unwrap_or_default().iter().map(|r| vec![r["revision"].to_string(), short_time(&r["time"]), r["user"].as_str().unwrap_or("").into(), r["verb"].as_str().unwrap_or("").into(), r["changes"].to_string()]).collect();
-            write!(out, "{}", print::table(&["REVISION", "TIME", "USER", "VERB", "CHANGES"], &rows))?;
+            let rows: Vec<Vec<String>> = revs["items"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .iter()
+                .map(|r| {
+                    vec![
+                        r["revision"].to_string(),
+                        short_time(&r["time"]),
+                        r["user"].as_str().unwrap_or("").into(),
+                        r["verb"].as_str().unwrap_or("").into(),
+                        r["changes"].to_string(),
+                    ]
+                })
+                .collect();
+            write!(
+                out,
+                "{}",
+                print::table(&["REVISION", "TIME", "USER", "VERB", "CHANGES"], &rows)
+            )?;
             return Ok(0);
         }
         [one] => {
-            let (k, n) = one.split_once('/').context("give KIND/NAME or KIND NAME, e.g. berth history deploy/web")?;
+            let (k, n) = one
+                .split_once('/')
+                .context("give KIND/NAME or KIND NAME, e.g. berth history deploy/web")?;
             (resolve_kind(k)?, n.to_string())
         }
         [k, n] => (resolve_kind(k)?, n.clone()),
         _ => bail!("give one object: KIND/NAME or KIND NAME"),
     };
-    let mut q = format!("resource={}&name={}", kind.qualified_plural(), encode_query(&name));
+    let mut q = format!(
+        "resource={}&name={}",
+        kind.qualified_plural(),
+        encode_query(&name)
+    );
     if kind.namespaced {
         q.push_str(&format!("&namespace={}", ctx.namespace));
     }
@@ -663,16 +928,36 @@ async fn history(ctx: &Ctx, target: Vec<String>, show_diff: bool, limit: u64, ou
                     (_, Some(v)) => v.to_string(),
                     _ => String::new(),
                 };
-                vec![i["revision"].to_string(), short_time(&i["time"]), i["user"].as_str().unwrap_or("").into(), change]
+                vec![
+                    i["revision"].to_string(),
+                    short_time(&i["time"]),
+                    i["user"].as_str().unwrap_or("").into(),
+                    change,
+                ]
             })
             .collect();
-        write!(out, "{}", print::table(&["REVISION", "TIME", "USER", "CHANGE"], &rows))?;
+        write!(
+            out,
+            "{}",
+            print::table(&["REVISION", "TIME", "USER", "CHANGE"], &rows)
+        )?;
         return Ok(0);
     }
     let mut prev = String::new();
     for i in items {
-        writeln!(out, "revision {}  {}  by {}  ({})", i["revision"], short_time(&i["time"]), i["user"].as_str().unwrap_or(""), i["verb"].as_str().unwrap_or(""))?;
-        let cur = if i["type"] == "Delete" { String::new() } else { diffable(&i["object"]) };
+        writeln!(
+            out,
+            "revision {}  {}  by {}  ({})",
+            i["revision"],
+            short_time(&i["time"]),
+            i["user"].as_str().unwrap_or(""),
+            i["verb"].as_str().unwrap_or("")
+        )?;
+        let cur = if i["type"] == "Delete" {
+            String::new()
+        } else {
+            diffable(&i["object"])
+        };
         let d = print::unified_diff(&prev, &cur, "before", "after");
         if d.is_empty() {
             writeln!(out, "  (no change to the object)")?;

@@ -29,7 +29,13 @@ fn files_of(path: &Path) -> anyhow::Result<Vec<PathBuf>> {
         let mut out: Vec<PathBuf> = std::fs::read_dir(path)
             .with_context(|| format!("cannot read directory {}", path.display()))?
             .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.is_file() && matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml" | "json")))
+            .filter(|p| {
+                p.is_file()
+                    && matches!(
+                        p.extension().and_then(|e| e.to_str()),
+                        Some("yaml" | "yml" | "json")
+                    )
+            })
             .collect();
         out.sort();
         if out.is_empty() {
@@ -49,7 +55,9 @@ pub fn read_all(args: &[String], default_ns: &str) -> anyhow::Result<Vec<Item>> 
     for arg in args {
         if arg == "-" {
             let mut text = String::new();
-            std::io::stdin().read_to_string(&mut text).context("cannot read standard input")?;
+            std::io::stdin()
+                .read_to_string(&mut text)
+                .context("cannot read standard input")?;
             for d in manifest::parse("<stdin>", &text)? {
                 docs.push(("<stdin>".into(), d));
             }
@@ -57,7 +65,8 @@ pub fn read_all(args: &[String], default_ns: &str) -> anyhow::Result<Vec<Item>> 
         }
         for file in files_of(Path::new(arg))? {
             let name = file.display().to_string();
-            let text = std::fs::read_to_string(&file).with_context(|| format!("cannot read {name}"))?;
+            let text =
+                std::fs::read_to_string(&file).with_context(|| format!("cannot read {name}"))?;
             for d in manifest::parse(&name, &text)? {
                 docs.push((name.clone(), d));
             }
@@ -71,7 +80,11 @@ pub fn read_all(args: &[String], default_ns: &str) -> anyhow::Result<Vec<Item>> 
     for (source, d) in docs {
         let at = format!("{source}: document {}, line {}", d.doc, d.line);
         let Some(kind) = d.object.resource_kind() else {
-            problems.push(format!("{at}: berth does not serve {} {} (see `berth api-resources`)", d.object.api_version(), d.object.kind()));
+            problems.push(format!(
+                "{at}: berth does not serve {} {} (see `berth api-resources`)",
+                d.object.api_version(),
+                d.object.kind()
+            ));
             continue;
         };
         let mut obj = d.object;
@@ -83,10 +96,21 @@ pub fn read_all(args: &[String], default_ns: &str) -> anyhow::Result<Vec<Item>> 
         let errs = validate::validate_create(kind, &check);
         if !errs.is_empty() {
             let msgs: Vec<String> = errs.iter().map(|e| e.message.clone()).collect();
-            problems.push(format!("{at}: {} \"{}\" is invalid: {}", kind.kind, obj.name(), msgs.join("; ")));
+            problems.push(format!(
+                "{at}: {} \"{}\" is invalid: {}",
+                kind.kind,
+                obj.name(),
+                msgs.join("; ")
+            ));
             continue;
         }
-        items.push(Item { source, doc: d.doc, line: d.line, kind, object: obj });
+        items.push(Item {
+            source,
+            doc: d.doc,
+            line: d.line,
+            kind,
+            object: obj,
+        });
     }
     if !problems.is_empty() {
         bail!("{}\nnothing was applied", problems.join("\n"));
@@ -97,8 +121,12 @@ pub fn read_all(args: &[String], default_ns: &str) -> anyhow::Result<Vec<Item>> 
 /// Whether every field of `want` is in `have` with the same value (server defaults may add).
 fn subset(want: &Value, have: &Value) -> bool {
     match (want, have) {
-        (Value::Object(w), Value::Object(h)) => w.iter().all(|(k, v)| h.get(k).is_some_and(|hv| subset(v, hv))),
-        (Value::Array(w), Value::Array(h)) => w.len() == h.len() && w.iter().zip(h).all(|(a, b)| subset(a, b)),
+        (Value::Object(w), Value::Object(h)) => w
+            .iter()
+            .all(|(k, v)| h.get(k).is_some_and(|hv| subset(v, hv))),
+        (Value::Array(w), Value::Array(h)) => {
+            w.len() == h.len() && w.iter().zip(h).all(|(a, b)| subset(a, b))
+        }
         (w, h) => w == h,
     }
 }
@@ -106,9 +134,15 @@ fn subset(want: &Value, have: &Value) -> bool {
 /// kubectl's three-way merge as a JSON merge patch: fields the user removed since the last
 /// apply are deleted; fields that differ from the live object are set. Lists the user did not
 /// change are left alone when the live list holds what the manifest says (plus defaults).
-pub fn three_way(original: Option<&Value>, modified: &Value, current: &Value) -> Map<String, Value> {
+pub fn three_way(
+    original: Option<&Value>,
+    modified: &Value,
+    current: &Value,
+) -> Map<String, Value> {
     let mut patch = Map::new();
-    let (Some(m), Some(c)) = (modified.as_object(), current.as_object()) else { return patch };
+    let (Some(m), Some(c)) = (modified.as_object(), current.as_object()) else {
+        return patch;
+    };
     let o = original.and_then(Value::as_object);
     if let Some(o) = o {
         for k in o.keys() {
@@ -147,7 +181,10 @@ pub fn with_last_applied(obj: &Object) -> Object {
     let mut clean = obj.clone();
     clean.remove_annotation(LAST_APPLIED);
     let mut out = obj.clone();
-    out.set_annotation(LAST_APPLIED, &serde_json::to_string(&clean.0).unwrap_or_default());
+    out.set_annotation(
+        LAST_APPLIED,
+        &serde_json::to_string(&clean.0).unwrap_or_default(),
+    );
     out
 }
 
@@ -163,9 +200,16 @@ mod tests {
         // live: someone scaled to 5, the server defaulted imagePullPolicy
         let current = json!({"metadata": {"labels": {"a": "1", "gone": "x", "other": "kept"}}, "spec": {"replicas": 5, "template": {"containers": [{"name": "c", "image": "i:1", "imagePullPolicy": "IfNotPresent"}]}}});
         let p = three_way(Some(&original), &modified, &current);
-        assert_eq!(Value::Object(p), json!({"metadata": {"labels": {"a": "2", "gone": null}}, "spec": {"replicas": 2}}));
+        assert_eq!(
+            Value::Object(p),
+            json!({"metadata": {"labels": {"a": "2", "gone": null}}, "spec": {"replicas": 2}})
+        );
         // unchanged input makes an empty patch despite server defaults
-        let same = three_way(Some(&modified), &modified, &json!({"metadata": {"labels": {"a": "2"}}, "spec": {"replicas": 2, "template": {"containers": [{"name": "c", "image": "i:1", "imagePullPolicy": "IfNotPresent"}]}}}));
+        let same = three_way(
+            Some(&modified),
+            &modified,
+            &json!({"metadata": {"labels": {"a": "2"}}, "spec": {"replicas": 2, "template": {"containers": [{"name": "c", "image": "i:1", "imagePullPolicy": "IfNotPresent"}]}}}),
+        );
         assert!(same.is_empty(), "{same:?}");
     }
 }

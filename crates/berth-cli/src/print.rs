@@ -67,16 +67,31 @@ pub fn age(v: &Value, now_nanos: u64) -> String {
 }
 
 pub fn now_nanos() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
 }
 
 fn join_or_none(items: Vec<String>) -> String {
-    if items.is_empty() { "<none>".into() } else { items.join(",") }
+    if items.is_empty() {
+        "<none>".into()
+    } else {
+        items.join(",")
+    }
 }
 
 fn selector_string(sel: &Value) -> String {
     let m = sel.get("matchLabels").unwrap_or(sel);
-    join_or_none(m.as_object().map(|m| m.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or(""))).collect()).unwrap_or_default())
+    join_or_none(
+        m.as_object()
+            .map(|m| {
+                m.iter()
+                    .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+                    .collect()
+            })
+            .unwrap_or_default(),
+    )
 }
 
 /// Headers and cells for one kind, as `kubectl get` shows them.
@@ -85,7 +100,14 @@ pub fn columns(kind: &ResourceKind, wide: bool) -> Vec<&'static str> {
         "Pod" => vec!["NAME", "READY", "STATUS", "RESTARTS", "AGE"],
         "Deployment" => vec!["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"],
         "ReplicaSet" => vec!["NAME", "DESIRED", "CURRENT", "READY", "AGE"],
-        "Service" => vec!["NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)", "AGE"],
+        "Service" => vec![
+            "NAME",
+            "TYPE",
+            "CLUSTER-IP",
+            "EXTERNAL-IP",
+            "PORT(S)",
+            "AGE",
+        ],
         "Endpoints" => vec!["NAME", "ENDPOINTS", "AGE"],
         "ConfigMap" => vec!["NAME", "DATA", "AGE"],
         "Secret" => vec!["NAME", "TYPE", "DATA", "AGE"],
@@ -120,11 +142,20 @@ pub fn row(kind: &ResourceKind, o: &Value, wide: bool, now: u64) -> Vec<String> 
     let mut r = match kind.kind {
         "Pod" => {
             let total = o["spec"]["containers"].as_array().map_or(0, Vec::len);
-            let statuses = o["status"]["containerStatuses"].as_array().cloned().unwrap_or_default();
+            let statuses = o["status"]["containerStatuses"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
             let ready = statuses.iter().filter(|c| c["ready"] == true).count();
-            let restarts: i64 = statuses.iter().map(|c| c["restartCount"].as_i64().unwrap_or(0)).sum();
+            let restarts: i64 = statuses
+                .iter()
+                .map(|c| c["restartCount"].as_i64().unwrap_or(0))
+                .sum();
             let mut phase = s(o, &["status", "phase"]).to_string();
-            if let Some(reason) = statuses.iter().find_map(|c| c["state"]["waiting"]["reason"].as_str()) {
+            if let Some(reason) = statuses
+                .iter()
+                .find_map(|c| c["state"]["waiting"]["reason"].as_str())
+            {
                 phase = reason.to_string();
             }
             if o["metadata"]["deletionTimestamp"].is_string() {
@@ -133,24 +164,63 @@ pub fn row(kind: &ResourceKind, o: &Value, wide: bool, now: u64) -> Vec<String> 
             if phase.is_empty() {
                 phase = "Pending".into();
             }
-            vec![name, format!("{ready}/{total}"), phase, restarts.to_string(), age]
+            vec![
+                name,
+                format!("{ready}/{total}"),
+                phase,
+                restarts.to_string(),
+                age,
+            ]
         }
         "Deployment" => vec![
             name,
-            format!("{}/{}", n(o, &["status", "readyReplicas"]), n(o, &["spec", "replicas"])),
+            format!(
+                "{}/{}",
+                n(o, &["status", "readyReplicas"]),
+                n(o, &["spec", "replicas"])
+            ),
             n(o, &["status", "updatedReplicas"]).to_string(),
             n(o, &["status", "availableReplicas"]).to_string(),
             age,
         ],
-        "ReplicaSet" => vec![name, n(o, &["spec", "replicas"]).to_string(), n(o, &["status", "replicas"]).to_string(), n(o, &["status", "readyReplicas"]).to_string(), age],
+        "ReplicaSet" => vec![
+            name,
+            n(o, &["spec", "replicas"]).to_string(),
+            n(o, &["status", "replicas"]).to_string(),
+            n(o, &["status", "readyReplicas"]).to_string(),
+            age,
+        ],
         "Service" => {
             let ports = o["spec"]["ports"].as_array().cloned().unwrap_or_default();
-            let ports = join_or_none(ports.iter().map(|p| {
-                let np = p["nodePort"].as_i64().map(|n| format!(":{n}")).unwrap_or_default();
-                format!("{}{np}/{}", p["port"], p["protocol"].as_str().unwrap_or("TCP"))
-            }).collect());
+            let ports = join_or_none(
+                ports
+                    .iter()
+                    .map(|p| {
+                        let np = p["nodePort"]
+                            .as_i64()
+                            .map(|n| format!(":{n}"))
+                            .unwrap_or_default();
+                        format!(
+                            "{}{np}/{}",
+                            p["port"],
+                            p["protocol"].as_str().unwrap_or("TCP")
+                        )
+                    })
+                    .collect(),
+            );
             let ip = s(o, &["spec", "clusterIP"]);
-            vec![name, s(o, &["spec", "type"]).to_string(), if ip.is_empty() { "<pending>".into() } else { ip.to_string() }, "<none>".into(), ports, age]
+            vec![
+                name,
+                s(o, &["spec", "type"]).to_string(),
+                if ip.is_empty() {
+                    "<pending>".into()
+                } else {
+                    ip.to_string()
+                },
+                "<none>".into(),
+                ports,
+                age,
+            ]
         }
         "Endpoints" => {
             let mut eps = Vec::new();
@@ -164,23 +234,61 @@ pub fn row(kind: &ResourceKind, o: &Value, wide: bool, now: u64) -> Vec<String> 
             vec![name, join_or_none(eps), age]
         }
         "ConfigMap" => {
-            let count = o["data"].as_object().map_or(0, |m| m.len()) + o["binaryData"].as_object().map_or(0, |m| m.len());
+            let count = o["data"].as_object().map_or(0, |m| m.len())
+                + o["binaryData"].as_object().map_or(0, |m| m.len());
             vec![name, count.to_string(), age]
         }
-        "Secret" => vec![name, s(o, &["type"]).to_string(), o["data"].as_object().map_or(0, |m| m.len()).to_string(), age],
+        "Secret" => vec![
+            name,
+            s(o, &["type"]).to_string(),
+            o["data"].as_object().map_or(0, |m| m.len()).to_string(),
+            age,
+        ],
         "Namespace" => vec![name, s(o, &["status", "phase"]).to_string(), age],
         "Node" => {
-            let ready = o["status"]["conditions"].as_array().and_then(|cs| cs.iter().find(|c| c["type"] == "Ready")).map(|c| c["status"] == "True");
-            let mut status = match ready { Some(true) => "Ready".to_string(), Some(false) => "NotReady".into(), None => "Unknown".into() };
+            let ready = o["status"]["conditions"]
+                .as_array()
+                .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"))
+                .map(|c| c["status"] == "True");
+            let mut status = match ready {
+                Some(true) => "Ready".to_string(),
+                Some(false) => "NotReady".into(),
+                None => "Unknown".into(),
+            };
             if o["spec"]["unschedulable"] == true {
                 status.push_str(",SchedulingDisabled");
             }
-            let roles = o["metadata"]["labels"].as_object().map(|l| l.keys().filter_map(|k| k.strip_prefix("node-role.kubernetes.io/").map(String::from)).collect()).unwrap_or_default();
-            vec![name, status, join_or_none(roles), age, s(o, &["status", "nodeInfo", "kubeletVersion"]).to_string()]
+            let roles = o["metadata"]["labels"]
+                .as_object()
+                .map(|l| {
+                    l.keys()
+                        .filter_map(|k| {
+                            k.strip_prefix("node-role.kubernetes.io/").map(String::from)
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            vec![
+                name,
+                status,
+                join_or_none(roles),
+                age,
+                s(o, &["status", "nodeInfo", "kubeletVersion"]).to_string(),
+            ]
         }
         "Event" => {
-            let obj = format!("{}/{}", s(o, &["involvedObject", "kind"]).to_ascii_lowercase(), s(o, &["involvedObject", "name"]));
-            vec![age, s(o, &["type"]).to_string(), s(o, &["reason"]).to_string(), obj, s(o, &["message"]).to_string()]
+            let obj = format!(
+                "{}/{}",
+                s(o, &["involvedObject", "kind"]).to_ascii_lowercase(),
+                s(o, &["involvedObject", "name"])
+            );
+            vec![
+                age,
+                s(o, &["type"]).to_string(),
+                s(o, &["reason"]).to_string(),
+                obj,
+                s(o, &["message"]).to_string(),
+            ]
         }
         "Lease" => vec![name, s(o, &["spec", "holderIdentity"]).to_string(), age],
         _ => vec![name, age],
@@ -190,8 +298,16 @@ pub fn row(kind: &ResourceKind, o: &Value, wide: bool, now: u64) -> Vec<String> 
             "Pod" => {
                 let ip = s(o, &["status", "podIP"]);
                 let node = s(o, &["spec", "nodeName"]);
-                r.push(if ip.is_empty() { "<none>".into() } else { ip.into() });
-                r.push(if node.is_empty() { "<none>".into() } else { node.into() });
+                r.push(if ip.is_empty() {
+                    "<none>".into()
+                } else {
+                    ip.into()
+                });
+                r.push(if node.is_empty() {
+                    "<none>".into()
+                } else {
+                    node.into()
+                });
             }
             "Deployment" | "ReplicaSet" => {
                 let (c, i) = containers(&o["spec"]["template"]["spec"]);
@@ -199,7 +315,11 @@ pub fn row(kind: &ResourceKind, o: &Value, wide: bool, now: u64) -> Vec<String> 
             }
             "Service" => r.push(selector_string(&o["spec"]["selector"])),
             "Node" => {
-                let ip = o["status"]["addresses"].as_array().and_then(|a| a.iter().find(|x| x["type"] == "InternalIP")).map(|x| s(x, &["address"]).to_string()).unwrap_or_else(|| "<none>".into());
+                let ip = o["status"]["addresses"]
+                    .as_array()
+                    .and_then(|a| a.iter().find(|x| x["type"] == "InternalIP"))
+                    .map(|x| s(x, &["address"]).to_string())
+                    .unwrap_or_else(|| "<none>".into());
                 r.extend([ip, s(o, &["status", "nodeInfo", "osImage"]).to_string()]);
             }
             _ => {}
@@ -210,7 +330,11 @@ pub fn row(kind: &ResourceKind, o: &Value, wide: bool, now: u64) -> Vec<String> 
 
 /// A unified diff of two texts, with file labels.
 pub fn unified_diff(old: &str, new: &str, old_label: &str, new_label: &str) -> String {
-    similar::TextDiff::from_lines(old, new).unified_diff().context_radius(3).header(old_label, new_label).to_string()
+    similar::TextDiff::from_lines(old, new)
+        .unified_diff()
+        .context_radius(3)
+        .header(old_label, new_label)
+        .to_string()
 }
 
 #[cfg(test)]
@@ -219,7 +343,13 @@ mod tests {
 
     #[test]
     fn tables_align() {
-        let t = table(&["NAME", "AGE"], &[vec!["web-abc".into(), "5s".into()], vec!["x".into(), "10m".into()]]);
+        let t = table(
+            &["NAME", "AGE"],
+            &[
+                vec!["web-abc".into(), "5s".into()],
+                vec!["x".into(), "10m".into()],
+            ],
+        );
         assert_eq!(t, "NAME      AGE\nweb-abc   5s\nx         10m\n");
     }
 }

@@ -6,7 +6,9 @@ use serde_json::{Value, json};
 
 #[derive(Debug, thiserror::Error)]
 pub enum KubeconfigError {
-    #[error("no kubeconfig found (looked at {looked}); start a cluster with `berth up` or pass --kubeconfig")]
+    #[error(
+        "no kubeconfig found (looked at {looked}); start a cluster with `berth up` or pass --kubeconfig"
+    )]
     NotFound { looked: String },
     #[error("cannot read kubeconfig {path}: {message}")]
     Read { path: String, message: String },
@@ -30,9 +32,18 @@ pub struct KubeConfig {
 
 impl KubeConfig {
     pub fn load(path: &Path) -> Result<Self, KubeconfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| KubeconfigError::Read { path: path.display().to_string(), message: e.to_string() })?;
-        let doc: Value = serde_saphyr::from_str(&text).map_err(|e| KubeconfigError::Invalid { path: path.display().to_string(), message: e.to_string() })?;
-        Ok(KubeConfig { path: path.to_path_buf(), doc })
+        let text = std::fs::read_to_string(path).map_err(|e| KubeconfigError::Read {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })?;
+        let doc: Value = serde_saphyr::from_str(&text).map_err(|e| KubeconfigError::Invalid {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })?;
+        Ok(KubeConfig {
+            path: path.to_path_buf(),
+            doc,
+        })
     }
 
     /// kubectl's order: the flag, then `$KUBECONFIG` (first existing entry), then the file
@@ -61,30 +72,54 @@ impl KubeConfig {
             }
             looked.push(p.display().to_string());
         }
-        Err(KubeconfigError::NotFound { looked: looked.join(", ") })
+        Err(KubeconfigError::NotFound {
+            looked: looked.join(", "),
+        })
     }
 
     fn invalid(&self, message: impl Into<String>) -> KubeconfigError {
-        KubeconfigError::Invalid { path: self.path.display().to_string(), message: message.into() }
+        KubeconfigError::Invalid {
+            path: self.path.display().to_string(),
+            message: message.into(),
+        }
     }
 
     fn named<'a>(&'a self, list: &str, name: &str) -> Option<&'a Value> {
-        self.doc.get(list)?.as_array()?.iter().find(|e| e["name"] == name)
+        self.doc
+            .get(list)?
+            .as_array()?
+            .iter()
+            .find(|e| e["name"] == name)
     }
 
     pub fn current(&self) -> Result<Context, KubeconfigError> {
-        let ctx_name = self.doc["current-context"].as_str().ok_or_else(|| self.invalid("current-context is not set"))?;
-        let ctx = self.named("contexts", ctx_name).ok_or_else(|| self.invalid(format!("context {ctx_name:?} is not defined")))?;
+        let ctx_name = self.doc["current-context"]
+            .as_str()
+            .ok_or_else(|| self.invalid("current-context is not set"))?;
+        let ctx = self
+            .named("contexts", ctx_name)
+            .ok_or_else(|| self.invalid(format!("context {ctx_name:?} is not defined")))?;
         let ctx = &ctx["context"];
         let cluster_name = ctx["cluster"].as_str().unwrap_or("");
-        let cluster = self.named("clusters", cluster_name).ok_or_else(|| self.invalid(format!("cluster {cluster_name:?} is not defined")))?;
-        let server = cluster["cluster"]["server"].as_str().ok_or_else(|| self.invalid(format!("cluster {cluster_name:?} has no server")))?;
+        let cluster = self
+            .named("clusters", cluster_name)
+            .ok_or_else(|| self.invalid(format!("cluster {cluster_name:?} is not defined")))?;
+        let server = cluster["cluster"]["server"]
+            .as_str()
+            .ok_or_else(|| self.invalid(format!("cluster {cluster_name:?} has no server")))?;
         let user_name = ctx["user"].as_str().unwrap_or("");
-        let token = self.named("users", user_name).and_then(|u| u["user"]["token"].as_str()).unwrap_or("");
+        let token = self
+            .named("users", user_name)
+            .and_then(|u| u["user"]["token"].as_str())
+            .unwrap_or("");
         Ok(Context {
             server: server.to_string(),
             token: token.to_string(),
-            namespace: ctx["namespace"].as_str().filter(|s| !s.is_empty()).unwrap_or("default").to_string(),
+            namespace: ctx["namespace"]
+                .as_str()
+                .filter(|s| !s.is_empty())
+                .unwrap_or("default")
+                .to_string(),
         })
     }
 }
@@ -113,7 +148,14 @@ mod tests {
         let p = dir.join("kubeconfig.yaml");
         std::fs::write(&p, render("http://127.0.0.1:6443", "abc", "admin")).unwrap();
         let c = KubeConfig::load(&p).unwrap().current().unwrap();
-        assert_eq!(c, Context { server: "http://127.0.0.1:6443".into(), token: "abc".into(), namespace: "default".into() });
+        assert_eq!(
+            c,
+            Context {
+                server: "http://127.0.0.1:6443".into(),
+                token: "abc".into(),
+                namespace: "default".into()
+            }
+        );
         let _ = std::fs::remove_dir_all(dir);
     }
 

@@ -95,7 +95,11 @@ impl WatchStream {
                 if line.iter().all(u8::is_ascii_whitespace) {
                     continue;
                 }
-                let v: Value = serde_json::from_slice(&line).map_err(|e| ClientError::Protocol { path: "watch".into(), message: e.to_string() })?;
+                let v: Value =
+                    serde_json::from_slice(&line).map_err(|e| ClientError::Protocol {
+                        path: "watch".into(),
+                        message: e.to_string(),
+                    })?;
                 return Ok(Some(WatchEvent {
                     typ: v["type"].as_str().unwrap_or("").to_string(),
                     object: v.get("object").cloned().unwrap_or(Value::Null),
@@ -107,7 +111,12 @@ impl WatchStream {
                         self.buf.extend_from_slice(&data);
                     }
                 }
-                Some(Err(e)) => return Err(ClientError::Protocol { path: "watch".into(), message: e.to_string() }),
+                Some(Err(e)) => {
+                    return Err(ClientError::Protocol {
+                        path: "watch".into(),
+                        message: e.to_string(),
+                    });
+                }
                 None => return Ok(None),
             }
         }
@@ -136,17 +145,30 @@ impl Client {
         &self.server
     }
 
-    async fn send(&self, method: Method, path: &str, body: Option<(&str, Vec<u8>)>) -> Result<hyper::Response<hyper::body::Incoming>, ClientError> {
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<(&str, Vec<u8>)>,
+    ) -> Result<hyper::Response<hyper::body::Incoming>, ClientError> {
         let uri = format!("{}{}", self.server, path);
-        let mut req = hyper::Request::builder().method(method).uri(&uri).header("accept", "application/json");
+        let mut req = hyper::Request::builder()
+            .method(method)
+            .uri(&uri)
+            .header("accept", "application/json");
         if !self.token.is_empty() {
             req = req.header("authorization", format!("Bearer {}", self.token));
         }
         let req = match body {
-            Some((ct, b)) => req.header("content-type", ct).body(Full::new(Bytes::from(b))),
+            Some((ct, b)) => req
+                .header("content-type", ct)
+                .body(Full::new(Bytes::from(b))),
             None => req.body(Full::new(Bytes::new())),
         }
-        .map_err(|e| ClientError::Protocol { path: path.into(), message: e.to_string() })?;
+        .map_err(|e| ClientError::Protocol {
+            path: path.into(),
+            message: e.to_string(),
+        })?;
         self.http.request(req).await.map_err(|e| {
             let mut message = e.to_string();
             let mut src = std::error::Error::source(&e);
@@ -154,40 +176,87 @@ impl Client {
                 message = format!("{message}: {s}");
                 src = s.source();
             }
-            ClientError::Connect { server: self.server.clone(), message }
+            ClientError::Connect {
+                server: self.server.clone(),
+                message,
+            }
         })
     }
 
     /// Sends a request and returns the raw answer, whatever its status.
-    pub async fn raw(&self, method: Method, path: &str, body: Option<(&str, Vec<u8>)>) -> Result<RawResponse, ClientError> {
+    pub async fn raw(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<(&str, Vec<u8>)>,
+    ) -> Result<RawResponse, ClientError> {
         let resp = self.send(method, path, body).await?;
         let status = resp.status().as_u16();
-        let body = resp.into_body().collect().await.map_err(|e| ClientError::Protocol { path: path.into(), message: e.to_string() })?.to_bytes();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| ClientError::Protocol {
+                path: path.into(),
+                message: e.to_string(),
+            })?
+            .to_bytes();
         Ok(RawResponse { status, body })
     }
 
     /// Sends a request; a non-2xx answer becomes `ClientError::Api`.
-    pub async fn json(&self, method: Method, path: &str, body: Option<(&str, Vec<u8>)>) -> Result<Value, ClientError> {
+    pub async fn json(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<(&str, Vec<u8>)>,
+    ) -> Result<Value, ClientError> {
         let r = self.raw(method, path, body).await?;
         if !(200..300).contains(&r.status) {
             let status: Status = serde_json::from_slice(&r.body).unwrap_or_else(|_| {
-                Status::failure(r.status, "Unknown", format!("the server answered {} to {path}: {}", r.status, String::from_utf8_lossy(&r.body).trim()))
+                Status::failure(
+                    r.status,
+                    "Unknown",
+                    format!(
+                        "the server answered {} to {path}: {}",
+                        r.status,
+                        String::from_utf8_lossy(&r.body).trim()
+                    ),
+                )
             });
             return Err(ClientError::Api(status));
         }
-        serde_json::from_slice(&r.body).map_err(|e| ClientError::Protocol { path: path.into(), message: format!("the body is not JSON: {e}") })
+        serde_json::from_slice(&r.body).map_err(|e| ClientError::Protocol {
+            path: path.into(),
+            message: format!("the body is not JSON: {e}"),
+        })
     }
 
     pub fn object_path(kind: &ResourceKind, ns: Option<&str>, name: &str) -> String {
-        format!("{}/{}", kind.collection_path(ns.filter(|_| kind.namespaced)), name)
+        format!(
+            "{}/{}",
+            kind.collection_path(ns.filter(|_| kind.namespaced)),
+            name
+        )
     }
 
-    pub async fn get(&self, kind: &ResourceKind, ns: Option<&str>, name: &str) -> Result<Value, ClientError> {
-        self.json(Method::GET, &Self::object_path(kind, ns, name), None).await
+    pub async fn get(
+        &self,
+        kind: &ResourceKind,
+        ns: Option<&str>,
+        name: &str,
+    ) -> Result<Value, ClientError> {
+        self.json(Method::GET, &Self::object_path(kind, ns, name), None)
+            .await
     }
 
     /// Lists with a raw query string (`labelSelector=...&limit=...`).
-    pub async fn list(&self, kind: &ResourceKind, ns: Option<&str>, query: &str) -> Result<Value, ClientError> {
+    pub async fn list(
+        &self,
+        kind: &ResourceKind,
+        ns: Option<&str>,
+        query: &str,
+    ) -> Result<Value, ClientError> {
         let mut path = kind.collection_path(ns.filter(|_| kind.namespaced));
         if !query.is_empty() {
             path = format!("{path}?{query}");
@@ -195,28 +264,75 @@ impl Client {
         self.json(Method::GET, &path, None).await
     }
 
-    pub async fn create(&self, kind: &ResourceKind, ns: Option<&str>, obj: &Value, query: &str) -> Result<Value, ClientError> {
+    pub async fn create(
+        &self,
+        kind: &ResourceKind,
+        ns: Option<&str>,
+        obj: &Value,
+        query: &str,
+    ) -> Result<Value, ClientError> {
         let mut path = kind.collection_path(ns.filter(|_| kind.namespaced));
         if !query.is_empty() {
             path = format!("{path}?{query}");
         }
-        self.json(Method::POST, &path, Some(("application/json", serde_json::to_vec(obj).unwrap_or_default()))).await
+        self.json(
+            Method::POST,
+            &path,
+            Some((
+                "application/json",
+                serde_json::to_vec(obj).unwrap_or_default(),
+            )),
+        )
+        .await
     }
 
-    pub async fn replace(&self, kind: &ResourceKind, ns: Option<&str>, name: &str, obj: &Value) -> Result<Value, ClientError> {
-        self.json(Method::PUT, &Self::object_path(kind, ns, name), Some(("application/json", serde_json::to_vec(obj).unwrap_or_default()))).await
+    pub async fn replace(
+        &self,
+        kind: &ResourceKind,
+        ns: Option<&str>,
+        name: &str,
+        obj: &Value,
+    ) -> Result<Value, ClientError> {
+        self.json(
+            Method::PUT,
+            &Self::object_path(kind, ns, name),
+            Some((
+                "application/json",
+                serde_json::to_vec(obj).unwrap_or_default(),
+            )),
+        )
+        .await
     }
 
     /// PATCH with a content type (`application/merge-patch+json`, ...) and optional query.
-    pub async fn patch(&self, kind: &ResourceKind, ns: Option<&str>, name: &str, content_type: &str, patch: &Value, query: &str) -> Result<Value, ClientError> {
+    pub async fn patch(
+        &self,
+        kind: &ResourceKind,
+        ns: Option<&str>,
+        name: &str,
+        content_type: &str,
+        patch: &Value,
+        query: &str,
+    ) -> Result<Value, ClientError> {
         let mut path = Self::object_path(kind, ns, name);
         if !query.is_empty() {
             path = format!("{path}?{query}");
         }
-        self.json(Method::PATCH, &path, Some((content_type, serde_json::to_vec(patch).unwrap_or_default()))).await
+        self.json(
+            Method::PATCH,
+            &path,
+            Some((content_type, serde_json::to_vec(patch).unwrap_or_default())),
+        )
+        .await
     }
 
-    pub async fn delete(&self, kind: &ResourceKind, ns: Option<&str>, name: &str, query: &str) -> Result<Value, ClientError> {
+    pub async fn delete(
+        &self,
+        kind: &ResourceKind,
+        ns: Option<&str>,
+        name: &str,
+        query: &str,
+    ) -> Result<Value, ClientError> {
         let mut path = Self::object_path(kind, ns, name);
         if !query.is_empty() {
             path = format!("{path}?{query}");
@@ -225,30 +341,67 @@ impl Client {
     }
 
     /// Starts a watch (`query` without `watch=1`, which this adds).
-    pub async fn watch(&self, kind: &ResourceKind, ns: Option<&str>, query: &str) -> Result<WatchStream, ClientError> {
+    pub async fn watch(
+        &self,
+        kind: &ResourceKind,
+        ns: Option<&str>,
+        query: &str,
+    ) -> Result<WatchStream, ClientError> {
         let base = kind.collection_path(ns.filter(|_| kind.namespaced));
-        let path = if query.is_empty() { format!("{base}?watch=1") } else { format!("{base}?watch=1&{query}") };
+        let path = if query.is_empty() {
+            format!("{base}?watch=1")
+        } else {
+            format!("{base}?watch=1&{query}")
+        };
         let resp = self.send(Method::GET, &path, None).await?;
         if !resp.status().is_success() {
             let status = resp.status().as_u16();
-            let body = resp.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-            let s: Status = serde_json::from_slice(&body).unwrap_or_else(|_| Status::failure(status, "Unknown", String::from_utf8_lossy(&body).to_string()));
+            let body = resp
+                .into_body()
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
+            let s: Status = serde_json::from_slice(&body).unwrap_or_else(|_| {
+                Status::failure(
+                    status,
+                    "Unknown",
+                    String::from_utf8_lossy(&body).to_string(),
+                )
+            });
             return Err(ClientError::Api(s));
         }
-        Ok(WatchStream { body: resp.into_body(), buf: Vec::new() })
+        Ok(WatchStream {
+            body: resp.into_body(),
+            buf: Vec::new(),
+        })
     }
 
     /// berth's history API: `query` as `resource=...&namespace=...&name=...[&revision=N]`.
     pub async fn history(&self, query: &str) -> Result<Value, ClientError> {
-        self.json(Method::GET, &format!("/apis/berth.dev/v1/history?{query}"), None).await
+        self.json(
+            Method::GET,
+            &format!("/apis/berth.dev/v1/history?{query}"),
+            None,
+        )
+        .await
     }
 
     pub async fn export(&self, query: &str) -> Result<Value, ClientError> {
-        let path = if query.is_empty() { "/apis/berth.dev/v1/export".to_string() } else { format!("/apis/berth.dev/v1/export?{query}") };
+        let path = if query.is_empty() {
+            "/apis/berth.dev/v1/export".to_string()
+        } else {
+            format!("/apis/berth.dev/v1/export?{query}")
+        };
         self.json(Method::GET, &path, None).await
     }
 
     pub async fn revisions(&self, query: &str) -> Result<Value, ClientError> {
-        self.json(Method::GET, &format!("/apis/berth.dev/v1/revisions?{query}"), None).await
+        self.json(
+            Method::GET,
+            &format!("/apis/berth.dev/v1/revisions?{query}"),
+            None,
+        )
+        .await
     }
 }

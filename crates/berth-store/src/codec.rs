@@ -40,7 +40,9 @@ impl<'a> Reader<'a> {
     pub fn u64(&mut self) -> Result<u64, StoreError> {
         let (head, rest) = self.0.split_at_checked(8).ok_or_else(|| corrupt("u64"))?;
         self.0 = rest;
-        Ok(u64::from_le_bytes(head.try_into().map_err(|_| corrupt("u64"))?))
+        Ok(u64::from_le_bytes(
+            head.try_into().map_err(|_| corrupt("u64"))?,
+        ))
     }
     pub fn u8(&mut self) -> Result<u8, StoreError> {
         let (&b, rest) = self.0.split_first().ok_or_else(|| corrupt("u8"))?;

@@ -160,7 +160,8 @@ impl Engine {
                 w.open_table(EVENTS).map_err(|e| db_err(&path)(e.into()))?;
                 w.open_table(REVS).map_err(|e| db_err(&path)(e.into()))?;
                 w.open_table(KEYIDX).map_err(|e| db_err(&path)(e.into()))?;
-                w.open_table(LEASE_KEYS).map_err(|e| db_err(&path)(e.into()))?;
+                w.open_table(LEASE_KEYS)
+                    .map_err(|e| db_err(&path)(e.into()))?;
                 let lt = w.open_table(LEASES).map_err(|e| db_err(&path)(e.into()))?;
                 let get = |k: &str| -> Result<u64, StoreError> {
                     Ok(meta
@@ -201,7 +202,11 @@ impl Engine {
             shutdown: AtomicBool::new(false),
             threads: Mutex::new(Vec::new()),
         });
-        let last_lease = engine.leases.lock().map(|l| l.keys().max().copied().unwrap_or(0)).unwrap_or(0);
+        let last_lease = engine
+            .leases
+            .lock()
+            .map(|l| l.keys().max().copied().unwrap_or(0))
+            .unwrap_or(0);
         let state = WriterState {
             revision,
             last_time: 0,
@@ -239,7 +244,11 @@ impl Engine {
         if let Ok(mut tx) = self.tx.lock() {
             tx.take();
         }
-        let threads: Vec<_> = self.threads.lock().map(|mut t| t.drain(..).collect()).unwrap_or_default();
+        let threads: Vec<_> = self
+            .threads
+            .lock()
+            .map(|mut t| t.drain(..).collect())
+            .unwrap_or_default();
         let me = std::thread::current().id();
         for t in threads {
             if t.thread().id() != me {
@@ -262,7 +271,11 @@ impl Engine {
             .map_err(|_| StoreError::Closed)
     }
 
-    pub(crate) async fn submit_txn(&self, txn: Txn, origin: Origin) -> Result<TxnResponse, StoreError> {
+    pub(crate) async fn submit_txn(
+        &self,
+        txn: Txn,
+        origin: Origin,
+    ) -> Result<TxnResponse, StoreError> {
         let (resp, rx) = oneshot::channel();
         self.send(Request::Txn { txn, origin, resp })?;
         rx.await.map_err(|_| StoreError::Closed)?
@@ -275,7 +288,11 @@ impl Engine {
         rx.await.map_err(|_| StoreError::Closed)?
     }
 
-    pub(crate) async fn lease_revoke(&self, id: u64, origin: Origin) -> Result<TxnResponse, StoreError> {
+    pub(crate) async fn lease_revoke(
+        &self,
+        id: u64,
+        origin: Origin,
+    ) -> Result<TxnResponse, StoreError> {
         let (resp, rx) = oneshot::channel();
         self.send(Request::LeaseRevoke { id, origin, resp })?;
         rx.await.map_err(|_| StoreError::Closed)?
@@ -330,7 +347,9 @@ impl Engine {
                 };
                 for req in &batch {
                     let r = match req {
-                        Request::Txn { txn, origin, .. } => self.apply_txn(&mut t, state, txn, origin).map(Outcome::Txn),
+                        Request::Txn { txn, origin, .. } => {
+                            self.apply_txn(&mut t, state, txn, origin).map(Outcome::Txn)
+                        }
                         Request::LeaseGrant { ttl_ms, .. } => {
                             let id = (state.last_lease + 1).max(crate::now_nanos() >> 16);
                             state.last_lease = id;
@@ -338,11 +357,15 @@ impl Engine {
                             lease_changes.push((id, Some(Duration::from_millis(*ttl_ms))));
                             Ok(Outcome::Lease(id))
                         }
-                        Request::LeaseRevoke { id, origin, .. } => self.apply_revoke(&mut t, state, *id, origin).map(|r| {
-                            lease_changes.push((*id, None));
-                            Outcome::Txn(r)
-                        }),
-                        Request::Compact { revision, .. } => self.apply_compact(&mut t, state, *revision).map(|_| Outcome::Compacted),
+                        Request::LeaseRevoke { id, origin, .. } => {
+                            self.apply_revoke(&mut t, state, *id, origin).map(|r| {
+                                lease_changes.push((*id, None));
+                                Outcome::Txn(r)
+                            })
+                        }
+                        Request::Compact { revision, .. } => self
+                            .apply_compact(&mut t, state, *revision)
+                            .map(|_| Outcome::Compacted),
                     };
                     // A storage failure aborts the whole group; a request's own error (a
                     // missing lease, a revision out of range) fails only that request.
@@ -363,7 +386,9 @@ impl Engine {
             for req in batch {
                 let err = || StoreError::Commit(msg.clone());
                 match req {
-                    Request::Txn { resp, .. } | Request::LeaseRevoke { resp, .. } => drop(resp.send(Err(err()))),
+                    Request::Txn { resp, .. } | Request::LeaseRevoke { resp, .. } => {
+                        drop(resp.send(Err(err())))
+                    }
                     Request::LeaseGrant { resp, .. } => drop(resp.send(Err(err()))),
                     Request::Compact { resp, .. } => drop(resp.send(Err(err()))),
                 }
@@ -374,7 +399,13 @@ impl Engine {
             for (id, ttl) in lease_changes {
                 match ttl {
                     Some(ttl) => {
-                        leases.insert(id, LeaseState { ttl, deadline: Instant::now() + ttl });
+                        leases.insert(
+                            id,
+                            LeaseState {
+                                ttl,
+                                deadline: Instant::now() + ttl,
+                            },
+                        );
                     }
                     None => {
                         leases.remove(&id);
@@ -427,7 +458,13 @@ impl Engine {
         }
     }
 
-    fn apply_txn(&self, t: &mut Tables<'_>, state: &mut WriterState, txn: &Txn, origin: &Origin) -> Result<TxnResponse, StoreError> {
+    fn apply_txn(
+        &self,
+        t: &mut Tables<'_>,
+        state: &mut WriterState,
+        txn: &Txn,
+        origin: &Origin,
+    ) -> Result<TxnResponse, StoreError> {
         let mut current = Vec::with_capacity(txn.compares.len());
         let mut ok = true;
         for c in &txn.compares {
@@ -464,8 +501,19 @@ impl Engine {
                         version: prev.as_ref().map_or(1, |p| p.version + 1),
                         lease: *lease,
                     };
-                    self.write_event(t, rev, events.len() as u64, EventType::Put, &kv, prev.as_ref())?;
-                    events.push(Event { typ: EventType::Put, kv, prev });
+                    self.write_event(
+                        t,
+                        rev,
+                        events.len() as u64,
+                        EventType::Put,
+                        &kv,
+                        prev.as_ref(),
+                    )?;
+                    events.push(Event {
+                        typ: EventType::Put,
+                        kv,
+                        prev,
+                    });
                 }
                 Op::Delete { key } => {
                     if let Some(ev) = self.delete_key(t, rev, events.len() as u64, key)? {
@@ -502,7 +550,13 @@ impl Engine {
         }
         let now = crate::now_nanos().max(state.last_time);
         state.last_time = now;
-        tryd!(self, t.revs.insert(rev, codec::encode_rev(now, &origin.user, &origin.verb, events.len() as u64).as_slice()));
+        tryd!(
+            self,
+            t.revs.insert(
+                rev,
+                codec::encode_rev(now, &origin.user, &origin.verb, events.len() as u64).as_slice()
+            )
+        );
         state.revision = rev;
         Ok(TxnResponse {
             succeeded: true,
@@ -512,7 +566,15 @@ impl Engine {
         })
     }
 
-    fn write_event(&self, t: &mut Tables<'_>, rev: u64, idx: u64, typ: EventType, kv: &KeyValue, prev: Option<&KeyValue>) -> Result<(), StoreError> {
+    fn write_event(
+        &self,
+        t: &mut Tables<'_>,
+        rev: u64,
+        idx: u64,
+        typ: EventType,
+        kv: &KeyValue,
+        prev: Option<&KeyValue>,
+    ) -> Result<(), StoreError> {
         let key = kv.key.as_slice();
         let old_lease = prev.map_or(0, |p| p.lease);
         if old_lease != 0 && (typ == EventType::Delete || old_lease != kv.lease) {
@@ -534,12 +596,22 @@ impl Engine {
             kv: kv.clone(),
             prev_mod_revision: prev.map_or(0, |p| p.mod_revision),
         };
-        tryd!(self, t.events.insert((rev, idx), codec::encode_event(&rec).as_slice()));
+        tryd!(
+            self,
+            t.events
+                .insert((rev, idx), codec::encode_event(&rec).as_slice())
+        );
         tryd!(self, t.keyidx.insert((key, rev), idx));
         Ok(())
     }
 
-    fn delete_key(&self, t: &mut Tables<'_>, rev: u64, idx: u64, key: &[u8]) -> Result<Option<Event>, StoreError> {
+    fn delete_key(
+        &self,
+        t: &mut Tables<'_>,
+        rev: u64,
+        idx: u64,
+        key: &[u8],
+    ) -> Result<Option<Event>, StoreError> {
         let Some(prev) = self.read_kv(t, key)? else {
             return Ok(None);
         };
@@ -555,7 +627,13 @@ impl Engine {
         }))
     }
 
-    fn apply_revoke(&self, t: &mut Tables<'_>, state: &mut WriterState, id: u64, origin: &Origin) -> Result<TxnResponse, StoreError> {
+    fn apply_revoke(
+        &self,
+        t: &mut Tables<'_>,
+        state: &mut WriterState,
+        id: u64,
+        origin: &Origin,
+    ) -> Result<TxnResponse, StoreError> {
         if tryd!(self, t.leases.get(id)).is_none() {
             return Err(StoreError::LeaseNotFound(id));
         }
@@ -579,7 +657,12 @@ impl Engine {
     /// Drops every event older than `target` that a later event at or before `target`
     /// supersedes, and every delete that is the last word on its key before `target`. What
     /// remains answers reads at any revision from `target` on.
-    fn apply_compact(&self, t: &mut Tables<'_>, state: &WriterState, target: u64) -> Result<(), StoreError> {
+    fn apply_compact(
+        &self,
+        t: &mut Tables<'_>,
+        state: &WriterState,
+        target: u64,
+    ) -> Result<(), StoreError> {
         let from = self.compacted_revision();
         if target <= from {
             return Ok(());
@@ -598,7 +681,11 @@ impl Engine {
             let rec = codec::decode_event(v.value())?;
             let key = rec.kv.key;
             let superseded = {
-                let mut later = tryd!(self, t.keyidx.range((key.as_slice(), rev + 1)..=(key.as_slice(), target)));
+                let mut later = tryd!(
+                    self,
+                    t.keyidx
+                        .range((key.as_slice(), rev + 1)..=(key.as_slice(), target))
+                );
                 later.next().is_some()
             };
             if superseded || rec.typ == EventType::Delete {
@@ -613,7 +700,9 @@ impl Engine {
             tryd!(self, t.keyidx.remove((key.as_slice(), *rev)));
         }
         for rev in touched_revs {
-            let any_left = tryd!(self, t.events.range((rev, 0)..(rev + 1, 0))).next().is_some();
+            let any_left = tryd!(self, t.events.range((rev, 0)..(rev + 1, 0)))
+                .next()
+                .is_some();
             if !any_left {
                 tryd!(self, t.revs.remove(rev));
             }
@@ -633,7 +722,11 @@ impl Engine {
                 .leases
                 .lock()
                 .map(|mut l| {
-                    let ids: Vec<u64> = l.iter().filter(|(_, s)| s.deadline <= now).map(|(id, _)| *id).collect();
+                    let ids: Vec<u64> = l
+                        .iter()
+                        .filter(|(_, s)| s.deadline <= now)
+                        .map(|(id, _)| *id)
+                        .collect();
                     // Push the deadline out so a slow revoke is not sent twice.
                     for id in &ids {
                         if let Some(s) = l.get_mut(id) {
@@ -646,11 +739,16 @@ impl Engine {
             for id in expired {
                 let (resp, rx) = oneshot::channel();
                 let origin = Origin::new("system:lease-expiry", "expire");
-                if self.send(Request::LeaseRevoke { id, origin, resp }).is_err() {
+                if self
+                    .send(Request::LeaseRevoke { id, origin, resp })
+                    .is_err()
+                {
                     return;
                 }
                 match rx.blocking_recv() {
-                    Ok(Ok(r)) => tracing::debug!(lease = id, revision = r.revision, "lease expired"),
+                    Ok(Ok(r)) => {
+                        tracing::debug!(lease = id, revision = r.revision, "lease expired")
+                    }
                     Ok(Err(e)) => tracing::warn!(lease = id, error = %e, "lease expiry failed"),
                     Err(_) => return,
                 }
@@ -665,14 +763,25 @@ impl Engine {
 
     fn compact_retention(&self) {
         let cutoff = crate::now_nanos().saturating_sub(self.options.retention.as_nanos() as u64);
-        let Ok(target) = self.revision_at_time(cutoff) else { return };
+        let Ok(target) = self.revision_at_time(cutoff) else {
+            return;
+        };
         if target <= self.compacted_revision() {
             return;
         }
         let (resp, rx) = oneshot::channel();
-        if self.send(Request::Compact { revision: target, resp }).is_ok() {
+        if self
+            .send(Request::Compact {
+                revision: target,
+                resp,
+            })
+            .is_ok()
+        {
             match rx.blocking_recv() {
-                Ok(Ok(())) => tracing::info!(revision = target, "compacted history older than the retention window"),
+                Ok(Ok(())) => tracing::info!(
+                    revision = target,
+                    "compacted history older than the retention window"
+                ),
                 Ok(Err(e)) => tracing::warn!(error = %e, "compaction failed"),
                 Err(_) => {}
             }
@@ -694,9 +803,16 @@ impl Engine {
         }
     }
 
-    pub(crate) fn range(&self, prefix: &[u8], start_after: Option<&[u8]>, limit: usize) -> Result<RangeResult, StoreError> {
+    pub(crate) fn range(
+        &self,
+        prefix: &[u8],
+        start_after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<RangeResult, StoreError> {
         let r = self.read()?;
-        let revision = tryd!(self, tryd!(self, r.open_table(META)).get("revision")).map(|v| v.value()).unwrap_or(0);
+        let revision = tryd!(self, tryd!(self, r.open_table(META)).get("revision"))
+            .map(|v| v.value())
+            .unwrap_or(0);
         let kv = tryd!(self, r.open_table(KV));
         let lower: Vec<u8> = match start_after {
             Some(s) => {
@@ -719,23 +835,38 @@ impl Engine {
             }
             kvs.push(codec::decode_kv(k.value(), v.value())?);
         }
-        Ok(RangeResult { kvs, more, revision })
+        Ok(RangeResult {
+            kvs,
+            more,
+            revision,
+        })
     }
 
     fn check_revision(&self, revision: u64) -> Result<(), StoreError> {
         let compacted = self.compacted_revision();
         if revision < compacted {
-            return Err(StoreError::Compacted { requested: revision, compacted });
+            return Err(StoreError::Compacted {
+                requested: revision,
+                compacted,
+            });
         }
         let current = self.published_revision();
         if revision > current {
-            return Err(StoreError::FutureRevision { requested: revision, current });
+            return Err(StoreError::FutureRevision {
+                requested: revision,
+                current,
+            });
         }
         Ok(())
     }
 
     /// The event that set `key` at `rev`, read through the key index.
-    fn event_at(&self, events: &redb::ReadOnlyTable<(u64, u64), &'static [u8]>, rev: u64, idx: u64) -> Result<Option<EventRecord>, StoreError> {
+    fn event_at(
+        &self,
+        events: &redb::ReadOnlyTable<(u64, u64), &'static [u8]>,
+        rev: u64,
+        idx: u64,
+    ) -> Result<Option<EventRecord>, StoreError> {
         match tryd!(self, events.get((rev, idx))) {
             Some(v) => Ok(Some(codec::decode_event(v.value())?)),
             None => Ok(None),
@@ -757,7 +888,13 @@ impl Engine {
         }
     }
 
-    pub(crate) fn range_at(&self, prefix: &[u8], start_after: Option<&[u8]>, limit: usize, revision: u64) -> Result<RangeResult, StoreError> {
+    pub(crate) fn range_at(
+        &self,
+        prefix: &[u8],
+        start_after: Option<&[u8]>,
+        limit: usize,
+        revision: u64,
+    ) -> Result<RangeResult, StoreError> {
         self.check_revision(revision)?;
         let r = self.read()?;
         let keyidx = tryd!(self, r.open_table(KEYIDX));
@@ -774,7 +911,10 @@ impl Engine {
         let mut more = false;
         let mut cur_key: Option<Vec<u8>> = None;
         let mut best: Option<(u64, u64)> = None;
-        let flush = |key: &Option<Vec<u8>>, best: Option<(u64, u64)>, kvs: &mut Vec<KeyValue>| -> Result<(), StoreError> {
+        let flush = |key: &Option<Vec<u8>>,
+                     best: Option<(u64, u64)>,
+                     kvs: &mut Vec<KeyValue>|
+         -> Result<(), StoreError> {
             if let (Some(_), Some((rev, idx))) = (key, best) {
                 if let Some(e) = self.event_at(&events, rev, idx)? {
                     if e.typ == EventType::Put {
@@ -809,7 +949,11 @@ impl Engine {
             kvs.truncate(limit);
             more = true;
         }
-        Ok(RangeResult { kvs, more, revision })
+        Ok(RangeResult {
+            kvs,
+            more,
+            revision,
+        })
     }
 
     pub(crate) fn history(&self, key: &[u8]) -> Result<Vec<HistoryEntry>, StoreError> {
@@ -821,17 +965,28 @@ impl Engine {
         for item in tryd!(self, keyidx.range((key, 0)..=(key, u64::MAX))) {
             let (k, idx) = tryd!(self, item);
             let rev = k.value().1;
-            let Some(e) = self.event_at(&events, rev, idx.value())? else { continue };
+            let Some(e) = self.event_at(&events, rev, idx.value())? else {
+                continue;
+            };
             let info = match tryd!(self, revs.get(rev)) {
                 Some(v) => codec::decode_rev(rev, v.value())?,
                 None => continue,
             };
-            out.push(HistoryEntry { info, typ: e.typ, kv: e.kv });
+            out.push(HistoryEntry {
+                info,
+                typ: e.typ,
+                kv: e.kv,
+            });
         }
         Ok(out)
     }
 
-    pub(crate) fn revisions(&self, from: u64, to: u64, limit: usize) -> Result<Vec<RevisionInfo>, StoreError> {
+    pub(crate) fn revisions(
+        &self,
+        from: u64,
+        to: u64,
+        limit: usize,
+    ) -> Result<Vec<RevisionInfo>, StoreError> {
         let r = self.read()?;
         let revs = tryd!(self, r.open_table(REVS));
         let mut out = Vec::new();
@@ -874,7 +1029,12 @@ impl Engine {
     }
 
     /// Reads the events of one revision from a snapshot, for watch replay.
-    pub(crate) fn read_revision(&self, snap: &redb::ReadTransaction, revision: u64, prefix: &[u8]) -> Result<Vec<Event>, StoreError> {
+    pub(crate) fn read_revision(
+        &self,
+        snap: &redb::ReadTransaction,
+        revision: u64,
+        prefix: &[u8],
+    ) -> Result<Vec<Event>, StoreError> {
         let events = tryd!(self, snap.open_table(EVENTS));
         let keyidx = tryd!(self, snap.open_table(KEYIDX));
         let mut out = Vec::new();
@@ -887,12 +1047,21 @@ impl Engine {
             let prev = if rec.prev_mod_revision == 0 {
                 None
             } else {
-                match tryd!(self, keyidx.get((rec.kv.key.as_slice(), rec.prev_mod_revision))) {
-                    Some(idx) => self.event_at(&events, rec.prev_mod_revision, idx.value())?.map(|e| e.kv),
+                match tryd!(
+                    self,
+                    keyidx.get((rec.kv.key.as_slice(), rec.prev_mod_revision))
+                ) {
+                    Some(idx) => self
+                        .event_at(&events, rec.prev_mod_revision, idx.value())?
+                        .map(|e| e.kv),
                     None => None,
                 }
             };
-            out.push(Event { typ: rec.typ, kv: rec.kv, prev });
+            out.push(Event {
+                typ: rec.typ,
+                kv: rec.kv,
+                prev,
+            });
         }
         Ok(out)
     }

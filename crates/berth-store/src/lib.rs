@@ -203,7 +203,9 @@ pub enum StoreError {
     },
     #[error("corrupt record: {0}")]
     Corrupt(String),
-    #[error("revision {requested} has been compacted (oldest retained revision is {compacted}); re-list and watch from the current revision")]
+    #[error(
+        "revision {requested} has been compacted (oldest retained revision is {compacted}); re-list and watch from the current revision"
+    )]
     Compacted { requested: u64, compacted: u64 },
     #[error("revision {requested} is in the future (current revision is {current})")]
     FutureRevision { requested: u64, current: u64 },
@@ -269,7 +271,12 @@ impl Store {
     }
 
     /// An unconditional put.
-    pub async fn put(&self, key: &[u8], value: &[u8], origin: Origin) -> Result<TxnResponse, StoreError> {
+    pub async fn put(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        origin: Origin,
+    ) -> Result<TxnResponse, StoreError> {
         self.txn(
             Txn::default().then(Op::Put {
                 key: key.to_vec(),
@@ -286,7 +293,12 @@ impl Store {
     }
 
     /// Keys starting with `prefix`, after `start_after` if given, at most `limit` (0 = all).
-    pub fn range(&self, prefix: &[u8], start_after: Option<&[u8]>, limit: usize) -> Result<RangeResult, StoreError> {
+    pub fn range(
+        &self,
+        prefix: &[u8],
+        start_after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<RangeResult, StoreError> {
         self.engine.range(prefix, start_after, limit)
     }
 
@@ -296,7 +308,13 @@ impl Store {
     }
 
     /// Every key under `prefix` as it was at `revision`.
-    pub fn range_at(&self, prefix: &[u8], start_after: Option<&[u8]>, limit: usize, revision: u64) -> Result<RangeResult, StoreError> {
+    pub fn range_at(
+        &self,
+        prefix: &[u8],
+        start_after: Option<&[u8]>,
+        limit: usize,
+        revision: u64,
+    ) -> Result<RangeResult, StoreError> {
         self.engine.range_at(prefix, start_after, limit, revision)
     }
 
@@ -306,7 +324,12 @@ impl Store {
     }
 
     /// Who made the revisions in `from..=to` and when (at most `limit`).
-    pub fn revisions(&self, from: u64, to: u64, limit: usize) -> Result<Vec<RevisionInfo>, StoreError> {
+    pub fn revisions(
+        &self,
+        from: u64,
+        to: u64,
+        limit: usize,
+    ) -> Result<Vec<RevisionInfo>, StoreError> {
         self.engine.revisions(from, to, limit)
     }
 

@@ -68,26 +68,47 @@ pub struct Watcher {
 
 impl std::fmt::Debug for Watcher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Watcher").field("id", &self.id).field("next_rev", &self.next_rev).finish()
+        f.debug_struct("Watcher")
+            .field("id", &self.id)
+            .field("next_rev", &self.next_rev)
+            .finish()
     }
 }
 
 impl Watcher {
-    pub(crate) fn start(engine: Arc<Engine>, prefix: Vec<u8>, start: u64) -> Result<Watcher, StoreError> {
+    pub(crate) fn start(
+        engine: Arc<Engine>,
+        prefix: Vec<u8>,
+        start: u64,
+    ) -> Result<Watcher, StoreError> {
         let (tx, rx) = mpsc::channel(engine.options.watch_buffer.max(1));
         let cut = Arc::new(AtomicBool::new(false));
         let mut hub = engine.hub.lock().map_err(|_| StoreError::Closed)?;
         let published = engine.published_revision();
         let compacted = engine.compacted_revision();
         if start != 0 && start < compacted {
-            return Err(StoreError::Compacted { requested: start, compacted });
+            return Err(StoreError::Compacted {
+                requested: start,
+                compacted,
+            });
         }
         let next_rev = if start == 0 { published + 1 } else { start };
         // Taken under the hub lock: the snapshot holds every revision up to `published`.
-        let snapshot = if next_rev <= published { Some(engine.snapshot()?) } else { None };
+        let snapshot = if next_rev <= published {
+            Some(engine.snapshot()?)
+        } else {
+            None
+        };
         let id = hub.next_id;
         hub.next_id += 1;
-        hub.slots.insert(id, Slot { prefix: prefix.clone(), tx, cut: cut.clone() });
+        hub.slots.insert(
+            id,
+            Slot {
+                prefix: prefix.clone(),
+                tx,
+                cut: cut.clone(),
+            },
+        );
         drop(hub);
         Ok(Watcher {
             engine,
@@ -112,7 +133,10 @@ impl Watcher {
             let events = self.engine.read_revision(snap, rev, &self.prefix)?;
             self.next_rev += 1;
             if !events.is_empty() {
-                return Ok(Some(WatchBatch { revision: rev, events }));
+                return Ok(Some(WatchBatch {
+                    revision: rev,
+                    events,
+                }));
             }
         }
         loop {
@@ -122,9 +146,17 @@ impl Watcher {
                         continue;
                     }
                     self.next_rev = b.revision + 1;
-                    let events: Vec<Event> = b.events.iter().filter(|e| e.kv.key.starts_with(&self.prefix)).cloned().collect();
+                    let events: Vec<Event> = b
+                        .events
+                        .iter()
+                        .filter(|e| e.kv.key.starts_with(&self.prefix))
+                        .cloned()
+                        .collect();
                     if !events.is_empty() {
-                        return Ok(Some(WatchBatch { revision: b.revision, events }));
+                        return Ok(Some(WatchBatch {
+                            revision: b.revision,
+                            events,
+                        }));
                     }
                 }
                 None if self.cut.load(Ordering::Acquire) => {
@@ -144,7 +176,9 @@ impl Watcher {
         // Read the published revision first: every batch at or below it was queued before it
         // was published, so an empty queue means all of them were delivered.
         let published = self.engine.published_revision();
-        self.rx.is_empty().then_some(published.max(self.next_rev.saturating_sub(1)))
+        self.rx
+            .is_empty()
+            .then_some(published.max(self.next_rev.saturating_sub(1)))
     }
 }
 

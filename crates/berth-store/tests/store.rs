@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
-use berth_store::{Compare, CompareOp, EventType, Op, Origin, Store, StoreError, StoreOptions, Txn};
+use berth_store::{
+    Compare, CompareOp, EventType, Op, Origin, Store, StoreError, StoreOptions, Txn,
+};
 
 fn open(dir: &tempfile::TempDir) -> Store {
     Store::open(dir.path(), StoreOptions::default()).unwrap()
@@ -38,7 +40,10 @@ async fn revisions_versions_and_ranges() {
     assert_eq!(s.get_at(b"/a/1", 2).unwrap().unwrap().value, b"x");
     let old = s.range_at(b"/a/", None, 0, 1).unwrap();
     assert_eq!(old.kvs.len(), 1);
-    assert!(matches!(s.get_at(b"/a/1", 99), Err(StoreError::FutureRevision { .. })));
+    assert!(matches!(
+        s.get_at(b"/a/1", 99),
+        Err(StoreError::FutureRevision { .. })
+    ));
 }
 
 #[tokio::test]
@@ -49,7 +54,11 @@ async fn transactions_compare_then_write() {
     let create = |v: &'static [u8]| {
         Txn::default()
             .when(Compare::mod_revision(b"/k".to_vec(), CompareOp::Equal, 0))
-            .then(Op::Put { key: b"/k".to_vec(), value: v.to_vec(), lease: 0 })
+            .then(Op::Put {
+                key: b"/k".to_vec(),
+                value: v.to_vec(),
+                lease: 0,
+            })
     };
     assert!(s.txn(create(b"1"), me()).await.unwrap().succeeded);
     let again = s.txn(create(b"2"), me()).await.unwrap();
@@ -58,19 +67,47 @@ async fn transactions_compare_then_write() {
     assert_eq!(s.current_revision(), 1, "a failed txn makes no revision");
     // Compare-and-swap on value and version.
     let cas = Txn::default()
-        .when(Compare::value(b"/k".to_vec(), CompareOp::Equal, b"1".to_vec()))
+        .when(Compare::value(
+            b"/k".to_vec(),
+            CompareOp::Equal,
+            b"1".to_vec(),
+        ))
         .when(Compare::version(b"/k".to_vec(), CompareOp::Equal, 1))
-        .then(Op::Put { key: b"/k".to_vec(), value: b"3".to_vec(), lease: 0 })
-        .then(Op::Put { key: b"/k2".to_vec(), value: b"4".to_vec(), lease: 0 });
+        .then(Op::Put {
+            key: b"/k".to_vec(),
+            value: b"3".to_vec(),
+            lease: 0,
+        })
+        .then(Op::Put {
+            key: b"/k2".to_vec(),
+            value: b"4".to_vec(),
+            lease: 0,
+        });
     let r = s.txn(cas, me()).await.unwrap();
     assert!(r.succeeded);
     assert_eq!(r.revision, 2, "one transaction, one revision");
     assert_eq!(r.events.len(), 2);
-    let del = s.txn(Txn::default().then(Op::DeletePrefix { prefix: b"/k".to_vec() }), me()).await.unwrap();
+    let del = s
+        .txn(
+            Txn::default().then(Op::DeletePrefix {
+                prefix: b"/k".to_vec(),
+            }),
+            me(),
+        )
+        .await
+        .unwrap();
     assert_eq!(del.events.len(), 2);
     assert!(s.get(b"/k").unwrap().is_none());
     // Deleting nothing makes no revision.
-    let none = s.txn(Txn::default().then(Op::Delete { key: b"/nope".to_vec() }), me()).await.unwrap();
+    let none = s
+        .txn(
+            Txn::default().then(Op::Delete {
+                key: b"/nope".to_vec(),
+            }),
+            me(),
+        )
+        .await
+        .unwrap();
     assert_eq!(none.revision, 3);
 }
 
@@ -79,7 +116,13 @@ async fn watch_replays_missed_events_in_order_then_follows() {
     let dir = tempfile::tempdir().unwrap();
     let s = open(&dir);
     for i in 0..10u32 {
-        s.put(format!("/w/{}", i % 3).as_bytes(), i.to_string().as_bytes(), me()).await.unwrap();
+        s.put(
+            format!("/w/{}", i % 3).as_bytes(),
+            i.to_string().as_bytes(),
+            me(),
+        )
+        .await
+        .unwrap();
         s.put(b"/other", b"x", me()).await.unwrap();
     }
     // Start at revision 5: revisions 5..=20 exist, only odd ones touch /w/.
@@ -94,13 +137,28 @@ async fn watch_replays_missed_events_in_order_then_follows() {
     assert_eq!(seen, vec![5, 7, 9, 11, 13, 15, 17, 19]);
     // Live changes continue the same stream.
     let live = s.put(b"/w/9", b"live", me()).await.unwrap();
-    let b = tokio::time::timeout(Duration::from_secs(5), w.next()).await.unwrap().unwrap().unwrap();
+    let b = tokio::time::timeout(Duration::from_secs(5), w.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
     assert_eq!(b.revision, live.revision);
     assert_eq!(b.events[0].typ, EventType::Put);
     assert!(b.events[0].prev.is_none());
     // A delete carries the last value.
-    s.txn(Txn::default().then(Op::Delete { key: b"/w/9".to_vec() }), me()).await.unwrap();
-    let b = tokio::time::timeout(Duration::from_secs(5), w.next()).await.unwrap().unwrap().unwrap();
+    s.txn(
+        Txn::default().then(Op::Delete {
+            key: b"/w/9".to_vec(),
+        }),
+        me(),
+    )
+    .await
+    .unwrap();
+    let b = tokio::time::timeout(Duration::from_secs(5), w.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
     assert_eq!(b.events[0].typ, EventType::Delete);
     assert_eq!(b.events[0].kv.value, b"live");
 }
@@ -112,7 +170,11 @@ async fn a_revision_is_never_split() {
     let mut w = s.watch(b"/", 0).unwrap();
     let mut txn = Txn::default();
     for i in 0..50 {
-        txn = txn.then(Op::Put { key: format!("/m/{i}").into_bytes(), value: vec![1], lease: 0 });
+        txn = txn.then(Op::Put {
+            key: format!("/m/{i}").into_bytes(),
+            value: vec![1],
+            lease: 0,
+        });
     }
     s.txn(txn, me()).await.unwrap();
     let b = w.next().await.unwrap().unwrap();
@@ -124,10 +186,19 @@ async fn compaction_keeps_current_state_and_tells_old_watchers_to_relist() {
     let dir = tempfile::tempdir().unwrap();
     let s = open(&dir);
     for i in 0..10u32 {
-        s.put(b"/c/a", i.to_string().as_bytes(), me()).await.unwrap();
+        s.put(b"/c/a", i.to_string().as_bytes(), me())
+            .await
+            .unwrap();
     }
     s.put(b"/c/b", b"b", me()).await.unwrap(); // rev 11
-    s.txn(Txn::default().then(Op::Delete { key: b"/c/b".to_vec() }), me()).await.unwrap(); // rev 12
+    s.txn(
+        Txn::default().then(Op::Delete {
+            key: b"/c/b".to_vec(),
+        }),
+        me(),
+    )
+    .await
+    .unwrap(); // rev 12
     s.put(b"/c/d", b"d", me()).await.unwrap(); // rev 13
     s.compact(12).await.unwrap();
     assert_eq!(s.compacted_revision(), 12);
@@ -137,7 +208,10 @@ async fn compaction_keeps_current_state_and_tells_old_watchers_to_relist() {
     }
     assert_eq!(s.get_at(b"/c/a", 12).unwrap().unwrap().value, b"9");
     assert!(s.get_at(b"/c/b", 12).unwrap().is_none());
-    assert!(matches!(s.get_at(b"/c/a", 5), Err(StoreError::Compacted { .. })));
+    assert!(matches!(
+        s.get_at(b"/c/a", 5),
+        Err(StoreError::Compacted { .. })
+    ));
     assert_eq!(s.range_at(b"/c/", None, 0, 12).unwrap().kvs.len(), 1);
     assert_eq!(s.range_at(b"/c/", None, 0, 13).unwrap().kvs.len(), 2);
     // History keeps the surviving revision with its author.
@@ -154,8 +228,26 @@ async fn lease_expiry_deletes_keys_and_watchers_see_it() {
     let dir = tempfile::tempdir().unwrap();
     let s = open(&dir);
     let lease = s.lease_grant(Duration::from_millis(300)).await.unwrap();
-    s.txn(Txn::default().then(Op::Put { key: b"/l/a".to_vec(), value: b"1".to_vec(), lease }), me()).await.unwrap();
-    s.txn(Txn::default().then(Op::Put { key: b"/l/b".to_vec(), value: b"2".to_vec(), lease }), me()).await.unwrap();
+    s.txn(
+        Txn::default().then(Op::Put {
+            key: b"/l/a".to_vec(),
+            value: b"1".to_vec(),
+            lease,
+        }),
+        me(),
+    )
+    .await
+    .unwrap();
+    s.txn(
+        Txn::default().then(Op::Put {
+            key: b"/l/b".to_vec(),
+            value: b"2".to_vec(),
+            lease,
+        }),
+        me(),
+    )
+    .await
+    .unwrap();
     s.put(b"/l/keep", b"3", me()).await.unwrap();
     let mut w = s.watch(b"/l/", 0).unwrap();
     // Keep-alives hold it open past its TTL.
@@ -164,15 +256,31 @@ async fn lease_expiry_deletes_keys_and_watchers_see_it() {
         s.lease_keep_alive(lease).unwrap();
     }
     assert!(s.get(b"/l/a").unwrap().is_some());
-    let b = tokio::time::timeout(Duration::from_secs(5), w.next()).await.unwrap().unwrap().unwrap();
+    let b = tokio::time::timeout(Duration::from_secs(5), w.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
     assert_eq!(b.events.len(), 2, "both keys go in one revision");
     assert!(b.events.iter().all(|e| e.typ == EventType::Delete));
     assert!(s.get(b"/l/keep").unwrap().is_some());
     let info = s.revisions(b.revision, b.revision, 0).unwrap();
     assert_eq!(info[0].user, "system:lease-expiry");
-    assert!(matches!(s.lease_keep_alive(lease), Err(StoreError::LeaseNotFound(_))));
+    assert!(matches!(
+        s.lease_keep_alive(lease),
+        Err(StoreError::LeaseNotFound(_))
+    ));
     // Attaching a key to a missing lease fails and writes nothing.
-    let bad = s.txn(Txn::default().then(Op::Put { key: b"/l/x".to_vec(), value: vec![], lease: 42 }), me()).await;
+    let bad = s
+        .txn(
+            Txn::default().then(Op::Put {
+                key: b"/l/x".to_vec(),
+                value: vec![],
+                lease: 42,
+            }),
+            me(),
+        )
+        .await;
     assert!(matches!(bad, Err(StoreError::LeaseNotFound(42))));
     assert!(s.get(b"/l/x").unwrap().is_none());
 }
@@ -180,7 +288,14 @@ async fn lease_expiry_deletes_keys_and_watchers_see_it() {
 #[tokio::test]
 async fn slow_watchers_are_cut_off_without_stalling_others() {
     let dir = tempfile::tempdir().unwrap();
-    let s = Store::open(dir.path(), StoreOptions { watch_buffer: 8, ..Default::default() }).unwrap();
+    let s = Store::open(
+        dir.path(),
+        StoreOptions {
+            watch_buffer: 8,
+            ..Default::default()
+        },
+    )
+    .unwrap();
     let mut slow = s.watch(b"/s/", 0).unwrap();
     let mut fast = s.watch(b"/s/", 0).unwrap();
     let reader = tokio::spawn(async move {
@@ -192,9 +307,17 @@ async fn slow_watchers_are_cut_off_without_stalling_others() {
         n
     });
     for i in 0..50u32 {
-        s.put(b"/s/k", i.to_string().as_bytes(), me()).await.unwrap();
+        s.put(b"/s/k", i.to_string().as_bytes(), me())
+            .await
+            .unwrap();
     }
-    assert_eq!(tokio::time::timeout(Duration::from_secs(10), reader).await.unwrap().unwrap(), 50);
+    assert_eq!(
+        tokio::time::timeout(Duration::from_secs(10), reader)
+            .await
+            .unwrap()
+            .unwrap(),
+        50
+    );
     let mut got = 0;
     let err = loop {
         match slow.next().await {
@@ -217,7 +340,16 @@ async fn concurrent_writers_share_commits_and_get_gapless_revisions() {
         tasks.push(tokio::spawn(async move {
             let mut revs = Vec::new();
             for i in 0..20 {
-                revs.push(s.put(format!("/g/{w}/{i}").as_bytes(), b"v", Origin::new(format!("w{w}"), "create")).await.unwrap().revision);
+                revs.push(
+                    s.put(
+                        format!("/g/{w}/{i}").as_bytes(),
+                        b"v",
+                        Origin::new(format!("w{w}"), "create"),
+                    )
+                    .await
+                    .unwrap()
+                    .revision,
+                );
             }
             revs
         }));
@@ -239,7 +371,9 @@ async fn state_survives_reopen_and_time_maps_to_revisions() {
         s.put(b"/p/a", b"1", me()).await.unwrap();
         before = berth_store_now();
         tokio::time::sleep(Duration::from_millis(20)).await;
-        s.put(b"/p/a", b"2", Origin::new("bob", "update")).await.unwrap();
+        s.put(b"/p/a", b"2", Origin::new("bob", "update"))
+            .await
+            .unwrap();
         s.close();
     }
     let s = open(&dir);
@@ -247,12 +381,23 @@ async fn state_survives_reopen_and_time_maps_to_revisions() {
     assert_eq!(s.get(b"/p/a").unwrap().unwrap().value, b"2");
     assert_eq!(s.revision_at_time(before).unwrap(), 1);
     assert_eq!(s.revision_at_time(u64::MAX).unwrap(), 2);
-    assert!(matches!(s.revision_at_time(1), Err(StoreError::TimeNotRetained)));
+    assert!(matches!(
+        s.revision_at_time(1),
+        Err(StoreError::TimeNotRetained)
+    ));
     let h = s.history(b"/p/a").unwrap();
-    assert_eq!(h.iter().map(|e| (e.info.user.as_str(), e.info.verb.as_str())).collect::<Vec<_>>(), vec![("alice", "create"), ("bob", "update")]);
+    assert_eq!(
+        h.iter()
+            .map(|e| (e.info.user.as_str(), e.info.verb.as_str()))
+            .collect::<Vec<_>>(),
+        vec![("alice", "create"), ("bob", "update")]
+    );
     assert_eq!(s.put(b"/p/b", b"3", me()).await.unwrap().revision, 3);
 }
 
 fn berth_store_now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
 }

@@ -54,52 +54,106 @@ fn up_apply_get_diff_delete_and_clean_shutdown() {
 
     let o = berth(&kc, &["apply", "-f", f]);
     assert!(o.status.success(), "{}", stderr(&o));
-    assert_eq!(stdout(&o), "configmap/web-config created\ndeployment.apps/web created\nservice/web created\n");
+    assert_eq!(
+        stdout(&o),
+        "configmap/web-config created\ndeployment.apps/web created\nservice/web created\n"
+    );
     let o = berth(&kc, &["apply", "-f", f]);
-    assert_eq!(stdout(&o), "configmap/web-config unchanged\ndeployment.apps/web unchanged\nservice/web unchanged\n");
+    assert_eq!(
+        stdout(&o),
+        "configmap/web-config unchanged\ndeployment.apps/web unchanged\nservice/web unchanged\n"
+    );
 
     // get: tables, names, yaml, json, selectors, short names, several kinds
     let o = berth(&kc, &["get", "deploy"]);
     let out = stdout(&o);
-    assert!(out.starts_with("NAME   READY   UP-TO-DATE   AVAILABLE   AGE\nweb    0/3"), "{out}");
-    assert_eq!(stdout(&berth(&kc, &["get", "cm", "-l", "app=web", "-o", "name"])), "configmap/web-config\n");
+    assert!(
+        out.starts_with("NAME   READY   UP-TO-DATE   AVAILABLE   AGE\nweb    0/3"),
+        "{out}"
+    );
+    assert_eq!(
+        stdout(&berth(&kc, &["get", "cm", "-l", "app=web", "-o", "name"])),
+        "configmap/web-config\n"
+    );
     let y = stdout(&berth(&kc, &["get", "deployment", "web", "-o", "yaml"]));
-    assert!(y.contains("replicas: 3") && y.contains("kind: Deployment"), "{y}");
-    let j: serde_json::Value = serde_json::from_str(&stdout(&berth(&kc, &["get", "svc", "web", "-o", "json"]))).unwrap();
+    assert!(
+        y.contains("replicas: 3") && y.contains("kind: Deployment"),
+        "{y}"
+    );
+    let j: serde_json::Value =
+        serde_json::from_str(&stdout(&berth(&kc, &["get", "svc", "web", "-o", "json"]))).unwrap();
     assert_eq!(j["spec"]["ports"][0]["targetPort"], 8080);
     let both = stdout(&berth(&kc, &["get", "deploy,svc"]));
-    assert!(both.contains("UP-TO-DATE") && both.contains("CLUSTER-IP"), "{both}");
+    assert!(
+        both.contains("UP-TO-DATE") && both.contains("CLUSTER-IP"),
+        "{both}"
+    );
     let all = stdout(&berth(&kc, &["get", "cm", "-A"]));
     assert!(all.starts_with("NAMESPACE "), "{all}");
     let o = berth(&kc, &["get", "po", "missing"]);
     assert_eq!(o.status.code(), Some(1));
-    assert_eq!(stderr(&o).trim(), "Error from server (NotFound): pods \"missing\" not found");
+    assert_eq!(
+        stderr(&o).trim(),
+        "Error from server (NotFound): pods \"missing\" not found"
+    );
     let o = berth(&kc, &["get", "widgets"]);
-    assert!(stderr(&o).contains("doesn't have a resource type \"widgets\""), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("doesn't have a resource type \"widgets\""),
+        "{}",
+        stderr(&o)
+    );
 
     // diff shows what apply would change, exit code 1 when it would
     std::fs::write(&file, DEMO.replace("replicas: 3", "replicas: 5")).unwrap();
     let o = berth(&kc, &["diff", "-f", f]);
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     let d = stdout(&o);
-    assert!(d.contains("-  replicas: 3") && d.contains("+  replicas: 5"), "{d}");
-    assert_eq!(stdout(&berth(&kc, &["get", "deploy", "web", "-o", "json"])).contains("\"replicas\": 3"), true, "diff changed nothing");
+    assert!(
+        d.contains("-  replicas: 3") && d.contains("+  replicas: 5"),
+        "{d}"
+    );
+    assert_eq!(
+        stdout(&berth(&kc, &["get", "deploy", "web", "-o", "json"])).contains("\"replicas\": 3"),
+        true,
+        "diff changed nothing"
+    );
     let o = berth(&kc, &["apply", "-f", f]);
     assert!(stdout(&o).contains("deployment.apps/web configured"));
     assert_eq!(berth(&kc, &["diff", "-f", f]).status.code(), Some(0));
     // a field removed from the manifest is removed from the object
-    std::fs::write(&file, DEMO.replace("replicas: 3", "replicas: 5").replace("  labels: {app: web}\ndata:", "data:")).unwrap();
+    std::fs::write(
+        &file,
+        DEMO.replace("replicas: 3", "replicas: 5")
+            .replace("  labels: {app: web}\ndata:", "data:"),
+    )
+    .unwrap();
     berth(&kc, &["apply", "-f", f]);
-    let cm: serde_json::Value = serde_json::from_str(&stdout(&berth(&kc, &["get", "cm", "web-config", "-o", "json"]))).unwrap();
+    let cm: serde_json::Value = serde_json::from_str(&stdout(&berth(
+        &kc,
+        &["get", "cm", "web-config", "-o", "json"],
+    )))
+    .unwrap();
     assert!(cm["metadata"].get("labels").is_none(), "{cm}");
 
     let o = berth(&kc, &["describe", "deploy", "web"]);
-    assert!(stdout(&o).contains("Name:         web") && stdout(&o).contains("Spec:"), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("Name:         web") && stdout(&o).contains("Spec:"),
+        "{}",
+        stdout(&o)
+    );
 
     let o = berth(&kc, &["delete", "-f", f]);
-    assert_eq!(stdout(&o), "configmap/web-config deleted\ndeployment.apps/web deleted\nservice/web deleted\n");
+    assert_eq!(
+        stdout(&o),
+        "configmap/web-config deleted\ndeployment.apps/web deleted\nservice/web deleted\n"
+    );
     assert_eq!(berth(&kc, &["delete", "svc", "web"]).status.code(), Some(1));
-    assert_eq!(berth(&kc, &["delete", "svc", "web", "--ignore-not-found"]).status.code(), Some(0));
+    assert_eq!(
+        berth(&kc, &["delete", "svc", "web", "--ignore-not-found"])
+            .status
+            .code(),
+        Some(0)
+    );
 
     // SIGTERM stops it cleanly
     up.signal(libc::SIGTERM);
@@ -124,9 +178,19 @@ fn a_bad_manifest_names_file_document_line_and_applies_nothing() {
     let o = berth(&kc, &["apply", "-f", file.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(1));
     let e = stderr(&o);
-    assert!(e.contains("bad.yaml: document 2, line 6") && e.contains("metadata.name") && e.contains("spec.replicas") && e.contains("nothing was applied"), "{e}");
+    assert!(
+        e.contains("bad.yaml: document 2, line 6")
+            && e.contains("metadata.name")
+            && e.contains("spec.replicas")
+            && e.contains("nothing was applied"),
+        "{e}"
+    );
     // an unknown kind
-    std::fs::write(&file, "apiVersion: example.com/v1\nkind: Widget\nmetadata:\n  name: w\n").unwrap();
+    std::fs::write(
+        &file,
+        "apiVersion: example.com/v1\nkind: Widget\nmetadata:\n  name: w\n",
+    )
+    .unwrap();
     let e = stderr(&berth(&kc, &["apply", "-f", file.to_str().unwrap()]));
     assert!(e.contains("does not serve example.com/v1 Widget"), "{e}");
     // nothing from any of these reached the server
@@ -150,56 +214,134 @@ fn history_shows_authors_and_diffs_and_export_rebuilds_the_state() {
     std::fs::write(&file, DEMO.replace("replicas: 3", "replicas: 4")).unwrap();
     assert!(berth(&bob, &["apply", "-f", f]).status.success());
     let before_last_change = stdout(&berth(&bob, &["export"]));
-    std::fs::write(&file, DEMO.replace("replicas: 3", "replicas: 6").replace("greeting: hello", "greeting: bonjour")).unwrap();
+    std::fs::write(
+        &file,
+        DEMO.replace("replicas: 3", "replicas: 6")
+            .replace("greeting: hello", "greeting: bonjour"),
+    )
+    .unwrap();
     assert!(berth(&alice, &["apply", "-f", f]).status.success());
 
     let h = stdout(&berth(&alice, &["history", "deploy/web"]));
-    let rows: Vec<Vec<&str>> = h.lines().skip(1).map(|l| l.split_whitespace().collect()).collect();
+    let rows: Vec<Vec<&str>> = h
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().collect())
+        .collect();
     assert_eq!(rows.len(), 3, "{h}");
     assert_eq!((rows[0][2], rows[0][3]), ("alice", "create"));
     assert_eq!((rows[1][2], rows[1][3]), ("bob", "patch"));
     assert_eq!((rows[2][2], rows[2][3]), ("alice", "patch"));
     let d = stdout(&berth(&alice, &["history", "deploy", "web", "--diff"]));
-    assert!(d.contains("-  replicas: 3\n  +  replicas: 4") || (d.contains("-  replicas: 3") && d.contains("+  replicas: 4")), "{d}");
-    assert!(d.contains("-  replicas: 4") && d.contains("+  replicas: 6"), "{d}");
+    assert!(
+        d.contains("-  replicas: 3\n  +  replicas: 4")
+            || (d.contains("-  replicas: 3") && d.contains("+  replicas: 4")),
+        "{d}"
+    );
+    assert!(
+        d.contains("-  replicas: 4") && d.contains("+  replicas: 6"),
+        "{d}"
+    );
     assert!(d.contains("by bob"), "{d}");
     // the past, by revision and by time
     let rev2 = rows[1][0];
-    let past = stdout(&berth(&alice, &["get", "deploy", "web", "--revision", rev2, "-o", "json"]));
+    let past = stdout(&berth(
+        &alice,
+        &["get", "deploy", "web", "--revision", rev2, "-o", "json"],
+    ));
     assert!(past.contains("\"replicas\": 4"), "{past}");
     // (-o json gives times to the nanosecond; the table rounds to seconds)
-    let hj: serde_json::Value = serde_json::from_str(&stdout(&berth(&alice, &["history", "deploy/web", "-o", "json"]))).unwrap();
+    let hj: serde_json::Value = serde_json::from_str(&stdout(&berth(
+        &alice,
+        &["history", "deploy/web", "-o", "json"],
+    )))
+    .unwrap();
     let t2 = hj["items"][1]["time"].as_str().unwrap();
-    let at = stdout(&berth(&alice, &["get", "deploy", "web", "--at", t2, "-o", "json"]));
+    let at = stdout(&berth(
+        &alice,
+        &["get", "deploy", "web", "--at", t2, "-o", "json"],
+    ));
     assert!(at.contains("\"replicas\": 4"), "{at}");
     let t0 = "2001-01-01T00:00:00Z";
     let o = berth(&alice, &["get", "deploy", "web", "--at", t0]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(stderr(&o).contains("no retained revision"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("no retained revision"),
+        "{}",
+        stderr(&o)
+    );
 
     // export at a past revision, apply to a fresh server, export there: the same state
-    let rev = before_last_change.lines().next().unwrap().rsplit(' ').next().unwrap().to_string();
+    let rev = before_last_change
+        .lines()
+        .next()
+        .unwrap()
+        .rsplit(' ')
+        .next()
+        .unwrap()
+        .to_string();
     let exported = stdout(&berth(&alice, &["export", "--revision", &rev]));
-    assert_eq!(exported.lines().skip(1).collect::<Vec<_>>(), before_last_change.lines().skip(1).collect::<Vec<_>>());
-    assert!(exported.contains("replicas: 4") && exported.contains("hello") && !exported.contains("status:") && !exported.contains("uid:"), "{exported}");
+    assert_eq!(
+        exported.lines().skip(1).collect::<Vec<_>>(),
+        before_last_change.lines().skip(1).collect::<Vec<_>>()
+    );
+    assert!(
+        exported.contains("replicas: 4")
+            && exported.contains("hello")
+            && !exported.contains("status:")
+            && !exported.contains("uid:"),
+        "{exported}"
+    );
     let fresh_dir = dir.path().join("b");
     let fresh = BerthProcess::start("server", &fresh_dir);
     let state = dir.path().join("state.yaml");
     std::fs::write(&state, &exported).unwrap();
-    let o = berth(&fresh.kubeconfig(), &["apply", "-f", state.to_str().unwrap()]);
+    let o = berth(
+        &fresh.kubeconfig(),
+        &["apply", "-f", state.to_str().unwrap()],
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     let again = stdout(&berth(&fresh.kubeconfig(), &["export"]));
-    assert_eq!(again.lines().skip(1).collect::<Vec<_>>(), exported.lines().skip(1).collect::<Vec<_>>());
+    assert_eq!(
+        again.lines().skip(1).collect::<Vec<_>>(),
+        exported.lines().skip(1).collect::<Vec<_>>()
+    );
 }
 
 #[test]
 fn help_explains() {
-    let o = std::process::Command::new(common::BIN).arg("--help").output().unwrap();
+    let o = std::process::Command::new(common::BIN)
+        .arg("--help")
+        .output()
+        .unwrap();
     let h = stdout(&o);
-    for verb in ["up", "server", "apply", "get", "describe", "delete", "diff", "history", "export", "api-resources", "version"] {
-        assert!(h.contains(&format!("  {verb} ")), "{verb} missing from --help:\n{h}");
+    for verb in [
+        "up",
+        "server",
+        "apply",
+        "get",
+        "describe",
+        "delete",
+        "diff",
+        "history",
+        "export",
+        "api-resources",
+        "version",
+    ] {
+        assert!(
+            h.contains(&format!("  {verb} ")),
+            "{verb} missing from --help:\n{h}"
+        );
     }
-    let o = std::process::Command::new(common::BIN).args(["get", "pods"]).env("KUBECONFIG", "/nonexistent/kc").output().unwrap();
+    let o = std::process::Command::new(common::BIN)
+        .args(["get", "pods"])
+        .env("KUBECONFIG", "/nonexistent/kc")
+        .output()
+        .unwrap();
     assert_eq!(o.status.code(), Some(1));
-    assert!(stderr(&o).contains("cannot read kubeconfig") || stderr(&o).contains("no kubeconfig"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("cannot read kubeconfig") || stderr(&o).contains("no kubeconfig"),
+        "{}",
+        stderr(&o)
+    );
 }

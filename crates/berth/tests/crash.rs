@@ -17,7 +17,13 @@ const WRITERS: usize = 8;
 
 fn admin_token(dir: &std::path::Path) -> String {
     let text = std::fs::read_to_string(dir.join("tokens.csv")).unwrap();
-    text.lines().find(|l| l.contains(",admin,")).unwrap().split(',').next().unwrap().to_string()
+    text.lines()
+        .find(|l| l.contains(",admin,"))
+        .unwrap()
+        .split(',')
+        .next()
+        .unwrap()
+        .to_string()
 }
 
 #[test]
@@ -88,7 +94,10 @@ fn acknowledged_writes_survive_sigkill() {
         });
         drop(server);
         let now = acked.lock().unwrap().len();
-        assert!(now > total_acked, "round {round}: the load made no progress");
+        assert!(
+            now > total_acked,
+            "round {round}: the load made no progress"
+        );
         total_acked = now;
     }
 }

@@ -21,7 +21,13 @@ impl BerthProcess {
     pub fn start(role: &str, data_dir: &Path) -> BerthProcess {
         let started = Instant::now();
         let mut child = Command::new(BIN)
-            .args([role, "--data-dir", data_dir.to_str().unwrap(), "--api-listen", "127.0.0.1:0"])
+            .args([
+                role,
+                "--data-dir",
+                data_dir.to_str().unwrap(),
+                "--api-listen",
+                "127.0.0.1:0",
+            ])
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -44,7 +50,12 @@ impl BerthProcess {
                 panic!("berth {role} did not become ready");
             }
         };
-        BerthProcess { child, url, data_dir: data_dir.to_path_buf(), ready_after: started.elapsed() }
+        BerthProcess {
+            child,
+            url,
+            data_dir: data_dir.to_path_buf(),
+            ready_after: started.elapsed(),
+        }
     }
 
     pub fn kubeconfig(&self) -> PathBuf {
@@ -90,7 +101,13 @@ impl Drop for BerthProcess {
 
 /// Runs a CLI verb against a kubeconfig; returns the output.
 pub fn berth(kubeconfig: &Path, args: &[&str]) -> Output {
-    Command::new(BIN).args(args).env("KUBECONFIG", kubeconfig).env_remove("XDG_DATA_HOME").stdin(Stdio::null()).output().expect("run berth")
+    Command::new(BIN)
+        .args(args)
+        .env("KUBECONFIG", kubeconfig)
+        .env_remove("XDG_DATA_HOME")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run berth")
 }
 
 pub fn stdout(o: &Output) -> String {
