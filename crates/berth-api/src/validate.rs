@@ -234,16 +234,15 @@ fn validate_metadata(v: &mut V, kind: &ResourceKind, obj: &Object) {
             }
         }
     }
-    if kind.namespaced {
-        if let Some(ns) = v.str("metadata.namespace", m.get("namespace")) {
-            if let Some(e) = names::dns1123_label(ns) {
-                v.push(FieldError::invalid(
-                    "metadata.namespace",
-                    format!("\"{ns}\""),
-                    &e,
-                ));
-            }
-        }
+    if kind.namespaced
+        && let Some(ns) = v.str("metadata.namespace", m.get("namespace"))
+        && let Some(e) = names::dns1123_label(ns)
+    {
+        v.push(FieldError::invalid(
+            "metadata.namespace",
+            format!("\"{ns}\""),
+            &e,
+        ));
     }
     v.string_map(
         "metadata.labels",
@@ -295,14 +294,14 @@ fn validate_metadata(v: &mut V, kind: &ResourceKind, obj: &Object) {
         .iter()
         .enumerate()
     {
-        if let Some(s) = v.str(&format!("metadata.finalizers[{i}]"), Some(f)) {
-            if let Some(e) = names::qualified_name(s) {
-                v.push(FieldError::invalid(
-                    format!("metadata.finalizers[{i}]"),
-                    format!("\"{s}\""),
-                    &e,
-                ));
-            }
+        if let Some(s) = v.str(&format!("metadata.finalizers[{i}]"), Some(f))
+            && let Some(e) = names::qualified_name(s)
+        {
+            v.push(FieldError::invalid(
+                format!("metadata.finalizers[{i}]"),
+                format!("\"{s}\""),
+                &e,
+            ));
         }
     }
 }
@@ -321,18 +320,18 @@ fn validate_resources(v: &mut V, path: &str, r: Option<&Value>) {
         }
     }
     for (res, req) in &parsed[1] {
-        if let Some(lim) = parsed[0].get(res) {
-            if req.as_f64() > lim.as_f64() {
-                let shown = r["requests"][res].clone();
-                v.push(FieldError::invalid(
-                    format!("{path}.requests.{res}"),
-                    describe(&shown),
-                    &format!(
-                        "must be less than or equal to {res} limit of {}",
-                        describe(&r["limits"][res])
-                    ),
-                ));
-            }
+        if let Some(lim) = parsed[0].get(res)
+            && req.as_f64() > lim.as_f64()
+        {
+            let shown = r["requests"][res].clone();
+            v.push(FieldError::invalid(
+                format!("{path}.requests.{res}"),
+                describe(&shown),
+                &format!(
+                    "must be less than or equal to {res} limit of {}",
+                    describe(&r["limits"][res])
+                ),
+            ));
         }
     }
 }
@@ -489,10 +488,10 @@ fn validate_container(
         let Some(em) = v.obj(&ep, Some(e)) else {
             continue;
         };
-        if let Some(n) = v.req_str(&format!("{ep}.name"), em.get("name")) {
-            if n.contains('=') || n.chars().any(char::is_control) {
-                v.push(FieldError::invalid(format!("{ep}.name"), format!("\"{n}\""), "a valid environment variable name must consist of printable characters other than '='"));
-            }
+        if let Some(n) = v.req_str(&format!("{ep}.name"), em.get("name"))
+            && (n.contains('=') || n.chars().any(char::is_control))
+        {
+            v.push(FieldError::invalid(format!("{ep}.name"), format!("\"{n}\""), "a valid environment variable name must consist of printable characters other than '='"));
         }
         v.str(&format!("{ep}.value"), em.get("value"));
         if em.get("value").is_some() && em.get("valueFrom").is_some() {
@@ -515,23 +514,23 @@ fn validate_container(
         let Some(mm) = v.obj(&mp, Some(vm)) else {
             continue;
         };
-        if let Some(n) = v.req_str(&format!("{mp}.name"), mm.get("name")) {
-            if !volumes.iter().any(|x| x == n) {
-                v.push(FieldError {
-                    field: format!("{mp}.name"),
-                    kind: crate::status::FieldErrorKind::Invalid,
-                    message: format!("{mp}.name: Not found: \"{n}\""),
-                });
-            }
+        if let Some(n) = v.req_str(&format!("{mp}.name"), mm.get("name"))
+            && !volumes.iter().any(|x| x == n)
+        {
+            v.push(FieldError {
+                field: format!("{mp}.name"),
+                kind: crate::status::FieldErrorKind::Invalid,
+                message: format!("{mp}.name: Not found: \"{n}\""),
+            });
         }
-        if let Some(p) = v.req_str(&format!("{mp}.mountPath"), mm.get("mountPath")) {
-            if !p.starts_with('/') {
-                v.push(FieldError::invalid(
-                    format!("{mp}.mountPath"),
-                    format!("\"{p}\""),
-                    "must be an absolute path",
-                ));
-            }
+        if let Some(p) = v.req_str(&format!("{mp}.mountPath"), mm.get("mountPath"))
+            && !p.starts_with('/')
+        {
+            v.push(FieldError::invalid(
+                format!("{mp}.mountPath"),
+                format!("\"{p}\""),
+                "must be an absolute path",
+            ));
         }
         v.bool(&format!("{mp}.readOnly"), mm.get("readOnly"));
     }
@@ -599,7 +598,7 @@ fn validate_pod_spec(v: &mut V, path: &str, spec: Option<&Value>, template: bool
         let sources = vm.keys().filter(|k| *k != "name").count();
         if sources == 0 {
             v.push(
-                FieldError::required(format!("{vp}"))
+                FieldError::required(vp.to_string())
                     .with_message(format!("{vp}: Required value: must specify a volume type")),
             );
         } else if sources > 1 {
@@ -675,25 +674,23 @@ fn validate_pod_spec(v: &mut V, path: &str, spec: Option<&Value>, template: bool
     if let Some(n) = v.int(
         &format!("{path}.activeDeadlineSeconds"),
         s.get("activeDeadlineSeconds"),
-    ) {
-        if n <= 0 {
-            v.push(FieldError::invalid(
-                format!("{path}.activeDeadlineSeconds"),
-                n,
-                "must be greater than 0",
-            ));
-        }
+    ) && n <= 0
+    {
+        v.push(FieldError::invalid(
+            format!("{path}.activeDeadlineSeconds"),
+            n,
+            "must be greater than 0",
+        ));
     }
-    if let Some(n) = v.str(&format!("{path}.nodeName"), s.get("nodeName")) {
-        if !n.is_empty() {
-            if let Some(e) = names::dns1123_subdomain(n) {
-                v.push(FieldError::invalid(
-                    format!("{path}.nodeName"),
-                    format!("\"{n}\""),
-                    &e,
-                ));
-            }
-        }
+    if let Some(n) = v.str(&format!("{path}.nodeName"), s.get("nodeName"))
+        && !n.is_empty()
+        && let Some(e) = names::dns1123_subdomain(n)
+    {
+        v.push(FieldError::invalid(
+            format!("{path}.nodeName"),
+            format!("\"{n}\""),
+            &e,
+        ));
     }
     v.string_map(
         &format!("{path}.nodeSelector"),
@@ -783,14 +780,14 @@ fn validate_template(v: &mut V, kind: &str, spec: &Map<String, Value>) {
                 .collect()
         })
         .unwrap_or_default();
-    if let Some(sel) = selector {
-        if !sel.matches(&label_map) {
-            v.push(FieldError::invalid(
-                "spec.template.metadata.labels",
-                describe(labels.unwrap_or(&Value::Null)),
-                &format!("`selector` does not match template `labels` of this {kind}"),
-            ));
-        }
+    if let Some(sel) = selector
+        && !sel.matches(&label_map)
+    {
+        v.push(FieldError::invalid(
+            "spec.template.metadata.labels",
+            describe(labels.unwrap_or(&Value::Null)),
+            &format!("`selector` does not match template `labels` of this {kind}"),
+        ));
     }
     validate_pod_spec(v, "spec.template.spec", t.get("spec"), true);
 }
@@ -918,16 +915,15 @@ fn validate_spec(v: &mut V, kind: &ResourceKind, obj: &Object) {
                         .enumerate()
                     {
                         let ap = format!("{sp}.{list}[{j}]");
-                        if let Some(am) = v.obj(&ap, Some(a)) {
-                            if let Some(ip) = v.req_str(&format!("{ap}.ip"), am.get("ip")) {
-                                if ip.parse::<std::net::IpAddr>().is_err() {
-                                    v.push(FieldError::invalid(
-                                        format!("{ap}.ip"),
-                                        format!("\"{ip}\""),
-                                        "must be a valid IP address",
-                                    ));
-                                }
-                            }
+                        if let Some(am) = v.obj(&ap, Some(a))
+                            && let Some(ip) = v.req_str(&format!("{ap}.ip"), am.get("ip"))
+                            && ip.parse::<std::net::IpAddr>().is_err()
+                        {
+                            v.push(FieldError::invalid(
+                                format!("{ap}.ip"),
+                                format!("\"{ip}\""),
+                                "must be a valid IP address",
+                            ));
                         }
                     }
                 }
@@ -977,14 +973,14 @@ fn validate_spec(v: &mut V, kind: &ResourceKind, obj: &Object) {
                 for (i, t) in v.arr("spec.taints", s.get("taints")).iter().enumerate() {
                     let tp = format!("spec.taints[{i}]");
                     if let Some(tm) = v.obj(&tp, Some(t)) {
-                        if let Some(k) = v.req_str(&format!("{tp}.key"), tm.get("key")) {
-                            if let Some(e) = names::qualified_name(k) {
-                                v.push(FieldError::invalid(
-                                    format!("{tp}.key"),
-                                    format!("\"{k}\""),
-                                    &e,
-                                ));
-                            }
+                        if let Some(k) = v.req_str(&format!("{tp}.key"), tm.get("key"))
+                            && let Some(e) = names::qualified_name(k)
+                        {
+                            v.push(FieldError::invalid(
+                                format!("{tp}.key"),
+                                format!("\"{k}\""),
+                                &e,
+                            ));
                         }
                         if tm.get("effect").is_none() {
                             v.push(FieldError::required(format!("{tp}.effect")));
@@ -1067,7 +1063,7 @@ fn validate_service(v: &mut V, obj: &Object) {
         if let Some(port) = port {
             if seen_ports.contains(&(port, proto.clone())) {
                 v.push(FieldError::duplicate(
-                    format!("{pp}"),
+                    pp.to_string(),
                     format!("{{\"{proto}\", {port}}}"),
                 ));
             }
@@ -1206,15 +1202,13 @@ pub fn validate_update(kind: &ResourceKind, old: &Object, new: &Object) -> Vec<F
                 immutable(&mut v, "spec.clusterIP", ip(old).as_ref(), ip(new).as_ref());
             }
         }
-        "ConfigMap" | "Secret" => {
-            if old.get("immutable") == Some(&Value::Bool(true)) {
-                for f in ["data", "binaryData", "immutable"] {
-                    if old.get(f) != new.get(f) {
-                        v.push(FieldError::forbidden(
-                            f,
-                            "field is immutable when `immutable` is set",
-                        ));
-                    }
+        "ConfigMap" | "Secret" if old.get("immutable") == Some(&Value::Bool(true)) => {
+            for f in ["data", "binaryData", "immutable"] {
+                if old.get(f) != new.get(f) {
+                    v.push(FieldError::forbidden(
+                        f,
+                        "field is immutable when `immutable` is set",
+                    ));
                 }
             }
         }
@@ -1257,7 +1251,7 @@ pub fn base64_encode(data: &[u8]) -> String {
 /// Decodes standard base64; `None` when it is not.
 pub fn base64_decode(s: &str) -> Option<Vec<u8>> {
     let bytes = s.as_bytes();
-    if bytes.len() % 4 != 0 {
+    if !bytes.len().is_multiple_of(4) {
         return None;
     }
     let mut out = Vec::with_capacity(bytes.len() / 4 * 3);
@@ -1366,10 +1360,10 @@ pub fn apply_defaults(kind: &ResourceKind, obj: &mut Object) {
                         }
                     }
                 }
-                if let Some(Value::Object(t)) = spec.get_mut("template") {
-                    if let Some(ts) = t.get_mut("spec") {
-                        default_pod_spec(ts);
-                    }
+                if let Some(Value::Object(t)) = spec.get_mut("template")
+                    && let Some(ts) = t.get_mut("spec")
+                {
+                    default_pod_spec(ts);
                 }
             }
         }

@@ -7,13 +7,17 @@ use berth_store::StoreError;
 
 /// A failed request, already worded for the client.
 #[derive(Debug, Clone)]
-pub struct ApiError(pub Status);
+pub struct ApiError(pub Box<Status>);
 
 pub type ApiResult<T> = Result<T, ApiError>;
 
 impl ApiError {
+    fn from_status(s: Status) -> Self {
+        ApiError(Box::new(s))
+    }
+
     pub fn new(code: u16, reason: &str, message: impl Into<String>) -> Self {
-        ApiError(Status::failure(code, reason, message))
+        Self::from_status(Status::failure(code, reason, message))
     }
 
     pub fn bad_request(message: impl Into<String>) -> Self {
@@ -21,7 +25,7 @@ impl ApiError {
     }
 
     pub fn not_found(kind: &ResourceKind, name: &str) -> Self {
-        ApiError(
+        Self::from_status(
             Status::failure(
                 404,
                 "NotFound",
@@ -32,7 +36,7 @@ impl ApiError {
     }
 
     pub fn already_exists(kind: &ResourceKind, name: &str) -> Self {
-        ApiError(
+        Self::from_status(
             Status::failure(
                 409,
                 "AlreadyExists",
@@ -43,7 +47,7 @@ impl ApiError {
     }
 
     pub fn conflict(kind: &ResourceKind, name: &str) -> Self {
-        ApiError(
+        Self::from_status(
             Status::failure(
                 409,
                 "Conflict",
@@ -57,7 +61,7 @@ impl ApiError {
     }
 
     pub fn invalid(kind: &ResourceKind, name: &str, errors: &[FieldError]) -> Self {
-        ApiError(Status::invalid(kind.group, kind.kind, name, errors))
+        Self::from_status(Status::invalid(kind.group, kind.kind, name, errors))
     }
 
     pub fn forbidden(message: impl Into<String>) -> Self {
@@ -103,7 +107,7 @@ impl From<StoreError> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let code = StatusCode::from_u16(self.0.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let body = serde_json::to_vec(&self.0).unwrap_or_default();
+        let body = serde_json::to_vec(&*self.0).unwrap_or_default();
         (code, [("content-type", "application/json")], body).into_response()
     }
 }

@@ -122,10 +122,10 @@ async fn finish_namespace(registry: &Registry, ns: &str) {
         };
         for o in list.items {
             left += 1;
-            if o.deletion_timestamp().is_none() {
-                if let Some(r) = Ref::of(&o) {
-                    delete(registry, &r).await;
-                }
+            if o.deletion_timestamp().is_none()
+                && let Some(r) = Ref::of(&o)
+            {
+                delete(registry, &r).await;
             }
         }
     }
@@ -136,24 +136,24 @@ async fn finish_namespace(registry: &Registry, ns: &str) {
     let Some(nsk) = berth_api::kinds::resolve("namespaces") else {
         return;
     };
-    if let Ok(obj) = registry.get(nsk, None, ns) {
-        if obj.deletion_timestamp().is_some() {
-            let key = nsk.key(None, ns).into_bytes();
-            let txn = berth_store::Txn::default()
-                .when(berth_store::Compare::mod_revision(
-                    key.clone(),
-                    berth_store::CompareOp::Equal,
-                    obj.resource_version().parse().unwrap_or(0),
-                ))
-                .then(berth_store::Op::Delete { key });
-            let _ = registry
-                .store
-                .txn(
-                    txn,
-                    berth_store::Origin::new("system:namespace-controller", "delete"),
-                )
-                .await;
-        }
+    if let Ok(obj) = registry.get(nsk, None, ns)
+        && obj.deletion_timestamp().is_some()
+    {
+        let key = nsk.key(None, ns).into_bytes();
+        let txn = berth_store::Txn::default()
+            .when(berth_store::Compare::mod_revision(
+                key.clone(),
+                berth_store::CompareOp::Equal,
+                obj.resource_version().parse().unwrap_or(0),
+            ))
+            .then(berth_store::Op::Delete { key });
+        let _ = registry
+            .store
+            .txn(
+                txn,
+                berth_store::Origin::new("system:namespace-controller", "delete"),
+            )
+            .await;
     }
 }
 
@@ -212,10 +212,11 @@ async fn run_once(registry: &Registry) -> Result<(), String> {
                     }
                     // An object whose owners are all gone already (created late) goes too.
                     let owners = obj.owner_references();
-                    if !owners.is_empty() && owners.iter().all(|o| !g.live.contains_key(&o.uid)) {
-                        if let Some(r) = Ref::of(&obj) {
-                            delete(registry, &r).await;
-                        }
+                    if !owners.is_empty()
+                        && owners.iter().all(|o| !g.live.contains_key(&o.uid))
+                        && let Some(r) = Ref::of(&obj)
+                    {
+                        delete(registry, &r).await;
                     }
                 }
                 EventType::Delete => {
@@ -226,10 +227,10 @@ async fn run_once(registry: &Registry) -> Result<(), String> {
                     }
                     if obj.kind() == "Namespace" {
                         terminating.remove(obj.name());
-                    } else if let Some(ns) = obj.namespace() {
-                        if terminating.contains(ns) {
-                            finish_namespace(registry, ns).await;
-                        }
+                    } else if let Some(ns) = obj.namespace()
+                        && terminating.contains(ns)
+                    {
+                        finish_namespace(registry, ns).await;
                     }
                 }
             }

@@ -245,12 +245,12 @@ impl Registry {
             }
             None => (opts.at_revision, None),
         };
-        if let Some(rev) = revision {
-            if rev < self.store.compacted_revision() {
-                return Err(ApiError::gone(format!(
-                    "The provided continue parameter is too old to display a consistent list result (revision {rev} was compacted); start the list again"
-                )));
-            }
+        if let Some(rev) = revision
+            && rev < self.store.compacted_revision()
+        {
+            return Err(ApiError::gone(format!(
+                "The provided continue parameter is too old to display a consistent list result (revision {rev} was compacted); start the list again"
+            )));
         }
         let mut items = Vec::new();
         let chunk = if opts.limit > 0 {
@@ -307,16 +307,15 @@ impl Registry {
     ) -> ApiResult<Object> {
         Self::check_type(kind, &obj)?;
         let ns = Self::bind_namespace(kind, url_ns, &mut obj)?;
-        if obj.name().is_empty() {
-            if let Some(g) = obj
+        if obj.name().is_empty()
+            && let Some(g) = obj
                 .metadata()
                 .and_then(|m| m.get("generateName"))
                 .and_then(Value::as_str)
                 .filter(|g| !g.is_empty())
-            {
-                let name = format!("{g}{}", random_suffix());
-                obj.set_meta("name", name);
-            }
+        {
+            let name = format!("{g}{}", random_suffix());
+            obj.set_meta("name", name);
         }
         if kind.has_status && kind.kind != "Node" {
             obj.0.remove("status");
@@ -614,18 +613,18 @@ impl Registry {
         user: &str,
     ) -> ApiResult<Object> {
         let (key, kv, old) = self.load_for_update(kind, ns, name)?;
-        if let Some(uid) = &opts.precondition_uid {
-            if uid != old.uid() {
-                return Err(ApiError::conflict(kind, name).with_message(format!(
-                    "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
-                    old.uid()
-                )));
-            }
+        if let Some(uid) = &opts.precondition_uid
+            && uid != old.uid()
+        {
+            return Err(ApiError::conflict(kind, name).with_message(format!(
+                "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                old.uid()
+            )));
         }
-        if let Some(rv) = &opts.precondition_rv {
-            if rv != old.resource_version() {
-                return Err(ApiError::conflict(kind, name));
-            }
+        if let Some(rv) = &opts.precondition_rv
+            && rv != old.resource_version()
+        {
+            return Err(ApiError::conflict(kind, name));
         }
         if kind.kind == "Namespace" {
             return self

@@ -123,23 +123,21 @@ pub fn start(registry: Registry, p: WatchParams) -> Result<Response, ApiError> {
                                 matches(&p, &old).then_some(("DELETED", old))
                             }
                         };
-                        if let Some((typ, obj)) = out {
-                            if tx.send(Ok(line(typ, obj.into_value()))).await.is_err() {
+                        if let Some((typ, obj)) = out
+                            && tx.send(Ok(line(typ, obj.into_value()))).await.is_err() {
                                 return;
                             }
-                        }
                     }
                 }
                 _ = tick.tick(), if p.bookmarks => {
-                    if let Some(rev) = watcher.progress() {
-                        if rev > last_bookmark {
+                    if let Some(rev) = watcher.progress()
+                        && rev > last_bookmark {
                             last_bookmark = rev;
                             let obj = json!({"kind": p.kind.kind, "apiVersion": p.kind.api_version(), "metadata": {"resourceVersion": rev.to_string()}});
                             if tx.send(Ok(line("BOOKMARK", obj))).await.is_err() {
                                 return;
                             }
                         }
-                    }
                 }
                 _ = &mut expired => return,
                 _ = tx.closed() => return,

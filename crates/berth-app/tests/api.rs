@@ -532,7 +532,7 @@ async fn selectors_and_paging() {
     );
     // all namespaces
     let all = c.list(cm, None, "").await.unwrap();
-    assert_eq!(count(&all), 26 + 0);
+    assert_eq!(count(&all), 26);
     t.stop().await;
 }
 
@@ -761,7 +761,6 @@ async fn watch_semantics() {
             .unwrap()
             .parse::<u64>()
             .unwrap()
-            - 0
     );
     // timeoutSeconds ends the stream
     let mut wt = c

@@ -484,7 +484,6 @@ async fn get(
     };
     let show_ns = all_namespaces && kind.namespaced;
     let mut objects: Vec<Value> = Vec::new();
-    let single = names.len() == 1;
     if revision.is_some() || at.is_some() {
         let [name] = names.as_slice() else {
             bail!("--revision and --at show one object: give its name")
@@ -517,14 +516,12 @@ async fn get(
         }
         let list = ctx.client.list(kind, ns, &q.join("&")).await?;
         objects = list["items"].as_array().cloned().unwrap_or_default();
-        if !watch {
-            if objects.is_empty() && matches!(output, None | Some(Output::Wide)) {
-                match ns {
-                    Some(ns) => eprintln!("No resources found in {ns} namespace."),
-                    None => eprintln!("No resources found"),
-                }
-                return Ok(0);
+        if !watch && objects.is_empty() && matches!(output, None | Some(Output::Wide)) {
+            match ns {
+                Some(ns) => eprintln!("No resources found in {ns} namespace."),
+                None => eprintln!("No resources found"),
             }
+            return Ok(0);
         }
         if watch {
             let rv = list["metadata"]["resourceVersion"]
@@ -552,9 +549,8 @@ async fn get(
             return Ok(0);
         }
     }
-    print_objects(kind, &objects, output, show_ns, false, out)
-        .map(|_| 0)
-        .map(|c| if single { c } else { c })
+    print_objects(kind, &objects, output, show_ns, false, out)?;
+    Ok(0)
 }
 
 fn print_objects(

@@ -21,7 +21,7 @@ pub use kubeconfig::{KubeConfig, KubeconfigError};
 pub enum ClientError {
     /// The server answered with a Kubernetes `Status` error.
     #[error("{}", .0.message)]
-    Api(Status),
+    Api(Box<Status>),
     #[error("cannot reach the berth API at {server}: {message}; is `berth up` running?")]
     Connect { server: String, message: String },
     #[error("unexpected response from {path}: {message}")]
@@ -224,7 +224,7 @@ impl Client {
                     ),
                 )
             });
-            return Err(ClientError::Api(status));
+            return Err(ClientError::Api(Box::new(status)));
         }
         serde_json::from_slice(&r.body).map_err(|e| ClientError::Protocol {
             path: path.into(),
@@ -369,7 +369,7 @@ impl Client {
                     String::from_utf8_lossy(&body).to_string(),
                 )
             });
-            return Err(ClientError::Api(s));
+            return Err(ClientError::Api(Box::new(s)));
         }
         Ok(WatchStream {
             body: resp.into_body(),

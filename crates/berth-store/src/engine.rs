@@ -415,13 +415,14 @@ impl Engine {
         }
         // Publish in revision order, then answer.
         for r in results.iter().flatten() {
-            if let Outcome::Txn(resp) = r {
-                if resp.succeeded && !resp.events.is_empty() {
-                    self.publish(Arc::new(WatchBatch {
-                        revision: resp.revision,
-                        events: resp.events.clone(),
-                    }));
-                }
+            if let Outcome::Txn(resp) = r
+                && resp.succeeded
+                && !resp.events.is_empty()
+            {
+                self.publish(Arc::new(WatchBatch {
+                    revision: resp.revision,
+                    events: resp.events.clone(),
+                }));
             }
         }
         for (req, r) in batch.into_iter().zip(results) {
@@ -481,10 +482,11 @@ impl Engine {
             });
         }
         for op in &txn.success {
-            if let Op::Put { lease, .. } = op {
-                if *lease != 0 && tryd!(self, t.leases.get(*lease)).is_none() {
-                    return Err(StoreError::LeaseNotFound(*lease));
-                }
+            if let Op::Put { lease, .. } = op
+                && *lease != 0
+                && tryd!(self, t.leases.get(*lease)).is_none()
+            {
+                return Err(StoreError::LeaseNotFound(*lease));
             }
         }
         let rev = state.revision + 1;
@@ -915,12 +917,11 @@ impl Engine {
                      best: Option<(u64, u64)>,
                      kvs: &mut Vec<KeyValue>|
          -> Result<(), StoreError> {
-            if let (Some(_), Some((rev, idx))) = (key, best) {
-                if let Some(e) = self.event_at(&events, rev, idx)? {
-                    if e.typ == EventType::Put {
-                        kvs.push(e.kv);
-                    }
-                }
+            if let (Some(_), Some((rev, idx))) = (key, best)
+                && let Some(e) = self.event_at(&events, rev, idx)?
+                && e.typ == EventType::Put
+            {
+                kvs.push(e.kv);
             }
             Ok(())
         };

@@ -43,12 +43,13 @@ fn acknowledged_writes_survive_sigkill() {
         rt.block_on(async {
             // Everything acknowledged before is still there, with its last value.
             let pending = std::mem::take(&mut *in_flight.lock().unwrap());
-            for (name, value) in acked.lock().unwrap().iter_mut() {
-                let got = client.get(cm, Some("default"), name).await.unwrap_or_else(|e| panic!("round {round}: acknowledged {name} lost: {e}"));
+            let known = acked.lock().unwrap().clone();
+            for (name, value) in known {
+                let got = client.get(cm, Some("default"), &name).await.unwrap_or_else(|e| panic!("round {round}: acknowledged {name} lost: {e}"));
                 let got = got["data"]["v"].as_str().unwrap().to_string();
-                let allowed = got == *value || pending.get(name) == Some(&got);
+                let allowed = got == value || pending.get(&name) == Some(&got);
                 assert!(allowed, "round {round}: {name} holds {got}, but {value} was acknowledged last");
-                *value = got;
+                acked.lock().unwrap().insert(name, got);
             }
             // Revisions 1..=current all exist: no gap, no torn revision.
             let revs = client.revisions("from=1&limit=0").await.unwrap();
@@ -68,7 +69,7 @@ fn acknowledged_writes_survive_sigkill() {
                         let name = format!("r{round}-w{w}-{}", n / 2);
                         let value = format!("{round}.{w}.{n}");
                         in_flight.lock().unwrap().insert(name.clone(), value.clone());
-                        let r = if n % 2 == 0 {
+                        let r = if n.is_multiple_of(2) {
                             client.create(cm, Some("default"), &json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": {"v": value}}), "").await
                         } else {
                             client.patch(cm, Some("default"), &name, "application/merge-patch+json", &json!({"data": {"v": value}}), "").await
