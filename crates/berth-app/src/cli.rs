@@ -43,6 +43,9 @@ pub struct ServerArgs {
     /// How long the history of every object is kept (e.g. 7d, 12h, 30m)
     #[arg(long, value_name = "DURATION", default_value = "7d", value_parser = parse_duration)]
     pub history_retention: Duration,
+    /// Once ready, apply these manifests (files or directories), as `berth apply -f` would
+    #[arg(long, value_name = "FILE")]
+    pub apply: Vec<String>,
 }
 
 /// `7d`, `12h`, `30m`, `45s`.
@@ -88,12 +91,28 @@ async fn run_server(args: ServerArgs, all_in_one: bool) -> anyhow::Result<()> {
     };
     println!("berth {role} is ready at {} ({ready_ms} ms)", server.url);
     println!("kubeconfig: {}", server.kubeconfig.display());
+    if !args.apply.is_empty() {
+        let conn = berth_cli::Conn {
+            kubeconfig: Some(server.kubeconfig.clone()),
+            namespace: None,
+        };
+        let mut out = Vec::new();
+        let verb = berth_cli::Verb::Apply {
+            files: args.apply.clone(),
+            dry_run: false,
+        };
+        let r = berth_cli::run(&conn, verb, &mut out).await;
+        print!("{}", String::from_utf8_lossy(&out));
+        if let Err(e) = r {
+            eprintln!("{}", berth_cli::describe_error(&e));
+        }
+    }
     println!();
     println!("Try, in another terminal:");
     println!("  export KUBECONFIG={}", server.kubeconfig.display());
     println!("  berth get namespaces");
     println!("  berth apply -f examples/demo.yaml");
-    println!("  berth get deploy,cm -o wide      # what you applied");
+    println!("  berth get deploy,svc,cm -o wide  # what you applied");
     println!("  berth history deploy/demo --diff # who changed it, and how");
     println!("  berth export > state.yaml        # the whole desired state");
     println!("(kubectl works too: it reads the same kubeconfig.)");
