@@ -199,7 +199,7 @@ async fn run_once(registry: &Registry) -> Result<(), String> {
         let Some(batch) = watcher.next().await.map_err(|e| e.to_string())? else {
             return Ok(());
         };
-        for ev in batch.events {
+        for ev in batch.events.iter() {
             let Ok(obj) = decode(&ev.kv) else { continue };
             match ev.typ {
                 EventType::Put => {

@@ -52,6 +52,8 @@ pub struct ApiServer {
     pub registry: Registry,
     pub auth: Authenticator,
     pub config: ServerConfig,
+    /// Shared by every watch: each change is decoded and encoded once.
+    pub watch_cache: Arc<watch::EncodeCache>,
     ready: AtomicBool,
 }
 
@@ -61,6 +63,7 @@ impl ApiServer {
             registry: Registry::new(store),
             auth,
             config,
+            watch_cache: Arc::default(),
             ready: AtomicBool::new(false),
         })
     }

@@ -480,6 +480,7 @@ fn watch(
             bookmarks: truthy(q, "allowWatchBookmarks"),
             bookmark_interval: s.config.bookmark_interval,
             timeout,
+            cache: s.watch_cache.clone(),
         },
     )
 }

@@ -10,13 +10,75 @@ use axum::body::Body;
 use axum::response::Response;
 use berth_api::ResourceKind;
 use berth_api::object::Object;
-use berth_store::{EventType, KeyValue, StoreError};
+use std::sync::Arc;
+
+use berth_store::{Event, EventType, KeyValue, StoreError};
 use bytes::Bytes;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use crate::error::ApiError;
 use crate::registry::{ListOptions, Registry, decode};
+
+/// The decoded object and its JSON for one stored change, made once and shared by every
+/// watcher the change reaches (1,000 watchers of one kind decode and encode it once, not
+/// 1,000 times).
+pub struct Encoded {
+    pub obj: Object,
+    pub json: Bytes,
+    pub prev: Option<Object>,
+}
+
+/// A bounded cache of `Encoded` changes by (revision, key).
+#[derive(Default)]
+pub struct EncodeCache {
+    inner: std::sync::Mutex<(
+        std::collections::HashMap<(u64, Vec<u8>), Arc<Encoded>>,
+        std::collections::VecDeque<(u64, Vec<u8>)>,
+    )>,
+}
+
+impl std::fmt::Debug for EncodeCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EncodeCache").finish()
+    }
+}
+
+const CACHE_ENTRIES: usize = 8192;
+
+impl EncodeCache {
+    fn get(&self, revision: u64, ev: &Event) -> Option<Arc<Encoded>> {
+        let key = (revision, ev.kv.key.clone());
+        if let Some(e) = self.inner.lock().ok()?.0.get(&key) {
+            return Some(e.clone());
+        }
+        let obj = decode_at(&ev.kv, revision)?;
+        let json = Bytes::from(serde_json::to_vec(&obj.0).ok()?);
+        let prev = ev.prev.as_ref().and_then(|k| decode_at(k, revision));
+        let made = Arc::new(Encoded { obj, json, prev });
+        let mut guard = self.inner.lock().ok()?;
+        let (map, order) = &mut *guard;
+        if map.insert(key.clone(), made.clone()).is_none() {
+            order.push_back(key);
+            while order.len() > CACHE_ENTRIES {
+                if let Some(old) = order.pop_front() {
+                    map.remove(&old);
+                }
+            }
+        }
+        Some(made)
+    }
+}
+
+fn line_from(typ: &str, json: &[u8]) -> Bytes {
+    let mut v = Vec::with_capacity(json.len() + typ.len() + 24);
+    v.extend_from_slice(b"{\"type\":\"");
+    v.extend_from_slice(typ.as_bytes());
+    v.extend_from_slice(b"\",\"object\":");
+    v.extend_from_slice(json);
+    v.extend_from_slice(b"}\n");
+    Bytes::from(v)
+}
 
 pub struct WatchParams {
     pub kind: &'static ResourceKind,
@@ -26,6 +88,7 @@ pub struct WatchParams {
     pub bookmarks: bool,
     pub bookmark_interval: Duration,
     pub timeout: Option<Duration>,
+    pub cache: Arc<EncodeCache>,
 }
 
 fn line(typ: &str, object: Value) -> Bytes {
@@ -39,7 +102,8 @@ fn error_line(e: &ApiError) -> Bytes {
 }
 
 fn matches(p: &WatchParams, obj: &Object) -> bool {
-    p.opts.labels.matches(&obj.labels()) && p.opts.fields.matches(&obj.as_value())
+    (p.opts.labels.is_empty() || p.opts.labels.matches(&obj.labels()))
+        && (p.opts.fields.is_empty() || p.opts.fields.matches(&obj.as_value()))
 }
 
 fn decode_at(kv: &KeyValue, rev: u64) -> Option<Object> {
@@ -106,27 +170,25 @@ pub fn start(registry: Registry, p: WatchParams) -> Result<Response, ApiError> {
                             return;
                         }
                     };
-                    for ev in batch.events {
-                        let out = match ev.typ {
+                    for ev in &batch.events {
+                        let Some(enc) = p.cache.get(batch.revision, ev) else { continue };
+                        let typ = match ev.typ {
                             EventType::Put => {
-                                let Some(new) = decode_at(&ev.kv, batch.revision) else { continue };
-                                let was = ev.prev.as_ref().and_then(|k| decode_at(k, batch.revision)).is_some_and(|o| matches(&p, &o));
-                                match (matches(&p, &new), was) {
-                                    (true, true) => Some(("MODIFIED", new)),
-                                    (true, false) => Some(("ADDED", new)),
-                                    (false, true) => Some(("DELETED", new)),
+                                let was = enc.prev.as_ref().is_some_and(|o| matches(&p, o));
+                                match (matches(&p, &enc.obj), was) {
+                                    (true, true) => Some("MODIFIED"),
+                                    (true, false) => Some("ADDED"),
+                                    (false, true) => Some("DELETED"),
                                     (false, false) => None,
                                 }
                             }
-                            EventType::Delete => {
-                                let Some(old) = decode_at(&ev.kv, batch.revision) else { continue };
-                                matches(&p, &old).then_some(("DELETED", old))
-                            }
+                            EventType::Delete => matches(&p, &enc.obj).then_some("DELETED"),
                         };
-                        if let Some((typ, obj)) = out
-                            && tx.send(Ok(line(typ, obj.into_value()))).await.is_err() {
+                        if let Some(typ) = typ {
+                            if tx.send(Ok(line_from(typ, &enc.json))).await.is_err() {
                                 return;
                             }
+                        }
                     }
                 }
                 _ = tick.tick(), if p.bookmarks => {

@@ -123,7 +123,8 @@ impl Watcher {
     }
 
     /// The next revision with changes under the prefix. `Ok(None)` when the store closed.
-    pub async fn next(&mut self) -> Result<Option<WatchBatch>, StoreError> {
+    /// Live batches are shared between the watchers they concern (no copy per watcher).
+    pub async fn next(&mut self) -> Result<Option<Arc<WatchBatch>>, StoreError> {
         while let Some(snap) = &self.snapshot {
             if self.next_rev > self.replay_until {
                 self.snapshot = None;
@@ -133,10 +134,10 @@ impl Watcher {
             let events = self.engine.read_revision(snap, rev, &self.prefix)?;
             self.next_rev += 1;
             if !events.is_empty() {
-                return Ok(Some(WatchBatch {
+                return Ok(Some(Arc::new(WatchBatch {
                     revision: rev,
                     events,
-                }));
+                })));
             }
         }
         loop {
@@ -146,17 +147,25 @@ impl Watcher {
                         continue;
                     }
                     self.next_rev = b.revision + 1;
-                    let events: Vec<Event> = b
+                    let matching = b
                         .events
                         .iter()
                         .filter(|e| e.kv.key.starts_with(&self.prefix))
-                        .cloned()
-                        .collect();
-                    if !events.is_empty() {
-                        return Ok(Some(WatchBatch {
+                        .count();
+                    if matching == b.events.len() {
+                        return Ok(Some(b));
+                    }
+                    if matching > 0 {
+                        let events: Vec<Event> = b
+                            .events
+                            .iter()
+                            .filter(|e| e.kv.key.starts_with(&self.prefix))
+                            .cloned()
+                            .collect();
+                        return Ok(Some(Arc::new(WatchBatch {
                             revision: b.revision,
                             events,
-                        }));
+                        })));
                     }
                 }
                 None if self.cut.load(Ordering::Acquire) => {
