@@ -13,6 +13,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use tokio::sync::oneshot;
 
 use crate::codec::{self, EventRecord};
+use crate::wal::{SEGMENT_LIMIT, Wal, WalOp, WalRecord};
 use crate::watch::{Hub, WatchBatch};
 use crate::{
     Compare, CompareOp, CompareTarget, Event, EventType, HistoryEntry, KeyValue, Op, Origin,
@@ -30,6 +31,9 @@ const KEYIDX: TableDefinition<(&[u8], u64), u64> = TableDefinition::new("key_ind
 /// lease id -> TTL in milliseconds.
 const LEASES: TableDefinition<u64, u64> = TableDefinition::new("leases");
 const LEASE_KEYS: TableDefinition<(u64, &[u8]), ()> = TableDefinition::new("lease_keys");
+
+/// How often the database file is synced and the write-ahead log emptied.
+const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Tunables of the embedded store.
 #[derive(Debug, Clone)]
@@ -74,6 +78,8 @@ enum Request {
         revision: u64,
         resp: oneshot::Sender<Result<(), StoreError>>,
     },
+    /// Make the database file durable and empty the write-ahead log.
+    Checkpoint,
 }
 
 struct LeaseState {
@@ -144,6 +150,10 @@ struct WriterState {
     revision: u64,
     last_time: u64,
     last_lease: u64,
+    /// Commits since the last checkpoint that only the write-ahead log holds durably.
+    dirty: bool,
+    /// While replaying the log: the recorded time of the revision being replayed.
+    replay_time: Option<u64>,
 }
 
 impl Engine {
@@ -152,42 +162,23 @@ impl Engine {
         let path = file.display().to_string();
         let db = Database::create(&file).map_err(|e| db_err(&path)(e.into()))?;
         // Create every table and read the counters.
-        let (revision, compacted, leases) = {
+        let (revision, compacted) = {
             let w = db.begin_write().map_err(|e| db_err(&path)(e.into()))?;
-            let (rev, comp, leases) = {
+            let counters = {
                 let meta = w.open_table(META).map_err(|e| db_err(&path)(e.into()))?;
                 w.open_table(KV).map_err(|e| db_err(&path)(e.into()))?;
                 w.open_table(EVENTS).map_err(|e| db_err(&path)(e.into()))?;
                 w.open_table(REVS).map_err(|e| db_err(&path)(e.into()))?;
                 w.open_table(KEYIDX).map_err(|e| db_err(&path)(e.into()))?;
-                w.open_table(LEASE_KEYS)
-                    .map_err(|e| db_err(&path)(e.into()))?;
-                let lt = w.open_table(LEASES).map_err(|e| db_err(&path)(e.into()))?;
+                w.open_table(LEASE_KEYS).map_err(|e| db_err(&path)(e.into()))?;
+                w.open_table(LEASES).map_err(|e| db_err(&path)(e.into()))?;
                 let get = |k: &str| -> Result<u64, StoreError> {
-                    Ok(meta
-                        .get(k)
-                        .map_err(|e| db_err(&path)(e.into()))?
-                        .map(|v| v.value())
-                        .unwrap_or(0))
+                    Ok(meta.get(k).map_err(|e| db_err(&path)(e.into()))?.map(|v| v.value()).unwrap_or(0))
                 };
-                let mut leases = HashMap::new();
-                // As etcd does on a new leader, every lease gets a full TTL from now: the
-                // holders could not renew while the server was down.
-                for item in lt.iter().map_err(|e| db_err(&path)(e.into()))? {
-                    let (id, ttl) = item.map_err(|e| db_err(&path)(e.into()))?;
-                    let ttl = Duration::from_millis(ttl.value());
-                    leases.insert(
-                        id.value(),
-                        LeaseState {
-                            ttl,
-                            deadline: Instant::now() + ttl,
-                        },
-                    );
-                }
-                (get("revision")?, get("compacted")?, leases)
+                (get("revision")?, get("compacted")?)
             };
             w.commit().map_err(|e| db_err(&path)(e.into()))?;
-            (rev, comp, leases)
+            counters
         };
         let (tx, rx) = mpsc::channel();
         let engine = Arc::new(Engine {
@@ -197,25 +188,32 @@ impl Engine {
             hub: Mutex::new(Hub::default()),
             published: AtomicU64::new(revision),
             compacted: AtomicU64::new(compacted),
-            leases: Mutex::new(leases),
+            leases: Mutex::new(HashMap::new()),
             options,
             shutdown: AtomicBool::new(false),
             threads: Mutex::new(Vec::new()),
         });
-        let last_lease = engine
-            .leases
-            .lock()
-            .map(|l| l.keys().max().copied().unwrap_or(0))
-            .unwrap_or(0);
-        let state = WriterState {
-            revision,
-            last_time: 0,
-            last_lease,
-        };
+        let mut state = WriterState { revision, last_time: 0, last_lease: 0, dirty: false, replay_time: None };
+        let (mut wal, records) = Wal::open(&dir.join("wal"))?;
+        engine.recover(&mut state, &mut wal, records)?;
+        engine.published.store(state.revision, Ordering::Release);
+        // As etcd does on a new leader, every lease gets a full TTL from now: the holders could
+        // not renew while the server was down.
+        {
+            let r = engine.read()?;
+            let lt = tryd!(engine, r.open_table(LEASES));
+            let mut leases = engine.leases.lock().map_err(|_| StoreError::Closed)?;
+            for item in tryd!(engine, lt.iter()) {
+                let (id, ttl) = tryd!(engine, item);
+                let ttl = Duration::from_millis(ttl.value());
+                leases.insert(id.value(), LeaseState { ttl, deadline: Instant::now() + ttl });
+                state.last_lease = state.last_lease.max(id.value());
+            }
+        }
         let w = engine.clone();
         let writer = std::thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || w.writer_loop(rx, state))
+            .spawn(move || w.writer_loop(rx, state, wal))
             .map_err(|e| StoreError::Commit(format!("cannot start the writer thread: {e}")))?;
         let m = engine.clone();
         let maint = std::thread::Builder::new()
@@ -227,6 +225,65 @@ impl Engine {
             t.push(maint);
         }
         Ok(engine)
+    }
+
+    /// Replays the write-ahead log over the database: every record after the last
+    /// checkpoint, in order; then checkpoints so the log starts empty.
+    fn recover(&self, state: &mut WriterState, wal: &mut Wal, records: Vec<WalRecord>) -> Result<(), StoreError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let replayed = records.len();
+        let w = tryd!(self, self.db.begin_write());
+        {
+            let mut t = Tables {
+                meta: tryd!(self, w.open_table(META)),
+                kv: tryd!(self, w.open_table(KV)),
+                events: tryd!(self, w.open_table(EVENTS)),
+                revs: tryd!(self, w.open_table(REVS)),
+                keyidx: tryd!(self, w.open_table(KEYIDX)),
+                leases: tryd!(self, w.open_table(LEASES)),
+                lease_keys: tryd!(self, w.open_table(LEASE_KEYS)),
+            };
+            for rec in records {
+                match rec {
+                    WalRecord::Revision { revision, .. } if revision <= state.revision => {}
+                    WalRecord::Revision { revision, time, user, verb, ops } => {
+                        if revision != state.revision + 1 {
+                            return Err(StoreError::Corrupt(format!("the write-ahead log jumps from revision {} to {revision}", state.revision)));
+                        }
+                        let txn = Txn {
+                            compares: Vec::new(),
+                            success: ops
+                                .into_iter()
+                                .map(|op| match op {
+                                    WalOp::Put { key, value, lease } => Op::Put { key, value, lease },
+                                    WalOp::Delete { key } => Op::Delete { key },
+                                })
+                                .collect(),
+                        };
+                        state.replay_time = Some(time);
+                        // Leases named by a replayed put may be gone (revoked later in the log);
+                        // replay writes the key as it was written.
+                        let r = self.apply_txn_unchecked(&mut t, state, &txn, &Origin::new(user, verb));
+                        state.replay_time = None;
+                        r?;
+                    }
+                    WalRecord::LeaseGrant { id, ttl_ms } => {
+                        tryd!(self, t.leases.insert(id, ttl_ms));
+                    }
+                    WalRecord::LeaseRevoke { id } => {
+                        tryd!(self, t.leases.remove(id));
+                    }
+                    WalRecord::Compact { revision } => self.apply_compact(&mut t, state, revision)?,
+                }
+            }
+            tryd!(self, t.meta.insert("revision", state.revision));
+        }
+        tryd!(self, w.commit());
+        wal.rotate()?;
+        tracing::info!(records = replayed, revision = state.revision, "replayed the write-ahead log");
+        Ok(())
     }
 
     pub(crate) fn published_revision(&self) -> u64 {
@@ -313,7 +370,7 @@ impl Engine {
 
     // ---- the writer ----
 
-    fn writer_loop(self: Arc<Self>, rx: mpsc::Receiver<Request>, mut state: WriterState) {
+    fn writer_loop(self: Arc<Self>, rx: mpsc::Receiver<Request>, mut state: WriterState, mut wal: Wal) {
         while let Ok(first) = rx.recv() {
             let mut batch = vec![first];
             while batch.len() < self.options.max_batch {
@@ -322,19 +379,48 @@ impl Engine {
                     Err(_) => break,
                 }
             }
-            self.process(batch, &mut state);
+            let checkpoint = batch.iter().any(|r| matches!(r, Request::Checkpoint));
+            batch.retain(|r| !matches!(r, Request::Checkpoint));
+            if !batch.is_empty() {
+                self.process(batch, &mut state, &mut wal);
+            }
+            if checkpoint || wal.size() > SEGMENT_LIMIT {
+                self.checkpoint(&mut state, &mut wal);
+            }
+        }
+        // Shutting down: leave the database durable and the log empty.
+        self.checkpoint(&mut state, &mut wal);
+    }
+
+    /// Makes every commit so far durable in the database file, then empties the log.
+    fn checkpoint(&self, state: &mut WriterState, wal: &mut Wal) {
+        if !state.dirty {
+            return;
+        }
+        let r = (|| -> Result<(), StoreError> {
+            let mut w = tryd!(self, self.db.begin_write());
+            tryd!(self, w.set_durability(redb::Durability::Immediate));
+            tryd!(self, w.commit());
+            wal.rotate()
+        })();
+        match r {
+            Ok(()) => state.dirty = false,
+            // The log still holds everything; the next checkpoint tries again.
+            Err(e) => tracing::warn!(error = %e, "checkpoint failed"),
         }
     }
 
     /// Applies a group of requests in one write transaction, commits it (one fsync), then
     /// publishes the new revisions in order and answers each request.
-    fn process(&self, batch: Vec<Request>, state: &mut WriterState) {
+    fn process(&self, batch: Vec<Request>, state: &mut WriterState, wal: &mut Wal) {
         let start_state = (state.revision, state.last_time, state.last_lease);
         let mut results: Vec<Result<Outcome, StoreError>> = Vec::with_capacity(batch.len());
         let mut lease_changes: Vec<(u64, Option<Duration>)> = Vec::new();
         let committed = (|| -> Result<(), StoreError> {
             let mut w = tryd!(self, self.db.begin_write());
-            tryd!(self, w.set_durability(redb::Durability::Immediate));
+            // Durable through the write-ahead log; the file is synced at checkpoints.
+            tryd!(self, w.set_durability(redb::Durability::None));
+            let mut log: Vec<WalRecord> = Vec::new();
             {
                 let mut t = Tables {
                     meta: tryd!(self, w.open_table(META)),
@@ -347,25 +433,29 @@ impl Engine {
                 };
                 for req in &batch {
                     let r = match req {
-                        Request::Txn { txn, origin, .. } => {
-                            self.apply_txn(&mut t, state, txn, origin).map(Outcome::Txn)
-                        }
+                        Request::Txn { txn, origin, .. } => self.apply_txn(&mut t, state, txn, origin).map(|r| {
+                            log.extend(revision_record(&r, state.last_time, origin));
+                            Outcome::Txn(r)
+                        }),
                         Request::LeaseGrant { ttl_ms, .. } => {
                             let id = (state.last_lease + 1).max(crate::now_nanos() >> 16);
                             state.last_lease = id;
                             tryd!(self, t.leases.insert(id, *ttl_ms));
                             lease_changes.push((id, Some(Duration::from_millis(*ttl_ms))));
+                            log.push(WalRecord::LeaseGrant { id, ttl_ms: *ttl_ms });
                             Ok(Outcome::Lease(id))
                         }
-                        Request::LeaseRevoke { id, origin, .. } => {
-                            self.apply_revoke(&mut t, state, *id, origin).map(|r| {
-                                lease_changes.push((*id, None));
-                                Outcome::Txn(r)
-                            })
-                        }
-                        Request::Compact { revision, .. } => self
-                            .apply_compact(&mut t, state, *revision)
-                            .map(|_| Outcome::Compacted),
+                        Request::LeaseRevoke { id, origin, .. } => self.apply_revoke(&mut t, state, *id, origin).map(|r| {
+                            lease_changes.push((*id, None));
+                            log.push(WalRecord::LeaseRevoke { id: *id });
+                            log.extend(revision_record(&r, state.last_time, origin));
+                            Outcome::Txn(r)
+                        }),
+                        Request::Compact { revision, .. } => self.apply_compact(&mut t, state, *revision).map(|_| {
+                            log.push(WalRecord::Compact { revision: *revision });
+                            Outcome::Compacted
+                        }),
+                        Request::Checkpoint => Ok(Outcome::Compacted),
                     };
                     // A storage failure aborts the whole group; a request's own error (a
                     // missing lease, a revision out of range) fails only that request.
@@ -375,6 +465,11 @@ impl Engine {
                     results.push(r);
                 }
                 tryd!(self, t.meta.insert("revision", state.revision));
+            }
+            if !log.is_empty() {
+                // If the log cannot be written, the transaction is dropped uncommitted.
+                wal.append(&log)?;
+                state.dirty = true;
             }
             tryd!(self, w.commit());
             Ok(())
@@ -391,6 +486,7 @@ impl Engine {
                     }
                     Request::LeaseGrant { resp, .. } => drop(resp.send(Err(err()))),
                     Request::Compact { resp, .. } => drop(resp.send(Err(err()))),
+                    Request::Checkpoint => {}
                 }
             }
             return;
@@ -442,6 +538,7 @@ impl Engine {
                 (Request::Compact { resp, .. }, r) => {
                     let _ = resp.send(r.map(|_| ()));
                 }
+                (Request::Checkpoint, _) => {}
             }
         }
     }
@@ -489,6 +586,11 @@ impl Engine {
                 return Err(StoreError::LeaseNotFound(*lease));
             }
         }
+        self.apply_txn_unchecked(t, state, txn, origin)
+    }
+
+    /// Applies a transaction's writes (its compares already held).
+    fn apply_txn_unchecked(&self, t: &mut Tables<'_>, state: &mut WriterState, txn: &Txn, origin: &Origin) -> Result<TxnResponse, StoreError> {
         let rev = state.revision + 1;
         let mut events: Vec<Event> = Vec::new();
         for op in &txn.success {
@@ -550,7 +652,7 @@ impl Engine {
                 current: Vec::new(),
             });
         }
-        let now = crate::now_nanos().max(state.last_time);
+        let now = state.replay_time.unwrap_or_else(|| crate::now_nanos().max(state.last_time));
         state.last_time = now;
         tryd!(
             self,
@@ -718,7 +820,14 @@ impl Engine {
 
     fn maintenance_loop(self: Arc<Self>) {
         let mut last_compaction = Instant::now();
+        let mut last_checkpoint = Instant::now();
         while !self.shutdown.load(Ordering::Acquire) {
+            if last_checkpoint.elapsed() >= CHECKPOINT_INTERVAL {
+                last_checkpoint = Instant::now();
+                if self.send(Request::Checkpoint).is_err() {
+                    return;
+                }
+            }
             let now = Instant::now();
             let expired: Vec<u64> = self
                 .leases
@@ -1070,6 +1179,27 @@ impl Engine {
     pub(crate) fn snapshot(&self) -> Result<redb::ReadTransaction, StoreError> {
         self.read()
     }
+}
+
+/// The log record of a transaction that wrote something.
+fn revision_record(r: &TxnResponse, time: u64, origin: &Origin) -> Option<WalRecord> {
+    if !r.succeeded || r.events.is_empty() {
+        return None;
+    }
+    Some(WalRecord::Revision {
+        revision: r.revision,
+        time,
+        user: origin.user.clone(),
+        verb: origin.verb.clone(),
+        ops: r
+            .events
+            .iter()
+            .map(|e| match e.typ {
+                EventType::Put => WalOp::Put { key: e.kv.key.clone(), value: e.kv.value.clone(), lease: e.kv.lease },
+                EventType::Delete => WalOp::Delete { key: e.kv.key.clone() },
+            })
+            .collect(),
+    })
 }
 
 enum Outcome {

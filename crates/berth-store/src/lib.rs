@@ -10,12 +10,14 @@
 //! - Leases expire keys attached to them.
 //!
 //! Architecture invariant: only the writer thread (`engine.rs`) opens write transactions, and
-//! it publishes a revision to watchers only after that revision is durable on disk. Requests
-//! queued while a commit is in flight are applied together in the next transaction and share
-//! its fsync (group commit).
+//! it publishes a revision to watchers, and acknowledges it, only after that revision is
+//! durable in the write-ahead log (`wal.rs`). Requests queued while a commit is in flight are
+//! applied together in the next transaction and share its fsync (group commit); the database
+//! file itself is synced by a checkpoint every second.
 
 mod codec;
 mod engine;
+mod wal;
 mod watch;
 
 use std::path::Path;
