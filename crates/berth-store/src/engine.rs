@@ -32,6 +32,9 @@ const KEYIDX: TableDefinition<(&[u8], u64), u64> = TableDefinition::new("key_ind
 const LEASES: TableDefinition<u64, u64> = TableDefinition::new("leases");
 const LEASE_KEYS: TableDefinition<(u64, &[u8]), ()> = TableDefinition::new("lease_keys");
 
+/// The longest a group commit waits for the clients it expects.
+const LINGER: Duration = Duration::from_micros(200);
+
 /// How often the database file is synced and the write-ahead log emptied.
 const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -90,7 +93,9 @@ struct LeaseState {
 pub(crate) struct Engine {
     pub(crate) db: Database,
     path: String,
-    tx: Mutex<Option<mpsc::Sender<Request>>>,
+    tx: std::sync::RwLock<Option<mpsc::Sender<Request>>>,
+    /// Requests sent and not yet taken by the writer.
+    queued: std::sync::atomic::AtomicUsize,
     pub(crate) hub: Mutex<Hub>,
     /// Highest revision published to watchers. Written only under the hub lock.
     pub(crate) published: AtomicU64,
@@ -170,10 +175,15 @@ impl Engine {
                 w.open_table(EVENTS).map_err(|e| db_err(&path)(e.into()))?;
                 w.open_table(REVS).map_err(|e| db_err(&path)(e.into()))?;
                 w.open_table(KEYIDX).map_err(|e| db_err(&path)(e.into()))?;
-                w.open_table(LEASE_KEYS).map_err(|e| db_err(&path)(e.into()))?;
+                w.open_table(LEASE_KEYS)
+                    .map_err(|e| db_err(&path)(e.into()))?;
                 w.open_table(LEASES).map_err(|e| db_err(&path)(e.into()))?;
                 let get = |k: &str| -> Result<u64, StoreError> {
-                    Ok(meta.get(k).map_err(|e| db_err(&path)(e.into()))?.map(|v| v.value()).unwrap_or(0))
+                    Ok(meta
+                        .get(k)
+                        .map_err(|e| db_err(&path)(e.into()))?
+                        .map(|v| v.value())
+                        .unwrap_or(0))
                 };
                 (get("revision")?, get("compacted")?)
             };
@@ -184,7 +194,8 @@ impl Engine {
         let engine = Arc::new(Engine {
             db,
             path,
-            tx: Mutex::new(Some(tx)),
+            tx: std::sync::RwLock::new(Some(tx)),
+            queued: std::sync::atomic::AtomicUsize::new(0),
             hub: Mutex::new(Hub::default()),
             published: AtomicU64::new(revision),
             compacted: AtomicU64::new(compacted),
@@ -193,7 +204,13 @@ impl Engine {
             shutdown: AtomicBool::new(false),
             threads: Mutex::new(Vec::new()),
         });
-        let mut state = WriterState { revision, last_time: 0, last_lease: 0, dirty: false, replay_time: None };
+        let mut state = WriterState {
+            revision,
+            last_time: 0,
+            last_lease: 0,
+            dirty: false,
+            replay_time: None,
+        };
         let (mut wal, records) = Wal::open(&dir.join("wal"))?;
         engine.recover(&mut state, &mut wal, records)?;
         engine.published.store(state.revision, Ordering::Release);
@@ -206,7 +223,13 @@ impl Engine {
             for item in tryd!(engine, lt.iter()) {
                 let (id, ttl) = tryd!(engine, item);
                 let ttl = Duration::from_millis(ttl.value());
-                leases.insert(id.value(), LeaseState { ttl, deadline: Instant::now() + ttl });
+                leases.insert(
+                    id.value(),
+                    LeaseState {
+                        ttl,
+                        deadline: Instant::now() + ttl,
+                    },
+                );
                 state.last_lease = state.last_lease.max(id.value());
             }
         }
@@ -229,7 +252,12 @@ impl Engine {
 
     /// Replays the write-ahead log over the database: every record after the last
     /// checkpoint, in order; then checkpoints so the log starts empty.
-    fn recover(&self, state: &mut WriterState, wal: &mut Wal, records: Vec<WalRecord>) -> Result<(), StoreError> {
+    fn recover(
+        &self,
+        state: &mut WriterState,
+        wal: &mut Wal,
+        records: Vec<WalRecord>,
+    ) -> Result<(), StoreError> {
         if records.is_empty() {
             return Ok(());
         }
@@ -248,16 +276,27 @@ impl Engine {
             for rec in records {
                 match rec {
                     WalRecord::Revision { revision, .. } if revision <= state.revision => {}
-                    WalRecord::Revision { revision, time, user, verb, ops } => {
+                    WalRecord::Revision {
+                        revision,
+                        time,
+                        user,
+                        verb,
+                        ops,
+                    } => {
                         if revision != state.revision + 1 {
-                            return Err(StoreError::Corrupt(format!("the write-ahead log jumps from revision {} to {revision}", state.revision)));
+                            return Err(StoreError::Corrupt(format!(
+                                "the write-ahead log jumps from revision {} to {revision}",
+                                state.revision
+                            )));
                         }
                         let txn = Txn {
                             compares: Vec::new(),
                             success: ops
                                 .into_iter()
                                 .map(|op| match op {
-                                    WalOp::Put { key, value, lease } => Op::Put { key, value, lease },
+                                    WalOp::Put { key, value, lease } => {
+                                        Op::Put { key, value, lease }
+                                    }
                                     WalOp::Delete { key } => Op::Delete { key },
                                 })
                                 .collect(),
@@ -265,7 +304,8 @@ impl Engine {
                         state.replay_time = Some(time);
                         // Leases named by a replayed put may be gone (revoked later in the log);
                         // replay writes the key as it was written.
-                        let r = self.apply_txn_unchecked(&mut t, state, &txn, &Origin::new(user, verb));
+                        let r =
+                            self.apply_txn_unchecked(&mut t, state, &txn, &Origin::new(user, verb));
                         state.replay_time = None;
                         r?;
                     }
@@ -275,14 +315,20 @@ impl Engine {
                     WalRecord::LeaseRevoke { id } => {
                         tryd!(self, t.leases.remove(id));
                     }
-                    WalRecord::Compact { revision } => self.apply_compact(&mut t, state, revision)?,
+                    WalRecord::Compact { revision } => {
+                        self.apply_compact(&mut t, state, revision)?
+                    }
                 }
             }
             tryd!(self, t.meta.insert("revision", state.revision));
         }
         tryd!(self, w.commit());
         wal.rotate()?;
-        tracing::info!(records = replayed, revision = state.revision, "replayed the write-ahead log");
+        tracing::info!(
+            records = replayed,
+            revision = state.revision,
+            "replayed the write-ahead log"
+        );
         Ok(())
     }
 
@@ -298,7 +344,7 @@ impl Engine {
     /// threads. Idempotent.
     pub(crate) fn close(&self) {
         self.shutdown.store(true, Ordering::Release);
-        if let Ok(mut tx) = self.tx.lock() {
+        if let Ok(mut tx) = self.tx.write() {
             tx.take();
         }
         let threads: Vec<_> = self
@@ -320,12 +366,16 @@ impl Engine {
     }
 
     fn send(&self, req: Request) -> Result<(), StoreError> {
-        let guard = self.tx.lock().map_err(|_| StoreError::Closed)?;
+        let guard = self.tx.read().map_err(|_| StoreError::Closed)?;
+        self.queued.fetch_add(1, Ordering::AcqRel);
         guard
             .as_ref()
             .ok_or(StoreError::Closed)?
             .send(req)
-            .map_err(|_| StoreError::Closed)
+            .map_err(|_| {
+                self.queued.fetch_sub(1, Ordering::AcqRel);
+                StoreError::Closed
+            })
     }
 
     pub(crate) async fn submit_txn(
@@ -370,20 +420,47 @@ impl Engine {
 
     // ---- the writer ----
 
-    fn writer_loop(self: Arc<Self>, rx: mpsc::Receiver<Request>, mut state: WriterState, mut wal: Wal) {
+    fn writer_loop(
+        self: Arc<Self>,
+        rx: mpsc::Receiver<Request>,
+        mut state: WriterState,
+        mut wal: Wal,
+    ) {
+        // Group commit sizing: the clients answered by the last batch usually send again at
+        // once, so the next batch waits (briefly) for as many requests as were in flight then.
+        let mut target = 1usize;
+        let take = |r: Request, batch: &mut Vec<Request>| {
+            self.queued.fetch_sub(1, Ordering::AcqRel);
+            batch.push(r);
+        };
         while let Ok(first) = rx.recv() {
-            let mut batch = vec![first];
-            while batch.len() < self.options.max_batch {
-                match rx.try_recv() {
-                    Ok(r) => batch.push(r),
+            let mut batch = Vec::with_capacity(target);
+            take(first, &mut batch);
+            let deadline = Instant::now() + LINGER;
+            let max = self.options.max_batch;
+            loop {
+                while batch.len() < max {
+                    match rx.try_recv() {
+                        Ok(r) => take(r, &mut batch),
+                        Err(_) => break,
+                    }
+                }
+                let now = Instant::now();
+                if batch.len() >= target.min(max) || now >= deadline {
+                    break;
+                }
+                match rx.recv_timeout(deadline - now) {
+                    Ok(r) => take(r, &mut batch),
                     Err(_) => break,
                 }
             }
             let checkpoint = batch.iter().any(|r| matches!(r, Request::Checkpoint));
             batch.retain(|r| !matches!(r, Request::Checkpoint));
+            let size = batch.len();
             if !batch.is_empty() {
                 self.process(batch, &mut state, &mut wal);
             }
+            target = size + self.queued.load(Ordering::Acquire);
             if checkpoint || wal.size() > SEGMENT_LIMIT {
                 self.checkpoint(&mut state, &mut wal);
             }
@@ -433,28 +510,39 @@ impl Engine {
                 };
                 for req in &batch {
                     let r = match req {
-                        Request::Txn { txn, origin, .. } => self.apply_txn(&mut t, state, txn, origin).map(|r| {
-                            log.extend(revision_record(&r, state.last_time, origin));
-                            Outcome::Txn(r)
-                        }),
+                        Request::Txn { txn, origin, .. } => {
+                            self.apply_txn(&mut t, state, txn, origin).map(|r| {
+                                log.extend(revision_record(&r, state.last_time, origin));
+                                Outcome::Txn(r)
+                            })
+                        }
                         Request::LeaseGrant { ttl_ms, .. } => {
                             let id = (state.last_lease + 1).max(crate::now_nanos() >> 16);
                             state.last_lease = id;
                             tryd!(self, t.leases.insert(id, *ttl_ms));
                             lease_changes.push((id, Some(Duration::from_millis(*ttl_ms))));
-                            log.push(WalRecord::LeaseGrant { id, ttl_ms: *ttl_ms });
+                            log.push(WalRecord::LeaseGrant {
+                                id,
+                                ttl_ms: *ttl_ms,
+                            });
                             Ok(Outcome::Lease(id))
                         }
-                        Request::LeaseRevoke { id, origin, .. } => self.apply_revoke(&mut t, state, *id, origin).map(|r| {
-                            lease_changes.push((*id, None));
-                            log.push(WalRecord::LeaseRevoke { id: *id });
-                            log.extend(revision_record(&r, state.last_time, origin));
-                            Outcome::Txn(r)
-                        }),
-                        Request::Compact { revision, .. } => self.apply_compact(&mut t, state, *revision).map(|_| {
-                            log.push(WalRecord::Compact { revision: *revision });
-                            Outcome::Compacted
-                        }),
+                        Request::LeaseRevoke { id, origin, .. } => {
+                            self.apply_revoke(&mut t, state, *id, origin).map(|r| {
+                                lease_changes.push((*id, None));
+                                log.push(WalRecord::LeaseRevoke { id: *id });
+                                log.extend(revision_record(&r, state.last_time, origin));
+                                Outcome::Txn(r)
+                            })
+                        }
+                        Request::Compact { revision, .. } => {
+                            self.apply_compact(&mut t, state, *revision).map(|_| {
+                                log.push(WalRecord::Compact {
+                                    revision: *revision,
+                                });
+                                Outcome::Compacted
+                            })
+                        }
                         Request::Checkpoint => Ok(Outcome::Compacted),
                     };
                     // A storage failure aborts the whole group; a request's own error (a
@@ -590,7 +678,13 @@ impl Engine {
     }
 
     /// Applies a transaction's writes (its compares already held).
-    fn apply_txn_unchecked(&self, t: &mut Tables<'_>, state: &mut WriterState, txn: &Txn, origin: &Origin) -> Result<TxnResponse, StoreError> {
+    fn apply_txn_unchecked(
+        &self,
+        t: &mut Tables<'_>,
+        state: &mut WriterState,
+        txn: &Txn,
+        origin: &Origin,
+    ) -> Result<TxnResponse, StoreError> {
         let rev = state.revision + 1;
         let mut events: Vec<Event> = Vec::new();
         for op in &txn.success {
@@ -652,7 +746,9 @@ impl Engine {
                 current: Vec::new(),
             });
         }
-        let now = state.replay_time.unwrap_or_else(|| crate::now_nanos().max(state.last_time));
+        let now = state
+            .replay_time
+            .unwrap_or_else(|| crate::now_nanos().max(state.last_time));
         state.last_time = now;
         tryd!(
             self,
@@ -1195,8 +1291,14 @@ fn revision_record(r: &TxnResponse, time: u64, origin: &Origin) -> Option<WalRec
             .events
             .iter()
             .map(|e| match e.typ {
-                EventType::Put => WalOp::Put { key: e.kv.key.clone(), value: e.kv.value.clone(), lease: e.kv.lease },
-                EventType::Delete => WalOp::Delete { key: e.kv.key.clone() },
+                EventType::Put => WalOp::Put {
+                    key: e.kv.key.clone(),
+                    value: e.kv.value.clone(),
+                    lease: e.kv.lease,
+                },
+                EventType::Delete => WalOp::Delete {
+                    key: e.kv.key.clone(),
+                },
             })
             .collect(),
     })

@@ -22,8 +22,14 @@ pub(crate) const SEGMENT_LIMIT: u64 = 64 * 1024 * 1024;
 /// One change to one key, as a revision record replays it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum WalOp {
-    Put { key: Vec<u8>, value: Vec<u8>, lease: u64 },
-    Delete { key: Vec<u8> },
+    Put {
+        key: Vec<u8>,
+        value: Vec<u8>,
+        lease: u64,
+    },
+    Delete {
+        key: Vec<u8>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,15 +41,33 @@ pub(crate) enum WalRecord {
         verb: String,
         ops: Vec<WalOp>,
     },
-    LeaseGrant { id: u64, ttl_ms: u64 },
-    LeaseRevoke { id: u64 },
-    Compact { revision: u64 },
+    LeaseGrant {
+        id: u64,
+        ttl_ms: u64,
+    },
+    LeaseRevoke {
+        id: u64,
+    },
+    Compact {
+        revision: u64,
+    },
 }
 
 fn encode(r: &WalRecord, w: &mut Writer) {
     match r {
-        WalRecord::Revision { revision, time, user, verb, ops } => {
-            w.u8(1).u64(*revision).u64(*time).bytes(user.as_bytes()).bytes(verb.as_bytes()).u64(ops.len() as u64);
+        WalRecord::Revision {
+            revision,
+            time,
+            user,
+            verb,
+            ops,
+        } => {
+            w.u8(1)
+                .u64(*revision)
+                .u64(*time)
+                .bytes(user.as_bytes())
+                .bytes(verb.as_bytes())
+                .u64(ops.len() as u64);
             for op in ops {
                 match op {
                     WalOp::Put { key, value, lease } => {
@@ -80,14 +104,29 @@ fn decode(b: &[u8]) -> Result<WalRecord, StoreError> {
             let mut ops = Vec::new();
             for _ in 0..n {
                 ops.push(match r.u8()? {
-                    0 => WalOp::Put { key: r.bytes()?.to_vec(), value: r.bytes()?.to_vec(), lease: r.u64()? },
-                    1 => WalOp::Delete { key: r.bytes()?.to_vec() },
+                    0 => WalOp::Put {
+                        key: r.bytes()?.to_vec(),
+                        value: r.bytes()?.to_vec(),
+                        lease: r.u64()?,
+                    },
+                    1 => WalOp::Delete {
+                        key: r.bytes()?.to_vec(),
+                    },
                     t => return Err(StoreError::Corrupt(format!("unknown WAL op {t}"))),
                 });
             }
-            WalRecord::Revision { revision, time, user, verb, ops }
+            WalRecord::Revision {
+                revision,
+                time,
+                user,
+                verb,
+                ops,
+            }
         }
-        2 => WalRecord::LeaseGrant { id: r.u64()?, ttl_ms: r.u64()? },
+        2 => WalRecord::LeaseGrant {
+            id: r.u64()?,
+            ttl_ms: r.u64()?,
+        },
         3 => WalRecord::LeaseRevoke { id: r.u64()? },
         4 => WalRecord::Compact { revision: r.u64()? },
         t => return Err(StoreError::Corrupt(format!("unknown WAL record type {t}"))),
@@ -110,7 +149,9 @@ fn segment_path(dir: &Path, seq: u64) -> PathBuf {
 }
 
 fn sync_dir(dir: &Path) -> Result<(), StoreError> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| io_err(dir, e))
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| io_err(dir, e))
 }
 
 impl Wal {
@@ -121,7 +162,12 @@ impl Wal {
         let mut seqs: Vec<u64> = std::fs::read_dir(dir)
             .map_err(|e| io_err(dir, e))?
             .filter_map(|e| e.ok())
-            .filter_map(|e| e.file_name().to_str()?.strip_suffix(".wal").and_then(|s| u64::from_str_radix(s, 16).ok()))
+            .filter_map(|e| {
+                e.file_name()
+                    .to_str()?
+                    .strip_suffix(".wal")
+                    .and_then(|s| u64::from_str_radix(s, 16).ok())
+            })
             .collect();
         seqs.sort_unstable();
         let mut records = Vec::new();
@@ -129,7 +175,9 @@ impl Wal {
         for (i, seq) in seqs.iter().enumerate() {
             let path = segment_path(dir, *seq);
             let mut data = Vec::new();
-            File::open(&path).and_then(|mut f| f.read_to_end(&mut data)).map_err(|e| io_err(&path, e))?;
+            File::open(&path)
+                .and_then(|mut f| f.read_to_end(&mut data))
+                .map_err(|e| io_err(&path, e))?;
             let mut pos = 0usize;
             let last = i + 1 == seqs.len();
             while pos < data.len() {
@@ -137,7 +185,10 @@ impl Wal {
                     if last {
                         Ok(())
                     } else {
-                        Err(StoreError::Corrupt(format!("write-ahead log segment {} is damaged at byte {pos}", path.display())))
+                        Err(StoreError::Corrupt(format!(
+                            "write-ahead log segment {} is damaged at byte {pos}",
+                            path.display()
+                        )))
                     }
                 };
                 let Some(head) = data.get(pos..pos + 8) else {
@@ -163,14 +214,26 @@ impl Wal {
         }
         let seq = seqs.last().copied().unwrap_or(1);
         let path = segment_path(dir, seq);
-        let file = OpenOptions::new().create(true).append(true).open(&path).map_err(|e| io_err(&path, e))?;
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| io_err(&path, e))?;
         // Cut a torn tail so new records follow the last good one.
         file.set_len(good_len).map_err(|e| io_err(&path, e))?;
         file.sync_all().map_err(|e| io_err(&path, e))?;
         if seqs.is_empty() {
             sync_dir(dir)?;
         }
-        Ok((Wal { dir: dir.to_path_buf(), seq, file, size: good_len }, records))
+        Ok((
+            Wal {
+                dir: dir.to_path_buf(),
+                seq,
+                file,
+                size: good_len,
+            },
+            records,
+        ))
     }
 
     /// Appends records and makes them durable: one write, one fdatasync.
@@ -198,7 +261,11 @@ impl Wal {
     pub(crate) fn rotate(&mut self) -> Result<(), StoreError> {
         let next = self.seq + 1;
         let path = segment_path(&self.dir, next);
-        let file = OpenOptions::new().create(true).append(true).open(&path).map_err(|e| io_err(&path, e))?;
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| io_err(&path, e))?;
         sync_dir(&self.dir)?;
         let old = self.seq;
         self.file = file;
@@ -222,8 +289,24 @@ mod tests {
     fn records_round_trip_and_a_torn_tail_is_cut() {
         let dir = tempfile::tempdir().unwrap();
         let recs = vec![
-            WalRecord::Revision { revision: 1, time: 5, user: "u".into(), verb: "create".into(), ops: vec![WalOp::Put { key: b"k".to_vec(), value: b"v".to_vec(), lease: 0 }, WalOp::Delete { key: b"x".to_vec() }] },
-            WalRecord::LeaseGrant { id: 7, ttl_ms: 1000 },
+            WalRecord::Revision {
+                revision: 1,
+                time: 5,
+                user: "u".into(),
+                verb: "create".into(),
+                ops: vec![
+                    WalOp::Put {
+                        key: b"k".to_vec(),
+                        value: b"v".to_vec(),
+                        lease: 0,
+                    },
+                    WalOp::Delete { key: b"x".to_vec() },
+                ],
+            },
+            WalRecord::LeaseGrant {
+                id: 7,
+                ttl_ms: 1000,
+            },
             WalRecord::LeaseRevoke { id: 7 },
             WalRecord::Compact { revision: 1 },
         ];

@@ -420,17 +420,42 @@ async fn acknowledged_writes_survive_a_crash_through_the_log() {
     let s = open(&dir);
     let lease = s.lease_grant(Duration::from_secs(60)).await.unwrap();
     for i in 0..50u32 {
-        s.put(format!("/crash/{i}").as_bytes(), i.to_string().as_bytes(), me()).await.unwrap();
+        s.put(
+            format!("/crash/{i}").as_bytes(),
+            i.to_string().as_bytes(),
+            me(),
+        )
+        .await
+        .unwrap();
     }
-    s.txn(Txn::default().then(Op::Put { key: b"/crash/leased".to_vec(), value: b"x".to_vec(), lease }), me()).await.unwrap();
-    s.txn(Txn::default().then(Op::Delete { key: b"/crash/7".to_vec() }), me()).await.unwrap();
+    s.txn(
+        Txn::default().then(Op::Put {
+            key: b"/crash/leased".to_vec(),
+            value: b"x".to_vec(),
+            lease,
+        }),
+        me(),
+    )
+    .await
+    .unwrap();
+    s.txn(
+        Txn::default().then(Op::Delete {
+            key: b"/crash/7".to_vec(),
+        }),
+        me(),
+    )
+    .await
+    .unwrap();
     // A copy of the files now is what a crash would leave: the log is synced, the database
     // file (most likely) is not.
     let crashed = tempfile::tempdir().unwrap();
     copy_dir(dir.path(), crashed.path());
     let c = Store::open(crashed.path(), StoreOptions::default()).unwrap();
     assert_eq!(c.current_revision(), s.current_revision());
-    assert_eq!(c.range(b"/crash/", None, 0).unwrap().kvs, s.range(b"/crash/", None, 0).unwrap().kvs);
+    assert_eq!(
+        c.range(b"/crash/", None, 0).unwrap().kvs,
+        s.range(b"/crash/", None, 0).unwrap().kvs
+    );
     assert_eq!(c.history(b"/crash/7").unwrap().len(), 2);
     assert!(c.lease_keep_alive(lease).is_ok(), "the lease survives too");
     // It goes on from where it was.

@@ -247,7 +247,10 @@ async fn store_watch_latency() -> String {
                 let Ok(Some(b)) = w.next().await else { return };
                 let at = base.elapsed().as_nanos() as u64;
                 let key = String::from_utf8_lossy(&b.events[0].kv.key).into_owned();
-                if let Some(i) = key.strip_prefix("/w/").and_then(|i| i.parse::<usize>().ok()) {
+                if let Some(i) = key
+                    .strip_prefix("/w/")
+                    .and_then(|i| i.parse::<usize>().ok())
+                {
                     let _ = tx.send((i, at));
                 }
             }
@@ -256,7 +259,14 @@ async fn store_watch_latency() -> String {
     drop(tx);
     for i in 0..EVENTS {
         sent[i].store(base.elapsed().as_nanos() as u64, Ordering::Release);
-        store.put(format!("/w/{i}").as_bytes(), b"v", berth_store::Origin::new("bench", "put")).await.unwrap();
+        store
+            .put(
+                format!("/w/{i}").as_bytes(),
+                b"v",
+                berth_store::Origin::new("bench", "put"),
+            )
+            .await
+            .unwrap();
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let mut lat = Vec::new();
@@ -349,7 +359,10 @@ async fn watch_latency(out: &mut Vec<String>) {
         percentile(&lat, 1.0)
     );
     eprintln!("{line}");
-    out.push("\n### Watch delivery latency (write sent → event received; includes the write's fsync)\n".into());
+    out.push(
+        "\n### Watch delivery latency (write sent → event received; includes the write's fsync)\n"
+            .into(),
+    );
     out.push("| load | events delivered | p50 | p99 | max |".into());
     out.push("| --- | ---: | ---: | ---: | ---: |".into());
     out.push(store_line);
@@ -467,7 +480,10 @@ fn main() {
         .unwrap();
     let mut out = Vec::new();
     // `cargo bench -p berth --bench control_plane -- watch list` runs only those sections.
-    let only: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
+    let only: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
     let want = |name: &str| only.is_empty() || only.iter().any(|o| o == name);
     rt.block_on(async {
         if want("start") {
