@@ -12,6 +12,7 @@ pub mod history;
 pub mod patch;
 pub mod registry;
 pub mod server;
+pub mod tls;
 pub mod watch;
 
 use std::sync::Arc;

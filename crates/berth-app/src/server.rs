@@ -18,6 +18,9 @@ pub struct ServerOptions {
     /// How long history is kept.
     pub retention: Duration,
     pub bookmark_interval: Duration,
+    /// Serve HTTPS with the cluster CA (default). Plain HTTP is for debugging: kubectl does
+    /// not send tokens over it.
+    pub tls: bool,
 }
 
 impl ServerOptions {
@@ -27,6 +30,7 @@ impl ServerOptions {
             listen: "127.0.0.1:6443".parse().expect("literal address"),
             retention: Duration::from_secs(7 * 24 * 3600),
             bookmark_interval: Duration::from_secs(5),
+            tls: true,
         }
     }
 }
@@ -37,6 +41,8 @@ pub struct RunningServer {
     pub addr: SocketAddr,
     pub url: String,
     pub token: String,
+    /// The cluster CA (PEM); empty when serving plain HTTP.
+    pub ca_pem: String,
     pub kubeconfig: PathBuf,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
@@ -131,7 +137,15 @@ pub async fn start(opts: ServerOptions) -> anyhow::Result<RunningServer> {
             )
         })?;
     let addr = listener.local_addr()?;
-    let url = format!("http://{addr}");
+    let pki = if opts.tls {
+        let dir = opts.data_dir.join("pki");
+        std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        Some(berth_apiserver::tls::ensure(&dir, &[addr.ip()])?)
+    } else {
+        None
+    };
+    let url = format!("{}://{addr}", if pki.is_some() { "https" } else { "http" });
+    let ca_pem = pki.as_ref().map(|p| p.ca_pem.clone()).unwrap_or_default();
     let config = ServerConfig {
         bookmark_interval: opts.bookmark_interval,
         ..Default::default()
@@ -143,7 +157,7 @@ pub async fn start(opts: ServerOptions) -> anyhow::Result<RunningServer> {
     let kubeconfig = opts.data_dir.join("kubeconfig.yaml");
     write_private(
         &kubeconfig,
-        &berth_client::kubeconfig::render(&url, &token, ADMIN_USER),
+        &berth_client::kubeconfig::render(&url, &ca_pem, &token, ADMIN_USER),
     )?;
 
     let (stop, stop_rx) = watch::channel(false);
@@ -154,11 +168,13 @@ pub async fn start(opts: ServerOptions) -> anyhow::Result<RunningServer> {
         let shutdown = async move {
             let _ = rx.wait_for(|s| *s).await;
         };
-        if let Err(e) = axum::serve(listener, router)
-            .with_graceful_shutdown(shutdown)
-            .await
-        {
-            tracing::error!(error = %e, "API server stopped");
+        match pki {
+            Some(pki) => berth_apiserver::tls::serve(listener, router, pki.server_config, shutdown, Duration::from_secs(5)).await,
+            None => {
+                if let Err(e) = axum::serve(listener, router).with_graceful_shutdown(shutdown).await {
+                    tracing::error!(error = %e, "API server stopped");
+                }
+            }
         }
     }));
     tasks.push(tokio::spawn(berth_apiserver::gc::run(
@@ -169,6 +185,7 @@ pub async fn start(opts: ServerOptions) -> anyhow::Result<RunningServer> {
         addr,
         url,
         token,
+        ca_pem,
         kubeconfig,
         stop,
         tasks,

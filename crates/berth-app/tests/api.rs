@@ -255,7 +255,7 @@ async fn bad_requests_get_clear_statuses() {
     let s: Value = serde_json::from_slice(&r.body).unwrap();
     assert_eq!(s["kind"], "Status");
     assert_eq!(s["reason"], "Unauthorized");
-    let wrong = Client::new(c.server(), "wrong-token-xxxxxxxx");
+    let wrong = Client::new(c.server(), "wrong-token-xxxxxxxx", &t.server.as_ref().unwrap().ca_pem);
     assert_eq!(
         wrong.raw(Method::GET, "/api", None).await.unwrap().status,
         401

@@ -22,6 +22,8 @@ pub struct Context {
     pub server: String,
     pub token: String,
     pub namespace: String,
+    /// The CA that signs the server's certificate, PEM.
+    pub ca_pem: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -112,24 +114,41 @@ impl KubeConfig {
             .named("users", user_name)
             .and_then(|u| u["user"]["token"].as_str())
             .unwrap_or("");
+        let c = &cluster["cluster"];
+        let ca_pem = if let Some(data) = c["certificate-authority-data"].as_str() {
+            let bytes = berth_api::validate::base64_decode(data.trim()).ok_or_else(|| {
+                self.invalid(format!("cluster {cluster_name:?}: certificate-authority-data is not base64"))
+            })?;
+            Some(String::from_utf8(bytes).map_err(|_| {
+                self.invalid(format!("cluster {cluster_name:?}: certificate-authority-data is not PEM text"))
+            })?)
+        } else if let Some(file) = c["certificate-authority"].as_str() {
+            let path = self.path.parent().unwrap_or(Path::new(".")).join(file);
+            Some(std::fs::read_to_string(&path).map_err(|e| {
+                self.invalid(format!("cannot read certificate-authority {}: {e}", path.display()))
+            })?)
+        } else {
+            None
+        };
         Ok(Context {
             server: server.to_string(),
             token: token.to_string(),
-            namespace: ctx["namespace"]
-                .as_str()
-                .filter(|s| !s.is_empty())
-                .unwrap_or("default")
-                .to_string(),
+            namespace: ctx["namespace"].as_str().filter(|s| !s.is_empty()).unwrap_or("default").to_string(),
+            ca_pem,
         })
     }
 }
 
-/// The kubeconfig `berth up` writes: one cluster, one admin user, one context.
-pub fn render(server: &str, token: &str, user: &str) -> String {
+/// The kubeconfig `berth up` writes: one cluster (with its CA), one user, one context.
+pub fn render(server: &str, ca_pem: &str, token: &str, user: &str) -> String {
+    let mut cluster = json!({"server": server});
+    if !ca_pem.is_empty() {
+        cluster["certificate-authority-data"] = json!(berth_api::validate::base64_encode(ca_pem.as_bytes()));
+    }
     let doc = json!({
         "apiVersion": "v1",
         "kind": "Config",
-        "clusters": [{"name": "berth", "cluster": {"server": server}}],
+        "clusters": [{"name": "berth", "cluster": cluster}],
         "users": [{"name": user, "user": {"token": token}}],
         "contexts": [{"name": "berth", "context": {"cluster": "berth", "user": user, "namespace": "default"}}],
         "current-context": "berth",
@@ -146,14 +165,16 @@ mod tests {
     fn round_trip() {
         let dir = tempfile_dir();
         let p = dir.join("kubeconfig.yaml");
-        std::fs::write(&p, render("http://127.0.0.1:6443", "abc", "admin")).unwrap();
+        let ca = "-----BEGIN CERTIFICATE-----\nabc\n-----END CERTIFICATE-----\n";
+        std::fs::write(&p, render("https://127.0.0.1:6443", ca, "abc", "admin")).unwrap();
         let c = KubeConfig::load(&p).unwrap().current().unwrap();
         assert_eq!(
             c,
             Context {
-                server: "http://127.0.0.1:6443".into(),
+                server: "https://127.0.0.1:6443".into(),
                 token: "abc".into(),
-                namespace: "default".into()
+                namespace: "default".into(),
+                ca_pem: Some(ca.into()),
             }
         );
         let _ = std::fs::remove_dir_all(dir);

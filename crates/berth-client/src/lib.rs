@@ -51,7 +51,7 @@ pub struct RawResponse {
 pub struct Client {
     server: String,
     token: String,
-    http: HyperClient<HttpConnector, Full<Bytes>>,
+    http: HyperClient<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>,
 }
 
 /// Percent-encodes a query value.
@@ -124,21 +124,48 @@ impl WatchStream {
 }
 
 impl Client {
-    pub fn new(server: &str, token: &str) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(Duration::from_secs(5)));
-        Client {
+    /// A client for `server` (http:// or https://) that trusts only `ca_pem` for TLS.
+    pub fn with_ca(server: &str, token: &str, ca_pem: Option<&str>) -> Result<Self, ClientError> {
+        use rustls::pki_types::CertificateDer;
+        use rustls::pki_types::pem::PemObject;
+        let mut roots = rustls::RootCertStore::empty();
+        if let Some(pem) = ca_pem {
+            for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+                let cert = cert.map_err(|e| ClientError::Protocol { path: "certificate-authority".into(), message: format!("not a PEM certificate: {e}") })?;
+                roots.add(cert).map_err(|e| ClientError::Protocol { path: "certificate-authority".into(), message: e.to_string() })?;
+            }
+        }
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| ClientError::Protocol { path: "tls".into(), message: e.to_string() })?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let mut http = HttpConnector::new();
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(Duration::from_secs(5)));
+        http.enforce_http(false);
+        let connector = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls).https_or_http().enable_http1().wrap_connector(http);
+        Ok(Client {
             server: server.trim_end_matches('/').to_string(),
             token: token.to_string(),
             http: HyperClient::builder(TokioExecutor::new()).build(connector),
-        }
+        })
+    }
+
+    /// A client for a plain-HTTP server, or an HTTPS one signed by `ca_pem`.
+    pub fn new(server: &str, token: &str, ca_pem: &str) -> Self {
+        // An unparsable CA leaves the client trusting nothing: every TLS request then fails
+        // with an error that names the certificate.
+        Client::with_ca(server, token, Some(ca_pem).filter(|c| !c.is_empty()))
+            .or_else(|_| Client::with_ca(server, token, None))
+            .expect("a client without a CA always builds")
     }
 
     /// From a kubeconfig's current context.
     pub fn from_kubeconfig(cfg: &KubeConfig) -> Result<Self, ClientError> {
         let ctx = cfg.current()?;
-        Ok(Client::new(&ctx.server, &ctx.token))
+        Client::with_ca(&ctx.server, &ctx.token, ctx.ca_pem.as_deref())
     }
 
     pub fn server(&self) -> &str {

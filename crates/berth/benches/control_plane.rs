@@ -40,9 +40,9 @@ fn free_port() -> u16 {
         .port()
 }
 
-async fn wait_http(url: &str) -> Duration {
+async fn wait_http(url: &str, ca: &str) -> Duration {
     let started = Instant::now();
-    let c = Client::new(url, "");
+    let c = Client::new(url, "", ca);
     loop {
         if let Ok(r) = c.raw(Method::GET, "/readyz", None).await {
             if r.status == 200 {
@@ -62,6 +62,7 @@ async fn wait_http(url: &str) -> Duration {
     }
 }
 
+/// Starts `berth server` (HTTPS, as users run it); returns the process, URL and CA.
 fn start_berth(dir: &Path) -> (Proc, String, String) {
     let port = free_port();
     let child = Command::new(BIN)
@@ -76,8 +77,18 @@ fn start_berth(dir: &Path) -> (Proc, String, String) {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let url = format!("http://127.0.0.1:{port}");
-    (Proc(child), url, String::new())
+    let url = format!("https://127.0.0.1:{port}");
+    let ca_path = dir.join("pki/ca.crt");
+    let started = Instant::now();
+    while !ca_path.exists() {
+        assert!(started.elapsed() < Duration::from_secs(30), "berth did not write its CA");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let mut ca = String::new();
+    while !ca.contains("END CERTIFICATE") {
+        ca = std::fs::read_to_string(&ca_path).unwrap_or_default();
+    }
+    (Proc(child), url, ca)
 }
 
 fn token(dir: &Path) -> String {
@@ -183,9 +194,9 @@ async fn writes(out: &mut Vec<String>) {
 
         // berth's API, its own process
         let dir = tempfile::tempdir().unwrap();
-        let (_p, url, _) = start_berth(dir.path());
-        wait_http(&url).await;
-        let c = Client::new(&url, &token(dir.path()));
+        let (_p, url, ca) = start_berth(dir.path());
+        wait_http(&url, &ca).await;
+        let c = Client::new(&url, &token(dir.path()), &ca);
         let cm = resolve("cm").unwrap();
         let api_rate = rate(writers, move |w, i| {
             let c = c.clone();
@@ -201,8 +212,8 @@ async fn writes(out: &mut Vec<String>) {
         let dir = tempfile::tempdir().unwrap();
         let etcd_rate = match start_etcd(dir.path()) {
             Some((_e, url)) => {
-                wait_http(&url).await;
-                let c = Client::new(&url, "");
+                wait_http(&url, "").await;
+                let c = Client::new(&url, "", "");
                 let r = rate(writers, move |w, i| {
                     let c = c.clone();
                     async move {
@@ -291,9 +302,9 @@ async fn watch_latency(out: &mut Vec<String>) {
     const WATCHERS: usize = 1000;
     const EVENTS: usize = 100;
     let dir = tempfile::tempdir().unwrap();
-    let (_p, url, _) = start_berth(dir.path());
-    wait_http(&url).await;
-    let c = Client::new(&url, &token(dir.path()));
+    let (_p, url, ca) = start_berth(dir.path());
+    wait_http(&url, &ca).await;
+    let c = Client::new(&url, &token(dir.path()), &ca);
     let cm = resolve("cm").unwrap();
     let rv = c.list(cm, Some("default"), "").await.unwrap()["metadata"]["resourceVersion"]
         .as_str()
@@ -305,7 +316,7 @@ async fn watch_latency(out: &mut Vec<String>) {
     let mut streams = Vec::new();
     for _ in 0..WATCHERS {
         // One connection per watcher, as separate clients would have.
-        let wc = Client::new(&url, &token(dir.path()));
+        let wc = Client::new(&url, &token(dir.path()), &ca);
         streams.push(
             wc.watch(cm, Some("default"), &format!("resourceVersion={rv}"))
                 .await
@@ -371,9 +382,9 @@ async fn watch_latency(out: &mut Vec<String>) {
 
 async fn list_10k(out: &mut Vec<String>) {
     let dir = tempfile::tempdir().unwrap();
-    let (_p, url, _) = start_berth(dir.path());
-    wait_http(&url).await;
-    let c = Client::new(&url, &token(dir.path()));
+    let (_p, url, ca) = start_berth(dir.path());
+    wait_http(&url, &ca).await;
+    let c = Client::new(&url, &token(dir.path()), &ca);
     let cm = resolve("cm").unwrap();
     let made = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
@@ -434,8 +445,14 @@ async fn cold_start(out: &mut Vec<String>) {
             .spawn()
             .unwrap();
         let p = Proc(child);
-        let url = format!("http://127.0.0.1:{port}");
-        let c = Client::new(&url, "");
+        let url = format!("https://127.0.0.1:{port}");
+        let ca_path = dir.path().join("pki/ca.crt");
+        let mut ca = String::new();
+        while !ca.contains("END CERTIFICATE") {
+            ca = std::fs::read_to_string(&ca_path).unwrap_or_default();
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let c = Client::new(&url, "", &ca);
         loop {
             if matches!(c.raw(Method::GET, "/readyz", None).await, Ok(r) if r.status == 200) {
                 break;

@@ -204,8 +204,8 @@ fn history_shows_authors_and_diffs_and_export_rebuilds_the_state() {
     std::fs::create_dir_all(&data).unwrap();
     std::fs::write(data.join("tokens.csv"), "admin-token-0000000000,admin,1\nalice-token-000000000,alice,2\nbob-token-00000000000,bob,3\n").unwrap();
     let server = BerthProcess::start("server", &data);
-    let alice = kubeconfig_for(dir.path(), &server.url, "alice", "alice-token-000000000");
-    let bob = kubeconfig_for(dir.path(), &server.url, "bob", "bob-token-00000000000");
+    let alice = kubeconfig_for(dir.path(), &server, "alice", "alice-token-000000000");
+    let bob = kubeconfig_for(dir.path(), &server, "bob", "bob-token-00000000000");
     let file = dir.path().join("demo.yaml");
     std::fs::write(&file, DEMO).unwrap();
     let f = file.to_str().unwrap();

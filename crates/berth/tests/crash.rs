@@ -39,7 +39,7 @@ fn acknowledged_writes_survive_sigkill() {
     let mut total_acked = 0;
     for round in 0..ROUNDS {
         let server = BerthProcess::start("server", dir.path());
-        let client = Client::new(&server.url, &admin_token(dir.path()));
+        let client = Client::new(&server.url, &admin_token(dir.path()), &server.ca_pem());
         rt.block_on(async {
             // Everything acknowledged before is still there, with its last value.
             let pending = std::mem::take(&mut *in_flight.lock().unwrap());

@@ -37,11 +37,12 @@ impl TestServer {
         tweak(&mut opts);
         let server = berth_app::start(opts).await.unwrap();
         let url = server.url.clone();
+        let ca = server.ca_pem.clone();
         TestServer {
-            admin: Client::new(&url, &server.token),
-            alice: Client::new(&url, ALICE_TOKEN),
-            bob: Client::new(&url, BOB_TOKEN),
-            anonymous: Client::new(&url, ""),
+            admin: Client::new(&url, &server.token, &ca),
+            alice: Client::new(&url, ALICE_TOKEN, &ca),
+            bob: Client::new(&url, BOB_TOKEN, &ca),
+            anonymous: Client::new(&url, "", &ca),
             server: Some(server),
             dir,
         }

@@ -62,6 +62,11 @@ impl BerthProcess {
         self.data_dir.join("kubeconfig.yaml")
     }
 
+    /// The cluster CA the server made in its data directory.
+    pub fn ca_pem(&self) -> String {
+        std::fs::read_to_string(self.data_dir.join("pki/ca.crt")).unwrap()
+    }
+
     pub fn pid(&self) -> i32 {
         self.child.id() as i32
     }
@@ -119,8 +124,12 @@ pub fn stderr(o: &Output) -> String {
 }
 
 /// Writes a kubeconfig for another user of the same server.
-pub fn kubeconfig_for(dir: &Path, url: &str, user: &str, token: &str) -> PathBuf {
+pub fn kubeconfig_for(dir: &Path, server: &BerthProcess, user: &str, token: &str) -> PathBuf {
     let p = dir.join(format!("{user}.kubeconfig"));
-    std::fs::write(&p, format!("apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {url}\nusers:\n- name: {user}\n  user:\n    token: {token}\ncontexts:\n- name: c\n  context:\n    cluster: c\n    user: {user}\n    namespace: default\ncurrent-context: c\n")).unwrap();
+    let url = &server.url;
+    let ca = dir.join(format!("{user}-ca.crt"));
+    std::fs::write(&ca, server.ca_pem()).unwrap();
+    let ca = ca.display();
+    std::fs::write(&p, format!("apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {url}\n    certificate-authority: {ca}\nusers:\n- name: {user}\n  user:\n    token: {token}\ncontexts:\n- name: c\n  context:\n    cluster: c\n    user: {user}\n    namespace: default\ncurrent-context: c\n")).unwrap();
     p
 }
