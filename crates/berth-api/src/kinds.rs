@@ -56,6 +56,11 @@ impl ResourceKind {
         }
     }
 
+    /// Whether the kind has a `scale` subresource (`kubectl scale`).
+    pub fn has_scale(&self) -> bool {
+        matches!(self.kind, "Deployment" | "ReplicaSet")
+    }
+
     /// The store key prefix of every object of this kind (`/registry/core/pods/`).
     pub fn key_prefix(&self) -> String {
         let group = if self.group.is_empty() {

@@ -11,6 +11,7 @@ pub mod object;
 pub mod quantity;
 pub mod selector;
 pub mod status;
+pub mod table;
 pub mod timefmt;
 pub mod validate;
 

@@ -165,6 +165,25 @@ impl LabelSelector {
     }
 }
 
+impl std::fmt::Display for LabelSelector {
+    /// kubectl's syntax, which `parse` reads back.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let parts: Vec<String> = self
+            .requirements
+            .iter()
+            .map(|r| match r {
+                Requirement::Equals(k, v) => format!("{k}={v}"),
+                Requirement::NotEquals(k, v) => format!("{k}!={v}"),
+                Requirement::In(k, vs) => format!("{k} in ({})", vs.join(",")),
+                Requirement::NotIn(k, vs) => format!("{k} notin ({})", vs.join(",")),
+                Requirement::Exists(k) => k.clone(),
+                Requirement::DoesNotExist(k) => format!("!{k}"),
+            })
+            .collect();
+        f.write_str(&parts.join(","))
+    }
+}
+
 /// `key in (...)`: the word must stand alone between the key and the set.
 fn split_word<'a>(part: &'a str, word: &str) -> Option<(&'a str, &'a str)> {
     let idx = part
@@ -195,10 +214,16 @@ pub fn supported_fields(kind: &str) -> Vec<&'static str> {
             "status.podIP",
         ]),
         "Event" => f.extend([
-            "involvedObject.name",
             "involvedObject.kind",
             "involvedObject.namespace",
+            "involvedObject.name",
+            "involvedObject.uid",
+            "involvedObject.apiVersion",
+            "involvedObject.resourceVersion",
+            "involvedObject.fieldPath",
             "reason",
+            "reportingComponent",
+            "source",
             "type",
         ]),
         "Secret" => f.push("type"),
@@ -327,6 +352,14 @@ mod tests {
         assert!(m("spec.nodeName=n1,status.phase!=Pending"));
         assert!(!m("status.phase=Pending"));
         assert!(FieldSelector::parse("spec.replicas=3", "Pod").is_err());
+    }
+
+    #[test]
+    fn display_round_trips() {
+        for s in ["app=web,env!=prod", "a in (x,y),!b,c", "k notin (v)"] {
+            let sel = LabelSelector::parse(s).unwrap();
+            assert_eq!(LabelSelector::parse(&sel.to_string()).unwrap(), sel);
+        }
     }
 
     #[test]

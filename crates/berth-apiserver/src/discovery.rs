@@ -87,6 +87,17 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
             "verbs": ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"],
             "shortNames": k.short_names,
         }));
+        if k.has_scale() {
+            resources.push(json!({
+                "name": format!("{}/scale", k.plural),
+                "singularName": "",
+                "namespaced": k.namespaced,
+                "group": "autoscaling",
+                "version": "v1",
+                "kind": "Scale",
+                "verbs": ["get", "patch", "update"],
+            }));
+        }
         if k.has_status {
             resources.push(json!({
                 "name": format!("{}/status", k.plural),

@@ -228,6 +228,72 @@ fn serde_saphyr_value(text: &str) -> ApiResult<Value> {
     }
 }
 
+/// Whether the client asked for server-side printing (`as=Table`), as kubectl get does.
+fn wants_table(headers: &HeaderMap) -> bool {
+    headers
+        .get("accept")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|a| a.split(',').next())
+        .is_some_and(|first| first.contains("as=Table") && first.contains("g=meta.k8s.io"))
+}
+
+fn now_nanos() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+/// A `meta.k8s.io/v1` `Table` of objects: the columns `berth get` shows, wide ones at
+/// priority 1, each row carrying the object's metadata (or the object, or nothing, as
+/// `includeObject` asks).
+fn table_of(
+    kind: &ResourceKind,
+    items: &[Object],
+    resource_version: &str,
+    continue_token: Option<&str>,
+    q: &HashMap<String, String>,
+) -> Value {
+    let now = now_nanos();
+    let columns: Vec<Value> = berth_api::table::all_columns(kind)
+        .into_iter()
+        .enumerate()
+        .map(|(i, (name, priority))| {
+            let mut title = name.to_ascii_lowercase();
+            if let Some(f) = title.get_mut(0..1) {
+                f.make_ascii_uppercase();
+            }
+            serde_json::json!({"name": title, "type": "string", "format": if i == 0 && name == "NAME" { "name" } else { "" }, "description": "", "priority": priority})
+        })
+        .collect();
+    let include = q
+        .get("includeObject")
+        .map(String::as_str)
+        .unwrap_or("Metadata");
+    let rows: Vec<Value> = items
+        .iter()
+        .map(|o| {
+            let v = o.as_value();
+            let cells = berth_api::table::row(kind, &v, true, now);
+            let object = match include {
+                "None" => Value::Null,
+                "Object" => v,
+                _ => serde_json::json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": o.metadata().cloned().unwrap_or_default()}),
+            };
+            serde_json::json!({"cells": cells, "object": object})
+        })
+        .collect();
+    let mut meta = serde_json::Map::new();
+    meta.insert(
+        "resourceVersion".into(),
+        Value::String(resource_version.to_string()),
+    );
+    if let Some(c) = continue_token {
+        meta.insert("continue".into(), Value::String(c.to_string()));
+    }
+    serde_json::json!({"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": meta, "columnDefinitions": columns, "rows": rows})
+}
+
 fn list_options(kind: &ResourceKind, q: &HashMap<String, String>) -> ApiResult<ListOptions> {
     let labels = LabelSelector::parse(q.get("labelSelector").map_or("", String::as_str))
         .map_err(|e| ApiError::bad_request(format!("unable to parse requirement: {e}")))?;
@@ -414,6 +480,16 @@ async fn collection(
         Method::GET => {
             let opts = list_options(kind, q)?;
             let r = s.registry.list(kind, ns.as_deref(), &opts)?;
+            if wants_table(headers) {
+                let t = table_of(
+                    kind,
+                    &r.items,
+                    &r.revision.to_string(),
+                    r.continue_token.as_deref(),
+                    q,
+                );
+                return Ok(json_response(StatusCode::OK, &t));
+            }
             Ok(json_response(StatusCode::OK, &list_body(kind, r)))
         }
         Method::POST => {
@@ -498,6 +574,9 @@ async fn object(
     user: &UserInfo,
 ) -> ApiResult<Response> {
     let dry_run = q.get("dryRun").is_some_and(|d| d == "All");
+    if sub.as_deref() == Some("scale") && kind.has_scale() {
+        return scale(s, m, kind, ns.as_deref(), &name, q, headers, body, user).await;
+    }
     let status = match sub.as_deref() {
         None => false,
         Some("status") if kind.has_status => true,
@@ -518,6 +597,14 @@ async fn object(
             let mut q = q.clone();
             q.insert("fieldSelector".into(), format!("metadata.name={name}"));
             watch(s, kind, ns.map(str::to_string), &q)
+        }
+        Method::GET if !status && wants_table(headers) => {
+            let o = s.registry.get(kind, ns, &name)?;
+            let rv = o.resource_version().to_string();
+            Ok(json_response(
+                StatusCode::OK,
+                &table_of(kind, &[o], &rv, None, q),
+            ))
         }
         Method::GET => Ok(json_response(
             StatusCode::OK,
@@ -573,6 +660,54 @@ async fn object(
             format!("{m} is not supported here"),
         )),
     }
+}
+
+async fn scale(
+    s: &ApiServer,
+    m: &Method,
+    kind: &'static ResourceKind,
+    ns: Option<&str>,
+    name: &str,
+    q: &HashMap<String, String>,
+    headers: &HeaderMap,
+    body: Body,
+    user: &UserInfo,
+) -> ApiResult<Response> {
+    let dry_run = q.get("dryRun").is_some_and(|d| d == "All");
+    let out = match *m {
+        Method::GET => s.registry.get_scale(kind, ns, name)?,
+        Method::PUT => {
+            let body = read_body(s, body).await?;
+            let obj = parse_body(headers, &body)?;
+            s.registry
+                .update_scale(kind, ns, name, obj, &user.name, dry_run)
+                .await?
+        }
+        Method::PATCH => {
+            let ct = headers
+                .get("content-type")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            let pt = PatchType::from_content_type(ct)?;
+            let body = read_body(s, body).await?;
+            let current = s.registry.get_scale(kind, ns, name)?;
+            let patched = crate::patch::apply(kind, &current, pt, &body)?;
+            let obj = Object::from_value(patched).ok_or_else(|| {
+                ApiError::bad_request("the patch made the Scale something other than an object")
+            })?;
+            s.registry
+                .update_scale(kind, ns, name, obj, &user.name, dry_run)
+                .await?
+        }
+        _ => {
+            return Err(ApiError::new(
+                405,
+                "MethodNotAllowed",
+                format!("{m} is not supported on scale"),
+            ));
+        }
+    };
+    Ok(json_response(StatusCode::OK, &out.into_value()))
 }
 
 #[cfg(test)]

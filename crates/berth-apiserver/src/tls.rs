@@ -13,7 +13,10 @@ use std::time::Duration;
 use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::service::TowerToHyperService;
-use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType};
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose, SanType,
+};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::TcpListener;
@@ -47,7 +50,11 @@ fn ca_params() -> Result<CertificateParams, rcgen::Error> {
     p.distinguished_name.push(DnType::CommonName, "berth-ca");
     p.distinguished_name.push(DnType::OrganizationName, "berth");
     p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    p.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
     let now = time_now();
     p.not_before = now - Duration::from_secs(3600);
     p.not_after = now + Duration::from_secs(10 * 365 * 86400);
@@ -59,14 +66,23 @@ fn time_now() -> time::OffsetDateTime {
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> TlsError + '_ {
-    move |source| TlsError::Io { path: path.display().to_string(), source }
+    move |source| TlsError::Io {
+        path: path.display().to_string(),
+        source,
+    }
 }
 
 fn write_private(path: &Path, content: &str) -> Result<(), TlsError> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp).map_err(io(&tmp))?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(io(&tmp))?;
     f.write_all(content.as_bytes()).map_err(io(&tmp))?;
     f.sync_all().map_err(io(&tmp))?;
     std::fs::rename(&tmp, path).map_err(io(path))
@@ -79,8 +95,14 @@ pub fn ensure(dir: &Path, extra_ips: &[IpAddr]) -> Result<Pki, TlsError> {
     let cert_path = dir.join("ca.crt");
     let (ca_key, ca_pem) = if key_path.exists() && cert_path.exists() {
         let key_pem = std::fs::read_to_string(&key_path).map_err(io(&key_path))?;
-        let key = KeyPair::from_pem(&key_pem).map_err(|e| TlsError::Pem { path: key_path.display().to_string(), message: e.to_string() })?;
-        (key, std::fs::read_to_string(&cert_path).map_err(io(&cert_path))?)
+        let key = KeyPair::from_pem(&key_pem).map_err(|e| TlsError::Pem {
+            path: key_path.display().to_string(),
+            message: e.to_string(),
+        })?;
+        (
+            key,
+            std::fs::read_to_string(&cert_path).map_err(io(&cert_path))?,
+        )
     } else {
         let key = KeyPair::generate()?;
         let cert = ca_params()?.self_signed(&key)?;
@@ -92,15 +114,23 @@ pub fn ensure(dir: &Path, extra_ips: &[IpAddr]) -> Result<Pki, TlsError> {
     let issuer = Issuer::new(ca_params()?, ca_key);
 
     let mut p = CertificateParams::new(vec!["localhost".to_string(), "berth".to_string()])?;
-    p.distinguished_name.push(DnType::CommonName, "berth-apiserver");
-    let mut ips: Vec<IpAddr> = vec!["127.0.0.1".parse().unwrap_or(IpAddr::from([127, 0, 0, 1])), IpAddr::from([0u16, 0, 0, 0, 0, 0, 0, 1])];
+    p.distinguished_name
+        .push(DnType::CommonName, "berth-apiserver");
+    let mut ips: Vec<IpAddr> = vec![
+        "127.0.0.1".parse().unwrap_or(IpAddr::from([127, 0, 0, 1])),
+        IpAddr::from([0u16, 0, 0, 0, 0, 0, 0, 1]),
+    ];
     for ip in extra_ips {
         if !ip.is_unspecified() && !ips.contains(ip) {
             ips.push(*ip);
         }
     }
-    p.subject_alt_names.extend(ips.into_iter().map(SanType::IpAddress));
-    p.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+    p.subject_alt_names
+        .extend(ips.into_iter().map(SanType::IpAddress));
+    p.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
     p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     let now = time_now();
     p.not_before = now - Duration::from_secs(3600);
@@ -108,21 +138,39 @@ pub fn ensure(dir: &Path, extra_ips: &[IpAddr]) -> Result<Pki, TlsError> {
     let server_key = KeyPair::generate()?;
     let server_cert = p.signed_by(&server_key, &issuer)?;
 
-    let ca_der = CertificateDer::from_pem_slice(ca_pem.as_bytes()).map_err(|e| TlsError::Pem { path: cert_path.display().to_string(), message: e.to_string() })?;
+    let ca_der = CertificateDer::from_pem_slice(ca_pem.as_bytes()).map_err(|e| TlsError::Pem {
+        path: cert_path.display().to_string(),
+        message: e.to_string(),
+    })?;
     let chain = vec![server_cert.der().clone(), ca_der];
-    let key = PrivateKeyDer::from_pem_slice(server_key.serialize_pem().as_bytes()).map_err(|e| TlsError::Pem { path: "server key".into(), message: e.to_string() })?;
+    let key =
+        PrivateKeyDer::from_pem_slice(server_key.serialize_pem().as_bytes()).map_err(|e| {
+            TlsError::Pem {
+                path: "server key".into(),
+                message: e.to_string(),
+            }
+        })?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
         .with_single_cert(chain, key)?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(Pki { ca_pem, server_config: Arc::new(config) })
+    Ok(Pki {
+        ca_pem,
+        server_config: Arc::new(config),
+    })
 }
 
 /// Serves `router` over TLS until `shutdown` resolves; then stops accepting and gives open
 /// connections up to `drain` to finish.
-pub async fn serve(listener: TcpListener, router: Router, config: Arc<rustls::ServerConfig>, shutdown: impl std::future::Future<Output = ()>, drain: Duration) {
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    config: Arc<rustls::ServerConfig>,
+    shutdown: impl std::future::Future<Output = ()>,
+    drain: Duration,
+) {
     let acceptor = tokio_rustls::TlsAcceptor::from(config);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
@@ -145,14 +193,15 @@ pub async fn serve(listener: TcpListener, router: Router, config: Arc<rustls::Se
         let builder = builder.clone();
         let watcher = graceful.watcher();
         tokio::spawn(async move {
-            let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => {
-                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => return,
-            };
+            let tls =
+                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => {
+                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => return,
+                };
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
             let conn = watcher.watch(conn.into_owned());
             if let Err(e) = conn.await {
@@ -161,7 +210,10 @@ pub async fn serve(listener: TcpListener, router: Router, config: Arc<rustls::Se
         });
     }
     drop(listener);
-    if tokio::time::timeout(drain, graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout(drain, graceful.shutdown())
+        .await
+        .is_err()
+    {
         tracing::warn!("connections still open after the drain timeout; closing them");
     }
 }

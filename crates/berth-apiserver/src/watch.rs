@@ -29,13 +29,16 @@ pub struct Encoded {
     pub prev: Option<Object>,
 }
 
+type CacheKey = (u64, Vec<u8>);
+type CacheMap = (
+    std::collections::HashMap<CacheKey, Arc<Encoded>>,
+    std::collections::VecDeque<CacheKey>,
+);
+
 /// A bounded cache of `Encoded` changes by (revision, key).
 #[derive(Default)]
 pub struct EncodeCache {
-    inner: std::sync::Mutex<(
-        std::collections::HashMap<(u64, Vec<u8>), Arc<Encoded>>,
-        std::collections::VecDeque<(u64, Vec<u8>)>,
-    )>,
+    inner: std::sync::Mutex<CacheMap>,
 }
 
 impl std::fmt::Debug for EncodeCache {
@@ -184,10 +187,10 @@ pub fn start(registry: Registry, p: WatchParams) -> Result<Response, ApiError> {
                             }
                             EventType::Delete => matches(&p, &enc.obj).then_some("DELETED"),
                         };
-                        if let Some(typ) = typ {
-                            if tx.send(Ok(line_from(typ, &enc.json))).await.is_err() {
-                                return;
-                            }
+                        if let Some(typ) = typ
+                            && tx.send(Ok(line_from(typ, &enc.json))).await.is_err()
+                        {
+                            return;
                         }
                     }
                 }

@@ -139,7 +139,8 @@ pub async fn start(opts: ServerOptions) -> anyhow::Result<RunningServer> {
     let addr = listener.local_addr()?;
     let pki = if opts.tls {
         let dir = opts.data_dir.join("pki");
-        std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
         Some(berth_apiserver::tls::ensure(&dir, &[addr.ip()])?)
     } else {
         None
@@ -169,9 +170,21 @@ pub async fn start(opts: ServerOptions) -> anyhow::Result<RunningServer> {
             let _ = rx.wait_for(|s| *s).await;
         };
         match pki {
-            Some(pki) => berth_apiserver::tls::serve(listener, router, pki.server_config, shutdown, Duration::from_secs(5)).await,
+            Some(pki) => {
+                berth_apiserver::tls::serve(
+                    listener,
+                    router,
+                    pki.server_config,
+                    shutdown,
+                    Duration::from_secs(5),
+                )
+                .await
+            }
             None => {
-                if let Err(e) = axum::serve(listener, router).with_graceful_shutdown(shutdown).await {
+                if let Err(e) = axum::serve(listener, router)
+                    .with_graceful_shutdown(shutdown)
+                    .await
+                {
                     tracing::error!(error = %e, "API server stopped");
                 }
             }

@@ -255,7 +255,11 @@ async fn bad_requests_get_clear_statuses() {
     let s: Value = serde_json::from_slice(&r.body).unwrap();
     assert_eq!(s["kind"], "Status");
     assert_eq!(s["reason"], "Unauthorized");
-    let wrong = Client::new(c.server(), "wrong-token-xxxxxxxx", &t.server.as_ref().unwrap().ca_pem);
+    let wrong = Client::new(
+        c.server(),
+        "wrong-token-xxxxxxxx",
+        &t.server.as_ref().unwrap().ca_pem,
+    );
     assert_eq!(
         wrong.raw(Method::GET, "/api", None).await.unwrap().status,
         401
@@ -1037,6 +1041,91 @@ async fn history_records_authors_and_past_states() {
             .unwrap()
             .iter()
             .any(|r| r["user"] == "bob" && r["verb"] == "delete")
+    );
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn scale_subresource() {
+    let t = TestServer::start().await;
+    let c = &t.admin;
+    let k = resolve("deploy").unwrap();
+    c.create(k, Some("default"), &fixture("Deployment", "web"), "")
+        .await
+        .unwrap();
+    let path = format!("{}/scale", Client::object_path(k, Some("default"), "web"));
+    let s = c.json(Method::GET, &path, None).await.unwrap();
+    assert_eq!(
+        (s["kind"].as_str(), s["apiVersion"].as_str()),
+        (Some("Scale"), Some("autoscaling/v1"))
+    );
+    assert_eq!(s["spec"]["replicas"], 2);
+    assert_eq!(s["status"]["selector"], "app=web");
+    let mut put = s.clone();
+    put["spec"]["replicas"] = json!(4);
+    let s2 = c
+        .json(
+            Method::PUT,
+            &path,
+            Some(("application/json", serde_json::to_vec(&put).unwrap())),
+        )
+        .await
+        .unwrap();
+    assert_eq!(s2["spec"]["replicas"], 4);
+    // a stale resourceVersion conflicts
+    assert_eq!(
+        c.json(
+            Method::PUT,
+            &path,
+            Some(("application/json", serde_json::to_vec(&put).unwrap()))
+        )
+        .await
+        .unwrap_err()
+        .code(),
+        Some(409)
+    );
+    c.json(
+        Method::PATCH,
+        &path,
+        Some((
+            "application/merge-patch+json",
+            br#"{"spec":{"replicas":1}}"#.to_vec(),
+        )),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        c.get(k, Some("default"), "web").await.unwrap()["spec"]["replicas"],
+        1
+    );
+    let bad = c
+        .json(
+            Method::PATCH,
+            &path,
+            Some((
+                "application/merge-patch+json",
+                br#"{"spec":{"replicas":-3}}"#.to_vec(),
+            )),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), Some(422));
+    assert!(bad.to_string().contains("spec.replicas"), "{bad}");
+    // kinds without it say so
+    let cm = resolve("cm").unwrap();
+    c.create(cm, Some("default"), &fixture("ConfigMap", "c"), "")
+        .await
+        .unwrap();
+    assert_eq!(
+        c.json(
+            Method::GET,
+            &format!("{}/scale", Client::object_path(cm, Some("default"), "c")),
+            None
+        )
+        .await
+        .unwrap_err()
+        .code(),
+        Some(404)
     );
     t.stop().await;
 }

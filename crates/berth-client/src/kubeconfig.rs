@@ -117,15 +117,22 @@ impl KubeConfig {
         let c = &cluster["cluster"];
         let ca_pem = if let Some(data) = c["certificate-authority-data"].as_str() {
             let bytes = berth_api::validate::base64_decode(data.trim()).ok_or_else(|| {
-                self.invalid(format!("cluster {cluster_name:?}: certificate-authority-data is not base64"))
+                self.invalid(format!(
+                    "cluster {cluster_name:?}: certificate-authority-data is not base64"
+                ))
             })?;
             Some(String::from_utf8(bytes).map_err(|_| {
-                self.invalid(format!("cluster {cluster_name:?}: certificate-authority-data is not PEM text"))
+                self.invalid(format!(
+                    "cluster {cluster_name:?}: certificate-authority-data is not PEM text"
+                ))
             })?)
         } else if let Some(file) = c["certificate-authority"].as_str() {
             let path = self.path.parent().unwrap_or(Path::new(".")).join(file);
             Some(std::fs::read_to_string(&path).map_err(|e| {
-                self.invalid(format!("cannot read certificate-authority {}: {e}", path.display()))
+                self.invalid(format!(
+                    "cannot read certificate-authority {}: {e}",
+                    path.display()
+                ))
             })?)
         } else {
             None
@@ -133,7 +140,11 @@ impl KubeConfig {
         Ok(Context {
             server: server.to_string(),
             token: token.to_string(),
-            namespace: ctx["namespace"].as_str().filter(|s| !s.is_empty()).unwrap_or("default").to_string(),
+            namespace: ctx["namespace"]
+                .as_str()
+                .filter(|s| !s.is_empty())
+                .unwrap_or("default")
+                .to_string(),
             ca_pem,
         })
     }
@@ -143,7 +154,8 @@ impl KubeConfig {
 pub fn render(server: &str, ca_pem: &str, token: &str, user: &str) -> String {
     let mut cluster = json!({"server": server});
     if !ca_pem.is_empty() {
-        cluster["certificate-authority-data"] = json!(berth_api::validate::base64_encode(ca_pem.as_bytes()));
+        cluster["certificate-authority-data"] =
+            json!(berth_api::validate::base64_encode(ca_pem.as_bytes()));
     }
     let doc = json!({
         "apiVersion": "v1",

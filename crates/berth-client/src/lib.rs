@@ -131,21 +131,34 @@ impl Client {
         let mut roots = rustls::RootCertStore::empty();
         if let Some(pem) = ca_pem {
             for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
-                let cert = cert.map_err(|e| ClientError::Protocol { path: "certificate-authority".into(), message: format!("not a PEM certificate: {e}") })?;
-                roots.add(cert).map_err(|e| ClientError::Protocol { path: "certificate-authority".into(), message: e.to_string() })?;
+                let cert = cert.map_err(|e| ClientError::Protocol {
+                    path: "certificate-authority".into(),
+                    message: format!("not a PEM certificate: {e}"),
+                })?;
+                roots.add(cert).map_err(|e| ClientError::Protocol {
+                    path: "certificate-authority".into(),
+                    message: e.to_string(),
+                })?;
             }
         }
         let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
         let tls = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
-            .map_err(|e| ClientError::Protocol { path: "tls".into(), message: e.to_string() })?
+            .map_err(|e| ClientError::Protocol {
+                path: "tls".into(),
+                message: e.to_string(),
+            })?
             .with_root_certificates(roots)
             .with_no_client_auth();
         let mut http = HttpConnector::new();
         http.set_nodelay(true);
         http.set_connect_timeout(Some(Duration::from_secs(5)));
         http.enforce_http(false);
-        let connector = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls).https_or_http().enable_http1().wrap_connector(http);
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
         Ok(Client {
             server: server.trim_end_matches('/').to_string(),
             token: token.to_string(),

@@ -44,15 +44,15 @@ async fn wait_http(url: &str, ca: &str) -> Duration {
     let started = Instant::now();
     let c = Client::new(url, "", ca);
     loop {
-        if let Ok(r) = c.raw(Method::GET, "/readyz", None).await {
-            if r.status == 200 {
-                return started.elapsed();
-            }
+        if let Ok(r) = c.raw(Method::GET, "/readyz", None).await
+            && r.status == 200
+        {
+            return started.elapsed();
         }
-        if let Ok(r) = c.raw(Method::GET, "/health", None).await {
-            if r.status == 200 {
-                return started.elapsed();
-            }
+        if let Ok(r) = c.raw(Method::GET, "/health", None).await
+            && r.status == 200
+        {
+            return started.elapsed();
         }
         assert!(
             started.elapsed() < Duration::from_secs(30),
@@ -81,7 +81,10 @@ fn start_berth(dir: &Path) -> (Proc, String, String) {
     let ca_path = dir.join("pki/ca.crt");
     let started = Instant::now();
     while !ca_path.exists() {
-        assert!(started.elapsed() < Duration::from_secs(30), "berth did not write its CA");
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "berth did not write its CA"
+        );
         std::thread::sleep(Duration::from_millis(1));
     }
     let mut ca = String::new();

@@ -1,0 +1,131 @@
+//! kubectl (as shipped on this kind of machine) against `berth server`: the point of speaking
+//! the Kubernetes API is that existing tools work.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use common::BerthProcess;
+
+fn kubectl(home: &Path, kubeconfig: &Path, args: &[&str]) -> Output {
+    let bin = ["/usr/bin/kubectl", "/usr/local/bin/kubectl"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .expect("kubectl is part of this machine image (see docs/testing.md); install it to run this test");
+    Command::new(bin)
+        .args(args)
+        .env("KUBECONFIG", kubeconfig)
+        // A cache directory of its own: discovery must come from this server.
+        .env("HOME", home)
+        .output()
+        .expect("run kubectl")
+}
+
+fn out(o: &Output) -> String {
+    assert!(
+        o.status.success(),
+        "kubectl failed: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn kubectl_drives_berth() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = BerthProcess::start("server", &dir.path().join("data"));
+    let kc = server.kubeconfig();
+    let home = dir.path().join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    let k = |args: &[&str]| kubectl(&home, &kc, args);
+    let demo = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/demo.yaml");
+
+    let ns = out(&k(&["get", "namespaces"]));
+    assert!(
+        ns.starts_with("NAME") && ns.contains("default") && ns.contains("kube-system"),
+        "{ns}"
+    );
+
+    // kubectl's client-side schema validation needs the OpenAPI documents berth does not
+    // serve yet; berth validates on the server.
+    let applied = out(&k(&["apply", "--validate=false", "-f", demo]));
+    assert_eq!(
+        applied,
+        "configmap/demo-config created\ndeployment.apps/demo created\nservice/demo created\n"
+    );
+    let again = out(&k(&["apply", "--validate=false", "-f", demo]));
+    assert_eq!(
+        again,
+        "configmap/demo-config unchanged\ndeployment.apps/demo unchanged\nservice/demo unchanged\n"
+    );
+
+    // Server-side printing: the same columns as `berth get`.
+    let deploy = out(&k(&["get", "deploy", "demo", "-o", "wide"]));
+    assert!(
+        deploy.starts_with(
+            "NAME   READY   UP-TO-DATE   AVAILABLE   AGE   CONTAINERS   IMAGES   SELECTOR"
+        ),
+        "{deploy}"
+    );
+    assert!(
+        deploy.contains("0/3") && deploy.contains("app=demo"),
+        "{deploy}"
+    );
+    let all = out(&k(&["get", "cm", "-A"]));
+    assert!(
+        all.starts_with("NAMESPACE") && all.contains("demo-config"),
+        "{all}"
+    );
+
+    assert_eq!(
+        out(&k(&["scale", "deploy", "demo", "--replicas", "5"])),
+        "deployment.apps/demo scaled\n"
+    );
+    assert_eq!(
+        out(&k(&[
+            "get",
+            "deploy",
+            "demo",
+            "-o",
+            "jsonpath={.spec.replicas}"
+        ])),
+        "5"
+    );
+    out(&k(&[
+        "patch",
+        "deploy",
+        "demo",
+        "-p",
+        r#"{"spec":{"replicas":2}}"#,
+    ]));
+    out(&k(&["label", "cm", "demo-config", "tier=web"]));
+    assert_eq!(
+        out(&k(&["get", "cm", "-l", "tier=web", "-o", "name"])),
+        "configmap/demo-config\n"
+    );
+    let described = out(&k(&["describe", "cm", "demo-config"]));
+    assert!(described.contains("hello from berth"), "{described}");
+
+    // Errors come back as kubectl expects them.
+    let missing = k(&["get", "pod", "nope"]);
+    assert!(!missing.status.success());
+    assert!(
+        String::from_utf8_lossy(&missing.stderr)
+            .contains("Error from server (NotFound): pods \"nope\" not found")
+    );
+
+    let deleted = out(&k(&["delete", "-f", demo]));
+    assert!(
+        deleted.contains("deployment.apps \"demo\" deleted"),
+        "{deleted}"
+    );
+    let resources = out(&k(&["api-resources"]));
+    assert!(
+        resources.contains("deployments")
+            && resources.contains("deploy")
+            && resources.contains("apps/v1"),
+        "{resources}"
+    );
+}
