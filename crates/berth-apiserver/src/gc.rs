@@ -140,19 +140,9 @@ async fn finish_namespace(registry: &Registry, ns: &str) {
         && obj.deletion_timestamp().is_some()
     {
         let key = nsk.key(None, ns).into_bytes();
-        let txn = berth_store::Txn::default()
-            .when(berth_store::Compare::mod_revision(
-                key.clone(),
-                berth_store::CompareOp::Equal,
-                obj.resource_version().parse().unwrap_or(0),
-            ))
-            .then(berth_store::Op::Delete { key });
+        let rev = obj.resource_version().parse().unwrap_or(0);
         let _ = registry
-            .store
-            .txn(
-                txn,
-                berth_store::Origin::new("system:namespace-controller", "delete"),
-            )
+            .delete_if_unchanged(nsk, key, rev, ns, "system:namespace-controller")
             .await;
     }
 }

@@ -7,6 +7,7 @@
 pub mod auth;
 pub mod discovery;
 pub mod error;
+pub mod files;
 pub mod gc;
 pub mod history;
 pub mod patch;

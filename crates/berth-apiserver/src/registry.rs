@@ -389,18 +389,10 @@ impl Registry {
             if dry_run {
                 return Ok(new);
             }
-            let txn = Txn::default()
-                .when(Compare::mod_revision(
-                    key.clone(),
-                    CompareOp::Equal,
-                    old_kv.mod_revision,
-                ))
-                .then(Op::Delete { key });
-            let r = self.store.txn(txn, Origin::new(user, "delete")).await?;
-            if !r.succeeded {
-                return Err(ApiError::conflict(kind, &name));
-            }
-            new.set_meta("resourceVersion", r.revision.to_string());
+            let revision = self
+                .delete_if_unchanged(kind, key, old_kv.mod_revision, &name, user)
+                .await?;
+            new.set_meta("resourceVersion", revision.to_string());
             return Ok(new);
         }
         if dry_run {
@@ -423,6 +415,30 @@ impl Registry {
         }
         new.set_meta("resourceVersion", r.revision.to_string());
         Ok(new)
+    }
+
+    /// Deletes the key if its mod revision is still `mod_revision`; returns the delete's
+    /// revision, or 409 Conflict when someone changed the object meanwhile.
+    pub async fn delete_if_unchanged(
+        &self,
+        kind: &ResourceKind,
+        key: Vec<u8>,
+        mod_revision: u64,
+        name: &str,
+        user: &str,
+    ) -> ApiResult<u64> {
+        let txn = Txn::default()
+            .when(Compare::mod_revision(
+                key.clone(),
+                CompareOp::Equal,
+                mod_revision,
+            ))
+            .then(Op::Delete { key });
+        let r = self.store.txn(txn, Origin::new(user, "delete")).await?;
+        if !r.succeeded {
+            return Err(ApiError::conflict(kind, name));
+        }
+        Ok(r.revision)
     }
 
     fn load_for_update(
@@ -710,19 +726,11 @@ impl Registry {
                 .commit_update(kind, key, &kv, &old, marked, user, "delete", false)
                 .await;
         }
-        let txn = Txn::default()
-            .when(Compare::mod_revision(
-                key.clone(),
-                CompareOp::Equal,
-                kv.mod_revision,
-            ))
-            .then(Op::Delete { key });
-        let r = self.store.txn(txn, Origin::new(user, "delete")).await?;
-        if !r.succeeded {
-            return Err(ApiError::conflict(kind, name));
-        }
+        let revision = self
+            .delete_if_unchanged(kind, key, kv.mod_revision, name, user)
+            .await?;
         let mut gone = old;
-        gone.set_meta("resourceVersion", r.revision.to_string());
+        gone.set_meta("resourceVersion", revision.to_string());
         Ok(gone)
     }
 

@@ -97,20 +97,8 @@ fn ensure_tokens(dir: &Path) -> anyhow::Result<(Authenticator, String)> {
 
 /// Writes a file only its owner can read, atomically.
 pub fn write_private(path: &Path, content: &str) -> anyhow::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .with_context(|| format!("cannot write {}", tmp.display()))?;
-    f.write_all(content.as_bytes())?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(())
+    berth_apiserver::files::write_private(path, content)
+        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// Starts the control plane and returns once it is ready to serve.

@@ -437,11 +437,7 @@ async fn apply(
             }
             Err(e) => return Err(e.into()),
             Ok(live) => {
-                let original: Option<Value> = live["metadata"]["annotations"]
-                    [manifests::LAST_APPLIED]
-                    .as_str()
-                    .and_then(|s| serde_json::from_str(s).ok());
-                let patch = manifests::three_way(original.as_ref(), &desired.as_value(), &live);
+                let patch = manifests::patch_against(&live, &desired);
                 if patch.is_empty() {
                     writeln!(out, "{label} unchanged")?;
                     continue;
@@ -794,11 +790,7 @@ async fn diff(ctx: &Ctx, items: Vec<manifests::Item>, out: &mut dyn Write) -> an
             ),
             Err(e) => return Err(e.into()),
             Ok(live) => {
-                let original: Option<Value> = live["metadata"]["annotations"]
-                    [manifests::LAST_APPLIED]
-                    .as_str()
-                    .and_then(|s| serde_json::from_str(s).ok());
-                let patch = manifests::three_way(original.as_ref(), &desired.as_value(), &live);
+                let patch = manifests::patch_against(&live, &desired);
                 let merged = if patch.is_empty() {
                     live.clone()
                 } else {

@@ -176,6 +176,15 @@ pub fn three_way(
     patch
 }
 
+/// The merge patch that takes the live object to the manifest, against the manifest last
+/// applied (kept in the live object's annotation).
+pub fn patch_against(live: &Value, desired: &Object) -> Map<String, Value> {
+    let original: Option<Value> = live["metadata"]["annotations"][LAST_APPLIED]
+        .as_str()
+        .and_then(|s| serde_json::from_str(s).ok());
+    three_way(original.as_ref(), &desired.as_value(), live)
+}
+
 /// The object as `apply` sends it: the manifest with its own last-applied annotation.
 pub fn with_last_applied(obj: &Object) -> Object {
     let mut clean = obj.clone();

@@ -1021,14 +1021,7 @@ impl Engine {
             .map(|v| v.value())
             .unwrap_or(0);
         let kv = tryd!(self, r.open_table(KV));
-        let lower: Vec<u8> = match start_after {
-            Some(s) => {
-                let mut l = s.to_vec();
-                l.push(0);
-                l
-            }
-            None => prefix.to_vec(),
-        };
+        let lower = lower_bound(prefix, start_after);
         let mut kvs = Vec::new();
         let mut more = false;
         for item in tryd!(self, kv.range(lower.as_slice()..)) {
@@ -1106,14 +1099,7 @@ impl Engine {
         let r = self.read()?;
         let keyidx = tryd!(self, r.open_table(KEYIDX));
         let events = tryd!(self, r.open_table(EVENTS));
-        let lower: Vec<u8> = match start_after {
-            Some(s) => {
-                let mut l = s.to_vec();
-                l.push(0);
-                l
-            }
-            None => prefix.to_vec(),
-        };
+        let lower = lower_bound(prefix, start_after);
         let mut kvs = Vec::new();
         let mut more = false;
         let mut cur_key: Option<Vec<u8>> = None;
@@ -1274,6 +1260,18 @@ impl Engine {
 
     pub(crate) fn snapshot(&self) -> Result<redb::ReadTransaction, StoreError> {
         self.read()
+    }
+}
+
+/// Where a range read starts: just after `start_after` (a continuation), else at `prefix`.
+fn lower_bound(prefix: &[u8], start_after: Option<&[u8]>) -> Vec<u8> {
+    match start_after {
+        Some(s) => {
+            let mut l = s.to_vec();
+            l.push(0);
+            l
+        }
+        None => prefix.to_vec(),
     }
 }
 
