@@ -239,7 +239,7 @@ async fn writes(out: &mut Vec<String>) {
         eprintln!("{}", rows.last().unwrap());
     }
     out.push("### Durable writes per second\n".into());
-    out.push("| writers | berth store (in-process) | berth API (HTTP create) | etcd 3.4 (HTTP put) | store / etcd | API / etcd |".into());
+    out.push("| writers | berth store (in-process) | berth API (HTTPS create) | etcd 3.4 (HTTP put) | store / etcd | API / etcd |".into());
     out.push("| ---: | ---: | ---: | ---: | ---: | ---: |".into());
     out.extend(rows);
 }
@@ -365,7 +365,7 @@ async fn watch_latency(out: &mut Vec<String>) {
     }
     lat.sort_by(|a, b| a.partial_cmp(b).unwrap());
     let line = format!(
-        "| API, HTTP: {WATCHERS} watch streams × {EVENTS} creates (one every 20 ms), clients parsing on the same 2 cores | {} of {} | {:.2} ms | {:.2} ms | {:.2} ms |",
+        "| API, HTTPS: {WATCHERS} watch streams × {EVENTS} creates (one every 20 ms), clients parsing on the same 2 cores | {} of {} | {:.2} ms | {:.2} ms | {:.2} ms |",
         lat.len(),
         WATCHERS * EVENTS,
         percentile(&lat, 0.5),
@@ -417,7 +417,7 @@ async fn list_10k(out: &mut Vec<String>) {
     }
     times.sort_by(|a, b| a.partial_cmp(b).unwrap());
     let line = format!(
-        "| list {count} ConfigMaps (HTTP, JSON) | {:.1} ms | {:.1} ms |",
+        "| list {count} ConfigMaps (HTTPS, JSON) | {:.1} ms | {:.1} ms |",
         percentile(&times, 0.5),
         percentile(&times, 1.0)
     );
