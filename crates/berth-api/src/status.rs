@@ -185,7 +185,12 @@ impl Status {
                 .iter()
                 .map(|e| StatusCause {
                     reason: e.kind.reason().into(),
-                    message: e.message.clone(),
+                    // As Kubernetes words causes: the field stands beside the message.
+                    message: e
+                        .message
+                        .strip_prefix(&format!("{}: ", e.field))
+                        .unwrap_or(&e.message)
+                        .to_string(),
                     field: e.field.clone(),
                 })
                 .collect();

@@ -32,6 +32,8 @@ pub enum Route {
     },
     Version,
     Health,
+    /// kubectl's schema download for client-side validation.
+    OpenApiV2,
     Collection {
         kind: &'static ResourceKind,
         ns: Option<String>,
@@ -87,6 +89,7 @@ pub fn route(path: &str) -> ApiResult<Route> {
     let (group, version, rest): (&str, &str, &[&str]) = match s.as_slice() {
         ["healthz" | "readyz" | "livez", ..] => return Ok(Route::Health),
         ["version"] => return Ok(Route::Version),
+        ["openapi", "v2"] => return Ok(Route::OpenApiV2),
         ["api"] => return Ok(Route::Api),
         ["apis"] => return Ok(Route::Apis),
         ["apis", g] => return Ok(Route::Group(g.to_string())),
@@ -441,6 +444,27 @@ async fn dispatch(
         (&Method::GET, Route::Resources { group, version }) => {
             discovery::resource_list(&group, &version).map_or_else(|| Err(not_found(path)), ok)
         }
+        // berth publishes no schemas yet (it validates on the server): the document is an
+        // empty OpenAPI v2 `Document`, which is zero bytes in the protobuf encoding kubectl
+        // asks for, and `{"swagger": "2.0", ...}` in JSON. kubectl then skips client-side
+        // checks for kinds it has no schema for and the server's validation answers.
+        (&Method::GET, Route::OpenApiV2) => {
+            let accept = headers
+                .get("accept")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            if accept.contains("protobuf") {
+                return Ok((
+                    StatusCode::OK,
+                    [("content-type", "application/octet-stream")],
+                    Vec::<u8>::new(),
+                )
+                    .into_response());
+            }
+            ok(
+                serde_json::json!({"swagger": "2.0", "info": {"title": "berth", "version": s.config.version}, "paths": {}, "definitions": {}}),
+            )
+        }
         (&Method::GET, Route::History) => ok(history::history(&s.registry, &q)?),
         (&Method::GET, Route::Revisions) => ok(history::revisions(&s.registry, &q)?),
         (&Method::GET, Route::Export) => ok(history::export(&s.registry, &q)?),
@@ -760,6 +784,7 @@ mod tests {
             "namespaced kinds need a namespace for one object"
         );
         assert_eq!(route("/apis/berth.dev/v1/history").unwrap(), Route::History);
+        assert_eq!(route("/openapi/v2").unwrap(), Route::OpenApiV2);
     }
 
     #[test]

@@ -462,3 +462,40 @@ async fn acknowledged_writes_survive_a_crash_through_the_log() {
     let next = c.put(b"/crash/new", b"1", me()).await.unwrap();
     assert_eq!(next.revision, s.current_revision() + 1);
 }
+
+#[tokio::test]
+async fn history_older_than_the_retention_window_is_compacted_in_the_background() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(
+        dir.path(),
+        StoreOptions {
+            retention: Duration::ZERO,
+            compaction_interval: Duration::from_millis(100),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    for i in 0..5u32 {
+        s.put(b"/r/a", i.to_string().as_bytes(), me())
+            .await
+            .unwrap();
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while s.compacted_revision() < 5 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no background compaction"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(matches!(
+        s.watch(b"/r/", 1),
+        Err(StoreError::Compacted { .. })
+    ));
+    assert_eq!(
+        s.get(b"/r/a").unwrap().unwrap().value,
+        b"4",
+        "the current state stays"
+    );
+    assert_eq!(s.history(b"/r/a").unwrap().len(), 1);
+}

@@ -108,7 +108,20 @@ fn kubectl_drives_berth() {
     let described = out(&k(&["describe", "cm", "demo-config"]));
     assert!(described.contains("hello from berth"), "{described}");
 
-    // Errors come back as kubectl expects them.
+    // Errors come back as kubectl expects them: every bad field named.
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(&bad, "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: Bad_Name\nspec:\n  replicas: -1\n  selector: {matchLabels: {app: x}}\n  template:\n    metadata: {labels: {app: x}}\n    spec:\n      containers: [{name: c, image: \"\"}]\n").unwrap();
+    let refused = k(&["apply", "-f", bad.to_str().unwrap()]);
+    assert!(!refused.status.success());
+    let e = String::from_utf8_lossy(&refused.stderr);
+    assert!(e.contains("The Deployment \"Bad_Name\" is invalid"), "{e}");
+    for line in [
+        "* metadata.name: Invalid value: \"Bad_Name\"",
+        "* spec.replicas: Invalid value: -1",
+        "* spec.template.spec.containers[0].image: Required value",
+    ] {
+        assert!(e.contains(line), "{line:?} missing from:\n{e}");
+    }
     let missing = k(&["get", "pod", "nope"]);
     assert!(!missing.status.success());
     assert!(
