@@ -264,15 +264,7 @@ impl Engine {
         let replayed = records.len();
         let w = tryd!(self, self.db.begin_write());
         {
-            let mut t = Tables {
-                meta: tryd!(self, w.open_table(META)),
-                kv: tryd!(self, w.open_table(KV)),
-                events: tryd!(self, w.open_table(EVENTS)),
-                revs: tryd!(self, w.open_table(REVS)),
-                keyidx: tryd!(self, w.open_table(KEYIDX)),
-                leases: tryd!(self, w.open_table(LEASES)),
-                lease_keys: tryd!(self, w.open_table(LEASE_KEYS)),
-            };
+            let mut t = self.tables(&w)?;
             for rec in records {
                 match rec {
                     WalRecord::Revision { revision, .. } if revision <= state.revision => {}
@@ -330,6 +322,19 @@ impl Engine {
             "replayed the write-ahead log"
         );
         Ok(())
+    }
+
+    /// Opens every table in a write transaction.
+    fn tables<'t>(&self, w: &'t redb::WriteTransaction) -> Result<Tables<'t>, StoreError> {
+        Ok(Tables {
+            meta: tryd!(self, w.open_table(META)),
+            kv: tryd!(self, w.open_table(KV)),
+            events: tryd!(self, w.open_table(EVENTS)),
+            revs: tryd!(self, w.open_table(REVS)),
+            keyidx: tryd!(self, w.open_table(KEYIDX)),
+            leases: tryd!(self, w.open_table(LEASES)),
+            lease_keys: tryd!(self, w.open_table(LEASE_KEYS)),
+        })
     }
 
     pub(crate) fn published_revision(&self) -> u64 {
@@ -499,15 +504,7 @@ impl Engine {
             tryd!(self, w.set_durability(redb::Durability::None));
             let mut log: Vec<WalRecord> = Vec::new();
             {
-                let mut t = Tables {
-                    meta: tryd!(self, w.open_table(META)),
-                    kv: tryd!(self, w.open_table(KV)),
-                    events: tryd!(self, w.open_table(EVENTS)),
-                    revs: tryd!(self, w.open_table(REVS)),
-                    keyidx: tryd!(self, w.open_table(KEYIDX)),
-                    leases: tryd!(self, w.open_table(LEASES)),
-                    lease_keys: tryd!(self, w.open_table(LEASE_KEYS)),
-                };
+                let mut t = self.tables(&w)?;
                 for req in &batch {
                     let r = match req {
                         Request::Txn { txn, origin, .. } => {
