@@ -57,6 +57,9 @@ pub struct ApiServer {
     /// Shared by every watch: each change is decoded and encoded once.
     pub watch_cache: Arc<watch::EncodeCache>,
     ready: AtomicBool,
+    /// Turns true when the server stops: open watches end, so clients re-watch elsewhere or
+    /// later instead of holding the shutdown up.
+    stopping: tokio::sync::watch::Sender<bool>,
 }
 
 impl ApiServer {
@@ -67,7 +70,18 @@ impl ApiServer {
             config,
             watch_cache: Arc::default(),
             ready: AtomicBool::new(false),
+            stopping: tokio::sync::watch::Sender::new(false),
         })
+    }
+
+    /// Ends every open watch and reports not ready; call before draining connections.
+    pub fn begin_shutdown(&self) {
+        self.ready.store(false, Ordering::Release);
+        self.stopping.send_replace(true);
+    }
+
+    pub(crate) fn stopping(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.stopping.subscribe()
     }
 
     pub fn is_ready(&self) -> bool {

@@ -581,6 +581,7 @@ fn watch(
             bookmark_interval: s.config.bookmark_interval,
             timeout,
             cache: s.watch_cache.clone(),
+            stopping: s.stopping(),
         },
     )
 }

@@ -92,6 +92,8 @@ pub struct WatchParams {
     pub bookmark_interval: Duration,
     pub timeout: Option<Duration>,
     pub cache: Arc<EncodeCache>,
+    /// Turns true when the server stops.
+    pub stopping: tokio::sync::watch::Receiver<bool>,
 }
 
 fn line(typ: &str, object: Value) -> Bytes {
@@ -118,7 +120,7 @@ fn decode_at(kv: &KeyValue, rev: u64) -> Option<Object> {
 /// Starts a watch and returns the streaming response. Errors that happen before the stream
 /// starts (bad resource version) are returned as ordinary error responses; errors after it
 /// starts arrive as an ERROR event, as Kubernetes sends them.
-pub fn start(registry: Registry, p: WatchParams) -> Result<Response, ApiError> {
+pub fn start(registry: Registry, mut p: WatchParams) -> Result<Response, ApiError> {
     let prefix = Registry::prefix(p.kind, p.ns.as_deref());
     let (initial, start) = match p.resource_version.as_deref() {
         None | Some("") | Some("0") => {
@@ -205,6 +207,7 @@ pub fn start(registry: Registry, p: WatchParams) -> Result<Response, ApiError> {
                         }
                 }
                 _ = &mut expired => return,
+                _ = p.stopping.changed() => return,
                 _ = tx.closed() => return,
             }
         }

@@ -47,6 +47,7 @@ pub struct RunningServer {
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     store: Store,
+    api: std::sync::Arc<ApiServer>,
 }
 
 impl RunningServer {
@@ -58,6 +59,7 @@ impl RunningServer {
     /// Stops accepting, lets in-flight requests finish (at most 5 s), stops the controllers
     /// and closes the store.
     pub async fn shutdown(self) {
+        self.api.begin_shutdown();
         let _ = self.stop.send(true);
         for t in self.tasks {
             let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
@@ -133,7 +135,20 @@ pub async fn start(opts: ServerOptions) -> anyhow::Result<RunningServer> {
     } else {
         None
     };
-    let url = format!("{}://{addr}", if pki.is_some() { "https" } else { "http" });
+    // Listening on every address: clients on this host reach it on loopback.
+    let reach = if addr.ip().is_unspecified() {
+        SocketAddr::new(
+            if addr.is_ipv4() {
+                std::net::Ipv4Addr::LOCALHOST.into()
+            } else {
+                std::net::Ipv6Addr::LOCALHOST.into()
+            },
+            addr.port(),
+        )
+    } else {
+        addr
+    };
+    let url = format!("{}://{reach}", if pki.is_some() { "https" } else { "http" });
     let ca_pem = pki.as_ref().map(|p| p.ca_pem.clone()).unwrap_or_default();
     let config = ServerConfig {
         bookmark_interval: opts.bookmark_interval,
@@ -191,5 +206,6 @@ pub async fn start(opts: ServerOptions) -> anyhow::Result<RunningServer> {
         stop,
         tasks,
         store,
+        api,
     })
 }

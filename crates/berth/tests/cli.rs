@@ -154,10 +154,61 @@ fn up_apply_get_diff_delete_and_clean_shutdown() {
         Some(0)
     );
 
-    // SIGTERM stops it cleanly
+    // SIGTERM stops it cleanly, ending open watches rather than waiting out the 5 s drain.
+    let mut watching = std::process::Command::new(common::BIN)
+        .args(["get", "cm", "-w"])
+        .env("KUBECONFIG", &kc)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let watch_out = watching.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(watch_out)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    // The watch is live once a change made now reaches it.
+    let marker = dir.path().join("marker.yaml");
+    std::fs::write(
+        &marker,
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: watched\n",
+    )
+    .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut live = false;
+    while !live {
+        assert!(
+            berth(&kc, &["apply", "-f", marker.to_str().unwrap()])
+                .status
+                .success()
+        );
+        while let Ok(line) = rx.recv_timeout(std::time::Duration::from_millis(200)) {
+            live |= line.starts_with("watched ");
+        }
+        assert!(
+            live || std::time::Instant::now() < deadline,
+            "the watch never saw a change"
+        );
+    }
     up.signal(libc::SIGTERM);
-    let status = up.wait(10).expect("berth up exits after SIGTERM");
+    let status = up
+        .wait(4)
+        .expect("berth up exits promptly after SIGTERM, even with a watch open");
     assert!(status.success(), "{status:?}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while watching.try_wait().unwrap().is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the watch did not end with the server"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
 }
 
 #[test]
