@@ -3,6 +3,7 @@
 //!
 //! Output goes to the writer a verb is given, so tests read exactly what a user sees.
 
+pub mod image;
 pub mod manifests;
 pub mod print;
 
@@ -136,6 +137,14 @@ pub enum Verb {
         #[arg(long)]
         at: Option<String>,
     },
+    /// Manage the images of this host's data directory (no server needed)
+    Image {
+        /// The data directory whose image store to use
+        #[arg(long, value_name = "DIR", env = "BERTH_DATA_DIR", global = true)]
+        data_dir: Option<PathBuf>,
+        #[command(subcommand)]
+        cmd: image::ImageCmd,
+    },
     /// List the kinds the server serves
     ApiResources,
     /// Show client and server versions
@@ -205,6 +214,9 @@ pub async fn run(conn: &Conn, verb: Verb, out: &mut dyn Write) -> anyhow::Result
                 Err(e) => writeln!(out, "Server Version: unknown ({e})")?,
             }
             Ok(0)
+        }
+        Verb::Image { data_dir, cmd } => {
+            image::run(&data_dir.unwrap_or_else(default_data_dir), cmd, out)
         }
         Verb::ApiResources => {
             let ctx = connect(conn)?;
