@@ -11,6 +11,7 @@ pub mod config;
 pub mod digest;
 pub mod import;
 pub mod reference;
+pub mod registry;
 pub mod store;
 pub mod unpack;
 
@@ -38,6 +39,10 @@ pub enum ImageError {
     NotFound(String),
     #[error("{what} is not valid: {why}")]
     Invalid { what: String, why: String },
+    #[error("{what} not found in {registry}; pull it or check the name")]
+    NotFoundIn { what: String, registry: String },
+    #[error("registry {registry}: {message}")]
+    Registry { registry: String, message: String },
     #[error("layer {digest}: unsupported media type {media_type}")]
     UnsupportedLayer { digest: Digest, media_type: String },
 }

@@ -54,6 +54,63 @@ impl ImageRecord {
     }
 }
 
+/// A blob being written: bytes go to a temporary file and into a hash; `commit` checks the
+/// digest and moves the file into place. Dropped without a commit, it leaves nothing.
+pub struct BlobWriter {
+    out: HashingWriter<std::io::BufWriter<std::fs::File>>,
+    tmp: PathBuf,
+    dst: PathBuf,
+    expected: Digest,
+    done: bool,
+}
+
+impl std::fmt::Debug for BlobWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BlobWriter")
+            .field("expected", &self.expected)
+            .finish()
+    }
+}
+
+impl BlobWriter {
+    pub fn write(&mut self, bytes: &[u8]) -> Result<(), ImageError> {
+        self.out.write_all(bytes).map_err(io_err(&self.tmp))
+    }
+
+    pub fn written(&self) -> u64 {
+        self.out.written
+    }
+
+    /// Verifies the digest and stores the blob; returns its size.
+    pub fn commit(mut self) -> Result<u64, ImageError> {
+        self.out.flush().map_err(io_err(&self.tmp))?;
+        let hasher = std::mem::take(&mut self.out.hasher);
+        let actual = hasher.finish();
+        if actual != self.expected {
+            return Err(ImageError::DigestMismatch {
+                expected: self.expected.clone(),
+                actual,
+            });
+        }
+        self.out
+            .inner
+            .get_ref()
+            .sync_all()
+            .map_err(io_err(&self.tmp))?;
+        std::fs::rename(&self.tmp, &self.dst).map_err(io_err(&self.dst))?;
+        self.done = true;
+        Ok(self.out.written)
+    }
+}
+
+impl Drop for BlobWriter {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
+}
+
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct Index {
     images: Vec<ImageRecord>,
@@ -105,37 +162,36 @@ impl ImageStore {
         unreachable!("u32 ran out of temporary names")
     }
 
+    /// Starts writing a blob that must turn out to have digest `expected`. `None` when the
+    /// store already has it.
+    pub fn begin_blob(&self, expected: &Digest) -> Result<Option<BlobWriter>, ImageError> {
+        let dst = self.blob_path(expected);
+        if dst.exists() {
+            return Ok(None);
+        }
+        let (file, tmp) = self.tmp_file()?;
+        Ok(Some(BlobWriter {
+            out: HashingWriter::new(std::io::BufWriter::new(file)),
+            tmp,
+            dst,
+            expected: expected.clone(),
+            done: false,
+        }))
+    }
+
     /// Streams a blob in, verifying it against `expected` as it goes. On a mismatch nothing
     /// is stored. A blob already present is not written again.
     pub fn write_blob(&self, expected: &Digest, reader: &mut dyn Read) -> Result<u64, ImageError> {
-        let dst = self.blob_path(expected);
-        if dst.exists() {
-            return Ok(std::fs::metadata(&dst).map_err(io_err(&dst))?.len());
-        }
-        let (file, tmp) = self.tmp_file()?;
-        let result = (|| {
-            let mut w = HashingWriter::new(std::io::BufWriter::new(file));
-            std::io::copy(reader, &mut w).map_err(io_err(&tmp))?;
-            w.flush().map_err(io_err(&tmp))?;
-            let actual = w.hasher.finish();
-            if actual != *expected {
-                return Err(ImageError::DigestMismatch {
-                    expected: expected.clone(),
-                    actual,
-                });
+        match self.begin_blob(expected)? {
+            None => {
+                let dst = self.blob_path(expected);
+                Ok(std::fs::metadata(&dst).map_err(io_err(&dst))?.len())
             }
-            let file = w
-                .inner
-                .into_inner()
-                .map_err(|e| io_err(&tmp)(e.into_error()))?;
-            file.sync_all().map_err(io_err(&tmp))?;
-            std::fs::rename(&tmp, &dst).map_err(io_err(&dst))?;
-            Ok(w.written)
-        })();
-        if result.is_err() {
-            let _ = std::fs::remove_file(&tmp);
+            Some(mut w) => {
+                std::io::copy(reader, &mut w.out).map_err(io_err(&w.tmp))?;
+                w.commit()
+            }
         }
-        result
     }
 
     /// Stores bytes whose digest is computed here.

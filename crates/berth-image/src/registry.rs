@@ -1,0 +1,507 @@
+//! Pulling from OCI distribution registries (Docker Registry HTTP API v2): manifests (OCI and
+//! Docker v2, indexes resolved to linux/amd64), blobs streamed to disk and verified, several
+//! layers at once, anonymous, basic and bearer-token auth, HTTP for registries named
+//! insecure and HTTPS with a given CA.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper::{Method, Request, StatusCode};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde_json::Value;
+
+use crate::ImageError;
+use crate::config::ImageConfig;
+use crate::digest::Digest;
+use crate::reference::Reference;
+use crate::store::{ImageRecord, ImageStore, LayerRef};
+
+const ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.docker.distribution.manifest.v2+json";
+
+/// How to reach registries.
+#[derive(Debug, Clone, Default)]
+pub struct PullOptions {
+    /// Registries (`host:port`) spoken to over plain HTTP.
+    pub insecure: Vec<String>,
+    /// Extra CA certificates (PEM) trusted for HTTPS registries.
+    pub ca_pem: Option<String>,
+    /// `user`, `password` for basic auth or for getting a bearer token.
+    pub credentials: Option<(String, String)>,
+    /// Layers downloaded at once.
+    pub parallel: usize,
+}
+
+/// What a pull reports while it runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Progress {
+    Resolved {
+        manifest: Digest,
+        layers: usize,
+        bytes: u64,
+    },
+    LayerStarted {
+        digest: Digest,
+        size: u64,
+    },
+    LayerBytes {
+        digest: Digest,
+        done: u64,
+        size: u64,
+    },
+    LayerDone {
+        digest: Digest,
+        cached: bool,
+    },
+}
+
+type HttpClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Empty<Bytes>>;
+
+fn unreachable_err(registry: &str, e: impl std::fmt::Display) -> ImageError {
+    ImageError::Registry {
+        registry: registry.to_string(),
+        message: format!(
+            "unreachable: {e}; check the address, or name it with --insecure-registry if it speaks plain HTTP"
+        ),
+    }
+}
+
+fn b64(s: &str) -> String {
+    berth_api::validate::base64_encode(s.as_bytes())
+}
+
+/// Parses `Bearer realm="...",service="...",scope="..."` (or `Basic realm=...`).
+fn parse_challenge(h: &str) -> (String, Vec<(String, String)>) {
+    let (scheme, rest) = h.split_once(' ').unwrap_or((h, ""));
+    let mut params = Vec::new();
+    let mut cur = rest.trim();
+    while !cur.is_empty() {
+        let Some((k, after)) = cur.split_once('=') else {
+            break;
+        };
+        let k = k.trim().trim_start_matches(',').trim().to_string();
+        let (v, next) = if let Some(q) = after.strip_prefix('"') {
+            match q.split_once('"') {
+                Some((v, n)) => (v.to_string(), n),
+                None => (q.to_string(), ""),
+            }
+        } else {
+            match after.split_once(',') {
+                Some((v, n)) => (v.trim().to_string(), n),
+                None => (after.trim().to_string(), ""),
+            }
+        };
+        params.push((k, v));
+        cur = next.trim_start_matches(',').trim();
+    }
+    (scheme.to_ascii_lowercase(), params)
+}
+
+struct Session {
+    http: HttpClient,
+    base: String,
+    registry: String,
+    repo: String,
+    auth: Option<String>,
+    creds: Option<(String, String)>,
+}
+
+impl Session {
+    async fn send(
+        &self,
+        url: &str,
+        accept: Option<&str>,
+        auth: Option<&str>,
+    ) -> Result<hyper::Response<hyper::body::Incoming>, ImageError> {
+        let mut req = Request::builder()
+            .method(Method::GET)
+            .uri(url)
+            .header("user-agent", concat!("berth/", env!("CARGO_PKG_VERSION")));
+        if let Some(a) = accept {
+            req = req.header("accept", a);
+        }
+        if let Some(a) = auth {
+            req = req.header("authorization", a);
+        }
+        let req = req
+            .body(Empty::new())
+            .map_err(|e| unreachable_err(&self.registry, e))?;
+        tokio::time::timeout(Duration::from_secs(60), self.http.request(req))
+            .await
+            .map_err(|_| unreachable_err(&self.registry, "no answer within 60 s"))?
+            .map_err(|e| {
+                let mut m = e.to_string();
+                let mut src = std::error::Error::source(&e);
+                while let Some(s) = src {
+                    m = format!("{m}: {s}");
+                    src = s.source();
+                }
+                unreachable_err(&self.registry, m)
+            })
+    }
+
+    /// Answers a 401 challenge: basic credentials, or a bearer token from the realm.
+    async fn authenticate(&mut self, challenge: &str) -> Result<(), ImageError> {
+        let (scheme, params) = parse_challenge(challenge);
+        let get = |k: &str| {
+            params
+                .iter()
+                .find(|(pk, _)| pk == k)
+                .map(|(_, v)| v.clone())
+        };
+        match scheme.as_str() {
+            "basic" => {
+                let (u, p) = self
+                    .creds
+                    .clone()
+                    .ok_or_else(|| self.denied("the registry wants a user name and password"))?;
+                self.auth = Some(format!("Basic {}", b64(&format!("{u}:{p}"))));
+                Ok(())
+            }
+            "bearer" => {
+                let realm =
+                    get("realm").ok_or_else(|| self.denied("bearer challenge without a realm"))?;
+                let mut url = format!("{realm}?");
+                if let Some(s) = get("service") {
+                    url.push_str(&format!("service={}&", s));
+                }
+                let scope =
+                    get("scope").unwrap_or_else(|| format!("repository:{}:pull", self.repo));
+                url.push_str(&format!("scope={scope}"));
+                let basic = self
+                    .creds
+                    .as_ref()
+                    .map(|(u, p)| format!("Basic {}", b64(&format!("{u}:{p}"))));
+                let resp = self.send(&url, None, basic.as_deref()).await?;
+                if !resp.status().is_success() {
+                    return Err(
+                        self.denied(&format!("the token service answered {}", resp.status()))
+                    );
+                }
+                let body = resp
+                    .into_body()
+                    .collect()
+                    .await
+                    .map_err(|e| unreachable_err(&self.registry, e))?
+                    .to_bytes();
+                let v: Value = serde_json::from_slice(&body)
+                    .map_err(|e| self.denied(&format!("bad token answer: {e}")))?;
+                let token = v["token"]
+                    .as_str()
+                    .or(v["access_token"].as_str())
+                    .ok_or_else(|| self.denied("no token in the answer"))?;
+                self.auth = Some(format!("Bearer {token}"));
+                Ok(())
+            }
+            other => Err(self.denied(&format!("unsupported auth scheme {other:?}"))),
+        }
+    }
+
+    fn denied(&self, why: &str) -> ImageError {
+        ImageError::Registry {
+            registry: self.registry.clone(),
+            message: format!(
+                "no permission to pull {}: {why}; check the credentials",
+                self.repo
+            ),
+        }
+    }
+
+    /// GETs a registry path, answering one auth challenge.
+    async fn get(
+        &mut self,
+        path: &str,
+        accept: Option<&str>,
+    ) -> Result<hyper::Response<hyper::body::Incoming>, ImageError> {
+        let url = format!("{}/v2/{}/{}", self.base, self.repo, path);
+        let mut resp = self.send(&url, accept, self.auth.as_deref()).await?;
+        if resp.status() == StatusCode::UNAUTHORIZED {
+            let challenge = resp
+                .headers()
+                .get("www-authenticate")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string();
+            self.authenticate(&challenge).await?;
+            resp = self.send(&url, accept, self.auth.as_deref()).await?;
+        }
+        match resp.status() {
+            s if s.is_success() => Ok(resp),
+            StatusCode::NOT_FOUND => Err(ImageError::NotFoundIn {
+                what: format!("{}/{}", self.repo, path),
+                registry: self.registry.clone(),
+            }),
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
+                Err(self.denied(&format!("{} for {path}", resp.status())))
+            }
+            s => Err(ImageError::Registry {
+                registry: self.registry.clone(),
+                message: format!("{s} for {path}"),
+            }),
+        }
+    }
+
+    async fn get_bytes(&mut self, path: &str, accept: Option<&str>) -> Result<Bytes, ImageError> {
+        let resp = self.get(path, accept).await?;
+        Ok(resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| unreachable_err(&self.registry, e))?
+            .to_bytes())
+    }
+}
+
+fn client(opts: &PullOptions) -> Result<HttpClient, ImageError> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    if let Some(pem) = &opts.ca_pem {
+        for c in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+            let c = c.map_err(|e| ImageError::Invalid {
+                what: "registry CA".into(),
+                why: e.to_string(),
+            })?;
+            roots.add(c).map_err(|e| ImageError::Invalid {
+                what: "registry CA".into(),
+                why: e.to_string(),
+            })?;
+        }
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| ImageError::Invalid {
+        what: "TLS".into(),
+        why: e.to_string(),
+    })?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_connect_timeout(Some(Duration::from_secs(10)));
+    let conn = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http);
+    Ok(Client::builder(TokioExecutor::new()).build(conn))
+}
+
+/// Pulls an image into the store and records it under its reference.
+pub async fn pull(
+    store: &ImageStore,
+    reference: &Reference,
+    opts: &PullOptions,
+    progress: &(dyn Fn(Progress) + Sync),
+) -> Result<ImageRecord, ImageError> {
+    let registry = reference.registry.clone();
+    let host = if registry == crate::reference::DEFAULT_REGISTRY {
+        "registry-1.docker.io".to_string()
+    } else {
+        registry.clone()
+    };
+    let scheme = if opts.insecure.iter().any(|i| *i == registry) {
+        "http"
+    } else {
+        "https"
+    };
+    let mut s = Session {
+        http: client(opts)?,
+        base: format!("{scheme}://{host}"),
+        registry: registry.clone(),
+        repo: reference.repository.clone(),
+        auth: None,
+        creds: opts.credentials.clone(),
+    };
+    let wanted = match (&reference.digest, &reference.tag) {
+        (Some(d), _) => d.to_string(),
+        (None, Some(t)) => t.clone(),
+        (None, None) => "latest".to_string(),
+    };
+    let mut body = s
+        .get_bytes(&format!("manifests/{wanted}"), Some(ACCEPT))
+        .await?;
+    let mut digest = Digest::of(&body);
+    if let Some(d) = &reference.digest {
+        if *d != digest {
+            return Err(ImageError::DigestMismatch {
+                expected: d.clone(),
+                actual: digest,
+            });
+        }
+    }
+    let bad = |why: String| ImageError::Invalid {
+        what: format!("manifest of {reference}"),
+        why,
+    };
+    let mut manifest: Value = serde_json::from_slice(&body).map_err(|e| bad(e.to_string()))?;
+    if manifest.get("manifests").is_some() {
+        store.write_blob(&digest, &mut &body[..])?;
+        let arch = if cfg!(target_arch = "aarch64") {
+            "arm64"
+        } else {
+            "amd64"
+        };
+        let chosen = manifest["manifests"]
+            .as_array()
+            .and_then(|ms| {
+                ms.iter().find(|m| {
+                    m["platform"]["os"] == "linux" && m["platform"]["architecture"] == arch
+                })
+            })
+            .ok_or_else(|| bad(format!("no linux/{arch} image in the index")))?;
+        let d = Digest::parse(chosen["digest"].as_str().unwrap_or(""))?;
+        body = s.get_bytes(&format!("manifests/{d}"), Some(ACCEPT)).await?;
+        digest = Digest::of(&body);
+        if digest != d {
+            return Err(ImageError::DigestMismatch {
+                expected: d,
+                actual: digest,
+            });
+        }
+        manifest = serde_json::from_slice(&body).map_err(|e| bad(e.to_string()))?;
+    }
+    store.write_blob(&digest, &mut &body[..])?;
+    let config_digest = Digest::parse(manifest["config"]["digest"].as_str().unwrap_or(""))?;
+    if !store.has_blob(&config_digest) {
+        let cfg = s.get_bytes(&format!("blobs/{config_digest}"), None).await?;
+        store.write_blob(&config_digest, &mut &cfg[..])?;
+    }
+    let config = ImageConfig::from_blob(&store.read_blob(&config_digest)?)?;
+    let mut layers = Vec::new();
+    for l in manifest["layers"]
+        .as_array()
+        .ok_or_else(|| bad("no layers".into()))?
+    {
+        layers.push(LayerRef {
+            digest: Digest::parse(l["digest"].as_str().unwrap_or(""))?,
+            media_type: l["mediaType"].as_str().unwrap_or("").to_string(),
+            size: l["size"].as_u64().unwrap_or(0),
+        });
+    }
+    progress(Progress::Resolved {
+        manifest: digest.clone(),
+        layers: layers.len(),
+        bytes: layers.iter().map(|l| l.size).sum(),
+    });
+
+    // Layers, several at once, each streamed to disk and verified.
+    let parallel = opts.parallel.max(1);
+    let s = Arc::new(tokio::sync::Mutex::new(s));
+    let mut pending = layers.clone();
+    let mut running = tokio::task::JoinSet::new();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Progress>();
+    let mut first_err = None;
+    loop {
+        while running.len() < parallel && first_err.is_none() {
+            let Some(layer) = pending.pop() else { break };
+            let (s, store, tx) = (s.clone(), store.clone(), tx.clone());
+            running.spawn(async move { download(s, store, layer, tx).await });
+        }
+        if running.is_empty() {
+            break;
+        }
+        tokio::select! {
+            Some(p) = rx.recv() => progress(p),
+            done = running.join_next() => match done {
+                Some(Ok(Ok(()))) | None => {}
+                Some(Ok(Err(e))) => {
+                    first_err.get_or_insert(e);
+                }
+                Some(Err(e)) => {
+                    first_err.get_or_insert(ImageError::Invalid { what: "layer download".into(), why: e.to_string() });
+                }
+            },
+        }
+    }
+    drop(tx);
+    while let Ok(p) = rx.try_recv() {
+        progress(p);
+    }
+    if let Some(e) = first_err {
+        return Err(e);
+    }
+    let rec = ImageRecord {
+        name: reference.to_string(),
+        manifest: digest,
+        config_digest,
+        layers,
+        config,
+        source: format!("pull {registry}"),
+    };
+    store.put_image(rec.clone())?;
+    Ok(rec)
+}
+
+/// Progress is reported at most this often (in bytes) per layer.
+const PROGRESS_STEP: u64 = 256 * 1024;
+
+async fn download(
+    s: Arc<tokio::sync::Mutex<Session>>,
+    store: ImageStore,
+    layer: LayerRef,
+    tx: tokio::sync::mpsc::UnboundedSender<Progress>,
+) -> Result<(), ImageError> {
+    let Some(mut w) = store.begin_blob(&layer.digest)? else {
+        let _ = tx.send(Progress::LayerDone {
+            digest: layer.digest,
+            cached: true,
+        });
+        return Ok(());
+    };
+    let _ = tx.send(Progress::LayerStarted {
+        digest: layer.digest.clone(),
+        size: layer.size,
+    });
+    let (resp, registry) = {
+        let mut s = s.lock().await;
+        (
+            s.get(&format!("blobs/{}", layer.digest), None).await?,
+            s.registry.clone(),
+        )
+    };
+    let mut body = resp.into_body();
+    let mut reported = 0;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| unreachable_err(&registry, e))?;
+        if let Ok(data) = frame.into_data() {
+            w.write(&data)?;
+            if w.written() - reported >= PROGRESS_STEP {
+                reported = w.written();
+                let _ = tx.send(Progress::LayerBytes {
+                    digest: layer.digest.clone(),
+                    done: reported,
+                    size: layer.size,
+                });
+            }
+        }
+    }
+    w.commit()?;
+    let _ = tx.send(Progress::LayerDone {
+        digest: layer.digest,
+        cached: false,
+    });
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_auth_challenges() {
+        let (s, p) = parse_challenge(
+            r#"Bearer realm="https://auth.example/token",service="registry.example",scope="repository:a/b:pull""#,
+        );
+        assert_eq!(s, "bearer");
+        assert_eq!(p[0], ("realm".into(), "https://auth.example/token".into()));
+        assert_eq!(p[2], ("scope".into(), "repository:a/b:pull".into()));
+        let (s, p) = parse_challenge("Basic realm=registry");
+        assert_eq!((s.as_str(), p[0].1.as_str()), ("basic", "registry"));
+    }
+}
