@@ -305,7 +305,7 @@ pub async fn pull(
     } else {
         registry.clone()
     };
-    let scheme = if opts.insecure.iter().any(|i| *i == registry) {
+    let scheme = if opts.insecure.contains(&registry) {
         "http"
     } else {
         "https"
@@ -327,13 +327,13 @@ pub async fn pull(
         .get_bytes(&format!("manifests/{wanted}"), Some(ACCEPT))
         .await?;
     let mut digest = Digest::of(&body);
-    if let Some(d) = &reference.digest {
-        if *d != digest {
-            return Err(ImageError::DigestMismatch {
-                expected: d.clone(),
-                actual: digest,
-            });
-        }
+    if let Some(d) = &reference.digest
+        && *d != digest
+    {
+        return Err(ImageError::DigestMismatch {
+            expected: d.clone(),
+            actual: digest,
+        });
     }
     let bad = |why: String| ImageError::Invalid {
         what: format!("manifest of {reference}"),
