@@ -4,6 +4,7 @@
 use std::io::Write;
 use std::path::PathBuf;
 
+use berth_image::registry::{Progress, PullOptions, pull};
 use berth_image::{ImageRecord, ImageStore, import::import};
 use clap::Subcommand;
 use serde_json::json;
@@ -20,6 +21,20 @@ pub enum ImageCmd {
     Rm {
         #[arg(required = true)]
         names: Vec<String>,
+    },
+    /// Pull an image from a registry (OCI distribution API), with progress
+    Pull {
+        /// Image reference, e.g. busybox:1.36 or localhost:5000/team/app:v1
+        image: String,
+        /// A registry (host:port) to reach over plain HTTP; repeatable
+        #[arg(long = "insecure-registry", value_name = "HOST:PORT")]
+        insecure: Vec<String>,
+        /// A CA certificate (PEM file) to trust for the registry's HTTPS
+        #[arg(long, value_name = "FILE")]
+        ca: Option<PathBuf>,
+        /// Credentials as USER:PASSWORD (or set BERTH_REGISTRY_AUTH)
+        #[arg(long, value_name = "USER:PASSWORD", env = "BERTH_REGISTRY_AUTH", hide_env_values = true)]
+        creds: Option<String>,
     },
     /// Import images from an OCI image layout (directory or tar) or a `docker save` archive
     Import {
@@ -56,8 +71,34 @@ fn split_name(rec: &ImageRecord) -> (String, String) {
     }
 }
 
+/// Shows pull progress: redrawn in place on a terminal, a line per finished layer otherwise.
+fn progress_printer() -> impl Fn(Progress) + Sync {
+    use std::io::IsTerminal;
+    let tty = std::io::stderr().is_terminal();
+    move |p| {
+        let short = |d: &berth_image::Digest| d.hex()[..12].to_string();
+        match p {
+            Progress::Resolved { manifest, layers, bytes } => eprintln!("{}: {layers} layers, {}", short(&manifest), human_size(bytes)),
+            Progress::LayerStarted { .. } => {}
+            Progress::LayerBytes { digest, done, size } if tty => {
+                let pct = if size > 0 { done * 100 / size } else { 0 };
+                eprint!("\r{}: downloading {} / {} ({pct}%)   ", short(&digest), human_size(done), human_size(size));
+            }
+            Progress::LayerBytes { .. } => {}
+            Progress::LayerDone { digest, cached } => {
+                let what = if cached { "already present" } else { "pulled" };
+                if tty {
+                    eprintln!("\r{}: {what}{}", short(&digest), " ".repeat(40));
+                } else {
+                    eprintln!("{}: {what}", short(&digest));
+                }
+            }
+        }
+    }
+}
+
 /// Runs an image command against the store under `data_dir`.
-pub fn run(data_dir: &std::path::Path, cmd: ImageCmd, out: &mut dyn Write) -> anyhow::Result<i32> {
+pub async fn run(data_dir: &std::path::Path, cmd: ImageCmd, out: &mut dyn Write) -> anyhow::Result<i32> {
     let store = ImageStore::open(&data_dir.join("images"))?;
     match cmd {
         ImageCmd::Ls => {
@@ -105,6 +146,23 @@ pub fn run(data_dir: &std::path::Path, cmd: ImageCmd, out: &mut dyn Write) -> an
                 }
             }
             return Ok(code);
+        }
+        ImageCmd::Pull { image, insecure, ca, creds } => {
+            let reference = berth_image::Reference::parse(&image)?;
+            let ca_pem = match ca {
+                Some(p) => Some(std::fs::read_to_string(&p).map_err(|e| anyhow::anyhow!("cannot read CA {}: {e}", p.display()))?),
+                None => None,
+            };
+            let credentials = match creds {
+                Some(c) => {
+                    let (u, p) = c.split_once(':').ok_or_else(|| anyhow::anyhow!("credentials must be USER:PASSWORD"))?;
+                    Some((u.to_string(), p.to_string()))
+                }
+                None => None,
+            };
+            let opts = PullOptions { insecure, ca_pem, credentials, parallel: 3 };
+            let rec = pull(&store, &reference, &opts, &progress_printer()).await?;
+            writeln!(out, "pulled {} ({})", rec.name, rec.manifest)?;
         }
         ImageCmd::Import { file, name } => {
             for r in import(&store, &file, name.as_deref())? {

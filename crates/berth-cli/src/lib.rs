@@ -216,7 +216,7 @@ pub async fn run(conn: &Conn, verb: Verb, out: &mut dyn Write) -> anyhow::Result
             Ok(0)
         }
         Verb::Image { data_dir, cmd } => {
-            image::run(&data_dir.unwrap_or_else(default_data_dir), cmd, out)
+            image::run(&data_dir.unwrap_or_else(default_data_dir), cmd, out).await
         }
         Verb::ApiResources => {
             let ctx = connect(conn)?;
