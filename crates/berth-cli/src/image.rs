@@ -33,7 +33,12 @@ pub enum ImageCmd {
         #[arg(long, value_name = "FILE")]
         ca: Option<PathBuf>,
         /// Credentials as USER:PASSWORD (or set BERTH_REGISTRY_AUTH)
-        #[arg(long, value_name = "USER:PASSWORD", env = "BERTH_REGISTRY_AUTH", hide_env_values = true)]
+        #[arg(
+            long,
+            value_name = "USER:PASSWORD",
+            env = "BERTH_REGISTRY_AUTH",
+            hide_env_values = true
+        )]
         creds: Option<String>,
     },
     /// Import images from an OCI image layout (directory or tar) or a `docker save` archive
@@ -78,11 +83,24 @@ fn progress_printer() -> impl Fn(Progress) + Sync {
     move |p| {
         let short = |d: &berth_image::Digest| d.hex()[..12].to_string();
         match p {
-            Progress::Resolved { manifest, layers, bytes } => eprintln!("{}: {layers} layers, {}", short(&manifest), human_size(bytes)),
+            Progress::Resolved {
+                manifest,
+                layers,
+                bytes,
+            } => eprintln!(
+                "{}: {layers} layers, {}",
+                short(&manifest),
+                human_size(bytes)
+            ),
             Progress::LayerStarted { .. } => {}
             Progress::LayerBytes { digest, done, size } if tty => {
                 let pct = if size > 0 { done * 100 / size } else { 0 };
-                eprint!("\r{}: downloading {} / {} ({pct}%)   ", short(&digest), human_size(done), human_size(size));
+                eprint!(
+                    "\r{}: downloading {} / {} ({pct}%)   ",
+                    short(&digest),
+                    human_size(done),
+                    human_size(size)
+                );
             }
             Progress::LayerBytes { .. } => {}
             Progress::LayerDone { digest, cached } => {
@@ -98,7 +116,11 @@ fn progress_printer() -> impl Fn(Progress) + Sync {
 }
 
 /// Runs an image command against the store under `data_dir`.
-pub async fn run(data_dir: &std::path::Path, cmd: ImageCmd, out: &mut dyn Write) -> anyhow::Result<i32> {
+pub async fn run(
+    data_dir: &std::path::Path,
+    cmd: ImageCmd,
+    out: &mut dyn Write,
+) -> anyhow::Result<i32> {
     let store = ImageStore::open(&data_dir.join("images"))?;
     match cmd {
         ImageCmd::Ls => {
@@ -147,20 +169,35 @@ pub async fn run(data_dir: &std::path::Path, cmd: ImageCmd, out: &mut dyn Write)
             }
             return Ok(code);
         }
-        ImageCmd::Pull { image, insecure, ca, creds } => {
+        ImageCmd::Pull {
+            image,
+            insecure,
+            ca,
+            creds,
+        } => {
             let reference = berth_image::Reference::parse(&image)?;
             let ca_pem = match ca {
-                Some(p) => Some(std::fs::read_to_string(&p).map_err(|e| anyhow::anyhow!("cannot read CA {}: {e}", p.display()))?),
+                Some(p) => Some(
+                    std::fs::read_to_string(&p)
+                        .map_err(|e| anyhow::anyhow!("cannot read CA {}: {e}", p.display()))?,
+                ),
                 None => None,
             };
             let credentials = match creds {
                 Some(c) => {
-                    let (u, p) = c.split_once(':').ok_or_else(|| anyhow::anyhow!("credentials must be USER:PASSWORD"))?;
+                    let (u, p) = c
+                        .split_once(':')
+                        .ok_or_else(|| anyhow::anyhow!("credentials must be USER:PASSWORD"))?;
                     Some((u.to_string(), p.to_string()))
                 }
                 None => None,
             };
-            let opts = PullOptions { insecure, ca_pem, credentials, parallel: 3 };
+            let opts = PullOptions {
+                insecure,
+                ca_pem,
+                credentials,
+                parallel: 3,
+            };
             let rec = pull(&store, &reference, &opts, &progress_printer()).await?;
             writeln!(out, "pulled {} ({})", rec.name, rec.manifest)?;
         }

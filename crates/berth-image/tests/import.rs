@@ -4,28 +4,8 @@
 use std::path::Path;
 
 use berth_image::{Digest, ImageError, ImageStore, import::import};
+use berth_testkit::{blob, tar_of};
 use serde_json::json;
-
-fn tar_of(files: &[(&str, &[u8])]) -> Vec<u8> {
-    let mut b = tar::Builder::new(Vec::new());
-    for (p, data) in files {
-        let mut h = tar::Header::new_gnu();
-        h.set_size(data.len() as u64);
-        h.set_mode(0o755);
-        h.set_uid(0);
-        h.set_gid(0);
-        h.set_mtime(0);
-        b.append_data(&mut h, p, *data).unwrap();
-    }
-    b.into_inner().unwrap()
-}
-
-fn write_blob(dir: &Path, bytes: &[u8]) -> Digest {
-    let d = Digest::of(bytes);
-    std::fs::create_dir_all(dir.join("blobs/sha256")).unwrap();
-    std::fs::write(dir.join("blobs/sha256").join(d.hex()), bytes).unwrap();
-    d
-}
 
 /// An OCI layout with two layers (the second deletes a file of the first) named `name`.
 fn oci_layout(dir: &Path, name: &str) -> (Digest, Vec<Digest>) {
@@ -34,15 +14,15 @@ fn oci_layout(dir: &Path, name: &str) -> (Digest, Vec<Digest>) {
         ("etc/old", b"old"),
     ]);
     let l2 = tar_of(&[("etc/.wh.old", b""), ("etc/new", b"new")]);
-    let (d1, d2) = (write_blob(dir, &l1), write_blob(dir, &l2));
+    let (d1, d2) = (blob(dir, &l1), blob(dir, &l2));
     let config = serde_json::to_vec(&json!({"architecture": "amd64", "os": "linux", "config": {"Entrypoint": ["/bin/hello"], "Env": ["A=1"], "WorkingDir": "/"}, "rootfs": {"type": "layers", "diff_ids": [d1.as_str(), d2.as_str()]}})).unwrap();
-    let cd = write_blob(dir, &config);
+    let cd = blob(dir, &config);
     let manifest = serde_json::to_vec(&json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
         "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd.as_str(), "size": config.len()},
         "layers": [
             {"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": d1.as_str(), "size": l1.len()},
             {"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": d2.as_str(), "size": l2.len()}]})).unwrap();
-    let md = write_blob(dir, &manifest);
+    let md = blob(dir, &manifest);
     std::fs::write(
         dir.join("oci-layout"),
         br#"{"imageLayoutVersion": "1.0.0"}"#,

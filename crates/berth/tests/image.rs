@@ -2,21 +2,8 @@
 
 mod common;
 
+use berth_testkit::{busybox_layout, push, start_registry, tar_of};
 use common::{BIN, stderr, stdout};
-
-fn tar_of(files: &[(&str, &[u8])]) -> Vec<u8> {
-    let mut b = tar::Builder::new(Vec::new());
-    for (p, data) in files {
-        let mut h = tar::Header::new_gnu();
-        h.set_size(data.len() as u64);
-        h.set_mode(0o755);
-        h.set_uid(0);
-        h.set_gid(0);
-        h.set_mtime(0);
-        b.append_data(&mut h, p, *data).unwrap();
-    }
-    b.into_inner().unwrap()
-}
 
 fn berth_image(data: &std::path::Path, args: &[&str]) -> std::process::Output {
     std::process::Command::new(BIN)
@@ -87,4 +74,50 @@ fn import_list_inspect_remove() {
         "blobs collected"
     );
     assert_eq!(stdout(&berth_image(&data, &["ls"])).lines().count(), 1);
+}
+
+#[test]
+fn pull_from_a_registry_with_progress() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let reg = start_registry(dir.path());
+    let layout = dir.path().join("layout");
+    busybox_layout(&layout);
+    push(&layout, &reg, "tools/busybox:1.35");
+    let image = format!("{}/tools/busybox:1.35", reg.addr);
+
+    let o = berth_image(&data, &["pull", &image, "--insecure-registry", &reg.addr]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).starts_with(&format!("pulled {image} (sha256:")),
+        "{}",
+        stdout(&o)
+    );
+    let progress = stderr(&o);
+    assert!(
+        progress.contains("1 layers") && progress.contains(": pulled"),
+        "{progress}"
+    );
+    let again = berth_image(&data, &["pull", &image, "--insecure-registry", &reg.addr]);
+    assert!(
+        stderr(&again).contains("already present"),
+        "{}",
+        stderr(&again)
+    );
+    assert!(stdout(&berth_image(&data, &["ls"])).contains("tools/busybox"));
+
+    // Without --insecure-registry it speaks TLS to a plain-HTTP registry, and says so.
+    let o = berth_image(&data, &["pull", &image]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("unreachable") && stderr(&o).contains("--insecure-registry"),
+        "{}",
+        stderr(&o)
+    );
+    let o = berth_image(&data, &["pull", "Not A Reference"]);
+    assert!(
+        stderr(&o).contains("invalid image reference"),
+        "{}",
+        stderr(&o)
+    );
 }

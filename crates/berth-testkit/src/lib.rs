@@ -1,0 +1,159 @@
+//! Fixtures for berth's tests (a dev-dependency only): Debian's `docker-registry` on a
+//! loopback port of the test's own, a busybox image built from Debian's `busybox-static` as an
+//! OCI layout, `skopeo` to push it, and tar builders. Every process started here is killed
+//! when its handle drops, pass or fail.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use berth_image::Digest;
+use serde_json::json;
+
+/// A tar of regular files (mode 0755, root-owned).
+pub fn tar_of(files: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (p, data) in files {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o755);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        b.append_data(&mut h, p, *data)
+            .expect("append to an in-memory tar");
+    }
+    b.into_inner().expect("finish an in-memory tar")
+}
+
+/// A running `docker-registry`.
+pub struct Registry {
+    child: Child,
+    pub addr: String,
+    /// Where it keeps blobs (`docker/registry/v2/blobs/sha256/..`).
+    pub storage: PathBuf,
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A loopback port nobody listens on (now).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("test fixture")
+        .local_addr()
+        .expect("test fixture")
+        .port()
+}
+
+/// The path of a tool `.ci/run` installs, or a panic saying so.
+pub fn need(bin: &str) -> &str {
+    assert!(
+        Path::new(bin).exists(),
+        "{bin} is missing: .ci/run installs docker-registry, skopeo and busybox-static"
+    );
+    bin
+}
+
+/// Starts a registry storing under `dir`.
+pub fn start_registry(dir: &Path) -> Registry {
+    let storage = dir.join("storage");
+    let addr = format!("127.0.0.1:{}", free_port());
+    let cfg = dir.join("config.yml");
+    std::fs::write(&cfg, format!("version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n", storage.display())).expect("test fixture");
+    let child = Command::new(need("/usr/bin/docker-registry"))
+        .arg("serve")
+        .arg(&cfg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("test fixture");
+    let reg = Registry {
+        child,
+        addr,
+        storage,
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(&reg.addr).is_err() {
+        assert!(Instant::now() < deadline, "the registry did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    reg
+}
+
+/// Writes a blob into an OCI layout.
+pub fn blob(dir: &Path, bytes: &[u8]) -> Digest {
+    let d = Digest::of(bytes);
+    std::fs::create_dir_all(dir.join("blobs/sha256")).expect("test fixture");
+    std::fs::write(dir.join("blobs/sha256").join(d.hex()), bytes).expect("test fixture");
+    d
+}
+
+/// A busybox image as an OCI layout: one gzip layer with the static binary and a few links.
+pub fn busybox_layout(dir: &Path) -> Digest {
+    let mut b = tar::Builder::new(Vec::new());
+    let bin = std::fs::read(need("/bin/busybox")).expect("test fixture");
+    let mut h = tar::Header::new_gnu();
+    h.set_size(bin.len() as u64);
+    h.set_mode(0o755);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(0);
+    b.append_data(&mut h, "bin/busybox", &bin[..])
+        .expect("test fixture");
+    for link in ["sh", "echo", "cat", "ls"] {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Symlink);
+        h.set_size(0);
+        h.set_mode(0o777);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        b.append_link(&mut h, format!("bin/{link}"), "busybox")
+            .expect("test fixture");
+    }
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&b.into_inner().expect("test fixture"))
+        .expect("test fixture");
+    let layer = gz.finish().expect("test fixture");
+    let ld = blob(dir, &layer);
+    let config = serde_json::to_vec(&json!({"architecture": "amd64", "os": "linux", "config": {"Cmd": ["/bin/sh"], "Env": ["PATH=/bin"]}, "rootfs": {"type": "layers", "diff_ids": [Digest::of(b"unused").as_str()]}})).expect("test fixture");
+    let cd = blob(dir, &config);
+    let manifest = serde_json::to_vec(&json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd.as_str(), "size": config.len()},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": ld.as_str(), "size": layer.len()}]})).expect("test fixture");
+    let md = blob(dir, &manifest);
+    std::fs::write(
+        dir.join("oci-layout"),
+        br#"{"imageLayoutVersion": "1.0.0"}"#,
+    )
+    .expect("test fixture");
+    std::fs::write(dir.join("index.json"), serde_json::to_vec(&json!({"schemaVersion": 2, "manifests": [
+        {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": md.as_str(), "size": manifest.len(), "annotations": {"org.opencontainers.image.ref.name": "latest"}}]})).expect("test fixture")).expect("test fixture");
+    ld
+}
+
+/// Pushes the layout's `latest` to `reg` as `name` with skopeo.
+pub fn push(layout: &Path, reg: &Registry, name: &str) {
+    let o = Command::new(need("/usr/bin/skopeo"))
+        .args([
+            "copy",
+            "--insecure-policy",
+            "--dest-tls-verify=false",
+            "--quiet",
+        ])
+        .arg(format!("oci:{}:latest", layout.display()))
+        .arg(format!("docker://{}/{name}", reg.addr))
+        .output()
+        .expect("test fixture");
+    assert!(
+        o.status.success(),
+        "skopeo copy failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
