@@ -94,7 +94,7 @@ fn progress_printer() -> impl Fn(Progress) + Sync {
             ),
             Progress::LayerStarted { .. } => {}
             Progress::LayerBytes { digest, done, size } if tty => {
-                let pct = if size > 0 { done * 100 / size } else { 0 };
+                let pct = (done * 100).checked_div(size).unwrap_or(0);
                 eprint!(
                     "\r{}: downloading {} / {} ({pct}%)   ",
                     short(&digest),
