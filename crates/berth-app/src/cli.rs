@@ -28,6 +28,13 @@ pub enum Cmd {
     Up(ServerArgs),
     /// Run the control plane only: API server, store and controllers
     Server(ServerArgs),
+    /// Run one container from a local image in the foreground and exit with its code
+    ///
+    /// Isolated as Docker isolates (own pid, mount, uts, ipc and network namespaces, Docker's
+    /// default capabilities, no_new_privs, a seccomp filter, masked /proc paths), on an overlay
+    /// of the image's layers that is removed when it exits. Its network namespace has no
+    /// interfaces yet.
+    Run(crate::run::RunArgs),
     #[command(flatten)]
     Verb(berth_cli::Verb),
 }
@@ -125,8 +132,12 @@ async fn run_server(args: ServerArgs, all_in_one: bool) -> anyhow::Result<()> {
 }
 
 fn init_tracing() {
+    init_tracing_with("warn");
+}
+
+fn init_tracing_with(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("BERTH_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -136,7 +147,25 @@ fn init_tracing() {
 
 /// The binary's entry point.
 pub fn main() -> ExitCode {
+    // The shim role must stay single-threaded: it is dispatched before anything starts threads.
+    let argv: Vec<String> = std::env::args().collect();
+    if argv.get(1).map(String::as_str) == Some(crate::run::SHIM_ROLE) {
+        // The runtime library warns about every cgroup controller this kernel lacks; only
+        // errors are for the user unless BERTH_LOG asks for more.
+        init_tracing_with("error");
+        return ExitCode::from(crate::run::shim_main(&argv[2..]).clamp(0, 255) as u8);
+    }
     let cli = Cli::parse();
+    if let Cmd::Run(args) = cli.cmd {
+        init_tracing();
+        return match crate::run::run(args) {
+            Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::from(125)
+            }
+        };
+    }
     init_tracing();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -150,6 +179,7 @@ pub fn main() -> ExitCode {
     };
     let result: anyhow::Result<i32> = rt.block_on(async move {
         match cli.cmd {
+            Cmd::Run(_) => unreachable!("handled before the runtime starts"),
             Cmd::Up(a) => run_server(a, true).await.map(|_| 0),
             Cmd::Server(a) => run_server(a, false).await.map(|_| 0),
             Cmd::Verb(v) => {

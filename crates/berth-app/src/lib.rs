@@ -2,6 +2,7 @@
 //! integration tests.
 
 pub mod cli;
+pub mod run;
 pub mod server;
 
 pub use server::{RunningServer, ServerOptions, start};
