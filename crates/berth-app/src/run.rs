@@ -116,6 +116,15 @@ fn remove_cgroups(cgroup_path: &str) {
 
 /// Runs the container; returns its exit code.
 pub fn run(args: RunArgs) -> anyhow::Result<i32> {
+    // Flags first: a typo costs nothing.
+    let quantity = |flag: &str, v: &Option<String>| -> anyhow::Result<Option<Quantity>> {
+        v.as_deref()
+            .map(|s| Quantity::parse(s).map_err(|e| anyhow::anyhow!("--{flag} {s:?}: {e}")))
+            .transpose()
+    };
+    let memory_limit =
+        quantity("memory", &args.memory)?.map_or(0, |q| q.units_ceil().max(0) as u64);
+    let cpu_limit_millis = quantity("cpus", &args.cpus)?.map_or(0, |q| q.millis().max(0) as u64);
     let data = args
         .data_dir
         .clone()
@@ -146,24 +155,31 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
                 image.name
             );
         }
+        let env_all = image.config.env_with(&env);
+        let path_env = env_all
+            .iter()
+            .find(|(k, _)| k == "PATH")
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default();
+        if berth_runtime::rootfs::find_program(root.path(), &argv[0], &path_env).is_none() {
+            eprintln!(
+                "error: command {:?} not found in the image {} (PATH={path_env}); check the command, or the image",
+                argv[0], image.name
+            );
+            return Ok(127);
+        }
         let (uid, gid) = resolve_user(&image.config.user, root.path())?;
-        let quantity = |flag: &str, v: &Option<String>| -> anyhow::Result<Option<Quantity>> {
-            v.as_deref()
-                .map(|s| Quantity::parse(s).map_err(|e| anyhow::anyhow!("--{flag} {s:?}: {e}")))
-                .transpose()
-        };
         let cgroup_path = format!("/berth/{id}");
         let spec = ContainerSpec {
             argv,
-            env: image.config.env_with(&env),
+            env: env_all,
             cwd: image.config.working_dir.clone(),
             uid,
             gid,
             hostname: args.hostname.clone().unwrap_or_else(|| id.clone()),
             read_only_root: args.read_only,
-            memory_limit: quantity("memory", &args.memory)?
-                .map_or(0, |q| q.units_ceil().max(0) as u64),
-            cpu_limit_millis: quantity("cpus", &args.cpus)?.map_or(0, |q| q.millis().max(0) as u64),
+            memory_limit,
+            cpu_limit_millis,
             cpu_request_millis: 0,
             pids_limit: args.pids_limit.unwrap_or(0),
             cgroup_path: cgroup_path.clone(),

@@ -105,3 +105,97 @@ impl Drop for Rootfs {
         }
     }
 }
+
+/// Resolves `path` (absolute, inside the container) to a file under `root`, following
+/// symlinks as the container would see them: absolute targets stay inside `root`.
+pub fn resolve_in_root(root: &Path, path: &str) -> Option<PathBuf> {
+    let mut pending: Vec<String> = path
+        .split('/')
+        .filter(|c| !c.is_empty())
+        .map(String::from)
+        .rev()
+        .collect();
+    let mut cur = PathBuf::new();
+    let mut hops = 0;
+    while let Some(part) = pending.pop() {
+        match part.as_str() {
+            "." => continue,
+            ".." => {
+                cur.pop();
+                continue;
+            }
+            _ => {}
+        }
+        let candidate = cur.join(&part);
+        let meta = std::fs::symlink_metadata(root.join(&candidate)).ok()?;
+        if meta.file_type().is_symlink() {
+            hops += 1;
+            if hops > 40 {
+                return None;
+            }
+            let target = std::fs::read_link(root.join(&candidate)).ok()?;
+            let target = target.to_string_lossy().into_owned();
+            if target.starts_with('/') {
+                cur = PathBuf::new();
+            }
+            pending.extend(
+                target
+                    .split('/')
+                    .filter(|c| !c.is_empty())
+                    .map(String::from)
+                    .rev(),
+            );
+        } else {
+            cur = candidate;
+        }
+    }
+    let full = root.join(&cur);
+    full.exists().then_some(full)
+}
+
+/// Finds the program a container would run for `argv0`: the path itself when it has a
+/// slash, else the first match along `PATH`.
+pub fn find_program(root: &Path, argv0: &str, path_env: &str) -> Option<PathBuf> {
+    if argv0.contains('/') {
+        let abs = if argv0.starts_with('/') {
+            argv0.to_string()
+        } else {
+            format!("/{argv0}")
+        };
+        return resolve_in_root(root, &abs).filter(|p| p.is_file());
+    }
+    path_env
+        .split(':')
+        .filter(|d| !d.is_empty())
+        .find_map(|d| resolve_in_root(root, &format!("{d}/{argv0}")).filter(|p| p.is_file()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn programs_resolve_inside_the_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = dir.path();
+        std::fs::create_dir_all(r.join("bin")).unwrap();
+        std::fs::create_dir_all(r.join("usr/bin")).unwrap();
+        std::fs::write(r.join("bin/busybox"), b"x").unwrap();
+        std::os::unix::fs::symlink("busybox", r.join("bin/sh")).unwrap();
+        std::os::unix::fs::symlink("/bin/busybox", r.join("usr/bin/env")).unwrap();
+        // An absolute link that would point at the host's file must stay in the root.
+        std::os::unix::fs::symlink("/etc/hostname", r.join("usr/bin/host-file")).unwrap();
+        assert_eq!(
+            find_program(r, "sh", "/usr/bin:/bin"),
+            Some(r.join("bin/busybox"))
+        );
+        assert_eq!(
+            find_program(r, "env", "/usr/bin:/bin"),
+            Some(r.join("bin/busybox"))
+        );
+        assert_eq!(find_program(r, "/bin/sh", ""), Some(r.join("bin/busybox")));
+        assert_eq!(find_program(r, "host-file", "/usr/bin"), None);
+        assert_eq!(find_program(r, "nope", "/usr/bin:/bin"), None);
+        assert_eq!(find_program(r, "../../etc/passwd", "/bin"), None);
+    }
+}
