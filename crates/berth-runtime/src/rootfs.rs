@@ -16,7 +16,7 @@ pub enum RootfsError {
         #[source]
         source: std::io::Error,
     },
-    #[error("cannot mount the overlay at {path}: {errno} (lower dirs: {lowers})")]
+    #[error("cannot mount the overlay at {path}: {errno}{hint} (lower dirs: {lowers})", hint = if *.errno == nix::errno::Errno::EPERM { "; running containers needs root" } else { "" })]
     Mount {
         path: String,
         errno: nix::Error,
