@@ -89,6 +89,17 @@ pub fn import(
     }
 }
 
+/// A name given on the command line can name one image only.
+fn one_image_if_named(name: &Option<Reference>, images: usize) -> Result<(), ImageError> {
+    if name.is_some() && images > 1 {
+        return Err(invalid(
+            "--name",
+            format!("the archive holds {images} images; import it without a name"),
+        ));
+    }
+    Ok(())
+}
+
 fn blob_in(dir: &Path, d: &Digest) -> PathBuf {
     dir.join("blobs/sha256").join(d.hex())
 }
@@ -169,15 +180,7 @@ fn import_oci(
     if entries.is_empty() {
         return Err(invalid("index.json", "lists no images"));
     }
-    if name.is_some() && entries.len() > 1 {
-        return Err(invalid(
-            "--name",
-            format!(
-                "the archive holds {} images; import it without a name",
-                entries.len()
-            ),
-        ));
-    }
+    one_image_if_named(&name, entries.len())?;
     let mut out = Vec::new();
     for e in entries {
         let ann = &e["annotations"];
@@ -234,15 +237,7 @@ fn import_docker(
         .as_array()
         .cloned()
         .ok_or_else(|| invalid("manifest.json", "not a list"))?;
-    if name.is_some() && entries.len() > 1 {
-        return Err(invalid(
-            "--name",
-            format!(
-                "the archive holds {} images; import it without a name",
-                entries.len()
-            ),
-        ));
-    }
+    one_image_if_named(&name, entries.len())?;
     let mut out = Vec::new();
     for e in entries {
         let rel = |p: &str| -> Result<PathBuf, ImageError> {
