@@ -383,21 +383,32 @@ impl Engine {
             })
     }
 
+    /// Sends the writer a request made around the sender of its answer; returns the
+    /// receiver (awaited by async callers, `blocking_recv`ed by the maintenance thread).
+    fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> Request,
+    ) -> Result<oneshot::Receiver<Result<T, StoreError>>, StoreError> {
+        let (resp, rx) = oneshot::channel();
+        self.send(make(resp))?;
+        Ok(rx)
+    }
+
     pub(crate) async fn submit_txn(
         &self,
         txn: Txn,
         origin: Origin,
     ) -> Result<TxnResponse, StoreError> {
-        let (resp, rx) = oneshot::channel();
-        self.send(Request::Txn { txn, origin, resp })?;
-        rx.await.map_err(|_| StoreError::Closed)?
+        self.ask(|resp| Request::Txn { txn, origin, resp })?
+            .await
+            .map_err(|_| StoreError::Closed)?
     }
 
     pub(crate) async fn lease_grant(&self, ttl: Duration) -> Result<u64, StoreError> {
-        let (resp, rx) = oneshot::channel();
         let ttl_ms = (ttl.as_millis() as u64).max(1);
-        self.send(Request::LeaseGrant { ttl_ms, resp })?;
-        rx.await.map_err(|_| StoreError::Closed)?
+        self.ask(|resp| Request::LeaseGrant { ttl_ms, resp })?
+            .await
+            .map_err(|_| StoreError::Closed)?
     }
 
     pub(crate) async fn lease_revoke(
@@ -405,9 +416,9 @@ impl Engine {
         id: u64,
         origin: Origin,
     ) -> Result<TxnResponse, StoreError> {
-        let (resp, rx) = oneshot::channel();
-        self.send(Request::LeaseRevoke { id, origin, resp })?;
-        rx.await.map_err(|_| StoreError::Closed)?
+        self.ask(|resp| Request::LeaseRevoke { id, origin, resp })?
+            .await
+            .map_err(|_| StoreError::Closed)?
     }
 
     pub(crate) fn lease_keep_alive(&self, id: u64) -> Result<Duration, StoreError> {
@@ -418,9 +429,9 @@ impl Engine {
     }
 
     pub(crate) async fn compact(&self, revision: u64) -> Result<(), StoreError> {
-        let (resp, rx) = oneshot::channel();
-        self.send(Request::Compact { revision, resp })?;
-        rx.await.map_err(|_| StoreError::Closed)?
+        self.ask(|resp| Request::Compact { revision, resp })?
+            .await
+            .map_err(|_| StoreError::Closed)?
     }
 
     // ---- the writer ----
@@ -941,14 +952,10 @@ impl Engine {
                 })
                 .unwrap_or_default();
             for id in expired {
-                let (resp, rx) = oneshot::channel();
                 let origin = Origin::new("system:lease-expiry", "expire");
-                if self
-                    .send(Request::LeaseRevoke { id, origin, resp })
-                    .is_err()
-                {
+                let Ok(rx) = self.ask(|resp| Request::LeaseRevoke { id, origin, resp }) else {
                     return;
-                }
+                };
                 match rx.blocking_recv() {
                     Ok(Ok(r)) => {
                         tracing::debug!(lease = id, revision = r.revision, "lease expired")
@@ -973,14 +980,10 @@ impl Engine {
         if target <= self.compacted_revision() {
             return;
         }
-        let (resp, rx) = oneshot::channel();
-        if self
-            .send(Request::Compact {
-                revision: target,
-                resp,
-            })
-            .is_ok()
-        {
+        if let Ok(rx) = self.ask(|resp| Request::Compact {
+            revision: target,
+            resp,
+        }) {
             match rx.blocking_recv() {
                 Ok(Ok(())) => tracing::info!(
                     revision = target,
