@@ -4,6 +4,8 @@
 //! Architecture invariant: `libcontainer`'s create/start run only in a single-threaded
 //! process (`berth`'s hidden shim role); everything here that forks does so from there.
 
+pub mod net;
+pub mod netlink;
 pub mod rootfs;
 pub mod run;
 pub mod spec;

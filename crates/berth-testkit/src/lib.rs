@@ -157,3 +157,12 @@ pub fn push(layout: &Path, reg: &Registry, name: &str) {
         String::from_utf8_lossy(&o.stderr)
     );
 }
+
+/// A bridge name and an address range of this test's own, so tests run in parallel never
+/// share either: a random /24 in 10.128.0.0/9 and a bridge named after it.
+pub fn unique_net() -> (String, String) {
+    let mut b = [0u8; 2];
+    getrandom::fill(&mut b).expect("random bytes");
+    let (x, y) = (128 + (b[0] & 0x7f), b[1]);
+    (format!("bt{x}x{y}"), format!("10.{x}.{y}.0/24"))
+}

@@ -1,0 +1,315 @@
+//! A small synchronous rtnetlink client: the link, address and route requests the pod network
+//! needs (bridge, veth pair, move into a namespace, addresses, routes).
+//!
+//! Invariant: a `Netlink` socket talks to the network namespace it was created in, whatever
+//! namespace its thread enters later. The sandbox code relies on that to move a link out of
+//! the host's namespace from a thread that already sits in the pod's.
+
+use std::net::Ipv4Addr;
+use std::os::fd::RawFd;
+
+use netlink_packet_core::{
+    NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage,
+    NetlinkPayload,
+};
+use netlink_packet_route::address::{AddressAttribute, AddressMessage};
+use netlink_packet_route::link::{
+    InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
+};
+use netlink_packet_route::route::{
+    RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
+};
+use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
+use netlink_sys::Socket;
+use netlink_sys::protocols::NETLINK_ROUTE;
+
+/// A netlink request the kernel refused, with what was asked.
+#[derive(Debug, thiserror::Error)]
+#[error("netlink: {what}: {source}")]
+pub struct NetlinkError {
+    pub what: String,
+    #[source]
+    pub source: std::io::Error,
+}
+
+impl NetlinkError {
+    /// The errno, when the kernel gave one.
+    pub fn errno(&self) -> Option<i32> {
+        self.source.raw_os_error()
+    }
+}
+
+type Result<T> = std::result::Result<T, NetlinkError>;
+
+pub struct Netlink {
+    socket: Socket,
+    seq: u32,
+}
+
+/// What a route sends packets to.
+#[derive(Debug, Clone, Copy)]
+pub enum RouteTo {
+    /// Through a gateway.
+    Gateway(Ipv4Addr),
+    /// Directly out of a link (by index).
+    Link(u32),
+    /// Nowhere: dropped, so nothing addressed to the range leaves the machine.
+    Blackhole,
+}
+
+impl Netlink {
+    /// A socket in the calling thread's current network namespace.
+    pub fn new() -> Result<Netlink> {
+        let fail = |source| NetlinkError {
+            what: "open a socket".into(),
+            source,
+        };
+        let mut socket = Socket::new(NETLINK_ROUTE).map_err(fail)?;
+        socket.bind_auto().map_err(fail)?;
+        socket.set_ext_ack(true).ok();
+        Ok(Netlink { socket, seq: 0 })
+    }
+
+    /// Sends one request and collects the replies up to its ACK (or the end of a dump).
+    fn request(
+        &mut self,
+        what: impl Fn() -> String,
+        msg: RouteNetlinkMessage,
+        flags: u16,
+    ) -> Result<Vec<RouteNetlinkMessage>> {
+        let fail = |source| NetlinkError {
+            what: what(),
+            source,
+        };
+        self.seq = self.seq.wrapping_add(1);
+        let mut header = NetlinkHeader::default();
+        header.flags = NLM_F_REQUEST | flags;
+        header.sequence_number = self.seq;
+        let mut packet = NetlinkMessage::new(header, NetlinkPayload::InnerMessage(msg));
+        packet.finalize();
+        let mut buf = vec![0u8; packet.buffer_len()];
+        packet.serialize(&mut buf);
+        self.socket.send(&buf, 0).map_err(fail)?;
+        let mut replies = Vec::new();
+        let mut rx = vec![0u8; 64 * 1024];
+        loop {
+            let n = self.socket.recv(&mut &mut rx[..], 0).map_err(fail)?;
+            let mut off = 0;
+            while off < n {
+                let msg = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&rx[off..n])
+                    .map_err(|e| fail(std::io::Error::other(e.to_string())))?;
+                let len = msg.header.length as usize;
+                if len == 0 {
+                    return Err(fail(std::io::Error::other("a reply of length 0")));
+                }
+                off += len.next_multiple_of(4);
+                if msg.header.sequence_number != self.seq {
+                    continue;
+                }
+                match msg.payload {
+                    NetlinkPayload::Error(e) => {
+                        return match e.code {
+                            None => Ok(replies),
+                            Some(code) => Err(fail(std::io::Error::from_raw_os_error(-code.get()))),
+                        };
+                    }
+                    NetlinkPayload::Done(_) => return Ok(replies),
+                    NetlinkPayload::InnerMessage(m) => {
+                        replies.push(m);
+                        if flags & NLM_F_DUMP != NLM_F_DUMP && flags & NLM_F_ACK == 0 {
+                            return Ok(replies);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    /// The index of the link called `name`, if there is one.
+    pub fn link_index(&mut self, name: &str) -> Result<Option<u32>> {
+        let mut msg = LinkMessage::default();
+        msg.attributes.push(LinkAttribute::IfName(name.into()));
+        match self.request(
+            || format!("find link {name}"),
+            RouteNetlinkMessage::GetLink(msg),
+            0,
+        ) {
+            Ok(replies) => Ok(replies.into_iter().find_map(|r| match r {
+                RouteNetlinkMessage::NewLink(l) => Some(l.header.index),
+                _ => None,
+            })),
+            Err(e) if e.errno() == Some(libc::ENODEV) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn new_link(&mut self, what: String, msg: LinkMessage) -> Result<()> {
+        self.request(
+            || what.clone(),
+            RouteNetlinkMessage::NewLink(msg),
+            NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
+        )
+        .map(drop)
+    }
+
+    /// Creates a bridge.
+    pub fn add_bridge(&mut self, name: &str) -> Result<()> {
+        let mut msg = LinkMessage::default();
+        msg.attributes.push(LinkAttribute::IfName(name.into()));
+        msg.attributes
+            .push(LinkAttribute::LinkInfo(vec![LinkInfo::Kind(
+                InfoKind::Bridge,
+            )]));
+        self.new_link(format!("create bridge {name}"), msg)
+    }
+
+    /// Creates a veth pair; `peer` is put into the namespace `peer_netns` (an open nsfs fd).
+    pub fn add_veth(&mut self, name: &str, peer: &str, peer_netns: RawFd) -> Result<()> {
+        let mut peer_msg = LinkMessage::default();
+        peer_msg.attributes.push(LinkAttribute::IfName(peer.into()));
+        peer_msg.attributes.push(LinkAttribute::NetNsFd(peer_netns));
+        let mut msg = LinkMessage::default();
+        msg.attributes.push(LinkAttribute::IfName(name.into()));
+        msg.attributes.push(LinkAttribute::LinkInfo(vec![
+            LinkInfo::Kind(InfoKind::Veth),
+            LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(peer_msg))),
+        ]));
+        self.new_link(format!("create veth pair {name}/{peer}"), msg)
+    }
+
+    fn set_link(
+        &mut self,
+        what: String,
+        index: u32,
+        edit: impl FnOnce(&mut LinkMessage),
+    ) -> Result<()> {
+        let mut msg = LinkMessage::default();
+        msg.header.index = index;
+        edit(&mut msg);
+        self.request(
+            || what.clone(),
+            RouteNetlinkMessage::SetLink(msg),
+            NLM_F_ACK,
+        )
+        .map(drop)
+    }
+
+    /// Brings a link up.
+    pub fn set_up(&mut self, index: u32) -> Result<()> {
+        self.set_link(format!("bring link {index} up"), index, |m| {
+            m.header.flags = LinkFlags::Up;
+            m.header.change_mask = LinkFlags::Up;
+        })
+    }
+
+    /// Attaches a link to a bridge.
+    pub fn set_master(&mut self, index: u32, bridge: u32) -> Result<()> {
+        self.set_link(
+            format!("attach link {index} to bridge {bridge}"),
+            index,
+            |m| m.attributes.push(LinkAttribute::Controller(bridge)),
+        )
+    }
+
+    /// Deletes a link (for a veth, both ends).
+    pub fn del_link(&mut self, index: u32) -> Result<()> {
+        let mut msg = LinkMessage::default();
+        msg.header.index = index;
+        self.request(
+            || format!("delete link {index}"),
+            RouteNetlinkMessage::DelLink(msg),
+            NLM_F_ACK,
+        )
+        .map(drop)
+    }
+
+    /// Adds `addr/prefix` to a link; an address it already has is fine.
+    pub fn add_address(&mut self, index: u32, addr: Ipv4Addr, prefix: u8) -> Result<()> {
+        let mut msg = AddressMessage::default();
+        msg.header.family = AddressFamily::Inet;
+        msg.header.prefix_len = prefix;
+        msg.header.index = index;
+        msg.attributes.push(AddressAttribute::Local(addr.into()));
+        msg.attributes.push(AddressAttribute::Address(addr.into()));
+        match self.request(
+            || format!("add address {addr}/{prefix} to link {index}"),
+            RouteNetlinkMessage::NewAddress(msg),
+            NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
+        ) {
+            Err(e) if e.errno() == Some(libc::EEXIST) => Ok(()),
+            r => r.map(drop),
+        }
+    }
+
+    fn route_msg(dst: Ipv4Addr, prefix: u8, to: RouteTo) -> RouteMessage {
+        let mut msg = RouteMessage::default();
+        msg.header.address_family = AddressFamily::Inet;
+        msg.header.destination_prefix_length = prefix;
+        msg.header.table = RouteHeader::RT_TABLE_MAIN;
+        msg.header.protocol = RouteProtocol::Boot;
+        msg.header.scope = RouteScope::Universe;
+        msg.header.kind = RouteType::Unicast;
+        if prefix > 0 {
+            msg.attributes
+                .push(RouteAttribute::Destination(RouteAddress::Inet(dst)));
+        }
+        match to {
+            RouteTo::Gateway(gw) => msg
+                .attributes
+                .push(RouteAttribute::Gateway(RouteAddress::Inet(gw))),
+            RouteTo::Link(index) => {
+                msg.header.scope = RouteScope::Link;
+                msg.attributes.push(RouteAttribute::Oif(index));
+            }
+            RouteTo::Blackhole => msg.header.kind = RouteType::BlackHole,
+        }
+        msg
+    }
+
+    /// Adds a route; one that exists already is fine.
+    pub fn add_route(&mut self, dst: Ipv4Addr, prefix: u8, to: RouteTo) -> Result<()> {
+        match self.request(
+            || format!("add route {dst}/{prefix} {to:?}"),
+            RouteNetlinkMessage::NewRoute(Self::route_msg(dst, prefix, to)),
+            NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
+        ) {
+            Err(e) if e.errno() == Some(libc::EEXIST) => Ok(()),
+            r => r.map(drop),
+        }
+    }
+
+    /// Deletes a route; a missing one is fine.
+    pub fn del_route(&mut self, dst: Ipv4Addr, prefix: u8, to: RouteTo) -> Result<()> {
+        match self.request(
+            || format!("delete route {dst}/{prefix}"),
+            RouteNetlinkMessage::DelRoute(Self::route_msg(dst, prefix, to)),
+            NLM_F_ACK,
+        ) {
+            Err(e) if e.errno() == Some(libc::ESRCH) => Ok(()),
+            r => r.map(drop),
+        }
+    }
+
+    /// Names of every link in this namespace.
+    pub fn link_names(&mut self) -> Result<Vec<(u32, String)>> {
+        let replies = self.request(
+            || "list links".into(),
+            RouteNetlinkMessage::GetLink(LinkMessage::default()),
+            NLM_F_DUMP,
+        )?;
+        Ok(replies
+            .into_iter()
+            .filter_map(|r| match r {
+                RouteNetlinkMessage::NewLink(l) => {
+                    let name = l.attributes.iter().find_map(|a| match a {
+                        LinkAttribute::IfName(n) => Some(n.clone()),
+                        _ => None,
+                    })?;
+                    Some((l.header.index, name))
+                }
+                _ => None,
+            })
+            .collect())
+    }
+}
