@@ -32,9 +32,12 @@ pub enum Cmd {
     ///
     /// Isolated as Docker isolates (own pid, mount, uts, ipc and network namespaces, Docker's
     /// default capabilities, no_new_privs, a seccomp filter, masked /proc paths), on an overlay
-    /// of the image's layers that is removed when it exits. Its network namespace has no
-    /// interfaces yet.
+    /// of the image's layers, in a pod sandbox of its own with an address on this machine's
+    /// bridge. Its output streams here and `berth run` exits with its code; -d leaves it
+    /// running (see `berth container`). The image `host` runs this machine's own programs.
     Run(crate::run::RunArgs),
+    /// Containers started by `berth run` on this machine: ls, logs, wait, stop, rm, exec
+    Container(crate::run::ContainerArgs),
     #[command(flatten)]
     Verb(berth_cli::Verb),
 }
@@ -149,16 +152,24 @@ fn init_tracing_with(default: &str) {
 pub fn main() -> ExitCode {
     // The shim role must stay single-threaded: it is dispatched before anything starts threads.
     let argv: Vec<String> = std::env::args().collect();
-    if argv.get(1).map(String::as_str) == Some(crate::run::SHIM_ROLE) {
+    if argv.get(1).is_some_and(|a| a.starts_with("__")) {
         // The runtime library warns about every cgroup controller this kernel lacks; only
         // errors are for the user unless BERTH_LOG asks for more.
         init_tracing_with("error");
-        return ExitCode::from(crate::run::shim_main(&argv[2..]).clamp(0, 255) as u8);
+        if let Some(code) = crate::run::hidden_role(&argv) {
+            return ExitCode::from(code.clamp(0, 255) as u8);
+        }
     }
     let cli = Cli::parse();
-    if let Cmd::Run(args) = cli.cmd {
-        init_tracing();
-        return match crate::run::run(args) {
+    // Local containers need no async runtime (and the shim they start must not inherit one).
+    init_tracing();
+    let local = match &cli.cmd {
+        Cmd::Run(args) => Some(crate::run::run(args.clone())),
+        Cmd::Container(args) => Some(crate::run::container(args.clone())),
+        _ => None,
+    };
+    if let Some(result) = local {
+        return match result {
             Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
             Err(e) => {
                 eprintln!("error: {e:#}");
@@ -166,7 +177,7 @@ pub fn main() -> ExitCode {
             }
         };
     }
-    init_tracing();
+
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -179,7 +190,9 @@ pub fn main() -> ExitCode {
     };
     let result: anyhow::Result<i32> = rt.block_on(async move {
         match cli.cmd {
-            Cmd::Run(_) => unreachable!("handled before the runtime starts"),
+            Cmd::Run(_) | Cmd::Container(_) => {
+                unreachable!("handled before the runtime starts")
+            }
             Cmd::Up(a) => run_server(a, true).await.map(|_| 0),
             Cmd::Server(a) => run_server(a, false).await.map(|_| 0),
             Cmd::Verb(v) => {

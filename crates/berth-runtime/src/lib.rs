@@ -4,10 +4,15 @@
 //! Architecture invariant: `libcontainer`'s create/start run only in a single-threaded
 //! process (`berth`'s hidden shim role); everything here that forks does so from there.
 
+pub mod exec;
+pub mod host;
+pub mod logs;
 pub mod net;
 pub mod netlink;
+pub mod pod;
 pub mod rootfs;
-pub mod run;
+pub mod shim;
 pub mod spec;
+pub mod volumes;
 
 pub use spec::ContainerSpec;

@@ -85,6 +85,13 @@ impl Rootfs {
         &self.merged
     }
 
+    /// Leaves the overlay mounted after this value is gone (a running container's root
+    /// outlives the process that made it); `unmount_under` removes it later.
+    pub fn keep(mut self) -> PathBuf {
+        self.mounted = false;
+        self.merged.clone()
+    }
+
     /// Unmounts (lazily if busy). Idempotent.
     pub fn unmount(&mut self) -> Result<(), RootfsError> {
         if self.mounted {
@@ -104,6 +111,41 @@ impl Drop for Rootfs {
             tracing::warn!(error = %e, "cannot unmount a container root");
         }
     }
+}
+
+/// Unmounts every mount at or below `dir`, deepest first (lazily, so a busy one goes once
+/// free). What a crashed node left behind is found from the mount table alone.
+pub fn unmount_under(dir: &Path) -> Result<(), RootfsError> {
+    let prefix = dir.display().to_string();
+    // Mounts can be stacked on one point: repeat until none is left.
+    for _ in 0..16 {
+        let table = std::fs::read_to_string("/proc/self/mountinfo")
+            .map_err(io(Path::new("/proc/self/mountinfo")))?;
+        let mut points: Vec<String> = table
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4))
+            // mountinfo escapes a space as octal.
+            .map(|p| p.replace("\\040", " "))
+            .filter(|p| p == &prefix || p.starts_with(&format!("{prefix}/")))
+            .collect();
+        if points.is_empty() {
+            return Ok(());
+        }
+        points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+        points.dedup();
+        for p in points {
+            match umount2(Path::new(&p), MntFlags::MNT_DETACH) {
+                Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => {}
+                Err(e) => {
+                    return Err(RootfsError::Io {
+                        path: p,
+                        source: e.into(),
+                    });
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Resolves `path` (absolute, inside the container) to a file under `root`, following

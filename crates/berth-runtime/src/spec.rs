@@ -24,6 +24,20 @@ pub struct ContainerSpec {
     pub pids_limit: i64,
     /// The cgroup path (`/berth/<pod>/<container>`).
     pub cgroup_path: String,
+    /// The pod's network namespace to join; none = a new, empty one.
+    pub netns: Option<String>,
+    /// Volumes and files bound into the container.
+    pub mounts: Vec<Mount>,
+}
+
+/// A bind mount into a container.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Mount {
+    /// Where in the container.
+    pub destination: String,
+    /// What on the host.
+    pub source: String,
+    pub read_only: bool,
 }
 
 /// Docker's default capability set: nothing more unless asked.
@@ -164,6 +178,22 @@ impl ContainerSpec {
             resources["pids"] = json!({"limit": self.pids_limit});
         }
         let env: Vec<String> = self.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let mut mounts = vec![
+            json!({"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]}),
+            json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}),
+            json!({"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]}),
+            json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]}),
+            json!({"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]}),
+            json!({"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]}),
+        ];
+        for m in &self.mounts {
+            let mode = if m.read_only { "ro" } else { "rw" };
+            mounts.push(json!({"destination": m.destination, "type": "bind", "source": m.source, "options": ["rbind", "nosuid", "nodev", mode]}));
+        }
+        let network = match &self.netns {
+            Some(path) => json!({"type": "network", "path": path}),
+            None => json!({"type": "network"}),
+        };
         json!({
             "ociVersion": "1.0.2",
             "process": {
@@ -177,16 +207,9 @@ impl ContainerSpec {
             },
             "root": {"path": rootfs, "readonly": self.read_only_root},
             "hostname": self.hostname,
-            "mounts": [
-                {"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]},
-                {"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
-                {"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]},
-                {"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
-                {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]},
-                {"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]},
-            ],
+            "mounts": mounts,
             "linux": {
-                "namespaces": [{"type": "pid"}, {"type": "network"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}],
+                "namespaces": [{"type": "pid"}, network, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}],
                 "cgroupsPath": self.cgroup_path,
                 "resources": resources,
                 "maskedPaths": MASKED_PATHS,

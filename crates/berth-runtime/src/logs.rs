@@ -1,0 +1,225 @@
+//! Container log files in the CRI format Kubernetes' kubelet reads and writes:
+//! `2026-11-27T10:00:00.123456789Z stdout F the line` — a timestamp, the stream, `F` for a full
+//! line or `P` for part of a longer one, and the text. Files are rotated by size
+//! (`0.log` → `0.log.1` → ...), keeping a bounded number.
+
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// Longest piece of a line written as one record; longer lines become `P` records.
+pub const MAX_RECORD: usize = 16 * 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+impl Stream {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stream::Stdout => "stdout",
+            Stream::Stderr => "stderr",
+        }
+    }
+}
+
+/// Appends records to a size-rotated log file.
+pub struct LogWriter {
+    path: PathBuf,
+    file: Option<File>,
+    size: u64,
+    max_size: u64,
+    max_files: u32,
+}
+
+fn now_nanos() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+impl LogWriter {
+    /// `max_size` bytes per file, `max_files` files in all (the current one included).
+    pub fn open(path: &Path, max_size: u64, max_files: u32) -> std::io::Result<LogWriter> {
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?;
+        let size = file.metadata()?.len();
+        Ok(LogWriter {
+            path: path.to_path_buf(),
+            file: Some(file),
+            size,
+            max_size: max_size.max(1024),
+            max_files: max_files.max(1),
+        })
+    }
+
+    fn rotate(&mut self) -> std::io::Result<()> {
+        self.file = None;
+        let name = |i: u32| {
+            let mut p = self.path.clone().into_os_string();
+            p.push(format!(".{i}"));
+            PathBuf::from(p)
+        };
+        if self.max_files > 1 {
+            for i in (1..self.max_files - 1).rev() {
+                let _ = std::fs::rename(name(i), name(i + 1));
+            }
+            std::fs::rename(&self.path, name(1))?;
+        }
+        self.file = Some(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .write(true)
+                .truncate(true)
+                .open(&self.path)?,
+        );
+        self.size = 0;
+        Ok(())
+    }
+
+    /// Writes one record; `full` says whether it ends a line.
+    pub fn record(&mut self, stream: Stream, full: bool, text: &[u8]) -> std::io::Result<()> {
+        let ts = berth_api::timefmt::rfc3339_nanos_from_nanos(now_nanos());
+        let mut rec = Vec::with_capacity(text.len() + 48);
+        rec.extend_from_slice(ts.as_bytes());
+        rec.push(b' ');
+        rec.extend_from_slice(stream.as_str().as_bytes());
+        rec.extend_from_slice(if full { b" F " } else { b" P " });
+        rec.extend_from_slice(text);
+        rec.push(b'\n');
+        if self.size > 0 && self.size + rec.len() as u64 > self.max_size {
+            self.rotate()?;
+        }
+        let file = match &mut self.file {
+            Some(f) => f,
+            None => return Err(std::io::Error::other("log file closed")),
+        };
+        file.write_all(&rec)?;
+        self.size += rec.len() as u64;
+        Ok(())
+    }
+}
+
+/// Splits a stream's bytes into records, keeping an unfinished line for later.
+#[derive(Default)]
+pub struct LineSplitter {
+    pending: Vec<u8>,
+}
+
+impl LineSplitter {
+    /// Feeds bytes read from the stream; `emit(full, text)` gets each record.
+    pub fn feed(&mut self, bytes: &[u8], mut emit: impl FnMut(bool, &[u8])) {
+        self.pending.extend_from_slice(bytes);
+        let mut start = 0;
+        while let Some(nl) = self.pending[start..].iter().position(|b| *b == b'\n') {
+            let line = &self.pending[start..start + nl];
+            for (i, chunk) in line.chunks(MAX_RECORD).enumerate() {
+                let last = (i + 1) * MAX_RECORD >= line.len();
+                emit(last, chunk);
+            }
+            if line.is_empty() {
+                emit(true, b"");
+            }
+            start += nl + 1;
+        }
+        self.pending.drain(..start);
+        while self.pending.len() >= MAX_RECORD {
+            let chunk: Vec<u8> = self.pending.drain(..MAX_RECORD).collect();
+            emit(false, &chunk);
+        }
+    }
+
+    /// The stream ended: what is left is a last line without its newline.
+    pub fn finish(&mut self, mut emit: impl FnMut(bool, &[u8])) {
+        if !self.pending.is_empty() {
+            let rest = std::mem::take(&mut self.pending);
+            emit(true, &rest);
+        }
+    }
+}
+
+/// One record read back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    pub time: String,
+    pub stream: Stream,
+    pub full: bool,
+    pub text: Vec<u8>,
+}
+
+/// Parses one line of a log file; `None` for a line that is not a record.
+pub fn parse_record(line: &[u8]) -> Option<Record> {
+    let mut parts = line.splitn(4, |b| *b == b' ');
+    let time = std::str::from_utf8(parts.next()?).ok()?.to_string();
+    let stream = match parts.next()? {
+        b"stdout" => Stream::Stdout,
+        b"stderr" => Stream::Stderr,
+        _ => return None,
+    };
+    let full = match parts.next()? {
+        b"F" => true,
+        b"P" => false,
+        _ => return None,
+    };
+    let text = parts.next().unwrap_or_default().to_vec();
+    Some(Record {
+        time,
+        stream,
+        full,
+        text,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_records_and_rotation() {
+        let mut s = LineSplitter::default();
+        let mut out = Vec::new();
+        s.feed(b"one\ntw", |f, t| out.push((f, t.to_vec())));
+        s.feed(b"o\n\nthree", |f, t| out.push((f, t.to_vec())));
+        s.finish(|f, t| out.push((f, t.to_vec())));
+        assert_eq!(
+            out,
+            vec![
+                (true, b"one".to_vec()),
+                (true, b"two".to_vec()),
+                (true, b"".to_vec()),
+                (true, b"three".to_vec())
+            ]
+        );
+        let long = vec![b'x'; MAX_RECORD + 10];
+        let mut out = Vec::new();
+        s.feed(&long, |f, t| out.push((f, t.len())));
+        s.feed(b"\n", |f, t| out.push((f, t.len())));
+        assert_eq!(out, vec![(false, MAX_RECORD), (true, 10)]);
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c/0.log");
+        let mut w = LogWriter::open(&path, 1024, 3).unwrap();
+        for i in 0..100 {
+            w.record(Stream::Stderr, true, format!("line {i}").as_bytes())
+                .unwrap();
+        }
+        let cur = std::fs::read(&path).unwrap();
+        assert!(cur.len() <= 1024);
+        let last = cur.split(|b| *b == b'\n').rev().nth(1).unwrap();
+        let rec = parse_record(last).unwrap();
+        assert_eq!(rec.text, b"line 99");
+        assert_eq!(rec.stream, Stream::Stderr);
+        assert!(rec.full);
+        assert!(dir.path().join("c/0.log.1").exists());
+        assert!(dir.path().join("c/0.log.2").exists());
+        assert!(!dir.path().join("c/0.log.3").exists(), "at most 3 files");
+        assert_eq!(parse_record(b"garbage"), None);
+    }
+}
