@@ -35,6 +35,9 @@ use crate::logs::{LineSplitter, LogWriter, Stream};
 
 /// The socket's file name in the pod directory.
 pub const SOCKET: &str = "shim.sock";
+/// How long the shim waits, idle, before it gives back the code pages it ran.
+const IDLE_BEFORE_TRIM: Duration = Duration::from_millis(500);
+
 /// The shim's pid file in the pod directory.
 pub const PID_FILE: &str = "shim.pid";
 
@@ -391,6 +394,13 @@ impl Shim {
         Some((conn, result.unwrap_or_else(Response::Error)))
     }
 
+    fn exited_count(&self) -> usize {
+        self.containers
+            .values()
+            .filter(|m| m.state.status == Status::Exited)
+            .count()
+    }
+
     /// Reaps every child that ended; marks the containers whose init it was.
     fn reap(&mut self) {
         loop {
@@ -498,6 +508,40 @@ fn respond(mut conn: UnixStream, reply: &Response) {
     }
 }
 
+/// Keeps the shim's resident code small. A shim lives as long as its pod and there is one per
+/// pod, but between requests it runs only its poll loop; creating a container runs a lot of
+/// the big `berth` binary (and the kernel maps 64 KiB around each page touched). So after
+/// each burst of work the code mappings are dropped from its page tables: they are clean file
+/// pages, shared in the page cache, and fault back in (cheaply, from memory) when used.
+#[allow(unsafe_code)]
+fn trim_code_pages() {
+    let Ok(maps) = std::fs::read_to_string("/proc/self/maps") else {
+        return;
+    };
+    for line in maps.lines() {
+        let mut f = line.split_whitespace();
+        let (Some(range), Some(perms)) = (f.next(), f.next()) else {
+            continue;
+        };
+        let path = f.nth(3).unwrap_or("");
+        if !perms.starts_with("r-x") || !path.starts_with('/') {
+            continue;
+        }
+        let Some((a, b)) = range.split_once('-') else {
+            continue;
+        };
+        let (Ok(start), Ok(end)) = (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16))
+        else {
+            continue;
+        };
+        // SAFETY: dropping a read-only executable file mapping's pages changes neither its
+        // contents nor its validity; they fault back in from the file.
+        unsafe {
+            libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED);
+        }
+    }
+}
+
 /// The shim's entry point (`berth __shim POD_DIR`). Binds the socket, forks the daemon that
 /// serves it, and returns in the parent once the daemon runs: the caller's `wait` then
 /// returns, and the daemon belongs to no one's session.
@@ -533,6 +577,7 @@ fn serve(pod_dir: &Path, listener: UnixListener) {
     unsafe {
         libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
     }
+    trim_code_pages();
     // The shim must not die with a terminal or a parent's process group.
     for s in [Signal::SIGHUP, Signal::SIGINT, Signal::SIGPIPE] {
         // SAFETY: installing SIG_IGN has no handler code.
@@ -565,6 +610,7 @@ fn serve(pod_dir: &Path, listener: UnixListener) {
         containers: HashMap::new(),
         shutting_down: false,
     };
+    let mut last_work = None;
     loop {
         let draining = shim
             .containers
@@ -583,7 +629,13 @@ fn serve(pod_dir: &Path, listener: UnixListener) {
                 }
             }
         }
-        let timeout: u16 = if draining { 20 } else { 1000 };
+        let timeout: u16 = if draining {
+            20
+        } else if last_work.is_some() {
+            250
+        } else {
+            1000
+        };
         let ready = poll(&mut fds, timeout).unwrap_or(0);
         let sig_ready = fds[0].any().unwrap_or(false);
         let conn_ready = fds[1].any().unwrap_or(false);
@@ -623,9 +675,18 @@ fn serve(pod_dir: &Path, listener: UnixListener) {
                 }
             }
         }
+        let exits_before = shim.exited_count();
         shim.finish_exits();
         if shim.shutting_down && shim.containers.is_empty() {
             break;
+        }
+        // Once idle for a while after a burst of work (a request, an exit), give back the
+        // code it ran; a burst of requests runs at full speed.
+        if conn_ready || shim.exited_count() != exits_before {
+            last_work = Some(Instant::now());
+        } else if last_work.is_some_and(|t| t.elapsed() >= IDLE_BEFORE_TRIM) {
+            trim_code_pages();
+            last_work = None;
         }
     }
     let _ = std::fs::remove_file(pod_dir.join(SOCKET));

@@ -117,16 +117,39 @@ pub fn busybox_layout(dir: &Path) -> Digest {
         b.append_link(&mut h, format!("bin/{link}"), "busybox")
             .expect("test fixture");
     }
+    let layer = gzip(&b.into_inner().expect("test fixture"));
+    image_layout(dir, &[layer])[0].clone()
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    gz.write_all(&b.into_inner().expect("test fixture"))
-        .expect("test fixture");
-    let layer = gz.finish().expect("test fixture");
-    let ld = blob(dir, &layer);
+    gz.write_all(bytes).expect("test fixture");
+    gz.finish().expect("test fixture")
+}
+
+/// A gzip layer holding one file of `size` random bytes (so it does not compress).
+pub fn random_layer(name: &str, size: usize) -> Vec<u8> {
+    let mut data = vec![0u8; size];
+    for chunk in data.chunks_mut(256) {
+        getrandom::fill(chunk).expect("random bytes");
+    }
+    gzip(&tar_of(&[(name, &data)]))
+}
+
+/// Writes an OCI layout of one image (`latest`) made of `layers` (gzip tars, bottom first);
+/// returns the layers' digests.
+pub fn image_layout(dir: &Path, layers: &[Vec<u8>]) -> Vec<Digest> {
+    let digests: Vec<Digest> = layers.iter().map(|l| blob(dir, l)).collect();
     let config = serde_json::to_vec(&json!({"architecture": "amd64", "os": "linux", "config": {"Cmd": ["/bin/sh"], "Env": ["PATH=/bin"]}, "rootfs": {"type": "layers", "diff_ids": [Digest::of(b"unused").as_str()]}})).expect("test fixture");
     let cd = blob(dir, &config);
+    let layer_descs: Vec<serde_json::Value> = layers
+        .iter()
+        .zip(&digests)
+        .map(|(l, d)| json!({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": d.as_str(), "size": l.len()}))
+        .collect();
     let manifest = serde_json::to_vec(&json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
         "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd.as_str(), "size": config.len()},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": ld.as_str(), "size": layer.len()}]})).expect("test fixture");
+        "layers": layer_descs})).expect("test fixture");
     let md = blob(dir, &manifest);
     std::fs::write(
         dir.join("oci-layout"),
@@ -135,7 +158,7 @@ pub fn busybox_layout(dir: &Path) -> Digest {
     .expect("test fixture");
     std::fs::write(dir.join("index.json"), serde_json::to_vec(&json!({"schemaVersion": 2, "manifests": [
         {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": md.as_str(), "size": manifest.len(), "annotations": {"org.opencontainers.image.ref.name": "latest"}}]})).expect("test fixture")).expect("test fixture");
-    ld
+    digests
 }
 
 /// Pushes the layout's `latest` to `reg` as `name` with skopeo.
