@@ -150,7 +150,8 @@ pub enum ContainerCmd {
     },
     /// Wait for a container to exit and print its exit code
     Wait { name: String },
-    /// Stop a container: SIGTERM, then SIGKILL after the grace period
+    /// Stop a container: its image's stop signal (SIGTERM by default), then SIGKILL after the
+    /// grace period
     Stop {
         name: String,
         /// Seconds to wait before SIGKILL
@@ -165,6 +166,12 @@ pub enum ContainerCmd {
     },
     /// Run a command in a running container
     Exec {
+        /// Pass this terminal's input to the command
+        #[arg(short, long)]
+        interactive: bool,
+        /// The command runs on this terminal (needs a terminal on stdin)
+        #[arg(short, long)]
+        tty: bool,
         name: String,
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
         command: Vec<String>,
@@ -348,6 +355,34 @@ fn print_log(path: &Path, offset: u64) -> u64 {
     offset + end as u64
 }
 
+/// An image's `StopSignal` (`SIGQUIT`, `QUIT` or `3`) as a number; SIGTERM when unset or
+/// unknown, as Docker falls back.
+pub fn stop_signal(name: &str) -> i32 {
+    let name = name.trim();
+    if name.is_empty() {
+        return libc::SIGTERM;
+    }
+    if let Ok(n) = name.parse::<i32>() {
+        return n;
+    }
+    let upper = name.to_ascii_uppercase();
+    let full = if upper.starts_with("SIG") {
+        upper
+    } else {
+        format!("SIG{upper}")
+    };
+    full.parse::<nix::sys::signal::Signal>()
+        .map_or(libc::SIGTERM, |s| s as i32)
+}
+
+/// The signal that stops a container made by `berth run`.
+fn stop_signal_of(rt: &Runtime, id: &str) -> i32 {
+    rt.pod(id)
+        .ok()
+        .and_then(|p| p.config.annotations.get("stopSignal").cloned())
+        .map_or(libc::SIGTERM, |s| stop_signal(&s))
+}
+
 fn exit_code_of(rt: &Runtime, id: &str) -> anyhow::Result<i32> {
     let s = rt.container(id, MAIN)?;
     if s.reason.as_deref() == Some("OOMKilled") {
@@ -379,6 +414,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
         .iter()
         .map(|p| parse_publish(p))
         .collect::<anyhow::Result<Vec<_>>>()?;
+    if !nix::unistd::geteuid().is_root() {
+        bail!("berth run needs root (it makes namespaces, cgroups and mounts); run it with sudo");
+    }
     let data = args.local.data();
     let mounts = args
         .volumes
@@ -447,6 +485,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     let mut annotations = std::collections::BTreeMap::new();
     annotations.insert("image".to_string(), image_name);
     annotations.insert("command".to_string(), argv.join(" "));
+    annotations.insert("stopSignal".to_string(), config.stop_signal.clone());
     let pod = PodConfig {
         id: id.clone(),
         name: id.clone(),
@@ -502,7 +541,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
             let rt2 = rt.clone();
             let id2 = id.clone();
             std::thread::spawn(move || {
-                let _ = rt2.stop_container(&id2, MAIN, libc::SIGTERM, Duration::from_secs(10));
+                let signal = stop_signal_of(&rt2, &id2);
+                let _ = rt2.stop_container(&id2, MAIN, signal, Duration::from_secs(10));
             });
         }
         std::thread::sleep(Duration::from_millis(20));
@@ -578,7 +618,8 @@ pub fn container(args: ContainerArgs) -> anyhow::Result<i32> {
         }
         ContainerCmd::Stop { name, time } => {
             exists(&name)?;
-            let s = rt.stop_container(&name, MAIN, libc::SIGTERM, Duration::from_secs(time))?;
+            let signal = stop_signal_of(&rt, &name);
+            let s = rt.stop_container(&name, MAIN, signal, Duration::from_secs(time))?;
             println!("{name} stopped (exit code {})", s.exit_code.unwrap_or(255));
             Ok(0)
         }
@@ -596,15 +637,19 @@ pub fn container(args: ContainerArgs) -> anyhow::Result<i32> {
             }
             Ok(0)
         }
-        ContainerCmd::Exec { name, command } => {
+        ContainerCmd::Exec {
+            interactive,
+            tty,
+            name,
+            command,
+        } => {
             exists(&name)?;
+            if tty && !std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+                bail!("-t needs a terminal on stdin; leave out -t when piping input (use -i)");
+            }
             let exe = std::env::current_exe().context("cannot find the berth executable")?;
-            Ok(rt.exec(
-                &name,
-                MAIN,
-                &command,
-                &[exe.display().to_string(), EXEC_ROLE.into()],
-            )?)
+            let exec = [exe.display().to_string(), EXEC_ROLE.into()];
+            Ok(rt.exec(&name, MAIN, &command, interactive || tty, &exec)?)
         }
     }
 }
@@ -665,5 +710,10 @@ mod tests {
             ("127.0.0.1:8080".parse().unwrap(), 80)
         );
         assert!(parse_publish("x:80").is_err());
+        assert_eq!(stop_signal(""), libc::SIGTERM);
+        assert_eq!(stop_signal("SIGQUIT"), libc::SIGQUIT);
+        assert_eq!(stop_signal("quit"), libc::SIGQUIT);
+        assert_eq!(stop_signal("9"), 9);
+        assert_eq!(stop_signal("SIGNOPE"), libc::SIGTERM);
     }
 }

@@ -472,13 +472,16 @@ impl Runtime {
         Ok(())
     }
 
-    /// Runs `argv` in a running container's namespaces and cgroup, with this process's stdio;
-    /// returns its exit code. (A separate single-threaded `berth` process does the joining.)
+    /// Runs `argv` in a running container's namespaces and cgroup with this process's stdout
+    /// and stderr, and its stdin when `stdin` is set (a terminal on it stays the command's
+    /// terminal); returns its exit code. (A separate single-threaded `berth` process does the
+    /// joining.)
     pub fn exec(
         &self,
         pod: &str,
         name: &str,
         argv: &[String],
+        stdin: bool,
         exec_command: &[String],
     ) -> Result<i32> {
         let (exe, args) = exec_command
@@ -490,6 +493,11 @@ impl Runtime {
             .arg(name)
             .arg("--")
             .args(argv)
+            .stdin(if stdin {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            })
             .status()
             .map_err(io(Path::new(exe)))?;
         Ok(status.code().unwrap_or(128 + 9))

@@ -451,6 +451,23 @@ fn exec_runs_in_the_container() {
         lines[1].parse::<u32>().unwrap() <= 4,
         "it sees the container's processes only: {out}"
     );
+    // With -i the command reads this side's input; without, it reads nothing.
+    let mut child = l
+        .cmd(&["container", "exec", "-i", "box", "cat"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(b"piped in\n").unwrap();
+    }
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(stdout(&o), "piped in\n", "{}", stderr(&o));
+    assert_eq!(l.ok(&["container", "exec", "box", "cat"]), "");
+    let o = l.berth(&["container", "exec", "-t", "box", "true"]);
+    assert!(stderr(&o).contains("-t needs a terminal"), "{}", stderr(&o));
     let started = std::time::Instant::now();
     let out = l.ok(&["container", "stop", "-t", "1", "box"]);
     assert!(out.contains("exit code 137"), "{out}");
@@ -607,5 +624,27 @@ fn cpu_quota_holds() {
     // Never more than the quota (+10%); the floor leaves room for a busy CI machine.
     assert!(share <= 0.55, "used {share:.3} CPUs with a 0.5 limit");
     assert!(share >= 0.40, "used only {share:.3} CPUs with a 0.5 limit");
+    l.assert_clean();
+}
+
+#[test]
+fn a_pulled_image_runs() {
+    let l = Local::new();
+    let reg = berth_testkit::start_registry(l.dir.path());
+    let layout = l.dir.path().join("layout");
+    busybox_layout(&layout);
+    berth_testkit::push(&layout, &reg, "tools/busybox:1");
+    let image = format!("{}/tools/busybox:1", reg.addr);
+    l.ok(&["image", "pull", &image, "--insecure-registry", &reg.addr]);
+    let o = l.berth(&[
+        "run",
+        "--rm",
+        &image,
+        "sh",
+        "-c",
+        "echo from the registry; exit 5",
+    ]);
+    assert_eq!(o.status.code(), Some(5), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "from the registry\n");
     l.assert_clean();
 }
