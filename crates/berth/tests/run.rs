@@ -162,6 +162,20 @@ fn runs_isolated_and_returns_the_exit_code() {
         "test -e /etc/os-release -o -e /usr/bin/cargo && echo leaked || echo contained",
     ]);
     assert_eq!(stdout(&o).trim(), "contained");
+    // A minimal /dev, as Docker's.
+    let o = l.berth(&["run", "--rm", "busybox:test", "ls", "/dev"]);
+    let devs: Vec<String> = stdout(&o).lines().map(String::from).collect();
+    for d in [
+        "null", "zero", "full", "random", "urandom", "tty", "ptmx", "pts", "shm",
+    ] {
+        assert!(devs.iter().any(|x| x == d), "/dev/{d} missing: {devs:?}");
+    }
+    assert!(
+        !devs
+            .iter()
+            .any(|x| x.starts_with("sd") || x == "mem" || x == "kmsg"),
+        "{devs:?}"
+    );
     l.assert_clean();
 }
 
