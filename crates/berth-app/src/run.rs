@@ -192,51 +192,6 @@ fn new_id() -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-/// `uid[:gid]` or names looked up in the image's /etc/passwd and /etc/group.
-fn resolve_user(user: &str, etc: &Path) -> anyhow::Result<(u32, u32)> {
-    if user.is_empty() {
-        return Ok((0, 0));
-    }
-    let (u, g) = user.split_once(':').unwrap_or((user, ""));
-    let passwd = std::fs::read_to_string(etc.join("passwd")).unwrap_or_default();
-    let entry = |matches: &dyn Fn(&[&str]) -> bool| {
-        passwd.lines().find_map(|l| {
-            let f: Vec<&str> = l.split(':').collect();
-            (f.len() > 3 && matches(&f)).then(|| Some((f[2].parse().ok()?, f[3].parse().ok()?)))?
-        })
-    };
-    let (uid, user_gid) = match u.parse::<u32>() {
-        Ok(n) => (n, entry(&|f| f[2] == u).map_or(n, |(_, g)| g)),
-        Err(_) => entry(&|f| f[0] == u)
-            .with_context(|| format!("user {u:?} is not in the image's /etc/passwd"))?,
-    };
-    let gid = match g {
-        "" => user_gid,
-        g => match g.parse::<u32>() {
-            Ok(n) => n,
-            Err(_) => std::fs::read_to_string(etc.join("group"))
-                .unwrap_or_default()
-                .lines()
-                .find_map(|l| {
-                    let f: Vec<&str> = l.split(':').collect();
-                    (f.len() > 2 && f[0] == g).then(|| f[2].parse().ok())?
-                })
-                .with_context(|| format!("group {g:?} is not in the image's /etc/group"))?,
-        },
-    };
-    Ok((uid, gid))
-}
-
-/// The image's `/etc`: the topmost layer that has one.
-fn image_etc(layers: &[PathBuf]) -> PathBuf {
-    layers
-        .iter()
-        .rev()
-        .map(|l| l.join("etc"))
-        .find(|e| e.join("passwd").exists())
-        .unwrap_or_default()
-}
-
 fn parse_volume(v: &str, data: &Path) -> anyhow::Result<Mount> {
     let parts: Vec<&str> = v.split(':').collect();
     let (src, dst, ro) = match parts.as_slice() {
@@ -458,9 +413,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     let etc = if host {
         PathBuf::from("/etc")
     } else {
-        image_etc(&layers)
+        berth_runtime::user::image_etc(&layers)
     };
-    let (uid, gid) = resolve_user(&config.user, &etc)?;
+    let (uid, gid) =
+        berth_runtime::user::resolve(&config.user, &etc).map_err(anyhow::Error::msg)?;
     let mut all_mounts = if host {
         berth_runtime::host::mounts()
     } else {

@@ -13,6 +13,7 @@ pub mod pod;
 pub mod rootfs;
 pub mod shim;
 pub mod spec;
+pub mod user;
 pub mod volumes;
 
 pub use spec::ContainerSpec;
