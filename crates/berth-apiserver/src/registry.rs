@@ -38,6 +38,8 @@ pub struct DeleteOptions {
     pub precondition_uid: Option<String>,
     pub precondition_rv: Option<String>,
     pub dry_run: bool,
+    /// Seconds a running pod gets to stop; `None` = its `terminationGracePeriodSeconds`.
+    pub grace_period: Option<i64>,
 }
 
 /// Parameters of a list.
@@ -381,10 +383,18 @@ impl Registry {
         }
         // Deleting an object waits for its finalizers; the update that removes the last one
         // completes the delete.
-        // (A namespace is the exception: the namespace controller deletes it once it is empty.)
+        // (A namespace is the exception: the namespace controller deletes it once it is empty.
+        // So is a pod in its grace period: its node's agent deletes it once it has stopped.)
+        let graceful_pod = kind.kind == "Pod"
+            && new
+                .metadata()
+                .and_then(|m| m.get("deletionGracePeriodSeconds"))
+                .and_then(Value::as_i64)
+                .is_some_and(|g| g > 0);
         if new.deletion_timestamp().is_some()
             && new.finalizers().is_empty()
             && kind.kind != "Namespace"
+            && !graceful_pod
         {
             if dry_run {
                 return Ok(new);
@@ -715,6 +725,24 @@ impl Registry {
             Propagation::Foreground => self.delete_dependents_now(old.uid(), user).await?,
             Propagation::Background => {}
         }
+        if let Some(grace) = Self::pod_grace(kind, &old, opts.grace_period) {
+            // A pod on a node stops first: its node's agent sees the deletion timestamp,
+            // stops the containers within the grace period, then deletes it for good.
+            let mut marked = old.clone();
+            let deadline =
+                std::time::SystemTime::now() + std::time::Duration::from_secs(grace as u64);
+            let nanos = deadline
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64);
+            marked.set_meta(
+                "deletionTimestamp",
+                berth_api::timefmt::rfc3339_from_nanos(nanos),
+            );
+            marked.set_meta("deletionGracePeriodSeconds", grace);
+            return self
+                .commit_update(kind, key, &kv, &old, marked, user, "delete", false)
+                .await;
+        }
         if !old.finalizers().is_empty() {
             if old.deletion_timestamp().is_some() {
                 return Ok(old);
@@ -732,6 +760,78 @@ impl Registry {
         let mut gone = old;
         gone.set_meta("resourceVersion", revision.to_string());
         Ok(gone)
+    }
+
+    /// The grace period a pod's deletion gets, or `None` when it goes at once: a pod not on
+    /// a node, one that has finished, a grace of 0 (force), or a second deletion that does
+    /// not shorten the first's.
+    fn pod_grace(kind: &ResourceKind, pod: &Object, asked: Option<i64>) -> Option<i64> {
+        if kind.kind != "Pod" {
+            return None;
+        }
+        let spec = pod.get("spec");
+        let bound = spec
+            .and_then(|s| s.get("nodeName"))
+            .and_then(Value::as_str)
+            .is_some_and(|n| !n.is_empty());
+        let phase = pod
+            .get("status")
+            .and_then(|s| s.get("phase"))
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        if !bound || matches!(phase, "Succeeded" | "Failed") {
+            return None;
+        }
+        let grace = asked.unwrap_or_else(|| {
+            spec.and_then(|s| s.get("terminationGracePeriodSeconds"))
+                .and_then(Value::as_i64)
+                .unwrap_or(30)
+        });
+        if grace == 0 {
+            return None;
+        }
+        let current = pod
+            .metadata()
+            .and_then(|m| m.get("deletionGracePeriodSeconds"))
+            .and_then(Value::as_i64);
+        match current {
+            Some(c) if pod.deletion_timestamp().is_some() && grace >= c => Some(c),
+            _ => Some(grace),
+        }
+    }
+
+    /// The `binding` subresource: assigns a pod to a node, once.
+    pub async fn bind(
+        &self,
+        ns: &str,
+        name: &str,
+        node: &str,
+        user: &str,
+        dry_run: bool,
+    ) -> ApiResult<Object> {
+        let kind = kinds::resolve("pods").ok_or_else(|| ApiError::internal("pod kind missing"))?;
+        let pod = self.get(kind, Some(ns), name)?;
+        let current = pod
+            .get("spec")
+            .and_then(|s| s.get("nodeName"))
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        if !current.is_empty() {
+            return Err(ApiError::conflict(kind, name).with_message(format!(
+                "Operation cannot be fulfilled on pods/binding \"{name}\": pod {name} is already assigned to node \"{current}\""
+            )));
+        }
+        if pod.deletion_timestamp().is_some() {
+            return Err(ApiError::conflict(kind, name).with_message(format!(
+                "pod {name} is being deleted, cannot be assigned to a host"
+            )));
+        }
+        let mut bound = pod.clone();
+        if let Some(Value::Object(spec)) = bound.0.get_mut("spec") {
+            spec.insert("nodeName".into(), Value::String(node.to_string()));
+        }
+        self.update(kind, Some(ns), name, bound, user, "bind", dry_run)
+            .await
     }
 
     async fn delete_namespace(

@@ -352,6 +352,20 @@ fn delete_options(q: &HashMap<String, String>, body: &[u8]) -> ApiResult<DeleteO
         if let Some(Value::Array(d)) = v.get("dryRun") {
             opts.dry_run |= d.iter().any(|x| x == "All");
         }
+        if let Some(g) = v.get("gracePeriodSeconds").filter(|g| !g.is_null()) {
+            opts.grace_period = Some(g.as_i64().filter(|g| *g >= 0).ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "gracePeriodSeconds {g} is not a number of seconds (0 or more)"
+                ))
+            })?);
+        }
+    }
+    if let Some(g) = q.get("gracePeriodSeconds") {
+        opts.grace_period = Some(g.parse::<i64>().ok().filter(|g| *g >= 0).ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "gracePeriodSeconds {g:?} is not a number of seconds (0 or more)"
+            ))
+        })?);
     }
     opts.propagation = match policy.as_deref() {
         None => None,
@@ -602,6 +616,35 @@ async fn object(
     if sub.as_deref() == Some("scale") && kind.has_scale() {
         return scale(s, m, kind, ns.as_deref(), &name, q, headers, body, user).await;
     }
+    if sub.as_deref() == Some("binding") && kind.kind == "Pod" && *m == Method::POST {
+        let body = read_body(s, body).await?;
+        let binding = parse_body(headers, &body)?;
+        let node = binding
+            .get("target")
+            .and_then(|t| t.get("name"))
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        if node.is_empty() {
+            return Err(ApiError::invalid(
+                kind,
+                &name,
+                &[berth_api::FieldError::required("target.name")],
+            ));
+        }
+        s.registry
+            .bind(
+                ns.as_deref().unwrap_or("default"),
+                &name,
+                node,
+                &user.name,
+                dry_run,
+            )
+            .await?;
+        return Ok(json_response(
+            StatusCode::CREATED,
+            &serde_json::json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
+        ));
+    }
     let status = match sub.as_deref() {
         None => false,
         Some("status") if kind.has_status => true,
@@ -669,8 +712,11 @@ async fn object(
                 .registry
                 .delete(kind, ns, &name, &opts, &user.name)
                 .await?;
+            // Held by finalizers (or a namespace being emptied): 202. A pod given its grace
+            // period answers 200 with the marked pod, as Kubernetes does.
             let code = if out.deletion_timestamp().is_some()
                 && !opts.dry_run
+                && kind.kind != "Pod"
                 && s.registry.get(kind, ns, &name).is_ok()
             {
                 StatusCode::ACCEPTED

@@ -1129,3 +1129,108 @@ async fn scale_subresource() {
     );
     t.stop().await;
 }
+
+#[tokio::test]
+async fn binding_assigns_a_pod_once_and_bound_pods_stop_gracefully() {
+    let t = TestServer::start().await;
+    let c = &t.admin;
+    let po = resolve("pods").unwrap();
+    c.create(po, Some("default"), &fixture("Pod", "web"), "")
+        .await
+        .unwrap();
+    let bind = |node: &str| {
+        let body = serde_json::to_vec(&json!({"apiVersion": "v1", "kind": "Binding",
+            "metadata": {"name": "web"}, "target": {"apiVersion": "v1", "kind": "Node", "name": node}}))
+        .unwrap();
+        let path = format!(
+            "{}/binding",
+            Client::object_path(po, Some("default"), "web")
+        );
+        async move {
+            c.raw(Method::POST, &path, Some(("application/json", body)))
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(bind("n1").await.status, 201);
+    let pod = c.get(po, Some("default"), "web").await.unwrap();
+    assert_eq!(pod["spec"]["nodeName"], "n1");
+    let again = bind("n2").await;
+    assert_eq!(again.status, 409);
+    let status: Value = serde_json::from_slice(&again.body).unwrap();
+    assert!(
+        status["message"]
+            .as_str()
+            .unwrap()
+            .contains("already assigned to node \"n1\""),
+        "{status}"
+    );
+    let empty = bind("").await;
+    assert_eq!(empty.status, 422);
+
+    // A bound pod is marked, with its grace period, for its node's agent to stop.
+    let r = c
+        .raw(
+            Method::DELETE,
+            &Client::object_path(po, Some("default"), "web"),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let marked = c.get(po, Some("default"), "web").await.unwrap();
+    assert_eq!(marked["metadata"]["deletionGracePeriodSeconds"], 30);
+    assert!(marked["metadata"]["deletionTimestamp"].is_string());
+    // A shorter grace period shortens it; a longer one does not lengthen it.
+    let body = serde_json::to_vec(&json!({"gracePeriodSeconds": 5})).unwrap();
+    c.raw(
+        Method::DELETE,
+        &Client::object_path(po, Some("default"), "web"),
+        Some(("application/json", body)),
+    )
+    .await
+    .unwrap();
+    let body = serde_json::to_vec(&json!({"gracePeriodSeconds": 60})).unwrap();
+    c.raw(
+        Method::DELETE,
+        &Client::object_path(po, Some("default"), "web"),
+        Some(("application/json", body)),
+    )
+    .await
+    .unwrap();
+    let marked = c.get(po, Some("default"), "web").await.unwrap();
+    assert_eq!(marked["metadata"]["deletionGracePeriodSeconds"], 5);
+    // Binding a pod being deleted is refused; grace 0 deletes at once.
+    assert_eq!(bind("n1").await.status, 409);
+    let path = format!(
+        "{}?gracePeriodSeconds=0",
+        Client::object_path(po, Some("default"), "web")
+    );
+    assert_eq!(
+        c.raw(Method::DELETE, &path, None).await.unwrap().status,
+        200
+    );
+    assert_eq!(
+        c.get(po, Some("default"), "web").await.unwrap_err().code(),
+        Some(404)
+    );
+    let bad = format!(
+        "{}?gracePeriodSeconds=-1",
+        Client::object_path(po, Some("default"), "x")
+    );
+    assert_eq!(c.raw(Method::DELETE, &bad, None).await.unwrap().status, 400);
+    // An unbound pod goes at once.
+    c.create(po, Some("default"), &fixture("Pod", "loose"), "")
+        .await
+        .unwrap();
+    let r = c
+        .raw(
+            Method::DELETE,
+            &Client::object_path(po, Some("default"), "loose"),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200);
+    t.stop().await;
+}
