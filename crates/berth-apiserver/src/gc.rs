@@ -148,12 +148,22 @@ async fn finish_namespace(registry: &Registry, ns: &str) {
 }
 
 /// Runs until `stop` turns true.
-pub async fn run(registry: Registry, mut stop: watch::Receiver<bool>) {
+pub async fn run(registry: Registry, stop: watch::Receiver<bool>) {
+    supervise("garbage collector", stop, || run_once(&registry)).await
+}
+
+/// Runs a controller's loop until `stop` turns true, starting it again (after a short pause,
+/// from a fresh list) whenever it ends or fails.
+pub(crate) async fn supervise<F, Fut>(what: &str, mut stop: watch::Receiver<bool>, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
     loop {
         tokio::select! {
-            r = run_once(&registry) => {
+            r = f() => {
                 if let Err(e) = r {
-                    tracing::warn!(error = %e, "garbage collector restarts");
+                    tracing::warn!(error = %e, "{what} restarts");
                 }
             }
             _ = stop.changed() => return,

@@ -12,6 +12,7 @@ pub mod gc;
 pub mod history;
 pub mod patch;
 pub mod registry;
+pub mod scheduler;
 pub mod server;
 pub mod tls;
 pub mod watch;

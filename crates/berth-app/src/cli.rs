@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
 use crate::server::{ServerOptions, start};
@@ -26,8 +27,10 @@ pub struct Cli {
 pub enum Cmd {
     /// Run an all-in-one local cluster in the foreground (Ctrl-C stops it)
     Up(ServerArgs),
-    /// Run the control plane only: API server, store and controllers
+    /// Run the control plane only: API server, store, scheduler and controllers
     Server(ServerArgs),
+    /// Run a node: register with a control plane and run the pods it places here (as root)
+    Agent(AgentArgs),
     /// Run one container from a local image in the foreground and exit with its code
     ///
     /// Isolated as Docker isolates (own pid, mount, uts, ipc and network namespaces, Docker's
@@ -56,6 +59,113 @@ pub struct ServerArgs {
     /// Once ready, apply these manifests (files or directories), as `berth apply -f` would
     #[arg(long, value_name = "FILE")]
     pub apply: Vec<String>,
+    /// How pods that name no strategy are placed: spread, binpack, round-robin or random
+    /// (a workload picks its own with the annotation berth.dev/scheduling-strategy)
+    #[arg(long, value_name = "STRATEGY", default_value = "spread", value_parser = parse_strategy)]
+    pub scheduling: berth_scheduler::Strategy,
+    /// `berth up` only: the node's settings
+    #[command(flatten)]
+    pub node: NodeArgs,
+}
+
+/// A node's settings (for `berth agent`, and the node inside `berth up`).
+#[derive(Args, Debug, Clone)]
+pub struct NodeArgs {
+    /// This node's name (default: the host name)
+    #[arg(long, value_name = "NAME")]
+    pub node_name: Option<String>,
+    /// The address other nodes reach this one at
+    #[arg(long, value_name = "IP", default_value = "127.0.0.1")]
+    pub node_ip: String,
+    #[command(flatten)]
+    pub net: crate::run::NetArgs,
+    /// The first wait before restarting a crashed container (or pulling again); it doubles
+    /// up to 5 min, as Kubernetes' (10s)
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    pub restart_backoff: Duration,
+    /// A registry spoken to over plain HTTP (repeatable)
+    #[arg(long, value_name = "HOST:PORT")]
+    pub insecure_registry: Vec<String>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct AgentArgs {
+    /// The control plane's URL
+    #[arg(long, value_name = "URL")]
+    pub server: String,
+    /// The node's bearer token
+    #[arg(long, value_name = "TOKEN", env = "BERTH_TOKEN")]
+    pub token: String,
+    /// The cluster CA (PEM) to trust the server with (the server writes it to
+    /// DATA_DIR/pki/ca.crt)
+    #[arg(long, value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
+    /// Where pods, images and volumes live
+    #[arg(long, value_name = "DIR", env = "BERTH_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub node: NodeArgs,
+}
+
+fn parse_strategy(s: &str) -> Result<berth_scheduler::Strategy, String> {
+    berth_scheduler::Strategy::parse(s)
+        .ok_or_else(|| format!("{s:?} is not one of spread, binpack, round-robin, random"))
+}
+
+impl NodeArgs {
+    /// The agent's configuration over `data_dir`.
+    pub fn agent_config(
+        &self,
+        data_dir: &std::path::Path,
+    ) -> anyhow::Result<berth_agent::AgentConfig> {
+        let runtime = self.net.runtime(data_dir)?;
+        let exe = std::env::current_exe()?;
+        let node_name = match &self.node_name {
+            Some(n) => n.clone(),
+            None => std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_lowercase())
+                .unwrap_or_else(|_| "node".into()),
+        };
+        Ok(berth_agent::AgentConfig {
+            node_name,
+            node_ip: self.node_ip.clone(),
+            runtime,
+            data_dir: data_dir.to_path_buf(),
+            exec_command: vec![exe.display().to_string(), crate::run::EXEC_ROLE.into()],
+            lease_duration: Duration::from_secs(10),
+            dns: berth_runtime::pod::Dns::from_host(),
+            insecure_registries: self.insecure_registry.clone(),
+            restart_backoff: self.restart_backoff,
+        })
+    }
+}
+
+async fn run_agent(args: AgentArgs) -> anyhow::Result<()> {
+    if !nix::unistd::geteuid().is_root() {
+        anyhow::bail!(
+            "berth agent needs root (it makes namespaces, cgroups and mounts); run it with sudo"
+        );
+    }
+    let data_dir = args.data_dir.unwrap_or_else(berth_cli::default_data_dir);
+    let ca = match &args.ca_file {
+        Some(f) => {
+            Some(std::fs::read_to_string(f).with_context(|| format!("--ca-file {}", f.display()))?)
+        }
+        None => None,
+    };
+    let client = berth_client::Client::with_ca(&args.server, &args.token, ca.as_deref())?;
+    let cfg = args.node.agent_config(&data_dir)?;
+    println!("berth agent {} joining {}", cfg.node_name, args.server);
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let agent = tokio::spawn(berth_agent::run(client, cfg, stop));
+    tokio::select! {
+        r = agent => r.context("the agent panicked")??,
+        _ = wait_for_signal() => {
+            let _ = stop_tx.send(true);
+            println!("stopping (pods keep running; the next start adopts them)");
+        }
+    }
+    Ok(())
 }
 
 /// `7d`, `12h`, `30m`, `45s`.
@@ -91,7 +201,24 @@ async fn run_server(args: ServerArgs, all_in_one: bool) -> anyhow::Result<()> {
     let mut opts = ServerOptions::new(&data_dir);
     opts.listen = args.api_listen;
     opts.retention = args.history_retention;
+    opts.scheduler = Some(args.scheduling);
     let server = start(opts).await?;
+    let (agent_stop, agent_stop_rx) = tokio::sync::watch::channel(false);
+    if all_in_one {
+        if !nix::unistd::geteuid().is_root() {
+            anyhow::bail!(
+                "berth up runs pods, which needs root (namespaces, cgroups, mounts); run it with sudo, or run `berth server` for the control plane alone"
+            );
+        }
+        let cfg = args.node.agent_config(&data_dir)?;
+        let client =
+            berth_client::Client::with_ca(&server.url, &server.token, Some(&server.ca_pem))?;
+        tokio::spawn(async move {
+            if let Err(e) = berth_agent::run(client, cfg, agent_stop_rx).await {
+                eprintln!("error: the node agent stopped: {e:#}");
+            }
+        });
+    }
     let ready_ms = started.elapsed().as_millis();
     tracing::info!(url = %server.url, data_dir = %data_dir.display(), ready_ms = ready_ms as u64, "berth is ready");
     let role = if all_in_one {
@@ -130,6 +257,7 @@ async fn run_server(args: ServerArgs, all_in_one: bool) -> anyhow::Result<()> {
     println!("Press Ctrl-C to stop.");
     wait_for_signal().await;
     println!("stopping...");
+    let _ = agent_stop.send(true);
     server.shutdown().await;
     Ok(())
 }
@@ -195,6 +323,7 @@ pub fn main() -> ExitCode {
             }
             Cmd::Up(a) => run_server(a, true).await.map(|_| 0),
             Cmd::Server(a) => run_server(a, false).await.map(|_| 0),
+            Cmd::Agent(a) => run_agent(a).await.map(|_| 0),
             Cmd::Verb(v) => {
                 let mut out = std::io::stdout().lock();
                 berth_cli::run(&cli.conn, v, &mut out).await

@@ -28,12 +28,9 @@ pub const EXEC_ROLE: &str = "__exec";
 /// The one container of a `berth run` pod.
 const MAIN: &str = "main";
 
-/// Where local containers live and which network they join.
+/// Which network this machine's pods join.
 #[derive(Args, Debug, Clone)]
-pub struct LocalArgs {
-    /// Where images and containers live
-    #[arg(long, value_name = "DIR", env = "BERTH_DATA_DIR")]
-    pub data_dir: Option<PathBuf>,
+pub struct NetArgs {
     /// The bridge pods attach to
     #[arg(
         long,
@@ -52,6 +49,16 @@ pub struct LocalArgs {
     pub pod_cidr: String,
 }
 
+/// Where local containers live and which network they join.
+#[derive(Args, Debug, Clone)]
+pub struct LocalArgs {
+    /// Where images and containers live
+    #[arg(long, value_name = "DIR", env = "BERTH_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub net: NetArgs,
+}
+
 impl LocalArgs {
     fn data(&self) -> PathBuf {
         self.data_dir
@@ -61,7 +68,14 @@ impl LocalArgs {
 
     /// The runtime over this data dir and network.
     pub fn runtime(&self) -> anyhow::Result<Runtime> {
-        let data = self.data();
+        self.net.runtime(&self.data())
+    }
+}
+
+impl NetArgs {
+    /// The runtime over `data` and this network.
+    pub fn runtime(&self, data: &Path) -> anyhow::Result<Runtime> {
+        let data = data.to_path_buf();
         let range: Ipv4Net = self
             .pod_cidr
             .parse()

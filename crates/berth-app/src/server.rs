@@ -1,4 +1,5 @@
-//! Starting and stopping the control plane: store, API server, garbage collector, kubeconfig.
+//! Starting and stopping the control plane: store, API server, garbage collector, scheduler,
+//! kubeconfig.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -21,6 +22,9 @@ pub struct ServerOptions {
     /// Serve HTTPS with the cluster CA (default). Plain HTTP is for debugging: kubectl does
     /// not send tokens over it.
     pub tls: bool,
+    /// The scheduler, and how it places pods that name no strategy; `None` runs none (the
+    /// API server alone, as kube-apiserver without its scheduler).
+    pub scheduler: Option<berth_scheduler::Strategy>,
 }
 
 impl ServerOptions {
@@ -31,6 +35,7 @@ impl ServerOptions {
             retention: Duration::from_secs(7 * 24 * 3600),
             bookmark_interval: Duration::from_secs(5),
             tls: true,
+            scheduler: Some(berth_scheduler::Strategy::Spread),
         }
     }
 }
@@ -195,8 +200,15 @@ pub async fn start(opts: ServerOptions) -> anyhow::Result<RunningServer> {
     }));
     tasks.push(tokio::spawn(berth_apiserver::gc::run(
         api.registry.clone(),
-        stop_rx,
+        stop_rx.clone(),
     )));
+    if let Some(strategy) = opts.scheduler {
+        tasks.push(tokio::spawn(berth_apiserver::scheduler::run(
+            api.registry.clone(),
+            strategy,
+            stop_rx,
+        )));
+    }
     Ok(RunningServer {
         addr,
         url,

@@ -103,6 +103,16 @@ pub enum Verb {
         /// Succeed when the object does not exist
         #[arg(long)]
         ignore_not_found: bool,
+        /// Seconds a pod gets to stop (default: its terminationGracePeriodSeconds); 0 with
+        /// --force removes it from the API at once, whatever still runs
+        #[arg(long, value_name = "SECONDS", allow_negative_numbers = true, default_value_t = -1)]
+        grace_period: i64,
+        /// With --grace-period=0: do not wait for the node to confirm the pod stopped
+        #[arg(long)]
+        force: bool,
+        /// Wait until the objects are gone (pods: stopped by their node)
+        #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+        wait: bool,
     },
     /// Show what `apply -f` would change, as a unified diff (exit code 1 when it would)
     Diff {
@@ -327,7 +337,15 @@ pub async fn run(conn: &Conn, verb: Verb, out: &mut dyn Write) -> anyhow::Result
             files,
             cascade,
             ignore_not_found,
+            grace_period,
+            force,
+            wait,
         } => {
+            if grace_period == 0 && !force {
+                bail!(
+                    "--grace-period=0 removes pods without waiting for their node to stop them; add --force to do that, or give a grace period of 1 or more"
+                );
+            }
             let ctx = connect(conn)?;
             let policy = match cascade {
                 Cascade::Background => "Background",
@@ -369,11 +387,20 @@ pub async fn run(conn: &Conn, verb: Verb, out: &mut dyn Write) -> anyhow::Result
                         kind,
                         ns.as_deref(),
                         &name,
-                        &format!("propagationPolicy={policy}"),
+                        &if grace_period >= 0 {
+                            format!("propagationPolicy={policy}&gracePeriodSeconds={grace_period}")
+                        } else {
+                            format!("propagationPolicy={policy}")
+                        },
                     )
                     .await
                 {
-                    Ok(_) => writeln!(out, "{}/{} deleted", kind.qualified_singular(), name)?,
+                    Ok(gone) => {
+                        writeln!(out, "{}/{} deleted", kind.qualified_singular(), name)?;
+                        if wait {
+                            wait_deleted(&ctx.client, kind, ns.as_deref(), &name, &gone).await?;
+                        }
+                    }
                     Err(e) if e.code() == Some(404) && ignore_not_found => {}
                     Err(e) => {
                         eprintln!("{}", describe_error(&e.into()));
@@ -536,7 +563,7 @@ async fn get(
                 .as_str()
                 .unwrap_or("0")
                 .to_string();
-            print_objects(kind, &objects, output, show_ns, false, out)?;
+            print_objects(kind, &objects, output, show_ns, false, false, out)?;
             out.flush()?;
             let mut wq = q.clone();
             wq.push(format!("resourceVersion={rv}"));
@@ -551,13 +578,14 @@ async fn get(
                 if ev.typ == "BOOKMARK" {
                     continue;
                 }
-                print_objects(kind, &[ev.object], output, show_ns, true, out)?;
+                print_objects(kind, &[ev.object], output, show_ns, true, true, out)?;
                 out.flush()?;
             }
             return Ok(0);
         }
     }
-    print_objects(kind, &objects, output, show_ns, false, out)?;
+    let single = names.len() == 1;
+    print_objects(kind, &objects, output, show_ns, false, single, out)?;
     Ok(0)
 }
 
@@ -567,11 +595,14 @@ fn print_objects(
     output: Option<Output>,
     show_ns: bool,
     no_headers: bool,
+    single: bool,
     out: &mut dyn Write,
 ) -> anyhow::Result<()> {
     match output {
         Some(Output::Yaml) | Some(Output::Json) => {
-            let v = if objects.len() == 1 && no_headers || objects.len() == 1 {
+            // One object asked for by name (or one watch event) prints as itself; a listing
+            // is always a List, as kubectl prints it.
+            let v = if objects.len() == 1 && (no_headers || single) {
                 objects[0].clone()
             } else {
                 json!({"apiVersion": "v1", "kind": "List", "items": objects, "metadata": {"resourceVersion": ""}})
@@ -968,4 +999,39 @@ async fn history(
         prev = cur;
     }
     Ok(0)
+}
+
+/// Waits until an object deleted is gone (or replaced by a new one of the same name): a pod
+/// stops within its grace period, a namespace once empty.
+async fn wait_deleted(
+    client: &Client,
+    kind: &ResourceKind,
+    ns: Option<&str>,
+    name: &str,
+    deleted: &serde_json::Value,
+) -> anyhow::Result<()> {
+    let uid = deleted["metadata"]["uid"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    let grace = deleted["metadata"]["deletionGracePeriodSeconds"]
+        .as_u64()
+        .unwrap_or(0);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(grace + 60);
+    loop {
+        match client.get(kind, ns, name).await {
+            Err(e) if e.code() == Some(404) => return Ok(()),
+            Ok(o) if o["metadata"]["uid"].as_str() != Some(uid.as_str()) => return Ok(()),
+            _ => {}
+        }
+        if std::time::Instant::now() > deadline {
+            bail!(
+                "{}/{name} is still being deleted after {} s; `berth get {} {name} -o yaml` shows what holds it",
+                kind.qualified_singular(),
+                grace + 60,
+                kind.plural
+            );
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 }

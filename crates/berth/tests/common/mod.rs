@@ -14,20 +14,33 @@ pub struct BerthProcess {
     pub url: String,
     pub data_dir: PathBuf,
     pub ready_after: Duration,
+    /// For `up`: the node's own bridge and pod range (removed on drop).
+    pub net: Option<(String, String)>,
 }
 
 impl BerthProcess {
     /// Starts `berth ROLE --data-dir DIR --api-listen 127.0.0.1:0` and waits for "ready".
     pub fn start(role: &str, data_dir: &Path) -> BerthProcess {
+        Self::start_with(role, data_dir, &[])
+    }
+
+    /// As `start`, with more arguments. `up` gets a bridge and pod range of its own.
+    pub fn start_with(role: &str, data_dir: &Path, extra: &[&str]) -> BerthProcess {
         let started = Instant::now();
-        let mut child = Command::new(BIN)
-            .args([
-                role,
-                "--data-dir",
-                data_dir.to_str().unwrap(),
-                "--api-listen",
-                "127.0.0.1:0",
-            ])
+        let net = (role == "up").then(berth_testkit::unique_net);
+        let mut cmd = Command::new(BIN);
+        cmd.args([
+            role,
+            "--data-dir",
+            data_dir.to_str().unwrap(),
+            "--api-listen",
+            "127.0.0.1:0",
+        ])
+        .args(extra);
+        if let Some((bridge, cidr)) = &net {
+            cmd.env("BERTH_BRIDGE", bridge).env("BERTH_POD_CIDR", cidr);
+        }
+        let mut child = cmd
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -55,6 +68,7 @@ impl BerthProcess {
             url,
             data_dir: data_dir.to_path_buf(),
             ready_after: started.elapsed(),
+            net,
         }
     }
 
@@ -101,6 +115,25 @@ impl Drop for BerthProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if let Some((bridge, cidr)) = &self.net {
+            // The node's pods (their shims outlive it), then its network.
+            let rt = berth_runtime::pod::Runtime {
+                root: self.data_dir.clone(),
+                network: berth_runtime::net::Network {
+                    bridge: bridge.clone(),
+                    range: cidr.parse().unwrap(),
+                    ipam_dir: self.data_dir.join("ipam").join(bridge),
+                    netns_dir: self.data_dir.join("netns"),
+                    blackholes: vec![],
+                },
+                shim_command: vec![BIN.into(), "__shim".into()],
+                cgroup_parent: "/berth".into(),
+            };
+            for id in rt.pod_ids() {
+                let _ = rt.remove_pod(&id);
+            }
+            let _ = rt.network.remove_bridge();
+        }
     }
 }
 

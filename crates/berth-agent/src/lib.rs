@@ -1,0 +1,319 @@
+//! The node agent (berth's kubelet): registers its Node, renews its Lease, watches the pods
+//! bound to it, runs them through the runtime, and reports their status as Kubernetes does.
+//!
+//! Invariants:
+//! - The agent talks to the control plane only through the API (the same HTTPS client any
+//!   remote node uses), so `berth up` and a multi-node cluster run the same code.
+//! - Each pod has one worker task; only it touches that pod's sandbox, so runtime calls for
+//!   one pod never interleave. Runtime calls block (sockets, mounts), so they run on tokio's
+//!   blocking pool.
+//! - On start it adopts the pods whose shims still run and removes the ones the API no
+//!   longer binds to this node.
+
+mod pods;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use berth_api::kinds::resolve;
+use berth_client::Client;
+use berth_runtime::pod::{Dns, Runtime};
+use serde_json::{Value, json};
+use tokio::sync::{mpsc, watch};
+
+/// What an agent needs.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    pub node_name: String,
+    /// The node's address others reach it at.
+    pub node_ip: String,
+    pub runtime: Runtime,
+    /// Where images live.
+    pub data_dir: PathBuf,
+    /// The command that runs exec (the `berth` binary and its hidden role).
+    pub exec_command: Vec<String>,
+    /// How long the Node's Lease lasts; it is renewed every fifth of that.
+    pub lease_duration: Duration,
+    /// Resolvers for pods (cluster DNS later; the host's by default).
+    pub dns: Dns,
+    /// Registries spoken to over plain HTTP when pulling.
+    pub insecure_registries: Vec<String>,
+    /// The first crash-loop (and image pull) back-off; it doubles up to 5 min. Kubernetes
+    /// uses 10 s.
+    pub restart_backoff: Duration,
+}
+
+fn micro_time_now() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    // MicroTime: RFC 3339 with microseconds.
+    let s = berth_api::timefmt::rfc3339_nanos_from_nanos(nanos - nanos % 1000);
+    s.replacen("000Z", "Z", 1)
+}
+
+fn memory_bytes() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        })
+        .map_or(0, |kib| kib * 1024)
+}
+
+fn node_status(cfg: &AgentConfig) -> Value {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let memory = memory_bytes();
+    let now = berth_api::timefmt::rfc3339_from_nanos(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64),
+    );
+    let capacity =
+        json!({"cpu": cpus.to_string(), "memory": format!("{}Ki", memory / 1024), "pods": "110"});
+    json!({
+        "capacity": capacity,
+        "allocatable": capacity,
+        "addresses": [
+            {"type": "InternalIP", "address": cfg.node_ip},
+            {"type": "Hostname", "address": cfg.node_name},
+        ],
+        "conditions": [{
+            "type": "Ready", "status": "True", "reason": "KubeletReady",
+            "message": "berth agent is posting ready status",
+            "lastHeartbeatTime": now, "lastTransitionTime": now,
+        }],
+        "nodeInfo": {
+            "kubeletVersion": concat!("v1.32.0-berth.", env!("CARGO_PKG_VERSION")),
+            "containerRuntimeVersion": concat!("berth://", env!("CARGO_PKG_VERSION")),
+            "operatingSystem": "linux",
+            "architecture": std::env::consts::ARCH,
+            "osImage": "berth",
+        },
+    })
+}
+
+/// Creates or refreshes the Node object.
+async fn register(client: &Client, cfg: &AgentConfig) -> anyhow::Result<()> {
+    let nodes = resolve("nodes").context("node kind")?;
+    let name = &cfg.node_name;
+    let mut labels = serde_json::Map::new();
+    labels.insert("kubernetes.io/hostname".into(), json!(name));
+    labels.insert("kubernetes.io/os".into(), json!("linux"));
+    let node = json!({
+        "apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": name, "labels": labels},
+        "spec": {"podCIDR": cfg.runtime.network.range.to_string()},
+    });
+    match client.create(nodes, None, &node, "").await {
+        Ok(_) => {}
+        Err(e) if e.code() == Some(409) => {}
+        Err(e) => return Err(e).context("cannot register the node"),
+    }
+    patch_status(
+        client,
+        nodes,
+        None,
+        name,
+        &json!({"status": node_status(cfg)}),
+    )
+    .await
+    .context("cannot report the node's status")?;
+    Ok(())
+}
+
+/// A merge patch of an object's status subresource.
+pub(crate) async fn patch_status(
+    client: &Client,
+    kind: &berth_api::ResourceKind,
+    ns: Option<&str>,
+    name: &str,
+    patch: &Value,
+) -> Result<Value, berth_client::ClientError> {
+    let path = format!("{}/status", Client::object_path(kind, ns, name));
+    client
+        .json(
+            berth_client::Method::PATCH,
+            &path,
+            Some((
+                "application/merge-patch+json",
+                serde_json::to_vec(patch).unwrap_or_default(),
+            )),
+        )
+        .await
+}
+
+/// Renews the node's Lease (creating it first), and its Ready status now and then.
+async fn heartbeat(client: Client, cfg: AgentConfig, mut stop: watch::Receiver<bool>) {
+    let Some(leases) = resolve("leases") else {
+        return;
+    };
+    let ns = "kube-node-lease";
+    let every = cfg.lease_duration / 5;
+    let mut beats: u64 = 0;
+    loop {
+        let renew = json!({"spec": {"holderIdentity": cfg.node_name, "leaseDurationSeconds": cfg.lease_duration.as_secs().max(1), "renewTime": micro_time_now()}});
+        let r = client
+            .patch(
+                leases,
+                Some(ns),
+                &cfg.node_name,
+                "application/merge-patch+json",
+                &renew,
+                "",
+            )
+            .await;
+        if let Err(e) = r {
+            if e.code() == Some(404) {
+                let mut lease = renew.clone();
+                lease["apiVersion"] = json!("coordination.k8s.io/v1");
+                lease["kind"] = json!("Lease");
+                lease["metadata"] = json!({"name": cfg.node_name, "namespace": ns});
+                if let Err(e) = client.create(leases, Some(ns), &lease, "").await {
+                    tracing::warn!(error = %e, "cannot create the node's lease");
+                }
+            } else {
+                tracing::warn!(error = %e, "cannot renew the node's lease");
+            }
+        }
+        beats += 1;
+        // The Node's own status (Ready, heartbeat) about every 30 s, as kubelet does when
+        // nothing changed.
+        if beats.is_multiple_of(((30 * 5) / cfg.lease_duration.as_secs().max(1)).max(1))
+            && let Err(e) = register(&client, &cfg).await
+        {
+            tracing::warn!(error = %e, "cannot refresh the node's status");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// Runs the agent until `stop` turns true.
+pub async fn run(
+    client: Client,
+    cfg: AgentConfig,
+    mut stop: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let rt = cfg.runtime.clone();
+    let recovered = tokio::task::spawn_blocking(move || rt.recover())
+        .await
+        .context("recovery panicked")??;
+    if !recovered.cleaned.is_empty() {
+        tracing::info!(pods = ?recovered.cleaned, "removed what pods whose shim had died left behind");
+    }
+    register(&client, &cfg).await?;
+    tokio::spawn(heartbeat(client.clone(), cfg.clone(), stop.clone()));
+    let pods_kind = resolve("pods").context("pod kind")?;
+    let selector = format!(
+        "fieldSelector={}",
+        berth_client::encode_query(&format!("spec.nodeName={}", cfg.node_name))
+    );
+    let shared = Arc::new(pods::Shared::new(client.clone(), cfg.clone()));
+    let mut workers: HashMap<String, mpsc::UnboundedSender<pods::Update>> = HashMap::new();
+    let mut adopted: Vec<String> = recovered.adopted;
+    loop {
+        // List, then watch from the list's revision; a broken watch lists again.
+        let list = match client.list(pods_kind, None, &selector).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list this node's pods; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                    _ = stop.changed() => break,
+                }
+            }
+        };
+        let rv = list["metadata"]["resourceVersion"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        let items = list["items"].as_array().cloned().unwrap_or_default();
+        let listed: Vec<String> = items
+            .iter()
+            .filter_map(|p| p["metadata"]["uid"].as_str().map(String::from))
+            .collect();
+        for p in items {
+            dispatch(&shared, &mut workers, pods::Update::Pod(p));
+        }
+        // Pods this node runs that the API no longer binds here: gone while we were away.
+        for uid in workers.keys().cloned().collect::<Vec<_>>() {
+            if !listed.contains(&uid) {
+                dispatch_gone(&mut workers, &uid);
+            }
+        }
+        for uid in std::mem::take(&mut adopted) {
+            if !listed.contains(&uid) {
+                let s = shared.clone();
+                tokio::spawn(async move { s.remove_sandbox(uid).await });
+            }
+        }
+        let mut stream = match client
+            .watch(
+                pods_kind,
+                None,
+                &format!("{selector}&resourceVersion={rv}&allowWatchBookmarks=true"),
+            )
+            .await
+        {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch this node's pods; listing again");
+                continue;
+            }
+        };
+        loop {
+            tokio::select! {
+                ev = stream.next() => match ev {
+                    Ok(Some(ev)) => match ev.typ.as_str() {
+                        "ADDED" | "MODIFIED" => dispatch(&shared, &mut workers, pods::Update::Pod(ev.object)),
+                        "DELETED" => {
+                            if let Some(uid) = ev.object["metadata"]["uid"].as_str() {
+                                dispatch_gone(&mut workers, uid);
+                            }
+                        }
+                        _ => {}
+                    },
+                    _ => break,
+                },
+                _ = stop.changed() => return Ok(()),
+            }
+        }
+    }
+    Ok(())
+}
+
+fn dispatch(
+    shared: &Arc<pods::Shared>,
+    workers: &mut HashMap<String, mpsc::UnboundedSender<pods::Update>>,
+    update: pods::Update,
+) {
+    let pods::Update::Pod(p) = &update else {
+        return;
+    };
+    let Some(uid) = p["metadata"]["uid"].as_str().map(String::from) else {
+        return;
+    };
+    if let Some(tx) = workers.get(&uid)
+        && tx.send(update.clone()).is_ok()
+    {
+        return;
+    }
+    let (tx, rx) = mpsc::unbounded_channel();
+    let _ = tx.send(update);
+    workers.insert(uid.clone(), tx);
+    tokio::spawn(pods::worker(shared.clone(), uid, rx));
+}
+
+fn dispatch_gone(workers: &mut HashMap<String, mpsc::UnboundedSender<pods::Update>>, uid: &str) {
+    if let Some(tx) = workers.remove(uid) {
+        let _ = tx.send(pods::Update::Gone);
+    }
+}

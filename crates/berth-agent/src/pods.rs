@@ -1,0 +1,948 @@
+//! One worker per pod: makes the runtime match the pod's spec (sandbox, containers, restarts
+//! with back-off), reports the pod's status, and stops the pod gracefully when it is deleted.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use berth_api::kinds::resolve;
+use berth_client::Client;
+use berth_image::{ImageConfig, ImageStore};
+use berth_runtime::ContainerSpec;
+use berth_runtime::pod::{ContainerConfig, PodConfig, RuntimeError};
+use berth_runtime::shim::{ContainerState, Status};
+use berth_runtime::spec::Mount;
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+use crate::AgentConfig;
+
+#[derive(Debug, Clone)]
+pub(crate) enum Update {
+    Pod(Value),
+    Gone,
+}
+
+pub(crate) struct Shared {
+    client: Client,
+    cfg: AgentConfig,
+}
+
+/// Kubernetes' crash-loop back-off: restart at once the first time, then wait 10 s, 20 s,
+/// ... up to 5 min; a container that ran 10 min starts over.
+pub const BACKOFF_MAX: Duration = Duration::from_secs(300);
+
+impl Shared {
+    pub(crate) fn new(client: Client, cfg: AgentConfig) -> Shared {
+        Shared { client, cfg }
+    }
+
+    pub(crate) async fn remove_sandbox(&self, uid: String) {
+        let rt = self.cfg.runtime.clone();
+        let r = tokio::task::spawn_blocking(move || rt.remove_pod(&uid)).await;
+        if let Ok(Err(e)) = r {
+            tracing::warn!(error = %e, "cannot remove a pod's sandbox");
+        }
+    }
+}
+
+/// What the worker remembers of one container between passes.
+#[derive(Debug, Default, Clone)]
+struct Track {
+    restarts: u32,
+    /// Not restarted before this.
+    backoff_until: Option<Instant>,
+    backoff: Duration,
+    /// The previous run's `terminated` state.
+    last_state: Option<Value>,
+    /// Why it is not running (image, creation errors).
+    waiting: Option<(String, String)>,
+    image_id: String,
+}
+
+/// An image resolved (or not) for one container, and when to try again after a failure.
+struct Pulled {
+    image: String,
+    result: Result<Image, (String, String)>,
+    retry_at: Instant,
+    backoff: Duration,
+    failures: u32,
+}
+
+/// An image ready to run.
+#[derive(Clone)]
+struct Image {
+    layers: Vec<PathBuf>,
+    config: ImageConfig,
+    host: bool,
+    id: String,
+}
+
+fn s<'a>(v: &'a Value, ptr: &str) -> &'a str {
+    v.pointer(ptr).and_then(Value::as_str).unwrap_or("")
+}
+
+fn now_rfc3339() -> String {
+    rfc3339(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64),
+    )
+}
+
+fn rfc3339(nanos: u64) -> String {
+    berth_api::timefmt::rfc3339_from_nanos(nanos)
+}
+
+async fn resolve_image(
+    shared: &Shared,
+    image: &str,
+    policy: &str,
+) -> Result<Image, (String, String)> {
+    let data = shared.cfg.data_dir.join("images");
+    if image == berth_runtime::host::NAME {
+        let layer = berth_runtime::host::layer(&data).map_err(|e| {
+            (
+                "CreateContainerError".to_string(),
+                format!("the host image: {e}"),
+            )
+        })?;
+        return Ok(Image {
+            layers: vec![layer],
+            config: ImageConfig {
+                env: vec![format!("PATH={}", berth_runtime::host::PATH)],
+                ..Default::default()
+            },
+            host: true,
+            id: "berth://host".into(),
+        });
+    }
+    let store = ImageStore::open(&data).map_err(|e| ("ErrImagePull".to_string(), e.to_string()))?;
+    let local = store.resolve(image);
+    let record = match (local, policy) {
+        (Ok(r), p) if p != "Always" => r,
+        (Err(e), "Never") => {
+            return Err((
+                "ErrImageNeverPull".into(),
+                format!(
+                    "Container image \"{image}\" is not present with pull policy of Never: {e}"
+                ),
+            ));
+        }
+        (_, _) => {
+            let reference = berth_image::Reference::parse(image)
+                .map_err(|e| ("InvalidImageName".to_string(), e.to_string()))?;
+            let opts = berth_image::registry::PullOptions {
+                insecure: shared.cfg.insecure_registries.clone(),
+                parallel: 3,
+                ..Default::default()
+            };
+            match berth_image::registry::pull(&store, &reference, &opts, &|_| {}).await {
+                Ok(r) => r,
+                Err(e) => {
+                    // A pull that fails but leaves a usable local copy (IfNotPresent raced,
+                    // or Always with the registry down) still runs, as kubelet does not.
+                    return Err(("ErrImagePull".into(), e.to_string()));
+                }
+            }
+        }
+    };
+    let layers = record
+        .layers
+        .iter()
+        .map(|l| store.layer_dir(l))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| ("ErrImagePull".to_string(), e.to_string()))?;
+    Ok(Image {
+        layers,
+        config: record.config.clone(),
+        host: false,
+        id: record.config_digest.to_string(),
+    })
+}
+
+/// Files of a ConfigMap or Secret volume.
+async fn projected(
+    client: &Client,
+    ns: &str,
+    vol: &Value,
+) -> Result<Vec<berth_runtime::volumes::File>, String> {
+    let (kind, name, secret) = if let Some(cm) = vol.get("configMap") {
+        ("configmaps", s(cm, "/name"), false)
+    } else if let Some(sec) = vol.get("secret") {
+        ("secrets", s(sec, "/secretName"), true)
+    } else {
+        return Ok(Vec::new());
+    };
+    let src = vol
+        .get("configMap")
+        .or_else(|| vol.get("secret"))
+        .cloned()
+        .unwrap_or_default();
+    let mode = src
+        .get("defaultMode")
+        .and_then(Value::as_u64)
+        .unwrap_or(0o644) as u32;
+    let k = resolve(kind).ok_or("kind")?;
+    let obj = client
+        .get(k, Some(ns), name)
+        .await
+        .map_err(|e| format!("{kind} \"{name}\": {e}"))?;
+    let mut files = Vec::new();
+    let mut add = |key: &str, bytes: Vec<u8>| {
+        let items = src.get("items").and_then(Value::as_array);
+        match items {
+            Some(items) => {
+                for it in items.iter().filter(|i| s(i, "/key") == key) {
+                    files.push(berth_runtime::volumes::File {
+                        path: s(it, "/path").to_string(),
+                        contents: bytes.clone(),
+                        mode: it
+                            .get("mode")
+                            .and_then(Value::as_u64)
+                            .map_or(mode, |m| m as u32),
+                    });
+                }
+            }
+            None => files.push(berth_runtime::volumes::File {
+                path: key.to_string(),
+                contents: bytes,
+                mode,
+            }),
+        }
+    };
+    if let Some(data) = obj.get("data").and_then(Value::as_object) {
+        for (k, v) in data {
+            let text = v.as_str().unwrap_or("");
+            let bytes = if secret {
+                berth_api::validate::base64_decode(text).unwrap_or_default()
+            } else {
+                text.as_bytes().to_vec()
+            };
+            add(k, bytes);
+        }
+    }
+    if let Some(data) = obj.get("binaryData").and_then(Value::as_object) {
+        for (k, v) in data {
+            add(
+                k,
+                berth_api::validate::base64_decode(v.as_str().unwrap_or("")).unwrap_or_default(),
+            );
+        }
+    }
+    Ok(files)
+}
+
+fn quantity(v: &Value, ptr: &str) -> Option<berth_api::quantity::Quantity> {
+    v.pointer(ptr).and_then(|q| match q {
+        Value::String(s) => berth_api::quantity::Quantity::parse(s).ok(),
+        Value::Number(n) => berth_api::quantity::Quantity::parse(&n.to_string()).ok(),
+        _ => None,
+    })
+}
+
+/// The runtime's view of one of the pod's containers.
+fn container_config(
+    pod: &Value,
+    c: &Value,
+    image: &Image,
+    pod_ip: &str,
+    node: &str,
+    volumes: &HashMap<String, PathBuf>,
+    attempt: u32,
+) -> Result<ContainerConfig, String> {
+    let strings = |ptr: &str| -> Vec<String> {
+        c.pointer(ptr)
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|x| x.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let argv = image.config.argv(&strings("/command"), &strings("/args"));
+    if argv.is_empty() {
+        return Err("the image names no command and the container gives none".into());
+    }
+    let mut env = Vec::new();
+    for e in c.get("env").and_then(Value::as_array).into_iter().flatten() {
+        let name = s(e, "/name").to_string();
+        let value = if let Some(v) = e.get("value").and_then(Value::as_str) {
+            v.to_string()
+        } else {
+            match s(e, "/valueFrom/fieldRef/fieldPath") {
+                "metadata.name" => s(pod, "/metadata/name").to_string(),
+                "metadata.namespace" => s(pod, "/metadata/namespace").to_string(),
+                "metadata.uid" => s(pod, "/metadata/uid").to_string(),
+                "spec.nodeName" => node.to_string(),
+                "status.podIP" => pod_ip.to_string(),
+                _ => String::new(),
+            }
+        };
+        env.push((name, value));
+    }
+    let env = image.config.env_with(&env);
+    let sc = c.get("securityContext").cloned().unwrap_or_default();
+    let psc = pod
+        .pointer("/spec/securityContext")
+        .cloned()
+        .unwrap_or_default();
+    let etc = if image.host {
+        PathBuf::from("/etc")
+    } else {
+        berth_runtime::user::image_etc(&image.layers)
+    };
+    let (mut uid, mut gid) = berth_runtime::user::resolve(&image.config.user, &etc)?;
+    if let Some(u) = sc
+        .get("runAsUser")
+        .or_else(|| psc.get("runAsUser"))
+        .and_then(Value::as_u64)
+    {
+        uid = u as u32;
+    }
+    if let Some(g) = sc
+        .get("runAsGroup")
+        .or_else(|| psc.get("runAsGroup"))
+        .and_then(Value::as_u64)
+    {
+        gid = g as u32;
+    }
+    let mut mounts = if image.host {
+        berth_runtime::host::mounts()
+    } else {
+        Vec::new()
+    };
+    for m in c
+        .get("volumeMounts")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let name = s(m, "/name");
+        let src = volumes
+            .get(name)
+            .ok_or_else(|| format!("volume mount {name:?}: the pod has no such volume"))?;
+        let mut source = src.clone();
+        let sub = s(m, "/subPath");
+        if !sub.is_empty() {
+            source = source.join(sub);
+        }
+        mounts.push(Mount {
+            destination: s(m, "/mountPath").to_string(),
+            source: source.display().to_string(),
+            read_only: m.get("readOnly").and_then(Value::as_bool).unwrap_or(false),
+        });
+    }
+    let wd = s(c, "/workingDir");
+    Ok(ContainerConfig {
+        name: s(c, "/name").to_string(),
+        layers: image.layers.clone(),
+        spec: ContainerSpec {
+            argv,
+            env,
+            cwd: if wd.is_empty() {
+                image.config.working_dir.clone()
+            } else {
+                wd.to_string()
+            },
+            uid,
+            gid,
+            hostname: String::new(),
+            read_only_root: sc
+                .get("readOnlyRootFilesystem")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
+            memory_limit: quantity(c, "/resources/limits/memory")
+                .map_or(0, |q| q.units_ceil().max(0) as u64),
+            cpu_limit_millis: quantity(c, "/resources/limits/cpu")
+                .map_or(0, |q| q.millis().max(0) as u64),
+            cpu_request_millis: quantity(c, "/resources/requests/cpu")
+                .map_or(0, |q| q.millis().max(0) as u64),
+            pids_limit: 0,
+            mounts,
+            ..Default::default()
+        },
+        attempt,
+        host_root: image.host,
+    })
+}
+
+fn should_restart(policy: &str, st: &ContainerState) -> bool {
+    match policy {
+        "Never" => false,
+        "OnFailure" => st.exit_code != Some(0),
+        _ => true,
+    }
+}
+
+fn terminated(uid: &str, st: &ContainerState) -> Value {
+    let mut t = json!({
+        "exitCode": st.exit_code.unwrap_or(0),
+        "reason": st.reason.clone().unwrap_or_default(),
+        "containerID": format!("berth://{uid}/{}", st.name),
+    });
+    if let Some(sig) = st.signal {
+        t["signal"] = json!(sig);
+    }
+    if let Some(at) = st.started_at {
+        t["startedAt"] = json!(rfc3339(at));
+    }
+    if let Some(at) = st.finished_at {
+        t["finishedAt"] = json!(rfc3339(at));
+    }
+    t
+}
+
+/// One pass: the runtime made to match the spec. Blocking.
+#[allow(clippy::too_many_arguments)]
+fn sync_blocking(
+    cfg: &AgentConfig,
+    pod: &Value,
+    images: &HashMap<String, Result<Image, (String, String)>>,
+    projected_files: &HashMap<String, Vec<berth_runtime::volumes::File>>,
+    tracks: &mut HashMap<String, Track>,
+    backoff_initial: Duration,
+) -> Result<(String, Vec<ContainerState>), String> {
+    let rt = &cfg.runtime;
+    let uid = s(pod, "/metadata/uid").to_string();
+    let record = match rt.pod(&uid) {
+        Ok(r) => r,
+        Err(RuntimeError::NoPod(_)) => {
+            let hostname = match s(pod, "/spec/hostname") {
+                "" => s(pod, "/metadata/name"),
+                h => h,
+            };
+            rt.run_pod(&PodConfig {
+                id: uid.clone(),
+                name: s(pod, "/metadata/name").to_string(),
+                namespace: s(pod, "/metadata/namespace").to_string(),
+                hostname: hostname.to_string(),
+                dns: cfg.dns.clone(),
+                annotations: Default::default(),
+            })
+            .map_err(|e| e.to_string())?
+        }
+        Err(e) => return Err(e.to_string()),
+    };
+    let pod_ip = record.network.ip.to_string();
+    // Volumes: made once per pod, refreshed projections every pass.
+    let dir = rt.pod_dir(&uid);
+    let mut volumes = HashMap::new();
+    for v in pod
+        .pointer("/spec/volumes")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let name = s(v, "/name").to_string();
+        let path = if let Some(ed) = v.get("emptyDir") {
+            let memory = s(ed, "/medium") == "Memory";
+            let limit = quantity(ed, "/sizeLimit").map_or(0, |q| q.units_ceil().max(0) as u64);
+            berth_runtime::volumes::empty_dir(&dir, &name, memory, limit)
+                .map_err(|e| e.to_string())?
+        } else if let Some(hp) = v.get("hostPath") {
+            let p = PathBuf::from(s(hp, "/path"));
+            if matches!(s(hp, "/type"), "DirectoryOrCreate") {
+                let _ = std::fs::create_dir_all(&p);
+            }
+            p
+        } else if let Some(files) = projected_files.get(&name) {
+            let p = dir.join("volumes").join(&name);
+            berth_runtime::volumes::project(&p, files).map_err(|e| e.to_string())?;
+            p
+        } else {
+            continue;
+        };
+        volumes.insert(name, path);
+    }
+    let policy = s(pod, "/spec/restartPolicy").to_string();
+    let node = s(pod, "/spec/nodeName").to_string();
+    let mut states: HashMap<String, ContainerState> = rt
+        .containers(&uid)
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .map(|c| (c.name.clone(), c))
+        .collect();
+    let now = Instant::now();
+    for c in pod
+        .pointer("/spec/containers")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let name = s(c, "/name").to_string();
+        let track = tracks.entry(name.clone()).or_default();
+        let image = match images.get(&name) {
+            Some(Ok(i)) => i.clone(),
+            Some(Err((reason, msg))) => {
+                track.waiting = Some((reason.clone(), msg.clone()));
+                continue;
+            }
+            None => continue,
+        };
+        track.image_id = image.id.clone();
+        let start = match states.get(&name) {
+            None => true,
+            Some(st) if st.status == Status::Exited && should_restart(&policy, st) => {
+                if track.backoff_until.is_some_and(|t| now < t) {
+                    track.waiting = Some((
+                        "CrashLoopBackOff".into(),
+                        format!(
+                            "back-off {}s restarting failed container={name} pod={}_{}({uid})",
+                            track.backoff.as_secs(),
+                            s(pod, "/metadata/name"),
+                            s(pod, "/metadata/namespace"),
+                        ),
+                    ));
+                    false
+                } else {
+                    // It ran long enough: the back-off starts over.
+                    let ran = st
+                        .finished_at
+                        .unwrap_or(0)
+                        .saturating_sub(st.started_at.unwrap_or(0));
+                    if Duration::from_nanos(ran) >= BACKOFF_MAX * 2 {
+                        track.backoff = Duration::ZERO;
+                    }
+                    track.last_state = Some(terminated(&uid, st));
+                    track.restarts += 1;
+                    track.backoff = if track.backoff.is_zero() {
+                        backoff_initial
+                    } else {
+                        (track.backoff * 2).min(BACKOFF_MAX)
+                    };
+                    rt.remove_container(&uid, &name)
+                        .map_err(|e| e.to_string())?;
+                    states.remove(&name);
+                    true
+                }
+            }
+            Some(_) => false,
+        };
+        if !start {
+            continue;
+        }
+        let made = container_config(pod, c, &image, &pod_ip, &node, &volumes, track.restarts)
+            .map_err(|m| ("CreateContainerConfigError".to_string(), m))
+            .and_then(|cc| {
+                rt.create_container(&uid, &cc)
+                    .map_err(|e| ("CreateContainerError".to_string(), e.to_string()))
+            })
+            .and_then(|_| {
+                rt.start_container(&uid, &name)
+                    .map_err(|e| ("RunContainerError".to_string(), e.to_string()))
+            });
+        match made {
+            Ok(()) => {
+                track.waiting = None;
+                if let Ok(st) = rt.container(&uid, &name) {
+                    states.insert(name.clone(), st);
+                }
+                if track.restarts > 0 {
+                    track.backoff_until = Some(now + track.backoff);
+                }
+            }
+            Err((reason, msg)) => {
+                let _ = rt.remove_container(&uid, &name);
+                track.waiting = Some((reason, msg));
+            }
+        }
+    }
+    let mut list: Vec<ContainerState> = states.into_values().collect();
+    list.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok((pod_ip, list))
+}
+
+/// The pod's status as Kubernetes reports it.
+fn status_of(
+    cfg: &AgentConfig,
+    pod: &Value,
+    pod_ip: &str,
+    states: &[ContainerState],
+    tracks: &HashMap<String, Track>,
+    start_time: &str,
+) -> Value {
+    let policy = s(pod, "/spec/restartPolicy");
+    let mut statuses = Vec::new();
+    let (mut running, mut all_ready, mut succeeded, mut failed, mut total) = (0, true, 0, 0, 0);
+    for c in pod
+        .pointer("/spec/containers")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        total += 1;
+        let name = s(c, "/name");
+        let track = tracks.get(name).cloned().unwrap_or_default();
+        let st = states.iter().find(|x| x.name == name);
+        let (state, ready) = match (st, &track.waiting) {
+            (Some(st), _) if st.status == Status::Running => {
+                running += 1;
+                (
+                    json!({"running": {"startedAt": rfc3339(st.started_at.unwrap_or(0))}}),
+                    true,
+                )
+            }
+            (_, Some((reason, message))) => {
+                // A container that has run and waits to run again keeps the pod Running.
+                if track.last_state.is_some() {
+                    running += 1;
+                }
+                (
+                    json!({"waiting": {"reason": reason, "message": message}}),
+                    false,
+                )
+            }
+            (Some(st), None) if st.status == Status::Exited => {
+                if should_restart(policy, st) {
+                    running += 1;
+                } else if st.exit_code == Some(0) {
+                    succeeded += 1;
+                } else {
+                    failed += 1;
+                }
+                (
+                    json!({"terminated": terminated(s(pod, "/metadata/uid"), st)}),
+                    false,
+                )
+            }
+            _ => (json!({"waiting": {"reason": "ContainerCreating"}}), false),
+        };
+        all_ready &= ready;
+        let mut cs = json!({
+            "name": name,
+            "state": state,
+            "lastState": track.last_state.as_ref().map_or(json!({}), |t| json!({"terminated": t})),
+            "ready": ready,
+            "started": ready,
+            "restartCount": track.restarts,
+            "image": s(c, "/image"),
+            "imageID": track.image_id,
+        });
+        if st.is_some() {
+            cs["containerID"] = json!(format!("berth://{}/{name}", s(pod, "/metadata/uid")));
+        }
+        statuses.push(cs);
+    }
+    let phase = if total > 0 && succeeded == total {
+        "Succeeded"
+    } else if total > 0 && succeeded + failed == total && failed > 0 {
+        "Failed"
+    } else if running > 0 || succeeded + failed > 0 {
+        "Running"
+    } else {
+        "Pending"
+    };
+    let now = now_rfc3339();
+    let cond = |t: &str, ok: bool| {
+        let mut c = json!({"type": t, "status": if ok { "True" } else { "False" }, "lastTransitionTime": now});
+        if !ok && (t == "Ready" || t == "ContainersReady") {
+            c["reason"] = json!("ContainersNotReady");
+        }
+        c
+    };
+    let ready = all_ready && total > 0 && phase == "Running";
+    json!({
+        "phase": phase,
+        "conditions": [
+            cond("PodScheduled", true),
+            cond("Initialized", true),
+            cond("ContainersReady", ready),
+            cond("Ready", ready),
+        ],
+        "hostIP": cfg.node_ip,
+        "podIP": pod_ip,
+        "podIPs": if pod_ip.is_empty() { json!([]) } else { json!([{"ip": pod_ip}]) },
+        "startTime": start_time,
+        "containerStatuses": statuses,
+    })
+}
+
+/// Conditions' transition times aside, did anything change?
+fn same_status(a: &Value, b: &Value) -> bool {
+    let strip = |v: &Value| {
+        let mut v = v.clone();
+        if let Some(Value::Array(cs)) = v.get_mut("conditions") {
+            for c in cs {
+                if let Value::Object(m) = c {
+                    m.remove("lastTransitionTime");
+                }
+            }
+        }
+        v
+    };
+    strip(a) == strip(b)
+}
+
+/// Stops every container (the pod's grace period, split as kubelet does: each container
+/// gets what is left), removes the sandbox, and deletes the pod for good.
+async fn terminate(shared: &Shared, pod: &Value) {
+    let uid = s(pod, "/metadata/uid").to_string();
+    let grace = pod
+        .pointer("/metadata/deletionGracePeriodSeconds")
+        .and_then(Value::as_u64)
+        .or_else(|| {
+            pod.pointer("/spec/terminationGracePeriodSeconds")
+                .and_then(Value::as_u64)
+        })
+        .unwrap_or(30);
+    let rt = shared.cfg.runtime.clone();
+    let uid2 = uid.clone();
+    let _ = tokio::task::spawn_blocking(move || {
+        if let Ok(states) = rt.containers(&uid2) {
+            // All containers get the signal at once, and share the one grace period.
+            let handles: Vec<_> = states
+                .into_iter()
+                .filter(|c| c.status == Status::Running)
+                .map(|c| {
+                    let rt = rt.clone();
+                    let uid = uid2.clone();
+                    std::thread::spawn(move || {
+                        let _ = rt.stop_container(
+                            &uid,
+                            &c.name,
+                            libc::SIGTERM,
+                            Duration::from_secs(grace),
+                        );
+                    })
+                })
+                .collect();
+            for h in handles {
+                let _ = h.join();
+            }
+        }
+        rt.remove_pod(&uid2)
+    })
+    .await;
+    let Some(pods) = resolve("pods") else { return };
+    let body = json!({"gracePeriodSeconds": 0, "preconditions": {"uid": uid}});
+    let path = Client::object_path(
+        pods,
+        Some(s(pod, "/metadata/namespace")),
+        s(pod, "/metadata/name"),
+    );
+    let r = shared
+        .client
+        .raw(
+            berth_client::Method::DELETE,
+            &path,
+            Some((
+                "application/json",
+                serde_json::to_vec(&body).unwrap_or_default(),
+            )),
+        )
+        .await;
+    if let Ok(r) = r
+        && !matches!(r.status, 200 | 202 | 404 | 409)
+    {
+        tracing::warn!(status = r.status, "cannot delete a stopped pod");
+    }
+}
+
+pub(crate) async fn worker(
+    shared: std::sync::Arc<Shared>,
+    uid: String,
+    mut rx: mpsc::UnboundedReceiver<Update>,
+) {
+    let mut pod: Option<Value> = None;
+    let mut tracks: HashMap<String, Track> = HashMap::new();
+    let mut last_status = Value::Null;
+    let mut start_time = String::new();
+    let mut seeded = false;
+    let mut pulled: HashMap<String, Pulled> = HashMap::new();
+    let mut files: HashMap<String, Vec<berth_runtime::volumes::File>> = HashMap::new();
+    let mut projected_at: Option<Instant> = None;
+    loop {
+        let update = if pod.is_none() {
+            rx.recv().await
+        } else {
+            tokio::select! {
+                u = rx.recv() => u,
+                _ = tokio::time::sleep(Duration::from_millis(500)) => Some(Update::Pod(Value::Null)),
+            }
+        };
+        match update {
+            Some(Update::Pod(Value::Null)) => {}
+            Some(Update::Pod(p)) => pod = Some(p),
+            Some(Update::Gone) | None => {
+                shared.remove_sandbox(uid).await;
+                return;
+            }
+        }
+        // Coalesce what else is queued.
+        while let Ok(u) = rx.try_recv() {
+            match u {
+                Update::Pod(p) => pod = Some(p),
+                Update::Gone => {
+                    shared.remove_sandbox(uid).await;
+                    return;
+                }
+            }
+        }
+        let Some(p) = pod.clone() else { continue };
+        if p.pointer("/metadata/deletionTimestamp").is_some() {
+            terminate(&shared, &p).await;
+            return;
+        }
+        if !seeded {
+            // A restarted agent goes on counting restarts where the status left off.
+            for cs in p
+                .pointer("/status/containerStatuses")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                let t = tracks.entry(s(cs, "/name").to_string()).or_default();
+                t.restarts = cs.get("restartCount").and_then(Value::as_u64).unwrap_or(0) as u32;
+                t.last_state = cs.pointer("/lastState/terminated").cloned();
+            }
+            start_time = match s(&p, "/status/startTime") {
+                "" => now_rfc3339(),
+                t => t.to_string(),
+            };
+            seeded = true;
+        }
+        let phase = s(&p, "/status/phase");
+        if matches!(phase, "Succeeded" | "Failed") {
+            // Finished: nothing runs again; its sandbox goes (its logs with it).
+            continue;
+        }
+        // Images and projected volumes need the network; the rest is blocking work.
+        let mut images = HashMap::new();
+        for c in p
+            .pointer("/spec/containers")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let name = s(c, "/name").to_string();
+            let image = s(c, "/image").to_string();
+            let cached = pulled.get(&name).filter(|e| e.image == image);
+            let fresh = match cached {
+                Some(e) if e.result.is_ok() || Instant::now() < e.retry_at => None,
+                _ => {
+                    let policy = match s(c, "/imagePullPolicy") {
+                        "" if image.ends_with(":latest")
+                            || !image.rsplit('/').next().unwrap_or("").contains(':') =>
+                        {
+                            "Always"
+                        }
+                        "" => "IfNotPresent",
+                        p => p,
+                    };
+                    Some(resolve_image(&shared, &image, policy).await)
+                }
+            };
+            if let Some(result) = fresh {
+                let prev = pulled.remove(&name).filter(|e| e.image == image);
+                let backoff = match (&result, prev) {
+                    (Ok(_), _) => Duration::ZERO,
+                    (Err(_), Some(p)) if !p.backoff.is_zero() => (p.backoff * 2).min(BACKOFF_MAX),
+                    (Err(_), _) => shared.cfg.restart_backoff,
+                };
+                pulled.insert(
+                    name.clone(),
+                    Pulled {
+                        image: image.clone(),
+                        result,
+                        retry_at: Instant::now() + backoff,
+                        backoff,
+                        failures: 0,
+                    },
+                );
+            }
+            if let Some(e) = pulled.get_mut(&name) {
+                let r = match &e.result {
+                    Ok(i) => Ok(i.clone()),
+                    // After the first failure kubelet says it is backing off.
+                    Err((reason, msg)) if reason == "ErrImagePull" && e.failures > 0 => Err((
+                        "ImagePullBackOff".to_string(),
+                        format!("Back-off pulling image \"{image}\": {msg}"),
+                    )),
+                    Err(err) => Err(err.clone()),
+                };
+                if e.result.is_err() {
+                    e.failures += 1;
+                }
+                images.insert(name, r);
+            }
+        }
+        let ns = s(&p, "/metadata/namespace").to_string();
+        let mut volume_error = None;
+        // ConfigMaps and Secrets are read again every 10 s (kubelet: about a minute).
+        let refresh = projected_at.is_none_or(|t: Instant| t.elapsed() >= Duration::from_secs(10));
+        if refresh {
+            files.clear();
+            projected_at = Some(Instant::now());
+        }
+        for v in p
+            .pointer("/spec/volumes")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter(|_| refresh)
+        {
+            if v.get("configMap").is_some() || v.get("secret").is_some() {
+                match projected(&shared.client, &ns, v).await {
+                    Ok(f) => {
+                        files.insert(s(v, "/name").to_string(), f);
+                    }
+                    Err(e) => volume_error = Some(e),
+                }
+            }
+        }
+        if let Some(e) = volume_error {
+            for c in p
+                .pointer("/spec/containers")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                tracks.entry(s(c, "/name").to_string()).or_default().waiting =
+                    Some(("CreateContainerConfigError".into(), e.clone()));
+            }
+            images.clear();
+        }
+        let cfg = shared.cfg.clone();
+        let p2 = p.clone();
+        let files = files.clone();
+        let mut t2 = tracks.clone();
+        let backoff = shared.cfg.restart_backoff;
+        let result = tokio::task::spawn_blocking(move || {
+            let r = sync_blocking(&cfg, &p2, &images, &files, &mut t2, backoff);
+            (r, t2)
+        })
+        .await;
+        let (pod_ip, states) = match result {
+            Ok((Ok(v), t)) => {
+                tracks = t;
+                v
+            }
+            Ok((Err(e), t)) => {
+                tracks = t;
+                tracing::warn!(pod = s(&p, "/metadata/name"), error = %e, "cannot run the pod");
+                (String::new(), Vec::new())
+            }
+            Err(_) => continue,
+        };
+        let status = status_of(&shared.cfg, &p, &pod_ip, &states, &tracks, &start_time);
+        if !same_status(&status, &last_status) {
+            let Some(pods) = resolve("pods") else {
+                continue;
+            };
+            match crate::patch_status(
+                &shared.client,
+                pods,
+                Some(&ns),
+                s(&p, "/metadata/name"),
+                &json!({"status": status}),
+            )
+            .await
+            {
+                Ok(_) => last_status = status,
+                Err(e) => tracing::warn!(error = %e, "cannot report a pod's status"),
+            }
+        }
+    }
+}

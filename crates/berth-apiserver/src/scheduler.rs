@@ -1,0 +1,293 @@
+//! The scheduler loop around the pure placement function (`berth-scheduler`): it follows
+//! pods and nodes through one store watch, places every unbound pod, and binds it through the
+//! same code as the `binding` subresource. A pod that fits nowhere gets `PodScheduled=False`
+//! with Kubernetes' message and a `FailedScheduling` Event, and is tried again when a node or
+//! a placed pod changes — never in a busy loop.
+//!
+//! Invariant: the snapshot counts a pod on a node from the moment it is bound until it is
+//! deleted or finishes, so two pods never both take a node's last room.
+
+use std::collections::{BTreeMap, HashMap};
+
+use berth_api::object::Object;
+use berth_scheduler::{NodeInfo, PodInfo, Snapshot, Strategy};
+use berth_store::EventType;
+use serde_json::{Value, json};
+use tokio::sync::watch;
+
+use crate::patch::PatchType;
+use crate::registry::{Registry, decode};
+
+const USER: &str = "system:kube-scheduler";
+
+/// Runs until `stop` turns true.
+pub async fn run(registry: Registry, default: Strategy, stop: watch::Receiver<bool>) {
+    crate::gc::supervise("scheduler", stop, || run_once(&registry, default)).await
+}
+
+fn str_at<'a>(o: &'a Object, ptr: &str) -> &'a str {
+    o.0.get("spec")
+        .and_then(|s| s.pointer(ptr))
+        .and_then(Value::as_str)
+        .unwrap_or("")
+}
+
+fn phase(o: &Object) -> &str {
+    o.get("status")
+        .and_then(|s| s.get("phase"))
+        .and_then(Value::as_str)
+        .unwrap_or("")
+}
+
+/// Whether this scheduler places the pod: unbound, not being deleted, ours.
+fn wants_placement(o: &Object) -> bool {
+    str_at(o, "/nodeName").is_empty()
+        && o.deletion_timestamp().is_none()
+        && matches!(
+            str_at(o, "/schedulerName"),
+            "" | "default-scheduler" | "berth"
+        )
+}
+
+/// Whether a bound pod still takes room on its node.
+fn holds_room(o: &Object) -> bool {
+    !str_at(o, "/nodeName").is_empty() && !matches!(phase(o), "Succeeded" | "Failed")
+}
+
+#[derive(Default)]
+struct State {
+    nodes: BTreeMap<String, NodeInfo>,
+    /// Bound pods that take room: uid -> (node, what it requests).
+    placed: HashMap<String, (String, PodInfo)>,
+    /// Unbound pods by creation order (resourceVersion of creation) -> object.
+    pending: BTreeMap<(String, String), Object>,
+    last: Option<String>,
+    /// The message last reported per pending pod (so it is not reported again).
+    reported: HashMap<String, String>,
+}
+
+impl State {
+    fn key(o: &Object) -> (String, String) {
+        (
+            o.namespace().unwrap_or("").to_string(),
+            o.name().to_string(),
+        )
+    }
+
+    fn unplace(&mut self, uid: &str) {
+        if let Some((node, info)) = self.placed.remove(uid)
+            && let Some(n) = self.nodes.get_mut(&node)
+        {
+            n.remove_pod(&info);
+        }
+    }
+
+    fn place(&mut self, uid: &str, node: &str, info: PodInfo) {
+        self.unplace(uid);
+        if let Some(n) = self.nodes.get_mut(node) {
+            n.place_pod(&info);
+        }
+        self.placed
+            .insert(uid.to_string(), (node.to_string(), info));
+    }
+
+    /// Takes in a pod's new version; true when it may have freed room.
+    fn pod_put(&mut self, o: &Object) -> bool {
+        let uid = o.uid().to_string();
+        if wants_placement(o) {
+            self.pending.insert(Self::key(o), o.clone());
+            return false;
+        }
+        self.pending.remove(&Self::key(o));
+        self.reported.remove(&uid);
+        if holds_room(o) {
+            let node = str_at(o, "/nodeName").to_string();
+            if self.placed.get(&uid).is_none_or(|(n, _)| *n != node) {
+                self.place(&uid, &node, PodInfo::from_object(o));
+            }
+            false
+        } else {
+            let had = self.placed.contains_key(&uid);
+            self.unplace(&uid);
+            had
+        }
+    }
+
+    fn pod_deleted(&mut self, o: &Object) -> bool {
+        self.pending.remove(&Self::key(o));
+        self.reported.remove(o.uid());
+        let had = self.placed.contains_key(o.uid());
+        self.unplace(o.uid());
+        had
+    }
+
+    fn node_put(&mut self, o: &Object) {
+        let mut n = NodeInfo::from_object(o);
+        for (node, info) in self.placed.values() {
+            if *node == n.name {
+                n.place_pod(info);
+            }
+        }
+        self.nodes.insert(n.name.clone(), n);
+    }
+}
+
+async fn run_once(registry: &Registry, default: Strategy) -> Result<(), String> {
+    let (all, rev) = registry.all_objects(None).map_err(|e| e.0.message)?;
+    let mut st = State::default();
+    for o in all.iter().filter(|o| o.kind() == "Node") {
+        st.node_put(o);
+    }
+    for o in all.iter().filter(|o| o.kind() == "Pod") {
+        st.pod_put(o);
+    }
+    let mut watcher = registry
+        .store
+        .watch(b"/registry/", rev + 1)
+        .map_err(|e| e.to_string())?;
+    let mut random_state: u64 = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| d.as_nanos() as u64)
+        | 1;
+    let mut retry_all = true;
+    loop {
+        schedule(registry, &mut st, default, &mut random_state, retry_all).await;
+        retry_all = false;
+        let Some(batch) = watcher.next().await.map_err(|e| e.to_string())? else {
+            return Ok(());
+        };
+        for ev in batch.events.iter() {
+            let Ok(obj) = decode(&ev.kv) else { continue };
+            match (obj.kind(), ev.typ) {
+                ("Node", EventType::Put) => {
+                    st.node_put(&obj);
+                    retry_all = true;
+                }
+                ("Node", EventType::Delete) => {
+                    st.nodes.remove(obj.name());
+                }
+                ("Pod", EventType::Put) => retry_all |= st.pod_put(&obj),
+                ("Pod", EventType::Delete) => retry_all |= st.pod_deleted(&obj),
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Places pending pods: all of them after a change that can make room, else only the ones
+/// not tried yet.
+async fn schedule(
+    registry: &Registry,
+    st: &mut State,
+    default: Strategy,
+    random_state: &mut u64,
+    retry_all: bool,
+) {
+    let todo: Vec<Object> = st
+        .pending
+        .values()
+        .filter(|o| retry_all || !st.reported.contains_key(o.uid()))
+        .cloned()
+        .collect();
+    for pod in todo {
+        let info = PodInfo::from_object(&pod);
+        let snapshot = Snapshot {
+            nodes: st.nodes.values().cloned().collect(),
+            default_strategy: default,
+        };
+        // xorshift: the random strategy's numbers.
+        *random_state ^= *random_state << 13;
+        *random_state ^= *random_state >> 7;
+        *random_state ^= *random_state << 17;
+        let ns = pod.namespace().unwrap_or("default").to_string();
+        match berth_scheduler::place(&snapshot, &info, st.last.as_deref(), *random_state) {
+            Ok(node) => match registry.bind(&ns, pod.name(), &node, USER, false).await {
+                Ok(bound) => {
+                    st.last = Some(node.clone());
+                    st.pending.remove(&State::key(&pod));
+                    st.place(pod.uid(), &node, info);
+                    let msg = format!("Successfully assigned {ns}/{} to {node}", pod.name());
+                    set_scheduled(registry, &bound, true, "", "").await;
+                    event(registry, &bound, "Normal", "Scheduled", &msg).await;
+                }
+                Err(e) => {
+                    // Bound or deleted meanwhile: the watch brings the news.
+                    tracing::debug!(error = %e.0.message, "binding failed");
+                    st.pending.remove(&State::key(&pod));
+                }
+            },
+            Err(u) => {
+                if st.reported.get(pod.uid()) != Some(&u.message) {
+                    set_scheduled(registry, &pod, false, "Unschedulable", &u.message).await;
+                    event(registry, &pod, "Warning", "FailedScheduling", &u.message).await;
+                }
+                st.reported.insert(pod.uid().to_string(), u.message);
+            }
+        }
+    }
+}
+
+fn now() -> String {
+    berth_api::timefmt::rfc3339_from_nanos(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64),
+    )
+}
+
+async fn set_scheduled(registry: &Registry, pod: &Object, ok: bool, reason: &str, message: &str) {
+    let Some(kind) = berth_api::kinds::resolve("pods") else {
+        return;
+    };
+    let mut cond = json!({"type": "PodScheduled", "status": if ok { "True" } else { "False" }, "lastTransitionTime": now()});
+    if !ok {
+        cond["reason"] = json!(reason);
+        cond["message"] = json!(message);
+    }
+    let mut status = json!({"conditions": [cond]});
+    if !ok {
+        status["phase"] = json!("Pending");
+    }
+    // The agent reports the full condition list once it runs the pod; until then this is it.
+    let body = serde_json::to_vec(&json!({"status": status})).unwrap_or_default();
+    if let Err(e) = registry
+        .patch(
+            kind,
+            pod.namespace(),
+            pod.name(),
+            PatchType::Merge,
+            &body,
+            USER,
+            true,
+            false,
+        )
+        .await
+    {
+        tracing::debug!(error = %e.0.message, "cannot set PodScheduled");
+    }
+}
+
+/// Records an Event about a pod.
+pub async fn event(registry: &Registry, pod: &Object, typ: &str, reason: &str, message: &str) {
+    let Some(kind) = berth_api::kinds::resolve("events") else {
+        return;
+    };
+    let mut b = [0u8; 4];
+    let _ = getrandom::fill(&mut b);
+    let suffix: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    let ns = pod.namespace().unwrap_or("default");
+    let t = now();
+    let ev = json!({
+        "apiVersion": "v1", "kind": "Event",
+        "metadata": {"name": format!("{}.{suffix}", pod.name()), "namespace": ns},
+        "involvedObject": {"apiVersion": "v1", "kind": pod.kind(), "namespace": ns, "name": pod.name(), "uid": pod.uid()},
+        "reason": reason, "message": message, "type": typ,
+        "source": {"component": "default-scheduler"},
+        "firstTimestamp": t, "lastTimestamp": t, "count": 1,
+    });
+    if let Some(obj) = Object::from_value(ev)
+        && let Err(e) = registry.create(kind, Some(ns), obj, USER, false).await
+    {
+        tracing::debug!(error = %e.0.message, "cannot record an event");
+    }
+}

@@ -1,0 +1,206 @@
+//! A one-node cluster (`berth up`, as root): pods placed by the scheduler, run by the node's
+//! agent on the runtime, restarted as their policy says, reported as Kubernetes reports them,
+//! and stopped gracefully when deleted.
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::{BerthProcess, berth, stderr, stdout};
+use serde_json::Value;
+
+fn get(kc: &Path, what: &[&str]) -> Value {
+    let mut args = vec!["get"];
+    args.extend_from_slice(what);
+    args.extend_from_slice(&["-o", "json"]);
+    let o = berth(kc, &args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    serde_json::from_str(&stdout(&o)).unwrap()
+}
+
+/// Polls until `f` gives a value (every 50 ms, at most `secs`).
+fn eventually<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+const PODS: &str = r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: web}
+spec:
+  terminationGracePeriodSeconds: 20
+  containers:
+  - name: web
+    image: host
+    command: ["sh", "-c", "trap 'echo stopping; exit 0' TERM; echo started; while true; do sleep 0.1; done"]
+    env: [{name: POD, valueFrom: {fieldRef: {fieldPath: metadata.name}}}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: crash}
+spec:
+  containers:
+  - {name: c, image: host, command: ["sh", "-c", "exit 3"]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: once}
+spec:
+  restartPolicy: Never
+  containers:
+  - {name: c, image: host, command: ["sh", "-c", "test \"$POD\" = once"], env: [{name: POD, valueFrom: {fieldRef: {fieldPath: metadata.name}}}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: huge}
+spec:
+  containers:
+  - {name: c, image: host, command: ["true"], resources: {requests: {memory: 100Ti}}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: noimage}
+spec:
+  containers:
+  - {name: c, image: "127.0.0.1:9/nothing/here:1", command: ["true"]}
+"#;
+
+#[test]
+fn pods_run_restart_report_and_stop_on_a_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let up = BerthProcess::start_with("up", &data, &["--restart-backoff", "1s"]);
+    let kc = up.kubeconfig();
+    let cidr = up.net.as_ref().unwrap().1.clone();
+    let prefix = cidr.rsplit_once('.').unwrap().0.to_string();
+    let manifest = dir.path().join("pods.yaml");
+    std::fs::write(&manifest, PODS).unwrap();
+    let o = berth(&kc, &["apply", "-f", manifest.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    // The node registered itself, Ready.
+    let node = eventually(30, "the node to register", || {
+        let nodes = get(&kc, &["nodes"]);
+        let n = nodes["items"].get(0)?.clone();
+        n["status"]["conditions"].is_array().then_some(n)
+    });
+    assert_eq!(node["status"]["conditions"][0]["status"], "True");
+    assert_eq!(node["status"]["allocatable"]["pods"], "110");
+
+    // A long-running pod: Running and Ready with an address from the node's range.
+    let web = eventually(30, "web to be Ready", || {
+        let p = get(&kc, &["pod", "web"]);
+        let ready = p["status"]["conditions"]
+            .as_array()?
+            .iter()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True");
+        ready.then_some(p)
+    });
+    assert_eq!(web["status"]["phase"], "Running");
+    assert!(
+        web["status"]["podIP"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("{prefix}.")),
+        "{web}"
+    );
+    assert_eq!(web["status"]["hostIP"], "127.0.0.1");
+    assert!(web["status"]["containerStatuses"][0]["state"]["running"]["startedAt"].is_string());
+    let uid = web["metadata"]["uid"].as_str().unwrap().to_string();
+    assert!(data.join("pods").join(&uid).exists());
+    let log = std::fs::read_to_string(data.join("pods").join(&uid).join("logs/web/0.log")).unwrap();
+    assert!(log.contains("stdout F started"), "{log}");
+
+    // A crashing container is restarted with a growing back-off.
+    let crash = eventually(30, "crash to back off", || {
+        let p = get(&kc, &["pod", "crash"]);
+        let cs = &p["status"]["containerStatuses"][0];
+        (cs["restartCount"].as_u64()? >= 2
+            && cs["state"]["waiting"]["reason"] == "CrashLoopBackOff")
+            .then_some(p)
+    });
+    let cs = &crash["status"]["containerStatuses"][0];
+    assert_eq!(cs["lastState"]["terminated"]["exitCode"], 3, "{cs}");
+    assert_eq!(crash["status"]["phase"], "Running");
+    let table = stdout(&berth(&kc, &["get", "pods"]));
+    assert!(table.contains("CrashLoopBackOff"), "{table}");
+
+    // restartPolicy Never, exit 0: Succeeded (its env came from the downward API).
+    eventually(30, "once to succeed", || {
+        (get(&kc, &["pod", "once"])["status"]["phase"] == "Succeeded").then_some(())
+    });
+
+    // Nothing fits: Pending, with Kubernetes' reason and an Event.
+    let huge = eventually(30, "huge to be unschedulable", || {
+        let p = get(&kc, &["pod", "huge"]);
+        let c = p["status"]["conditions"]
+            .as_array()?
+            .iter()
+            .find(|c| c["type"] == "PodScheduled")?
+            .clone();
+        (c["status"] == "False").then_some(c)
+    });
+    assert_eq!(huge["reason"], "Unschedulable");
+    assert_eq!(
+        huge["message"],
+        "0/1 nodes are available: 1 Insufficient memory."
+    );
+    let events = stdout(&berth(&kc, &["get", "events"]));
+    assert!(
+        events.contains("FailedScheduling") && events.contains("Scheduled"),
+        "{events}"
+    );
+
+    // An image that cannot be pulled: ErrImagePull, then ImagePullBackOff, with the reason.
+    let waiting = eventually(30, "noimage to report the pull failure", || {
+        let p = get(&kc, &["pod", "noimage"]);
+        let w = p["status"]["containerStatuses"][0]["state"]["waiting"].clone();
+        (w["reason"] == "ImagePullBackOff").then_some(w)
+    });
+    assert!(
+        waiting["message"].as_str().unwrap().contains("127.0.0.1:9"),
+        "{waiting}"
+    );
+
+    // Deleting a pod stops it gracefully (its TERM trap runs) and removes its sandbox.
+    let started = Instant::now();
+    let o = berth(&kc, &["delete", "pod", "web"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "the TERM trap ends it well within its grace"
+    );
+    assert!(
+        !data.join("pods").join(&uid).exists(),
+        "the sandbox is gone once delete returns"
+    );
+    let o = berth(
+        &kc,
+        &[
+            "delete",
+            "pod",
+            "crash",
+            "once",
+            "huge",
+            "noimage",
+            "--grace-period=0",
+            "--force",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    eventually(30, "every sandbox to go", || {
+        std::fs::read_dir(data.join("pods"))
+            .ok()?
+            .next()
+            .is_none()
+            .then_some(())
+    });
+}
