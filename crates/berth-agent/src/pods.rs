@@ -249,6 +249,7 @@ fn container_config(
     pod_ip: &str,
     node: &str,
     volumes: &HashMap<String, PathBuf>,
+    refs: &HashMap<String, Value>,
     attempt: u32,
 ) -> Result<ContainerConfig, String> {
     let strings = |ptr: &str| -> Vec<String> {
@@ -270,6 +271,40 @@ fn container_config(
         let name = s(e, "/name").to_string();
         let value = if let Some(v) = e.get("value").and_then(Value::as_str) {
             v.to_string()
+        } else if let Some(r) = e
+            .pointer("/valueFrom/configMapKeyRef")
+            .or_else(|| e.pointer("/valueFrom/secretKeyRef"))
+        {
+            let secret = e.pointer("/valueFrom/secretKeyRef").is_some();
+            let (kind, obj_name, key) = (
+                if secret { "secrets" } else { "configmaps" },
+                s(r, "/name"),
+                s(r, "/key"),
+            );
+            let optional = r.get("optional").and_then(Value::as_bool).unwrap_or(false);
+            let found = refs
+                .get(&format!("{kind}/{obj_name}"))
+                .and_then(|o| {
+                    o.pointer(&format!(
+                        "/data/{}",
+                        key.replace('~', "~0").replace('/', "~1")
+                    ))
+                })
+                .and_then(Value::as_str);
+            match found {
+                Some(v) if secret => String::from_utf8_lossy(
+                    &berth_api::validate::base64_decode(v).unwrap_or_default(),
+                )
+                .into_owned(),
+                Some(v) => v.to_string(),
+                None if optional => continue,
+                None => {
+                    return Err(format!(
+                        "couldn't find key {key} in {} {obj_name}",
+                        if secret { "Secret" } else { "ConfigMap" }
+                    ));
+                }
+            }
         } else {
             match s(e, "/valueFrom/fieldRef/fieldPath") {
                 "metadata.name" => s(pod, "/metadata/name").to_string(),
@@ -401,6 +436,7 @@ fn sync_blocking(
     pod: &Value,
     images: &HashMap<String, Result<Image, (String, String)>>,
     projected_files: &HashMap<String, Vec<berth_runtime::volumes::File>>,
+    refs: &HashMap<String, Value>,
     tracks: &mut HashMap<String, Track>,
     backoff_initial: Duration,
 ) -> Result<(String, Vec<ContainerState>), String> {
@@ -523,16 +559,25 @@ fn sync_blocking(
         if !start {
             continue;
         }
-        let made = container_config(pod, c, &image, &pod_ip, &node, &volumes, track.restarts)
-            .map_err(|m| ("CreateContainerConfigError".to_string(), m))
-            .and_then(|cc| {
-                rt.create_container(&uid, &cc)
-                    .map_err(|e| ("CreateContainerError".to_string(), e.to_string()))
-            })
-            .and_then(|_| {
-                rt.start_container(&uid, &name)
-                    .map_err(|e| ("RunContainerError".to_string(), e.to_string()))
-            });
+        let made = container_config(
+            pod,
+            c,
+            &image,
+            &pod_ip,
+            &node,
+            &volumes,
+            refs,
+            track.restarts,
+        )
+        .map_err(|m| ("CreateContainerConfigError".to_string(), m))
+        .and_then(|cc| {
+            rt.create_container(&uid, &cc)
+                .map_err(|e| ("CreateContainerError".to_string(), e.to_string()))
+        })
+        .and_then(|_| {
+            rt.start_container(&uid, &name)
+                .map_err(|e| ("RunContainerError".to_string(), e.to_string()))
+        });
         match made {
             Ok(()) => {
                 track.waiting = None;
@@ -904,13 +949,39 @@ pub(crate) async fn worker(
             }
             images.clear();
         }
+        // ConfigMaps and Secrets that env entries name.
+        let mut refs: HashMap<String, Value> = HashMap::new();
+        for c in p
+            .pointer("/spec/containers")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            for e in c.get("env").and_then(Value::as_array).into_iter().flatten() {
+                for (ptr, kind) in [
+                    ("/valueFrom/configMapKeyRef/name", "configmaps"),
+                    ("/valueFrom/secretKeyRef/name", "secrets"),
+                ] {
+                    let name = s(e, ptr);
+                    let key = format!("{kind}/{name}");
+                    if name.is_empty() || refs.contains_key(&key) {
+                        continue;
+                    }
+                    if let Some(k) = resolve(kind)
+                        && let Ok(o) = shared.client.get(k, Some(&ns), name).await
+                    {
+                        refs.insert(key, o);
+                    }
+                }
+            }
+        }
         let cfg = shared.cfg.clone();
         let p2 = p.clone();
         let files = files.clone();
         let mut t2 = tracks.clone();
         let backoff = shared.cfg.restart_backoff;
         let result = tokio::task::spawn_blocking(move || {
-            let r = sync_blocking(&cfg, &p2, &images, &files, &mut t2, backoff);
+            let r = sync_blocking(&cfg, &p2, &images, &files, &refs, &mut t2, backoff);
             (r, t2)
         })
         .await;

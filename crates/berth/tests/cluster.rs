@@ -33,15 +33,24 @@ fn eventually<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
 
 const PODS: &str = r#"
 apiVersion: v1
+kind: ConfigMap
+metadata: {name: cfg}
+data: {greeting: hello, file.conf: "setting=1"}
+---
+apiVersion: v1
 kind: Pod
 metadata: {name: web}
 spec:
   terminationGracePeriodSeconds: 20
+  volumes: [{name: cfg, configMap: {name: cfg}}, {name: scratch, emptyDir: {}}]
   containers:
   - name: web
     image: host
-    command: ["sh", "-c", "trap 'echo stopping; exit 0' TERM; echo started; while true; do sleep 0.1; done"]
-    env: [{name: POD, valueFrom: {fieldRef: {fieldPath: metadata.name}}}]
+    command: ["sh", "-c", "trap 'echo stopping; exit 0' TERM; echo started $POD $GREETING $(cat /etc/app/file.conf); while true; do sleep 0.1; done"]
+    env:
+    - {name: POD, valueFrom: {fieldRef: {fieldPath: metadata.name}}}
+    - {name: GREETING, valueFrom: {configMapKeyRef: {name: cfg, key: greeting}}}
+    volumeMounts: [{name: cfg, mountPath: /etc/app, readOnly: true}, {name: scratch, mountPath: /scratch}]
 ---
 apiVersion: v1
 kind: Pod
@@ -117,7 +126,10 @@ fn pods_run_restart_report_and_stop_on_a_node() {
     let uid = web["metadata"]["uid"].as_str().unwrap().to_string();
     assert!(data.join("pods").join(&uid).exists());
     let log = std::fs::read_to_string(data.join("pods").join(&uid).join("logs/web/0.log")).unwrap();
-    assert!(log.contains("stdout F started"), "{log}");
+    assert!(
+        log.contains("stdout F started web hello setting=1"),
+        "{log}"
+    );
 
     // A crashing container is restarted with a growing back-off.
     let crash = eventually(30, "crash to back off", || {
