@@ -16,6 +16,7 @@ pub mod scheduler;
 pub mod server;
 pub mod tls;
 pub mod watch;
+pub mod workloads;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -201,7 +201,7 @@ async fn run_server(args: ServerArgs, all_in_one: bool) -> anyhow::Result<()> {
     let mut opts = ServerOptions::new(&data_dir);
     opts.listen = args.api_listen;
     opts.retention = args.history_retention;
-    opts.scheduler = Some(args.scheduling);
+    opts.scheduling = args.scheduling;
     let server = start(opts).await?;
     let (agent_stop, agent_stop_rx) = tokio::sync::watch::channel(false);
     if all_in_one {

@@ -1,5 +1,5 @@
 //! Starting and stopping the control plane: store, API server, garbage collector, scheduler,
-//! kubeconfig.
+//! workload controllers, kubeconfig.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -22,9 +22,11 @@ pub struct ServerOptions {
     /// Serve HTTPS with the cluster CA (default). Plain HTTP is for debugging: kubectl does
     /// not send tokens over it.
     pub tls: bool,
-    /// The scheduler, and how it places pods that name no strategy; `None` runs none (the
-    /// API server alone, as kube-apiserver without its scheduler).
-    pub scheduler: Option<berth_scheduler::Strategy>,
+    /// Run the scheduler and the workload controllers (off: the API server and its garbage
+    /// collector alone, as kube-apiserver without its controller manager and scheduler).
+    pub controllers: bool,
+    /// How pods that name no strategy are placed.
+    pub scheduling: berth_scheduler::Strategy,
 }
 
 impl ServerOptions {
@@ -35,7 +37,8 @@ impl ServerOptions {
             retention: Duration::from_secs(7 * 24 * 3600),
             bookmark_interval: Duration::from_secs(5),
             tls: true,
-            scheduler: Some(berth_scheduler::Strategy::Spread),
+            controllers: true,
+            scheduling: berth_scheduler::Strategy::Spread,
         }
     }
 }
@@ -202,10 +205,14 @@ pub async fn start(opts: ServerOptions) -> anyhow::Result<RunningServer> {
         api.registry.clone(),
         stop_rx.clone(),
     )));
-    if let Some(strategy) = opts.scheduler {
+    if opts.controllers {
         tasks.push(tokio::spawn(berth_apiserver::scheduler::run(
             api.registry.clone(),
-            strategy,
+            opts.scheduling,
+            stop_rx.clone(),
+        )));
+        tasks.push(tokio::spawn(berth_apiserver::workloads::run(
+            api.registry.clone(),
             stop_rx,
         )));
     }

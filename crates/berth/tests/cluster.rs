@@ -216,3 +216,128 @@ fn pods_run_restart_report_and_stop_on_a_node() {
             .then_some(())
     });
 }
+
+const DEPLOYMENT: &str = r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: app}
+spec:
+  replicas: 3
+  selector: {matchLabels: {app: app}}
+  strategy: {rollingUpdate: {maxSurge: 1, maxUnavailable: 0}}
+  template:
+    metadata: {labels: {app: app}, annotations: {version: "1"}}
+    spec:
+      terminationGracePeriodSeconds: 5
+      containers:
+      - {name: c, image: host, command: ["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 0.1; done"]}
+"#;
+
+fn ready_pods(kc: &Path) -> Vec<Value> {
+    get(kc, &["pods", "-l", "app=app"])["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| {
+            p["metadata"]["deletionTimestamp"].is_null()
+                && p["status"]["conditions"].as_array().is_some_and(|cs| {
+                    cs.iter()
+                        .any(|c| c["type"] == "Ready" && c["status"] == "True")
+                })
+        })
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn a_deployment_keeps_its_replicas_and_rolls_out_without_losing_availability() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let up = BerthProcess::start_with("up", &data, &["--restart-backoff", "1s"]);
+    let kc = up.kubeconfig();
+    let manifest = dir.path().join("deploy.yaml");
+    std::fs::write(&manifest, DEPLOYMENT).unwrap();
+    let o = berth(&kc, &["apply", "-f", manifest.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    eventually(60, "3 ready replicas", || {
+        (ready_pods(&kc).len() == 3).then_some(())
+    });
+    let d = eventually(30, "the deployment's status", || {
+        let d = get(&kc, &["deploy", "app"]);
+        (d["status"]["readyReplicas"] == 3 && d["status"]["updatedReplicas"] == 3).then_some(d)
+    });
+    assert_eq!(d["status"]["conditions"][0]["status"], "True", "{d}");
+
+    // A pod that goes away is replaced.
+    let victim = ready_pods(&kc)[0]["metadata"]["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let o = berth(&kc, &["delete", "pod", &victim]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    eventually(60, "a replacement", || {
+        let pods = ready_pods(&kc);
+        (pods.len() == 3
+            && pods
+                .iter()
+                .all(|p| p["metadata"]["name"] != victim.as_str()))
+        .then_some(())
+    });
+
+    // A new template rolls out; with maxUnavailable 0, never fewer than 3 ready pods.
+    let patched = std::fs::read_to_string(&manifest)
+        .unwrap()
+        .replace("version: \"1\"", "version: \"2\"");
+    std::fs::write(&manifest, patched).unwrap();
+    let o = berth(&kc, &["apply", "-f", manifest.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let mut fewest = usize::MAX;
+    eventually(90, "the rollout to finish", || {
+        let pods = ready_pods(&kc);
+        fewest = fewest.min(pods.len());
+        let all_new = pods.len() == 3
+            && pods
+                .iter()
+                .all(|p| p["metadata"]["annotations"]["version"] == "2");
+        let total = get(&kc, &["pods", "-l", "app=app"])["items"]
+            .as_array()
+            .unwrap()
+            .len();
+        (all_new && total == 3).then_some(())
+    });
+    assert!(
+        fewest >= 3,
+        "ready pods dropped to {fewest} during the rollout"
+    );
+    let sets = get(&kc, &["rs", "-l", "app=app"]);
+    let sets = sets["items"].as_array().unwrap();
+    assert_eq!(
+        sets.len(),
+        2,
+        "the old ReplicaSet stays, scaled to 0, as history"
+    );
+    let revisions: Vec<&str> = sets
+        .iter()
+        .map(|rs| {
+            rs["metadata"]["annotations"]["deployment.kubernetes.io/revision"]
+                .as_str()
+                .unwrap()
+        })
+        .collect();
+    assert!(
+        revisions.contains(&"1") && revisions.contains(&"2"),
+        "{revisions:?}"
+    );
+
+    // Scaling down removes pods; deleting the Deployment removes everything it owns.
+    let o = berth(&kc, &["delete", "deploy", "app"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    eventually(60, "the pods to go", || {
+        std::fs::read_dir(data.join("pods"))
+            .ok()?
+            .next()
+            .is_none()
+            .then_some(())
+    });
+    assert!(get(&kc, &["rs"])["items"].as_array().unwrap().is_empty());
+}

@@ -34,8 +34,9 @@ impl TestServer {
         let mut opts = ServerOptions::new(dir.path());
         opts.listen = "127.0.0.1:0".parse().unwrap();
         opts.bookmark_interval = Duration::from_millis(200);
-        // These tests check the API server's own behaviour: no scheduler touches their pods.
-        opts.scheduler = None;
+        // These tests check the API server's own behaviour: no scheduler or workload
+        // controller touches their objects.
+        opts.controllers = false;
         tweak(&mut opts);
         let server = berth_app::start(opts).await.unwrap();
         let url = server.url.clone();

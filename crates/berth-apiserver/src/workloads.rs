@@ -1,0 +1,734 @@
+//! The workload controllers: ReplicaSets keep their number of pods; Deployments roll their
+//! template out through ReplicaSets (RollingUpdate with maxSurge/maxUnavailable, or
+//! Recreate), keep a revision history, and report status as Kubernetes does.
+//!
+//! Shape (kube-runtime's): one watch feeds a cache of Deployments, ReplicaSets and Pods; each
+//! change queues the objects it concerns (a pod → its ReplicaSet; a ReplicaSet → itself and
+//! its Deployment); a reconcile pass runs each queued object's pure decision against the
+//! cache and writes the result through the registry.
+//!
+//! Invariant: what a pass writes is put into the cache at once (created pods, deleted pods,
+//! new replica counts), so the next pass never acts twice on a change the watch has not
+//! brought back yet.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use berth_api::object::Object;
+use berth_store::EventType;
+use serde_json::{Value, json};
+use tokio::sync::watch;
+
+use crate::patch::PatchType;
+use crate::registry::{DeleteOptions, Registry, decode};
+
+const USER: &str = "system:controller:workloads";
+/// The label that ties a ReplicaSet (and its pods) to one version of a Deployment's template.
+pub const HASH_LABEL: &str = "pod-template-hash";
+/// The revision a ReplicaSet stands for in its Deployment's history.
+pub const REVISION: &str = "deployment.kubernetes.io/revision";
+
+/// Runs until `stop` turns true.
+pub async fn run(registry: Registry, stop: watch::Receiver<bool>) {
+    crate::gc::supervise("workload controllers", stop, || run_once(&registry)).await
+}
+
+type Key = (String, String);
+
+#[derive(Default)]
+struct Cache {
+    deployments: BTreeMap<Key, Object>,
+    replicasets: BTreeMap<Key, Object>,
+    pods: BTreeMap<Key, Object>,
+}
+
+fn key(o: &Object) -> Key {
+    (
+        o.namespace().unwrap_or("").to_string(),
+        o.name().to_string(),
+    )
+}
+
+fn controller_uid(o: &Object) -> Option<String> {
+    let refs = o.get("metadata")?.get("ownerReferences")?.as_array()?;
+    refs.iter()
+        .find(|r| r.get("controller").and_then(Value::as_bool) == Some(true))
+        .and_then(|r| r.get("uid")?.as_str().map(String::from))
+}
+
+fn int(v: Option<&Value>, default: i64) -> i64 {
+    v.and_then(Value::as_i64).unwrap_or(default)
+}
+
+fn spec_replicas(o: &Object) -> i64 {
+    int(o.get("spec").and_then(|s| s.get("replicas")), 1)
+}
+
+fn status_int(o: &Object, f: &str) -> i64 {
+    int(o.get("status").and_then(|s| s.get(f)), 0)
+}
+
+fn pod_phase(p: &Object) -> &str {
+    p.get("status")
+        .and_then(|s| s.get("phase"))
+        .and_then(Value::as_str)
+        .unwrap_or("")
+}
+
+fn pod_ready(p: &Object) -> bool {
+    p.get("status")
+        .and_then(|s| s.get("conditions"))
+        .and_then(Value::as_array)
+        .is_some_and(|cs| {
+            cs.iter().any(|c| {
+                c.get("type") == Some(&json!("Ready")) && c.get("status") == Some(&json!("True"))
+            })
+        })
+}
+
+/// A pod that counts toward its ReplicaSet: not being deleted, not finished.
+fn pod_active(p: &Object) -> bool {
+    p.deletion_timestamp().is_none() && !matches!(pod_phase(p), "Succeeded" | "Failed")
+}
+
+fn owner_ref(o: &Object) -> Value {
+    json!([{
+        "apiVersion": o.api_version(), "kind": o.kind(), "name": o.name(), "uid": o.uid(),
+        "controller": true, "blockOwnerDeletion": true,
+    }])
+}
+
+fn suffix(len: usize) -> String {
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    let mut b = vec![0u8; len];
+    let _ = getrandom::fill(&mut b);
+    b.iter()
+        .map(|x| ALPHABET[*x as usize % ALPHABET.len()] as char)
+        .collect()
+}
+
+/// A stable hash of a pod template (FNV-1a over its canonical JSON), as the label value.
+pub fn template_hash(template: &Value) -> String {
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in serde_json::to_vec(&canonical(template)).unwrap_or_default() {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    (0..10)
+        .map(|i| ALPHABET[((h >> (i * 6)) % ALPHABET.len() as u64) as usize] as char)
+        .collect()
+}
+
+fn canonical(v: &Value) -> Value {
+    match v {
+        Value::Object(m) => {
+            let sorted: BTreeMap<&String, Value> =
+                m.iter().map(|(k, v)| (k, canonical(v))).collect();
+            json!(sorted)
+        }
+        Value::Array(a) => Value::Array(a.iter().map(canonical).collect()),
+        other => other.clone(),
+    }
+}
+
+/// A template without the hash label, for comparing a ReplicaSet's to its Deployment's.
+fn template_sans_hash(t: Option<&Value>) -> Value {
+    let mut t = t.cloned().unwrap_or(Value::Null);
+    if let Some(Value::Object(l)) = t.pointer_mut("/metadata/labels") {
+        l.remove(HASH_LABEL);
+    }
+    canonical(&t)
+}
+
+/// Kubernetes' `intstr` against a total: an int, or a percentage rounded up (surge) or down
+/// (unavailable).
+pub fn scaled(v: Option<&Value>, total: i64, default_pct: i64, round_up: bool) -> i64 {
+    match v {
+        Some(Value::Number(n)) => n.as_i64().unwrap_or(0),
+        Some(Value::String(s)) if s.ends_with('%') => {
+            let pct: i64 = s.trim_end_matches('%').parse().unwrap_or(default_pct);
+            if round_up {
+                (total * pct + 99) / 100
+            } else {
+                total * pct / 100
+            }
+        }
+        _ => {
+            if round_up {
+                (total * default_pct + 99) / 100
+            } else {
+                total * default_pct / 100
+            }
+        }
+    }
+}
+
+async fn run_once(registry: &Registry) -> Result<(), String> {
+    let (all, rev) = registry.all_objects(None).map_err(|e| e.0.message)?;
+    let mut cache = Cache::default();
+    let mut queue: BTreeSet<(u8, Key)> = BTreeSet::new();
+    for o in all {
+        match o.kind() {
+            "Deployment" => {
+                queue.insert((0, key(&o)));
+                cache.deployments.insert(key(&o), o);
+            }
+            "ReplicaSet" => {
+                queue.insert((1, key(&o)));
+                cache.replicasets.insert(key(&o), o);
+            }
+            "Pod" => {
+                cache.pods.insert(key(&o), o);
+            }
+            _ => {}
+        }
+    }
+    let mut watcher = registry
+        .store
+        .watch(b"/registry/", rev + 1)
+        .map_err(|e| e.to_string())?;
+    loop {
+        // ReplicaSets first (they make pods), then the Deployments over them.
+        while let Some(item) = queue.pop_last() {
+            match item {
+                (1, k) => reconcile_rs(registry, &mut cache, &k, &mut queue).await,
+                (_, k) => reconcile_deployment(registry, &mut cache, &k).await,
+            }
+        }
+        let Some(batch) = watcher.next().await.map_err(|e| e.to_string())? else {
+            return Ok(());
+        };
+        for ev in batch.events.iter() {
+            let Ok(o) = decode(&ev.kv) else { continue };
+            let put = ev.typ == EventType::Put;
+            match o.kind() {
+                "Deployment" => {
+                    queue.insert((0, key(&o)));
+                    if put {
+                        cache.deployments.insert(key(&o), o);
+                    } else {
+                        cache.deployments.remove(&key(&o));
+                    }
+                }
+                "ReplicaSet" => {
+                    queue.insert((1, key(&o)));
+                    if let Some(d) = owner_key(&cache.deployments, &o) {
+                        queue.insert((0, d));
+                    }
+                    if put {
+                        cache.replicasets.insert(key(&o), o);
+                    } else {
+                        cache.replicasets.remove(&key(&o));
+                    }
+                }
+                "Pod" => {
+                    if let Some(rs) = owner_key(&cache.replicasets, &o) {
+                        queue.insert((1, rs));
+                    }
+                    if put {
+                        cache.pods.insert(key(&o), o);
+                    } else {
+                        cache.pods.remove(&key(&o));
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+fn owner_key(owners: &BTreeMap<Key, Object>, o: &Object) -> Option<Key> {
+    let uid = controller_uid(o)?;
+    let ns = o.namespace().unwrap_or("");
+    owners
+        .range((ns.to_string(), String::new())..)
+        .take_while(|((n, _), _)| n == ns)
+        .find(|(_, owner)| owner.uid() == uid)
+        .map(|(k, _)| k.clone())
+}
+
+fn owned<'a>(objects: &'a BTreeMap<Key, Object>, owner: &Object) -> Vec<&'a Object> {
+    let ns = owner.namespace().unwrap_or("").to_string();
+    objects
+        .range((ns.clone(), String::new())..)
+        .take_while(|((n, _), _)| *n == ns)
+        .map(|(_, o)| o)
+        .filter(|o| controller_uid(o).as_deref() == Some(owner.uid()))
+        .collect()
+}
+
+async fn patch_status(registry: &Registry, kind: &str, o: &Object, status: Value) {
+    let Some(k) = berth_api::kinds::resolve(kind) else {
+        return;
+    };
+    let mut current = o.get("status").cloned().unwrap_or(json!({}));
+    // Conditions' times aside, nothing changed: no write.
+    let strip = |v: &Value| {
+        let mut v = v.clone();
+        if let Some(Value::Array(cs)) = v.get_mut("conditions") {
+            for c in cs {
+                if let Value::Object(m) = c {
+                    m.remove("lastUpdateTime");
+                    m.remove("lastTransitionTime");
+                }
+            }
+        }
+        v
+    };
+    if let (Value::Object(cur), Value::Object(new)) = (&mut current, &status) {
+        for (k, v) in new {
+            cur.insert(k.clone(), v.clone());
+        }
+    }
+    if strip(&current) == strip(o.get("status").unwrap_or(&json!({}))) {
+        return;
+    }
+    let body = serde_json::to_vec(&json!({"status": status})).unwrap_or_default();
+    if let Err(e) = registry
+        .patch(
+            k,
+            o.namespace(),
+            o.name(),
+            PatchType::Merge,
+            &body,
+            USER,
+            true,
+            false,
+        )
+        .await
+    {
+        tracing::debug!(error = %e.0.message, "cannot update {kind} status");
+    }
+}
+
+/// Which pods of a ReplicaSet go first when it scales down, as Kubernetes ranks them: not
+/// yet on a node, then pending, then not ready, then the newest.
+fn deletion_rank(p: &Object) -> (u8, u8, u8, std::cmp::Reverse<String>) {
+    let bound = p
+        .get("spec")
+        .and_then(|s| s.get("nodeName"))
+        .and_then(Value::as_str)
+        .is_some_and(|n| !n.is_empty());
+    let created = p
+        .metadata()
+        .and_then(|m| m.get("creationTimestamp"))
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    (
+        u8::from(bound),
+        u8::from(pod_phase(p) == "Running"),
+        u8::from(pod_ready(p)),
+        std::cmp::Reverse(created),
+    )
+}
+
+async fn reconcile_rs(
+    registry: &Registry,
+    cache: &mut Cache,
+    k: &Key,
+    queue: &mut BTreeSet<(u8, Key)>,
+) {
+    let Some(rs) = cache.replicasets.get(k).cloned() else {
+        return;
+    };
+    if rs.deletion_timestamp().is_some() {
+        return;
+    }
+    let pods: Vec<Object> = owned(&cache.pods, &rs).into_iter().cloned().collect();
+    let active: Vec<&Object> = pods.iter().filter(|p| pod_active(p)).collect();
+    let want = spec_replicas(&rs);
+    let diff = want - active.len() as i64;
+    let Some(pod_kind) = berth_api::kinds::resolve("pods") else {
+        return;
+    };
+    let ns = rs.namespace().unwrap_or("default").to_string();
+    if diff > 0 {
+        let template = rs
+            .get("spec")
+            .and_then(|s| s.get("template"))
+            .cloned()
+            .unwrap_or_default();
+        for _ in 0..diff {
+            let mut meta = template.get("metadata").cloned().unwrap_or(json!({}));
+            let name = format!("{}-{}", rs.name(), suffix(5));
+            meta["name"] = json!(name);
+            meta["namespace"] = json!(ns);
+            meta["ownerReferences"] = owner_ref(&rs);
+            if let Some(m) = meta.as_object_mut() {
+                m.remove("generateName");
+                m.remove("uid");
+                m.remove("resourceVersion");
+            }
+            let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": template.get("spec").cloned().unwrap_or_default()});
+            let Some(obj) = Object::from_value(pod) else {
+                continue;
+            };
+            match registry.create(pod_kind, Some(&ns), obj, USER, false).await {
+                Ok(created) => {
+                    cache.pods.insert(key(&created), created);
+                }
+                Err(e) => {
+                    tracing::warn!(rs = rs.name(), error = %e.0.message, "cannot create a pod");
+                    crate::scheduler::event(
+                        registry,
+                        &rs,
+                        "Warning",
+                        "FailedCreate",
+                        &format!("Error creating: {}", e.0.message),
+                    )
+                    .await;
+                    break;
+                }
+            }
+        }
+    } else if diff < 0 {
+        let mut victims: Vec<&Object> = active.clone();
+        victims.sort_by_key(|p| deletion_rank(p));
+        for p in victims.into_iter().take((-diff) as usize) {
+            match registry
+                .delete(
+                    pod_kind,
+                    Some(&ns),
+                    p.name(),
+                    &DeleteOptions::default(),
+                    USER,
+                )
+                .await
+            {
+                Ok(mut gone) => {
+                    if gone.deletion_timestamp().is_none() {
+                        gone.set_meta("deletionTimestamp", "now");
+                    }
+                    cache.pods.insert(key(&gone), gone);
+                }
+                Err(e) => tracing::debug!(error = %e.0.message, "cannot delete a pod"),
+            }
+        }
+    }
+    let pods: Vec<Object> = owned(&cache.pods, &rs).into_iter().cloned().collect();
+    let active: Vec<&Object> = pods.iter().filter(|p| pod_active(p)).collect();
+    let ready = active.iter().filter(|p| pod_ready(p)).count();
+    let status = json!({
+        "replicas": active.len(),
+        "fullyLabeledReplicas": active.len(),
+        "readyReplicas": ready,
+        "availableReplicas": ready,
+        "observedGeneration": rs.generation(),
+    });
+    patch_status(registry, "replicasets", &rs, status).await;
+    if let Some(d) = owner_key(&cache.deployments, &rs) {
+        queue.insert((0, d));
+    }
+}
+
+async fn reconcile_deployment(registry: &Registry, cache: &mut Cache, k: &Key) {
+    let Some(d) = cache.deployments.get(k).cloned() else {
+        return;
+    };
+    if d.deletion_timestamp().is_some() {
+        return;
+    }
+    let Some(rs_kind) = berth_api::kinds::resolve("replicasets") else {
+        return;
+    };
+    let ns = d.namespace().unwrap_or("default").to_string();
+    let spec = d.get("spec").cloned().unwrap_or_default();
+    let replicas = spec_replicas(&d);
+    let template = spec.get("template").cloned().unwrap_or_default();
+    let want = template_sans_hash(Some(&template));
+    let mut sets: Vec<Object> = owned(&cache.replicasets, &d).into_iter().cloned().collect();
+    let revision_of = |o: &Object| -> i64 {
+        o.annotation(REVISION)
+            .and_then(|r| r.parse().ok())
+            .unwrap_or(0)
+    };
+    sets.sort_by_key(revision_of);
+    let max_revision = sets.iter().map(revision_of).max().unwrap_or(0);
+    let new_idx = sets
+        .iter()
+        .position(|rs| template_sans_hash(rs.get("spec").and_then(|s| s.get("template"))) == want);
+    let strategy = spec
+        .pointer("/strategy/type")
+        .and_then(Value::as_str)
+        .unwrap_or("RollingUpdate");
+    let paused = spec.get("paused").and_then(Value::as_bool).unwrap_or(false);
+    if paused {
+        return;
+    }
+    // The ReplicaSet of the current template: found, brought to the newest revision, or made.
+    let new_rs = match new_idx {
+        Some(i) => {
+            let rs = sets.remove(i);
+            if revision_of(&rs) < max_revision {
+                // Rolling back to an old template makes its ReplicaSet the newest revision.
+                let body = json!({"metadata": {"annotations": {REVISION: (max_revision + 1).to_string()}}});
+                set_rs(registry, cache, &rs, body).await.unwrap_or(rs)
+            } else {
+                rs
+            }
+        }
+        None => {
+            let hash = template_hash(&template);
+            let mut t = template.clone();
+            t["metadata"]["labels"][HASH_LABEL] = json!(hash);
+            let mut selector = spec.get("selector").cloned().unwrap_or(json!({}));
+            selector["matchLabels"][HASH_LABEL] = json!(hash);
+            let mut labels = t["metadata"]["labels"].clone();
+            labels[HASH_LABEL] = json!(hash);
+            // It starts empty; the rollout below scales it.
+            let initial = 0;
+            let rs = json!({
+                "apiVersion": "apps/v1", "kind": "ReplicaSet",
+                "metadata": {
+                    "name": format!("{}-{hash}", d.name()), "namespace": ns, "labels": labels,
+                    "annotations": {REVISION: (max_revision + 1).to_string()},
+                    "ownerReferences": owner_ref(&d),
+                },
+                "spec": {"replicas": initial, "selector": selector, "template": t},
+            });
+            let Some(obj) = Object::from_value(rs) else {
+                return;
+            };
+            match registry.create(rs_kind, Some(&ns), obj, USER, false).await {
+                Ok(created) => {
+                    cache.replicasets.insert(key(&created), created.clone());
+                    crate::scheduler::event(
+                        registry,
+                        &d,
+                        "Normal",
+                        "ScalingReplicaSet",
+                        &format!("Scaled up replica set {} to {initial}", created.name()),
+                    )
+                    .await;
+                    created
+                }
+                Err(e) => {
+                    tracing::warn!(deployment = d.name(), error = %e.0.message, "cannot create a replica set");
+                    return;
+                }
+            }
+        }
+    };
+    let old: Vec<Object> = sets;
+    let old_pods: i64 = old
+        .iter()
+        .map(|rs| {
+            owned(&cache.pods, rs)
+                .into_iter()
+                .filter(|p| p.deletion_timestamp().is_none())
+                .count() as i64
+        })
+        .sum();
+    let ready_of = |rs: &Object| status_int(rs, "readyReplicas");
+    let new_target;
+    if strategy == "Recreate" {
+        for rs in old.iter().filter(|rs| spec_replicas(rs) > 0) {
+            scale(registry, cache, &d, rs, 0).await;
+        }
+        // The new version starts once every old pod is gone.
+        new_target = if old_pods == 0 { replicas } else { 0 };
+        if spec_replicas(&new_rs) != new_target {
+            scale(registry, cache, &d, &new_rs, new_target).await;
+        }
+    } else {
+        let surge = scaled(
+            spec.pointer("/strategy/rollingUpdate/maxSurge"),
+            replicas,
+            25,
+            true,
+        );
+        let mut unavailable = scaled(
+            spec.pointer("/strategy/rollingUpdate/maxUnavailable"),
+            replicas,
+            25,
+            false,
+        );
+        if surge == 0 && unavailable == 0 {
+            unavailable = 1;
+        }
+        let total: i64 = spec_replicas(&new_rs) + old.iter().map(spec_replicas).sum::<i64>();
+        // Scale up the new set within the surge.
+        let mut target = spec_replicas(&new_rs);
+        if target < replicas {
+            let room = replicas + surge - total;
+            if room > 0 {
+                target = (target + room).min(replicas);
+            }
+        } else if target > replicas {
+            target = replicas;
+        }
+        if target != spec_replicas(&new_rs) {
+            scale(registry, cache, &d, &new_rs, target).await;
+        }
+        new_target = target;
+        // Scale down the old sets as far as availability allows: first what is not ready,
+        // then ready pods down to replicas - maxUnavailable available in all.
+        let min_available = replicas - unavailable;
+        let new_unavailable = (target - ready_of(&new_rs)).max(0);
+        let all_pods = target + old.iter().map(spec_replicas).sum::<i64>();
+        let mut budget = all_pods - min_available - new_unavailable;
+        for rs in old.iter() {
+            let cur = spec_replicas(rs);
+            if cur == 0 {
+                continue;
+            }
+            let unhealthy = (cur - ready_of(rs)).max(0);
+            let mut cut = unhealthy.min(cur);
+            let healthy_cut = budget.max(0).min(cur - cut);
+            cut += healthy_cut;
+            budget -= healthy_cut;
+            if cut > 0 {
+                scale(registry, cache, &d, rs, cur - cut).await;
+            }
+        }
+    }
+    // History: old sets at zero beyond revisionHistoryLimit go, oldest first.
+    let limit = int(spec.get("revisionHistoryLimit"), 10).max(0) as usize;
+    let empty: Vec<&Object> = old
+        .iter()
+        .filter(|rs| spec_replicas(rs) == 0 && status_int(rs, "replicas") == 0)
+        .collect();
+    if empty.len() > limit {
+        for rs in empty.iter().take(empty.len() - limit) {
+            let _ = registry
+                .delete(
+                    rs_kind,
+                    Some(&ns),
+                    rs.name(),
+                    &DeleteOptions::default(),
+                    USER,
+                )
+                .await;
+        }
+    }
+    // Status.
+    let sets_now: Vec<Object> = owned(&cache.replicasets, &d).into_iter().cloned().collect();
+    let total_replicas: i64 = sets_now.iter().map(|rs| status_int(rs, "replicas")).sum();
+    let ready: i64 = sets_now.iter().map(ready_of).sum();
+    let new_now = cache
+        .replicasets
+        .get(&key(&new_rs))
+        .cloned()
+        .unwrap_or(new_rs.clone());
+    let updated = status_int(&new_now, "replicas");
+    let unavailable_n = (replicas - ready).max(0);
+    let min_available = replicas
+        - scaled(
+            spec.pointer("/strategy/rollingUpdate/maxUnavailable"),
+            replicas,
+            25,
+            false,
+        );
+    let now = berth_api::timefmt::rfc3339_from_nanos(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64),
+    );
+    let available = ready >= min_available.min(replicas);
+    let complete = updated == replicas
+        && ready >= replicas
+        && total_replicas == replicas
+        && new_target == replicas;
+    let status = json!({
+        "observedGeneration": d.generation(),
+        "replicas": total_replicas,
+        "updatedReplicas": updated,
+        "readyReplicas": ready,
+        "availableReplicas": ready,
+        "unavailableReplicas": unavailable_n,
+        "conditions": [
+            {"type": "Available", "status": if available { "True" } else { "False" },
+             "reason": if available { "MinimumReplicasAvailable" } else { "MinimumReplicasUnavailable" },
+             "message": if available { "Deployment has minimum availability." } else { "Deployment does not have minimum availability." },
+             "lastUpdateTime": now, "lastTransitionTime": now},
+            {"type": "Progressing", "status": "True",
+             "reason": if complete { "NewReplicaSetAvailable" } else { "ReplicaSetUpdated" },
+             "message": if complete { format!("ReplicaSet \"{}\" has successfully progressed.", new_rs.name()) } else { format!("ReplicaSet \"{}\" is progressing.", new_rs.name()) },
+             "lastUpdateTime": now, "lastTransitionTime": now},
+        ],
+    });
+    patch_status(registry, "deployments", &d, status).await;
+}
+
+async fn set_rs(
+    registry: &Registry,
+    cache: &mut Cache,
+    rs: &Object,
+    body: Value,
+) -> Option<Object> {
+    let k = berth_api::kinds::resolve("replicasets")?;
+    let bytes = serde_json::to_vec(&body).ok()?;
+    match registry
+        .patch(
+            k,
+            rs.namespace(),
+            rs.name(),
+            PatchType::Merge,
+            &bytes,
+            USER,
+            false,
+            false,
+        )
+        .await
+    {
+        Ok(updated) => {
+            cache.replicasets.insert(key(&updated), updated.clone());
+            Some(updated)
+        }
+        Err(e) => {
+            tracing::debug!(error = %e.0.message, "cannot update a replica set");
+            None
+        }
+    }
+}
+
+async fn scale(registry: &Registry, cache: &mut Cache, d: &Object, rs: &Object, to: i64) {
+    let from = spec_replicas(rs);
+    if set_rs(registry, cache, rs, json!({"spec": {"replicas": to}}))
+        .await
+        .is_some()
+    {
+        let verb = if to > from { "up" } else { "down" };
+        crate::scheduler::event(
+            registry,
+            d,
+            "Normal",
+            "ScalingReplicaSet",
+            &format!(
+                "Scaled {verb} replica set {} from {from} to {to}",
+                rs.name()
+            ),
+        )
+        .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn intstr_and_hashes() {
+        assert_eq!(scaled(Some(&json!("25%")), 3, 25, true), 1);
+        assert_eq!(scaled(Some(&json!("25%")), 3, 25, false), 0);
+        assert_eq!(scaled(Some(&json!(2)), 3, 25, false), 2);
+        assert_eq!(scaled(None, 10, 25, true), 3);
+        assert_eq!(scaled(None, 10, 25, false), 2);
+        let a = json!({"metadata": {"labels": {"app": "x"}}, "spec": {"containers": [{"name": "c", "image": "i"}]}});
+        let b = json!({"spec": {"containers": [{"image": "i", "name": "c"}]}, "metadata": {"labels": {"app": "x"}}});
+        assert_eq!(
+            template_hash(&a),
+            template_hash(&b),
+            "key order does not matter"
+        );
+        let c = json!({"metadata": {"labels": {"app": "x"}}, "spec": {"containers": [{"name": "c", "image": "j"}]}});
+        assert_ne!(template_hash(&a), template_hash(&c));
+        let mut with_hash = a.clone();
+        with_hash["metadata"]["labels"][HASH_LABEL] = json!("abc");
+        assert_eq!(
+            template_sans_hash(Some(&with_hash)),
+            template_sans_hash(Some(&a))
+        );
+    }
+}
