@@ -6,6 +6,7 @@
 pub mod image;
 pub mod manifests;
 pub mod print;
+pub mod rollout;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -155,6 +156,19 @@ pub enum Verb {
         #[command(subcommand)]
         cmd: image::ImageCmd,
     },
+    /// Set the number of replicas of a deployment or replicaset (`berth scale deploy/web
+    /// --replicas 5`)
+    Scale {
+        /// KIND/NAME, or KIND NAME
+        target: Vec<String>,
+        #[arg(long, required = true)]
+        replicas: i64,
+    },
+    /// A Deployment's rollout: status (wait for it), history, undo
+    Rollout {
+        #[command(subcommand)]
+        cmd: rollout::RolloutCmd,
+    },
     /// List the kinds the server serves
     ApiResources,
     /// Show client and server versions
@@ -210,6 +224,14 @@ fn ns_for<'a>(kind: &ResourceKind, ns: &'a str) -> Option<&'a str> {
 /// Runs a verb; returns the process exit code.
 pub async fn run(conn: &Conn, verb: Verb, out: &mut dyn Write) -> anyhow::Result<i32> {
     match verb {
+        Verb::Scale { target, replicas } => {
+            let ctx = connect(conn)?;
+            rollout::scale(&ctx.client, &ctx.namespace, &target, replicas, out).await
+        }
+        Verb::Rollout { cmd } => {
+            let ctx = connect(conn)?;
+            rollout::rollout(&ctx.client, &ctx.namespace, cmd, out).await
+        }
         Verb::Version => {
             writeln!(out, "Client Version: v{}", env!("CARGO_PKG_VERSION"))?;
             match connect(conn) {

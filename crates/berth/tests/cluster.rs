@@ -329,7 +329,61 @@ fn a_deployment_keeps_its_replicas_and_rolls_out_without_losing_availability() {
         "{revisions:?}"
     );
 
-    // Scaling down removes pods; deleting the Deployment removes everything it owns.
+    let o = berth(
+        &kc,
+        &["rollout", "status", "deploy/app", "--timeout", "60s"],
+    );
+    assert!(
+        stdout(&o).contains("successfully rolled out"),
+        "{}{}",
+        stdout(&o),
+        stderr(&o)
+    );
+    let history = stdout(&berth(&kc, &["rollout", "history", "deploy/app"]));
+    assert!(
+        history.contains("REVISION") && history.lines().count() == 4,
+        "{history}"
+    );
+
+    // Undo goes back to the previous template (as revision 3).
+    let o = berth(&kc, &["rollout", "undo", "deploy/app"]);
+    assert!(
+        stdout(&o).contains("rolled back (to revision 1)"),
+        "{}{}",
+        stdout(&o),
+        stderr(&o)
+    );
+    eventually(90, "the undo to roll out", || {
+        let pods = ready_pods(&kc);
+        let total = get(&kc, &["pods", "-l", "app=app"])["items"]
+            .as_array()
+            .unwrap()
+            .len();
+        (total == 3
+            && pods.len() == 3
+            && pods
+                .iter()
+                .all(|p| p["metadata"]["annotations"]["version"] == "1"))
+        .then_some(())
+    });
+
+    // Scale.
+    let o = berth(&kc, &["scale", "deploy/app", "--replicas", "1"]);
+    assert!(
+        stdout(&o).contains("deployment.apps/app scaled"),
+        "{}",
+        stderr(&o)
+    );
+    eventually(60, "one pod", || {
+        (get(&kc, &["pods", "-l", "app=app"])["items"]
+            .as_array()
+            .unwrap()
+            .len()
+            == 1)
+            .then_some(())
+    });
+
+    // Deleting the Deployment removes everything it owns.
     let o = berth(&kc, &["delete", "deploy", "app"]);
     assert!(o.status.success(), "{}", stderr(&o));
     eventually(60, "the pods to go", || {
