@@ -247,11 +247,21 @@ async fn run_server(args: ServerArgs, all_in_one: bool) -> anyhow::Result<()> {
     println!();
     println!("Try, in another terminal:");
     println!("  export KUBECONFIG={}", server.kubeconfig.display());
-    println!("  berth get namespaces");
-    println!("  berth apply -f examples/demo.yaml");
-    println!("  berth get deploy,svc,cm -o wide  # what you applied");
-    println!("  berth history deploy/demo --diff # who changed it, and how");
-    println!("  berth export > state.yaml        # the whole desired state");
+    if all_in_one {
+        println!("  berth get pods -o wide                       # where the pods run, their addresses");
+        println!("  curl http://POD_IP:8080/                     # the demo answers with its pod's name");
+        println!("  berth scale deploy/demo --replicas 5");
+        println!("  berth delete pod POD                         # it is replaced");
+        println!("  kubectl set env deploy/demo GREETING=hi      # a rolling update");
+        println!("  berth rollout status deploy/demo; berth rollout undo deploy/demo");
+        println!("  berth get events; berth history deploy/demo --diff");
+    } else {
+        println!("  berth get namespaces");
+        println!("  berth apply -f examples/demo.yaml");
+        println!("  berth get deploy,svc,cm -o wide  # what you applied");
+        println!("  berth history deploy/demo --diff # who changed it, and how");
+        println!("  berth export > state.yaml        # the whole desired state");
+    }
     println!("(kubectl works too: it reads the same kubeconfig.)");
     println!();
     println!("Press Ctrl-C to stop.");
