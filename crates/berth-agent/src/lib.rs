@@ -11,6 +11,7 @@
 //!   longer binds to this node.
 
 mod pods;
+mod probes;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -315,5 +316,29 @@ fn dispatch(
 fn dispatch_gone(workers: &mut HashMap<String, mpsc::UnboundedSender<pods::Update>>, uid: &str) {
     if let Some(tx) = workers.remove(uid) {
         let _ = tx.send(pods::Update::Gone);
+    }
+}
+
+/// Records an Event about an object, as the kubelet of this node.
+pub(crate) async fn event(client: &Client, obj: &Value, typ: &str, reason: &str, message: &str) {
+    let Some(events) = resolve("events") else {
+        return;
+    };
+    let ns = obj["metadata"]["namespace"].as_str().unwrap_or("default");
+    let name = obj["metadata"]["name"].as_str().unwrap_or("");
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let now = berth_api::timefmt::rfc3339_from_nanos(nanos);
+    let ev = json!({
+        "apiVersion": "v1", "kind": "Event",
+        "metadata": {"name": format!("{name}.{nanos:x}"), "namespace": ns},
+        "involvedObject": {"apiVersion": obj["apiVersion"], "kind": obj["kind"], "namespace": ns, "name": name, "uid": obj["metadata"]["uid"]},
+        "reason": reason, "message": message, "type": typ,
+        "source": {"component": "kubelet"},
+        "firstTimestamp": now, "lastTimestamp": now, "count": 1,
+    });
+    if let Err(e) = client.create(events, Some(ns), &ev, "").await {
+        tracing::debug!(error = %e, "cannot record an event");
     }
 }

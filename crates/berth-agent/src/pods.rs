@@ -58,6 +58,8 @@ struct Track {
     /// Why it is not running (image, creation errors).
     waiting: Option<(String, String)>,
     image_id: String,
+    /// Events to record: (type, reason, message).
+    events: Vec<(&'static str, String, String)>,
 }
 
 /// An image resolved (or not) for one container, and when to try again after a failure.
@@ -76,6 +78,14 @@ struct Image {
     config: ImageConfig,
     host: bool,
     id: String,
+}
+
+/// The pod's containers.
+fn containers(pod: &Value) -> impl Iterator<Item = &Value> {
+    pod.pointer("/spec/containers")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
 }
 
 fn s<'a>(v: &'a Value, ptr: &str) -> &'a str {
@@ -501,12 +511,7 @@ fn sync_blocking(
         .map(|c| (c.name.clone(), c))
         .collect();
     let now = Instant::now();
-    for c in pod
-        .pointer("/spec/containers")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
+    for c in containers(pod) {
         let name = s(c, "/name").to_string();
         let track = tracks.entry(name.clone()).or_default();
         let image = match images.get(&name) {
@@ -522,6 +527,21 @@ fn sync_blocking(
             None => true,
             Some(st) if st.status == Status::Exited && should_restart(&policy, st) => {
                 if track.backoff_until.is_some_and(|t| now < t) {
+                    if track
+                        .waiting
+                        .as_ref()
+                        .is_none_or(|(r, _)| r != "CrashLoopBackOff")
+                    {
+                        track.events.push((
+                            "Warning",
+                            "BackOff".into(),
+                            format!(
+                                "Back-off restarting failed container {name} in pod {}_{}",
+                                s(pod, "/metadata/name"),
+                                s(pod, "/metadata/namespace")
+                            ),
+                        ));
+                    }
                     track.waiting = Some((
                         "CrashLoopBackOff".into(),
                         format!(
@@ -581,6 +601,16 @@ fn sync_blocking(
         match made {
             Ok(()) => {
                 track.waiting = None;
+                track.events.push((
+                    "Normal",
+                    "Created".into(),
+                    format!("Created container {name}"),
+                ));
+                track.events.push((
+                    "Normal",
+                    "Started".into(),
+                    format!("Started container {name}"),
+                ));
                 if let Ok(st) = rt.container(&uid, &name) {
                     states.insert(name.clone(), st);
                 }
@@ -590,6 +620,15 @@ fn sync_blocking(
             }
             Err((reason, msg)) => {
                 let _ = rt.remove_container(&uid, &name);
+                if track
+                    .waiting
+                    .as_ref()
+                    .is_none_or(|(r, m)| *r != reason || *m != msg)
+                {
+                    track
+                        .events
+                        .push(("Warning", "Failed".into(), format!("Error: {msg}")));
+                }
                 track.waiting = Some((reason, msg));
             }
         }
@@ -606,17 +645,13 @@ fn status_of(
     pod_ip: &str,
     states: &[ContainerState],
     tracks: &HashMap<String, Track>,
+    ready_by_probe: &HashMap<String, bool>,
     start_time: &str,
 ) -> Value {
     let policy = s(pod, "/spec/restartPolicy");
     let mut statuses = Vec::new();
     let (mut running, mut all_ready, mut succeeded, mut failed, mut total) = (0, true, 0, 0, 0);
-    for c in pod
-        .pointer("/spec/containers")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
+    for c in containers(pod) {
         total += 1;
         let name = s(c, "/name");
         let track = tracks.get(name).cloned().unwrap_or_default();
@@ -624,9 +659,10 @@ fn status_of(
         let (state, ready) = match (st, &track.waiting) {
             (Some(st), _) if st.status == Status::Running => {
                 running += 1;
+                let ready = ready_by_probe.get(name).copied().unwrap_or(true);
                 (
                     json!({"running": {"startedAt": rfc3339(st.started_at.unwrap_or(0))}}),
-                    true,
+                    ready,
                 )
             }
             (_, Some((reason, message))) => {
@@ -660,7 +696,7 @@ fn status_of(
             "state": state,
             "lastState": track.last_state.as_ref().map_or(json!({}), |t| json!({"terminated": t})),
             "ready": ready,
-            "started": ready,
+            "started": st.is_some_and(|st| st.status == Status::Running),
             "restartCount": track.restarts,
             "image": s(c, "/image"),
             "imageID": track.image_id,
@@ -796,6 +832,7 @@ pub(crate) async fn worker(
     let mut start_time = String::new();
     let mut seeded = false;
     let mut pulled: HashMap<String, Pulled> = HashMap::new();
+    let mut probes: HashMap<String, crate::probes::Probes> = HashMap::new();
     let mut files: HashMap<String, Vec<berth_runtime::volumes::File>> = HashMap::new();
     let mut projected_at: Option<Instant> = None;
     loop {
@@ -855,12 +892,7 @@ pub(crate) async fn worker(
         }
         // Images and projected volumes need the network; the rest is blocking work.
         let mut images = HashMap::new();
-        for c in p
-            .pointer("/spec/containers")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
+        for c in containers(&p) {
             let name = s(c, "/name").to_string();
             let image = s(c, "/image").to_string();
             let cached = pulled.get(&name).filter(|e| e.image == image);
@@ -938,12 +970,7 @@ pub(crate) async fn worker(
             }
         }
         if let Some(e) = volume_error {
-            for c in p
-                .pointer("/spec/containers")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
+            for c in containers(&p) {
                 tracks.entry(s(c, "/name").to_string()).or_default().waiting =
                     Some(("CreateContainerConfigError".into(), e.clone()));
             }
@@ -951,12 +978,7 @@ pub(crate) async fn worker(
         }
         // ConfigMaps and Secrets that env entries name.
         let mut refs: HashMap<String, Value> = HashMap::new();
-        for c in p
-            .pointer("/spec/containers")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
+        for c in containers(&p) {
             for e in c.get("env").and_then(Value::as_array).into_iter().flatten() {
                 for (ptr, kind) in [
                     ("/valueFrom/configMapKeyRef/name", "configmaps"),
@@ -997,7 +1019,55 @@ pub(crate) async fn worker(
             }
             Err(_) => continue,
         };
-        let status = status_of(&shared.cfg, &p, &pod_ip, &states, &tracks, &start_time);
+        // Probes of running containers; a failed liveness (or startup) probe kills the
+        // container, and its restart policy takes over.
+        let mut ready_by_probe = HashMap::new();
+        for c in containers(&p) {
+            let name = s(c, "/name").to_string();
+            let Some(st) = states
+                .iter()
+                .find(|x| x.name == name && x.status == Status::Running)
+            else {
+                continue;
+            };
+            let v = probes
+                .entry(name.clone())
+                .or_default()
+                .check(&shared.cfg, &uid, &pod_ip, c, st.started_at.unwrap_or(0))
+                .await;
+            ready_by_probe.insert(name.clone(), v.ready);
+            let track = tracks.entry(name.clone()).or_default();
+            for (reason, msg) in v.events {
+                track.events.push(("Warning", reason, msg));
+            }
+            if let Some(why) = v.kill {
+                track.events.push(("Normal", "Killing".into(), why));
+                let rt = shared.cfg.runtime.clone();
+                let (uid2, name2) = (uid.clone(), name.clone());
+                let grace = p
+                    .pointer("/spec/terminationGracePeriodSeconds")
+                    .and_then(Value::as_u64)
+                    .unwrap_or(30);
+                let _ = tokio::task::spawn_blocking(move || {
+                    rt.stop_container(&uid2, &name2, libc::SIGTERM, Duration::from_secs(grace))
+                })
+                .await;
+            }
+        }
+        for track in tracks.values_mut() {
+            for (typ, reason, msg) in track.events.drain(..) {
+                crate::event(&shared.client, &p, typ, &reason, &msg).await;
+            }
+        }
+        let status = status_of(
+            &shared.cfg,
+            &p,
+            &pod_ip,
+            &states,
+            &tracks,
+            &ready_by_probe,
+            &start_time,
+        );
         if !same_status(&status, &last_status) {
             let Some(pods) = resolve("pods") else {
                 continue;

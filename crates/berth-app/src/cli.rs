@@ -248,8 +248,12 @@ async fn run_server(args: ServerArgs, all_in_one: bool) -> anyhow::Result<()> {
     println!("Try, in another terminal:");
     println!("  export KUBECONFIG={}", server.kubeconfig.display());
     if all_in_one {
-        println!("  berth get pods -o wide                       # where the pods run, their addresses");
-        println!("  curl http://POD_IP:8080/                     # the demo answers with its pod's name");
+        println!(
+            "  berth get pods -o wide                       # where the pods run, their addresses"
+        );
+        println!(
+            "  curl http://POD_IP:8080/                     # the demo answers with its pod's name"
+        );
         println!("  berth scale deploy/demo --replicas 5");
         println!("  berth delete pod POD                         # it is replaced");
         println!("  kubectl set env deploy/demo GREETING=hi      # a rolling update");

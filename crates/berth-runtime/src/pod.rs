@@ -484,23 +484,37 @@ impl Runtime {
         stdin: bool,
         exec_command: &[String],
     ) -> Result<i32> {
-        let (exe, args) = exec_command
-            .split_first()
-            .ok_or_else(|| Self::shim_err(pod)("no exec command configured".into()))?;
-        let status = Command::new(exe)
-            .args(args)
-            .arg(self.pod_dir(pod))
-            .arg(name)
-            .arg("--")
-            .args(argv)
+        let status = self
+            .exec_process(pod, name, argv, exec_command)?
             .stdin(if stdin {
                 Stdio::inherit()
             } else {
                 Stdio::null()
             })
             .status()
-            .map_err(io(Path::new(exe)))?;
+            .map_err(io(Path::new(&exec_command[0])))?;
         Ok(status.code().unwrap_or(128 + 9))
+    }
+
+    /// The process that runs `argv` in a container, for the caller to give its stdio and run
+    /// (probes run it quietly with a timeout).
+    pub fn exec_process(
+        &self,
+        pod: &str,
+        name: &str,
+        argv: &[String],
+        exec_command: &[String],
+    ) -> Result<Command> {
+        let (exe, args) = exec_command
+            .split_first()
+            .ok_or_else(|| Self::shim_err(pod)("no exec command configured".into()))?;
+        let mut cmd = Command::new(exe);
+        cmd.args(args)
+            .arg(self.pod_dir(pod))
+            .arg(name)
+            .arg("--")
+            .args(argv);
+        Ok(cmd)
     }
 
     /// Removes the pod: kills what still runs, then its containers, shim, volumes, network,

@@ -31,6 +31,43 @@ fn eventually<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     }
 }
 
+/// A one-node cluster of the test's own with `manifest` applied: (its dir, the process, the
+/// kubeconfig, the data dir).
+fn cluster_with(
+    manifest: &str,
+) -> (
+    tempfile::TempDir,
+    BerthProcess,
+    std::path::PathBuf,
+    std::path::PathBuf,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let up = BerthProcess::start_with("up", &data, &["--restart-backoff", "1s"]);
+    let kc = up.kubeconfig();
+    let file = dir.path().join("manifest.yaml");
+    std::fs::write(&file, manifest).unwrap();
+    let o = berth(&kc, &["apply", "-f", file.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    (dir, up, kc, data)
+}
+
+/// Deletes pods at once (grace 0) and waits until the node has removed their sandboxes.
+fn force_delete_all(kc: &Path, data: &Path, pods: &[&str]) {
+    let mut args = vec!["delete", "pod"];
+    args.extend_from_slice(pods);
+    args.extend_from_slice(&["--grace-period=0", "--force"]);
+    let o = berth(kc, &args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    eventually(30, "every sandbox to go", || {
+        std::fs::read_dir(data.join("pods"))
+            .ok()?
+            .next()
+            .is_none()
+            .then_some(())
+    });
+}
+
 const PODS: &str = r#"
 apiVersion: v1
 kind: ConfigMap
@@ -84,16 +121,9 @@ spec:
 
 #[test]
 fn pods_run_restart_report_and_stop_on_a_node() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let up = BerthProcess::start_with("up", &data, &["--restart-backoff", "1s"]);
-    let kc = up.kubeconfig();
+    let (_dir, up, kc, data) = cluster_with(PODS);
     let cidr = up.net.as_ref().unwrap().1.clone();
     let prefix = cidr.rsplit_once('.').unwrap().0.to_string();
-    let manifest = dir.path().join("pods.yaml");
-    std::fs::write(&manifest, PODS).unwrap();
-    let o = berth(&kc, &["apply", "-f", manifest.to_str().unwrap()]);
-    assert!(o.status.success(), "{}", stderr(&o));
 
     // The node registered itself, Ready.
     let node = eventually(30, "the node to register", || {
@@ -125,11 +155,13 @@ fn pods_run_restart_report_and_stop_on_a_node() {
     assert!(web["status"]["containerStatuses"][0]["state"]["running"]["startedAt"].is_string());
     let uid = web["metadata"]["uid"].as_str().unwrap().to_string();
     assert!(data.join("pods").join(&uid).exists());
-    let log = std::fs::read_to_string(data.join("pods").join(&uid).join("logs/web/0.log")).unwrap();
-    assert!(
-        log.contains("stdout F started web hello setting=1"),
-        "{log}"
-    );
+    // Its output reaches its log file (the shim writes it as it comes).
+    let log_file = data.join("pods").join(&uid).join("logs/web/0.log");
+    eventually(10, "the pod's first line in its log", || {
+        let log = std::fs::read_to_string(&log_file).ok()?;
+        log.contains("stdout F started web hello setting=1")
+            .then_some(())
+    });
 
     // A crashing container is restarted with a growing back-off.
     let crash = eventually(30, "crash to back off", || {
@@ -194,27 +226,7 @@ fn pods_run_restart_report_and_stop_on_a_node() {
         !data.join("pods").join(&uid).exists(),
         "the sandbox is gone once delete returns"
     );
-    let o = berth(
-        &kc,
-        &[
-            "delete",
-            "pod",
-            "crash",
-            "once",
-            "huge",
-            "noimage",
-            "--grace-period=0",
-            "--force",
-        ],
-    );
-    assert!(o.status.success(), "{}", stderr(&o));
-    eventually(30, "every sandbox to go", || {
-        std::fs::read_dir(data.join("pods"))
-            .ok()?
-            .next()
-            .is_none()
-            .then_some(())
-    });
+    force_delete_all(&kc, &data, &["crash", "once", "huge", "noimage"]);
 }
 
 const DEPLOYMENT: &str = r#"
@@ -251,14 +263,8 @@ fn ready_pods(kc: &Path) -> Vec<Value> {
 
 #[test]
 fn a_deployment_keeps_its_replicas_and_rolls_out_without_losing_availability() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let up = BerthProcess::start_with("up", &data, &["--restart-backoff", "1s"]);
-    let kc = up.kubeconfig();
-    let manifest = dir.path().join("deploy.yaml");
-    std::fs::write(&manifest, DEPLOYMENT).unwrap();
-    let o = berth(&kc, &["apply", "-f", manifest.to_str().unwrap()]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    let (dir, _up, kc, data) = cluster_with(DEPLOYMENT);
+    let manifest = dir.path().join("manifest.yaml");
     eventually(60, "3 ready replicas", || {
         (ready_pods(&kc).len() == 3).then_some(())
     });
@@ -394,4 +400,92 @@ fn a_deployment_keeps_its_replicas_and_rolls_out_without_losing_availability() {
             .then_some(())
     });
     assert!(get(&kc, &["rs"])["items"].as_array().unwrap().is_empty());
+}
+
+const PROBED: &str = r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: never-ready}
+spec:
+  containers:
+  - name: c
+    image: host
+    command: ["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 0.1; done"]
+    readinessProbe: {exec: {command: ["test", "-e", "/tmp/ready"]}, periodSeconds: 1, failureThreshold: 1}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: http-ready}
+spec:
+  containers:
+  - name: c
+    image: host
+    command: ["/usr/bin/python3", "-m", "http.server", "8080", "--directory", "/tmp"]
+    ports: [{name: web, containerPort: 8080}]
+    readinessProbe: {httpGet: {path: /, port: web}, periodSeconds: 1}
+    livenessProbe: {tcpSocket: {port: 8080}, periodSeconds: 1, initialDelaySeconds: 2}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: goes-bad}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: c
+    image: host
+    command: ["sh", "-c", "touch /tmp/alive; sleep 2; rm /tmp/alive; sleep 1000"]
+    livenessProbe: {exec: {command: ["test", "-e", "/tmp/alive"]}, periodSeconds: 1, failureThreshold: 2}
+"#;
+
+fn condition(p: &Value, t: &str) -> Option<String> {
+    p["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == t)
+        .and_then(|c| c["status"].as_str().map(String::from))
+}
+
+#[test]
+fn probes_gate_readiness_and_restart_the_unhealthy() {
+    let (_dir, _up, kc, data) = cluster_with(PROBED);
+
+    // An HTTP readiness probe passes once the server answers; a TCP liveness probe holds.
+    eventually(30, "http-ready to be Ready", || {
+        (condition(&get(&kc, &["pod", "http-ready"]), "Ready").as_deref() == Some("True"))
+            .then_some(())
+    });
+
+    // A liveness probe that starts failing gets the container killed and restarted.
+    let bad = eventually(40, "goes-bad to be restarted", || {
+        let p = get(&kc, &["pod", "goes-bad"]);
+        (p["status"]["containerStatuses"][0]["restartCount"].as_u64()? >= 1).then_some(p)
+    });
+    assert!(
+        bad["status"]["containerStatuses"][0]["lastState"]["terminated"].is_object(),
+        "{bad}"
+    );
+    let events = stdout(&berth(&kc, &["get", "events"]));
+    assert!(
+        events.contains("Killing") && events.contains("Liveness probe failed"),
+        "{events}"
+    );
+
+    // A readiness probe that never passes keeps the pod Running but not Ready.
+    let p = get(&kc, &["pod", "never-ready"]);
+    assert_eq!(p["status"]["phase"], "Running", "{p}");
+    assert_eq!(condition(&p, "Ready").as_deref(), Some("False"), "{p}");
+    assert_eq!(p["status"]["containerStatuses"][0]["ready"], false);
+    assert_eq!(
+        p["status"]["containerStatuses"][0]["restartCount"], 0,
+        "readiness never restarts"
+    );
+    assert!(events.contains("Readiness probe failed"), "{events}");
+    // The http pod stayed up all along.
+    let h = get(&kc, &["pod", "http-ready"]);
+    assert_eq!(
+        h["status"]["containerStatuses"][0]["restartCount"], 0,
+        "{h}"
+    );
+
+    force_delete_all(&kc, &data, &["never-ready", "http-ready", "goes-bad"]);
 }
