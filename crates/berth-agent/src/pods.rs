@@ -833,6 +833,7 @@ pub(crate) async fn worker(
     let mut seeded = false;
     let mut pulled: HashMap<String, Pulled> = HashMap::new();
     let mut probes: HashMap<String, crate::probes::Probes> = HashMap::new();
+    let mut last_report: Option<Instant> = None;
     let mut files: HashMap<String, Vec<berth_runtime::volumes::File>> = HashMap::new();
     let mut projected_at: Option<Instant> = None;
     loop {
@@ -1068,7 +1069,13 @@ pub(crate) async fn worker(
             &ready_by_probe,
             &start_time,
         );
-        if !same_status(&status, &last_status) {
+        // Report what changed, and what someone else changed (the node controller marks pods
+        // on a silent node not Ready): the stored status is compared too, once the last
+        // report has had time to come back through the watch.
+        let stored_differs = !same_status(&status, &p["status"])
+            && last_report.is_none_or(|t: Instant| t.elapsed() > Duration::from_secs(2));
+        if !same_status(&status, &last_status) || stored_differs {
+            last_report = Some(Instant::now());
             let Some(pods) = resolve("pods") else {
                 continue;
             };

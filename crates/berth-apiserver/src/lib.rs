@@ -10,6 +10,7 @@ pub mod error;
 pub mod files;
 pub mod gc;
 pub mod history;
+pub mod nodes;
 pub mod patch;
 pub mod registry;
 pub mod scheduler;

@@ -63,6 +63,12 @@ pub struct ServerArgs {
     /// (a workload picks its own with the annotation berth.dev/scheduling-strategy)
     #[arg(long, value_name = "STRATEGY", default_value = "spread", value_parser = parse_strategy)]
     pub scheduling: berth_scheduler::Strategy,
+    /// How long a node may go without renewing its Lease before it is NotReady
+    #[arg(long, value_name = "DURATION", default_value = "4s", value_parser = parse_duration)]
+    pub node_monitor_grace_period: Duration,
+    /// How long after a node went NotReady its pods are replaced elsewhere
+    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = parse_duration)]
+    pub pod_eviction_timeout: Duration,
     /// `berth up` only: the node's settings
     #[command(flatten)]
     pub node: NodeArgs,
@@ -202,6 +208,10 @@ async fn run_server(args: ServerArgs, all_in_one: bool) -> anyhow::Result<()> {
     opts.listen = args.api_listen;
     opts.retention = args.history_retention;
     opts.scheduling = args.scheduling;
+    opts.node_timing = berth_apiserver::nodes::Timing {
+        grace: args.node_monitor_grace_period,
+        eviction: args.pod_eviction_timeout,
+    };
     let server = start(opts).await?;
     let (agent_stop, agent_stop_rx) = tokio::sync::watch::channel(false);
     if all_in_one {

@@ -27,6 +27,8 @@ pub struct ServerOptions {
     pub controllers: bool,
     /// How pods that name no strategy are placed.
     pub scheduling: berth_scheduler::Strategy,
+    /// When a silent node is NotReady, and when its pods are replaced.
+    pub node_timing: berth_apiserver::nodes::Timing,
 }
 
 impl ServerOptions {
@@ -39,6 +41,7 @@ impl ServerOptions {
             tls: true,
             controllers: true,
             scheduling: berth_scheduler::Strategy::Spread,
+            node_timing: berth_apiserver::nodes::Timing::default(),
         }
     }
 }
@@ -213,6 +216,11 @@ pub async fn start(opts: ServerOptions) -> anyhow::Result<RunningServer> {
         )));
         tasks.push(tokio::spawn(berth_apiserver::workloads::run(
             api.registry.clone(),
+            stop_rx.clone(),
+        )));
+        tasks.push(tokio::spawn(berth_apiserver::nodes::run(
+            api.registry.clone(),
+            opts.node_timing,
             stop_rx,
         )));
     }

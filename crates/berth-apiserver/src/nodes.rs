@@ -1,0 +1,292 @@
+//! The node lifecycle controller: a node whose Lease has not been renewed within the grace
+//! period becomes NotReady (condition Ready=Unknown, the `node.kubernetes.io/unreachable`
+//! NoExecute taint, its pods marked not Ready); after the eviction delay its pods are deleted
+//! gracefully, so their ReplicaSets replace them elsewhere. The pods stay Terminating until the
+//! node comes back and stops them (or the node is deleted). A renewed Lease makes it Ready
+//! again.
+//!
+//! Defaults are short (4 s + 2 s), so replacements run within 10 s of a node's death;
+//! Kubernetes' are 40 s and 5 min.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant, SystemTime};
+
+use berth_api::object::Object;
+use serde_json::{Value, json};
+use tokio::sync::watch;
+
+use crate::patch::PatchType;
+use crate::registry::{DeleteOptions, ListOptions, Registry};
+
+const USER: &str = "system:node-controller";
+/// The taint an unreachable node gets.
+pub const UNREACHABLE: &str = "node.kubernetes.io/unreachable";
+
+/// How long a node may go without renewing its Lease, and how long after that its pods go.
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    pub grace: Duration,
+    pub eviction: Duration,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Timing {
+            grace: Duration::from_secs(4),
+            eviction: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Runs until `stop` turns true.
+pub async fn run(registry: Registry, timing: Timing, mut stop: watch::Receiver<bool>) {
+    let mut not_ready_since: HashMap<String, Instant> = HashMap::new();
+    loop {
+        tick(&registry, timing, &mut not_ready_since).await;
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+fn now_nanos() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+fn ready_status(node: &Object) -> String {
+    node.get("status")
+        .and_then(|s| s.get("conditions"))
+        .and_then(Value::as_array)
+        .and_then(|cs| cs.iter().find(|c| c.get("type") == Some(&json!("Ready"))))
+        .and_then(|c| c.get("status"))
+        .and_then(Value::as_str)
+        .unwrap_or("Unknown")
+        .to_string()
+}
+
+async fn tick(registry: &Registry, timing: Timing, not_ready_since: &mut HashMap<String, Instant>) {
+    let (Some(nodes_kind), Some(leases_kind), Some(pods_kind)) = (
+        berth_api::kinds::resolve("nodes"),
+        berth_api::kinds::resolve("leases"),
+        berth_api::kinds::resolve("pods"),
+    ) else {
+        return;
+    };
+    let Ok(nodes) = registry.list(nodes_kind, None, &ListOptions::default()) else {
+        return;
+    };
+    let leases = registry
+        .list(
+            leases_kind,
+            Some("kube-node-lease"),
+            &ListOptions::default(),
+        )
+        .map(|l| l.items)
+        .unwrap_or_default();
+    let now = now_nanos();
+    for node in nodes.items {
+        let name = node.name().to_string();
+        let renewed = leases
+            .iter()
+            .find(|l| l.name() == name)
+            .and_then(|l| l.get("spec")?.get("renewTime")?.as_str().map(String::from))
+            .and_then(|t| berth_api::timefmt::parse_rfc3339(&t).ok());
+        let Some(renewed) = renewed else {
+            continue; // No lease yet: the agent is still registering.
+        };
+        let stale = now.saturating_sub(renewed) > timing.grace.as_nanos() as u64;
+        let ready = ready_status(&node);
+        if stale {
+            let since = *not_ready_since
+                .entry(name.clone())
+                .or_insert_with(Instant::now);
+            if ready != "Unknown" {
+                set_unreachable(registry, nodes_kind, &node, true).await;
+                crate::scheduler::event(
+                    registry,
+                    &node,
+                    "Normal",
+                    "NodeNotReady",
+                    &format!("Node {name} status is now: NodeNotReady"),
+                )
+                .await;
+            }
+            let pods = on_node(registry, pods_kind, &name);
+            for p in &pods {
+                mark_not_ready(registry, pods_kind, p).await;
+            }
+            if since.elapsed() >= timing.eviction {
+                for p in pods.iter().filter(|p| p.deletion_timestamp().is_none()) {
+                    let ns = p.namespace().unwrap_or("default");
+                    if let Err(e) = registry
+                        .delete(
+                            pods_kind,
+                            Some(ns),
+                            p.name(),
+                            &DeleteOptions::default(),
+                            USER,
+                        )
+                        .await
+                    {
+                        tracing::debug!(error = %e.0.message, "cannot evict a pod");
+                    } else {
+                        crate::scheduler::event(
+                            registry,
+                            p,
+                            "Normal",
+                            "TaintManagerEviction",
+                            &format!("Marking for deletion Pod {ns}/{}", p.name()),
+                        )
+                        .await;
+                    }
+                }
+            }
+        } else {
+            not_ready_since.remove(&name);
+            if ready == "Unknown" {
+                set_unreachable(registry, nodes_kind, &node, false).await;
+                crate::scheduler::event(
+                    registry,
+                    &node,
+                    "Normal",
+                    "NodeReady",
+                    &format!("Node {name} status is now: NodeReady"),
+                )
+                .await;
+            }
+        }
+    }
+}
+
+/// The node's pods that still count (not finished).
+fn on_node(registry: &Registry, pods_kind: &berth_api::ResourceKind, node: &str) -> Vec<Object> {
+    let opts = ListOptions {
+        fields: berth_api::selector::FieldSelector::parse(&format!("spec.nodeName={node}"), "Pod")
+            .unwrap_or_default(),
+        ..Default::default()
+    };
+    registry
+        .list(pods_kind, None, &opts)
+        .map(|l| l.items)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|p| {
+            !matches!(
+                p.get("status")
+                    .and_then(|s| s.get("phase"))
+                    .and_then(Value::as_str),
+                Some("Succeeded" | "Failed")
+            )
+        })
+        .collect()
+}
+
+async fn set_unreachable(
+    registry: &Registry,
+    kind: &berth_api::ResourceKind,
+    node: &Object,
+    unreachable: bool,
+) {
+    let now = berth_api::timefmt::rfc3339_from_nanos(now_nanos());
+    let mut conditions: Vec<Value> = node
+        .get("status")
+        .and_then(|s| s.get("conditions"))
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    conditions.retain(|c| c.get("type") != Some(&json!("Ready")));
+    conditions.push(if unreachable {
+        json!({"type": "Ready", "status": "Unknown", "reason": "NodeStatusUnknown",
+               "message": "Kubelet stopped posting node status.", "lastTransitionTime": now, "lastHeartbeatTime": now})
+    } else {
+        json!({"type": "Ready", "status": "True", "reason": "KubeletReady",
+               "message": "berth agent is posting ready status", "lastTransitionTime": now, "lastHeartbeatTime": now})
+    });
+    let body =
+        serde_json::to_vec(&json!({"status": {"conditions": conditions}})).unwrap_or_default();
+    let _ = registry
+        .patch(
+            kind,
+            None,
+            node.name(),
+            PatchType::Merge,
+            &body,
+            USER,
+            true,
+            false,
+        )
+        .await;
+    let mut taints: Vec<Value> = node
+        .get("spec")
+        .and_then(|s| s.get("taints"))
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    taints.retain(|t| t.get("key") != Some(&json!(UNREACHABLE)));
+    if unreachable {
+        taints.push(json!({"key": UNREACHABLE, "effect": "NoExecute", "timeAdded": now}));
+    }
+    let body = serde_json::to_vec(&json!({"spec": {"taints": taints}})).unwrap_or_default();
+    let _ = registry
+        .patch(
+            kind,
+            None,
+            node.name(),
+            PatchType::Merge,
+            &body,
+            USER,
+            false,
+            false,
+        )
+        .await;
+}
+
+/// A pod on an unreachable node is not Ready (whatever it last reported).
+async fn mark_not_ready(registry: &Registry, kind: &berth_api::ResourceKind, pod: &Object) {
+    let conditions: Vec<Value> = pod
+        .get("status")
+        .and_then(|s| s.get("conditions"))
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    if !conditions.iter().any(|c| {
+        matches!(
+            c.get("type").and_then(Value::as_str),
+            Some("Ready" | "ContainersReady")
+        ) && c.get("status") == Some(&json!("True"))
+    }) {
+        return;
+    }
+    let now = berth_api::timefmt::rfc3339_from_nanos(now_nanos());
+    let conditions: Vec<Value> = conditions
+        .into_iter()
+        .map(|mut c| {
+            if matches!(
+                c.get("type").and_then(Value::as_str),
+                Some("Ready" | "ContainersReady")
+            ) {
+                c["status"] = json!("False");
+                c["reason"] = json!("NodeNotReady");
+                c["lastTransitionTime"] = json!(now);
+            }
+            c
+        })
+        .collect();
+    let body =
+        serde_json::to_vec(&json!({"status": {"conditions": conditions}})).unwrap_or_default();
+    let _ = registry
+        .patch(
+            kind,
+            pod.namespace(),
+            pod.name(),
+            PatchType::Merge,
+            &body,
+            USER,
+            true,
+            false,
+        )
+        .await;
+}

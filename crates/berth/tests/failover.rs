@@ -1,0 +1,262 @@
+//! Several nodes: `berth server` and two `berth agent` processes on this machine, each agent
+//! with its own data directory, bridge and pod range. A node's death gets its pods replaced on
+//! the other within 10 s; when it comes back, its stale pods are stopped and the Deployment
+//! never has more Ready pods than it asked for.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{BIN, BerthProcess, berth, stderr, stdout};
+use serde_json::Value;
+
+struct Agent {
+    child: Option<Child>,
+    name: String,
+    data: PathBuf,
+    bridge: String,
+    cidr: String,
+}
+
+impl Agent {
+    fn start(server: &BerthProcess, name: &str, data: &Path, net: (String, String)) -> Agent {
+        let mut a = Agent {
+            child: None,
+            name: name.into(),
+            data: data.to_path_buf(),
+            bridge: net.0,
+            cidr: net.1,
+        };
+        a.spawn(server);
+        a
+    }
+
+    fn spawn(&mut self, server: &BerthProcess) {
+        let tokens = std::fs::read_to_string(server.data_dir.join("tokens.csv")).unwrap();
+        let token = tokens
+            .lines()
+            .find(|l| !l.starts_with('#') && !l.trim().is_empty())
+            .and_then(|l| l.split(',').next())
+            .unwrap()
+            .to_string();
+        let child = Command::new(BIN)
+            .args([
+                "agent",
+                "--server",
+                &server.url,
+                "--token",
+                &token,
+                "--node-name",
+                &self.name,
+            ])
+            .arg("--ca-file")
+            .arg(server.data_dir.join("pki/ca.crt"))
+            .arg("--data-dir")
+            .arg(&self.data)
+            .args([
+                "--bridge",
+                &self.bridge,
+                "--pod-cidr",
+                &self.cidr,
+                "--restart-backoff",
+                "1s",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+    }
+
+    fn runtime(&self) -> berth_runtime::pod::Runtime {
+        berth_runtime::pod::Runtime {
+            root: self.data.clone(),
+            network: berth_runtime::net::Network {
+                bridge: self.bridge.clone(),
+                range: self.cidr.parse().unwrap(),
+                ipam_dir: self.data.join("ipam").join(&self.bridge),
+                netns_dir: self.data.join("netns"),
+                blackholes: vec![],
+            },
+            shim_command: vec![BIN.into(), "__shim".into()],
+            cgroup_parent: "/berth".into(),
+        }
+    }
+
+    /// The machine dies: its agent is SIGKILLed and everything it ran goes with it.
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let rt = self.runtime();
+        for id in rt.pod_ids() {
+            let _ = rt.remove_pod(&id);
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = self.runtime().network.remove_bridge();
+    }
+}
+
+fn get(kc: &Path, what: &[&str]) -> Value {
+    let mut args = vec!["get"];
+    args.extend_from_slice(what);
+    args.extend_from_slice(&["-o", "json"]);
+    let o = berth(kc, &args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    serde_json::from_str(&stdout(&o)).unwrap()
+}
+
+fn eventually<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Ready pods of the app: (name, node).
+fn ready(kc: &Path) -> Vec<(String, String)> {
+    get(kc, &["pods", "-l", "app=web"])["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| {
+            p["status"]["conditions"].as_array().is_some_and(|cs| {
+                cs.iter()
+                    .any(|c| c["type"] == "Ready" && c["status"] == "True")
+            })
+        })
+        .map(|p| {
+            (
+                p["metadata"]["name"].as_str().unwrap().to_string(),
+                p["spec"]["nodeName"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect()
+}
+
+const APP: &str = r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      terminationGracePeriodSeconds: 2
+      containers:
+      - {name: c, image: host, command: ["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 0.1; done"]}
+"#;
+
+#[test]
+fn a_dead_nodes_pods_run_again_elsewhere_and_come_back_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = BerthProcess::start("server", &dir.path().join("server"));
+    let kc = server.kubeconfig();
+    let mut a = Agent::start(
+        &server,
+        "node-a",
+        &dir.path().join("a"),
+        berth_testkit::unique_net(),
+    );
+    let _b = Agent::start(
+        &server,
+        "node-b",
+        &dir.path().join("b"),
+        berth_testkit::unique_net(),
+    );
+    eventually(30, "two Ready nodes", || {
+        let nodes = get(&kc, &["nodes"]);
+        let n = nodes["items"]
+            .as_array()?
+            .iter()
+            .filter(|n| {
+                n["status"]["conditions"].as_array().is_some_and(|cs| {
+                    cs.iter()
+                        .any(|c| c["type"] == "Ready" && c["status"] == "True")
+                })
+            })
+            .count();
+        (n == 2).then_some(())
+    });
+    let manifest = dir.path().join("app.yaml");
+    std::fs::write(&manifest, APP).unwrap();
+    let o = berth(&kc, &["apply", "-f", manifest.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // Spread: one replica per node.
+    let placed = eventually(60, "2 ready replicas", || {
+        let r = ready(&kc);
+        (r.len() == 2).then_some(r)
+    });
+    let mut nodes: Vec<&str> = placed.iter().map(|(_, n)| n.as_str()).collect();
+    nodes.sort();
+    assert_eq!(
+        nodes,
+        vec!["node-a", "node-b"],
+        "spread puts one replica on each node"
+    );
+
+    // node-a dies.
+    let died = Instant::now();
+    a.kill();
+    eventually(30, "a replacement on node-b", || {
+        let r = ready(&kc);
+        (r.len() == 2 && r.iter().all(|(_, n)| n == "node-b")).then_some(())
+    });
+    let took = died.elapsed();
+    println!("node death -> replacement Ready: {took:?}");
+    assert!(took < Duration::from_secs(10), "replaced after {took:?}");
+    let node_a = get(&kc, &["node", "node-a"]);
+    let ready_cond = node_a["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Ready")
+        .unwrap()
+        .clone();
+    assert_eq!(ready_cond["status"], "Unknown", "{node_a}");
+    assert!(
+        node_a["spec"]["taints"]
+            .to_string()
+            .contains("node.kubernetes.io/unreachable")
+    );
+
+    // It comes back: its stale pods are stopped and deleted; never more than 2 Ready.
+    a.spawn(&server);
+    let mut most = 0;
+    eventually(60, "node-a's stale pods to be gone", || {
+        let r = ready(&kc);
+        most = most.max(r.len());
+        let all = get(&kc, &["pods", "-l", "app=web"])["items"]
+            .as_array()
+            .unwrap()
+            .len();
+        let node_ready = get(&kc, &["node", "node-a"])["status"]["conditions"]
+            .to_string()
+            .contains("KubeletReady");
+        (all == 2 && node_ready).then_some(())
+    });
+    assert!(most <= 2, "{most} pods were Ready at once after the heal");
+    assert!(std::fs::read_dir(dir.path().join("a/pods")).map_or(0, |d| d.count()) == 0);
+    let o = berth(&kc, &["delete", "deploy", "web"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    eventually(30, "the pods to go", || {
+        get(&kc, &["pods"])["items"]
+            .as_array()?
+            .is_empty()
+            .then_some(())
+    });
+}
