@@ -146,7 +146,12 @@ async fn tick(registry: &Registry, timing: Timing, not_ready_since: &mut HashMap
             }
         } else {
             not_ready_since.remove(&name);
-            if ready == "Unknown" {
+            // Back: Ready again and untainted (the agent may have said Ready itself already).
+            let tainted = node
+                .get("spec")
+                .and_then(|s| s.get("taints"))
+                .is_some_and(|t| t.to_string().contains(UNREACHABLE));
+            if ready == "Unknown" || tainted {
                 set_unreachable(registry, nodes_kind, &node, false).await;
                 crate::scheduler::event(
                     registry,
@@ -197,14 +202,19 @@ async fn set_unreachable(
         .and_then(Value::as_array)
         .cloned()
         .unwrap_or_default();
-    conditions.retain(|c| c.get("type") != Some(&json!("Ready")));
-    conditions.push(if unreachable {
+    let was_ready = conditions
+        .iter()
+        .any(|c| c.get("type") == Some(&json!("Ready")) && c.get("status") == Some(&json!("True")));
+    conditions.retain(|c| c.get("type") != Some(&json!("Ready")) || (!unreachable && was_ready));
+    if !(!unreachable && was_ready) {
+        conditions.push(if unreachable {
         json!({"type": "Ready", "status": "Unknown", "reason": "NodeStatusUnknown",
                "message": "Kubelet stopped posting node status.", "lastTransitionTime": now, "lastHeartbeatTime": now})
     } else {
         json!({"type": "Ready", "status": "True", "reason": "KubeletReady",
                "message": "berth agent is posting ready status", "lastTransitionTime": now, "lastHeartbeatTime": now})
-    });
+        });
+    }
     let body =
         serde_json::to_vec(&json!({"status": {"conditions": conditions}})).unwrap_or_default();
     let _ = registry

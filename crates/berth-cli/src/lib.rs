@@ -5,6 +5,7 @@
 
 pub mod image;
 pub mod manifests;
+pub mod nodes;
 pub mod print;
 pub mod rollout;
 
@@ -169,6 +170,23 @@ pub enum Verb {
         #[command(subcommand)]
         cmd: rollout::RolloutCmd,
     },
+    /// Mark a node unschedulable: new pods go elsewhere; its pods stay
+    Cordon { node: String },
+    /// Mark a node schedulable again
+    Uncordon { node: String },
+    /// Cordon a node and move its pods away (their controllers start them elsewhere)
+    Drain {
+        node: String,
+        /// Also delete pods no controller will replace
+        #[arg(long)]
+        force: bool,
+        /// Seconds each pod gets to stop (default: its own terminationGracePeriodSeconds)
+        #[arg(long, allow_negative_numbers = true, default_value_t = -1)]
+        grace_period: i64,
+        /// Give up after this many seconds
+        #[arg(long, default_value_t = 300)]
+        timeout: u64,
+    },
     /// List the kinds the server serves
     ApiResources,
     /// Show client and server versions
@@ -224,6 +242,31 @@ fn ns_for<'a>(kind: &ResourceKind, ns: &'a str) -> Option<&'a str> {
 /// Runs a verb; returns the process exit code.
 pub async fn run(conn: &Conn, verb: Verb, out: &mut dyn Write) -> anyhow::Result<i32> {
     match verb {
+        Verb::Cordon { node } => {
+            let ctx = connect(conn)?;
+            nodes::cordon(&ctx.client, &node, true, out).await
+        }
+        Verb::Uncordon { node } => {
+            let ctx = connect(conn)?;
+            nodes::cordon(&ctx.client, &node, false, out).await
+        }
+        Verb::Drain {
+            node,
+            force,
+            grace_period,
+            timeout,
+        } => {
+            let ctx = connect(conn)?;
+            nodes::drain(
+                &ctx.client,
+                &node,
+                force,
+                grace_period,
+                std::time::Duration::from_secs(timeout),
+                out,
+            )
+            .await
+        }
         Verb::Scale { target, replicas } => {
             let ctx = connect(conn)?;
             rollout::scale(&ctx.client, &ctx.namespace, &target, replicas, out).await

@@ -251,6 +251,34 @@ fn a_dead_nodes_pods_run_again_elsewhere_and_come_back_stopped() {
     });
     assert!(most <= 2, "{most} pods were Ready at once after the heal");
     assert!(std::fs::read_dir(dir.path().join("a/pods")).map_or(0, |d| d.count()) == 0);
+    // Draining node-b moves its pods to node-a; cordoned, it gets no new ones.
+    let o = berth(&kc, &["drain", "node-b"]);
+    assert!(
+        stdout(&o).contains("node/node-b drained"),
+        "{}{}",
+        stdout(&o),
+        stderr(&o)
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !{
+        let r = ready(&kc);
+        r.len() == 2 && r.iter().all(|(_, n)| n == "node-a")
+    } {
+        assert!(
+            Instant::now() < deadline,
+            "both replicas never ran on node-a: {}\n{}",
+            stdout(&berth(&kc, &["get", "pods", "-o", "wide"])),
+            stdout(&berth(&kc, &["get", "nodes", "-o", "yaml"]))
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(get(&kc, &["node", "node-b"])["spec"]["unschedulable"], true);
+    let o = berth(&kc, &["uncordon", "node-b"]);
+    assert!(
+        stdout(&o).contains("node/node-b uncordoned"),
+        "{}",
+        stderr(&o)
+    );
     let o = berth(&kc, &["delete", "deploy", "web"]);
     assert!(o.status.success(), "{}", stderr(&o));
     eventually(30, "the pods to go", || {
