@@ -205,8 +205,10 @@ async fn set_unreachable(
     let was_ready = conditions
         .iter()
         .any(|c| c.get("type") == Some(&json!("Ready")) && c.get("status") == Some(&json!("True")));
-    conditions.retain(|c| c.get("type") != Some(&json!("Ready")) || (!unreachable && was_ready));
-    if !(!unreachable && was_ready) {
+    // A node coming back whose agent already said Ready keeps that condition.
+    let keep = !unreachable && was_ready;
+    conditions.retain(|c| c.get("type") != Some(&json!("Ready")) || keep);
+    if !keep {
         conditions.push(if unreachable {
         json!({"type": "Ready", "status": "Unknown", "reason": "NodeStatusUnknown",
                "message": "Kubelet stopped posting node status.", "lastTransitionTime": now, "lastHeartbeatTime": now})
