@@ -80,6 +80,15 @@ struct Image {
     id: String,
 }
 
+/// The pod's init containers, then its containers.
+fn all_containers(pod: &Value) -> impl Iterator<Item = &Value> {
+    pod.pointer("/spec/initContainers")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .chain(containers(pod))
+}
+
 /// The pod's containers.
 fn containers(pod: &Value) -> impl Iterator<Item = &Value> {
     pod.pointer("/spec/containers")
@@ -277,6 +286,49 @@ fn container_config(
         return Err("the image names no command and the container gives none".into());
     }
     let mut env = Vec::new();
+    // envFrom first: every key of a ConfigMap or Secret (with an optional prefix); `env`
+    // entries after it win.
+    for from in c
+        .get("envFrom")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let (kind, r, secret) = match (from.get("configMapRef"), from.get("secretRef")) {
+            (Some(r), _) => ("configmaps", r, false),
+            (_, Some(r)) => ("secrets", r, true),
+            _ => continue,
+        };
+        let name = s(r, "/name");
+        let optional = r.get("optional").and_then(Value::as_bool).unwrap_or(false);
+        let Some(obj) = refs.get(&format!("{kind}/{name}")) else {
+            if optional {
+                continue;
+            }
+            return Err(format!(
+                "{} \"{name}\" not found",
+                if secret { "secret" } else { "configmap" }
+            ));
+        };
+        let prefix = s(from, "/prefix");
+        for (k, v) in obj
+            .get("data")
+            .and_then(Value::as_object)
+            .into_iter()
+            .flatten()
+        {
+            let text = v.as_str().unwrap_or("");
+            let value = if secret {
+                String::from_utf8_lossy(
+                    &berth_api::validate::base64_decode(text).unwrap_or_default(),
+                )
+                .into_owned()
+            } else {
+                text.to_string()
+            };
+            env.push((format!("{prefix}{k}"), value));
+        }
+    }
     for e in c.get("env").and_then(Value::as_array).into_iter().flatten() {
         let name = s(e, "/name").to_string();
         let value = if let Some(v) = e.get("value").and_then(Value::as_str) {
@@ -511,21 +563,26 @@ fn sync_blocking(
         .map(|c| (c.name.clone(), c))
         .collect();
     let now = Instant::now();
-    for c in containers(pod) {
+    // Makes one container match its spec: started, or restarted when `restart` says so
+    // (after its back-off), or left as it is.
+    let mut step = |states: &mut HashMap<String, ContainerState>,
+                    c: &Value,
+                    restart: &dyn Fn(&ContainerState) -> bool|
+     -> Result<(), String> {
         let name = s(c, "/name").to_string();
         let track = tracks.entry(name.clone()).or_default();
         let image = match images.get(&name) {
             Some(Ok(i)) => i.clone(),
             Some(Err((reason, msg))) => {
                 track.waiting = Some((reason.clone(), msg.clone()));
-                continue;
+                return Ok(());
             }
-            None => continue,
+            None => return Ok(()),
         };
         track.image_id = image.id.clone();
         let start = match states.get(&name) {
             None => true,
-            Some(st) if st.status == Status::Exited && should_restart(&policy, st) => {
+            Some(st) if st.status == Status::Exited && restart(st) => {
                 if track.backoff_until.is_some_and(|t| now < t) {
                     if track
                         .waiting
@@ -577,7 +634,7 @@ fn sync_blocking(
             Some(_) => false,
         };
         if !start {
-            continue;
+            return Ok(());
         }
         let made = container_config(
             pod,
@@ -632,6 +689,43 @@ fn sync_blocking(
                 track.waiting = Some((reason, msg));
             }
         }
+        Ok(())
+    };
+    // Init containers run one at a time, each to success, before the others start.
+    let mut init_failed = false;
+    let mut initialized = true;
+    for c in pod
+        .pointer("/spec/initContainers")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let name = s(c, "/name").to_string();
+        let done = states
+            .get(&name)
+            .is_some_and(|st| st.status == Status::Exited && st.exit_code == Some(0));
+        if done {
+            continue;
+        }
+        initialized = false;
+        let failed = states
+            .get(&name)
+            .is_some_and(|st| st.status == Status::Exited && st.exit_code != Some(0));
+        if failed && policy == "Never" {
+            init_failed = true;
+            break;
+        }
+        step(&mut states, c, &|st: &ContainerState| {
+            st.exit_code != Some(0)
+        })?;
+        break;
+    }
+    if initialized && !init_failed {
+        for c in containers(pod) {
+            step(&mut states, c, &|st: &ContainerState| {
+                should_restart(&policy, st)
+            })?;
+        }
     }
     let mut list: Vec<ContainerState> = states.into_values().collect();
     list.sort_by(|a, b| a.name.cmp(&b.name));
@@ -649,6 +743,43 @@ fn status_of(
     start_time: &str,
 ) -> Value {
     let policy = s(pod, "/spec/restartPolicy");
+    let uid = s(pod, "/metadata/uid");
+    // Init containers: done when each exited 0; a failure under restartPolicy Never fails
+    // the pod.
+    let (mut initialized, mut init_failed) = (true, false);
+    let mut init_statuses = Vec::new();
+    for c in pod
+        .pointer("/spec/initContainers")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let name = s(c, "/name");
+        let track = tracks.get(name).cloned().unwrap_or_default();
+        let st = states.iter().find(|x| x.name == name);
+        let done = st.is_some_and(|st| st.status == Status::Exited && st.exit_code == Some(0));
+        initialized &= done;
+        let state = match (st, &track.waiting) {
+            (Some(st), _) if st.status == Status::Running => {
+                json!({"running": {"startedAt": rfc3339(st.started_at.unwrap_or(0))}})
+            }
+            (_, Some((reason, message))) => {
+                json!({"waiting": {"reason": reason, "message": message}})
+            }
+            (Some(st), None) if st.status == Status::Exited => {
+                if st.exit_code != Some(0) && policy == "Never" {
+                    init_failed = true;
+                }
+                json!({"terminated": terminated(uid, st)})
+            }
+            _ => json!({"waiting": {"reason": "PodInitializing"}}),
+        };
+        init_statuses.push(json!({
+            "name": name, "state": state, "ready": done, "restartCount": track.restarts,
+            "lastState": track.last_state.as_ref().map_or(json!({}), |t| json!({"terminated": t})),
+            "image": s(c, "/image"), "imageID": track.image_id,
+        }));
+    }
     let mut statuses = Vec::new();
     let (mut running, mut all_ready, mut succeeded, mut failed, mut total) = (0, true, 0, 0, 0);
     for c in containers(pod) {
@@ -688,7 +819,14 @@ fn status_of(
                     false,
                 )
             }
-            _ => (json!({"waiting": {"reason": "ContainerCreating"}}), false),
+            _ => {
+                let reason = if initialized {
+                    "ContainerCreating"
+                } else {
+                    "PodInitializing"
+                };
+                (json!({"waiting": {"reason": reason}}), false)
+            }
         };
         all_ready &= ready;
         let mut cs = json!({
@@ -706,7 +844,11 @@ fn status_of(
         }
         statuses.push(cs);
     }
-    let phase = if total > 0 && succeeded == total {
+    let phase = if init_failed {
+        "Failed"
+    } else if !initialized {
+        "Pending"
+    } else if total > 0 && succeeded == total {
         "Succeeded"
     } else if total > 0 && succeeded + failed == total && failed > 0 {
         "Failed"
@@ -728,7 +870,7 @@ fn status_of(
         "phase": phase,
         "conditions": [
             cond("PodScheduled", true),
-            cond("Initialized", true),
+            cond("Initialized", initialized),
             cond("ContainersReady", ready),
             cond("Ready", ready),
         ],
@@ -737,6 +879,7 @@ fn status_of(
         "podIPs": if pod_ip.is_empty() { json!([]) } else { json!([{"ip": pod_ip}]) },
         "startTime": start_time,
         "containerStatuses": statuses,
+        "initContainerStatuses": init_statuses,
     })
 }
 
@@ -893,7 +1036,7 @@ pub(crate) async fn worker(
         }
         // Images and projected volumes need the network; the rest is blocking work.
         let mut images = HashMap::new();
-        for c in containers(&p) {
+        for c in all_containers(&p) {
             let name = s(c, "/name").to_string();
             let image = s(c, "/image").to_string();
             let cached = pulled.get(&name).filter(|e| e.image == image);
@@ -971,7 +1114,7 @@ pub(crate) async fn worker(
             }
         }
         if let Some(e) = volume_error {
-            for c in containers(&p) {
+            for c in all_containers(&p) {
                 tracks.entry(s(c, "/name").to_string()).or_default().waiting =
                     Some(("CreateContainerConfigError".into(), e.clone()));
             }
@@ -979,11 +1122,19 @@ pub(crate) async fn worker(
         }
         // ConfigMaps and Secrets that env entries name.
         let mut refs: HashMap<String, Value> = HashMap::new();
-        for c in containers(&p) {
-            for e in c.get("env").and_then(Value::as_array).into_iter().flatten() {
+        for c in all_containers(&p) {
+            let env = c.get("env").and_then(Value::as_array).into_iter().flatten();
+            let env_from = c
+                .get("envFrom")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten();
+            for e in env.chain(env_from) {
                 for (ptr, kind) in [
                     ("/valueFrom/configMapKeyRef/name", "configmaps"),
                     ("/valueFrom/secretKeyRef/name", "secrets"),
+                    ("/configMapRef/name", "configmaps"),
+                    ("/secretRef/name", "secrets"),
                 ] {
                     let name = s(e, ptr);
                     let key = format!("{kind}/{name}");

@@ -354,6 +354,9 @@ pub fn main() -> ExitCode {
             }
         }
     });
+    // Detached tasks (a node's pod workers) may sit in blocking runtime calls: give them a
+    // moment, not forever. The pods keep running in their shims either way.
+    rt.shutdown_timeout(std::time::Duration::from_millis(500));
     match result {
         Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
         // A closed pipe (`berth get ... | head`) is the reader's choice, not an error.

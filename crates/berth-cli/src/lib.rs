@@ -129,6 +129,10 @@ pub enum Verb {
         /// Show what each revision changed
         #[arg(long)]
         diff: bool,
+        /// Also show revisions that changed only the status (controllers and agents
+        /// reporting), not the desired state
+        #[arg(long)]
+        status: bool,
         /// With no object: how many recent revisions to show
         #[arg(long, default_value_t = 50)]
         limit: u64,
@@ -483,11 +487,12 @@ pub async fn run(conn: &Conn, verb: Verb, out: &mut dyn Write) -> anyhow::Result
         Verb::History {
             target,
             diff,
+            status,
             limit,
             output,
         } => {
             let ctx = connect(conn)?;
-            history(&ctx, target, diff, limit, output, out).await
+            history(&ctx, target, diff, status, limit, output, out).await
         }
         Verb::Export { revision, at } => {
             let ctx = connect(conn)?;
@@ -961,6 +966,7 @@ async fn history(
     ctx: &Ctx,
     target: Vec<String>,
     show_diff: bool,
+    show_status: bool,
     limit: u64,
     output: Option<Output>,
     out: &mut dyn Write,
@@ -1010,11 +1016,18 @@ async fn history(
     if kind.namespaced {
         q.push_str(&format!("&namespace={}", ctx.namespace));
     }
-    let h = ctx.client.history(&q).await?;
+    let mut h = ctx.client.history(&q).await?;
+    let items: Vec<Value> = h["items"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|i| show_status || i["verb"] != "update-status")
+        .collect();
+    h["items"] = Value::Array(items.clone());
     if print_document(&h, output, out)? {
         return Ok(0);
     }
-    let items = h["items"].as_array().cloned().unwrap_or_default();
     if !show_diff {
         let rows: Vec<Vec<String>> = items
             .iter()

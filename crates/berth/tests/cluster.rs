@@ -53,6 +53,15 @@ fn cluster_with(
 }
 
 /// Deletes pods at once (grace 0) and waits until the node has removed their sandboxes.
+fn condition_of(p: &Value, t: &str) -> String {
+    p["status"]["conditions"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["type"] == t))
+        .and_then(|c| c["status"].as_str())
+        .unwrap_or("")
+        .to_string()
+}
+
 fn force_delete_all(kc: &Path, data: &Path, pods: &[&str]) {
     let mut args = vec!["delete", "pod"];
     args.extend_from_slice(pods);
@@ -88,6 +97,31 @@ spec:
     - {name: POD, valueFrom: {fieldRef: {fieldPath: metadata.name}}}
     - {name: GREETING, valueFrom: {configMapKeyRef: {name: cfg, key: greeting}}}
     volumeMounts: [{name: cfg, mountPath: /etc/app, readOnly: true}, {name: scratch, mountPath: /scratch}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: inits}
+spec:
+  volumes: [{name: work, emptyDir: {}}]
+  initContainers:
+  - {name: first, image: host, command: ["sh", "-c", "echo one > /work/steps"], volumeMounts: [{name: work, mountPath: /work}]}
+  - {name: second, image: host, command: ["sh", "-c", "echo two >> /work/steps"], volumeMounts: [{name: work, mountPath: /work}]}
+  containers:
+  - name: app
+    image: host
+    command: ["sh", "-c", "echo $(cat /work/steps) $CFG_greeting; trap 'exit 0' TERM; while true; do sleep 0.1; done"]
+    envFrom: [{prefix: CFG_, configMapRef: {name: cfg}}]
+    volumeMounts: [{name: work, mountPath: /work}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: init-fails}
+spec:
+  restartPolicy: Never
+  initContainers:
+  - {name: setup, image: host, command: ["sh", "-c", "exit 4"]}
+  containers:
+  - {name: app, image: host, command: ["true"]}
 ---
 apiVersion: v1
 kind: Pod
@@ -163,6 +197,37 @@ fn pods_run_restart_report_and_stop_on_a_node() {
             .then_some(())
     });
 
+    // Init containers run in order before the app, which gets a ConfigMap through envFrom.
+    let inits = eventually(30, "inits to run", || {
+        let p = get(&kc, &["pod", "inits"]);
+        (p["status"]["phase"] == "Running").then_some(p)
+    });
+    assert_eq!(condition_of(&inits, "Initialized"), "True");
+    assert_eq!(
+        inits["status"]["initContainerStatuses"][1]["state"]["terminated"]["exitCode"],
+        0
+    );
+    let inits_log = data
+        .join("pods")
+        .join(inits["metadata"]["uid"].as_str().unwrap())
+        .join("logs/app/0.log");
+    eventually(10, "the app's line", || {
+        std::fs::read_to_string(&inits_log)
+            .ok()?
+            .contains("stdout F one two hello")
+            .then_some(())
+    });
+    // A failing init container under restartPolicy Never fails the pod; the app never runs.
+    let failed = eventually(30, "init-fails to fail", || {
+        let p = get(&kc, &["pod", "init-fails"]);
+        (p["status"]["phase"] == "Failed").then_some(p)
+    });
+    assert_eq!(condition_of(&failed, "Initialized"), "False");
+    assert!(
+        failed["status"]["containerStatuses"][0]["state"]["waiting"].is_object(),
+        "{failed}"
+    );
+
     // A crashing container is restarted with a growing back-off.
     let crash = eventually(30, "crash to back off", || {
         let p = get(&kc, &["pod", "crash"]);
@@ -226,7 +291,11 @@ fn pods_run_restart_report_and_stop_on_a_node() {
         !data.join("pods").join(&uid).exists(),
         "the sandbox is gone once delete returns"
     );
-    force_delete_all(&kc, &data, &["crash", "once", "huge", "noimage"]);
+    force_delete_all(
+        &kc,
+        &data,
+        &["crash", "once", "huge", "noimage", "inits", "init-fails"],
+    );
 }
 
 const DEPLOYMENT: &str = r#"
