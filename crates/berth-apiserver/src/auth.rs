@@ -112,6 +112,68 @@ impl Authenticator {
     }
 }
 
+/// The user behind a bootstrap token (`abcdef.0123456789abcdef`), as Kubernetes' bootstrap
+/// authenticator reads it: the Secret `kube-system/bootstrap-token-<id>` of type
+/// `bootstrap.kubernetes.io/token`, its `token-secret`, unexpired, usable for authentication.
+/// Nodes join with these instead of the admin token (`berth token create`).
+pub fn bootstrap_token(
+    registry: &crate::registry::Registry,
+    header: Option<&str>,
+) -> Option<UserInfo> {
+    let token = header?.strip_prefix("Bearer ")?.trim();
+    let (id, secret) = token.split_once('.')?;
+    let valid = |s: &str, n: usize| {
+        s.len() == n
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+    };
+    if !valid(id, 6) || !valid(secret, 16) {
+        return None;
+    }
+    let kind = berth_api::kinds::resolve("secrets")?;
+    let obj = registry
+        .get(kind, Some("kube-system"), &format!("bootstrap-token-{id}"))
+        .ok()?;
+    if obj.get("type").and_then(|t| t.as_str()) != Some("bootstrap.kubernetes.io/token") {
+        return None;
+    }
+    let field = |k: &str| -> Option<String> {
+        let v = obj.get("data")?.get(k)?.as_str()?;
+        String::from_utf8(berth_api::validate::base64_decode(v)?).ok()
+    };
+    if !same(field("token-secret")?.as_bytes(), secret.as_bytes())
+        || field("usage-bootstrap-authentication").as_deref() != Some("true")
+    {
+        return None;
+    }
+    if let Some(exp) = field("expiration") {
+        let exp = berth_api::timefmt::parse_rfc3339(&exp).ok()?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        if now >= exp {
+            return None;
+        }
+    }
+    let mut groups = vec![
+        "system:bootstrappers".to_string(),
+        "system:nodes".to_string(),
+    ];
+    if let Some(extra) = field("auth-extra-groups") {
+        groups.extend(
+            extra
+                .split(',')
+                .map(str::to_string)
+                .filter(|g| !g.is_empty()),
+        );
+    }
+    Some(UserInfo {
+        name: format!("system:bootstrap:{id}"),
+        uid: String::new(),
+        groups,
+    })
+}
+
 /// A new random token: 32 bytes, hex.
 pub fn generate_token() -> String {
     let mut b = [0u8; 32];

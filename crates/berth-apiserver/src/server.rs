@@ -440,7 +440,11 @@ async fn dispatch(
         _ => {}
     }
     let auth = headers.get("authorization").and_then(|v| v.to_str().ok());
-    let Some(user) = s.auth.authenticate(auth) else {
+    let user = s
+        .auth
+        .authenticate(auth)
+        .or_else(|| crate::auth::bootstrap_token(&s.registry, auth));
+    let Some(user) = user else {
         return Err(ApiError::new(
             401,
             "Unauthorized",

@@ -1234,3 +1234,99 @@ async fn binding_assigns_a_pod_once_and_bound_pods_stop_gracefully() {
     assert_eq!(r.status, 200);
     t.stop().await;
 }
+
+#[tokio::test]
+async fn bootstrap_tokens_authenticate_until_they_expire_or_go() {
+    let t = TestServer::start().await;
+    let c = &t.admin;
+    let secrets = resolve("secrets").unwrap();
+    let server = t.server.as_ref().unwrap();
+    let b64 = |s: &str| berth_api::validate::base64_encode(s.as_bytes());
+    let token = |id: &str, secret: &str, expiration: &str| {
+        let mut data = json!({"token-id": b64(id), "token-secret": b64(secret),
+            "usage-bootstrap-authentication": b64("true")});
+        if !expiration.is_empty() {
+            data["expiration"] = json!(b64(expiration));
+        }
+        json!({"apiVersion": "v1", "kind": "Secret", "type": "bootstrap.kubernetes.io/token",
+            "metadata": {"name": format!("bootstrap-token-{id}"), "namespace": "kube-system"}, "data": data})
+    };
+    c.create(
+        secrets,
+        Some("kube-system"),
+        &token("abc123", "0123456789abcdef", ""),
+        "",
+    )
+    .await
+    .unwrap();
+    c.create(
+        secrets,
+        Some("kube-system"),
+        &token("old456", "0123456789abcdef", "2001-01-01T00:00:00Z"),
+        "",
+    )
+    .await
+    .unwrap();
+    let as_token = |tok: &str| Client::new(&server.url, tok, &server.ca_pem);
+    let nodes = resolve("nodes").unwrap();
+    let code = |r: Result<Value, berth_client::ClientError>| {
+        r.map(|_| 200).unwrap_or_else(|e| e.code().unwrap_or(0))
+    };
+    assert_eq!(
+        code(
+            as_token("abc123.0123456789abcdef")
+                .list(nodes, None, "")
+                .await
+        ),
+        200
+    );
+    assert_eq!(
+        code(
+            as_token("abc123.0123456789abcdeX")
+                .list(nodes, None, "")
+                .await
+        ),
+        401
+    );
+    assert_eq!(
+        code(
+            as_token("abc123.fffffffffffffff0")
+                .list(nodes, None, "")
+                .await
+        ),
+        401
+    );
+    assert_eq!(
+        code(
+            as_token("old456.0123456789abcdef")
+                .list(nodes, None, "")
+                .await
+        ),
+        401,
+        "expired"
+    );
+    // The author of a change made with it is the bootstrap user.
+    let cm = resolve("cm").unwrap();
+    as_token("abc123.0123456789abcdef")
+        .create(cm, Some("default"), &fixture("ConfigMap", "by-node"), "")
+        .await
+        .unwrap();
+    let h = c
+        .history("resource=configmaps&namespace=default&name=by-node")
+        .await
+        .unwrap();
+    assert_eq!(h["items"][0]["user"], "system:bootstrap:abc123", "{h}");
+    // Deleting its Secret revokes it.
+    c.delete(secrets, Some("kube-system"), "bootstrap-token-abc123", "")
+        .await
+        .unwrap();
+    assert_eq!(
+        code(
+            as_token("abc123.0123456789abcdef")
+                .list(nodes, None, "")
+                .await
+        ),
+        401
+    );
+    t.stop().await;
+}

@@ -8,6 +8,7 @@ pub mod manifests;
 pub mod nodes;
 pub mod print;
 pub mod rollout;
+pub mod tokens;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -191,6 +192,11 @@ pub enum Verb {
         #[arg(long, default_value_t = 300)]
         timeout: u64,
     },
+    /// Tokens nodes join with: create, list, delete
+    Token {
+        #[command(subcommand)]
+        cmd: tokens::TokenCmd,
+    },
     /// List the kinds the server serves
     ApiResources,
     /// Show client and server versions
@@ -246,6 +252,10 @@ fn ns_for<'a>(kind: &ResourceKind, ns: &'a str) -> Option<&'a str> {
 /// Runs a verb; returns the process exit code.
 pub async fn run(conn: &Conn, verb: Verb, out: &mut dyn Write) -> anyhow::Result<i32> {
     match verb {
+        Verb::Token { cmd } => {
+            let ctx = connect(conn)?;
+            tokens::run(&ctx.client, cmd, out).await
+        }
         Verb::Cordon { node } => {
             let ctx = connect(conn)?;
             nodes::cordon(&ctx.client, &node, true, out).await

@@ -14,6 +14,7 @@ use serde_json::Value;
 
 struct Agent {
     child: Option<Child>,
+    token: String,
     name: String,
     data: PathBuf,
     bridge: String,
@@ -21,9 +22,16 @@ struct Agent {
 }
 
 impl Agent {
-    fn start(server: &BerthProcess, name: &str, data: &Path, net: (String, String)) -> Agent {
+    fn start(
+        server: &BerthProcess,
+        token: &str,
+        name: &str,
+        data: &Path,
+        net: (String, String),
+    ) -> Agent {
         let mut a = Agent {
             child: None,
+            token: token.into(),
             name: name.into(),
             data: data.to_path_buf(),
             bridge: net.0,
@@ -34,13 +42,7 @@ impl Agent {
     }
 
     fn spawn(&mut self, server: &BerthProcess) {
-        let tokens = std::fs::read_to_string(server.data_dir.join("tokens.csv")).unwrap();
-        let token = tokens
-            .lines()
-            .find(|l| !l.starts_with('#') && !l.trim().is_empty())
-            .and_then(|l| l.split(',').next())
-            .unwrap()
-            .to_string();
+        let token = self.token.clone();
         let child = Command::new(BIN)
             .args([
                 "agent",
@@ -166,14 +168,21 @@ fn a_dead_nodes_pods_run_again_elsewhere_and_come_back_stopped() {
     let dir = tempfile::tempdir().unwrap();
     let server = BerthProcess::start("server", &dir.path().join("server"));
     let kc = server.kubeconfig();
+    // Nodes join with a token of their own, not the admin's.
+    let o = berth(&kc, &["token", "create", "--description", "failover test"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let token = stdout(&o).trim().to_string();
+    assert_eq!(token.len(), 23, "{token}");
     let mut a = Agent::start(
         &server,
+        &token,
         "node-a",
         &dir.path().join("a"),
         berth_testkit::unique_net(),
     );
     let _b = Agent::start(
         &server,
+        &token,
         "node-b",
         &dir.path().join("b"),
         berth_testkit::unique_net(),
