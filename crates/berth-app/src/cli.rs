@@ -176,18 +176,7 @@ async fn run_agent(args: AgentArgs) -> anyhow::Result<()> {
 
 /// `7d`, `12h`, `30m`, `45s`.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration like 7d, 12h, 30m or 45s"))?;
-    let secs = match unit {
-        "d" => n * 86400,
-        "h" => n * 3600,
-        "m" => n * 60,
-        "s" | "" => n,
-        _ => return Err(format!("{s:?}: unknown unit {unit:?}; use d, h, m or s")),
-    };
-    Ok(Duration::from_secs(secs))
+    berth_cli::parse_duration(s)
 }
 
 async fn wait_for_signal() {

@@ -203,6 +203,22 @@ pub enum Verb {
     Version,
 }
 
+/// A duration as users write it: `7d`, `12h`, `30m`, `45s` (or bare seconds).
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 7d, 12h, 30m or 45s"))?;
+    let secs = match unit {
+        "d" => n * 86400,
+        "h" => n * 3600,
+        "m" => n * 60,
+        "s" | "" => n,
+        _ => return Err(format!("{s:?}: unknown unit {unit:?}; use d, h, m or s")),
+    };
+    Ok(std::time::Duration::from_secs(secs))
+}
+
 /// The default kubeconfig `berth up` writes: `$XDG_DATA_HOME/berth/kubeconfig.yaml`.
 pub fn default_data_dir() -> PathBuf {
     if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|x| !x.is_empty()) {

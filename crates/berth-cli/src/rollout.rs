@@ -56,16 +56,9 @@ pub fn target(args: &[String]) -> anyhow::Result<(&'static ResourceKind, String)
 }
 
 fn seconds(s: &str) -> anyhow::Result<u64> {
-    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = num
-        .parse()
-        .with_context(|| format!("{s:?} is not a duration like 90s, 5m or 1h"))?;
-    Ok(match unit {
-        "" | "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        _ => bail!("{s:?}: unknown unit; use s, m or h"),
-    })
+    crate::parse_duration(s)
+        .map(|d| d.as_secs())
+        .map_err(anyhow::Error::msg)
 }
 
 /// `berth scale KIND/NAME --replicas N`.

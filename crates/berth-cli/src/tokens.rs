@@ -4,7 +4,7 @@
 
 use std::io::Write;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use berth_api::kinds;
 use berth_api::validate::{base64_decode, base64_encode};
 use berth_client::Client;
@@ -38,17 +38,9 @@ fn random(n: usize) -> String {
 }
 
 fn seconds(s: &str) -> anyhow::Result<u64> {
-    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = num
-        .parse()
-        .with_context(|| format!("--ttl {s:?}: write e.g. 24h, 30m or 0"))?;
-    Ok(match unit {
-        "" | "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        "d" => n * 86400,
-        _ => bail!("--ttl {s:?}: unknown unit; use s, m, h or d"),
-    })
+    crate::parse_duration(s)
+        .map(|d| d.as_secs())
+        .map_err(anyhow::Error::msg)
 }
 
 fn field(secret: &Value, key: &str) -> String {
