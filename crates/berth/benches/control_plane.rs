@@ -428,14 +428,35 @@ async fn list_10k(out: &mut Vec<String>) {
     out.push(line);
 }
 
+/// Removes a node's bridge when the benchmark is done with it.
+struct NetCleanup(String, String);
+
+impl Drop for NetCleanup {
+    fn drop(&mut self) {
+        let net = berth_runtime::net::Network {
+            bridge: self.0.clone(),
+            range: self.1.parse().unwrap(),
+            ipam_dir: std::path::PathBuf::new(),
+            netns_dir: std::path::PathBuf::new(),
+            blackholes: vec![],
+        };
+        let _ = net.remove_bridge();
+    }
+}
+
 async fn cold_start(out: &mut Vec<String>) {
     let mut times = Vec::new();
     let mut rss_kb = 0;
     for i in 0..5 {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
+        // `berth up` runs a node too: give it a bridge and range of its own, removed after.
+        let (bridge, cidr) = berth_testkit::unique_net();
+        let _net = NetCleanup(bridge.clone(), cidr.clone());
         let started = Instant::now();
         let child = Command::new(BIN)
+            .env("BERTH_BRIDGE", &bridge)
+            .env("BERTH_POD_CIDR", &cidr)
             .args([
                 "up",
                 "--data-dir",
