@@ -56,7 +56,13 @@ fn holds_room(o: &Object) -> bool {
 
 #[derive(Default)]
 struct State {
-    nodes: BTreeMap<String, NodeInfo>,
+    /// The nodes in name order, kept up to date in place (the placement function reads it
+    /// as is: nothing is copied per pod).
+    snapshot: Snapshot,
+    /// Node name -> its index in the snapshot.
+    index: HashMap<String, usize>,
+    /// Where the next search of a large cluster starts (rotated as Kubernetes does).
+    start: usize,
     /// Bound pods that take room: uid -> (node, what it requests).
     placed: HashMap<String, (String, PodInfo)>,
     /// Unbound pods by creation order (resourceVersion of creation) -> object.
@@ -74,9 +80,25 @@ impl State {
         )
     }
 
+    fn node_mut(&mut self, name: &str) -> Option<&mut NodeInfo> {
+        let i = *self.index.get(name)?;
+        self.snapshot.nodes.get_mut(i)
+    }
+
+    fn reindex(&mut self) {
+        self.snapshot.nodes.sort_by(|a, b| a.name.cmp(&b.name));
+        self.index = self
+            .snapshot
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.name.clone(), i))
+            .collect();
+    }
+
     fn unplace(&mut self, uid: &str) {
         if let Some((node, info)) = self.placed.remove(uid)
-            && let Some(n) = self.nodes.get_mut(&node)
+            && let Some(n) = self.node_mut(&node)
         {
             n.remove_pod(&info);
         }
@@ -84,7 +106,7 @@ impl State {
 
     fn place(&mut self, uid: &str, node: &str, info: PodInfo) {
         self.unplace(uid);
-        if let Some(n) = self.nodes.get_mut(node) {
+        if let Some(n) = self.node_mut(node) {
             n.place_pod(&info);
         }
         self.placed
@@ -128,16 +150,33 @@ impl State {
                 n.place_pod(info);
             }
         }
-        self.nodes.insert(n.name.clone(), n);
+        match self.index.get(&n.name) {
+            Some(&i) => self.snapshot.nodes[i] = n,
+            None => {
+                self.snapshot.nodes.push(n);
+                self.reindex();
+            }
+        }
+    }
+
+    fn node_deleted(&mut self, name: &str) {
+        if let Some(i) = self.index.get(name).copied() {
+            self.snapshot.nodes.remove(i);
+            self.reindex();
+        }
     }
 }
 
 async fn run_once(registry: &Registry, default: Strategy) -> Result<(), String> {
     let (all, rev) = registry.all_objects(None).map_err(|e| e.0.message)?;
     let mut st = State::default();
-    for o in all.iter().filter(|o| o.kind() == "Node") {
-        st.node_put(o);
-    }
+    st.snapshot.default_strategy = default;
+    st.snapshot.nodes = all
+        .iter()
+        .filter(|o| o.kind() == "Node")
+        .map(NodeInfo::from_object)
+        .collect();
+    st.reindex();
     for o in all.iter().filter(|o| o.kind() == "Pod") {
         st.pod_put(o);
     }
@@ -151,7 +190,7 @@ async fn run_once(registry: &Registry, default: Strategy) -> Result<(), String> 
         | 1;
     let mut retry_all = true;
     loop {
-        schedule(registry, &mut st, default, &mut random_state, retry_all).await;
+        schedule(registry, &mut st, &mut random_state, retry_all).await;
         retry_all = false;
         let Some(batch) = watcher.next().await.map_err(|e| e.to_string())? else {
             return Ok(());
@@ -163,9 +202,7 @@ async fn run_once(registry: &Registry, default: Strategy) -> Result<(), String> 
                     st.node_put(&obj);
                     retry_all = true;
                 }
-                ("Node", EventType::Delete) => {
-                    st.nodes.remove(obj.name());
-                }
+                ("Node", EventType::Delete) => st.node_deleted(obj.name()),
                 ("Pod", EventType::Put) => retry_all |= st.pod_put(&obj),
                 ("Pod", EventType::Delete) => retry_all |= st.pod_deleted(&obj),
                 _ => {}
@@ -176,13 +213,7 @@ async fn run_once(registry: &Registry, default: Strategy) -> Result<(), String> 
 
 /// Places pending pods: all of them after a change that can make room, else only the ones
 /// not tried yet.
-async fn schedule(
-    registry: &Registry,
-    st: &mut State,
-    default: Strategy,
-    random_state: &mut u64,
-    retry_all: bool,
-) {
+async fn schedule(registry: &Registry, st: &mut State, random_state: &mut u64, retry_all: bool) {
     let todo: Vec<Object> = st
         .pending
         .values()
@@ -191,16 +222,22 @@ async fn schedule(
         .collect();
     for pod in todo {
         let info = PodInfo::from_object(&pod);
-        let snapshot = Snapshot {
-            nodes: st.nodes.values().cloned().collect(),
-            default_strategy: default,
-        };
         // xorshift: the random strategy's numbers.
         *random_state ^= *random_state << 13;
         *random_state ^= *random_state >> 7;
         *random_state ^= *random_state << 17;
         let ns = pod.namespace().unwrap_or("default").to_string();
-        match berth_scheduler::place(&snapshot, &info, st.last.as_deref(), *random_state) {
+        let (placed, examined) = berth_scheduler::place_from(
+            &st.snapshot,
+            &info,
+            st.last.as_deref(),
+            *random_state,
+            st.start,
+        );
+        if !st.snapshot.nodes.is_empty() {
+            st.start = (st.start + examined) % st.snapshot.nodes.len();
+        }
+        match placed {
             Ok(node) => match registry.bind(&ns, pod.name(), &node, USER, false).await {
                 Ok(bound) => {
                     st.last = Some(node.clone());

@@ -176,3 +176,28 @@ fn requests_count_init_containers_as_kubernetes_does() {
     let r = pod_requests(&spec);
     assert_eq!((r.cpu_millis, r.memory, r.pods), (2000, 256 << 20, 1));
 }
+
+#[test]
+fn large_clusters_score_a_sample_as_kubernetes_does() {
+    assert_eq!(nodes_to_find(3), 3);
+    assert_eq!(nodes_to_find(100), 100);
+    assert_eq!(nodes_to_find(1000), 420); // 50 - 8 = 42%
+    assert_eq!(nodes_to_find(5000), 500); // 50 - 40 = 10%
+    assert_eq!(nodes_to_find(10_000), 500); // at least 5%
+    let snap = Snapshot {
+        nodes: (0..1000)
+            .map(|i| NodeInfo::from_object(&node_object(&json!({"name": format!("n{i:04}")}))))
+            .collect(),
+        default_strategy: Strategy::Spread,
+    };
+    let pod = PodInfo::from_object(&pod_object(&json!({"cpu": "100m"}), "p"));
+    let (r, examined) = place_from(&snap, &pod, None, 0, 990);
+    assert_eq!(examined, 420);
+    assert!(r.is_ok());
+    // Binpack looks at every node, so it really fills the fullest.
+    let pod = PodInfo::from_object(&pod_object(
+        &json!({"cpu": "100m", "strategy": "binpack"}),
+        "p",
+    ));
+    assert_eq!(place_from(&snap, &pod, None, 0, 990).1, 1000);
+}
