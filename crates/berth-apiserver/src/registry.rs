@@ -810,7 +810,7 @@ impl Registry {
         dry_run: bool,
     ) -> ApiResult<Object> {
         let kind = kinds::resolve("pods").ok_or_else(|| ApiError::internal("pod kind missing"))?;
-        let pod = self.get(kind, Some(ns), name)?;
+        let (key, kv, pod) = self.load_for_update(kind, Some(ns), name)?;
         let current = pod
             .get("spec")
             .and_then(|s| s.get("nodeName"))
@@ -826,11 +826,23 @@ impl Registry {
                 "pod {name} is being deleted, cannot be assigned to a host"
             )));
         }
+        // One write: the node, and the PodScheduled condition, as Kubernetes' binding does.
         let mut bound = pod.clone();
         if let Some(Value::Object(spec)) = bound.0.get_mut("spec") {
             spec.insert("nodeName".into(), Value::String(node.to_string()));
         }
-        self.update(kind, Some(ns), name, bound, user, "bind", dry_run)
+        let status = bound.0.entry("status").or_insert_with(|| json!({}));
+        if let Value::Object(st) = status {
+            let mut conditions: Vec<Value> = st
+                .get("conditions")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            conditions.retain(|c| c.get("type") != Some(&json!("PodScheduled")));
+            conditions.push(json!({"type": "PodScheduled", "status": "True", "lastTransitionTime": now_rfc3339()}));
+            st.insert("conditions".into(), Value::Array(conditions));
+        }
+        self.commit_update(kind, key, &kv, &pod, bound, user, "bind", dry_run)
             .await
     }
 

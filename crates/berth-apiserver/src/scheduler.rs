@@ -212,7 +212,8 @@ async fn run_once(registry: &Registry, default: Strategy) -> Result<(), String> 
 }
 
 /// Places pending pods: all of them after a change that can make room, else only the ones
-/// not tried yet.
+/// not tried yet. Each decision counts in the snapshot at once; the bindings (durable
+/// writes) go out concurrently, so the store's group commit shares their syncs.
 async fn schedule(registry: &Registry, st: &mut State, random_state: &mut u64, retry_all: bool) {
     let todo: Vec<Object> = st
         .pending
@@ -220,13 +221,13 @@ async fn schedule(registry: &Registry, st: &mut State, random_state: &mut u64, r
         .filter(|o| retry_all || !st.reported.contains_key(o.uid()))
         .cloned()
         .collect();
+    let mut binds = tokio::task::JoinSet::new();
     for pod in todo {
         let info = PodInfo::from_object(&pod);
         // xorshift: the random strategy's numbers.
         *random_state ^= *random_state << 13;
         *random_state ^= *random_state >> 7;
         *random_state ^= *random_state << 17;
-        let ns = pod.namespace().unwrap_or("default").to_string();
         let (placed, examined) = berth_scheduler::place_from(
             &st.snapshot,
             &info,
@@ -238,28 +239,47 @@ async fn schedule(registry: &Registry, st: &mut State, random_state: &mut u64, r
             st.start = (st.start + examined) % st.snapshot.nodes.len();
         }
         match placed {
-            Ok(node) => match registry.bind(&ns, pod.name(), &node, USER, false).await {
-                Ok(bound) => {
-                    st.last = Some(node.clone());
-                    st.pending.remove(&State::key(&pod));
-                    st.place(pod.uid(), &node, info);
-                    let msg = format!("Successfully assigned {ns}/{} to {node}", pod.name());
-                    set_scheduled(registry, &bound, true, "", "").await;
-                    event(registry, &bound, "Normal", "Scheduled", &msg).await;
+            Ok(node) => {
+                st.last = Some(node.clone());
+                st.pending.remove(&State::key(&pod));
+                st.place(pod.uid(), &node, info);
+                let registry = registry.clone();
+                binds.spawn(async move {
+                    let ns = pod.namespace().unwrap_or("default").to_string();
+                    match registry.bind(&ns, pod.name(), &node, USER, false).await {
+                        Ok(bound) => {
+                            let msg =
+                                format!("Successfully assigned {ns}/{} to {node}", pod.name());
+                            event(&registry, &bound, "Normal", "Scheduled", &msg).await;
+                            None
+                        }
+                        // Bound elsewhere or deleted meanwhile: its room is given back; the
+                        // watch brings the rest.
+                        Err(e) => {
+                            tracing::debug!(error = %e.0.message, "binding failed");
+                            Some(pod.uid().to_string())
+                        }
+                    }
+                });
+                // Enough in flight to fill the store's group commits.
+                if binds.len() >= 512
+                    && let Some(Ok(Some(uid))) = binds.join_next().await
+                {
+                    st.unplace(&uid);
                 }
-                Err(e) => {
-                    // Bound or deleted meanwhile: the watch brings the news.
-                    tracing::debug!(error = %e.0.message, "binding failed");
-                    st.pending.remove(&State::key(&pod));
-                }
-            },
+            }
             Err(u) => {
                 if st.reported.get(pod.uid()) != Some(&u.message) {
-                    set_scheduled(registry, &pod, false, "Unschedulable", &u.message).await;
+                    set_unschedulable(registry, &pod, &u.message).await;
                     event(registry, &pod, "Warning", "FailedScheduling", &u.message).await;
                 }
                 st.reported.insert(pod.uid().to_string(), u.message);
             }
+        }
+    }
+    while let Some(r) = binds.join_next().await {
+        if let Ok(Some(uid)) = r {
+            st.unplace(&uid);
         }
     }
 }
@@ -272,21 +292,15 @@ fn now() -> String {
     )
 }
 
-async fn set_scheduled(registry: &Registry, pod: &Object, ok: bool, reason: &str, message: &str) {
+async fn set_unschedulable(registry: &Registry, pod: &Object, message: &str) {
     let Some(kind) = berth_api::kinds::resolve("pods") else {
         return;
     };
-    let mut cond = json!({"type": "PodScheduled", "status": if ok { "True" } else { "False" }, "lastTransitionTime": now()});
-    if !ok {
-        cond["reason"] = json!(reason);
-        cond["message"] = json!(message);
-    }
-    let mut status = json!({"conditions": [cond]});
-    if !ok {
-        status["phase"] = json!("Pending");
-    }
+    let cond = json!({"type": "PodScheduled", "status": "False", "lastTransitionTime": now(),
+        "reason": "Unschedulable", "message": message});
     // The agent reports the full condition list once it runs the pod; until then this is it.
-    let body = serde_json::to_vec(&json!({"status": status})).unwrap_or_default();
+    let body = serde_json::to_vec(&json!({"status": {"phase": "Pending", "conditions": [cond]}}))
+        .unwrap_or_default();
     if let Err(e) = registry
         .patch(
             kind,

@@ -86,7 +86,6 @@ async fn run(pods: usize) -> (f64, Duration) {
     let unbound = || {
         let opts = ListOptions {
             fields: berth_api::selector::FieldSelector::parse("spec.nodeName=", "Pod").unwrap(),
-            limit: 1,
             ..Default::default()
         };
         registry
@@ -96,7 +95,7 @@ async fn run(pods: usize) -> (f64, Duration) {
             .len()
     };
     while unbound() > 0 {
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let took = started.elapsed();
     let _ = stop_tx.send(true);
