@@ -297,3 +297,94 @@ fn a_dead_nodes_pods_run_again_elsewhere_and_come_back_stopped() {
             .then_some(())
     });
 }
+
+fn deployment(name: &str, strategy: &str) -> String {
+    format!(
+        r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: {name}}}
+spec:
+  replicas: 3
+  selector: {{matchLabels: {{app: {name}}}}}
+  template:
+    metadata:
+      labels: {{app: {name}}}
+      annotations: {{berth.dev/scheduling-strategy: {strategy}}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: c
+        image: host
+        command: ["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 0.2; done"]
+        resources: {{requests: {{cpu: 100m, memory: 64Mi}}}}
+"#
+    )
+}
+
+/// The nodes the app's pods were placed on, once all 3 are bound.
+fn placement(kc: &Path, app: &str) -> Vec<String> {
+    eventually(60, &format!("{app}'s 3 pods to be placed"), || {
+        let pods = get(kc, &["pods", "-l", &format!("app={app}")]);
+        let mut nodes: Vec<String> = pods["items"]
+            .as_array()?
+            .iter()
+            .filter_map(|p| p["spec"]["nodeName"].as_str().map(String::from))
+            .collect();
+        nodes.sort();
+        (nodes.len() == 3).then_some(nodes)
+    })
+}
+
+#[test]
+fn strategies_place_as_named_on_three_nodes() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = BerthProcess::start("server", &dir.path().join("server"));
+    let kc = server.kubeconfig();
+    let o = berth(&kc, &["token", "create"]);
+    let token = stdout(&o).trim().to_string();
+    let _agents: Vec<Agent> = ["node-a", "node-b", "node-c"]
+        .iter()
+        .map(|n| {
+            Agent::start(
+                &server,
+                &token,
+                n,
+                &dir.path().join(n),
+                berth_testkit::unique_net(),
+            )
+        })
+        .collect();
+    eventually(30, "three nodes", || {
+        (get(&kc, &["nodes"])["items"].as_array()?.len() == 3).then_some(())
+    });
+    let apply = |name: &str, strategy: &str| {
+        let f = dir.path().join(format!("{name}.yaml"));
+        std::fs::write(&f, deployment(name, strategy)).unwrap();
+        let o = berth(&kc, &["apply", "-f", f.to_str().unwrap()]);
+        assert!(o.status.success(), "{}", stderr(&o));
+    };
+    // Spread: one replica per node.
+    apply("spread", "spread");
+    assert_eq!(placement(&kc, "spread"), vec!["node-a", "node-b", "node-c"]);
+    // Binpack: all on one node (the fullest that fits).
+    apply("packed", "binpack");
+    let packed = placement(&kc, "packed");
+    assert!(packed.iter().all(|n| *n == packed[0]), "{packed:?}");
+    // Round-robin: the next node each time, so three in a row land on three nodes.
+    apply("rr", "round-robin");
+    assert_eq!(placement(&kc, "rr"), vec!["node-a", "node-b", "node-c"]);
+    // Random: placed somewhere that fits (which one is the random number's business).
+    apply("rand", "random");
+    assert_eq!(placement(&kc, "rand").len(), 3);
+    for app in ["spread", "packed", "rr", "rand"] {
+        let o = berth(&kc, &["delete", "deploy", app]);
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    eventually(60, "the pods to go", || {
+        get(&kc, &["pods"])["items"]
+            .as_array()?
+            .is_empty()
+            .then_some(())
+    });
+}
