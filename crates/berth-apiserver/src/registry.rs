@@ -610,21 +610,40 @@ impl Registry {
         status: bool,
         dry_run: bool,
     ) -> ApiResult<Object> {
-        let current = self.get(kind, ns, name)?;
-        let patched = crate::patch::apply(kind, &current, patch_type, body)?;
-        let mut obj = Object::from_value(patched).ok_or_else(|| {
-            ApiError::bad_request("the patch made the object something other than a JSON object")
-        })?;
-        // A patch that does not name a resource version applies to the version it read;
-        // the store compare still refuses a concurrent change.
-        if obj.resource_version().is_empty() {
-            obj.set_meta("resourceVersion", current.resource_version().to_string());
-        }
-        if status {
-            self.update_status(kind, ns, name, obj, user, dry_run).await
-        } else {
-            self.update(kind, ns, name, obj, user, "patch", dry_run)
-                .await
+        // A patch that names no resource version applies to the latest version: when another
+        // writer (a controller reporting status) gets in between the read and the write, it
+        // is applied again to what that writer left, as Kubernetes does.
+        let names_version = serde_json::from_slice::<Value>(body).is_ok_and(|v| {
+            v.pointer("/metadata/resourceVersion").is_some()
+                || v.as_array().is_some_and(|ops| {
+                    ops.iter().any(|op| {
+                        op.get("path").and_then(Value::as_str) == Some("/metadata/resourceVersion")
+                    })
+                })
+        });
+        let mut attempts = 0;
+        loop {
+            let current = self.get(kind, ns, name)?;
+            let patched = crate::patch::apply(kind, &current, patch_type, body)?;
+            let mut obj = Object::from_value(patched).ok_or_else(|| {
+                ApiError::bad_request(
+                    "the patch made the object something other than a JSON object",
+                )
+            })?;
+            // It applies to the version it read; the store compare refuses a concurrent change.
+            if obj.resource_version().is_empty() {
+                obj.set_meta("resourceVersion", current.resource_version().to_string());
+            }
+            let r = if status {
+                self.update_status(kind, ns, name, obj, user, dry_run).await
+            } else {
+                self.update(kind, ns, name, obj, user, "patch", dry_run)
+                    .await
+            };
+            match r {
+                Err(e) if e.0.code == 409 && !names_version && attempts < 10 => attempts += 1,
+                r => return r,
+            }
         }
     }
 
@@ -690,6 +709,27 @@ impl Registry {
     /// DELETE. Returns the object as deleted (or as marked for deletion when finalizers hold
     /// it).
     pub async fn delete(
+        &self,
+        kind: &ResourceKind,
+        ns: Option<&str>,
+        name: &str,
+        opts: &DeleteOptions,
+        user: &str,
+    ) -> ApiResult<Object> {
+        // A delete without preconditions is not refused because someone (a controller
+        // reporting status) wrote the object between the read and the delete: it reads again
+        // and retries, as Kubernetes' storage does.
+        let unconditional = opts.precondition_uid.is_none() && opts.precondition_rv.is_none();
+        let mut attempts = 0;
+        loop {
+            match self.delete_once(kind, ns, name, opts, user).await {
+                Err(e) if unconditional && e.0.code == 409 && attempts < 10 => attempts += 1,
+                r => return r,
+            }
+        }
+    }
+
+    async fn delete_once(
         &self,
         kind: &ResourceKind,
         ns: Option<&str>,
