@@ -48,9 +48,7 @@ pub struct AgentConfig {
 }
 
 fn micro_time_now() -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64);
+    let nanos = berth_api::timefmt::now_nanos();
     // MicroTime: RFC 3339 with microseconds.
     let s = berth_api::timefmt::rfc3339_nanos_from_nanos(nanos - nanos % 1000);
     s.replacen("000Z", "Z", 1)
@@ -70,11 +68,7 @@ fn memory_bytes() -> u64 {
 fn node_status(cfg: &AgentConfig) -> Value {
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let memory = memory_bytes();
-    let now = berth_api::timefmt::rfc3339_from_nanos(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64),
-    );
+    let now = berth_api::timefmt::now_rfc3339();
     let capacity =
         json!({"cpu": cpus.to_string(), "memory": format!("{}Ki", memory / 1024), "pods": "110"});
     json!({
@@ -326,9 +320,7 @@ pub(crate) async fn event(client: &Client, obj: &Value, typ: &str, reason: &str,
     };
     let ns = obj["metadata"]["namespace"].as_str().unwrap_or("default");
     let name = obj["metadata"]["name"].as_str().unwrap_or("");
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64);
+    let nanos = berth_api::timefmt::now_nanos();
     let now = berth_api::timefmt::rfc3339_from_nanos(nanos);
     let ev = json!({
         "apiVersion": "v1", "kind": "Event",

@@ -101,14 +101,6 @@ fn s<'a>(v: &'a Value, ptr: &str) -> &'a str {
     v.pointer(ptr).and_then(Value::as_str).unwrap_or("")
 }
 
-fn now_rfc3339() -> String {
-    rfc3339(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64),
-    )
-}
-
 fn rfc3339(nanos: u64) -> String {
     berth_api::timefmt::rfc3339_from_nanos(nanos)
 }
@@ -857,7 +849,7 @@ fn status_of(
     } else {
         "Pending"
     };
-    let now = now_rfc3339();
+    let now = berth_api::timefmt::now_rfc3339();
     let cond = |t: &str, ok: bool| {
         let mut c = json!({"type": t, "status": if ok { "True" } else { "False" }, "lastTransitionTime": now});
         if !ok && (t == "Ready" || t == "ContainersReady") {
@@ -1024,7 +1016,7 @@ pub(crate) async fn worker(
                 t.last_state = cs.pointer("/lastState/terminated").cloned();
             }
             start_time = match s(&p, "/status/startTime") {
-                "" => now_rfc3339(),
+                "" => berth_api::timefmt::now_rfc3339(),
                 t => t.to_string(),
             };
             seeded = true;

@@ -3,6 +3,18 @@
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+/// Now, in unix nanoseconds.
+pub fn now_nanos() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// Now, as an RFC 3339 UTC timestamp with second precision.
+pub fn now_rfc3339() -> String {
+    rfc3339_from_nanos(now_nanos())
+}
+
 /// Formats unix nanoseconds as an RFC 3339 UTC timestamp with second precision.
 pub fn rfc3339_from_nanos(nanos: u64) -> String {
     let t = OffsetDateTime::from_unix_timestamp_nanos(i128::from(nanos))

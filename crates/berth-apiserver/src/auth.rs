@@ -148,9 +148,7 @@ pub fn bootstrap_token(
     }
     if let Some(exp) = field("expiration") {
         let exp = berth_api::timefmt::parse_rfc3339(&exp).ok()?;
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64);
+        let now = berth_api::timefmt::now_nanos();
         if now >= exp {
             return None;
         }

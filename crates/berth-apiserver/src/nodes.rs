@@ -9,7 +9,7 @@
 //! Kubernetes' are 40 s and 5 min.
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use berth_api::object::Object;
 use serde_json::{Value, json};
@@ -50,12 +50,6 @@ pub async fn run(registry: Registry, timing: Timing, mut stop: watch::Receiver<b
     }
 }
 
-fn now_nanos() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64)
-}
-
 fn ready_status(node: &Object) -> String {
     node.get("status")
         .and_then(|s| s.get("conditions"))
@@ -86,7 +80,7 @@ async fn tick(registry: &Registry, timing: Timing, not_ready_since: &mut HashMap
         )
         .map(|l| l.items)
         .unwrap_or_default();
-    let now = now_nanos();
+    let now = berth_api::timefmt::now_nanos();
     for node in nodes.items {
         let name = node.name().to_string();
         let renewed = leases
@@ -195,7 +189,7 @@ async fn set_unreachable(
     node: &Object,
     unreachable: bool,
 ) {
-    let now = berth_api::timefmt::rfc3339_from_nanos(now_nanos());
+    let now = berth_api::timefmt::now_rfc3339();
     let mut conditions: Vec<Value> = node
         .get("status")
         .and_then(|s| s.get("conditions"))
@@ -272,7 +266,7 @@ async fn mark_not_ready(registry: &Registry, kind: &berth_api::ResourceKind, pod
     }) {
         return;
     }
-    let now = berth_api::timefmt::rfc3339_from_nanos(now_nanos());
+    let now = berth_api::timefmt::now_rfc3339();
     let conditions: Vec<Value> = conditions
         .into_iter()
         .map(|mut c| {

@@ -73,14 +73,6 @@ fn encode(obj: &Object) -> Vec<u8> {
     serde_json::to_vec(&o.0).unwrap_or_default()
 }
 
-fn now_rfc3339() -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0);
-    timefmt::rfc3339_from_nanos(nanos)
-}
-
 fn random_suffix() -> String {
     // The alphabet Kubernetes uses for generated names: no vowels, no look-alikes.
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
@@ -330,7 +322,7 @@ impl Registry {
         self.check_namespace_open(ns.as_deref()).await?;
         let name = obj.name().to_string();
         obj.set_meta("uid", uuid::Uuid::new_v4().to_string());
-        obj.set_meta("creationTimestamp", now_rfc3339());
+        obj.set_meta("creationTimestamp", timefmt::now_rfc3339());
         for f in [
             "resourceVersion",
             "deletionTimestamp",
@@ -788,7 +780,7 @@ impl Registry {
                 return Ok(old);
             }
             let mut marked = old.clone();
-            marked.set_meta("deletionTimestamp", now_rfc3339());
+            marked.set_meta("deletionTimestamp", timefmt::now_rfc3339());
             marked.set_meta("deletionGracePeriodSeconds", 0);
             return self
                 .commit_update(kind, key, &kv, &old, marked, user, "delete", false)
@@ -879,7 +871,7 @@ impl Registry {
                 .cloned()
                 .unwrap_or_default();
             conditions.retain(|c| c.get("type") != Some(&json!("PodScheduled")));
-            conditions.push(json!({"type": "PodScheduled", "status": "True", "lastTransitionTime": now_rfc3339()}));
+            conditions.push(json!({"type": "PodScheduled", "status": "True", "lastTransitionTime": timefmt::now_rfc3339()}));
             st.insert("conditions".into(), Value::Array(conditions));
         }
         self.commit_update(kind, key, &kv, &pod, bound, user, "bind", dry_run)
@@ -906,7 +898,7 @@ impl Registry {
         let nsk = kinds::resolve("namespaces")
             .ok_or_else(|| ApiError::internal("namespace kind missing"))?;
         let mut marked = old.clone();
-        marked.set_meta("deletionTimestamp", now_rfc3339());
+        marked.set_meta("deletionTimestamp", timefmt::now_rfc3339());
         marked
             .0
             .insert("status".into(), json!({"phase": "Terminating"}));

@@ -284,19 +284,11 @@ async fn schedule(registry: &Registry, st: &mut State, random_state: &mut u64, r
     }
 }
 
-fn now() -> String {
-    berth_api::timefmt::rfc3339_from_nanos(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64),
-    )
-}
-
 async fn set_unschedulable(registry: &Registry, pod: &Object, message: &str) {
     let Some(kind) = berth_api::kinds::resolve("pods") else {
         return;
     };
-    let cond = json!({"type": "PodScheduled", "status": "False", "lastTransitionTime": now(),
+    let cond = json!({"type": "PodScheduled", "status": "False", "lastTransitionTime": berth_api::timefmt::now_rfc3339(),
         "reason": "Unschedulable", "message": message});
     // The agent reports the full condition list once it runs the pod; until then this is it.
     let body = serde_json::to_vec(&json!({"status": {"phase": "Pending", "conditions": [cond]}}))
@@ -327,7 +319,7 @@ pub async fn event(registry: &Registry, pod: &Object, typ: &str, reason: &str, m
     let _ = getrandom::fill(&mut b);
     let suffix: String = b.iter().map(|x| format!("{x:02x}")).collect();
     let ns = pod.namespace().unwrap_or("default");
-    let t = now();
+    let t = berth_api::timefmt::now_rfc3339();
     let ev = json!({
         "apiVersion": "v1", "kind": "Event",
         "metadata": {"name": format!("{}.{suffix}", pod.name()), "namespace": ns},

@@ -620,11 +620,7 @@ async fn reconcile_deployment(registry: &Registry, cache: &mut Cache, k: &Key) {
             25,
             false,
         );
-    let now = berth_api::timefmt::rfc3339_from_nanos(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64),
-    );
+    let now = berth_api::timefmt::now_rfc3339();
     let available = ready >= min_available.min(replicas);
     let complete = updated == replicas
         && ready >= replicas

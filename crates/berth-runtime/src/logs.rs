@@ -34,12 +34,6 @@ pub struct LogWriter {
     max_files: u32,
 }
 
-fn now_nanos() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64)
-}
-
 impl LogWriter {
     /// `max_size` bytes per file, `max_files` files in all (the current one included).
     pub fn open(path: &Path, max_size: u64, max_files: u32) -> std::io::Result<LogWriter> {
@@ -86,7 +80,7 @@ impl LogWriter {
 
     /// Writes one record; `full` says whether it ends a line.
     pub fn record(&mut self, stream: Stream, full: bool, text: &[u8]) -> std::io::Result<()> {
-        let ts = berth_api::timefmt::rfc3339_nanos_from_nanos(now_nanos());
+        let ts = berth_api::timefmt::rfc3339_nanos_from_nanos(berth_api::timefmt::now_nanos());
         let mut rec = Vec::with_capacity(text.len() + 48);
         rec.extend_from_slice(ts.as_bytes());
         rec.push(b' ');

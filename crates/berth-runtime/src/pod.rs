@@ -168,12 +168,6 @@ pub struct Recovery {
     pub cleaned: Vec<String>,
 }
 
-fn now_nanos() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64)
-}
-
 impl Runtime {
     pub fn pod_dir(&self, id: &str) -> PathBuf {
         self.root.join("pods").join(id)
@@ -237,7 +231,7 @@ impl Runtime {
         let record = PodRecord {
             config: config.clone(),
             network,
-            created_at: now_nanos(),
+            created_at: berth_api::timefmt::now_nanos(),
         };
         let json = serde_json::to_vec_pretty(&record).map_err(|e| io(dir)(e.into()))?;
         write("pod.json", String::from_utf8_lossy(&json).into_owned())?;

@@ -108,12 +108,6 @@ pub struct ContainerState {
     pub cgroup: String,
 }
 
-fn now_nanos() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64)
-}
-
 /// Sends one request to the shim of the pod in `pod_dir`.
 pub fn call(pod_dir: &Path, req: &Request, timeout: Option<Duration>) -> std::io::Result<Response> {
     let mut s = UnixStream::connect(pod_dir.join(SOCKET))?;
@@ -274,7 +268,7 @@ impl Shim {
             exit_code: None,
             signal: None,
             reason: None,
-            created_at: now_nanos(),
+            created_at: berth_api::timefmt::now_nanos(),
             started_at: None,
             finished_at: None,
             log: log.to_path_buf(),
@@ -334,7 +328,7 @@ impl Shim {
                         .start()
                         .map_err(|e| format!("cannot start {name}: {e}"))?;
                     m.state.status = Status::Running;
-                    m.state.started_at = Some(now_nanos());
+                    m.state.started_at = Some(berth_api::timefmt::now_nanos());
                     Ok(Response::Ok)
                 })
                 .inspect(|_| self.save(&name)),
@@ -444,7 +438,7 @@ impl Shim {
             m.state.status = Status::Exited;
             m.state.exit_code = Some(code);
             m.state.signal = signal;
-            m.state.finished_at = Some(now_nanos());
+            m.state.finished_at = Some(berth_api::timefmt::now_nanos());
             m.state.reason = Some(
                 if signal == Some(libc::SIGKILL) && oom_kills(&m.state.cgroup) > 0 {
                     "OOMKilled"
