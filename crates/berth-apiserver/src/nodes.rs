@@ -15,7 +15,6 @@ use berth_api::object::Object;
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
-use crate::patch::PatchType;
 use crate::registry::{DeleteOptions, ListOptions, Registry};
 
 const USER: &str = "system:node-controller";
@@ -211,18 +210,14 @@ async fn set_unreachable(
                "message": "berth agent is posting ready status", "lastTransitionTime": now, "lastHeartbeatTime": now})
         });
     }
-    let body =
-        serde_json::to_vec(&json!({"status": {"conditions": conditions}})).unwrap_or_default();
     let _ = registry
-        .patch(
+        .merge_patch(
             kind,
             None,
             node.name(),
-            PatchType::Merge,
-            &body,
+            &json!({"status": {"conditions": conditions}}),
             USER,
             true,
-            false,
         )
         .await;
     let mut taints: Vec<Value> = node
@@ -235,16 +230,13 @@ async fn set_unreachable(
     if unreachable {
         taints.push(json!({"key": UNREACHABLE, "effect": "NoExecute", "timeAdded": now}));
     }
-    let body = serde_json::to_vec(&json!({"spec": {"taints": taints}})).unwrap_or_default();
     let _ = registry
-        .patch(
+        .merge_patch(
             kind,
             None,
             node.name(),
-            PatchType::Merge,
-            &body,
+            &json!({"spec": {"taints": taints}}),
             USER,
-            false,
             false,
         )
         .await;
@@ -281,18 +273,14 @@ async fn mark_not_ready(registry: &Registry, kind: &berth_api::ResourceKind, pod
             c
         })
         .collect();
-    let body =
-        serde_json::to_vec(&json!({"status": {"conditions": conditions}})).unwrap_or_default();
     let _ = registry
-        .patch(
+        .merge_patch(
             kind,
             pod.namespace(),
             pod.name(),
-            PatchType::Merge,
-            &body,
+            &json!({"status": {"conditions": conditions}}),
             USER,
             true,
-            false,
         )
         .await;
 }

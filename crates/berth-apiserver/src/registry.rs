@@ -639,6 +639,30 @@ impl Registry {
         }
     }
 
+    /// A JSON merge patch from a controller (of the status subresource when `status`).
+    pub async fn merge_patch(
+        &self,
+        kind: &ResourceKind,
+        ns: Option<&str>,
+        name: &str,
+        patch: &Value,
+        user: &str,
+        status: bool,
+    ) -> ApiResult<Object> {
+        let body = serde_json::to_vec(patch).unwrap_or_default();
+        self.patch(
+            kind,
+            ns,
+            name,
+            crate::patch::PatchType::Merge,
+            &body,
+            user,
+            status,
+            false,
+        )
+        .await
+    }
+
     /// The `scale` subresource: an `autoscaling/v1` `Scale` view of a workload.
     pub fn get_scale(
         &self,

@@ -15,7 +15,6 @@ use berth_store::EventType;
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
-use crate::patch::PatchType;
 use crate::registry::{Registry, decode};
 
 const USER: &str = "system:kube-scheduler";
@@ -291,18 +290,14 @@ async fn set_unschedulable(registry: &Registry, pod: &Object, message: &str) {
     let cond = json!({"type": "PodScheduled", "status": "False", "lastTransitionTime": berth_api::timefmt::now_rfc3339(),
         "reason": "Unschedulable", "message": message});
     // The agent reports the full condition list once it runs the pod; until then this is it.
-    let body = serde_json::to_vec(&json!({"status": {"phase": "Pending", "conditions": [cond]}}))
-        .unwrap_or_default();
     if let Err(e) = registry
-        .patch(
+        .merge_patch(
             kind,
             pod.namespace(),
             pod.name(),
-            PatchType::Merge,
-            &body,
+            &json!({"status": {"phase": "Pending", "conditions": [cond]}}),
             USER,
             true,
-            false,
         )
         .await
     {

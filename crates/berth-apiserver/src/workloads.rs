@@ -18,7 +18,6 @@ use berth_store::EventType;
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
-use crate::patch::PatchType;
 use crate::registry::{DeleteOptions, Registry, decode};
 
 const USER: &str = "system:controller:workloads";
@@ -283,17 +282,14 @@ async fn patch_status(registry: &Registry, kind: &str, o: &Object, status: Value
     if strip(&current) == strip(o.get("status").unwrap_or(&json!({}))) {
         return;
     }
-    let body = serde_json::to_vec(&json!({"status": status})).unwrap_or_default();
     if let Err(e) = registry
-        .patch(
+        .merge_patch(
             k,
             o.namespace(),
             o.name(),
-            PatchType::Merge,
-            &body,
+            &json!({"status": status}),
             USER,
             true,
-            false,
         )
         .await
     {
@@ -654,18 +650,8 @@ async fn set_rs(
     body: Value,
 ) -> Option<Object> {
     let k = berth_api::kinds::resolve("replicasets")?;
-    let bytes = serde_json::to_vec(&body).ok()?;
     match registry
-        .patch(
-            k,
-            rs.namespace(),
-            rs.name(),
-            PatchType::Merge,
-            &bytes,
-            USER,
-            false,
-            false,
-        )
+        .merge_patch(k, rs.namespace(), rs.name(), &body, USER, false)
         .await
     {
         Ok(updated) => {
