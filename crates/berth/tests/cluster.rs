@@ -7,29 +7,8 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{BerthProcess, berth, stderr, stdout};
+use common::{BerthProcess, berth, eventually, get_json, stderr, stdout};
 use serde_json::Value;
-
-fn get(kc: &Path, what: &[&str]) -> Value {
-    let mut args = vec!["get"];
-    args.extend_from_slice(what);
-    args.extend_from_slice(&["-o", "json"]);
-    let o = berth(kc, &args);
-    assert!(o.status.success(), "{}", stderr(&o));
-    serde_json::from_str(&stdout(&o)).unwrap()
-}
-
-/// Polls until `f` gives a value (every 50 ms, at most `secs`).
-fn eventually<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 /// A one-node cluster of the test's own with `manifest` applied: (its dir, the process, the
 /// kubeconfig, the data dir).
@@ -161,7 +140,7 @@ fn pods_run_restart_report_and_stop_on_a_node() {
 
     // The node registered itself, Ready.
     let node = eventually(30, "the node to register", || {
-        let nodes = get(&kc, &["nodes"]);
+        let nodes = get_json(&kc, &["nodes"]);
         let n = nodes["items"].get(0)?.clone();
         n["status"]["conditions"].is_array().then_some(n)
     });
@@ -170,7 +149,7 @@ fn pods_run_restart_report_and_stop_on_a_node() {
 
     // A long-running pod: Running and Ready with an address from the node's range.
     let web = eventually(30, "web to be Ready", || {
-        let p = get(&kc, &["pod", "web"]);
+        let p = get_json(&kc, &["pod", "web"]);
         let ready = p["status"]["conditions"]
             .as_array()?
             .iter()
@@ -199,7 +178,7 @@ fn pods_run_restart_report_and_stop_on_a_node() {
 
     // Init containers run in order before the app, which gets a ConfigMap through envFrom.
     let inits = eventually(30, "inits to run", || {
-        let p = get(&kc, &["pod", "inits"]);
+        let p = get_json(&kc, &["pod", "inits"]);
         (p["status"]["phase"] == "Running").then_some(p)
     });
     assert_eq!(condition_of(&inits, "Initialized"), "True");
@@ -219,7 +198,7 @@ fn pods_run_restart_report_and_stop_on_a_node() {
     });
     // A failing init container under restartPolicy Never fails the pod; the app never runs.
     let failed = eventually(30, "init-fails to fail", || {
-        let p = get(&kc, &["pod", "init-fails"]);
+        let p = get_json(&kc, &["pod", "init-fails"]);
         (p["status"]["phase"] == "Failed").then_some(p)
     });
     assert_eq!(condition_of(&failed, "Initialized"), "False");
@@ -230,7 +209,7 @@ fn pods_run_restart_report_and_stop_on_a_node() {
 
     // A crashing container is restarted with a growing back-off.
     let crash = eventually(30, "crash to back off", || {
-        let p = get(&kc, &["pod", "crash"]);
+        let p = get_json(&kc, &["pod", "crash"]);
         let cs = &p["status"]["containerStatuses"][0];
         (cs["restartCount"].as_u64()? >= 2
             && cs["state"]["waiting"]["reason"] == "CrashLoopBackOff")
@@ -244,12 +223,12 @@ fn pods_run_restart_report_and_stop_on_a_node() {
 
     // restartPolicy Never, exit 0: Succeeded (its env came from the downward API).
     eventually(30, "once to succeed", || {
-        (get(&kc, &["pod", "once"])["status"]["phase"] == "Succeeded").then_some(())
+        (get_json(&kc, &["pod", "once"])["status"]["phase"] == "Succeeded").then_some(())
     });
 
     // Nothing fits: Pending, with Kubernetes' reason and an Event.
     let huge = eventually(30, "huge to be unschedulable", || {
-        let p = get(&kc, &["pod", "huge"]);
+        let p = get_json(&kc, &["pod", "huge"]);
         let c = p["status"]["conditions"]
             .as_array()?
             .iter()
@@ -270,7 +249,7 @@ fn pods_run_restart_report_and_stop_on_a_node() {
 
     // An image that cannot be pulled: ErrImagePull, then ImagePullBackOff, with the reason.
     let waiting = eventually(30, "noimage to report the pull failure", || {
-        let p = get(&kc, &["pod", "noimage"]);
+        let p = get_json(&kc, &["pod", "noimage"]);
         let w = p["status"]["containerStatuses"][0]["state"]["waiting"].clone();
         (w["reason"] == "ImagePullBackOff").then_some(w)
     });
@@ -315,7 +294,7 @@ spec:
 "#;
 
 fn ready_pods(kc: &Path) -> Vec<Value> {
-    get(kc, &["pods", "-l", "app=app"])["items"]
+    get_json(kc, &["pods", "-l", "app=app"])["items"]
         .as_array()
         .unwrap()
         .iter()
@@ -338,7 +317,7 @@ fn a_deployment_keeps_its_replicas_and_rolls_out_without_losing_availability() {
         (ready_pods(&kc).len() == 3).then_some(())
     });
     let d = eventually(30, "the deployment's status", || {
-        let d = get(&kc, &["deploy", "app"]);
+        let d = get_json(&kc, &["deploy", "app"]);
         (d["status"]["readyReplicas"] == 3 && d["status"]["updatedReplicas"] == 3).then_some(d)
     });
     assert_eq!(d["status"]["conditions"][0]["status"], "True", "{d}");
@@ -374,7 +353,7 @@ fn a_deployment_keeps_its_replicas_and_rolls_out_without_losing_availability() {
             && pods
                 .iter()
                 .all(|p| p["metadata"]["annotations"]["version"] == "2");
-        let total = get(&kc, &["pods", "-l", "app=app"])["items"]
+        let total = get_json(&kc, &["pods", "-l", "app=app"])["items"]
             .as_array()
             .unwrap()
             .len();
@@ -384,7 +363,7 @@ fn a_deployment_keeps_its_replicas_and_rolls_out_without_losing_availability() {
         fewest >= 3,
         "ready pods dropped to {fewest} during the rollout"
     );
-    let sets = get(&kc, &["rs", "-l", "app=app"]);
+    let sets = get_json(&kc, &["rs", "-l", "app=app"]);
     let sets = sets["items"].as_array().unwrap();
     assert_eq!(
         sets.len(),
@@ -430,7 +409,7 @@ fn a_deployment_keeps_its_replicas_and_rolls_out_without_losing_availability() {
     );
     eventually(90, "the undo to roll out", || {
         let pods = ready_pods(&kc);
-        let total = get(&kc, &["pods", "-l", "app=app"])["items"]
+        let total = get_json(&kc, &["pods", "-l", "app=app"])["items"]
             .as_array()
             .unwrap()
             .len();
@@ -450,7 +429,7 @@ fn a_deployment_keeps_its_replicas_and_rolls_out_without_losing_availability() {
         stderr(&o)
     );
     eventually(60, "one pod", || {
-        (get(&kc, &["pods", "-l", "app=app"])["items"]
+        (get_json(&kc, &["pods", "-l", "app=app"])["items"]
             .as_array()
             .unwrap()
             .len()
@@ -468,7 +447,12 @@ fn a_deployment_keeps_its_replicas_and_rolls_out_without_losing_availability() {
             .is_none()
             .then_some(())
     });
-    assert!(get(&kc, &["rs"])["items"].as_array().unwrap().is_empty());
+    assert!(
+        get_json(&kc, &["rs"])["items"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
 }
 
 const PROBED: &str = r#"
@@ -520,13 +504,13 @@ fn probes_gate_readiness_and_restart_the_unhealthy() {
 
     // An HTTP readiness probe passes once the server answers; a TCP liveness probe holds.
     eventually(30, "http-ready to be Ready", || {
-        (condition(&get(&kc, &["pod", "http-ready"]), "Ready").as_deref() == Some("True"))
+        (condition(&get_json(&kc, &["pod", "http-ready"]), "Ready").as_deref() == Some("True"))
             .then_some(())
     });
 
     // A liveness probe that starts failing gets the container killed and restarted.
     let bad = eventually(40, "goes-bad to be restarted", || {
-        let p = get(&kc, &["pod", "goes-bad"]);
+        let p = get_json(&kc, &["pod", "goes-bad"]);
         (p["status"]["containerStatuses"][0]["restartCount"].as_u64()? >= 1).then_some(p)
     });
     assert!(
@@ -540,7 +524,7 @@ fn probes_gate_readiness_and_restart_the_unhealthy() {
     );
 
     // A readiness probe that never passes keeps the pod Running but not Ready.
-    let p = get(&kc, &["pod", "never-ready"]);
+    let p = get_json(&kc, &["pod", "never-ready"]);
     assert_eq!(p["status"]["phase"], "Running", "{p}");
     assert_eq!(condition(&p, "Ready").as_deref(), Some("False"), "{p}");
     assert_eq!(p["status"]["containerStatuses"][0]["ready"], false);
@@ -550,7 +534,7 @@ fn probes_gate_readiness_and_restart_the_unhealthy() {
     );
     assert!(events.contains("Readiness probe failed"), "{events}");
     // The http pod stayed up all along.
-    let h = get(&kc, &["pod", "http-ready"]);
+    let h = get_json(&kc, &["pod", "http-ready"]);
     assert_eq!(
         h["status"]["containerStatuses"][0]["restartCount"], 0,
         "{h}"

@@ -9,8 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{BIN, BerthProcess, berth, stderr, stdout};
-use serde_json::Value;
+use common::{BIN, BerthProcess, berth, eventually, get_json, node_runtime, stderr, stdout};
 
 struct Agent {
     child: Option<Child>,
@@ -73,18 +72,7 @@ impl Agent {
     }
 
     fn runtime(&self) -> berth_runtime::pod::Runtime {
-        berth_runtime::pod::Runtime {
-            root: self.data.clone(),
-            network: berth_runtime::net::Network {
-                bridge: self.bridge.clone(),
-                range: self.cidr.parse().unwrap(),
-                ipam_dir: self.data.join("ipam").join(&self.bridge),
-                netns_dir: self.data.join("netns"),
-                blackholes: vec![],
-            },
-            shim_command: vec![BIN.into(), "__shim".into()],
-            cgroup_parent: "/berth".into(),
-        }
+        node_runtime(&self.data, &self.bridge, &self.cidr)
     }
 
     /// The machine dies: its agent is SIGKILLed and everything it ran goes with it.
@@ -107,29 +95,9 @@ impl Drop for Agent {
     }
 }
 
-fn get(kc: &Path, what: &[&str]) -> Value {
-    let mut args = vec!["get"];
-    args.extend_from_slice(what);
-    args.extend_from_slice(&["-o", "json"]);
-    let o = berth(kc, &args);
-    assert!(o.status.success(), "{}", stderr(&o));
-    serde_json::from_str(&stdout(&o)).unwrap()
-}
-
-fn eventually<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// Ready pods of the app: (name, node).
 fn ready(kc: &Path) -> Vec<(String, String)> {
-    get(kc, &["pods", "-l", "app=web"])["items"]
+    get_json(kc, &["pods", "-l", "app=web"])["items"]
         .as_array()
         .unwrap()
         .iter()
@@ -188,7 +156,7 @@ fn a_dead_nodes_pods_run_again_elsewhere_and_come_back_stopped() {
         berth_testkit::unique_net(),
     );
     eventually(30, "two Ready nodes", || {
-        let nodes = get(&kc, &["nodes"]);
+        let nodes = get_json(&kc, &["nodes"]);
         let n = nodes["items"]
             .as_array()?
             .iter()
@@ -228,7 +196,7 @@ fn a_dead_nodes_pods_run_again_elsewhere_and_come_back_stopped() {
     let took = died.elapsed();
     println!("node death -> replacement Ready: {took:?}");
     assert!(took < Duration::from_secs(10), "replaced after {took:?}");
-    let node_a = get(&kc, &["node", "node-a"]);
+    let node_a = get_json(&kc, &["node", "node-a"]);
     let ready_cond = node_a["status"]["conditions"]
         .as_array()
         .unwrap()
@@ -249,11 +217,11 @@ fn a_dead_nodes_pods_run_again_elsewhere_and_come_back_stopped() {
     eventually(60, "node-a's stale pods to be gone", || {
         let r = ready(&kc);
         most = most.max(r.len());
-        let all = get(&kc, &["pods", "-l", "app=web"])["items"]
+        let all = get_json(&kc, &["pods", "-l", "app=web"])["items"]
             .as_array()
             .unwrap()
             .len();
-        let node_ready = get(&kc, &["node", "node-a"])["status"]["conditions"]
+        let node_ready = get_json(&kc, &["node", "node-a"])["status"]["conditions"]
             .to_string()
             .contains("KubeletReady");
         (all == 2 && node_ready).then_some(())
@@ -281,7 +249,10 @@ fn a_dead_nodes_pods_run_again_elsewhere_and_come_back_stopped() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert_eq!(get(&kc, &["node", "node-b"])["spec"]["unschedulable"], true);
+    assert_eq!(
+        get_json(&kc, &["node", "node-b"])["spec"]["unschedulable"],
+        true
+    );
     let o = berth(&kc, &["uncordon", "node-b"]);
     assert!(
         stdout(&o).contains("node/node-b uncordoned"),
@@ -291,7 +262,7 @@ fn a_dead_nodes_pods_run_again_elsewhere_and_come_back_stopped() {
     let o = berth(&kc, &["delete", "deploy", "web"]);
     assert!(o.status.success(), "{}", stderr(&o));
     eventually(30, "the pods to go", || {
-        get(&kc, &["pods"])["items"]
+        get_json(&kc, &["pods"])["items"]
             .as_array()?
             .is_empty()
             .then_some(())
@@ -325,7 +296,7 @@ spec:
 /// The nodes the app's pods were placed on, once all 3 are bound.
 fn placement(kc: &Path, app: &str) -> Vec<String> {
     eventually(60, &format!("{app}'s 3 pods to be placed"), || {
-        let pods = get(kc, &["pods", "-l", &format!("app={app}")]);
+        let pods = get_json(kc, &["pods", "-l", &format!("app={app}")]);
         let mut nodes: Vec<String> = pods["items"]
             .as_array()?
             .iter()
@@ -356,7 +327,7 @@ fn strategies_place_as_named_on_three_nodes() {
         })
         .collect();
     eventually(30, "three nodes", || {
-        (get(&kc, &["nodes"])["items"].as_array()?.len() == 3).then_some(())
+        (get_json(&kc, &["nodes"])["items"].as_array()?.len() == 3).then_some(())
     });
     let apply = |name: &str, strategy: &str| {
         let f = dir.path().join(format!("{name}.yaml"));
@@ -382,7 +353,7 @@ fn strategies_place_as_named_on_three_nodes() {
         assert!(o.status.success(), "{}", stderr(&o));
     }
     eventually(60, "the pods to go", || {
-        get(&kc, &["pods"])["items"]
+        get_json(&kc, &["pods"])["items"]
             .as_array()?
             .is_empty()
             .then_some(())

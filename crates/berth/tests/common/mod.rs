@@ -117,22 +117,7 @@ impl Drop for BerthProcess {
         let _ = self.child.wait();
         if let Some((bridge, cidr)) = &self.net {
             // The node's pods (their shims outlive it), then its network.
-            let rt = berth_runtime::pod::Runtime {
-                root: self.data_dir.clone(),
-                network: berth_runtime::net::Network {
-                    bridge: bridge.clone(),
-                    range: cidr.parse().unwrap(),
-                    ipam_dir: self.data_dir.join("ipam").join(bridge),
-                    netns_dir: self.data_dir.join("netns"),
-                    blackholes: vec![],
-                },
-                shim_command: vec![BIN.into(), "__shim".into()],
-                cgroup_parent: "/berth".into(),
-            };
-            for id in rt.pod_ids() {
-                let _ = rt.remove_pod(&id);
-            }
-            let _ = rt.network.remove_bridge();
+            remove_node(&self.data_dir, bridge, cidr);
         }
     }
 }
@@ -165,4 +150,51 @@ pub fn kubeconfig_for(dir: &Path, server: &BerthProcess, user: &str, token: &str
     let ca = ca.display();
     std::fs::write(&p, format!("apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {url}\n    certificate-authority: {ca}\nusers:\n- name: {user}\n  user:\n    token: {token}\ncontexts:\n- name: c\n  context:\n    cluster: c\n    user: {user}\n    namespace: default\ncurrent-context: c\n")).unwrap();
     p
+}
+
+/// The runtime of a test node: its data dir, bridge and range (the layout berth uses).
+pub fn node_runtime(data: &Path, bridge: &str, cidr: &str) -> berth_runtime::pod::Runtime {
+    berth_runtime::pod::Runtime {
+        root: data.to_path_buf(),
+        network: berth_runtime::net::Network {
+            bridge: bridge.to_string(),
+            range: cidr.parse().unwrap(),
+            ipam_dir: data.join("ipam").join(bridge),
+            netns_dir: data.join("netns"),
+            blackholes: vec![],
+        },
+        shim_command: vec![BIN.into(), "__shim".into()],
+        cgroup_parent: "/berth".into(),
+    }
+}
+
+/// Removes every pod a test node ran, then its bridge.
+pub fn remove_node(data: &Path, bridge: &str, cidr: &str) {
+    let rt = node_runtime(data, bridge, cidr);
+    for id in rt.pod_ids() {
+        let _ = rt.remove_pod(&id);
+    }
+    let _ = rt.network.remove_bridge();
+}
+
+/// `berth get WHAT -o json`, parsed.
+pub fn get_json(kc: &Path, what: &[&str]) -> serde_json::Value {
+    let mut args = vec!["get"];
+    args.extend_from_slice(what);
+    args.extend_from_slice(&["-o", "json"]);
+    let o = berth(kc, &args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    serde_json::from_str(&stdout(&o)).unwrap()
+}
+
+/// Polls until `f` gives a value (every 50 ms, at most `secs`).
+pub fn eventually<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
