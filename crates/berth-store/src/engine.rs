@@ -1050,14 +1050,23 @@ impl Engine {
                 compacted,
             });
         }
-        let current = self.published_revision();
-        if revision > current {
-            return Err(StoreError::FutureRevision {
-                requested: revision,
-                current,
-            });
+        // A revision a reader has already seen (a list's) can be a moment ahead of what the
+        // writer has published: wait for it briefly, as kube-apiserver waits for its cache,
+        // before calling it too large.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+        loop {
+            let current = self.published_revision();
+            if revision <= current {
+                return Ok(());
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(StoreError::FutureRevision {
+                    requested: revision,
+                    current,
+                });
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
         }
-        Ok(())
     }
 
     /// The event that set `key` at `rev`, read through the key index.
