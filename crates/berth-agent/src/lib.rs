@@ -10,6 +10,7 @@
 //! - On start it adopts the pods whose shims still run and removes the ones the API no
 //!   longer binds to this node.
 
+pub mod api;
 mod pods;
 mod probes;
 
@@ -45,6 +46,11 @@ pub struct AgentConfig {
     /// The first crash-loop (and image pull) back-off; it doubles up to 5 min. Kubernetes
     /// uses 10 s.
     pub restart_backoff: Duration,
+    /// The port of the agent's own API (logs, exec, stats) on `node_ip`; 0 picks a free one.
+    pub agent_port: u16,
+    /// The cluster CA: callers of the agent API must present a certificate it issued. Without
+    /// it the agent serves no API (logs, exec and top are then unavailable on this node).
+    pub cluster_ca_pem: Option<String>,
 }
 
 fn micro_time_now() -> String {
@@ -93,32 +99,53 @@ fn node_status(cfg: &AgentConfig) -> Value {
     })
 }
 
+/// Where the agent API is, as published on the Node.
+#[derive(Debug, Clone)]
+struct AgentEndpoint {
+    port: u16,
+    ca_pem: String,
+}
+
 /// Creates or refreshes the Node object.
-async fn register(client: &Client, cfg: &AgentConfig) -> anyhow::Result<()> {
+async fn register(
+    client: &Client,
+    cfg: &AgentConfig,
+    api: Option<&AgentEndpoint>,
+) -> anyhow::Result<()> {
     let nodes = resolve("nodes").context("node kind")?;
     let name = &cfg.node_name;
     let mut labels = serde_json::Map::new();
     labels.insert("kubernetes.io/hostname".into(), json!(name));
     labels.insert("kubernetes.io/os".into(), json!("linux"));
+    let annotations = json!({api::CA_ANNOTATION: api.map(|a| a.ca_pem.clone())});
     let node = json!({
         "apiVersion": "v1", "kind": "Node",
-        "metadata": {"name": name, "labels": labels},
+        "metadata": {"name": name, "labels": labels, "annotations": annotations},
         "spec": {"podCIDR": cfg.runtime.network.range.to_string()},
     });
     match client.create(nodes, None, &node, "").await {
         Ok(_) => {}
-        Err(e) if e.code() == Some(409) => {}
+        Err(e) if e.code() == Some(409) => {
+            // A node that joins again has a new agent CA (made at every start).
+            client
+                .patch(
+                    nodes,
+                    None,
+                    name,
+                    "application/merge-patch+json",
+                    &json!({"metadata": {"annotations": annotations}}),
+                    "",
+                )
+                .await
+                .context("cannot update the node's agent certificate")?;
+        }
         Err(e) => return Err(e).context("cannot register the node"),
     }
-    patch_status(
-        client,
-        nodes,
-        None,
-        name,
-        &json!({"status": node_status(cfg)}),
-    )
-    .await
-    .context("cannot report the node's status")?;
+    let mut status = node_status(cfg);
+    status["daemonEndpoints"] = json!({"kubeletEndpoint": {"Port": api.map_or(0, |a| a.port)}});
+    patch_status(client, nodes, None, name, &json!({"status": status}))
+        .await
+        .context("cannot report the node's status")?;
     Ok(())
 }
 
@@ -144,7 +171,12 @@ pub(crate) async fn patch_status(
 }
 
 /// Renews the node's Lease (creating it first), and its Ready status now and then.
-async fn heartbeat(client: Client, cfg: AgentConfig, mut stop: watch::Receiver<bool>) {
+async fn heartbeat(
+    client: Client,
+    cfg: AgentConfig,
+    endpoint: Option<AgentEndpoint>,
+    mut stop: watch::Receiver<bool>,
+) {
     let Some(leases) = resolve("leases") else {
         return;
     };
@@ -180,7 +212,7 @@ async fn heartbeat(client: Client, cfg: AgentConfig, mut stop: watch::Receiver<b
         // The Node's own status (Ready, heartbeat) about every 30 s, as kubelet does when
         // nothing changed.
         if beats.is_multiple_of(((30 * 5) / cfg.lease_duration.as_secs().max(1)).max(1))
-            && let Err(e) = register(&client, &cfg).await
+            && let Err(e) = register(&client, &cfg, endpoint.as_ref()).await
         {
             tracing::warn!(error = %e, "cannot refresh the node's status");
         }
@@ -204,8 +236,36 @@ pub async fn run(
     if !recovered.cleaned.is_empty() {
         tracing::info!(pods = ?recovered.cleaned, "removed what pods whose shim had died left behind");
     }
-    register(&client, &cfg).await?;
-    tokio::spawn(heartbeat(client.clone(), cfg.clone(), stop.clone()));
+    let endpoint = match &cfg.cluster_ca_pem {
+        Some(ca) => {
+            let l = api::bind(&cfg.node_ip, cfg.agent_port, &cfg.node_name, ca).await?;
+            let endpoint = AgentEndpoint {
+                port: l.port,
+                ca_pem: l.ca_pem.clone(),
+            };
+            tokio::spawn(api::serve(
+                l,
+                cfg.runtime.clone(),
+                cfg.node_name.clone(),
+                cfg.exec_command.clone(),
+                stop.clone(),
+            ));
+            Some(endpoint)
+        }
+        None => {
+            tracing::warn!(
+                "no cluster CA given (--ca-file): this node serves no agent API, so logs, exec and top do not reach it"
+            );
+            None
+        }
+    };
+    register(&client, &cfg, endpoint.as_ref()).await?;
+    tokio::spawn(heartbeat(
+        client.clone(),
+        cfg.clone(),
+        endpoint,
+        stop.clone(),
+    ));
     let pods_kind = resolve("pods").context("pod kind")?;
     let selector = format!(
         "fieldSelector={}",

@@ -252,6 +252,14 @@ fn quantity(v: &Value, ptr: &str) -> Option<berth_api::quantity::Quantity> {
     })
 }
 
+/// The pod's host name: `spec.hostname`, or its name.
+fn hostname_of(pod: &Value) -> &str {
+    match s(pod, "/spec/hostname") {
+        "" => s(pod, "/metadata/name"),
+        h => h,
+    }
+}
+
 /// The runtime's view of one of the pod's containers.
 fn container_config(
     pod: &Value,
@@ -277,7 +285,9 @@ fn container_config(
     if argv.is_empty() {
         return Err("the image names no command and the container gives none".into());
     }
-    let mut env = Vec::new();
+    // HOSTNAME as container runtimes set it (the pod's hostname); the image's and the
+    // container's own env come after it and win.
+    let mut env = vec![("HOSTNAME".to_string(), hostname_of(pod).to_string())];
     // envFrom first: every key of a ConfigMap or Secret (with an optional prefix); `env`
     // entries after it win.
     for from in c
@@ -499,10 +509,7 @@ fn sync_blocking(
     let record = match rt.pod(&uid) {
         Ok(r) => r,
         Err(RuntimeError::NoPod(_)) => {
-            let hostname = match s(pod, "/spec/hostname") {
-                "" => s(pod, "/metadata/name"),
-                h => h,
-            };
+            let hostname = hostname_of(pod);
             rt.run_pod(&PodConfig {
                 id: uid.clone(),
                 name: s(pod, "/metadata/name").to_string(),

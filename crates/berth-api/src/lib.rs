@@ -13,6 +13,7 @@ pub mod selector;
 pub mod status;
 pub mod table;
 pub mod timefmt;
+pub mod url;
 pub mod validate;
 
 pub use kinds::{KINDS, ResourceKind};

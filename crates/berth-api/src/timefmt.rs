@@ -38,7 +38,14 @@ pub fn parse_rfc3339(s: &str) -> Result<u64, String> {
     let t = OffsetDateTime::parse(s, &Rfc3339).map_err(|e| {
         format!("{s:?} is not an RFC 3339 time ({e}); write e.g. 2026-11-27T10:00:00Z")
     })?;
-    u64::try_from(t.unix_timestamp_nanos()).map_err(|_| format!("{s:?} is before 1970"))
+    let nanos = t.unix_timestamp_nanos();
+    u64::try_from(nanos).map_err(|_| {
+        if nanos < 0 {
+            format!("{s:?} is before 1970")
+        } else {
+            format!("{s:?} is after 2554, the last time berth can represent")
+        }
+    })
 }
 
 /// kubectl's short age: `45s`, `3m`, `5h`, `2d`.

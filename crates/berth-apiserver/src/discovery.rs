@@ -27,11 +27,21 @@ pub fn api_versions() -> Value {
 /// berth's own group and what it serves.
 pub const BERTH_GROUP: &str = "berth.dev";
 
+/// The resource metrics group (what metrics-server serves in Kubernetes; the API server
+/// answers it here from the node agents).
+pub const METRICS_GROUP: &str = "metrics.k8s.io";
+pub const METRICS_VERSION: &str = "v1beta1";
+
 fn group_entry(name: &str) -> Value {
+    let v = if name == METRICS_GROUP {
+        METRICS_VERSION
+    } else {
+        "v1"
+    };
     json!({
         "name": name,
-        "versions": [{"groupVersion": format!("{name}/v1"), "version": "v1"}],
-        "preferredVersion": {"groupVersion": format!("{name}/v1"), "version": "v1"},
+        "versions": [{"groupVersion": format!("{name}/{v}"), "version": v}],
+        "preferredVersion": {"groupVersion": format!("{name}/{v}"), "version": v},
     })
 }
 
@@ -41,11 +51,13 @@ pub fn api_group_list() -> Value {
         .map(group_entry)
         .collect();
     groups.push(group_entry(BERTH_GROUP));
+    groups.push(group_entry(METRICS_GROUP));
     json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
 }
 
 pub fn api_group(name: &str) -> Option<Value> {
-    let known = name == BERTH_GROUP || berth_api::kinds::groups().contains(&name);
+    let known =
+        name == BERTH_GROUP || name == METRICS_GROUP || berth_api::kinds::groups().contains(&name);
     known.then(|| {
         let mut g = group_entry(name);
         g["kind"] = json!("APIGroup");
@@ -55,6 +67,16 @@ pub fn api_group(name: &str) -> Option<Value> {
 }
 
 pub fn resource_list(group: &str, version: &str) -> Option<Value> {
+    if group == METRICS_GROUP && version == METRICS_VERSION {
+        return Some(json!({
+            "kind": "APIResourceList", "apiVersion": "v1",
+            "groupVersion": format!("{METRICS_GROUP}/{METRICS_VERSION}"),
+            "resources": [
+                {"name": "nodes", "singularName": "", "namespaced": false, "kind": "NodeMetrics", "verbs": ["get", "list"]},
+                {"name": "pods", "singularName": "", "namespaced": true, "kind": "PodMetrics", "verbs": ["get", "list"]},
+            ],
+        }));
+    }
     if version != "v1" {
         return None;
     }
@@ -97,6 +119,18 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
                 "kind": "Scale",
                 "verbs": ["get", "patch", "update"],
             }));
+        }
+        if k.kind == "Pod" {
+            for (sub, kind, verbs) in [
+                ("binding", "Binding", json!(["create"])),
+                ("log", "Pod", json!(["get"])),
+                ("exec", "PodExecOptions", json!(["create", "get"])),
+            ] {
+                resources.push(json!({
+                    "name": format!("pods/{sub}"), "singularName": "", "namespaced": true,
+                    "kind": kind, "verbs": verbs,
+                }));
+            }
         }
         if k.has_status {
             resources.push(json!({

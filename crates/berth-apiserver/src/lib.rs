@@ -12,6 +12,7 @@ pub mod gc;
 pub mod history;
 pub mod nodes;
 pub mod patch;
+pub mod proxy;
 pub mod registry;
 pub mod scheduler;
 pub mod server;
@@ -39,6 +40,9 @@ pub struct ServerConfig {
     pub bookmark_interval: Duration,
     /// berth's version, for `/version`.
     pub version: String,
+    /// The client certificate presented to node agents (logs, exec, metrics); none when the
+    /// server runs without TLS.
+    pub agent_client: Option<berth_tls::Identity>,
 }
 
 impl Default for ServerConfig {
@@ -47,6 +51,7 @@ impl Default for ServerConfig {
             max_body_bytes: 3 * 1024 * 1024,
             bookmark_interval: Duration::from_secs(5),
             version: env!("CARGO_PKG_VERSION").to_string(),
+            agent_client: None,
         }
     }
 }

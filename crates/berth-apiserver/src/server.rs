@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::{RawQuery, State};
-use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use berth_api::kinds::{self, ResourceKind};
 use berth_api::object::Object;
@@ -47,27 +47,15 @@ pub enum Route {
     History,
     Revisions,
     Export,
+    /// `metrics.k8s.io/v1beta1`: `nodes` or `pods`, from the node agents.
+    Metrics {
+        resource: String,
+        ns: Option<String>,
+        name: Option<String>,
+    },
 }
 
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%'
-            && i + 2 < b.len()
-            && i + 2 < b.len()
-            && let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16)
-        {
-            out.push(v);
-            i += 3;
-            continue;
-        }
-        out.push(if b[i] == b'+' { b' ' } else { b[i] });
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
+use berth_api::url::decode as percent_decode;
 
 fn not_found(path: &str) -> ApiError {
     ApiError::new(
@@ -108,6 +96,21 @@ pub fn route(path: &str) -> ApiResult<Route> {
         ["apis", "berth.dev", "v1", "history"] => return Ok(Route::History),
         ["apis", "berth.dev", "v1", "revisions"] => return Ok(Route::Revisions),
         ["apis", "berth.dev", "v1", "export"] => return Ok(Route::Export),
+        ["apis", "metrics.k8s.io", "v1beta1", rest @ ..] => {
+            let metrics = |resource: &str, ns: Option<&str>, name: Option<&str>| Route::Metrics {
+                resource: resource.to_string(),
+                ns: ns.map(String::from),
+                name: name.map(String::from),
+            };
+            return match rest {
+                ["nodes"] => Ok(metrics("nodes", None, None)),
+                ["nodes", name] => Ok(metrics("nodes", None, Some(name))),
+                ["pods"] => Ok(metrics("pods", None, None)),
+                ["namespaces", ns, "pods"] => Ok(metrics("pods", Some(ns), None)),
+                ["namespaces", ns, "pods", name] => Ok(metrics("pods", Some(ns), Some(name))),
+                _ => Err(not_found(path)),
+            };
+        }
         ["api", v, rest @ ..] => ("", *v, rest),
         ["apis", g, v, rest @ ..] => (*g, *v, rest),
         _ => return Err(not_found(path)),
@@ -168,14 +171,7 @@ pub fn route(path: &str) -> ApiResult<Route> {
 }
 
 fn parse_query(raw: Option<&str>) -> HashMap<String, String> {
-    raw.unwrap_or("")
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| {
-            let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            (percent_decode(k), percent_decode(v))
-        })
-        .collect()
+    berth_api::url::query_pairs(raw).into_iter().collect()
 }
 
 fn truthy(q: &HashMap<String, String>, k: &str) -> bool {
@@ -297,7 +293,10 @@ fn table_of(
     serde_json::json!({"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": meta, "columnDefinitions": columns, "rows": rows})
 }
 
-fn list_options(kind: &ResourceKind, q: &HashMap<String, String>) -> ApiResult<ListOptions> {
+pub(crate) fn list_options(
+    kind: &ResourceKind,
+    q: &HashMap<String, String>,
+) -> ApiResult<ListOptions> {
     let labels = LabelSelector::parse(q.get("labelSelector").map_or("", String::as_str))
         .map_err(|e| ApiError::bad_request(format!("unable to parse requirement: {e}")))?;
     let fields = FieldSelector::parse(q.get("fieldSelector").map_or("", String::as_str), kind.kind)
@@ -382,17 +381,15 @@ fn delete_options(q: &HashMap<String, String>, body: &[u8]) -> ApiResult<DeleteO
 }
 
 /// The one handler: authenticates, routes and answers every request.
-pub async fn handle(
-    State(s): State<Arc<ApiServer>>,
-    method: Method,
-    uri: Uri,
-    RawQuery(raw): RawQuery,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
+pub async fn handle(State(s): State<Arc<ApiServer>>, req: axum::extract::Request) -> Response {
     let started = std::time::Instant::now();
+    let (mut parts, body) = req.into_parts();
+    // Exec upgrades the connection; only its handler takes the upgrade.
+    let upgrade = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
+    let (method, uri, headers) = (parts.method, parts.uri, parts.headers);
+    let raw = uri.query().map(String::from);
     let path = uri.path().to_string();
-    let result = dispatch(&s, &method, &path, raw.as_deref(), &headers, body).await;
+    let result = dispatch(&s, &method, &path, raw.as_deref(), &headers, body, upgrade).await;
     let resp = result.unwrap_or_else(IntoResponse::into_response);
     tracing::debug!(method = %method, path = %path, status = resp.status().as_u16(), elapsed_us = started.elapsed().as_micros() as u64, "request");
     resp
@@ -420,6 +417,7 @@ async fn dispatch(
     raw: Option<&str>,
     headers: &HeaderMap,
     body: Body,
+    upgrade: Option<hyper::upgrade::OnUpgrade>,
 ) -> ApiResult<Response> {
     let r = route(path)?;
     match r {
@@ -486,6 +484,29 @@ async fn dispatch(
         (&Method::GET, Route::History) => ok(history::history(&s.registry, &q)?),
         (&Method::GET, Route::Revisions) => ok(history::revisions(&s.registry, &q)?),
         (&Method::GET, Route::Export) => ok(history::export(&s.registry, &q)?),
+        (&Method::GET, Route::Metrics { resource, ns, name }) => {
+            ok(crate::proxy::metrics(s, &resource, ns.as_deref(), name.as_deref(), &q).await?)
+        }
+        (
+            &Method::GET,
+            Route::Object {
+                kind,
+                ns: Some(ns),
+                name,
+                sub: Some(sub),
+            },
+        ) if kind.kind == "Pod" && sub == "log" => crate::proxy::logs(s, &ns, &name, &q).await,
+        (
+            &Method::GET | &Method::POST,
+            Route::Object {
+                kind,
+                ns: Some(ns),
+                name,
+                sub: Some(sub),
+            },
+        ) if kind.kind == "Pod" && sub == "exec" => {
+            crate::proxy::exec(s, &ns, &name, raw, headers, upgrade).await
+        }
         (m, Route::Collection { kind, ns }) => {
             collection(s, m, kind, ns, &q, headers, body, &user).await
         }

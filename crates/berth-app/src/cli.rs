@@ -92,6 +92,14 @@ pub struct NodeArgs {
     /// A registry spoken to over plain HTTP (repeatable)
     #[arg(long, value_name = "HOST:PORT")]
     pub insecure_registry: Vec<String>,
+    /// The port of the node's agent API (logs, exec, top) on --node-ip; 0 picks a free one
+    #[arg(
+        long,
+        value_name = "PORT",
+        env = "BERTH_AGENT_PORT",
+        default_value_t = 10250
+    )]
+    pub agent_port: u16,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -123,6 +131,7 @@ impl NodeArgs {
     pub fn agent_config(
         &self,
         data_dir: &std::path::Path,
+        cluster_ca_pem: Option<String>,
     ) -> anyhow::Result<berth_agent::AgentConfig> {
         let runtime = self.net.runtime(data_dir)?;
         let exe = std::env::current_exe()?;
@@ -142,6 +151,8 @@ impl NodeArgs {
             dns: berth_runtime::pod::Dns::from_host(),
             insecure_registries: self.insecure_registry.clone(),
             restart_backoff: self.restart_backoff,
+            agent_port: self.agent_port,
+            cluster_ca_pem,
         })
     }
 }
@@ -160,7 +171,7 @@ async fn run_agent(args: AgentArgs) -> anyhow::Result<()> {
         None => None,
     };
     let client = berth_client::Client::with_ca(&args.server, &args.token, ca.as_deref())?;
-    let cfg = args.node.agent_config(&data_dir)?;
+    let cfg = args.node.agent_config(&data_dir, ca)?;
     println!("berth agent {} joining {}", cfg.node_name, args.server);
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
     let agent = tokio::spawn(berth_agent::run(client, cfg, stop));
@@ -209,7 +220,9 @@ async fn run_server(args: ServerArgs, all_in_one: bool) -> anyhow::Result<()> {
                 "berth up runs pods, which needs root (namespaces, cgroups, mounts); run it with sudo, or run `berth server` for the control plane alone"
             );
         }
-        let cfg = args.node.agent_config(&data_dir)?;
+        let cfg = args
+            .node
+            .agent_config(&data_dir, Some(server.ca_pem.clone()))?;
         let client =
             berth_client::Client::with_ca(&server.url, &server.token, Some(&server.ca_pem))?;
         tokio::spawn(async move {

@@ -163,6 +163,7 @@ pub async fn start(opts: ServerOptions) -> anyhow::Result<RunningServer> {
     let ca_pem = pki.as_ref().map(|p| p.ca_pem.clone()).unwrap_or_default();
     let config = ServerConfig {
         bookmark_interval: opts.bookmark_interval,
+        agent_client: pki.as_ref().map(|p| p.agent_client.clone()),
         ..Default::default()
     };
     let api = ApiServer::new(store.clone(), auth, config);

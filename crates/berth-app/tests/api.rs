@@ -1236,6 +1236,105 @@ async fn binding_assigns_a_pod_once_and_bound_pods_stop_gracefully() {
 }
 
 #[tokio::test]
+async fn logs_exec_and_metrics_say_what_is_missing() {
+    let t = TestServer::start().await;
+    let c = &t.admin;
+    let po = resolve("pods").unwrap();
+    let no = resolve("nodes").unwrap();
+    c.create(po, Some("default"), &fixture("Pod", "web"), "")
+        .await
+        .unwrap();
+    let path = Client::object_path(po, Some("default"), "web");
+    let message = |r: &berth_client::RawResponse| -> String {
+        let v: Value = serde_json::from_slice(&r.body).unwrap();
+        v["message"].as_str().unwrap_or("").to_string()
+    };
+
+    // Not on a node yet: nothing to read or run.
+    let r = c
+        .raw(Method::GET, &format!("{path}/log"), None)
+        .await
+        .unwrap();
+    assert_eq!(r.status, 400);
+    assert!(
+        message(&r).contains("has not been scheduled"),
+        "{}",
+        message(&r)
+    );
+    let r = c
+        .raw(Method::GET, &format!("{path}/log?container=nope"), None)
+        .await
+        .unwrap();
+    assert_eq!(r.status, 400);
+    assert!(message(&r).contains("container nope is not valid for pod web"));
+
+    // Exec is a WebSocket; a plain request is told so.
+    let r = c
+        .raw(Method::POST, &format!("{path}/exec?command=true"), None)
+        .await
+        .unwrap();
+    assert_eq!(r.status, 400);
+    assert!(message(&r).contains("WebSocket"), "{}", message(&r));
+
+    // On a node whose agent publishes no API: 503 naming the node.
+    let node = json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1"}});
+    c.create(no, None, &node, "").await.unwrap();
+    let bind = serde_json::to_vec(&json!({"apiVersion": "v1", "kind": "Binding",
+        "metadata": {"name": "web"}, "target": {"kind": "Node", "name": "n1"}}))
+    .unwrap();
+    let r = c
+        .raw(
+            Method::POST,
+            &format!("{path}/binding"),
+            Some(("application/json", bind)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 201);
+    let r = c
+        .raw(Method::GET, &format!("{path}/log"), None)
+        .await
+        .unwrap();
+    assert_eq!(r.status, 503);
+    assert!(
+        message(&r).contains("node n1 publishes no agent API"),
+        "{}",
+        message(&r)
+    );
+
+    // The metrics API is discoverable; a node without an agent is left out of the list.
+    let groups = c.json(Method::GET, "/apis", None).await.unwrap();
+    assert!(
+        groups["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|g| g["preferredVersion"]["groupVersion"] == "metrics.k8s.io/v1beta1"),
+        "{groups}"
+    );
+    let nodes = c
+        .json(Method::GET, "/apis/metrics.k8s.io/v1beta1/nodes", None)
+        .await
+        .unwrap();
+    assert_eq!(nodes["kind"], "NodeMetricsList");
+    assert_eq!(nodes["items"], json!([]));
+    let r = c
+        .raw(Method::GET, "/apis/metrics.k8s.io/v1beta1/nodes/n1", None)
+        .await
+        .unwrap();
+    assert_eq!(r.status, 503);
+    let r = c
+        .raw(
+            Method::GET,
+            "/apis/metrics.k8s.io/v1beta1/namespaces/default/pods/nope",
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 404);
+}
+
+#[tokio::test]
 async fn bootstrap_tokens_authenticate_until_they_expire_or_go() {
     let t = TestServer::start().await;
     let c = &t.admin;

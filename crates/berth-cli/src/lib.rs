@@ -8,6 +8,7 @@ pub mod manifests;
 pub mod nodes;
 pub mod print;
 pub mod rollout;
+pub mod stream;
 pub mod tokens;
 
 use std::io::Write;
@@ -197,6 +198,30 @@ pub enum Verb {
         #[command(subcommand)]
         cmd: tokens::TokenCmd,
     },
+    /// Print a container's log (`berth logs web-7d9f`), or every replica's of a workload
+    /// (`berth logs deploy/web -f`, each line prefixed with its pod and container)
+    Logs(stream::LogArgs),
+    /// Run a command in a running container (`berth exec -it web-7d9f -- sh`)
+    ///
+    /// The command's output streams here and berth exits with its code. -i passes standard
+    /// input; -t gives the command a terminal (with this terminal's size, raw keystrokes).
+    Exec(stream::ExecArgs),
+    /// Show CPU and memory use of nodes or pods (`berth top pods`, `berth top nodes`)
+    Top {
+        /// nodes or pods
+        what: String,
+        /// One node or pod
+        name: Option<String>,
+        /// Pods of every namespace
+        #[arg(short = 'A', long)]
+        all_namespaces: bool,
+        /// Pods matching this label selector
+        #[arg(short = 'l', long)]
+        selector: Option<String>,
+        /// One row per container
+        #[arg(long)]
+        containers: bool,
+    },
     /// List the kinds the server serves
     ApiResources,
     /// Show client and server versions
@@ -255,6 +280,12 @@ fn resolve_kind(name: &str) -> anyhow::Result<&'static ResourceKind> {
 
 /// kubectl's wording for server errors: `Error from server (NotFound): ...`.
 pub fn describe_error(e: &anyhow::Error) -> String {
+    if let Some(said) = e
+        .chain()
+        .find_map(|c| c.downcast_ref::<stream::ServerSaid>())
+    {
+        return said.0.clone();
+    }
     if let Some(ClientError::Api(s)) = e.chain().find_map(|c| c.downcast_ref::<ClientError>()) {
         return format!("Error from server ({}): {}", s.reason, s.message);
     }
@@ -293,6 +324,34 @@ pub async fn run(conn: &Conn, verb: Verb, out: &mut dyn Write) -> anyhow::Result
                 force,
                 grace_period,
                 std::time::Duration::from_secs(timeout),
+                out,
+            )
+            .await
+        }
+        Verb::Logs(args) => {
+            let ctx = connect(conn)?;
+            stream::logs(&ctx.client, &ctx.namespace, args, out).await
+        }
+        Verb::Exec(args) => {
+            let ctx = connect(conn)?;
+            stream::exec(&ctx.client, &ctx.namespace, args).await
+        }
+        Verb::Top {
+            what,
+            name,
+            all_namespaces,
+            selector,
+            containers,
+        } => {
+            let ctx = connect(conn)?;
+            stream::top(
+                &ctx.client,
+                &ctx.namespace,
+                &what,
+                name.as_deref(),
+                all_namespaces,
+                selector.as_deref(),
+                containers,
                 out,
             )
             .await

@@ -56,15 +56,7 @@ pub struct Client {
 
 /// Percent-encodes a query value.
 pub fn encode_query(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    berth_api::url::encode(s)
 }
 
 /// One watch event.
@@ -76,7 +68,7 @@ pub struct WatchEvent {
 
 /// A stream of watch events over one chunked response.
 pub struct WatchStream {
-    body: hyper::body::Incoming,
+    body: ByteStream,
     buf: Vec<u8>,
 }
 
@@ -105,15 +97,38 @@ impl WatchStream {
                     object: v.get("object").cloned().unwrap_or(Value::Null),
                 }));
             }
+            match self.body.next().await? {
+                Some(data) => self.buf.extend_from_slice(&data),
+                None => return Ok(None),
+            }
+        }
+    }
+}
+
+/// A response body read as it arrives (a followed log).
+pub struct ByteStream {
+    body: hyper::body::Incoming,
+}
+
+impl std::fmt::Debug for ByteStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ByteStream").finish()
+    }
+}
+
+impl ByteStream {
+    /// The next piece, `None` at the end.
+    pub async fn next(&mut self) -> Result<Option<Bytes>, ClientError> {
+        loop {
             match self.body.frame().await {
                 Some(Ok(frame)) => {
                     if let Ok(data) = frame.into_data() {
-                        self.buf.extend_from_slice(&data);
+                        return Ok(Some(data));
                     }
                 }
                 Some(Err(e)) => {
                     return Err(ClientError::Protocol {
-                        path: "watch".into(),
+                        path: "stream".into(),
                         message: e.to_string(),
                     });
                 }
@@ -121,6 +136,14 @@ impl WatchStream {
             }
         }
     }
+}
+
+/// A connection switched to another protocol (a WebSocket), and the subprotocol the server
+/// chose.
+#[derive(Debug)]
+pub struct Upgraded {
+    pub io: hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>,
+    pub protocol: Option<String>,
 }
 
 impl Client {
@@ -223,6 +246,71 @@ impl Client {
         })
     }
 
+    /// GETs `path` and returns its body as it arrives; a non-2xx answer is an error.
+    pub async fn stream(&self, path: &str) -> Result<ByteStream, ClientError> {
+        let resp = self.send(Method::GET, path, None).await?;
+        if !resp.status().is_success() {
+            return Err(api_error(path, resp).await);
+        }
+        Ok(ByteStream {
+            body: resp.into_body(),
+        })
+    }
+
+    /// Opens a WebSocket on `path` offering `protocols` with the handshake `key` (the
+    /// handshake only; the caller speaks the frames).
+    pub async fn websocket(
+        &self,
+        path: &str,
+        protocols: &[&str],
+        key: &str,
+    ) -> Result<Upgraded, ClientError> {
+        let uri = format!("{}{}", self.server, path);
+        let mut req = hyper::Request::builder()
+            .method(Method::GET)
+            .uri(&uri)
+            .header("connection", "Upgrade")
+            .header("upgrade", "websocket")
+            .header("sec-websocket-version", "13")
+            .header("sec-websocket-key", key)
+            .header("sec-websocket-protocol", protocols.join(", "));
+        if !self.token.is_empty() {
+            req = req.header("authorization", format!("Bearer {}", self.token));
+        }
+        let req = req
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| ClientError::Protocol {
+                path: path.into(),
+                message: e.to_string(),
+            })?;
+        let mut resp = self
+            .http
+            .request(req)
+            .await
+            .map_err(|e| ClientError::Connect {
+                server: self.server.clone(),
+                message: e.to_string(),
+            })?;
+        if resp.status() != hyper::StatusCode::SWITCHING_PROTOCOLS {
+            return Err(api_error(path, resp).await);
+        }
+        let protocol = resp
+            .headers()
+            .get("sec-websocket-protocol")
+            .and_then(|v| v.to_str().ok())
+            .map(String::from);
+        let io = hyper::upgrade::on(&mut resp)
+            .await
+            .map_err(|e| ClientError::Protocol {
+                path: path.into(),
+                message: format!("the connection did not switch to WebSocket: {e}"),
+            })?;
+        Ok(Upgraded {
+            io: hyper_util::rt::TokioIo::new(io),
+            protocol,
+        })
+    }
+
     /// Sends a request and returns the raw answer, whatever its status.
     pub async fn raw(
         &self,
@@ -253,18 +341,7 @@ impl Client {
     ) -> Result<Value, ClientError> {
         let r = self.raw(method, path, body).await?;
         if !(200..300).contains(&r.status) {
-            let status: Status = serde_json::from_slice(&r.body).unwrap_or_else(|_| {
-                Status::failure(
-                    r.status,
-                    "Unknown",
-                    format!(
-                        "the server answered {} to {path}: {}",
-                        r.status,
-                        String::from_utf8_lossy(&r.body).trim()
-                    ),
-                )
-            });
-            return Err(ClientError::Api(Box::new(status)));
+            return Err(status_error(path, r.status, &r.body));
         }
         serde_json::from_slice(&r.body).map_err(|e| ClientError::Protocol {
             path: path.into(),
@@ -393,26 +470,9 @@ impl Client {
         } else {
             format!("{base}?watch=1&{query}")
         };
-        let resp = self.send(Method::GET, &path, None).await?;
-        if !resp.status().is_success() {
-            let status = resp.status().as_u16();
-            let body = resp
-                .into_body()
-                .collect()
-                .await
-                .map(|b| b.to_bytes())
-                .unwrap_or_default();
-            let s: Status = serde_json::from_slice(&body).unwrap_or_else(|_| {
-                Status::failure(
-                    status,
-                    "Unknown",
-                    String::from_utf8_lossy(&body).to_string(),
-                )
-            });
-            return Err(ClientError::Api(Box::new(s)));
-        }
+        let body = self.stream(&path).await?;
         Ok(WatchStream {
-            body: resp.into_body(),
+            body,
             buf: Vec::new(),
         })
     }
@@ -444,4 +504,30 @@ impl Client {
         )
         .await
     }
+}
+
+async fn api_error(path: &str, resp: hyper::Response<hyper::body::Incoming>) -> ClientError {
+    let status = resp.status().as_u16();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    status_error(path, status, &body)
+}
+
+/// A non-2xx answer as an error: the server's Status, or one made from what it said.
+fn status_error(path: &str, status: u16, body: &[u8]) -> ClientError {
+    let s: Status = serde_json::from_slice(body).unwrap_or_else(|_| {
+        Status::failure(
+            status,
+            "Unknown",
+            format!(
+                "the server answered {status} to {path}: {}",
+                String::from_utf8_lossy(body).trim()
+            ),
+        )
+    });
+    ClientError::Api(Box::new(s))
 }

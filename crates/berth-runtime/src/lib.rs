@@ -10,9 +10,11 @@ pub mod logs;
 pub mod net;
 pub mod netlink;
 pub mod pod;
+pub mod pty;
 pub mod rootfs;
 pub mod shim;
 pub mod spec;
+pub mod stats;
 pub mod user;
 pub mod volumes;
 

@@ -171,6 +171,161 @@ pub fn parse_record(line: &[u8]) -> Option<Record> {
     })
 }
 
+/// The log files of a container in a pod directory: `(attempt, path)` sorted by attempt
+/// (each attempt's current file; rotated `.N` files are older parts of it).
+pub fn attempts(pod_dir: &Path, container: &str) -> Vec<(u32, PathBuf)> {
+    let dir = pod_dir.join("logs").join(container);
+    let mut out: Vec<(u32, PathBuf)> = std::fs::read_dir(&dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            let n = name.strip_suffix(".log")?.parse::<u32>().ok()?;
+            Some((n, e.path()))
+        })
+        .collect();
+    out.sort_by_key(|(n, _)| *n);
+    out
+}
+
+/// How a log is read back, as `kubectl logs` asks: `--tail`, `--since`/`--since-time`,
+/// `--timestamps` and `--limit-bytes`.
+#[derive(Debug, Clone, Default)]
+pub struct ReadOptions {
+    pub tail_lines: Option<usize>,
+    /// Only records at or after this unix time (ns).
+    pub since_nanos: Option<u64>,
+    pub timestamps: bool,
+    pub limit_bytes: Option<u64>,
+}
+
+/// Turns records into what a reader sees: each text, a newline after a full line, the time
+/// first when asked.
+pub fn render(records: &[Record], timestamps: bool, out: &mut Vec<u8>) {
+    for r in records {
+        if timestamps {
+            out.extend_from_slice(r.time.as_bytes());
+            out.push(b' ');
+        }
+        out.extend_from_slice(&r.text);
+        if r.full {
+            out.push(b'\n');
+        }
+    }
+}
+
+fn record_time(r: &Record) -> u64 {
+    berth_api::timefmt::parse_rfc3339(&r.time).unwrap_or(0)
+}
+
+/// Reads an attempt's log (its rotated parts first) as `opts` asks; returns the rendered
+/// bytes and where the current file ended, for following from there.
+pub fn read(path: &Path, opts: &ReadOptions) -> std::io::Result<(Vec<u8>, u64)> {
+    let mut files = Vec::new();
+    for i in (1..16).rev() {
+        let mut p = path.as_os_str().to_owned();
+        p.push(format!(".{i}"));
+        let p = PathBuf::from(p);
+        if p.exists() {
+            files.push(p);
+        }
+    }
+    let current = std::fs::read(path)?;
+    let mut records = Vec::new();
+    for f in &files {
+        if let Ok(bytes) = std::fs::read(f) {
+            records.extend(bytes.split(|b| *b == b'\n').filter_map(parse_record));
+        }
+    }
+    records.extend(current.split(|b| *b == b'\n').filter_map(parse_record));
+    if let Some(since) = opts.since_nanos {
+        records.retain(|r| record_time(r) >= since);
+    }
+    if let Some(n) = opts.tail_lines {
+        // Lines, not records: a long line is several `P` records and one `F`.
+        let mut lines = 0;
+        let mut start = records.len();
+        while start > 0 {
+            if records[start - 1].full {
+                if lines == n {
+                    break;
+                }
+                lines += 1;
+            }
+            start -= 1;
+        }
+        records.drain(..start);
+    }
+    let mut out = Vec::new();
+    render(&records, opts.timestamps, &mut out);
+    if let Some(limit) = opts.limit_bytes {
+        out.truncate(limit as usize);
+    }
+    Ok((out, current.len() as u64))
+}
+
+/// Follows an attempt's current file from an offset: new whole records as they are written,
+/// across rotations.
+#[derive(Debug)]
+pub struct Follower {
+    path: PathBuf,
+    file: Option<File>,
+    offset: u64,
+    pending: Vec<u8>,
+    timestamps: bool,
+}
+
+impl Follower {
+    pub fn new(path: &Path, offset: u64, timestamps: bool) -> Follower {
+        Follower {
+            path: path.to_path_buf(),
+            file: None,
+            offset,
+            pending: Vec::new(),
+            timestamps,
+        }
+    }
+
+    /// What was written since the last call (rendered); empty when nothing was.
+    pub fn poll(&mut self) -> std::io::Result<Vec<u8>> {
+        use std::io::{Read, Seek, SeekFrom};
+        use std::os::unix::fs::MetadataExt;
+        if self.file.is_none() {
+            let mut f = File::open(&self.path)?;
+            f.seek(SeekFrom::Start(self.offset))?;
+            self.file = Some(f);
+        }
+        let mut bytes = Vec::new();
+        while let Some(f) = self.file.as_mut() {
+            f.read_to_end(&mut bytes)?;
+            // Rotated: the path now names a new file; what the old one held is read, go on
+            // with the new one from its start.
+            let rotated = match (std::fs::metadata(&self.path), f.metadata()) {
+                (Ok(now), Ok(open)) => now.ino() != open.ino(),
+                _ => false,
+            };
+            if !rotated {
+                break;
+            }
+            f.read_to_end(&mut bytes)?;
+            self.file = Some(File::open(&self.path)?);
+        }
+        self.pending.extend_from_slice(&bytes);
+        let Some(end) = self.pending.iter().rposition(|b| *b == b'\n') else {
+            return Ok(Vec::new());
+        };
+        let whole: Vec<u8> = self.pending.drain(..=end).collect();
+        let records: Vec<Record> = whole
+            .split(|b| *b == b'\n')
+            .filter_map(parse_record)
+            .collect();
+        let mut out = Vec::new();
+        render(&records, self.timestamps, &mut out);
+        Ok(out)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -215,5 +370,54 @@ mod tests {
         assert!(dir.path().join("c/0.log.2").exists());
         assert!(!dir.path().join("c/0.log.3").exists(), "at most 3 files");
         assert_eq!(parse_record(b"garbage"), None);
+    }
+
+    #[test]
+    fn read_back_with_tail_since_and_follow_across_rotation() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("logs/c/0.log");
+        let mut w = LogWriter::open(&path, 4096, 3).unwrap();
+        w.record(Stream::Stdout, true, b"one").unwrap();
+        w.record(Stream::Stdout, false, b"tw").unwrap();
+        w.record(Stream::Stdout, true, b"o").unwrap();
+        w.record(Stream::Stderr, true, b"three").unwrap();
+        let all = read(&path, &ReadOptions::default()).unwrap();
+        assert_eq!(all.0, b"one\ntwo\nthree\n");
+        let tail = ReadOptions {
+            tail_lines: Some(2),
+            ..Default::default()
+        };
+        assert_eq!(read(&path, &tail).unwrap().0, b"two\nthree\n");
+        let future = ReadOptions {
+            since_nanos: Some(berth_api::timefmt::now_nanos() + 60_000_000_000),
+            ..Default::default()
+        };
+        assert_eq!(read(&path, &future).unwrap().0, b"");
+        let stamped = ReadOptions {
+            timestamps: true,
+            limit_bytes: Some(10),
+            ..Default::default()
+        };
+        assert_eq!(read(&path, &stamped).unwrap().0.len(), 10);
+        assert_eq!(attempts(dir.path(), "c"), vec![(0, path.clone())]);
+
+        let mut f = Follower::new(&path, all.1, false);
+        assert_eq!(f.poll().unwrap(), b"");
+        w.record(Stream::Stdout, true, b"four").unwrap();
+        assert_eq!(f.poll().unwrap(), b"four\n");
+        // Enough to rotate several times: nothing is lost or repeated.
+        let mut seen = Vec::new();
+        for i in 0..100 {
+            w.record(Stream::Stdout, true, format!("line {i:03}").as_bytes())
+                .unwrap();
+            if i % 20 == 0 {
+                seen.extend(f.poll().unwrap());
+            }
+        }
+        seen.extend(f.poll().unwrap());
+        let text = String::from_utf8(seen).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 100, "{text}");
+        assert_eq!(lines[99], "line 099");
     }
 }

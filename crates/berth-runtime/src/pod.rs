@@ -173,7 +173,8 @@ impl Runtime {
         self.root.join("pods").join(id)
     }
 
-    fn cgroup_of_pod(&self, id: &str) -> String {
+    /// The pod's cgroup path (its containers' are `PATH/NAME`).
+    pub fn cgroup_of_pod(&self, id: &str) -> String {
         format!("{}/{id}", self.cgroup_parent.trim_end_matches('/'))
     }
 

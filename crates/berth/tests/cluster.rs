@@ -7,29 +7,8 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{BerthProcess, berth, eventually, get_json, stderr, stdout};
+use common::{berth, cluster_with, eventually, get_json, stderr, stdout};
 use serde_json::Value;
-
-/// A one-node cluster of the test's own with `manifest` applied: (its dir, the process, the
-/// kubeconfig, the data dir).
-fn cluster_with(
-    manifest: &str,
-) -> (
-    tempfile::TempDir,
-    BerthProcess,
-    std::path::PathBuf,
-    std::path::PathBuf,
-) {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let up = BerthProcess::start_with("up", &data, &["--restart-backoff", "1s"]);
-    let kc = up.kubeconfig();
-    let file = dir.path().join("manifest.yaml");
-    std::fs::write(&file, manifest).unwrap();
-    let o = berth(&kc, &["apply", "-f", file.to_str().unwrap()]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    (dir, up, kc, data)
-}
 
 /// Deletes pods at once (grace 0) and waits until the node has removed their sandboxes.
 fn condition_of(p: &Value, t: &str) -> String {

@@ -64,6 +64,7 @@ impl Agent {
                 "--restart-backoff",
                 "1s",
             ])
+            .env("BERTH_AGENT_PORT", "0")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()

@@ -40,6 +40,8 @@ impl BerthProcess {
         if let Some((bridge, cidr)) = &net {
             cmd.env("BERTH_BRIDGE", bridge).env("BERTH_POD_CIDR", cidr);
         }
+        // Nodes' agent APIs on ports of their own.
+        cmd.env("BERTH_AGENT_PORT", "0");
         let mut child = cmd
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -197,4 +199,18 @@ pub fn eventually<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) ->
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// A one-node cluster of the test's own (`berth up`, crash-loop back-off 1 s) with
+/// `manifest` applied: (its dir, the process, the kubeconfig, the data dir).
+pub fn cluster_with(manifest: &str) -> (tempfile::TempDir, BerthProcess, PathBuf, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let up = BerthProcess::start_with("up", &data, &["--restart-backoff", "1s"]);
+    let kc = up.kubeconfig();
+    let file = dir.path().join("manifest.yaml");
+    std::fs::write(&file, manifest).unwrap();
+    let o = berth(&kc, &["apply", "-f", file.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    (dir, up, kc, data)
 }

@@ -1,0 +1,344 @@
+//! Certificates and TLS for berth's two HTTPS servers, the API and each node agent's API:
+//!
+//! - a CA (`Ca`): the cluster's, made at the server's first start and kept in its data
+//!   directory; and each agent's own, made in memory at every agent start and published on
+//!   its Node so the API server can trust the agent's serving certificate;
+//! - identities (`Identity`) issued by a CA for serving and for client authentication (the
+//!   API server authenticates to agents with a client certificate from the cluster CA, as
+//!   kube-apiserver does to kubelets);
+//! - rustls configurations for both ends, and the accept loop that serves an axum router
+//!   over TLS (with HTTP upgrades, for exec's WebSockets).
+
+use std::net::IpAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::service::TowerToHyperService;
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose, SanType,
+};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::net::TcpListener;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("cannot read or write {path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("certificate generation failed: {0}")]
+    Cert(#[from] rcgen::Error),
+    #[error("TLS configuration failed: {0}")]
+    Rustls(#[from] rustls::Error),
+    #[error("{path} is not a PEM key or certificate: {message}")]
+    Pem { path: String, message: String },
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> TlsError + '_ {
+    move |source| TlsError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+fn pem_err(path: &str) -> impl FnOnce(rustls::pki_types::pem::Error) -> TlsError + '_ {
+    move |e| TlsError::Pem {
+        path: path.to_string(),
+        message: e.to_string(),
+    }
+}
+
+/// Writes a file only its owner can read (mode 0600), atomically: a reader sees the old
+/// content or the new, never a part; the data is synced before the rename.
+pub fn write_private(path: &Path, content: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(content.as_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
+fn time_now() -> time::OffsetDateTime {
+    time::OffsetDateTime::now_utc()
+}
+
+fn ca_params(common_name: &str) -> Result<CertificateParams, rcgen::Error> {
+    let mut p = CertificateParams::new(Vec::<String>::new())?;
+    p.distinguished_name.push(DnType::CommonName, common_name);
+    p.distinguished_name.push(DnType::OrganizationName, "berth");
+    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    p.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let now = time_now();
+    p.not_before = now - Duration::from_secs(3600);
+    p.not_after = now + Duration::from_secs(10 * 365 * 86400);
+    Ok(p)
+}
+
+/// A certificate authority: its certificate (PEM) and what signs with it.
+pub struct Ca {
+    pub pem: String,
+    der: CertificateDer<'static>,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+impl std::fmt::Debug for Ca {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ca").finish_non_exhaustive()
+    }
+}
+
+/// What a certificate is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Usage {
+    Server,
+    Client,
+}
+
+/// A certificate chain and its private key.
+#[derive(Debug)]
+pub struct Identity {
+    pub chain: Vec<CertificateDer<'static>>,
+    pub key: PrivateKeyDer<'static>,
+}
+
+impl Clone for Identity {
+    fn clone(&self) -> Self {
+        Identity {
+            chain: self.chain.clone(),
+            key: self.key.clone_key(),
+        }
+    }
+}
+
+impl Ca {
+    fn from_parts(common_name: &str, key: KeyPair, pem: String) -> Result<Ca, TlsError> {
+        let der = CertificateDer::from_pem_slice(pem.as_bytes()).map_err(pem_err(common_name))?;
+        Ok(Ca {
+            pem,
+            der,
+            // The CA's subject and key are all an issuer needs; they are the same at every
+            // start.
+            issuer: Issuer::new(ca_params(common_name)?, key),
+        })
+    }
+
+    /// A new CA held in memory only.
+    pub fn generate(common_name: &str) -> Result<Ca, TlsError> {
+        let key = KeyPair::generate()?;
+        let pem = ca_params(common_name)?.self_signed(&key)?.pem();
+        Ca::from_parts(common_name, key, pem)
+    }
+
+    /// Loads the CA kept in `dir` (`ca.key`, `ca.crt`), making it on first use.
+    pub fn load_or_create(dir: &Path, common_name: &str) -> Result<Ca, TlsError> {
+        let key_path = dir.join("ca.key");
+        let cert_path = dir.join("ca.crt");
+        if key_path.exists() && cert_path.exists() {
+            let key_pem = std::fs::read_to_string(&key_path).map_err(io(&key_path))?;
+            let key = KeyPair::from_pem(&key_pem).map_err(|e| TlsError::Pem {
+                path: key_path.display().to_string(),
+                message: e.to_string(),
+            })?;
+            let pem = std::fs::read_to_string(&cert_path).map_err(io(&cert_path))?;
+            return Ca::from_parts(common_name, key, pem);
+        }
+        let key = KeyPair::generate()?;
+        let pem = ca_params(common_name)?.self_signed(&key)?.pem();
+        write_private(&key_path, &key.serialize_pem()).map_err(io(&key_path))?;
+        write_private(&cert_path, &pem).map_err(io(&cert_path))?;
+        Ca::from_parts(common_name, key, pem)
+    }
+
+    /// Issues a certificate valid for a year: for a server, valid for `names` and `ips`;
+    /// for a client, naming `common_name` (the user it authenticates as).
+    pub fn issue(
+        &self,
+        common_name: &str,
+        names: &[String],
+        ips: &[IpAddr],
+        usage: Usage,
+    ) -> Result<Identity, TlsError> {
+        let mut p = CertificateParams::new(names.to_vec())?;
+        p.distinguished_name.push(DnType::CommonName, common_name);
+        p.subject_alt_names
+            .extend(ips.iter().copied().map(SanType::IpAddress));
+        p.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
+        p.extended_key_usages = vec![match usage {
+            Usage::Server => ExtendedKeyUsagePurpose::ServerAuth,
+            Usage::Client => ExtendedKeyUsagePurpose::ClientAuth,
+        }];
+        let now = time_now();
+        p.not_before = now - Duration::from_secs(3600);
+        p.not_after = now + Duration::from_secs(365 * 86400);
+        let key = KeyPair::generate()?;
+        let cert = p.signed_by(&key, &self.issuer)?;
+        let key = PrivateKeyDer::from_pem_slice(key.serialize_pem().as_bytes())
+            .map_err(pem_err(common_name))?;
+        Ok(Identity {
+            chain: vec![cert.der().clone(), self.der.clone()],
+            key,
+        })
+    }
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// The certificates in a PEM bundle as a root store.
+pub fn roots(pem: &str, what: &str) -> Result<rustls::RootCertStore, TlsError> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+        roots.add(cert.map_err(pem_err(what))?)?;
+    }
+    if roots.is_empty() {
+        return Err(TlsError::Pem {
+            path: what.to_string(),
+            message: "no certificate in it".into(),
+        });
+    }
+    Ok(roots)
+}
+
+/// A server configuration presenting `id`; with `client_ca_pem`, every client must present
+/// a certificate issued by that CA.
+pub fn server_config(
+    id: &Identity,
+    client_ca_pem: Option<&str>,
+) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let builder = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?;
+    let builder = match client_ca_pem {
+        Some(pem) => {
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots(pem, "client CA")?),
+                provider(),
+            )
+            .build()
+            .map_err(|e| rustls::Error::General(e.to_string()))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder.with_single_cert(id.chain.clone(), id.key.clone_key())?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// A client configuration trusting only `roots_pem`, presenting `id` when given.
+pub fn client_config(
+    roots_pem: &str,
+    id: Option<&Identity>,
+) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+    let builder = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots(roots_pem, "certificate-authority")?);
+    let config = match id {
+        Some(id) => builder.with_client_auth_cert(id.chain.clone(), id.key.clone_key())?,
+        None => builder.with_no_client_auth(),
+    };
+    Ok(Arc::new(config))
+}
+
+/// Serves `router` over TLS until `shutdown` resolves; then stops accepting and gives open
+/// connections up to `drain` to finish. Connections may upgrade (WebSockets).
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    config: Arc<rustls::ServerConfig>,
+    shutdown: impl std::future::Future<Output = ()>,
+    drain: Duration,
+) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    tokio::pin!(shutdown);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        let _ = tcp.set_nodelay(true);
+        let acceptor = acceptor.clone();
+        let service = TowerToHyperService::new(router.clone());
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let tls =
+                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => {
+                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => return,
+                };
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
+            let conn = watcher.watch(conn.into_owned());
+            if let Err(e) = conn.await {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(drain, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("connections still open after the drain timeout; closing them");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ca_survives_restart_and_issues_both_usages() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = Ca::load_or_create(dir.path(), "berth-ca").unwrap();
+        let b = Ca::load_or_create(dir.path(), "berth-ca").unwrap();
+        assert_eq!(a.pem, b.pem, "the CA is kept, not remade");
+        let server = b
+            .issue(
+                "n1",
+                &["n1".into()],
+                &["10.0.0.1".parse().unwrap()],
+                Usage::Server,
+            )
+            .unwrap();
+        let client = a.issue("berth-apiserver", &[], &[], Usage::Client).unwrap();
+        assert_eq!(server.chain.len(), 2);
+        server_config(&server, Some(&a.pem)).unwrap();
+        client_config(&a.pem, Some(&client)).unwrap();
+        assert!(roots("not pem", "x").is_err());
+    }
+}
