@@ -898,6 +898,47 @@ fn same_status(a: &Value, b: &Value) -> bool {
     strip(a) == strip(b)
 }
 
+/// Stops a running container as the kubelet does: its preStop hook first (within the grace
+/// period), then SIGTERM, then SIGKILL when what is left of the grace period has passed.
+async fn stop_gracefully(shared: &Shared, pod: &Value, name: String, grace: Duration) {
+    let started = Instant::now();
+    let spec = containers(pod).find(|c| s(c, "/name") == name);
+    let hook = spec.and_then(|c| {
+        Some((
+            c,
+            c.pointer("/lifecycle/preStop").filter(|h| h.is_object())?,
+        ))
+    });
+    if let Some((c, hook)) = hook {
+        let (ok, msg) = crate::probes::run_handler(
+            &shared.cfg,
+            s(pod, "/metadata/uid"),
+            s(pod, "/status/podIP"),
+            c,
+            hook,
+            grace,
+        )
+        .await;
+        if !ok {
+            let msg = format!("PreStopHook failed: {msg}");
+            crate::event(&shared.client, pod, "Warning", "FailedPreStopHook", &msg).await;
+        }
+    }
+    // A hook that used the whole grace period still leaves the process 2 s to stop, as
+    // Kubernetes allows.
+    let floor = if hook.is_some() {
+        Duration::from_secs(2).min(grace)
+    } else {
+        Duration::ZERO
+    };
+    let left = grace.saturating_sub(started.elapsed()).max(floor);
+    let rt = shared.cfg.runtime.clone();
+    let uid = s(pod, "/metadata/uid").to_string();
+    let _ =
+        tokio::task::spawn_blocking(move || rt.stop_container(&uid, &name, libc::SIGTERM, left))
+            .await;
+}
+
 /// Stops every container (the pod's grace period, split as kubelet does: each container
 /// gets what is left), removes the sandbox, and deletes the pod for good.
 async fn terminate(shared: &Shared, pod: &Value) {
@@ -912,32 +953,21 @@ async fn terminate(shared: &Shared, pod: &Value) {
         .unwrap_or(30);
     let rt = shared.cfg.runtime.clone();
     let uid2 = uid.clone();
-    let _ = tokio::task::spawn_blocking(move || {
-        if let Ok(states) = rt.containers(&uid2) {
-            // All containers get the signal at once, and share the one grace period.
-            let handles: Vec<_> = states
-                .into_iter()
-                .filter(|c| c.status == Status::Running)
-                .map(|c| {
-                    let rt = rt.clone();
-                    let uid = uid2.clone();
-                    std::thread::spawn(move || {
-                        let _ = rt.stop_container(
-                            &uid,
-                            &c.name,
-                            libc::SIGTERM,
-                            Duration::from_secs(grace),
-                        );
-                    })
-                })
-                .collect();
-            for h in handles {
-                let _ = h.join();
-            }
-        }
-        rt.remove_pod(&uid2)
-    })
-    .await;
+    let states = tokio::task::spawn_blocking(move || rt.containers(&uid2))
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or_default();
+    // All containers stop at once (each after its preStop hook), sharing the one grace
+    // period.
+    let stops = states
+        .into_iter()
+        .filter(|c| c.status == Status::Running)
+        .map(|c| stop_gracefully(shared, pod, c.name, Duration::from_secs(grace)));
+    futures_util::future::join_all(stops).await;
+    let rt = shared.cfg.runtime.clone();
+    let uid2 = uid.clone();
+    let _ = tokio::task::spawn_blocking(move || rt.remove_pod(&uid2)).await;
     let Some(pods) = resolve("pods") else { return };
     let body = json!({"gracePeriodSeconds": 0, "preconditions": {"uid": uid}});
     let path = Client::object_path(
@@ -1193,16 +1223,11 @@ pub(crate) async fn worker(
             }
             if let Some(why) = v.kill {
                 track.events.push(("Normal", "Killing".into(), why));
-                let rt = shared.cfg.runtime.clone();
-                let (uid2, name2) = (uid.clone(), name.clone());
                 let grace = p
                     .pointer("/spec/terminationGracePeriodSeconds")
                     .and_then(Value::as_u64)
                     .unwrap_or(30);
-                let _ = tokio::task::spawn_blocking(move || {
-                    rt.stop_container(&uid2, &name2, libc::SIGTERM, Duration::from_secs(grace))
-                })
-                .await;
+                stop_gracefully(&shared, &p, name.clone(), Duration::from_secs(grace)).await;
             }
         }
         for track in tracks.values_mut() {

@@ -139,6 +139,31 @@ async fn run_once(
     spec: &Value,
 ) -> (bool, String) {
     let timeout = Duration::from_secs(num(spec, "timeoutSeconds", 1).max(1));
+    run_handler(cfg, pod_uid, pod_ip, c, spec, timeout).await
+}
+
+/// Runs a handler (a probe's, or a lifecycle hook's: `exec`, `httpGet`, `tcpSocket`, or
+/// `sleep`) once, within `timeout`: (success, message).
+pub(crate) async fn run_handler(
+    cfg: &AgentConfig,
+    pod_uid: &str,
+    pod_ip: &str,
+    c: &Value,
+    spec: &Value,
+    timeout: Duration,
+) -> (bool, String) {
+    if let Some(secs) = spec.pointer("/sleep/seconds").and_then(Value::as_u64) {
+        let wait = Duration::from_secs(secs);
+        if wait > timeout {
+            tokio::time::sleep(timeout).await;
+            return (
+                false,
+                format!("sleep {secs}s outlasted the {}s allowed", timeout.as_secs()),
+            );
+        }
+        tokio::time::sleep(wait).await;
+        return (true, String::new());
+    }
     if let Some(exec) = spec.get("exec") {
         let argv: Vec<String> = exec
             .get("command")
@@ -190,7 +215,7 @@ async fn run_once(
     } else {
         return (
             false,
-            "the probe names no handler (exec, httpGet or tcpSocket)".into(),
+            "no handler named (exec, httpGet, tcpSocket or sleep)".into(),
         );
     };
     let Some(port) = port else {

@@ -12,6 +12,7 @@
 //! brought back yet.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
 use berth_api::object::Object;
 use berth_store::EventType;
@@ -38,6 +39,8 @@ struct Cache {
     deployments: BTreeMap<Key, Object>,
     replicasets: BTreeMap<Key, Object>,
     pods: BTreeMap<Key, Object>,
+    /// Rollouts to look at again when their progress deadline passes.
+    deadlines: BTreeMap<Key, tokio::time::Instant>,
 }
 
 fn key(o: &Object) -> Key {
@@ -194,7 +197,30 @@ async fn run_once(registry: &Registry) -> Result<(), String> {
                 (_, k) => reconcile_deployment(registry, &mut cache, &k).await,
             }
         }
-        let Some(batch) = watcher.next().await.map_err(|e| e.to_string())? else {
+        let next_deadline = cache.deadlines.values().min().copied();
+        let batch = tokio::select! {
+            b = watcher.next() => b.map_err(|e| e.to_string())?,
+            _ = async {
+                match next_deadline {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                let now = tokio::time::Instant::now();
+                let due: Vec<Key> = cache
+                    .deadlines
+                    .iter()
+                    .filter(|(_, at)| **at <= now)
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                for k in due {
+                    cache.deadlines.remove(&k);
+                    queue.insert((0, k));
+                }
+                continue;
+            }
+        };
+        let Some(batch) = batch else {
             return Ok(());
         };
         for ev in batch.events.iter() {
@@ -622,6 +648,18 @@ async fn reconcile_deployment(registry: &Registry, cache: &mut Cache, k: &Key) {
         && ready >= replicas
         && total_replicas == replicas
         && new_target == replicas;
+    let progressing = progress(
+        &d,
+        complete,
+        new_rs.name(),
+        [total_replicas, updated, ready],
+        &now,
+    );
+    if let Some(at) = progressing.recheck {
+        cache.deadlines.insert(k.clone(), at);
+    } else {
+        cache.deadlines.remove(k);
+    }
     let status = json!({
         "observedGeneration": d.generation(),
         "replicas": total_replicas,
@@ -634,13 +672,74 @@ async fn reconcile_deployment(registry: &Registry, cache: &mut Cache, k: &Key) {
              "reason": if available { "MinimumReplicasAvailable" } else { "MinimumReplicasUnavailable" },
              "message": if available { "Deployment has minimum availability." } else { "Deployment does not have minimum availability." },
              "lastUpdateTime": now, "lastTransitionTime": now},
-            {"type": "Progressing", "status": "True",
-             "reason": if complete { "NewReplicaSetAvailable" } else { "ReplicaSetUpdated" },
-             "message": if complete { format!("ReplicaSet \"{}\" has successfully progressed.", new_rs.name()) } else { format!("ReplicaSet \"{}\" is progressing.", new_rs.name()) },
-             "lastUpdateTime": now, "lastTransitionTime": now},
+            progressing.condition,
         ],
     });
     patch_status(registry, "deployments", &d, status).await;
+}
+
+/// The Progressing condition, and when to look again.
+struct Progress {
+    condition: Value,
+    /// When the deadline passes, if nothing moves before.
+    recheck: Option<tokio::time::Instant>,
+}
+
+/// Kubernetes' progress deadline: a rollout that makes no progress (no new, updated or ready
+/// replica) for `progressDeadlineSeconds` (600 by default) is marked Progressing=False,
+/// ProgressDeadlineExceeded; it still goes on should the pods come up later.
+fn progress(d: &Object, complete: bool, new_rs: &str, counts: [i64; 3], now: &str) -> Progress {
+    let old_status = d.get("status").cloned().unwrap_or_default();
+    let old = old_status
+        .get("conditions")
+        .and_then(Value::as_array)
+        .and_then(|cs| cs.iter().find(|c| c["type"] == "Progressing"))
+        .cloned()
+        .unwrap_or_default();
+    let deadline = d
+        .get("spec")
+        .and_then(|s| s.get("progressDeadlineSeconds"))
+        .and_then(Value::as_i64)
+        .unwrap_or(600)
+        .max(1) as u64;
+    let old_counts = ["replicas", "updatedReplicas", "readyReplicas"]
+        .map(|f| old_status.get(f).and_then(Value::as_i64).unwrap_or(-1));
+    let moved = old_counts != counts
+        || old_status.get("observedGeneration").and_then(Value::as_i64) != Some(d.generation())
+        || !old["message"].as_str().unwrap_or("").contains(new_rs);
+    let old_str = |f: &str| old[f].as_str().unwrap_or(now).to_string();
+    let (status, reason, message, updated, recheck) = if complete {
+        let m = format!("ReplicaSet \"{new_rs}\" has successfully progressed.");
+        ("True", "NewReplicaSetAvailable", m, now.to_string(), None)
+    } else if moved {
+        let m = format!("ReplicaSet \"{new_rs}\" is progressing.");
+        let at = tokio::time::Instant::now() + Duration::from_secs(deadline);
+        ("True", "ReplicaSetUpdated", m, now.to_string(), Some(at))
+    } else {
+        let last = old_str("lastUpdateTime");
+        let since = berth_api::timefmt::parse_rfc3339(&last)
+            .ok()
+            .map(|t| berth_api::timefmt::now_nanos().saturating_sub(t) / 1_000_000_000)
+            .unwrap_or(0);
+        if old["reason"] == "ProgressDeadlineExceeded" || since >= deadline {
+            let m = format!("ReplicaSet \"{new_rs}\" has timed out progressing.");
+            ("False", "ProgressDeadlineExceeded", m, last, None)
+        } else {
+            let m = format!("ReplicaSet \"{new_rs}\" is progressing.");
+            let at = tokio::time::Instant::now() + Duration::from_secs(deadline - since);
+            ("True", "ReplicaSetUpdated", m, last, Some(at))
+        }
+    };
+    let transition = if old["status"] == status {
+        old_str("lastTransitionTime")
+    } else {
+        now.to_string()
+    };
+    Progress {
+        condition: json!({"type": "Progressing", "status": status, "reason": reason,
+            "message": message, "lastUpdateTime": updated, "lastTransitionTime": transition}),
+        recheck,
+    }
 }
 
 async fn set_rs(

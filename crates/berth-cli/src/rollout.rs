@@ -149,6 +149,15 @@ pub async fn rollout(
                 let n = |f: &str| st[f].as_i64().unwrap_or(0);
                 let observed =
                     n("observedGeneration") >= d["metadata"]["generation"].as_i64().unwrap_or(0);
+                let exceeded = st["conditions"].as_array().is_some_and(|cs| {
+                    cs.iter().any(|c| {
+                        c["type"] == "Progressing" && c["reason"] == "ProgressDeadlineExceeded"
+                    })
+                });
+                if observed && exceeded {
+                    eprintln!("error: deployment \"{name}\" exceeded its progress deadline");
+                    return Ok(1);
+                }
                 let msg = if !observed {
                     "Waiting for deployment spec update to be observed...".to_string()
                 } else if n("updatedReplicas") < want {

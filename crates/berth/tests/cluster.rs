@@ -521,3 +521,81 @@ fn probes_gate_readiness_and_restart_the_unhealthy() {
 
     force_delete_all(&kc, &data, &["never-ready", "http-ready", "goes-bad"]);
 }
+
+#[test]
+fn prestop_hooks_run_before_the_stop_signal_and_stuck_rollouts_miss_their_deadline() {
+    let hook_dir = tempfile::tempdir().unwrap();
+    let manifest = format!(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: hooked}}
+spec:
+  terminationGracePeriodSeconds: 10
+  volumes:
+  - name: out
+    hostPath: {{path: {dir}}}
+  containers:
+  - name: app
+    image: host
+    command: ["/bin/sh", "-c", "trap 'echo term >> /out/log; exit 0' TERM; while :; do sleep 0.1; done"]
+    volumeMounts: [{{name: out, mountPath: /out}}]
+    lifecycle:
+      preStop:
+        exec: {{command: ["/bin/sh", "-c", "echo prestop >> /out/log"]}}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: stuck}}
+spec:
+  replicas: 1
+  progressDeadlineSeconds: 2
+  selector: {{matchLabels: {{app: stuck}}}}
+  template:
+    metadata: {{labels: {{app: stuck}}}}
+    spec:
+      containers:
+      - name: app
+        image: host
+        command: ["/bin/sleep", "100000"]
+        readinessProbe:
+          exec: {{command: ["/bin/false"]}}
+          periodSeconds: 1
+"#,
+        dir = hook_dir.path().display()
+    );
+    let (_dir, _up, kc, _data) = cluster_with(&manifest);
+    eventually(30, "hooked to run", || {
+        (get_json(&kc, &["pod", "hooked"])["status"]["phase"] == "Running").then_some(())
+    });
+    let o = berth(&kc, &["delete", "pod", "hooked"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let log = std::fs::read_to_string(hook_dir.path().join("log")).unwrap_or_default();
+    assert_eq!(
+        log, "prestop\nterm\n",
+        "the hook runs first, then the signal"
+    );
+
+    // A rollout whose pods never become ready: Progressing=False once the deadline passed,
+    // and `rollout status` says so instead of waiting forever.
+    let cond = eventually(30, "the progress deadline to pass", || {
+        let d = get_json(&kc, &["deploy", "stuck"]);
+        let c = d["status"]["conditions"]
+            .as_array()?
+            .iter()
+            .find(|c| c["type"] == "Progressing")?
+            .clone();
+        (c["status"] == "False").then_some(c)
+    });
+    assert_eq!(cond["reason"], "ProgressDeadlineExceeded", "{cond}");
+    let o = berth(
+        &kc,
+        &["rollout", "status", "deploy/stuck", "--timeout", "20s"],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("deployment \"stuck\" exceeded its progress deadline"),
+        "{}",
+        stderr(&o)
+    );
+}
