@@ -185,16 +185,26 @@ async fn heartbeat(
     let mut beats: u64 = 0;
     loop {
         let renew = json!({"spec": {"holderIdentity": cfg.node_name, "leaseDurationSeconds": cfg.lease_duration.as_secs().max(1), "renewTime": micro_time_now()}});
-        let r = client
-            .patch(
+        // Bounded: across a partition a request can hang until TCP gives up, and renewals
+        // must go on as soon as the network is back.
+        let r = tokio::time::timeout(
+            every.max(Duration::from_secs(1)),
+            client.patch(
                 leases,
                 Some(ns),
                 &cfg.node_name,
                 "application/merge-patch+json",
                 &renew,
                 "",
-            )
-            .await;
+            ),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            Err(berth_client::ClientError::Connect {
+                server: client.server().to_string(),
+                message: "no answer in time".into(),
+            })
+        });
         if let Err(e) = r {
             if e.code() == Some(404) {
                 let mut lease = renew.clone();

@@ -1254,16 +1254,28 @@ pub(crate) async fn worker(
             let Some(pods) = resolve("pods") else {
                 continue;
             };
+            // Written against the version this view came from: had the pod changed since (a
+            // node back from a partition learns only now that its pod is being deleted), the
+            // write is refused and the next pass works from the newer pod, instead of
+            // reporting a pod Ready that is on its way out.
+            let patch = json!({
+                "metadata": {"resourceVersion": s(&p, "/metadata/resourceVersion")},
+                "status": status,
+            });
             match crate::patch_status(
                 &shared.client,
                 pods,
                 Some(&ns),
                 s(&p, "/metadata/name"),
-                &json!({"status": status}),
+                &patch,
             )
             .await
             {
                 Ok(_) => last_status = status,
+                Err(e) if e.code() == Some(409) => {
+                    tracing::debug!("the pod changed since this view; reporting from the next");
+                    last_report = None;
+                }
                 Err(e) => tracing::warn!(error = %e, "cannot report a pod's status"),
             }
         }

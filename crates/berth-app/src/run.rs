@@ -47,6 +47,14 @@ pub struct NetArgs {
         default_value = "10.42.0.0/24"
     )]
     pub pod_cidr: String,
+    /// The cgroup every pod of this machine goes under
+    #[arg(
+        long,
+        value_name = "PATH",
+        env = "BERTH_CGROUP_PARENT",
+        default_value = "/berth"
+    )]
+    pub cgroup_parent: String,
 }
 
 /// Where local containers live and which network they join.
@@ -97,7 +105,7 @@ impl NetArgs {
                 blackholes,
             },
             shim_command: vec![exe.display().to_string(), SHIM_ROLE.into()],
-            cgroup_parent: "/berth".into(),
+            cgroup_parent: self.cgroup_parent.clone(),
         })
     }
 }

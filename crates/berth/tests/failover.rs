@@ -1,100 +1,16 @@
-//! Several nodes: `berth server` and two `berth agent` processes on this machine, each agent
-//! with its own data directory, bridge and pod range. A node's death gets its pods replaced on
-//! the other within 10 s; when it comes back, its stale pods are stopped and the Deployment
-//! never has more Ready pods than it asked for.
+//! Several nodes on this machine (the harness in tests/common/harness.rs): each a network
+//! namespace on an underlay bridge running `berth agent`, the server in another. A node's
+//! death or its partition from the others gets its pods replaced on the rest within 10 s;
+//! when it comes back, its stale pods are stopped and the Deployment never has more Ready
+//! pods than it asked for.
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{BIN, BerthProcess, berth, eventually, get_json, node_runtime, stderr, stdout};
-
-struct Agent {
-    child: Option<Child>,
-    token: String,
-    name: String,
-    data: PathBuf,
-    bridge: String,
-    cidr: String,
-}
-
-impl Agent {
-    fn start(
-        server: &BerthProcess,
-        token: &str,
-        name: &str,
-        data: &Path,
-        net: (String, String),
-    ) -> Agent {
-        let mut a = Agent {
-            child: None,
-            token: token.into(),
-            name: name.into(),
-            data: data.to_path_buf(),
-            bridge: net.0,
-            cidr: net.1,
-        };
-        a.spawn(server);
-        a
-    }
-
-    fn spawn(&mut self, server: &BerthProcess) {
-        let token = self.token.clone();
-        let child = Command::new(BIN)
-            .args([
-                "agent",
-                "--server",
-                &server.url,
-                "--token",
-                &token,
-                "--node-name",
-                &self.name,
-            ])
-            .arg("--ca-file")
-            .arg(server.data_dir.join("pki/ca.crt"))
-            .arg("--data-dir")
-            .arg(&self.data)
-            .args([
-                "--bridge",
-                &self.bridge,
-                "--pod-cidr",
-                &self.cidr,
-                "--restart-backoff",
-                "1s",
-            ])
-            .env("BERTH_AGENT_PORT", "0")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
-    }
-
-    fn runtime(&self) -> berth_runtime::pod::Runtime {
-        node_runtime(&self.data, &self.bridge, &self.cidr)
-    }
-
-    /// The machine dies: its agent is SIGKILLed and everything it ran goes with it.
-    fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        let rt = self.runtime();
-        for id in rt.pod_ids() {
-            let _ = rt.remove_pod(&id);
-        }
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        self.kill();
-        let _ = self.runtime().network.remove_bridge();
-    }
-}
+use common::harness::Harness;
+use common::{berth, eventually, get_json, stderr, stdout};
 
 /// Ready pods of the app: (name, node).
 fn ready(kc: &Path) -> Vec<(String, String)> {
@@ -102,12 +18,7 @@ fn ready(kc: &Path) -> Vec<(String, String)> {
         .as_array()
         .unwrap()
         .iter()
-        .filter(|p| {
-            p["status"]["conditions"].as_array().is_some_and(|cs| {
-                cs.iter()
-                    .any(|c| c["type"] == "Ready" && c["status"] == "True")
-            })
-        })
+        .filter(|p| common::is_ready(p))
         .map(|p| {
             (
                 p["metadata"]["name"].as_str().unwrap().to_string(),
@@ -132,45 +43,11 @@ spec:
       - {name: c, image: host, command: ["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 0.1; done"]}
 "#;
 
-#[test]
-fn a_dead_nodes_pods_run_again_elsewhere_and_come_back_stopped() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = BerthProcess::start("server", &dir.path().join("server"));
-    let kc = server.kubeconfig();
-    // Nodes join with a token of their own, not the admin's.
-    let o = berth(&kc, &["token", "create", "--description", "failover test"]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let token = stdout(&o).trim().to_string();
-    assert_eq!(token.len(), 23, "{token}");
-    let mut a = Agent::start(
-        &server,
-        &token,
-        "node-a",
-        &dir.path().join("a"),
-        berth_testkit::unique_net(),
-    );
-    let _b = Agent::start(
-        &server,
-        &token,
-        "node-b",
-        &dir.path().join("b"),
-        berth_testkit::unique_net(),
-    );
-    eventually(30, "two Ready nodes", || {
-        let nodes = get_json(&kc, &["nodes"]);
-        let n = nodes["items"]
-            .as_array()?
-            .iter()
-            .filter(|n| {
-                n["status"]["conditions"].as_array().is_some_and(|cs| {
-                    cs.iter()
-                        .any(|c| c["type"] == "Ready" && c["status"] == "True")
-                })
-            })
-            .count();
-        (n == 2).then_some(())
-    });
-    let manifest = dir.path().join("app.yaml");
+/// A two-node cluster running APP, one replica on each node: (harness, kubeconfig).
+fn two_nodes_with_the_app() -> (Harness, std::path::PathBuf) {
+    let h = Harness::start(2, &[]);
+    let kc = h.kubeconfig.clone();
+    let manifest = h.dir.path().join("app.yaml");
     std::fs::write(&manifest, APP).unwrap();
     let o = berth(&kc, &["apply", "-f", manifest.to_str().unwrap()]);
     assert!(o.status.success(), "{}", stderr(&o));
@@ -186,15 +63,44 @@ fn a_dead_nodes_pods_run_again_elsewhere_and_come_back_stopped() {
         vec!["node-a", "node-b"],
         "spread puts one replica on each node"
     );
+    (h, kc)
+}
+
+/// Waits until node-a's replica runs again on node-b; returns how long that took.
+fn replaced_on_b(kc: &Path, since: Instant) -> Duration {
+    eventually(30, "a replacement on node-b", || {
+        let r = ready(kc);
+        (r.len() == 2 && r.iter().all(|(_, n)| n == "node-b")).then_some(())
+    });
+    since.elapsed()
+}
+
+/// After node-a is back: waits until its stale pods are gone (from the API and the machine)
+/// and it is Ready again, watching that never more than 2 pods are Ready meanwhile.
+fn stale_pods_stopped(h: &Harness, kc: &Path) {
+    let mut most = 0;
+    eventually(60, "node-a's stale pods to be gone", || {
+        let r = ready(kc);
+        most = most.max(r.len());
+        let all = get_json(kc, &["pods", "-l", "app=web"])["items"]
+            .as_array()
+            .unwrap()
+            .len();
+        let on_machine = h.nodes[0].runtime().pod_ids().len();
+        let node_ready = h.ready_nodes().contains(&"node-a".to_string());
+        (all == 2 && on_machine == 0 && node_ready).then_some(())
+    });
+    assert!(most <= 2, "{most} pods were Ready at once after the heal");
+}
+
+#[test]
+fn a_dead_nodes_pods_run_again_elsewhere_and_come_back_stopped() {
+    let (mut h, kc) = two_nodes_with_the_app();
 
     // node-a dies.
     let died = Instant::now();
-    a.kill();
-    eventually(30, "a replacement on node-b", || {
-        let r = ready(&kc);
-        (r.len() == 2 && r.iter().all(|(_, n)| n == "node-b")).then_some(())
-    });
-    let took = died.elapsed();
+    h.kill("node-a");
+    let took = replaced_on_b(&kc, died);
     println!("node death -> replacement Ready: {took:?}");
     assert!(took < Duration::from_secs(10), "replaced after {took:?}");
     let node_a = get_json(&kc, &["node", "node-a"]);
@@ -213,22 +119,8 @@ fn a_dead_nodes_pods_run_again_elsewhere_and_come_back_stopped() {
     );
 
     // It comes back: its stale pods are stopped and deleted; never more than 2 Ready.
-    a.spawn(&server);
-    let mut most = 0;
-    eventually(60, "node-a's stale pods to be gone", || {
-        let r = ready(&kc);
-        most = most.max(r.len());
-        let all = get_json(&kc, &["pods", "-l", "app=web"])["items"]
-            .as_array()
-            .unwrap()
-            .len();
-        let node_ready = get_json(&kc, &["node", "node-a"])["status"]["conditions"]
-            .to_string()
-            .contains("KubeletReady");
-        (all == 2 && node_ready).then_some(())
-    });
-    assert!(most <= 2, "{most} pods were Ready at once after the heal");
-    assert!(std::fs::read_dir(dir.path().join("a/pods")).map_or(0, |d| d.count()) == 0);
+    h.restart("node-a");
+    stale_pods_stopped(&h, &kc);
     // Draining node-b moves its pods to node-a; cordoned, it gets no new ones.
     let o = berth(&kc, &["drain", "node-b"]);
     assert!(
@@ -268,6 +160,21 @@ fn a_dead_nodes_pods_run_again_elsewhere_and_come_back_stopped() {
             .is_empty()
             .then_some(())
     });
+}
+
+#[test]
+fn a_partitioned_nodes_pods_run_elsewhere_and_stop_when_it_heals() {
+    let (mut h, kc) = two_nodes_with_the_app();
+    let cut = Instant::now();
+    h.partition("node-a");
+    let took = replaced_on_b(&kc, cut);
+    println!("partition -> replacement Ready: {took:?}");
+    assert!(took < Duration::from_secs(10), "replaced after {took:?}");
+    // Cut off, node-a still runs its pod: the control plane could not reach it.
+    assert_eq!(h.nodes[0].runtime().pod_ids().len(), 1);
+    assert!(!h.ready_nodes().contains(&"node-a".to_string()));
+    h.heal("node-a");
+    stale_pods_stopped(&h, &kc);
 }
 
 fn deployment(name: &str, strategy: &str) -> String {
@@ -310,28 +217,11 @@ fn placement(kc: &Path, app: &str) -> Vec<String> {
 
 #[test]
 fn strategies_place_as_named_on_three_nodes() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = BerthProcess::start("server", &dir.path().join("server"));
-    let kc = server.kubeconfig();
-    let o = berth(&kc, &["token", "create"]);
-    let token = stdout(&o).trim().to_string();
-    let _agents: Vec<Agent> = ["node-a", "node-b", "node-c"]
-        .iter()
-        .map(|n| {
-            Agent::start(
-                &server,
-                &token,
-                n,
-                &dir.path().join(n),
-                berth_testkit::unique_net(),
-            )
-        })
-        .collect();
-    eventually(30, "three nodes", || {
-        (get_json(&kc, &["nodes"])["items"].as_array()?.len() == 3).then_some(())
-    });
+    let h = Harness::start(3, &[]);
+    let kc = h.kubeconfig.clone();
+    let dir = h.dir.path();
     let apply = |name: &str, strategy: &str| {
-        let f = dir.path().join(format!("{name}.yaml"));
+        let f = dir.join(format!("{name}.yaml"));
         std::fs::write(&f, deployment(name, strategy)).unwrap();
         let o = berth(&kc, &["apply", "-f", f.to_str().unwrap()]);
         assert!(o.status.success(), "{}", stderr(&o));

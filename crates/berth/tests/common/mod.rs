@@ -2,6 +2,8 @@
 //! the kernel, its own data directory), killed when the test ends, pass or fail.
 #![allow(dead_code)]
 
+pub mod harness;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -47,24 +49,7 @@ impl BerthProcess {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("spawn berth");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(rest) = line.split(" is ready at ").nth(1) {
-                    let url = rest.split_whitespace().next().unwrap_or("").to_string();
-                    let _ = tx.send(url);
-                }
-            }
-        });
-        let url = match rx.recv_timeout(Duration::from_secs(20)) {
-            Ok(u) => u,
-            Err(_) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("berth {role} did not become ready");
-            }
-        };
+        let url = ready_url(&mut child, role);
         BerthProcess {
             child,
             url,
@@ -103,6 +88,41 @@ impl BerthProcess {
         }
         None
     }
+}
+
+/// Sends a signal to a process this test started.
+pub fn kill_pid(pid: i32, sig: i32) {
+    unsafe_kill(pid, sig);
+}
+
+/// Waits (20 s at most) for a starting berth's "... is ready at URL" line; kills it and
+/// fails the test if it never comes.
+pub fn ready_url(child: &mut Child, role: &str) -> String {
+    let stdout = child.stdout.take().expect("stdout piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(rest) = line.split(" is ready at ").nth(1) {
+                let _ = tx.send(rest.split_whitespace().next().unwrap_or("").to_string());
+            }
+        }
+    });
+    match rx.recv_timeout(Duration::from_secs(20)) {
+        Ok(u) => u,
+        Err(_) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("berth {role} did not become ready");
+        }
+    }
+}
+
+/// Whether an object's Ready condition is True (a pod's or a node's).
+pub fn is_ready(o: &serde_json::Value) -> bool {
+    o["status"]["conditions"].as_array().is_some_and(|cs| {
+        cs.iter()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True")
+    })
 }
 
 #[allow(unsafe_code)]

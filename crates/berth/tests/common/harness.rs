@@ -1,0 +1,279 @@
+//! A cluster of several machines on this one (as root): an underlay bridge of the test's
+//! own, `berth server` in a network namespace on it, and N nodes, each a network namespace
+//! with its own address on the underlay, running `berth agent` with its own data directory,
+//! pod bridge and range, and cgroup parent. A node can die (its agent, shims and containers
+//! SIGKILLed), come back, and be cut off from the others (its underlay link down) and
+//! healed. Everything is removed on drop, pass or fail.
+//!
+//! Processes enter only the namespace's network (`nsenter --net`): mounts and cgroups stay
+//! the machine's, as they would be on a real node.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use super::{BIN, berth, eventually, get_json, stderr, stdout};
+
+fn ip(args: &[&str]) {
+    let o = Command::new("ip").args(args).output().expect("run ip");
+    assert!(
+        o.status.success(),
+        "ip {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+/// A network namespace joined to `bridge` by a veth (`link` on the host side, `eth0`
+/// inside) with `addr` (a /24).
+fn add_namespace(ns: &str, bridge: &str, link: &str, addr: &str) {
+    ip(&["netns", "add", ns]);
+    ip(&[
+        "link", "add", link, "type", "veth", "peer", "name", "eth0", "netns", ns,
+    ]);
+    ip(&["link", "set", link, "master", bridge, "up"]);
+    ip(&[
+        "-n",
+        ns,
+        "addr",
+        "add",
+        &format!("{addr}/24"),
+        "dev",
+        "eth0",
+    ]);
+    ip(&["-n", ns, "link", "set", "eth0", "up"]);
+    ip(&["-n", ns, "link", "set", "lo", "up"]);
+}
+
+fn in_namespace(ns: &str) -> Command {
+    let mut c = Command::new("nsenter");
+    c.arg(format!("--net=/run/netns/{ns}")).arg("--").arg(BIN);
+    c
+}
+
+pub struct Node {
+    pub name: String,
+    pub ip: String,
+    ns: String,
+    /// The host side of its underlay link.
+    link: String,
+    pub data: PathBuf,
+    pub bridge: String,
+    pub cidr: String,
+    pub cgroup_parent: String,
+    child: Option<Child>,
+}
+
+impl Node {
+    /// The node's runtime, as its agent sees it (for inspection and cleanup).
+    pub fn runtime(&self) -> berth_runtime::pod::Runtime {
+        let mut rt = super::node_runtime(&self.data, &self.bridge, &self.cidr);
+        rt.cgroup_parent = self.cgroup_parent.clone();
+        rt
+    }
+
+    /// Kills what runs on the node: its agent, its pods' shims and every process in its
+    /// cgroup tree, as a machine's power loss would.
+    fn kill_everything(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let rt = self.runtime();
+        for id in rt.pod_ids() {
+            let pid_file = rt.pod_dir(&id).join(berth_runtime::shim::PID_FILE);
+            if let Some(pid) = std::fs::read_to_string(pid_file)
+                .ok()
+                .and_then(|p| p.trim().parse::<i32>().ok())
+            {
+                super::kill_pid(pid, 9);
+            }
+        }
+        berth_runtime::pod::kill_cgroup(&self.cgroup_parent);
+    }
+}
+
+fn spawn_agent(url: &str, token: &str, ca: &Path, node: &mut Node) {
+    let child = in_namespace(&node.ns)
+        .args(["agent", "--server", url, "--token", token])
+        .arg("--ca-file")
+        .arg(ca)
+        .args(["--node-name", &node.name, "--node-ip", &node.ip])
+        .arg("--data-dir")
+        .arg(&node.data)
+        .args(["--bridge", &node.bridge, "--pod-cidr", &node.cidr])
+        .args(["--cgroup-parent", &node.cgroup_parent])
+        .args(["--restart-backoff", "1s"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start berth agent");
+    node.child = Some(child);
+}
+
+pub struct Harness {
+    pub dir: tempfile::TempDir,
+    underlay: String,
+    prefix: String,
+    server_ns: String,
+    server: Option<Child>,
+    pub url: String,
+    pub kubeconfig: PathBuf,
+    token: String,
+    pub nodes: Vec<Node>,
+}
+
+impl Harness {
+    /// Starts the server (with `server_args`) and `n` nodes, and waits until every node is
+    /// Ready.
+    pub fn start(n: usize, server_args: &[&str]) -> Harness {
+        let dir = tempfile::tempdir().unwrap();
+        let (underlay, cidr) = berth_testkit::unique_net();
+        let prefix = cidr.trim_end_matches(".0/24").to_string();
+        let mut h = Harness {
+            dir,
+            server_ns: format!("{underlay}s"),
+            underlay,
+            prefix,
+            server: None,
+            url: String::new(),
+            kubeconfig: PathBuf::new(),
+            token: String::new(),
+            nodes: Vec::new(),
+        };
+        ip(&["link", "add", &h.underlay, "type", "bridge"]);
+        ip(&[
+            "addr",
+            "add",
+            &format!("{}.254/24", h.prefix),
+            "dev",
+            &h.underlay,
+        ]);
+        ip(&["link", "set", &h.underlay, "up"]);
+        let server_ip = format!("{}.1", h.prefix);
+        add_namespace(&h.server_ns, &h.underlay, &h.server_ns, &server_ip);
+        let data = h.dir.path().join("server");
+        let mut child = in_namespace(&h.server_ns)
+            .args(["server", "--data-dir"])
+            .arg(&data)
+            .args(["--api-listen", &format!("{server_ip}:6443")])
+            .args(server_args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start berth server");
+        h.url = super::ready_url(&mut child, "server");
+        h.server = Some(child);
+        h.kubeconfig = data.join("kubeconfig.yaml");
+        let o = berth(
+            &h.kubeconfig,
+            &["token", "create", "--description", "harness"],
+        );
+        assert!(o.status.success(), "{}", stderr(&o));
+        h.token = stdout(&o).trim().to_string();
+        for i in 0..n {
+            let name = format!("node-{}", (b'a' + i as u8) as char);
+            let ns = format!("{}n{i}", h.underlay);
+            let node_ip = format!("{}.{}", h.prefix, 10 + i);
+            add_namespace(&ns, &h.underlay, &ns, &node_ip);
+            let (bridge, cidr) = berth_testkit::unique_net();
+            let mut node = Node {
+                cgroup_parent: format!("/berth-{}-{name}", h.underlay),
+                name,
+                ip: node_ip,
+                link: ns.clone(),
+                ns,
+                data: h.dir.path().join(format!("node{i}")),
+                bridge,
+                cidr,
+                child: None,
+            };
+            spawn_agent(&h.url, &h.token, &h.ca_file(), &mut node);
+            h.nodes.push(node);
+        }
+        h.wait_ready(n);
+        h
+    }
+
+    fn ca_file(&self) -> PathBuf {
+        self.dir.path().join("server/pki/ca.crt")
+    }
+
+    /// Waits until `n` nodes report Ready.
+    pub fn wait_ready(&self, n: usize) {
+        eventually(30, &format!("{n} Ready nodes"), || {
+            (self.ready_nodes().len() == n).then_some(())
+        });
+    }
+
+    /// The names of the nodes whose Ready condition is True.
+    pub fn ready_nodes(&self) -> Vec<String> {
+        get_json(&self.kubeconfig, &["nodes"])["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|n| super::is_ready(n))
+            .filter_map(|n| n["metadata"]["name"].as_str().map(String::from))
+            .collect()
+    }
+
+    fn node(&mut self, name: &str) -> &mut Node {
+        self.nodes
+            .iter_mut()
+            .find(|n| n.name == name)
+            .unwrap_or_else(|| panic!("no node {name}"))
+    }
+
+    /// The machine dies: agent, shims and containers SIGKILLed.
+    pub fn kill(&mut self, name: &str) {
+        self.node(name).kill_everything();
+    }
+
+    /// The machine boots again: its agent starts over the same data directory.
+    pub fn restart(&mut self, name: &str) {
+        let (url, token, ca) = (self.url.clone(), self.token.clone(), self.ca_file());
+        spawn_agent(&url, &token, &ca, self.node(name));
+    }
+
+    /// Cuts the node off the underlay (everything keeps running on it).
+    pub fn partition(&mut self, name: &str) {
+        let link = self.node(name).link.clone();
+        ip(&["link", "set", &link, "down"]);
+    }
+
+    /// Joins it again.
+    pub fn heal(&mut self, name: &str) {
+        let link = self.node(name).link.clone();
+        ip(&["link", "set", &link, "up"]);
+    }
+
+    /// The node's namespace, to run a client there (`nsenter --net=...`).
+    pub fn netns_path(&self, name: &str) -> PathBuf {
+        let n = self.nodes.iter().find(|n| n.name == name).expect("node");
+        Path::new("/run/netns").join(&n.ns)
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        if let Some(mut s) = self.server.take() {
+            let _ = s.kill();
+            let _ = s.wait();
+        }
+        for node in &mut self.nodes {
+            node.kill_everything();
+            let rt = node.runtime();
+            for id in rt.pod_ids() {
+                let _ = rt.remove_pod(&id);
+            }
+            berth_runtime::pod::remove_cgroup(&node.cgroup_parent);
+            let _ = Command::new("ip").args(["netns", "del", &node.ns]).status();
+        }
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.server_ns])
+            .status();
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.underlay])
+            .status();
+    }
+}
