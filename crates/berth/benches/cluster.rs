@@ -85,6 +85,7 @@ async fn main() {
         ])
         .env("BERTH_BRIDGE", &bridge)
         .env("BERTH_POD_CIDR", &cidr)
+        .env("BERTH_AGENT_PORT", "0")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

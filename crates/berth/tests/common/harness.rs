@@ -256,22 +256,28 @@ impl Harness {
 
 impl Drop for Harness {
     fn drop(&mut self) {
+        for node in &mut self.nodes {
+            node.kill_everything();
+        }
         if let Some(mut s) = self.server.take() {
             let _ = s.kill();
             let _ = s.wait();
         }
         for node in &mut self.nodes {
-            node.kill_everything();
             let rt = node.runtime();
             for id in rt.pod_ids() {
                 let _ = rt.remove_pod(&id);
             }
             berth_runtime::pod::remove_cgroup(&node.cgroup_parent);
-            let _ = Command::new("ip").args(["netns", "del", &node.ns]).status();
         }
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.server_ns])
-            .status();
+        // The links go first: a namespace can outlive its name while the kernel still holds
+        // sockets of it (connections to a peer that is gone retransmit for minutes), and its
+        // veth would stay on the host until then.
+        let links = self.nodes.iter().map(|n| (&n.link, &n.ns));
+        for (link, ns) in links.chain([(&self.server_ns, &self.server_ns)]) {
+            let _ = Command::new("ip").args(["link", "del", link]).status();
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
         let _ = Command::new("ip")
             .args(["link", "del", &self.underlay])
             .status();
