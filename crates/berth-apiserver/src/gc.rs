@@ -12,7 +12,7 @@ use berth_api::object::Object;
 use berth_store::EventType;
 use tokio::sync::watch;
 
-use crate::registry::{DeleteOptions, ListOptions, Registry, decode};
+use crate::registry::{DeleteOptions, ListOptions, Registry};
 
 const USER: &str = "system:garbage-collector";
 
@@ -24,12 +24,66 @@ struct Ref {
 }
 
 impl Ref {
-    fn of(o: &Object) -> Option<Ref> {
+    fn of(o: &Head) -> Option<Ref> {
         Some(Ref {
-            kind: o.resource_kind()?,
-            ns: o.namespace().map(str::to_string),
-            name: o.name().to_string(),
+            kind: berth_api::kinds::by_api_version_kind(&o.api_version, &o.kind)?,
+            ns: o.metadata.namespace.clone().filter(|n| !n.is_empty()),
+            name: o.metadata.name.clone(),
         })
+    }
+}
+
+/// What the collector reads of an object: who it is and who owns it. Everything else in the
+/// stored JSON is skipped without being built (the collector sees every write of the
+/// cluster, so a full decode of each would cost more than all its own work).
+#[derive(Debug, Default, serde::Deserialize)]
+struct Head {
+    #[serde(rename = "apiVersion", default)]
+    api_version: String,
+    #[serde(default)]
+    kind: String,
+    #[serde(default)]
+    metadata: HeadMeta,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+struct HeadMeta {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    namespace: Option<String>,
+    #[serde(default)]
+    uid: String,
+    #[serde(rename = "ownerReferences", default)]
+    owner_references: Vec<OwnerUid>,
+    #[serde(rename = "deletionTimestamp", default)]
+    deletion_timestamp: Option<String>,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+struct OwnerUid {
+    #[serde(default)]
+    uid: String,
+}
+
+impl Head {
+    fn of(o: &Object) -> Head {
+        serde_json::from_value(o.0.clone().into()).unwrap_or_default()
+    }
+
+    fn decode(value: &[u8]) -> Option<Head> {
+        serde_json::from_slice(value).ok()
+    }
+
+    fn being_deleted(&self) -> bool {
+        self.metadata.deletion_timestamp.is_some()
+    }
+
+    fn owners(&self) -> impl Iterator<Item = &str> {
+        self.metadata
+            .owner_references
+            .iter()
+            .map(|o| o.uid.as_str())
     }
 }
 
@@ -44,11 +98,11 @@ struct Graph {
 }
 
 impl Graph {
-    fn upsert(&mut self, o: &Object) {
+    fn upsert(&mut self, o: &Head) {
         let Some(r) = Ref::of(o) else { return };
-        let uid = o.uid().to_string();
+        let uid = o.metadata.uid.clone();
         self.remove(&uid);
-        let owners: Vec<String> = o.owner_references().into_iter().map(|r| r.uid).collect();
+        let owners: Vec<String> = o.owners().map(String::from).collect();
         for ow in &owners {
             self.dependents
                 .entry(ow.clone())
@@ -122,9 +176,12 @@ async fn finish_namespace(registry: &Registry, ns: &str) {
         };
         for o in list.items {
             left += 1;
-            if o.deletion_timestamp().is_none()
-                && let Some(r) = Ref::of(&o)
-            {
+            if o.deletion_timestamp().is_none() {
+                let r = Ref {
+                    kind,
+                    ns: Some(ns.to_string()),
+                    name: o.name().to_string(),
+                };
                 delete(registry, &r).await;
             }
         }
@@ -180,7 +237,7 @@ async fn run_once(registry: &Registry) -> Result<(), String> {
     let mut g = Graph::default();
     let mut terminating: HashSet<String> = HashSet::new();
     for o in &all {
-        g.upsert(o);
+        g.upsert(&Head::of(o));
         if o.kind() == "Namespace" && o.deletion_timestamp().is_some() {
             terminating.insert(o.name().to_string());
         }
@@ -200,34 +257,36 @@ async fn run_once(registry: &Registry) -> Result<(), String> {
             return Ok(());
         };
         for ev in batch.events.iter() {
-            let Ok(obj) = decode(&ev.kv) else { continue };
+            let Some(obj) = Head::decode(&ev.kv.value) else {
+                continue;
+            };
+            let name = obj.metadata.name.as_str();
             match ev.typ {
                 EventType::Put => {
                     g.upsert(&obj);
-                    if obj.kind() == "Namespace"
-                        && obj.deletion_timestamp().is_some()
-                        && terminating.insert(obj.name().to_string())
+                    if obj.kind == "Namespace"
+                        && obj.being_deleted()
+                        && terminating.insert(name.to_string())
                     {
-                        finish_namespace(registry, obj.name()).await;
+                        finish_namespace(registry, name).await;
                     }
                     // An object whose owners are all gone already (created late) goes too.
-                    let owners = obj.owner_references();
-                    if !owners.is_empty()
-                        && owners.iter().all(|o| !g.live.contains_key(&o.uid))
+                    if obj.owners().next().is_some()
+                        && obj.owners().all(|o| !g.live.contains_key(o))
                         && let Some(r) = Ref::of(&obj)
                     {
                         delete(registry, &r).await;
                     }
                 }
                 EventType::Delete => {
-                    let uid = obj.uid().to_string();
+                    let uid = obj.metadata.uid.clone();
                     g.remove(&uid);
                     for r in g.orphans_of(&uid) {
                         delete(registry, &r).await;
                     }
-                    if obj.kind() == "Namespace" {
-                        terminating.remove(obj.name());
-                    } else if let Some(ns) = obj.namespace()
+                    if obj.kind == "Namespace" {
+                        terminating.remove(name);
+                    } else if let Some(ns) = obj.metadata.namespace.as_deref()
                         && terminating.contains(ns)
                     {
                         finish_namespace(registry, ns).await;

@@ -295,10 +295,39 @@ impl Registry {
         &self,
         kind: &ResourceKind,
         url_ns: Option<&str>,
-        mut obj: Object,
+        obj: Object,
         user: &str,
         dry_run: bool,
     ) -> ApiResult<Object> {
+        let (key, mut obj) = self.prepare_create(kind, url_ns, obj)?;
+        self.check_namespace_open(obj.namespace()).await?;
+        if dry_run {
+            return Ok(obj);
+        }
+        let name = obj.name().to_string();
+        let txn = Txn::default()
+            .when(Compare::mod_revision(key.clone(), CompareOp::Equal, 0))
+            .then(Op::Put {
+                key,
+                value: encode(&obj),
+                lease: 0,
+            });
+        let r = self.store.txn(txn, Origin::new(user, "create")).await?;
+        if !r.succeeded {
+            return Err(ApiError::already_exists(kind, &name));
+        }
+        obj.set_meta("resourceVersion", r.revision.to_string());
+        Ok(obj)
+    }
+
+    /// What a create stores, and where: the object named, defaulted, validated and stamped
+    /// (uid, creation time, generation).
+    fn prepare_create(
+        &self,
+        kind: &ResourceKind,
+        url_ns: Option<&str>,
+        mut obj: Object,
+    ) -> ApiResult<(Vec<u8>, Object)> {
         Self::check_type(kind, &obj)?;
         let ns = Self::bind_namespace(kind, url_ns, &mut obj)?;
         if obj.name().is_empty()
@@ -319,7 +348,6 @@ impl Registry {
         if !errs.is_empty() {
             return Err(ApiError::invalid(kind, obj.name(), &errs));
         }
-        self.check_namespace_open(ns.as_deref()).await?;
         let name = obj.name().to_string();
         obj.set_meta("uid", uuid::Uuid::new_v4().to_string());
         obj.set_meta("creationTimestamp", timefmt::now_rfc3339());
@@ -336,23 +364,8 @@ impl Registry {
         } else {
             obj.remove_meta("generation");
         }
-        if dry_run {
-            return Ok(obj);
-        }
         let key = Self::key(kind, ns.as_deref(), &name);
-        let txn = Txn::default()
-            .when(Compare::mod_revision(key.clone(), CompareOp::Equal, 0))
-            .then(Op::Put {
-                key,
-                value: encode(&obj),
-                lease: 0,
-            });
-        let r = self.store.txn(txn, Origin::new(user, "create")).await?;
-        if !r.succeeded {
-            return Err(ApiError::already_exists(kind, &name));
-        }
-        obj.set_meta("resourceVersion", r.revision.to_string());
-        Ok(obj)
+        Ok((key, obj))
     }
 
     /// Writes `new` over the object at `old_kv` if nobody changed it meanwhile. A no-op update
@@ -867,6 +880,16 @@ impl Registry {
     ) -> ApiResult<Object> {
         let kind = kinds::resolve("pods").ok_or_else(|| ApiError::internal("pod kind missing"))?;
         let (key, kv, pod) = self.load_for_update(kind, Some(ns), name)?;
+        let bound = Self::bound(&pod, node)?;
+        self.commit_update(kind, key, &kv, &pod, bound, user, "bind", dry_run)
+            .await
+    }
+
+    /// The pod as a binding leaves it: its node, and the PodScheduled condition, in one write,
+    /// as Kubernetes' binding does. A pod already bound, or being deleted, is refused (409).
+    fn bound(pod: &Object, node: &str) -> ApiResult<Object> {
+        let kind = kinds::resolve("pods").ok_or_else(|| ApiError::internal("pod kind missing"))?;
+        let name = pod.name();
         let current = pod
             .get("spec")
             .and_then(|s| s.get("nodeName"))
@@ -882,7 +905,6 @@ impl Registry {
                 "pod {name} is being deleted, cannot be assigned to a host"
             )));
         }
-        // One write: the node, and the PodScheduled condition, as Kubernetes' binding does.
         let mut bound = pod.clone();
         if let Some(Value::Object(spec)) = bound.0.get_mut("spec") {
             spec.insert("nodeName".into(), Value::String(node.to_string()));
@@ -898,8 +920,85 @@ impl Registry {
             conditions.push(json!({"type": "PodScheduled", "status": "True", "lastTransitionTime": timefmt::now_rfc3339()}));
             st.insert("conditions".into(), Value::Array(conditions));
         }
-        self.commit_update(kind, key, &kv, &pod, bound, user, "bind", dry_run)
-            .await
+        Ok(bound)
+    }
+
+    /// Binds many pods in one store transaction, each with the objects `also` makes for it
+    /// (the scheduler's Scheduled Event), created in the same transaction. What cannot go in
+    /// the batch (a pod gone, bound or changed meanwhile) is bound alone, so one conflict
+    /// costs only itself. Returns each pod's result, in order.
+    pub async fn bind_all(
+        &self,
+        bindings: &[(Object, String)],
+        also: impl Fn(&Object) -> Vec<(&'static ResourceKind, Object)>,
+        user: &str,
+    ) -> Vec<ApiResult<Object>> {
+        let Some(kind) = kinds::resolve("pods") else {
+            return Vec::new();
+        };
+        let mut results: Vec<Option<ApiResult<Object>>> = Vec::with_capacity(bindings.len());
+        let mut txn = Txn::default();
+        let mut batched = Vec::new();
+        for (i, (pod, node)) in bindings.iter().enumerate() {
+            // The caller's copy of the pod is the base; the compare refuses it if it is stale.
+            let seen: u64 = pod.resource_version().parse().unwrap_or(0);
+            match Self::bound(pod, node) {
+                Ok(bound) => {
+                    let key = Self::key(kind, pod.namespace(), pod.name());
+                    txn = txn
+                        .when(Compare::mod_revision(key.clone(), CompareOp::Equal, seen))
+                        .then(Op::Put {
+                            key,
+                            value: encode(&bound),
+                            lease: 0,
+                        });
+                    for (kind, obj) in also(&bound) {
+                        let ns = obj.namespace().map(String::from);
+                        if let Ok((key, obj)) = self.prepare_create(kind, ns.as_deref(), obj) {
+                            txn = txn
+                                .when(Compare::mod_revision(key.clone(), CompareOp::Equal, 0))
+                                .then(Op::Put {
+                                    key,
+                                    value: encode(&obj),
+                                    lease: 0,
+                                });
+                        }
+                    }
+                    batched.push((i, bound));
+                    results.push(None);
+                }
+                Err(e) => results.push(Some(Err(e))),
+            }
+        }
+        if !batched.is_empty() {
+            match self.store.txn(txn, Origin::new(user, "bind")).await {
+                Ok(r) if r.succeeded => {
+                    for (i, mut bound) in batched {
+                        bound.set_meta("resourceVersion", r.revision.to_string());
+                        results[i] = Some(Ok(bound));
+                    }
+                }
+                // Someone changed one of them: each goes alone.
+                _ => {
+                    for (i, _) in batched {
+                        let (pod, node) = &bindings[i];
+                        let ns = pod.namespace().unwrap_or("default");
+                        let r = self.bind(ns, pod.name(), node, user, false).await;
+                        if let Ok(bound) = &r {
+                            for (kind, obj) in also(bound) {
+                                let ns = obj.namespace().map(String::from);
+                                let _ = self.create(kind, ns.as_deref(), obj, user, false).await;
+                            }
+                        }
+                        results[i] = Some(r);
+                    }
+                }
+            }
+        }
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(ApiError::internal("binding lost"))))
+            .collect()
     }
 
     async fn delete_namespace(

@@ -69,6 +69,9 @@ struct State {
     last: Option<String>,
     /// The message last reported per pending pod (so it is not reported again).
     reported: HashMap<String, String>,
+    events: EventBudget,
+    /// This scheduler's own binding writes (store key, revision) not yet seen on the watch.
+    echoes: std::collections::HashSet<(Vec<u8>, u64)>,
 }
 
 impl State {
@@ -134,6 +137,19 @@ impl State {
         }
     }
 
+    /// Takes in what bindings did: refused ones give their room back; written ones are
+    /// remembered, so their echo on the watch is not decoded again.
+    fn settle(&mut self, done: Vec<Outcome>) {
+        for (uid, written) in done {
+            match written {
+                Some(at) => {
+                    self.echoes.insert(at);
+                }
+                None => self.unplace(&uid),
+            }
+        }
+    }
+
     fn pod_deleted(&mut self, o: &Object) -> bool {
         self.pending.remove(&Self::key(o));
         self.reported.remove(o.uid());
@@ -195,6 +211,20 @@ async fn run_once(registry: &Registry, default: Strategy) -> Result<(), String> 
             return Ok(());
         };
         for ev in batch.events.iter() {
+            // Only pods and nodes matter here (the Events it writes itself are most of the
+            // rest): nothing else is decoded.
+            if !(ev.kv.key.starts_with(b"/registry/core/pods/")
+                || ev.kv.key.starts_with(b"/registry/core/nodes/"))
+            {
+                continue;
+            }
+            // A binding of its own coming back changes nothing it does not know.
+            if ev.typ == EventType::Put
+                && !st.echoes.is_empty()
+                && st.echoes.remove(&(ev.kv.key.clone(), ev.kv.mod_revision))
+            {
+                continue;
+            }
             let Ok(obj) = decode(&ev.kv) else { continue };
             match (obj.kind(), ev.typ) {
                 ("Node", EventType::Put) => {
@@ -221,6 +251,7 @@ async fn schedule(registry: &Registry, st: &mut State, random_state: &mut u64, r
         .cloned()
         .collect();
     let mut binds = tokio::task::JoinSet::new();
+    let (mut batch, mut uids) = (Vec::new(), Vec::new());
     for pod in todo {
         let info = PodInfo::from_object(&pod);
         // xorshift: the random strategy's numbers.
@@ -242,29 +273,16 @@ async fn schedule(registry: &Registry, st: &mut State, random_state: &mut u64, r
                 st.last = Some(node.clone());
                 st.pending.remove(&State::key(&pod));
                 st.place(pod.uid(), &node, info);
-                let registry = registry.clone();
-                binds.spawn(async move {
-                    let ns = pod.namespace().unwrap_or("default").to_string();
-                    match registry.bind(&ns, pod.name(), &node, USER, false).await {
-                        Ok(bound) => {
-                            let msg =
-                                format!("Successfully assigned {ns}/{} to {node}", pod.name());
-                            event(&registry, &bound, "Normal", "Scheduled", &msg).await;
-                            None
-                        }
-                        // Bound elsewhere or deleted meanwhile: its room is given back; the
-                        // watch brings the rest.
-                        Err(e) => {
-                            tracing::debug!(error = %e.0.message, "binding failed");
-                            Some(pod.uid().to_string())
-                        }
+                uids.push(pod.uid().to_string());
+                batch.push((pod, node));
+                if batch.len() >= BATCH {
+                    flush(registry, &mut st.events, &mut batch, &mut uids, &mut binds);
+                    // A few batches in flight share the store's group commits.
+                    if binds.len() >= IN_FLIGHT
+                        && let Some(Ok(done)) = binds.join_next().await
+                    {
+                        st.settle(done);
                     }
-                });
-                // Enough in flight to fill the store's group commits.
-                if binds.len() >= 512
-                    && let Some(Ok(Some(uid))) = binds.join_next().await
-                {
-                    st.unplace(&uid);
                 }
             }
             Err(u) => {
@@ -276,11 +294,109 @@ async fn schedule(registry: &Registry, st: &mut State, random_state: &mut u64, r
             }
         }
     }
+    flush(registry, &mut st.events, &mut batch, &mut uids, &mut binds);
     while let Some(r) = binds.join_next().await {
-        if let Ok(Some(uid)) = r {
-            st.unplace(&uid);
+        st.settle(r.unwrap_or_default());
+    }
+}
+
+/// How a binding ended: its pod's uid, and where its write went (store key, revision), or
+/// `None` when it was refused.
+type Outcome = (String, Option<(Vec<u8>, u64)>);
+
+fn pods_key(ns: Option<&str>, name: &str) -> Vec<u8> {
+    berth_api::kinds::resolve("pods")
+        .map(|k| k.key(ns, name).into_bytes())
+        .unwrap_or_default()
+}
+
+/// A token bucket for Scheduled Events: a burst of 1,000, then 500 a second.
+#[derive(Debug)]
+struct EventBudget {
+    tokens: f64,
+    at: std::time::Instant,
+}
+
+impl Default for EventBudget {
+    fn default() -> Self {
+        EventBudget {
+            tokens: 1000.0,
+            at: std::time::Instant::now(),
         }
     }
+}
+
+impl EventBudget {
+    /// How many of `n` events may be written now.
+    fn take(&mut self, n: usize) -> usize {
+        let now = std::time::Instant::now();
+        self.tokens = (self.tokens + now.duration_since(self.at).as_secs_f64() * 500.0).min(1000.0);
+        self.at = now;
+        let k = (self.tokens.floor() as usize).min(n);
+        self.tokens -= k as f64;
+        k
+    }
+}
+
+/// Bindings per store transaction.
+const BATCH: usize = 256;
+/// Transactions in flight at once.
+const IN_FLIGHT: usize = 4;
+
+/// Sends a batch of bindings (with their Scheduled Events) as one transaction; the task
+/// answers the uids that could not be bound (bound elsewhere or deleted meanwhile), whose
+/// room is given back (the watch brings the rest).
+fn flush(
+    registry: &Registry,
+    budget: &mut EventBudget,
+    batch: &mut Vec<(Object, String)>,
+    uids: &mut Vec<String>,
+    binds: &mut tokio::task::JoinSet<Vec<Outcome>>,
+) {
+    if batch.is_empty() {
+        return;
+    }
+    let (batch, uids) = (std::mem::take(batch), std::mem::take(uids));
+    let registry = registry.clone();
+    // Events are best effort, as Kubernetes' event recorder makes them: a burst of bindings
+    // records a Scheduled Event for as many as the budget allows, not one write per pod at
+    // any rate.
+    let allowed = budget.take(batch.len());
+    binds.spawn(async move {
+        let Some(events) = berth_api::kinds::resolve("events") else {
+            return Vec::new();
+        };
+        let recorded = std::sync::atomic::AtomicUsize::new(0);
+        let scheduled = |bound: &Object| {
+            if recorded.fetch_add(1, std::sync::atomic::Ordering::Relaxed) >= allowed {
+                return Vec::new();
+            }
+            let ns = bound.namespace().unwrap_or("default");
+            let node = str_at(bound, "/nodeName");
+            let msg = format!("Successfully assigned {ns}/{} to {node}", bound.name());
+            event_object(bound, "Normal", "Scheduled", &msg)
+                .map(|e| vec![(events, e)])
+                .unwrap_or_default()
+        };
+        let results = registry.bind_all(&batch, scheduled, USER).await;
+        results
+            .into_iter()
+            .zip(uids)
+            .map(|(r, uid)| match r {
+                Ok(bound) => {
+                    let key = pods_key(bound.namespace(), bound.name());
+                    (
+                        uid,
+                        Some((key, bound.resource_version().parse().unwrap_or(0))),
+                    )
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e.0.message, "binding failed");
+                    (uid, None)
+                }
+            })
+            .collect()
+    });
 }
 
 async fn set_unschedulable(registry: &Registry, pod: &Object, message: &str) {
@@ -310,6 +426,25 @@ pub async fn event(registry: &Registry, pod: &Object, typ: &str, reason: &str, m
     let Some(kind) = berth_api::kinds::resolve("events") else {
         return;
     };
+    let Some(obj) = event_object(pod, typ, reason, message) else {
+        return;
+    };
+    if let Err(e) = registry
+        .create(
+            kind,
+            obj.namespace().map(String::from).as_deref(),
+            obj,
+            USER,
+            false,
+        )
+        .await
+    {
+        tracing::debug!(error = %e.0.message, "cannot record an event");
+    }
+}
+
+/// An Event about an object, as the scheduler reports it.
+fn event_object(pod: &Object, typ: &str, reason: &str, message: &str) -> Option<Object> {
     let mut b = [0u8; 4];
     let _ = getrandom::fill(&mut b);
     let suffix: String = b.iter().map(|x| format!("{x:02x}")).collect();
@@ -323,9 +458,5 @@ pub async fn event(registry: &Registry, pod: &Object, typ: &str, reason: &str, m
         "source": {"component": "default-scheduler"},
         "firstTimestamp": t, "lastTimestamp": t, "count": 1,
     });
-    if let Some(obj) = Object::from_value(ev)
-        && let Err(e) = registry.create(kind, Some(ns), obj, USER, false).await
-    {
-        tracing::debug!(error = %e.0.message, "cannot record an event");
-    }
+    Object::from_value(ev)
 }

@@ -1236,6 +1236,64 @@ async fn binding_assigns_a_pod_once_and_bound_pods_stop_gracefully() {
 }
 
 #[tokio::test]
+async fn bindings_in_one_transaction_fall_back_one_by_one_on_a_conflict() {
+    let t = TestServer::start().await;
+    let c = &t.admin;
+    let po = resolve("pods").unwrap();
+    let ev = resolve("events").unwrap();
+    for name in ["a", "b", "c"] {
+        c.create(po, Some("default"), &fixture("Pod", name), "")
+            .await
+            .unwrap();
+    }
+    let registry =
+        berth_apiserver::registry::Registry::new(t.server.as_ref().unwrap().store().clone());
+    let get = |name: &str| registry.get(po, Some("default"), name).unwrap();
+    let event = |bound: &berth_api::Object| {
+        let e = json!({"apiVersion": "v1", "kind": "Event",
+            "metadata": {"name": format!("{}.scheduled", bound.name()), "namespace": "default"},
+            "involvedObject": {"kind": "Pod", "name": bound.name()}, "reason": "Scheduled",
+            "message": "m", "type": "Normal"});
+        vec![(ev, berth_api::Object::from_value(e).unwrap())]
+    };
+    // All current: one transaction binds all three, with their events.
+    let batch: Vec<_> = ["a", "b"]
+        .iter()
+        .map(|n| (get(n), "n1".to_string()))
+        .collect();
+    let r = registry.bind_all(&batch, event, "test").await;
+    assert!(r.iter().all(Result::is_ok));
+    assert_eq!(
+        r[0].as_ref().unwrap().resource_version(),
+        r[1].as_ref().unwrap().resource_version()
+    );
+    assert!(c.get(ev, Some("default"), "a.scheduled").await.is_ok());
+    // A stale copy (c changed since it was read) and one already bound: the batch fails as a
+    // whole, then each goes alone: c binds from its current version, a is refused.
+    let stale_c = get("c");
+    c.patch(
+        po,
+        Some("default"),
+        "c",
+        "application/merge-patch+json",
+        &json!({"metadata": {"labels": {"x": "1"}}}),
+        "",
+    )
+    .await
+    .unwrap();
+    let batch = vec![(stale_c, "n2".to_string()), (get("a"), "n2".to_string())];
+    let r = registry.bind_all(&batch, event, "test").await;
+    assert!(
+        r[0].is_ok(),
+        "{:?}",
+        r[0].as_ref().err().map(|e| &e.0.message)
+    );
+    assert_eq!(r[1].as_ref().unwrap_err().code(), 409);
+    assert_eq!(get("c").into_value()["spec"]["nodeName"], "n2");
+    assert_eq!(get("a").into_value()["spec"]["nodeName"], "n1");
+}
+
+#[tokio::test]
 async fn logs_exec_and_metrics_say_what_is_missing() {
     let t = TestServer::start().await;
     let c = &t.admin;
