@@ -13,6 +13,7 @@
 pub mod api;
 mod pods;
 mod probes;
+mod routes;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -51,6 +52,9 @@ pub struct AgentConfig {
     /// The cluster CA: callers of the agent API must present a certificate it issued. Without
     /// it the agent serves no API (logs, exec and top are then unavailable on this node).
     pub cluster_ca_pem: Option<String>,
+    /// Whether the runtime's pod range was given (`--pod-cidr`); if not, the node takes the
+    /// one the server allocates it (`spec.podCIDR`).
+    pub range_given: bool,
 }
 
 fn micro_time_now() -> String {
@@ -118,10 +122,16 @@ async fn register(
     labels.insert("kubernetes.io/hostname".into(), json!(name));
     labels.insert("kubernetes.io/os".into(), json!("linux"));
     let annotations = json!({api::CA_ANNOTATION: api.map(|a| a.ca_pem.clone())});
+    let spec = if cfg.range_given {
+        let cidr = cfg.runtime.network.range.to_string();
+        json!({"podCIDR": cidr, "podCIDRs": [cidr]})
+    } else {
+        json!({})
+    };
     let node = json!({
         "apiVersion": "v1", "kind": "Node",
         "metadata": {"name": name, "labels": labels, "annotations": annotations},
-        "spec": {"podCIDR": cfg.runtime.network.range.to_string()},
+        "spec": spec,
     });
     match client.create(nodes, None, &node, "").await {
         Ok(_) => {}
@@ -270,6 +280,14 @@ pub async fn run(
         }
     };
     register(&client, &cfg, endpoint.as_ref()).await?;
+    let mut cfg = cfg;
+    if !cfg.range_given {
+        let range = routes::allocated_range(&client, &cfg.node_name, &mut stop).await?;
+        cfg.runtime.network.blackholes = berth_runtime::net::default_blackholes(range);
+        cfg.runtime.network.range = range;
+        tracing::info!(%range, "pod range allocated by the server");
+    }
+    tokio::spawn(routes::run(client.clone(), cfg.clone(), stop.clone()));
     tokio::spawn(heartbeat(
         client.clone(),
         cfg.clone(),

@@ -9,6 +9,7 @@
 //! Kubernetes' are 40 s and 5 min.
 
 use std::collections::HashMap;
+use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 use berth_api::object::Object;
@@ -21,11 +22,16 @@ const USER: &str = "system:node-controller";
 /// The taint an unreachable node gets.
 pub const UNREACHABLE: &str = "node.kubernetes.io/unreachable";
 
-/// How long a node may go without renewing its Lease, and how long after that its pods go.
+/// How long a node may go without renewing its Lease, and how long after that its pods go;
+/// and the range nodes get their pod ranges from.
 #[derive(Debug, Clone, Copy)]
 pub struct Timing {
     pub grace: Duration,
     pub eviction: Duration,
+    /// The cluster's pod range (`--cluster-cidr`): a node that registers without a
+    /// `spec.podCIDR` gets the next free /24 of it, as kube-controller-manager's
+    /// `--allocate-node-cidrs` does.
+    pub cluster_cidr: (Ipv4Addr, u8),
 }
 
 impl Default for Timing {
@@ -33,6 +39,86 @@ impl Default for Timing {
         Timing {
             grace: Duration::from_secs(4),
             eviction: Duration::from_secs(2),
+            cluster_cidr: (Ipv4Addr::new(10, 42, 0, 0), 16),
+        }
+    }
+}
+
+/// Parses `10.42.0.0/16` (a prefix of 8 to 24 bits, so it holds whole /24s).
+pub fn parse_cluster_cidr(s: &str) -> Result<(Ipv4Addr, u8), String> {
+    let bad = || format!("{s:?} is not an IPv4 range like 10.42.0.0/16 (prefix 8 to 24)");
+    let (a, p) = s.split_once('/').ok_or_else(bad)?;
+    let addr: Ipv4Addr = a.parse().map_err(|_| bad())?;
+    let prefix: u8 = p.parse().map_err(|_| bad())?;
+    if !(8..=24).contains(&prefix) {
+        return Err(bad());
+    }
+    let mask = u32::MAX << (32 - prefix);
+    Ok((Ipv4Addr::from(u32::from(addr) & mask), prefix))
+}
+
+/// The first /24 of `cluster` that none of `used` (CIDR strings) overlaps.
+pub fn next_node_cidr(cluster: (Ipv4Addr, u8), used: &[&str]) -> Option<String> {
+    let taken: Vec<(u32, u32)> = used
+        .iter()
+        .filter_map(|c| {
+            let (a, p) = c.split_once('/')?;
+            let a: u32 = a.parse::<Ipv4Addr>().ok()?.into();
+            let p: u32 = p.parse().ok().filter(|p| *p <= 32)?;
+            let size = if p == 0 {
+                u32::MAX
+            } else {
+                (1u32 << (32 - p)) - 1
+            };
+            Some((a, a.saturating_add(size)))
+        })
+        .collect();
+    let base = u32::from(cluster.0);
+    let count = 1u32 << (24 - cluster.1);
+    (0..count)
+        .map(|i| base + (i << 8))
+        .find(|start| {
+            let end = start + 255;
+            taken.iter().all(|(a, b)| end < *a || *start > *b)
+        })
+        .map(|start| format!("{}/24", Ipv4Addr::from(start)))
+}
+
+/// Gives every node without a pod range the next free one.
+async fn allocate_cidrs(
+    registry: &Registry,
+    kind: &berth_api::ResourceKind,
+    nodes: &[Object],
+    cluster: (Ipv4Addr, u8),
+) {
+    let cidr_of = |n: &Object| {
+        n.get("spec")
+            .and_then(|s| s.get("podCIDR"))
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string()
+    };
+    let mut used: Vec<String> = nodes
+        .iter()
+        .map(cidr_of)
+        .filter(|c| !c.is_empty())
+        .collect();
+    for n in nodes.iter().filter(|n| cidr_of(n).is_empty()) {
+        let refs: Vec<&str> = used.iter().map(String::as_str).collect();
+        let Some(cidr) = next_node_cidr(cluster, &refs) else {
+            tracing::warn!(
+                node = n.name(),
+                "the cluster's pod range is full; no range for the node"
+            );
+            continue;
+        };
+        let patch = json!({"spec": {"podCIDR": cidr, "podCIDRs": [cidr]}});
+        match registry
+            .merge_patch(kind, None, n.name(), &patch, USER, false)
+            .await
+        {
+            Ok(_) => used.push(cidr),
+            Err(e) => tracing::debug!(error = %e.0.message, "cannot give a node its pod range"),
         }
     }
 }
@@ -71,6 +157,7 @@ async fn tick(registry: &Registry, timing: Timing, not_ready_since: &mut HashMap
     let Ok(nodes) = registry.list(nodes_kind, None, &ListOptions::default()) else {
         return;
     };
+    allocate_cidrs(registry, nodes_kind, &nodes.items, timing.cluster_cidr).await;
     let leases = registry
         .list(
             leases_kind,
@@ -283,4 +370,29 @@ async fn mark_not_ready(registry: &Registry, kind: &berth_api::ResourceKind, pod
             true,
         )
         .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_ranges_are_the_free_24s_of_the_cluster_range() {
+        let c = parse_cluster_cidr("10.42.7.9/16").unwrap();
+        assert_eq!(c, (Ipv4Addr::new(10, 42, 0, 0), 16));
+        assert_eq!(next_node_cidr(c, &[]).unwrap(), "10.42.0.0/24");
+        assert_eq!(
+            next_node_cidr(c, &["10.42.0.0/24", "10.42.2.0/24"]).unwrap(),
+            "10.42.1.0/24"
+        );
+        // A node that brought a range of its own (a /23) takes both /24s.
+        assert_eq!(
+            next_node_cidr(c, &["10.42.0.0/23", "garbage"]).unwrap(),
+            "10.42.2.0/24"
+        );
+        let small = parse_cluster_cidr("10.9.0.0/24").unwrap();
+        assert_eq!(next_node_cidr(small, &["10.9.0.0/24"]), None);
+        assert!(parse_cluster_cidr("10.0.0.0/25").is_err());
+        assert!(parse_cluster_cidr("nope").is_err());
+    }
 }

@@ -66,6 +66,9 @@ pub struct ServerArgs {
     /// How long a node may go without renewing its Lease before it is NotReady
     #[arg(long, value_name = "DURATION", default_value = "4s", value_parser = parse_duration)]
     pub node_monitor_grace_period: Duration,
+    /// The cluster's pod range: a node that names no --pod-cidr gets the next free /24 of it
+    #[arg(long, value_name = "CIDR", default_value = "10.42.0.0/16", value_parser = berth_apiserver::nodes::parse_cluster_cidr)]
+    pub cluster_cidr: (std::net::Ipv4Addr, u8),
     /// How long after a node went NotReady its pods are replaced elsewhere
     #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = parse_duration)]
     pub pod_eviction_timeout: Duration,
@@ -153,6 +156,7 @@ impl NodeArgs {
             restart_backoff: self.restart_backoff,
             agent_port: self.agent_port,
             cluster_ca_pem,
+            range_given: self.net.pod_cidr.is_some(),
         })
     }
 }
@@ -211,6 +215,7 @@ async fn run_server(args: ServerArgs, all_in_one: bool) -> anyhow::Result<()> {
     opts.node_timing = berth_apiserver::nodes::Timing {
         grace: args.node_monitor_grace_period,
         eviction: args.pod_eviction_timeout,
+        cluster_cidr: args.cluster_cidr,
     };
     let server = start(opts).await?;
     let (agent_stop, agent_stop_rx) = tokio::sync::watch::channel(false);

@@ -28,6 +28,10 @@ pub const EXEC_ROLE: &str = "__exec";
 /// The one container of a `berth run` pod.
 const MAIN: &str = "main";
 
+/// The pod range of a machine that names none (`berth run`, and the first node of a cluster
+/// with the default --cluster-cidr).
+pub const DEFAULT_POD_CIDR: &str = "10.42.0.0/24";
+
 /// Which network this machine's pods join.
 #[derive(Args, Debug, Clone)]
 pub struct NetArgs {
@@ -40,13 +44,9 @@ pub struct NetArgs {
     )]
     pub bridge: String,
     /// The address range of pods on this machine
-    #[arg(
-        long,
-        value_name = "CIDR",
-        env = "BERTH_POD_CIDR",
-        default_value = "10.42.0.0/24"
-    )]
-    pub pod_cidr: String,
+    /// (a node of a cluster without it gets one from the server's --cluster-cidr)
+    #[arg(long, value_name = "CIDR", env = "BERTH_POD_CIDR")]
+    pub pod_cidr: Option<String>,
     /// The cgroup every pod of this machine goes under
     #[arg(
         long,
@@ -84,16 +84,9 @@ impl NetArgs {
     /// The runtime over `data` and this network.
     pub fn runtime(&self, data: &Path) -> anyhow::Result<Runtime> {
         let data = data.to_path_buf();
-        let range: Ipv4Net = self
-            .pod_cidr
-            .parse()
-            .with_context(|| format!("--pod-cidr {}", self.pod_cidr))?;
-        // The default cluster ranges (k3s') are routed nowhere on the host but to the bridge.
-        let blackholes = if self.pod_cidr == "10.42.0.0/24" {
-            vec!["10.42.0.0/16".parse()?, "10.43.0.0/16".parse()?]
-        } else {
-            vec![]
-        };
+        let cidr = self.pod_cidr.as_deref().unwrap_or(DEFAULT_POD_CIDR);
+        let range: Ipv4Net = cidr.parse().with_context(|| format!("--pod-cidr {cidr}"))?;
+        let blackholes = berth_runtime::net::default_blackholes(range);
         let exe = std::env::current_exe().context("cannot find the berth executable")?;
         Ok(Runtime {
             root: data.clone(),

@@ -39,12 +39,27 @@ pub const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:
 /// everything else an empty directory for a mount to land on.
 pub fn layer(dir: &Path) -> std::io::Result<PathBuf> {
     let root = dir.join("host-image");
-    let done = dir.join("host-image.done");
-    if done.exists() {
+    // Built aside and renamed into place, so it is complete whenever it exists, and pods
+    // starting at once on a fresh node never see (or break) a half-made one.
+    if root.is_dir() {
         return Ok(root);
     }
-    let _ = std::fs::remove_dir_all(&root);
-    std::fs::create_dir_all(&root)?;
+    let tmp = dir.join(format!(
+        "host-image.tmp-{}-{:x}",
+        std::process::id(),
+        berth_api::timefmt::now_nanos()
+    ));
+    build(&tmp)?;
+    // Another start placed its own first: that one is complete too.
+    let placed =
+        std::fs::rename(&tmp, &root).or_else(|e| if root.is_dir() { Ok(()) } else { Err(e) });
+    let _ = std::fs::remove_dir_all(&tmp);
+    placed?;
+    Ok(root)
+}
+
+fn build(root: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(root)?;
     for d in [
         "etc", "tmp", "var/tmp", "root", "home", "run", "proc", "sys", "dev", "srv", "opt", "mnt",
     ] {
@@ -74,8 +89,7 @@ pub fn layer(dir: &Path) -> std::io::Result<PathBuf> {
             Err(_) => {}
         }
     }
-    std::fs::write(&done, b"")?;
-    Ok(root)
+    Ok(())
 }
 
 /// The read-only binds that fill the skeleton from the host.

@@ -80,6 +80,28 @@ impl Ipv4Net {
     }
 }
 
+/// The routes that keep the default cluster ranges (k3s': pods 10.42.0.0/16, services
+/// 10.43.0.0/16) on the machine: for a node whose pods are in the default pod range, both are
+/// blackholed, so nothing addressed to them leaves through the default route. Routes to other
+/// nodes' pod ranges are more specific and win.
+pub fn default_blackholes(range: Ipv4Net) -> Vec<Ipv4Net> {
+    let pods = Ipv4Net {
+        addr: Ipv4Addr::new(10, 42, 0, 0),
+        prefix: 16,
+    };
+    if pods.contains(range.network()) {
+        vec![
+            pods,
+            Ipv4Net {
+                addr: Ipv4Addr::new(10, 43, 0, 0),
+                prefix: 16,
+            },
+        ]
+    } else {
+        vec![]
+    }
+}
+
 impl fmt::Display for Ipv4Net {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}", self.addr, self.prefix)

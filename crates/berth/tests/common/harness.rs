@@ -101,7 +101,7 @@ fn spawn_agent(url: &str, token: &str, ca: &Path, node: &mut Node) {
         .args(["--node-name", &node.name, "--node-ip", &node.ip])
         .arg("--data-dir")
         .arg(&node.data)
-        .args(["--bridge", &node.bridge, "--pod-cidr", &node.cidr])
+        .args(["--bridge", &node.bridge])
         .args(["--cgroup-parent", &node.cgroup_parent])
         .args(["--restart-backoff", "1s"])
         .stdout(Stdio::null())
@@ -176,7 +176,11 @@ impl Harness {
             let ns = format!("{}n{i}", h.underlay);
             let node_ip = format!("{}.{}", h.prefix, 10 + i);
             add_namespace(&ns, &h.underlay, &ns, &node_ip);
-            let (bridge, cidr) = berth_testkit::unique_net();
+            // The pod range comes from the server (`--cluster-cidr`, 10.42.0.0/16): each
+            // node's bridge and pods live in its own namespace, so the default range is the
+            // test's own.
+            let (bridge, _) = berth_testkit::unique_net();
+            let cidr = String::from("10.42.0.0/24");
             let mut node = Node {
                 cgroup_parent: format!("/berth-{}-{name}", h.underlay),
                 name,
@@ -247,10 +251,14 @@ impl Harness {
         ip(&["link", "set", &link, "up"]);
     }
 
-    /// The node's namespace, to run a client there (`nsenter --net=...`).
-    pub fn netns_path(&self, name: &str) -> PathBuf {
-        let n = self.nodes.iter().find(|n| n.name == name).expect("node");
-        Path::new("/run/netns").join(&n.ns)
+    /// The node's network namespace (for `ip -n NS ...`, `nsenter --net=/run/netns/NS`).
+    pub fn netns(&self, name: &str) -> String {
+        self.nodes
+            .iter()
+            .find(|n| n.name == name)
+            .expect("node")
+            .ns
+            .clone()
     }
 }
 
