@@ -6,6 +6,7 @@
 
 pub mod auth;
 pub mod discovery;
+pub mod endpoints;
 pub mod error;
 pub mod files;
 pub mod gc;

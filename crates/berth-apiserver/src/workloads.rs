@@ -76,7 +76,7 @@ fn pod_phase(p: &Object) -> &str {
         .unwrap_or("")
 }
 
-fn pod_ready(p: &Object) -> bool {
+pub(crate) fn pod_ready(p: &Object) -> bool {
     p.get("status")
         .and_then(|s| s.get("conditions"))
         .and_then(Value::as_array)

@@ -219,6 +219,10 @@ pub async fn start(opts: ServerOptions) -> anyhow::Result<RunningServer> {
             api.registry.clone(),
             stop_rx.clone(),
         )));
+        tasks.push(tokio::spawn(berth_apiserver::endpoints::run(
+            api.registry.clone(),
+            stop_rx.clone(),
+        )));
         tasks.push(tokio::spawn(berth_apiserver::nodes::run(
             api.registry.clone(),
             opts.node_timing,

@@ -599,3 +599,86 @@ spec:
         stderr(&o)
     );
 }
+
+#[test]
+fn endpoints_follow_the_ready_pods_a_service_selects() {
+    let manifest = r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: c
+        image: host
+        command: ["/bin/sleep", "100000"]
+        ports: [{name: http, containerPort: 8080}]
+        readinessProbe:
+          exec: {command: ["/usr/bin/test", "-f", "/tmp/ready"]}
+          periodSeconds: 1
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web, labels: {tier: front}}
+spec:
+  selector: {app: web}
+  ports: [{name: http, port: 80, targetPort: http}]
+"#;
+    let (_dir, _up, kc, _data) = cluster_with(manifest);
+    let endpoints = |kc: &Path| get_json(kc, &["endpoints", "web"]);
+    let ips = |ep: &Value, field: &str| -> Vec<String> {
+        ep["subsets"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|s| s[field].as_array().cloned().unwrap_or_default())
+            .filter_map(|a| a["ip"].as_str().map(String::from))
+            .collect()
+    };
+    // Running but not ready: listed as not ready, with the named port resolved.
+    let ep = eventually(60, "two not-ready addresses", || {
+        let ep = endpoints(&kc);
+        (ips(&ep, "notReadyAddresses").len() == 2).then_some(ep)
+    });
+    assert_eq!(ep["metadata"]["labels"]["tier"], "front");
+    assert_eq!(ep["subsets"][0]["ports"][0]["port"], 8080);
+    assert_eq!(ep["subsets"][0]["ports"][0]["name"], "http");
+    assert!(ips(&ep, "addresses").is_empty());
+
+    // One becomes ready: it moves to the addresses.
+    let pods = get_json(&kc, &["pods", "-l", "app=web"]);
+    let first = pods["items"][0]["metadata"]["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let first_ip = pods["items"][0]["status"]["podIP"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let o = berth(&kc, &["exec", &first, "--", "/usr/bin/touch", "/tmp/ready"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    eventually(20, "the ready pod among the addresses", || {
+        (ips(&endpoints(&kc), "addresses") == [first_ip.clone()]).then_some(())
+    });
+
+    // Scaled to one: the other pod leaves the Endpoints.
+    let o = berth(&kc, &["scale", "deploy/web", "--replicas", "1"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    eventually(30, "one pod left in the Endpoints", || {
+        let ep = endpoints(&kc);
+        (ips(&ep, "addresses").len() + ips(&ep, "notReadyAddresses").len() == 1).then_some(())
+    });
+
+    // The Service goes: so do its Endpoints.
+    let o = berth(&kc, &["delete", "svc", "web"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    eventually(20, "the Endpoints to go", || {
+        let o = berth(&kc, &["get", "endpoints", "web"]);
+        (!o.status.success()).then_some(())
+    });
+}

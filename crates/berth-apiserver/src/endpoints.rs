@@ -1,0 +1,399 @@
+//! The endpoints controller: every Service with a selector has an Endpoints object of the same
+//! name listing the pods it selects, as Kubernetes' does: ready pods under `addresses`, pods
+//! with an address that are not ready (yet) under `notReadyAddresses`, each with its node and
+//! a reference to the pod; the Service's ports with named target ports resolved per pod (pods
+//! that resolve them differently fall in different subsets). Terminating pods are left out.
+//! Services without a selector keep the Endpoints their users write.
+//!
+//! Invariant: it follows Services and Pods through one store watch into a cache, and writes
+//! an Endpoints object only when its content changes.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use berth_api::object::Object;
+use berth_api::selector::LabelSelector;
+use berth_store::EventType;
+use serde_json::{Value, json};
+use tokio::sync::watch;
+
+use crate::registry::{DeleteOptions, Registry, decode};
+
+const USER: &str = "system:controller:endpoint-controller";
+
+type Key = (String, String);
+
+fn key(o: &Object) -> Key {
+    (
+        o.namespace().unwrap_or("").to_string(),
+        o.name().to_string(),
+    )
+}
+
+/// Runs until `stop` turns true.
+pub async fn run(registry: Registry, stop: watch::Receiver<bool>) {
+    crate::gc::supervise("endpoints controller", stop, || run_once(&registry)).await
+}
+
+#[derive(Default)]
+struct Cache {
+    services: BTreeMap<Key, Object>,
+    /// Pods by namespace.
+    pods: HashMap<String, BTreeMap<String, Object>>,
+    /// What this controller last wrote (or found) per Service: the subsets and labels.
+    written: HashMap<Key, Value>,
+}
+
+async fn run_once(registry: &Registry) -> Result<(), String> {
+    let (all, rev) = registry.all_objects(None).map_err(|e| e.0.message)?;
+    let mut c = Cache::default();
+    let mut queue: BTreeSet<Key> = BTreeSet::new();
+    for o in all {
+        match o.kind() {
+            "Service" => {
+                queue.insert(key(&o));
+                c.services.insert(key(&o), o);
+            }
+            "Pod" => {
+                let (ns, name) = key(&o);
+                c.pods.entry(ns).or_default().insert(name, o);
+            }
+            "Endpoints" => {
+                c.written.insert(key(&o), content(&o));
+            }
+            _ => {}
+        }
+    }
+    let mut watcher = registry
+        .store
+        .watch(b"/registry/core/", rev + 1)
+        .map_err(|e| e.to_string())?;
+    loop {
+        while let Some(k) = queue.pop_first() {
+            reconcile(registry, &mut c, &k).await;
+        }
+        let Some(batch) = watcher.next().await.map_err(|e| e.to_string())? else {
+            return Ok(());
+        };
+        for ev in batch.events.iter() {
+            let k = &ev.kv.key;
+            let (svc, pod, ep) = (
+                k.starts_with(b"/registry/core/services/"),
+                k.starts_with(b"/registry/core/pods/"),
+                k.starts_with(b"/registry/core/endpoints/"),
+            );
+            if !(svc || pod || ep) {
+                continue;
+            }
+            let Ok(o) = decode(&ev.kv) else { continue };
+            let put = ev.typ == EventType::Put;
+            if svc {
+                queue.insert(key(&o));
+                if put {
+                    c.services.insert(key(&o), o);
+                } else {
+                    c.services.remove(&key(&o));
+                }
+            } else if pod {
+                let (ns, name) = key(&o);
+                // Any Service of the namespace may select it (before or after the change).
+                queue.extend(c.services.keys().filter(|(n, _)| *n == ns).cloned());
+                let pods = c.pods.entry(ns).or_default();
+                if put {
+                    pods.insert(name, o);
+                } else {
+                    pods.remove(&name);
+                }
+            } else if put {
+                // Someone else wrote an Endpoints object: compare it with what it should be.
+                if c.written.get(&key(&o)) != Some(&content(&o)) {
+                    c.written.insert(key(&o), content(&o));
+                    queue.insert(key(&o));
+                }
+            } else {
+                c.written.remove(&key(&o));
+                queue.insert(key(&o));
+            }
+        }
+    }
+}
+
+/// What of an Endpoints object this controller owns.
+fn content(o: &Object) -> Value {
+    json!({
+        "labels": o.metadata().and_then(|m| m.get("labels")).cloned().unwrap_or(json!({})),
+        "subsets": o.get("subsets").cloned().unwrap_or(json!([])),
+    })
+}
+
+/// A Service port's target on one pod: the number, or the pod's container port of that name.
+fn target_port(p: &Object, sp: &Value) -> Option<i64> {
+    let target = sp.get("targetPort").unwrap_or_else(|| &sp["port"]);
+    if let Some(n) = target.as_i64() {
+        return Some(n);
+    }
+    let name = target.as_str()?;
+    if let Ok(n) = name.parse::<i64>() {
+        return Some(n);
+    }
+    p.get("spec")?
+        .get("containers")?
+        .as_array()?
+        .iter()
+        .flat_map(|c| {
+            c.get("ports")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+        })
+        .find(|cp| cp.get("name").and_then(Value::as_str) == Some(name))?
+        .get("containerPort")?
+        .as_i64()
+}
+
+/// One subset: pods that resolve the Service's ports alike.
+#[derive(Default)]
+struct Subset {
+    ports: Vec<Value>,
+    ready: Vec<Value>,
+    not_ready: Vec<Value>,
+}
+
+/// The subsets a Service's pods make.
+pub fn subsets(svc: &Object, pods: &[&Object]) -> Value {
+    let spec = svc.get("spec").cloned().unwrap_or_default();
+    let publish_not_ready = spec
+        .get("publishNotReadyAddresses")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    let ports: Vec<Value> = spec
+        .get("ports")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    // Pods grouped by the ports they resolve to.
+    let mut groups: BTreeMap<String, Subset> = BTreeMap::new();
+    for p in pods {
+        let ip = p
+            .get("status")
+            .and_then(|s| s.get("podIP"))
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        if ip.is_empty() || p.deletion_timestamp().is_some() {
+            continue;
+        }
+        let phase = p
+            .get("status")
+            .and_then(|s| s.get("phase"))
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        if matches!(phase, "Succeeded" | "Failed") {
+            continue;
+        }
+        let resolved: Vec<Value> = ports
+            .iter()
+            .filter_map(|sp| {
+                let mut e = json!({
+                    "port": target_port(p, sp)?,
+                    "protocol": sp.get("protocol").and_then(Value::as_str).unwrap_or("TCP"),
+                });
+                if let Some(n) = sp
+                    .get("name")
+                    .and_then(Value::as_str)
+                    .filter(|n| !n.is_empty())
+                {
+                    e["name"] = json!(n);
+                }
+                if let Some(a) = sp.get("appProtocol") {
+                    e["appProtocol"] = a.clone();
+                }
+                Some(e)
+            })
+            .collect();
+        if !ports.is_empty() && resolved.is_empty() {
+            continue;
+        }
+        let node = p
+            .get("spec")
+            .and_then(|s| s.get("nodeName"))
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        let mut addr = json!({
+            "ip": ip,
+            "targetRef": {"kind": "Pod", "namespace": p.namespace().unwrap_or(""), "name": p.name(), "uid": p.uid()},
+        });
+        if !node.is_empty() {
+            addr["nodeName"] = json!(node);
+        }
+        let g = groups
+            .entry(serde_json::to_string(&resolved).unwrap_or_default())
+            .or_insert_with(|| Subset {
+                ports: resolved.clone(),
+                ..Default::default()
+            });
+        if crate::workloads::pod_ready(p) || publish_not_ready {
+            g.ready.push(addr);
+        } else {
+            g.not_ready.push(addr);
+        }
+    }
+    let by_ip = |a: &Value, b: &Value| {
+        let ip = |v: &Value| {
+            v["ip"]
+                .as_str()
+                .and_then(|s| s.parse::<std::net::Ipv4Addr>().ok())
+                .map_or(0, u32::from)
+        };
+        ip(a).cmp(&ip(b))
+    };
+    Value::Array(
+        groups
+            .into_values()
+            .map(|mut g| {
+                g.ready.sort_by(by_ip);
+                g.not_ready.sort_by(by_ip);
+                let mut s = json!({"ports": g.ports});
+                if !g.ready.is_empty() {
+                    s["addresses"] = json!(g.ready);
+                }
+                if !g.not_ready.is_empty() {
+                    s["notReadyAddresses"] = json!(g.not_ready);
+                }
+                s
+            })
+            .collect(),
+    )
+}
+
+async fn reconcile(registry: &Registry, c: &mut Cache, k: &Key) {
+    let Some(ep_kind) = berth_api::kinds::resolve("endpoints") else {
+        return;
+    };
+    let Some(svc) = c.services.get(k) else {
+        // The Service is gone: so are its Endpoints.
+        if c.written.remove(k).is_some() {
+            match registry
+                .delete(ep_kind, Some(&k.0), &k.1, &DeleteOptions::default(), USER)
+                .await
+            {
+                Ok(_) => {}
+                Err(e) if e.code() == 404 => {}
+                Err(e) => tracing::debug!(error = %e.0.message, "cannot delete Endpoints"),
+            }
+        }
+        return;
+    };
+    let selector = svc
+        .get("spec")
+        .and_then(|s| s.get("selector"))
+        .filter(|s| s.as_object().is_some_and(|m| !m.is_empty()));
+    let Some(selector) = selector else {
+        return; // No selector: the user's Endpoints.
+    };
+    let Ok(sel) = LabelSelector::from_object(&json!({"matchLabels": selector})) else {
+        return;
+    };
+    let pods: Vec<&Object> = c
+        .pods
+        .get(&k.0)
+        .into_iter()
+        .flat_map(|m| m.values())
+        .filter(|p| sel.matches(&p.labels()))
+        .collect();
+    let labels = svc
+        .metadata()
+        .and_then(|m| m.get("labels"))
+        .cloned()
+        .unwrap_or(json!({}));
+    let want = json!({"labels": labels, "subsets": subsets(svc, &pods)});
+    if c.written.get(k) == Some(&want) {
+        return;
+    }
+    let obj = json!({
+        "apiVersion": "v1", "kind": "Endpoints",
+        "metadata": {"name": k.1, "namespace": k.0, "labels": want["labels"]},
+        "subsets": want["subsets"],
+    });
+    let Some(obj) = Object::from_value(obj) else {
+        return;
+    };
+    let r = if c.written.contains_key(k) {
+        registry
+            .update(
+                ep_kind,
+                Some(&k.0),
+                &k.1,
+                obj.clone(),
+                USER,
+                "update",
+                false,
+            )
+            .await
+    } else {
+        registry
+            .create(ep_kind, Some(&k.0), obj.clone(), USER, false)
+            .await
+    };
+    let r = match r {
+        // It was there after all (or went away): the other write does.
+        Err(e) if e.code() == 409 => {
+            registry
+                .update(ep_kind, Some(&k.0), &k.1, obj, USER, "update", false)
+                .await
+        }
+        Err(e) if e.code() == 404 => registry.create(ep_kind, Some(&k.0), obj, USER, false).await,
+        r => r,
+    };
+    match r {
+        Ok(_) => {
+            c.written.insert(k.clone(), want);
+        }
+        Err(e) => tracing::debug!(error = %e.0.message, "cannot write Endpoints"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(name: &str, ip: &str, ready: bool, port_name: &str, port: i64) -> Object {
+        Object::from_value(json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": "default", "uid": format!("u-{name}")},
+            "spec": {"nodeName": "n1", "containers": [{"name": "c", "ports": [{"name": port_name, "containerPort": port}]}]},
+            "status": {"phase": "Running", "podIP": ip,
+                "conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" }}]}}))
+        .unwrap()
+    }
+
+    #[test]
+    fn ready_pods_are_addresses_and_named_ports_resolve_per_pod() {
+        let svc = Object::from_value(json!({"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "web", "namespace": "default"},
+            "spec": {"selector": {"app": "web"}, "ports": [{"name": "http", "port": 80, "targetPort": "http"}]}}))
+        .unwrap();
+        let a = pod("a", "10.42.0.12", true, "http", 8080);
+        let b = pod("b", "10.42.0.3", true, "http", 8080);
+        let c = pod("c", "10.42.0.4", false, "http", 8080);
+        let d = pod("d", "10.42.0.5", true, "http", 9090);
+        let e = pod("e", "10.42.0.6", true, "other", 1);
+        let s = subsets(&svc, &[&a, &b, &c, &d, &e]);
+        let s = s.as_array().unwrap();
+        assert_eq!(s.len(), 2, "{s:?}");
+        let on_8080 = s.iter().find(|x| x["ports"][0]["port"] == 8080).unwrap();
+        let ips: Vec<&str> = on_8080["addresses"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["ip"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            ips,
+            ["10.42.0.3", "10.42.0.12"],
+            "sorted as addresses, not strings"
+        );
+        assert_eq!(on_8080["notReadyAddresses"][0]["ip"], "10.42.0.4");
+        assert_eq!(on_8080["addresses"][0]["targetRef"]["name"], "b");
+        assert_eq!(on_8080["ports"][0]["name"], "http");
+        let on_9090 = s.iter().find(|x| x["ports"][0]["port"] == 9090).unwrap();
+        assert_eq!(on_9090["addresses"][0]["ip"], "10.42.0.5");
+    }
+}
