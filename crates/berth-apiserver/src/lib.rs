@@ -44,6 +44,8 @@ pub struct ServerConfig {
     /// The client certificate presented to node agents (logs, exec, metrics); none when the
     /// server runs without TLS.
     pub agent_client: Option<berth_tls::Identity>,
+    /// Where Services' cluster IPs come from.
+    pub service_cidr: (std::net::Ipv4Addr, u8),
 }
 
 impl Default for ServerConfig {
@@ -53,6 +55,7 @@ impl Default for ServerConfig {
             bookmark_interval: Duration::from_secs(5),
             version: env!("CARGO_PKG_VERSION").to_string(),
             agent_client: None,
+            service_cidr: (std::net::Ipv4Addr::new(10, 43, 0, 0), 16),
         }
     }
 }
@@ -74,7 +77,7 @@ pub struct ApiServer {
 impl ApiServer {
     pub fn new(store: Store, auth: Authenticator, config: ServerConfig) -> Arc<Self> {
         Arc::new(ApiServer {
-            registry: Registry::new(store),
+            registry: Registry::new(store).with_service_range(config.service_cidr),
             auth,
             config,
             watch_cache: Arc::default(),

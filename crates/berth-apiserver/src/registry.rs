@@ -117,11 +117,86 @@ fn decode_continue(token: &str) -> ApiResult<(u64, Vec<u8>)> {
 #[derive(Clone, Debug)]
 pub struct Registry {
     pub store: Store,
+    /// Where Services' cluster IPs come from (`--service-cidr`; 10.43.0.0/16 by default).
+    service_range: (std::net::Ipv4Addr, u8),
 }
+
+/// Where an allocated cluster IP is recorded (created with its Service, in the same
+/// transaction, only if no one holds it; deleted with the Service).
+const SERVICE_IPS: &str = "/registry/ranges/serviceips/";
 
 impl Registry {
     pub fn new(store: Store) -> Self {
-        Registry { store }
+        Registry {
+            store,
+            service_range: (std::net::Ipv4Addr::new(10, 43, 0, 0), 16),
+        }
+    }
+
+    /// The same, giving Services cluster IPs from `range`.
+    pub fn with_service_range(mut self, range: (std::net::Ipv4Addr, u8)) -> Self {
+        self.service_range = range;
+        self
+    }
+
+    /// The cluster IP a Service needs allocated: the one it asks for, or a free one (`None`
+    /// asked: any). `Err` for one outside the range. Headless and ExternalName Services get
+    /// none (`Ok(None)` with `wants` false).
+    fn wanted_cluster_ip(&self, svc: &Object) -> ApiResult<(bool, Option<std::net::Ipv4Addr>)> {
+        let spec = svc.get("spec");
+        let ty = spec
+            .and_then(|s| s.get("type"))
+            .and_then(Value::as_str)
+            .unwrap_or("ClusterIP");
+        let asked = spec
+            .and_then(|s| s.get("clusterIP"))
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        if ty == "ExternalName" || asked == "None" {
+            return Ok((false, None));
+        }
+        if asked.is_empty() {
+            return Ok((true, None));
+        }
+        let (base, prefix) = self.service_range;
+        let mask = u32::MAX << (32 - prefix);
+        let ip: std::net::Ipv4Addr = asked.parse().map_err(|_| {
+            ApiError::invalid(
+                kinds::resolve("services").unwrap_or(&kinds::KINDS[0]),
+                svc.name(),
+                &[berth_api::FieldError::invalid(
+                    "spec.clusterIP",
+                    format!("\"{asked}\""),
+                    "must be empty, 'None', or a valid IPv4 address",
+                )],
+            )
+        })?;
+        if u32::from(ip) & mask != u32::from(base) {
+            return Err(ApiError::invalid(
+                kinds::resolve("services").unwrap_or(&kinds::KINDS[0]),
+                svc.name(),
+                &[berth_api::FieldError::invalid(
+                    "spec.clusterIPs",
+                    format!("[]string{{\"{asked}\"}}"),
+                    &format!(
+                        "failed to allocate IP {asked}: the provided IP ({asked}) is not in the valid range. The range of valid IPs is {base}/{prefix}"
+                    ),
+                )],
+            ));
+        }
+        Ok((true, Some(ip)))
+    }
+
+    /// A free-looking address of the service range, at random from its upper part (the lower
+    /// 256 are left for Services that name theirs, as Kubernetes' static band).
+    fn random_service_ip(&self) -> std::net::Ipv4Addr {
+        let (base, prefix) = self.service_range;
+        let size = 1u32 << (32 - prefix);
+        let low = if size > 1024 { 256 } else { 2 };
+        let mut b = [0u8; 4];
+        let _ = getrandom::fill(&mut b);
+        let offset = low + u32::from_le_bytes(b) % (size - low - 1);
+        std::net::Ipv4Addr::from(u32::from(base) + offset)
     }
 
     fn key(kind: &ResourceKind, ns: Option<&str>, name: &str) -> Vec<u8> {
@@ -305,19 +380,64 @@ impl Registry {
             return Ok(obj);
         }
         let name = obj.name().to_string();
-        let txn = Txn::default()
-            .when(Compare::mod_revision(key.clone(), CompareOp::Equal, 0))
-            .then(Op::Put {
-                key,
+        let (wants_ip, asked) = if kind.kind == "Service" {
+            self.wanted_cluster_ip(&obj)?
+        } else {
+            (false, None)
+        };
+        // A Service takes its cluster IP in the same transaction; a taken random one is
+        // tried again with another.
+        for _ in 0..32 {
+            let mut txn =
+                Txn::default().when(Compare::mod_revision(key.clone(), CompareOp::Equal, 0));
+            let ip = wants_ip.then(|| asked.unwrap_or_else(|| self.random_service_ip()));
+            if let Some(ip) = ip {
+                if let Some(Value::Object(spec)) = obj.0.get_mut("spec") {
+                    spec.insert("clusterIP".into(), json!(ip.to_string()));
+                    spec.insert("clusterIPs".into(), json!([ip.to_string()]));
+                    spec.insert("ipFamilies".into(), json!(["IPv4"]));
+                    spec.insert("ipFamilyPolicy".into(), json!("SingleStack"));
+                }
+                let ip_key = format!("{SERVICE_IPS}{ip}").into_bytes();
+                let holder = format!("{}/{name}", obj.namespace().unwrap_or(""));
+                txn = txn
+                    .when(Compare::mod_revision(ip_key.clone(), CompareOp::Equal, 0))
+                    .then(Op::Put {
+                        key: ip_key,
+                        value: holder.into_bytes(),
+                        lease: 0,
+                    });
+            }
+            let txn = txn.then(Op::Put {
+                key: key.clone(),
                 value: encode(&obj),
                 lease: 0,
             });
-        let r = self.store.txn(txn, Origin::new(user, "create")).await?;
-        if !r.succeeded {
-            return Err(ApiError::already_exists(kind, &name));
+            let r = self.store.txn(txn, Origin::new(user, "create")).await?;
+            if r.succeeded {
+                obj.set_meta("resourceVersion", r.revision.to_string());
+                return Ok(obj);
+            }
+            if r.current.first().is_some_and(Option::is_some) {
+                return Err(ApiError::already_exists(kind, &name));
+            }
+            if let Some(ip) = asked {
+                return Err(ApiError::invalid(
+                    kind,
+                    &name,
+                    &[berth_api::FieldError::invalid(
+                        "spec.clusterIPs",
+                        format!("[]string{{\"{ip}\"}}"),
+                        &format!("failed to allocate IP {ip}: provided IP is already allocated"),
+                    )],
+                ));
+            }
         }
-        obj.set_meta("resourceVersion", r.revision.to_string());
-        Ok(obj)
+        Err(ApiError::new(
+            500,
+            "InternalError",
+            "failed to allocate a cluster IP: the service range is (nearly) full",
+        ))
     }
 
     /// What a create stores, and where: the object named, defaulted, validated and stamped
@@ -442,13 +562,28 @@ impl Registry {
         name: &str,
         user: &str,
     ) -> ApiResult<u64> {
-        let txn = Txn::default()
+        let mut txn = Txn::default()
             .when(Compare::mod_revision(
                 key.clone(),
                 CompareOp::Equal,
                 mod_revision,
             ))
-            .then(Op::Delete { key });
+            .then(Op::Delete { key: key.clone() });
+        // A Service gives its cluster IP back with it.
+        if kind.kind == "Service"
+            && let Some(kv) = self.store.get(&key)?
+            && kv.mod_revision == mod_revision
+            && let Ok(svc) = decode(&kv)
+            && let Some(ip) = svc
+                .get("spec")
+                .and_then(|s| s.get("clusterIP"))
+                .and_then(Value::as_str)
+                .filter(|ip| ip.parse::<std::net::Ipv4Addr>().is_ok())
+        {
+            txn = txn.then(Op::Delete {
+                key: format!("{SERVICE_IPS}{ip}").into_bytes(),
+            });
+        }
         let r = self.store.txn(txn, Origin::new(user, "delete")).await?;
         if !r.succeeded {
             return Err(ApiError::conflict(kind, name));

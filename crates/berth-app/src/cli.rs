@@ -69,6 +69,9 @@ pub struct ServerArgs {
     /// The cluster's pod range: a node that names no --pod-cidr gets the next free /24 of it
     #[arg(long, value_name = "CIDR", default_value = "10.42.0.0/16", value_parser = berth_apiserver::nodes::parse_cluster_cidr)]
     pub cluster_cidr: (std::net::Ipv4Addr, u8),
+    /// Where Services' cluster IPs come from
+    #[arg(long, value_name = "CIDR", default_value = "10.43.0.0/16", value_parser = berth_apiserver::nodes::parse_cluster_cidr)]
+    pub service_cidr: (std::net::Ipv4Addr, u8),
     /// How long after a node went NotReady its pods are replaced elsewhere
     #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = parse_duration)]
     pub pod_eviction_timeout: Duration,
@@ -217,6 +220,7 @@ async fn run_server(args: ServerArgs, all_in_one: bool) -> anyhow::Result<()> {
         eviction: args.pod_eviction_timeout,
         cluster_cidr: args.cluster_cidr,
     };
+    opts.service_cidr = args.service_cidr;
     let server = start(opts).await?;
     let (agent_stop, agent_stop_rx) = tokio::sync::watch::channel(false);
     if all_in_one {

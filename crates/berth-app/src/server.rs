@@ -29,6 +29,8 @@ pub struct ServerOptions {
     pub scheduling: berth_scheduler::Strategy,
     /// When a silent node is NotReady, and when its pods are replaced.
     pub node_timing: berth_apiserver::nodes::Timing,
+    /// Where Services' cluster IPs come from.
+    pub service_cidr: (std::net::Ipv4Addr, u8),
 }
 
 impl ServerOptions {
@@ -42,6 +44,7 @@ impl ServerOptions {
             controllers: true,
             scheduling: berth_scheduler::Strategy::Spread,
             node_timing: berth_apiserver::nodes::Timing::default(),
+            service_cidr: (std::net::Ipv4Addr::new(10, 43, 0, 0), 16),
         }
     }
 }
@@ -164,6 +167,7 @@ pub async fn start(opts: ServerOptions) -> anyhow::Result<RunningServer> {
     let config = ServerConfig {
         bookmark_interval: opts.bookmark_interval,
         agent_client: pki.as_ref().map(|p| p.agent_client.clone()),
+        service_cidr: opts.service_cidr,
         ..Default::default()
     };
     let api = ApiServer::new(store.clone(), auth, config);

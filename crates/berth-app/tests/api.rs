@@ -1294,6 +1294,70 @@ async fn bindings_in_one_transaction_fall_back_one_by_one_on_a_conflict() {
 }
 
 #[tokio::test]
+async fn services_get_cluster_ips_of_their_own_from_the_service_range() {
+    let t = TestServer::start().await;
+    let c = &t.admin;
+    let svc = resolve("services").unwrap();
+    let make = |name: &str, ip: Option<&str>| {
+        let mut s = fixture("Service", name);
+        if let Some(ip) = ip {
+            s["spec"]["clusterIP"] = json!(ip);
+        }
+        s
+    };
+    let a = c
+        .create(svc, Some("default"), &make("a", None), "")
+        .await
+        .unwrap();
+    let b = c
+        .create(svc, Some("default"), &make("b", None), "")
+        .await
+        .unwrap();
+    let ip_a = a["spec"]["clusterIP"].as_str().unwrap().to_string();
+    assert!(ip_a.starts_with("10.43."), "{a}");
+    assert_eq!(a["spec"]["clusterIPs"], json!([ip_a]));
+    assert_ne!(ip_a, b["spec"]["clusterIP"].as_str().unwrap());
+    // One asked for by name is given if free, and refused if taken or out of range.
+    let fixed = c
+        .create(svc, Some("default"), &make("dns", Some("10.43.0.10")), "")
+        .await
+        .unwrap();
+    assert_eq!(fixed["spec"]["clusterIP"], "10.43.0.10");
+    let taken = c
+        .create(svc, Some("default"), &make("again", Some("10.43.0.10")), "")
+        .await
+        .unwrap_err();
+    assert_eq!(taken.code(), Some(422));
+    assert!(
+        taken
+            .to_string()
+            .contains("provided IP is already allocated"),
+        "{taken}"
+    );
+    let outside = c
+        .create(svc, Some("default"), &make("far", Some("10.99.0.1")), "")
+        .await
+        .unwrap_err();
+    assert!(
+        outside.to_string().contains("not in the valid range"),
+        "{outside}"
+    );
+    // Headless ones get none.
+    let headless = c
+        .create(svc, Some("default"), &make("headless", Some("None")), "")
+        .await
+        .unwrap();
+    assert_eq!(headless["spec"]["clusterIP"], "None");
+    // Deleting a Service gives its IP back.
+    c.delete(svc, Some("default"), "dns", "").await.unwrap();
+    let reused = c
+        .create(svc, Some("default"), &make("dns2", Some("10.43.0.10")), "")
+        .await
+        .unwrap();
+    assert_eq!(reused["spec"]["clusterIP"], "10.43.0.10");
+}
+
+#[tokio::test]
 async fn logs_exec_and_metrics_say_what_is_missing() {
     let t = TestServer::start().await;
     let c = &t.admin;
