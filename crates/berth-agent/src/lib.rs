@@ -11,6 +11,7 @@
 //!   longer binds to this node.
 
 pub mod api;
+pub mod dns;
 mod pods;
 mod probes;
 mod routes;
@@ -55,6 +56,10 @@ pub struct AgentConfig {
     /// Whether the runtime's pod range was given (`--pod-cidr`); if not, the node takes the
     /// one the server allocates it (`spec.podCIDR`).
     pub range_given: bool,
+    /// Where names outside the cluster domain are asked (none: REFUSED).
+    pub dns_upstream: Vec<std::net::SocketAddr>,
+    /// The address this node's cluster DNS answers on (its pods' gateway), once it serves.
+    pub cluster_dns: Option<std::net::Ipv4Addr>,
 }
 
 fn micro_time_now() -> String {
@@ -288,6 +293,29 @@ pub async fn run(
         tracing::info!(%range, "pod range allocated by the server");
     }
     tokio::spawn(routes::run(client.clone(), cfg.clone(), stop.clone()));
+    // Cluster DNS on the pods' gateway address (the bridge's), for this node's pods.
+    let net = cfg.runtime.network.clone();
+    match tokio::task::spawn_blocking(move || net.ensure_bridge()).await {
+        Ok(Ok(_)) => {
+            let gw = cfg.runtime.network.range.gateway();
+            let addr = std::net::SocketAddr::from((gw, 53));
+            let (client, upstream, stop) = (client.clone(), cfg.dns_upstream.clone(), stop.clone());
+            let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+            tokio::spawn(async move {
+                match dns::serve(client, addr, upstream, stop, ready_tx).await {
+                    Ok(()) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %format!("{e:#}"), "no cluster DNS on this node; its pods use the host's resolvers")
+                    }
+                }
+            });
+            if ready_rx.await.unwrap_or(false) {
+                cfg.cluster_dns = Some(gw);
+            }
+        }
+        Ok(Err(e)) => tracing::warn!(error = %e, "cannot make the pod bridge; no cluster DNS"),
+        Err(_) => {}
+    }
     tokio::spawn(heartbeat(
         client.clone(),
         cfg.clone(),
@@ -398,6 +426,49 @@ fn dispatch(
 fn dispatch_gone(workers: &mut HashMap<String, mpsc::UnboundedSender<pods::Update>>, uid: &str) {
     if let Some(tx) = workers.remove(uid) {
         let _ = tx.send(pods::Update::Gone);
+    }
+}
+
+/// Lists a kind (all namespaces) and follows it by watch, listing again when the watch breaks,
+/// until `stop`: `listed` gets every list's items, `event` every change after it
+/// (`ADDED`, `MODIFIED`, `DELETED`).
+pub(crate) async fn follow(
+    client: &Client,
+    plural: &str,
+    mut stop: watch::Receiver<bool>,
+    mut listed: impl FnMut(&[Value]),
+    mut event: impl FnMut(&str, &Value),
+) {
+    let Some(kind) = resolve(plural) else { return };
+    loop {
+        let list = match client.list(kind, None, "").await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot list {plural}; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                    _ = stop.changed() => return,
+                }
+            }
+        };
+        listed(list["items"].as_array().map(Vec::as_slice).unwrap_or(&[]));
+        let rv = list["metadata"]["resourceVersion"].as_str().unwrap_or("");
+        let Ok(mut stream) = client
+            .watch(kind, None, &format!("resourceVersion={rv}"))
+            .await
+        else {
+            continue;
+        };
+        loop {
+            tokio::select! {
+                ev = stream.next() => match ev {
+                    Ok(Some(ev)) if ev.typ != "BOOKMARK" && ev.typ != "ERROR" => event(&ev.typ, &ev.object),
+                    Ok(Some(_)) => {}
+                    _ => break,
+                },
+                _ = stop.changed() => return,
+            }
+        }
     }
 }
 

@@ -9,7 +9,7 @@ use berth_api::kinds::resolve;
 use berth_client::Client;
 use berth_image::{ImageConfig, ImageStore};
 use berth_runtime::ContainerSpec;
-use berth_runtime::pod::{ContainerConfig, PodConfig, RuntimeError};
+use berth_runtime::pod::{ContainerConfig, Dns, PodConfig, RuntimeError};
 use berth_runtime::shim::{ContainerState, Status};
 use berth_runtime::spec::Mount;
 use serde_json::{Value, json};
@@ -250,6 +250,51 @@ fn quantity(v: &Value, ptr: &str) -> Option<berth_api::quantity::Quantity> {
         Value::Number(n) => berth_api::quantity::Quantity::parse(&n.to_string()).ok(),
         _ => None,
     })
+}
+
+/// A pod's resolv.conf as its DNS policy says: ClusterFirst (the default) is this node's
+/// cluster DNS with the Kubernetes search list; Default is the host's resolvers; None is the
+/// pod's own `dnsConfig`. (`dnsConfig` adds to the other two.)
+fn pod_dns(cfg: &AgentConfig, pod: &Value) -> Dns {
+    let ns = s(pod, "/metadata/namespace");
+    let mut dns = match (s(pod, "/spec/dnsPolicy"), cfg.cluster_dns) {
+        ("None", _) => Dns::default(),
+        ("Default", _) | (_, None) => cfg.dns.clone(),
+        (_, Some(ip)) => Dns {
+            nameservers: vec![ip.to_string()],
+            searches: vec![
+                format!("{ns}.svc.{}", crate::dns::DOMAIN),
+                format!("svc.{}", crate::dns::DOMAIN),
+                crate::dns::DOMAIN.to_string(),
+            ],
+            options: vec!["ndots:5".into()],
+        },
+    };
+    let strings = |ptr: &str| -> Vec<String> {
+        pod.pointer(ptr)
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|x| x.as_str().map(String::from))
+            .collect()
+    };
+    dns.nameservers
+        .extend(strings("/spec/dnsConfig/nameservers"));
+    dns.searches.extend(strings("/spec/dnsConfig/searches"));
+    for o in pod
+        .pointer("/spec/dnsConfig/options")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let name = s(o, "/name");
+        match o.get("value").and_then(Value::as_str) {
+            Some(v) => dns.options.push(format!("{name}:{v}")),
+            None if !name.is_empty() => dns.options.push(name.to_string()),
+            None => {}
+        }
+    }
+    dns
 }
 
 /// The pod's host name: `spec.hostname`, or its name.
@@ -515,7 +560,7 @@ fn sync_blocking(
                 name: s(pod, "/metadata/name").to_string(),
                 namespace: s(pod, "/metadata/namespace").to_string(),
                 hostname: hostname.to_string(),
-                dns: cfg.dns.clone(),
+                dns: pod_dns(cfg, pod),
                 annotations: Default::default(),
             })
             .map_err(|e| e.to_string())?

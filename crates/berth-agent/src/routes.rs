@@ -109,67 +109,45 @@ impl Routes {
 }
 
 /// Keeps the routes to other nodes' pods in step with the Nodes, until `stop`.
-pub(crate) async fn run(client: Client, cfg: AgentConfig, mut stop: watch::Receiver<bool>) {
-    let Some(nodes) = resolve("nodes") else {
-        return;
-    };
-    let mut routes = Routes {
+pub(crate) async fn run(client: Client, cfg: AgentConfig, stop: watch::Receiver<bool>) {
+    let routes = Routes {
         own: cfg.runtime.network.range,
         own_ip: cfg.node_ip.parse().ok(),
         installed: HashMap::new(),
         forwarding: false,
     };
-    loop {
-        let list = match client.list(nodes, None, "").await {
-            Ok(l) => l,
-            Err(e) => {
-                tracing::debug!(error = %e, "cannot list nodes; retrying");
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
-                    _ = stop.changed() => return,
-                }
+    let routes = std::sync::Mutex::new(routes);
+    crate::follow(
+        &client,
+        "nodes",
+        stop,
+        |items| {
+            let mut routes = routes.lock().unwrap_or_else(|e| e.into_inner());
+            let names: Vec<String> = items
+                .iter()
+                .filter_map(|n| n["metadata"]["name"].as_str().map(String::from))
+                .collect();
+            let gone: Vec<String> = routes
+                .installed
+                .keys()
+                .filter(|k| !names.contains(k))
+                .cloned()
+                .collect();
+            for g in gone {
+                routes.set(&g, None);
             }
-        };
-        let items = list["items"].as_array().cloned().unwrap_or_default();
-        let names: Vec<String> = items
-            .iter()
-            .filter_map(|n| n["metadata"]["name"].as_str().map(String::from))
-            .collect();
-        for gone in routes
-            .installed
-            .keys()
-            .filter(|k| !names.contains(k))
-            .cloned()
-            .collect::<Vec<_>>()
-        {
-            routes.set(&gone, None);
-        }
-        for n in &items {
-            routes.set(n["metadata"]["name"].as_str().unwrap_or(""), route_of(n));
-        }
-        let rv = list["metadata"]["resourceVersion"].as_str().unwrap_or("");
-        let mut stream = match client
-            .watch(nodes, None, &format!("resourceVersion={rv}"))
-            .await
-        {
-            Ok(s) => s,
-            Err(_) => continue,
-        };
-        loop {
-            tokio::select! {
-                ev = stream.next() => match ev {
-                    Ok(Some(ev)) => {
-                        let name = ev.object["metadata"]["name"].as_str().unwrap_or("").to_string();
-                        match ev.typ.as_str() {
-                            "ADDED" | "MODIFIED" => routes.set(&name, route_of(&ev.object)),
-                            "DELETED" => routes.set(&name, None),
-                            _ => {}
-                        }
-                    }
-                    _ => break,
-                },
-                _ = stop.changed() => return,
+            for n in items {
+                routes.set(n["metadata"]["name"].as_str().unwrap_or(""), route_of(n));
             }
-        }
-    }
+        },
+        |typ, n| {
+            let name = n["metadata"]["name"].as_str().unwrap_or("");
+            let want = if typ == "DELETED" { None } else { route_of(n) };
+            routes
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .set(name, want);
+        },
+    )
+    .await
 }

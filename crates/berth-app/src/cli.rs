@@ -106,6 +106,15 @@ pub struct NodeArgs {
         default_value_t = 10250
     )]
     pub agent_port: u16,
+    /// Where the node's cluster DNS sends names outside the cluster: `host` (this machine's
+    /// resolv.conf), `none` (answer REFUSED), or addresses (comma-separated)
+    #[arg(
+        long,
+        value_name = "WHERE",
+        env = "BERTH_DNS_UPSTREAM",
+        default_value = "host"
+    )]
+    pub dns_upstream: String,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -160,6 +169,24 @@ impl NodeArgs {
             agent_port: self.agent_port,
             cluster_ca_pem,
             range_given: self.net.pod_cidr.is_some(),
+            dns_upstream: match self.dns_upstream.as_str() {
+                "host" => berth_agent::dns::host_upstreams(),
+                "none" => Vec::new(),
+                list => list
+                    .split(',')
+                    .map(|a| {
+                        let a = a.trim();
+                        a.parse::<std::net::SocketAddr>()
+                            .or_else(|_| a.parse::<std::net::IpAddr>().map(|ip| (ip, 53).into()))
+                            .map_err(|_| {
+                                anyhow::anyhow!(
+                                    "--dns-upstream {a:?} is not host, none or an address"
+                                )
+                            })
+                    })
+                    .collect::<anyhow::Result<_>>()?,
+            },
+            cluster_dns: None,
         })
     }
 }

@@ -44,6 +44,8 @@ impl BerthProcess {
         }
         // Nodes' agent APIs on ports of their own.
         cmd.env("BERTH_AGENT_PORT", "0");
+        // Cluster DNS answers cluster names only: nothing is forwarded off the machine.
+        cmd.env("BERTH_DNS_UPSTREAM", "none");
         let mut child = cmd
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

@@ -1,0 +1,591 @@
+//! Node-local cluster DNS: every agent answers the cluster's names from its own watch of
+//! Services and Endpoints, on its pods' gateway address (UDP and TCP, port 53), as CoreDNS's
+//! kubernetes plugin answers them:
+//!
+//! - `SVC.NS.svc.cluster.local` A: the Service's cluster IP; for a headless Service, the
+//!   addresses of its ready endpoints;
+//! - `_PORT._PROTO.SVC.NS.svc.cluster.local` SRV: the named port, on the Service's name (or on
+//!   each ready endpoint of a headless one, `A-B-C-D.SVC.NS.svc.cluster.local`, which has an A
+//!   record too);
+//! - `A-B-C-D.NS.pod.cluster.local` A: that address;
+//! - any other name under `cluster.local`: NXDOMAIN; a name that exists but has no records of
+//!   the asked type: an empty answer (NOERROR);
+//! - names outside the cluster domain go to the upstream resolvers, or get REFUSED when there
+//!   are none (`--dns-upstream none`).
+//!
+//! Pods of the default DNS policy (ClusterFirst) get it in their resolv.conf, with the search
+//! list `NS.svc.cluster.local svc.cluster.local cluster.local` and `ndots:5`.
+
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use berth_client::Client;
+use hickory_proto::op::{Message, MessageType, OpCode, ResponseCode};
+use hickory_proto::rr::rdata::{A, SRV};
+use hickory_proto::rr::{Name, RData, Record, RecordType};
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::watch;
+
+/// The cluster's domain.
+pub const DOMAIN: &str = "cluster.local";
+/// Seconds answers may be cached (CoreDNS's kubernetes plugin's default).
+const TTL: u32 = 5;
+
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Service {
+    /// None for a headless Service.
+    cluster_ip: Option<Ipv4Addr>,
+    /// (name, protocol, port).
+    ports: Vec<(String, String, u16)>,
+}
+
+/// What the server answers from.
+#[derive(Debug, Default)]
+pub(crate) struct Zone {
+    services: HashMap<(String, String), Service>,
+    /// Ready endpoint addresses by Service.
+    endpoints: HashMap<(String, String), Vec<Ipv4Addr>>,
+}
+
+fn key(o: &Value) -> (String, String) {
+    (
+        o["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or("")
+            .to_lowercase(),
+        o["metadata"]["name"].as_str().unwrap_or("").to_lowercase(),
+    )
+}
+
+impl Zone {
+    fn put_service(&mut self, o: &Value) {
+        let spec = &o["spec"];
+        if spec["type"] == "ExternalName" {
+            self.services.remove(&key(o));
+            return;
+        }
+        let svc = Service {
+            cluster_ip: spec["clusterIP"].as_str().and_then(|ip| ip.parse().ok()),
+            ports: spec["ports"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|p| {
+                    Some((
+                        p["name"].as_str().unwrap_or("").to_lowercase(),
+                        p["protocol"].as_str().unwrap_or("TCP").to_lowercase(),
+                        u16::try_from(p["port"].as_u64()?).ok()?,
+                    ))
+                })
+                .collect(),
+        };
+        self.services.insert(key(o), svc);
+    }
+
+    fn put_endpoints(&mut self, o: &Value) {
+        let mut ips: Vec<Ipv4Addr> = o["subsets"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|s| s["addresses"].as_array().cloned().unwrap_or_default())
+            .filter_map(|a| a["ip"].as_str()?.parse().ok())
+            .collect();
+        ips.sort();
+        ips.dedup();
+        self.endpoints.insert(key(o), ips);
+    }
+}
+
+/// An answer: the code, and the records.
+#[derive(Debug, PartialEq)]
+pub(crate) struct Answer {
+    pub code: ResponseCode,
+    pub records: Vec<Record>,
+}
+
+fn dashed(label: &str) -> Option<Ipv4Addr> {
+    label.replace('-', ".").parse().ok()
+}
+
+fn a(name: &Name, ip: Ipv4Addr) -> Record {
+    Record::from_rdata(name.clone(), TTL, RData::A(A(ip)))
+}
+
+/// Answers one question about the cluster domain; `None` when the name is not in it.
+pub(crate) fn answer(zone: &Zone, name: &Name, qtype: RecordType) -> Option<Answer> {
+    let text = name.to_lowercase().to_ascii();
+    let text = text.trim_end_matches('.');
+    let rest = text.strip_suffix(DOMAIN)?.strip_suffix('.').or_else(|| {
+        // The domain itself.
+        (text == DOMAIN).then_some("")
+    })?;
+    let labels: Vec<&str> = if rest.is_empty() {
+        Vec::new()
+    } else {
+        rest.split('.').collect()
+    };
+    let nx = || {
+        Some(Answer {
+            code: ResponseCode::NXDomain,
+            records: Vec::new(),
+        })
+    };
+    let found = |records: Vec<Record>| {
+        // A name that exists with nothing of the type asked: NOERROR, no records.
+        let records = records
+            .into_iter()
+            .filter(|r| qtype == RecordType::ANY || r.record_type() == qtype)
+            .collect();
+        Some(Answer {
+            code: ResponseCode::NoError,
+            records,
+        })
+    };
+    match labels.as_slice() {
+        // The zone and its two subtrees exist (empty non-terminals).
+        [] | ["svc"] | ["pod"] | [_, "svc"] | [_, "pod"] => found(Vec::new()),
+        [ip, _ns, "pod"] => match dashed(ip) {
+            Some(ip) => found(vec![a(name, ip)]),
+            None => nx(),
+        },
+        [svc, ns, "svc"] => {
+            let k = (ns.to_string(), svc.to_string());
+            let Some(s) = zone.services.get(&k) else {
+                return nx();
+            };
+            let ips = match s.cluster_ip {
+                Some(ip) => vec![ip],
+                None => zone.endpoints.get(&k).cloned().unwrap_or_default(),
+            };
+            found(ips.into_iter().map(|ip| a(name, ip)).collect())
+        }
+        [host, svc, ns, "svc"] if !host.starts_with('_') => {
+            let k = (ns.to_string(), svc.to_string());
+            let s = zone.services.get(&k)?;
+            let ip = dashed(host).filter(|ip| {
+                s.cluster_ip.is_none() && zone.endpoints.get(&k).is_some_and(|e| e.contains(ip))
+            });
+            match ip {
+                Some(ip) => found(vec![a(name, ip)]),
+                None => nx(),
+            }
+        }
+        [port, proto, svc, ns, "svc"] => {
+            let k = (ns.to_string(), svc.to_string());
+            let Some(s) = zone.services.get(&k) else {
+                return nx();
+            };
+            let (port, proto) = (port.trim_start_matches('_'), proto.trim_start_matches('_'));
+            let Some((_, _, number)) = s.ports.iter().find(|(n, p, _)| n == port && p == proto)
+            else {
+                return nx();
+            };
+            let svc_name = Name::from_ascii(format!("{svc}.{ns}.svc.{DOMAIN}.")).ok()?;
+            let targets: Vec<Name> = match s.cluster_ip {
+                Some(_) => vec![svc_name],
+                None => zone
+                    .endpoints
+                    .get(&k)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|ip| {
+                        let d = ip.to_string().replace('.', "-");
+                        Name::from_ascii(format!("{d}.{svc}.{ns}.svc.{DOMAIN}.")).ok()
+                    })
+                    .collect(),
+            };
+            found(
+                targets
+                    .into_iter()
+                    .map(|t| {
+                        Record::from_rdata(
+                            name.clone(),
+                            TTL,
+                            RData::SRV(SRV::new(0, 100, *number, t)),
+                        )
+                    })
+                    .collect(),
+            )
+        }
+        _ => nx(),
+    }
+}
+
+/// The reply to one query message (raw bytes in, raw bytes out); `None` for garbage not
+/// worth an answer.
+pub(crate) async fn reply(
+    zone: &RwLock<Zone>,
+    upstream: &[SocketAddr],
+    query: &[u8],
+) -> Option<Vec<u8>> {
+    let msg = match Message::from_vec(query) {
+        Ok(m) => m,
+        Err(_) => {
+            // A header at least: say FORMERR.
+            if query.len() < 12 {
+                return None;
+            }
+            let mut r = Message::new();
+            r.set_id(u16::from_be_bytes([query[0], query[1]]))
+                .set_message_type(MessageType::Response)
+                .set_response_code(ResponseCode::FormErr);
+            return r.to_vec().ok();
+        }
+    };
+    if msg.message_type() != MessageType::Query {
+        return None;
+    }
+    let mut r = Message::new();
+    r.set_id(msg.id())
+        .set_message_type(MessageType::Response)
+        .set_op_code(msg.op_code())
+        .set_recursion_desired(msg.recursion_desired())
+        .set_recursion_available(!upstream.is_empty());
+    r.add_queries(msg.queries().to_vec());
+    let Some(q) = msg
+        .queries()
+        .first()
+        .filter(|_| msg.op_code() == OpCode::Query)
+    else {
+        r.set_response_code(ResponseCode::NotImp);
+        return r.to_vec().ok();
+    };
+    let found = {
+        let z = zone.read().unwrap_or_else(|e| e.into_inner());
+        answer(&z, q.name(), q.query_type())
+    };
+    match found {
+        Some(ans) => {
+            r.set_authoritative(true).set_response_code(ans.code);
+            r.add_answers(ans.records);
+            r.to_vec().ok()
+        }
+        None if upstream.is_empty() => {
+            r.set_response_code(ResponseCode::Refused);
+            r.to_vec().ok()
+        }
+        None => match forward(upstream, query).await {
+            Some(bytes) => Some(bytes),
+            None => {
+                r.set_response_code(ResponseCode::ServFail);
+                r.to_vec().ok()
+            }
+        },
+    }
+}
+
+/// Asks the upstream resolvers in turn (2 s each) and passes their answer on.
+async fn forward(upstream: &[SocketAddr], query: &[u8]) -> Option<Vec<u8>> {
+    for up in upstream {
+        let bind: SocketAddr = if up.is_ipv4() {
+            ([0, 0, 0, 0], 0).into()
+        } else {
+            ([0u16; 8], 0).into()
+        };
+        let Ok(sock) = tokio::net::UdpSocket::bind(bind).await else {
+            continue;
+        };
+        if sock.send_to(query, up).await.is_err() {
+            continue;
+        }
+        let mut buf = vec![0u8; 4096];
+        if let Ok(Ok((n, _))) =
+            tokio::time::timeout(Duration::from_secs(2), sock.recv_from(&mut buf)).await
+        {
+            buf.truncate(n);
+            return Some(buf);
+        }
+    }
+    None
+}
+
+/// Keeps `zone` in step with Services and Endpoints, until `stop`.
+async fn follow(
+    client: Client,
+    zone: Arc<RwLock<Zone>>,
+    plural: &'static str,
+    stop: watch::Receiver<bool>,
+) {
+    let services = plural == "services";
+    let write = || zone.write().unwrap_or_else(|e| e.into_inner());
+    crate::follow(
+        &client,
+        plural,
+        stop,
+        |items| {
+            let mut z = write();
+            if services {
+                z.services.clear();
+            } else {
+                z.endpoints.clear();
+            }
+            for o in items {
+                if services {
+                    z.put_service(o)
+                } else {
+                    z.put_endpoints(o)
+                }
+            }
+        },
+        |typ, o| {
+            let mut z = write();
+            match (typ, services) {
+                ("DELETED", true) => {
+                    z.services.remove(&key(o));
+                }
+                ("DELETED", false) => {
+                    z.endpoints.remove(&key(o));
+                }
+                (_, true) => z.put_service(o),
+                (_, false) => z.put_endpoints(o),
+            }
+        },
+    )
+    .await
+}
+
+/// Serves cluster DNS on `addr` (UDP and TCP) until `stop`.
+pub(crate) async fn serve(
+    client: Client,
+    addr: SocketAddr,
+    upstream: Vec<SocketAddr>,
+    stop: watch::Receiver<bool>,
+    ready: tokio::sync::oneshot::Sender<bool>,
+) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let bound = async {
+        let udp = tokio::net::UdpSocket::bind(addr)
+            .await
+            .with_context(|| format!("cannot serve cluster DNS on {addr}/udp"))?;
+        let tcp = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot serve cluster DNS on {addr}/tcp"))?;
+        anyhow::Ok((udp, tcp))
+    }
+    .await;
+    let _ = ready.send(bound.is_ok());
+    let (udp, tcp) = bound?;
+    let zone = Arc::new(RwLock::new(Zone::default()));
+    let upstream = Arc::new(upstream);
+    tokio::spawn(follow(
+        client.clone(),
+        zone.clone(),
+        "services",
+        stop.clone(),
+    ));
+    tokio::spawn(follow(client, zone.clone(), "endpoints", stop.clone()));
+    let udp = Arc::new(udp);
+    {
+        let (zone, upstream, mut stop) = (zone.clone(), upstream.clone(), stop.clone());
+        let udp = udp.clone();
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 4096];
+            loop {
+                let (n, peer) = tokio::select! {
+                    r = udp.recv_from(&mut buf) => match r {
+                        Ok(x) => x,
+                        Err(_) => continue,
+                    },
+                    _ = stop.changed() => return,
+                };
+                let query = buf[..n].to_vec();
+                let (zone, upstream, udp) = (zone.clone(), upstream.clone(), udp.clone());
+                tokio::spawn(async move {
+                    if let Some(mut out) = reply(&zone, &upstream, &query).await {
+                        // Too long for UDP: truncated, the client asks again over TCP.
+                        if out.len() > 512
+                            && let Ok(mut m) = Message::from_vec(&out)
+                        {
+                            m.take_answers();
+                            m.set_truncated(true);
+                            out = m.to_vec().unwrap_or(out);
+                        }
+                        let _ = udp.send_to(&out, peer).await;
+                    }
+                });
+            }
+        });
+    }
+    let mut stop = stop;
+    loop {
+        let (mut conn, _) = tokio::select! {
+            r = tcp.accept() => match r {
+                Ok(x) => x,
+                Err(_) => continue,
+            },
+            _ = stop.changed() => return Ok(()),
+        };
+        let (zone, upstream) = (zone.clone(), upstream.clone());
+        tokio::spawn(async move {
+            loop {
+                let mut len = [0u8; 2];
+                let read =
+                    tokio::time::timeout(Duration::from_secs(10), conn.read_exact(&mut len)).await;
+                if !matches!(read, Ok(Ok(_))) {
+                    return;
+                }
+                let mut query = vec![0u8; u16::from_be_bytes(len) as usize];
+                if conn.read_exact(&mut query).await.is_err() {
+                    return;
+                }
+                let Some(out) = reply(&zone, &upstream, &query).await else {
+                    return;
+                };
+                let mut framed = (out.len() as u16).to_be_bytes().to_vec();
+                framed.extend_from_slice(&out);
+                if conn.write_all(&framed).await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+}
+
+/// The upstream resolvers of `/etc/resolv.conf` (port 53).
+pub fn host_upstreams() -> Vec<SocketAddr> {
+    std::fs::read_to_string("/etc/resolv.conf")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let mut w = l.split_whitespace();
+            (w.next() == Some("nameserver"))
+                .then(|| w.next()?.parse::<std::net::IpAddr>().ok())
+                .flatten()
+        })
+        .map(|ip| SocketAddr::new(ip, 53))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn zone() -> Zone {
+        let mut z = Zone::default();
+        z.put_service(&json!({"metadata": {"name": "web", "namespace": "default"},
+            "spec": {"clusterIP": "10.43.0.20", "ports": [{"name": "http", "port": 80, "protocol": "TCP"}]}}));
+        z.put_service(&json!({"metadata": {"name": "db", "namespace": "prod"},
+            "spec": {"clusterIP": "None", "ports": [{"name": "pg", "port": 5432}]}}));
+        z.put_endpoints(&json!({"metadata": {"name": "db", "namespace": "prod"},
+            "subsets": [{"addresses": [{"ip": "10.42.1.7"}, {"ip": "10.42.0.9"}],
+                         "notReadyAddresses": [{"ip": "10.42.0.10"}]}]}));
+        z
+    }
+
+    fn ask(z: &Zone, name: &str, t: RecordType) -> Option<(ResponseCode, Vec<String>)> {
+        let a = answer(z, &Name::from_ascii(name).unwrap(), t)?;
+        let mut data: Vec<String> = a.records.iter().map(|r| r.data().to_string()).collect();
+        data.sort();
+        Some((a.code, data))
+    }
+
+    #[test]
+    fn services_pods_srv_and_the_rest() {
+        let z = zone();
+        let ok = ResponseCode::NoError;
+        assert_eq!(
+            ask(&z, "web.default.svc.cluster.local.", RecordType::A),
+            Some((ok, vec!["10.43.0.20".into()]))
+        );
+        assert_eq!(
+            ask(&z, "WEB.Default.svc.cluster.local", RecordType::A),
+            Some((ok, vec!["10.43.0.20".into()]))
+        );
+        // Headless: the ready endpoints only.
+        assert_eq!(
+            ask(&z, "db.prod.svc.cluster.local.", RecordType::A),
+            Some((ok, vec!["10.42.0.9".into(), "10.42.1.7".into()]))
+        );
+        assert_eq!(
+            ask(&z, "10-42-1-7.db.prod.svc.cluster.local.", RecordType::A),
+            Some((ok, vec!["10.42.1.7".into()]))
+        );
+        assert_eq!(
+            ask(&z, "10-42-0-10.db.prod.svc.cluster.local.", RecordType::A)
+                .unwrap()
+                .0,
+            ResponseCode::NXDomain
+        );
+        // SRV for named ports.
+        assert_eq!(
+            ask(
+                &z,
+                "_http._tcp.web.default.svc.cluster.local.",
+                RecordType::SRV
+            ),
+            Some((ok, vec!["0 100 80 web.default.svc.cluster.local.".into()]))
+        );
+        assert_eq!(
+            ask(&z, "_pg._tcp.db.prod.svc.cluster.local.", RecordType::SRV)
+                .unwrap()
+                .1
+                .len(),
+            2
+        );
+        // Pods by address.
+        assert_eq!(
+            ask(&z, "10-42-0-5.default.pod.cluster.local.", RecordType::A),
+            Some((ok, vec!["10.42.0.5".into()]))
+        );
+        // Exists, nothing of that type: NOERROR and empty.
+        assert_eq!(
+            ask(&z, "web.default.svc.cluster.local.", RecordType::AAAA),
+            Some((ok, vec![]))
+        );
+        assert_eq!(
+            ask(&z, "svc.cluster.local.", RecordType::A),
+            Some((ok, vec![]))
+        );
+        // Unknown in the zone: NXDOMAIN; outside it: not ours.
+        assert_eq!(
+            ask(&z, "nope.default.svc.cluster.local.", RecordType::A)
+                .unwrap()
+                .0,
+            ResponseCode::NXDomain
+        );
+        assert_eq!(
+            ask(&z, "a.b.c.d.e.f.cluster.local.", RecordType::A)
+                .unwrap()
+                .0,
+            ResponseCode::NXDomain
+        );
+        assert_eq!(ask(&z, "example.com.", RecordType::A), None);
+        assert_eq!(ask(&z, "notcluster.local.", RecordType::A), None);
+    }
+
+    #[tokio::test]
+    async fn replies_and_refusals_on_the_wire() {
+        let z = RwLock::new(zone());
+        let mut q = Message::new();
+        q.set_id(7).set_recursion_desired(true);
+        q.add_query(hickory_proto::op::Query::query(
+            Name::from_ascii("web.default.svc.cluster.local.").unwrap(),
+            RecordType::A,
+        ));
+        let out = Message::from_vec(&reply(&z, &[], &q.to_vec().unwrap()).await.unwrap()).unwrap();
+        assert_eq!(out.id(), 7);
+        assert!(out.authoritative());
+        assert_eq!(out.answers().len(), 1);
+        let mut q2 = Message::new();
+        q2.set_id(8);
+        q2.add_query(hickory_proto::op::Query::query(
+            Name::from_ascii("example.com.").unwrap(),
+            RecordType::A,
+        ));
+        let out = Message::from_vec(&reply(&z, &[], &q2.to_vec().unwrap()).await.unwrap()).unwrap();
+        assert_eq!(out.response_code(), ResponseCode::Refused);
+        // Garbage with a header: FORMERR; shorter: nothing.
+        let out = Message::from_vec(
+            &reply(&z, &[], &[0, 9, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0xff])
+                .await
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(out.response_code(), ResponseCode::FormErr);
+        assert!(reply(&z, &[], &[1, 2, 3]).await.is_none());
+    }
+}
