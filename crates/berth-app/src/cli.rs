@@ -302,6 +302,12 @@ async fn run_server(args: ServerArgs, all_in_one: bool) -> anyhow::Result<()> {
         println!(
             "  curl http://POD_IP:8080/                     # the demo answers with its pod's name"
         );
+        println!("  berth logs deploy/demo -f                    # every replica's log, prefixed");
+        println!("  berth exec -it deploy/demo -- sh             # a shell in a replica");
+        println!(
+            "    (inside: getent hosts demo               # cluster DNS: the Service's address)"
+        );
+        println!("  berth top pods                               # CPU and memory");
         println!("  berth scale deploy/demo --replicas 5");
         println!("  berth delete pod POD                         # it is replaced");
         println!("  kubectl set env deploy/demo GREETING=hi      # a rolling update");
