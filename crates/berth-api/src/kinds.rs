@@ -148,6 +148,15 @@ pub static KINDS: &[ResourceKind] = &[
         true
     ),
     kind!(
+        "discovery.k8s.io",
+        "EndpointSlice",
+        "endpointslices",
+        "endpointslice",
+        true,
+        [],
+        false
+    ),
+    kind!(
         "coordination.k8s.io",
         "Lease",
         "leases",
@@ -221,6 +230,8 @@ mod tests {
             ("ns", "Namespace"),
             ("no", "Node"),
             ("lease", "Lease"),
+            ("endpointslices", "EndpointSlice"),
+            ("endpointslices.discovery.k8s.io", "EndpointSlice"),
         ] {
             assert_eq!(resolve(typed).map(|k| k.kind), Some(kind), "{typed}");
         }

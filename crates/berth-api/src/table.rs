@@ -66,6 +66,7 @@ pub fn columns(kind: &ResourceKind, wide: bool) -> Vec<&'static str> {
             "AGE",
         ],
         "Endpoints" => vec!["NAME", "ENDPOINTS", "AGE"],
+        "EndpointSlice" => vec!["NAME", "ADDRESSTYPE", "PORTS", "ENDPOINTS", "AGE"],
         "ConfigMap" => vec!["NAME", "DATA", "AGE"],
         "Secret" => vec!["NAME", "TYPE", "DATA", "AGE"],
         "Namespace" => vec!["NAME", "STATUS", "AGE"],
@@ -189,6 +190,28 @@ pub fn row(kind: &ResourceKind, o: &Value, wide: bool, now: u64) -> Vec<String> 
                 }
             }
             vec![name, join_or_none(eps), age]
+        }
+        "EndpointSlice" => {
+            let ports: Vec<String> = o["ports"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|p| p["port"].to_string())
+                .collect();
+            let eps: Vec<String> = o["endpoints"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .flat_map(|e| e["addresses"].as_array().cloned().unwrap_or_default())
+                .filter_map(|a| a.as_str().map(String::from))
+                .collect();
+            vec![
+                name,
+                s(o, &["addressType"]).to_string(),
+                join_or_none(ports),
+                join_or_none(eps),
+                age,
+            ]
         }
         "ConfigMap" => {
             let count = o["data"].as_object().map_or(0, |m| m.len())

@@ -902,6 +902,56 @@ fn validate_spec(v: &mut V, kind: &ResourceKind, obj: &Object) {
             v.str("type", obj.get("type"));
             v.bool("immutable", obj.get("immutable"));
         }
+        "EndpointSlice" => {
+            let ty = v.req_str("addressType", obj.get("addressType"));
+            if let Some(t) = ty
+                && !matches!(t, "IPv4" | "IPv6" | "FQDN")
+            {
+                v.push(FieldError::not_supported(
+                    "addressType",
+                    t,
+                    &["IPv4", "IPv6", "FQDN"],
+                ));
+            }
+            for (i, e) in v.arr("endpoints", obj.get("endpoints")).iter().enumerate() {
+                let ep = format!("endpoints[{i}]");
+                let Some(em) = v.obj(&ep, Some(e)) else {
+                    continue;
+                };
+                let addrs = v.arr(&format!("{ep}.addresses"), em.get("addresses"));
+                if addrs.is_empty() {
+                    v.push(FieldError::required(format!("{ep}.addresses")));
+                }
+                for (j, a) in addrs.iter().enumerate() {
+                    let ap = format!("{ep}.addresses[{j}]");
+                    match a.as_str() {
+                        Some(ip)
+                            if ty != Some("FQDN") && ip.parse::<std::net::IpAddr>().is_err() =>
+                        {
+                            v.push(FieldError::invalid(
+                                ap,
+                                format!("\"{ip}\""),
+                                "must be a valid IP address",
+                            ))
+                        }
+                        Some(_) => {}
+                        None => v.push(FieldError::invalid(ap, describe(a), "must be a string")),
+                    }
+                }
+            }
+            for (j, p) in v.arr("ports", obj.get("ports")).iter().enumerate() {
+                if let Some(pm) = v.obj(&format!("ports[{j}]"), Some(p))
+                    && let Some(n) = pm.get("port").and_then(Value::as_i64)
+                    && !(1..=65535).contains(&n)
+                {
+                    v.push(FieldError::invalid(
+                        format!("ports[{j}].port"),
+                        n,
+                        "must be between 1 and 65535, inclusive",
+                    ));
+                }
+            }
+        }
         "Endpoints" => {
             for (i, s) in v.arr("subsets", obj.get("subsets")).iter().enumerate() {
                 let sp = format!("subsets[{i}]");

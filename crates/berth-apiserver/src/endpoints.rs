@@ -41,6 +41,8 @@ struct Cache {
     pods: HashMap<String, BTreeMap<String, Object>>,
     /// What this controller last wrote (or found) per Service: the subsets and labels.
     written: HashMap<Key, Value>,
+    /// The EndpointSlices last written per Service (one per subset).
+    slices: HashMap<Key, Vec<Value>>,
 }
 
 async fn run_once(registry: &Registry) -> Result<(), String> {
@@ -269,7 +271,8 @@ async fn reconcile(registry: &Registry, c: &mut Cache, k: &Key) {
         return;
     };
     let Some(svc) = c.services.get(k) else {
-        // The Service is gone: so are its Endpoints.
+        // The Service is gone: so are its slices and Endpoints.
+        sync_slices(registry, c, k, &[]).await;
         if c.written.remove(k).is_some() {
             match registry
                 .delete(ep_kind, Some(&k.0), &k.1, &DeleteOptions::default(), USER)
@@ -306,6 +309,11 @@ async fn reconcile(registry: &Registry, c: &mut Cache, k: &Key) {
         .unwrap_or(json!({}));
     let want = json!({"labels": labels, "subsets": subsets(svc, &pods)});
     if c.written.get(k) == Some(&want) {
+        // After a restart the slices are not known yet: they are made sure of once.
+        if !c.slices.contains_key(k) {
+            let slices = slices_of(k, &want);
+            sync_slices(registry, c, k, &slices).await;
+        }
         return;
     }
     let obj = json!({
@@ -345,9 +353,102 @@ async fn reconcile(registry: &Registry, c: &mut Cache, k: &Key) {
     };
     match r {
         Ok(_) => {
+            let slices = slices_of(k, &want);
             c.written.insert(k.clone(), want);
+            sync_slices(registry, c, k, &slices).await;
         }
         Err(e) => tracing::debug!(error = %e.0.message, "cannot write Endpoints"),
+    }
+}
+
+/// The EndpointSlices (`discovery.k8s.io/v1`) of a Service's Endpoints content: one per
+/// subset, named after the Service (`SVC`, `SVC-1`, ...), labelled
+/// `kubernetes.io/service-name` as consumers find them.
+fn slices_of(k: &Key, want: &Value) -> Vec<Value> {
+    let conditions = |ready: bool| json!({"ready": ready, "serving": ready, "terminating": false});
+    want["subsets"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .enumerate()
+        .map(|(i, sub)| {
+            let mut endpoints = Vec::new();
+            for (list, ready) in [("addresses", true), ("notReadyAddresses", false)] {
+                for a in sub[list].as_array().into_iter().flatten() {
+                    let mut e = json!({"addresses": [a["ip"]], "conditions": conditions(ready), "targetRef": a["targetRef"]});
+                    if let Some(n) = a.get("nodeName") {
+                        e["nodeName"] = n.clone();
+                    }
+                    endpoints.push(e);
+                }
+            }
+            let name = if i == 0 { k.1.clone() } else { format!("{}-{i}", k.1) };
+            let mut labels = want["labels"].clone();
+            if !labels.is_object() {
+                labels = json!({});
+            }
+            labels["kubernetes.io/service-name"] = json!(k.1);
+            labels["endpointslice.kubernetes.io/managed-by"] = json!("berth");
+            json!({
+                "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+                "metadata": {"name": name, "namespace": k.0, "labels": labels},
+                "addressType": "IPv4",
+                "endpoints": endpoints,
+                "ports": sub["ports"],
+            })
+        })
+        .collect()
+}
+
+/// Writes the slices that changed and deletes the ones no longer wanted.
+async fn sync_slices(registry: &Registry, c: &mut Cache, k: &Key, want: &[Value]) {
+    let Some(kind) = berth_api::kinds::resolve("endpointslices") else {
+        return;
+    };
+    let had = c.slices.remove(k).unwrap_or_default();
+    let name = |v: &Value| v["metadata"]["name"].as_str().unwrap_or("").to_string();
+    for old in had
+        .iter()
+        .filter(|o| !want.iter().any(|w| name(w) == name(o)))
+    {
+        let _ = registry
+            .delete(
+                kind,
+                Some(&k.0),
+                &name(old),
+                &DeleteOptions::default(),
+                USER,
+            )
+            .await;
+    }
+    for w in want {
+        if had.contains(w) {
+            continue;
+        }
+        let Some(obj) = Object::from_value(w.clone()) else {
+            continue;
+        };
+        let r = match registry
+            .update(
+                kind,
+                Some(&k.0),
+                &name(w),
+                obj.clone(),
+                USER,
+                "update",
+                false,
+            )
+            .await
+        {
+            Err(e) if e.code() == 404 => registry.create(kind, Some(&k.0), obj, USER, false).await,
+            r => r,
+        };
+        if let Err(e) = r {
+            tracing::debug!(error = %e.0.message, "cannot write an EndpointSlice");
+        }
+    }
+    if !want.is_empty() {
+        c.slices.insert(k.clone(), want.to_vec());
     }
 }
 

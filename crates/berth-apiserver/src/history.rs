@@ -139,7 +139,10 @@ pub fn revisions(registry: &Registry, q: &HashMap<String, String>) -> ApiResult<
 
 /// Kinds that record what the cluster is doing rather than what a user wants.
 fn is_runtime_state(o: &Object) -> bool {
-    matches!(o.kind(), "Event" | "Lease" | "Node" | "Endpoints")
+    matches!(
+        o.kind(),
+        "Event" | "Lease" | "Node" | "Endpoints" | "EndpointSlice"
+    )
 }
 
 /// The namespaces every server makes at start, as it made them: nothing to export.

@@ -123,6 +123,9 @@ fn fixture(kind: &str) -> Value {
         "Event" => {
             json!({"apiVersion": "v1", "kind": "Event", "metadata": {"name": "f"}, "involvedObject": {"kind": "Pod", "name": "x"}})
         }
+        "EndpointSlice" => {
+            json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "metadata": {"name": "f"}, "addressType": "IPv4", "endpoints": [{"addresses": ["10.0.0.1"]}], "ports": [{"port": 1}]})
+        }
         "Node" => {
             json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "f"}, "spec": {"taints": [{"key": "k", "effect": "NoSchedule"}]}})
         }

@@ -49,6 +49,9 @@ fn fixture(kind: &str, name: &str) -> Value {
         "Lease" => {
             json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": name, "labels": {"t": "1"}}, "spec": {"holderIdentity": "a", "leaseDurationSeconds": 10}})
         }
+        "EndpointSlice" => {
+            json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "metadata": {"name": name, "labels": {"t": "1"}}, "addressType": "IPv4", "endpoints": [{"addresses": ["10.42.0.5"], "conditions": {"ready": true}}], "ports": [{"name": "http", "port": 80, "protocol": "TCP"}]})
+        }
         other => panic!("no fixture for {other}"),
     }
 }

@@ -666,6 +666,25 @@ spec:
         (ips(&endpoints(&kc), "addresses") == [first_ip.clone()]).then_some(())
     });
 
+    // The same in the EndpointSlice consumers (kube-proxy, CoreDNS) read.
+    let slice = eventually(20, "the slice to list the ready pod", || {
+        let slices = get_json(
+            &kc,
+            &["endpointslices", "-l", "kubernetes.io/service-name=web"],
+        );
+        let slice = slices["items"][0].clone();
+        let ready: Vec<Value> = slice["endpoints"]
+            .as_array()?
+            .iter()
+            .filter(|e| e["conditions"]["ready"] == true)
+            .cloned()
+            .collect();
+        (ready.len() == 1 && ready[0]["addresses"][0] == first_ip.as_str()).then_some(slice)
+    });
+    assert_eq!(slice["addressType"], "IPv4");
+    assert_eq!(slice["ports"][0]["port"], 8080);
+    assert_eq!(slice["endpoints"].as_array().unwrap().len(), 2, "{slice}");
+
     // Scaled to one: the other pod leaves the Endpoints.
     let o = berth(&kc, &["scale", "deploy/web", "--replicas", "1"]);
     assert!(o.status.success(), "{}", stderr(&o));
@@ -677,8 +696,9 @@ spec:
     // The Service goes: so do its Endpoints.
     let o = berth(&kc, &["delete", "svc", "web"]);
     assert!(o.status.success(), "{}", stderr(&o));
-    eventually(20, "the Endpoints to go", || {
+    eventually(20, "the Endpoints and slices to go", || {
         let o = berth(&kc, &["get", "endpoints", "web"]);
-        (!o.status.success()).then_some(())
+        let slices = get_json(&kc, &["endpointslices"]);
+        (!o.status.success() && slices["items"].as_array()?.is_empty()).then_some(())
     });
 }
