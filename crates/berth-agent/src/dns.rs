@@ -557,6 +557,41 @@ mod tests {
         assert_eq!(ask(&z, "notcluster.local.", RecordType::A), None);
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+        /// No datagram makes the server panic: random bytes, and valid queries with bytes
+        /// flipped, truncated or appended.
+        #[test]
+        fn any_datagram_gets_an_answer_or_nothing(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600),
+            flips in proptest::collection::vec((0usize..64, proptest::prelude::any::<u8>()), 0..6),
+            cut in 0usize..80,
+        ) {
+            let z = RwLock::new(zone());
+            let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            rt.block_on(async {
+                let _ = reply(&z, &[], &bytes).await;
+                let mut q = Message::new();
+                q.set_id(3);
+                q.add_query(hickory_proto::op::Query::query(
+                    Name::from_ascii("_http._tcp.web.default.svc.cluster.local.").unwrap(),
+                    RecordType::SRV,
+                ));
+                let mut v = q.to_vec().unwrap();
+                for (i, b) in &flips {
+                    let n = v.len();
+                    v[i % n] = *b;
+                }
+                v.truncate(cut.max(1));
+                if let Some(out) = reply(&z, &[], &v).await {
+                    // Whatever it says is a well-formed DNS message.
+                    proptest::prop_assert!(Message::from_vec(&out).is_ok());
+                }
+                Ok(())
+            })?;
+        }
+    }
+
     #[tokio::test]
     async fn replies_and_refusals_on_the_wire() {
         let z = RwLock::new(zone());
