@@ -620,7 +620,7 @@ impl Api {
 }
 
 /// The cgroups measured: "" for the node, `ID` for a pod, `ID/NAME` for a container.
-fn measured(rt: &Runtime) -> Vec<(String, Option<berth_runtime::pod::PodRecord>, Vec<String>)> {
+fn measured(rt: &Runtime) -> Vec<(String, berth_runtime::pod::PodRecord, Vec<String>)> {
     rt.pod_ids()
         .into_iter()
         .filter_map(|id| {
@@ -632,7 +632,7 @@ fn measured(rt: &Runtime) -> Vec<(String, Option<berth_runtime::pod::PodRecord>,
                 .filter_map(|e| e.file_name().into_string().ok())
                 .collect();
             names.sort();
-            Some((id, Some(rec), names))
+            Some((id, rec, names))
         })
         .collect()
 }
@@ -694,8 +694,7 @@ async fn summary(State(api): State<Arc<Api>>) -> Response {
     node["nodeName"] = json!(api.node_name);
     let pods: Vec<Value> = pods
         .into_iter()
-        .filter_map(|(id, rec, names)| {
-            let rec = rec?;
+        .map(|(id, rec, names)| {
             let mut p = of(&id);
             p["podRef"] =
                 json!({"name": rec.config.name, "namespace": rec.config.namespace, "uid": id});
@@ -707,7 +706,7 @@ async fn summary(State(api): State<Arc<Api>>) -> Response {
                     c
                 })
                 .collect();
-            Some(p)
+            p
         })
         .collect();
     axum::Json(json!({"node": node, "pods": pods})).into_response()

@@ -324,33 +324,7 @@ async fn reconcile(registry: &Registry, c: &mut Cache, k: &Key) {
     let Some(obj) = Object::from_value(obj) else {
         return;
     };
-    let r = if c.written.contains_key(k) {
-        registry
-            .update(
-                ep_kind,
-                Some(&k.0),
-                &k.1,
-                obj.clone(),
-                USER,
-                "update",
-                false,
-            )
-            .await
-    } else {
-        registry
-            .create(ep_kind, Some(&k.0), obj.clone(), USER, false)
-            .await
-    };
-    let r = match r {
-        // It was there after all (or went away): the other write does.
-        Err(e) if e.code() == 409 => {
-            registry
-                .update(ep_kind, Some(&k.0), &k.1, obj, USER, "update", false)
-                .await
-        }
-        Err(e) if e.code() == 404 => registry.create(ep_kind, Some(&k.0), obj, USER, false).await,
-        r => r,
-    };
+    let r = put(registry, ep_kind, &k.0, &k.1, obj).await;
     match r {
         Ok(_) => {
             let slices = slices_of(k, &want);
@@ -400,6 +374,34 @@ fn slices_of(k: &Key, want: &Value) -> Vec<Value> {
         .collect()
 }
 
+/// Writes an object whether or not it exists yet (replacing it when it does).
+async fn put(
+    registry: &Registry,
+    kind: &berth_api::ResourceKind,
+    ns: &str,
+    name: &str,
+    obj: Object,
+) -> crate::error::ApiResult<Object> {
+    match registry
+        .update(kind, Some(ns), name, obj.clone(), USER, "update", false)
+        .await
+    {
+        Err(e) if e.code() == 404 => match registry
+            .create(kind, Some(ns), obj.clone(), USER, false)
+            .await
+        {
+            // Made meanwhile by another writer: replace that.
+            Err(e) if e.code() == 409 => {
+                registry
+                    .update(kind, Some(ns), name, obj, USER, "update", false)
+                    .await
+            }
+            r => r,
+        },
+        r => r,
+    }
+}
+
 /// Writes the slices that changed and deletes the ones no longer wanted.
 async fn sync_slices(registry: &Registry, c: &mut Cache, k: &Key, want: &[Value]) {
     let Some(kind) = berth_api::kinds::resolve("endpointslices") else {
@@ -428,21 +430,7 @@ async fn sync_slices(registry: &Registry, c: &mut Cache, k: &Key, want: &[Value]
         let Some(obj) = Object::from_value(w.clone()) else {
             continue;
         };
-        let r = match registry
-            .update(
-                kind,
-                Some(&k.0),
-                &name(w),
-                obj.clone(),
-                USER,
-                "update",
-                false,
-            )
-            .await
-        {
-            Err(e) if e.code() == 404 => registry.create(kind, Some(&k.0), obj, USER, false).await,
-            r => r,
-        };
+        let r = put(registry, kind, &k.0, &name(w), obj).await;
         if let Err(e) = r {
             tracing::debug!(error = %e.0.message, "cannot write an EndpointSlice");
         }

@@ -68,7 +68,21 @@ struct OwnerUid {
 
 impl Head {
     fn of(o: &Object) -> Head {
-        serde_json::from_value(o.0.clone().into()).unwrap_or_default()
+        Head {
+            api_version: o.api_version().to_string(),
+            kind: o.kind().to_string(),
+            metadata: HeadMeta {
+                name: o.name().to_string(),
+                namespace: o.namespace().map(String::from),
+                uid: o.uid().to_string(),
+                owner_references: o
+                    .owner_references()
+                    .into_iter()
+                    .map(|r| OwnerUid { uid: r.uid })
+                    .collect(),
+                deletion_timestamp: o.deletion_timestamp().map(String::from),
+            },
+        }
     }
 
     fn decode(value: &[u8]) -> Option<Head> {
@@ -199,7 +213,7 @@ async fn finish_namespace(registry: &Registry, ns: &str) {
         let key = nsk.key(None, ns).into_bytes();
         let rev = obj.resource_version().parse().unwrap_or(0);
         let _ = registry
-            .delete_if_unchanged(nsk, key, rev, ns, "system:namespace-controller")
+            .delete_if_unchanged(nsk, key, rev, &obj, "system:namespace-controller")
             .await;
     }
 }

@@ -525,7 +525,7 @@ impl Registry {
                 return Ok(new);
             }
             let revision = self
-                .delete_if_unchanged(kind, key, old_kv.mod_revision, &name, user)
+                .delete_if_unchanged(kind, key, old_kv.mod_revision, old, user)
                 .await?;
             new.set_meta("resourceVersion", revision.to_string());
             return Ok(new);
@@ -559,7 +559,7 @@ impl Registry {
         kind: &ResourceKind,
         key: Vec<u8>,
         mod_revision: u64,
-        name: &str,
+        obj: &Object,
         user: &str,
     ) -> ApiResult<u64> {
         let mut txn = Txn::default()
@@ -568,13 +568,10 @@ impl Registry {
                 CompareOp::Equal,
                 mod_revision,
             ))
-            .then(Op::Delete { key: key.clone() });
+            .then(Op::Delete { key });
         // A Service gives its cluster IP back with it.
         if kind.kind == "Service"
-            && let Some(kv) = self.store.get(&key)?
-            && kv.mod_revision == mod_revision
-            && let Ok(svc) = decode(&kv)
-            && let Some(ip) = svc
+            && let Some(ip) = obj
                 .get("spec")
                 .and_then(|s| s.get("clusterIP"))
                 .and_then(Value::as_str)
@@ -586,7 +583,7 @@ impl Registry {
         }
         let r = self.store.txn(txn, Origin::new(user, "delete")).await?;
         if !r.succeeded {
-            return Err(ApiError::conflict(kind, name));
+            return Err(ApiError::conflict(kind, obj.name()));
         }
         Ok(r.revision)
     }
@@ -959,7 +956,7 @@ impl Registry {
                 .await;
         }
         let revision = self
-            .delete_if_unchanged(kind, key, kv.mod_revision, name, user)
+            .delete_if_unchanged(kind, key, kv.mod_revision, &old, user)
             .await?;
         let mut gone = old;
         gone.set_meta("resourceVersion", revision.to_string());
