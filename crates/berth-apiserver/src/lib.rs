@@ -14,6 +14,7 @@ pub mod history;
 pub mod nodes;
 pub mod patch;
 pub mod proxy;
+mod ranges;
 pub mod registry;
 pub mod scheduler;
 pub mod server;

@@ -15,6 +15,7 @@ use berth_store::{Compare, CompareOp, KeyValue, Op, Origin, Store, Txn};
 use serde_json::{Map, Value, json};
 
 use crate::error::{ApiError, ApiResult};
+use crate::ranges;
 
 /// What a list returns: the items, the revision read, and a continue token.
 #[derive(Debug)]
@@ -120,10 +121,6 @@ pub struct Registry {
     /// Where Services' cluster IPs come from (`--service-cidr`; 10.43.0.0/16 by default).
     service_range: (std::net::Ipv4Addr, u8),
 }
-
-/// Where an allocated cluster IP is recorded (created with its Service, in the same
-/// transaction, only if no one holds it; deleted with the Service).
-const SERVICE_IPS: &str = "/registry/ranges/serviceips/";
 
 impl Registry {
     pub fn new(store: Store) -> Self {
@@ -385,28 +382,27 @@ impl Registry {
         } else {
             (false, None)
         };
-        // A Service takes its cluster IP in the same transaction; a taken random one is
-        // tried again with another.
+        // A Service takes its cluster IP and node ports in the same transaction; taken random
+        // ones are tried again with others.
+        let random_ports = if kind.kind == "Service" {
+            ranges::fill_node_ports(&mut obj)
+        } else {
+            Vec::new()
+        };
         for _ in 0..32 {
+            let ip = wants_ip.then(|| asked.unwrap_or_else(|| self.random_service_ip()));
+            if let Some(ip) = ip
+                && let Some(Value::Object(spec)) = obj.0.get_mut("spec")
+            {
+                spec.insert("clusterIP".into(), json!(ip.to_string()));
+                spec.insert("clusterIPs".into(), json!([ip.to_string()]));
+                spec.insert("ipFamilies".into(), json!(["IPv4"]));
+                spec.insert("ipFamilyPolicy".into(), json!("SingleStack"));
+            }
             let mut txn =
                 Txn::default().when(Compare::mod_revision(key.clone(), CompareOp::Equal, 0));
-            let ip = wants_ip.then(|| asked.unwrap_or_else(|| self.random_service_ip()));
-            if let Some(ip) = ip {
-                if let Some(Value::Object(spec)) = obj.0.get_mut("spec") {
-                    spec.insert("clusterIP".into(), json!(ip.to_string()));
-                    spec.insert("clusterIPs".into(), json!([ip.to_string()]));
-                    spec.insert("ipFamilies".into(), json!(["IPv4"]));
-                    spec.insert("ipFamilyPolicy".into(), json!("SingleStack"));
-                }
-                let ip_key = format!("{SERVICE_IPS}{ip}").into_bytes();
-                let holder = format!("{}/{name}", obj.namespace().unwrap_or(""));
-                txn = txn
-                    .when(Compare::mod_revision(ip_key.clone(), CompareOp::Equal, 0))
-                    .then(Op::Put {
-                        key: ip_key,
-                        value: holder.into_bytes(),
-                        lease: 0,
-                    });
+            if kind.kind == "Service" {
+                txn = ranges::transition(txn, None, Some(&obj));
             }
             let txn = txn.then(Op::Put {
                 key: key.clone(),
@@ -421,7 +417,16 @@ impl Registry {
             if r.current.first().is_some_and(Option::is_some) {
                 return Err(ApiError::already_exists(kind, &name));
             }
-            if let Some(ip) = asked {
+            let taken: Vec<&[u8]> = r
+                .current
+                .iter()
+                .skip(1)
+                .flatten()
+                .map(|kv| kv.key.as_slice())
+                .collect();
+            if let Some(ip) = asked
+                && taken.contains(&format!("{}{ip}", ranges::SERVICE_IPS).as_bytes())
+            {
                 return Err(ApiError::invalid(
                     kind,
                     &name,
@@ -432,11 +437,74 @@ impl Registry {
                     )],
                 ));
             }
+            self.check_node_ports_free(kind, &obj, &taken, &random_ports)?;
+            ranges::reroll(&mut obj, &random_ports);
         }
         Err(ApiError::new(
             500,
             "InternalError",
             "failed to allocate a cluster IP: the service range is (nearly) full",
+        ))
+    }
+
+    /// 422 naming the port when one of the `taken` range keys is a node port the Service asked
+    /// for (not one of the `random` ports given it).
+    fn check_node_ports_free(
+        &self,
+        kind: &ResourceKind,
+        obj: &Object,
+        taken: &[&[u8]],
+        random: &[usize],
+    ) -> ApiResult<()> {
+        for k in taken {
+            let Some(port) = std::str::from_utf8(k)
+                .ok()
+                .and_then(|k| k.strip_prefix(ranges::NODE_PORTS))
+                .and_then(|p| p.parse::<u16>().ok())
+            else {
+                continue;
+            };
+            if let Some(i) = ranges::port_index(obj, port).filter(|i| !random.contains(i)) {
+                return Err(ApiError::invalid(
+                    kind,
+                    obj.name(),
+                    &[berth_api::FieldError::invalid(
+                        format!("spec.ports[{i}].nodePort"),
+                        port,
+                        "provided port is already allocated",
+                    )],
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Before a Service's update: its newly wanted node ports that someone holds. Asked-for
+    /// ones are refused (422); random ones are drawn again.
+    fn settle_node_ports(
+        &self,
+        kind: &ResourceKind,
+        old: &Object,
+        obj: &mut Object,
+        random: &[usize],
+    ) -> ApiResult<()> {
+        for _ in 0..32 {
+            let before = ranges::held(old);
+            let mut taken = Vec::new();
+            for k in ranges::held(obj) {
+                if !before.contains(&k) && self.store.get(&k)?.is_some() {
+                    taken.push(k);
+                }
+            }
+            if taken.is_empty() {
+                return Ok(());
+            }
+            let taken: Vec<&[u8]> = taken.iter().map(Vec::as_slice).collect();
+            self.check_node_ports_free(kind, obj, &taken, random)?;
+            ranges::reroll(obj, random);
+        }
+        Err(ApiError::internal(
+            "failed to allocate a node port: the range is (nearly) full",
         ))
     }
 
@@ -533,17 +601,19 @@ impl Registry {
         if dry_run {
             return Ok(new);
         }
-        let txn = Txn::default()
-            .when(Compare::mod_revision(
-                key.clone(),
-                CompareOp::Equal,
-                old_kv.mod_revision,
-            ))
-            .then(Op::Put {
-                key,
-                value: encode(&new),
-                lease: 0,
-            });
+        let mut txn = Txn::default().when(Compare::mod_revision(
+            key.clone(),
+            CompareOp::Equal,
+            old_kv.mod_revision,
+        ));
+        if kind.kind == "Service" {
+            txn = ranges::transition(txn, Some(old), Some(&new));
+        }
+        let txn = txn.then(Op::Put {
+            key,
+            value: encode(&new),
+            lease: 0,
+        });
         let r = self.store.txn(txn, Origin::new(user, verb)).await?;
         if !r.succeeded {
             return Err(ApiError::conflict(kind, &name));
@@ -569,17 +639,9 @@ impl Registry {
                 mod_revision,
             ))
             .then(Op::Delete { key });
-        // A Service gives its cluster IP back with it.
-        if kind.kind == "Service"
-            && let Some(ip) = obj
-                .get("spec")
-                .and_then(|s| s.get("clusterIP"))
-                .and_then(Value::as_str)
-                .filter(|ip| ip.parse::<std::net::Ipv4Addr>().is_ok())
-        {
-            txn = txn.then(Op::Delete {
-                key: format!("{SERVICE_IPS}{ip}").into_bytes(),
-            });
+        // A Service gives its cluster IP and node ports back with it.
+        if kind.kind == "Service" {
+            txn = ranges::transition(txn, Some(obj), None);
         }
         let r = self.store.txn(txn, Origin::new(user, "delete")).await?;
         if !r.succeeded {
@@ -664,10 +726,19 @@ impl Registry {
                 None => obj.0.remove("status"),
             };
         }
+        let random_ports = if kind.kind == "Service" {
+            ranges::carry_over(&old, &mut obj);
+            ranges::fill_node_ports(&mut obj)
+        } else {
+            Vec::new()
+        };
         validate::apply_defaults(kind, &mut obj);
         let errs = validate::validate_update(kind, &old, &obj);
         if !errs.is_empty() {
             return Err(ApiError::invalid(kind, name, &errs));
+        }
+        if kind.kind == "Service" {
+            self.settle_node_ports(kind, &old, &mut obj, &random_ports)?;
         }
         if kind.has_status && obj.desired_state() != old.desired_state() {
             obj.set_meta("generation", old.generation() + 1);

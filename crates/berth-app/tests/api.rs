@@ -1361,6 +1361,67 @@ async fn services_get_cluster_ips_of_their_own_from_the_service_range() {
 }
 
 #[tokio::test]
+async fn node_ports_are_allocated_kept_across_updates_and_given_back() {
+    let t = TestServer::start().await;
+    let c = &t.admin;
+    let svc = resolve("services").unwrap();
+    let mut s = fixture("Service", "np");
+    s["spec"]["type"] = json!("NodePort");
+    let created = c.create(svc, Some("default"), &s, "").await.unwrap();
+    let port = created["spec"]["ports"][0]["nodePort"].as_u64().unwrap();
+    assert!((30000..=32767).contains(&port), "{created}");
+    // A PUT that leaves out the cluster IP and node port keeps both.
+    let mut put = s.clone();
+    put["metadata"]["resourceVersion"] = created["metadata"]["resourceVersion"].clone();
+    put["metadata"]["labels"] = json!({"changed": "yes"});
+    let updated = c.replace(svc, Some("default"), "np", &put).await.unwrap();
+    assert_eq!(updated["spec"]["ports"][0]["nodePort"], port);
+    assert_eq!(updated["spec"]["clusterIP"], created["spec"]["clusterIP"]);
+    // Another Service asking for the same port is refused, naming the field.
+    let mut other = fixture("Service", "other");
+    other["spec"]["type"] = json!("NodePort");
+    other["spec"]["ports"][0]["nodePort"] = json!(port);
+    let e = c
+        .create(svc, Some("default"), &other, "")
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some(422));
+    assert!(
+        e.to_string().contains("spec.ports[0].nodePort")
+            && e.to_string().contains("already allocated"),
+        "{e}"
+    );
+    // Back to ClusterIP gives the port back; so does deleting the Service.
+    c.patch(
+        svc,
+        Some("default"),
+        "np",
+        "application/merge-patch+json",
+        &json!({"spec": {"type": "ClusterIP"}}),
+        "",
+    )
+    .await
+    .unwrap();
+    let got = c.create(svc, Some("default"), &other, "").await.unwrap();
+    assert_eq!(got["spec"]["ports"][0]["nodePort"], port);
+    c.delete(svc, Some("default"), "other", "").await.unwrap();
+    let again = c
+        .create(
+            svc,
+            Some("default"),
+            &{
+                let mut o = other.clone();
+                o["metadata"]["name"] = json!("third");
+                o
+            },
+            "",
+        )
+        .await
+        .unwrap();
+    assert_eq!(again["spec"]["ports"][0]["nodePort"], port);
+}
+
+#[tokio::test]
 async fn logs_exec_and_metrics_say_what_is_missing() {
     let t = TestServer::start().await;
     let c = &t.admin;
