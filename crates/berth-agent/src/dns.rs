@@ -16,16 +16,13 @@
 //! Pods of the default DNS policy (ClusterFirst) get it in their resolv.conf, with the search
 //! list `NS.svc.cluster.local svc.cluster.local cluster.local` and `ndots:5`.
 
-use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
-use berth_client::Client;
 use hickory_proto::op::{Message, MessageType, OpCode, ResponseCode};
 use hickory_proto::rr::rdata::{A, SRV};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
-use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
 
@@ -34,70 +31,7 @@ pub const DOMAIN: &str = "cluster.local";
 /// Seconds answers may be cached (CoreDNS's kubernetes plugin's default).
 const TTL: u32 = 5;
 
-#[derive(Debug, Clone, Default, PartialEq)]
-struct Service {
-    /// None for a headless Service.
-    cluster_ip: Option<Ipv4Addr>,
-    /// (name, protocol, port).
-    ports: Vec<(String, String, u16)>,
-}
-
-/// What the server answers from.
-#[derive(Debug, Default)]
-pub(crate) struct Zone {
-    services: HashMap<(String, String), Service>,
-    /// Ready endpoint addresses by Service.
-    endpoints: HashMap<(String, String), Vec<Ipv4Addr>>,
-}
-
-fn key(o: &Value) -> (String, String) {
-    (
-        o["metadata"]["namespace"]
-            .as_str()
-            .unwrap_or("")
-            .to_lowercase(),
-        o["metadata"]["name"].as_str().unwrap_or("").to_lowercase(),
-    )
-}
-
-impl Zone {
-    fn put_service(&mut self, o: &Value) {
-        let spec = &o["spec"];
-        if spec["type"] == "ExternalName" {
-            self.services.remove(&key(o));
-            return;
-        }
-        let svc = Service {
-            cluster_ip: spec["clusterIP"].as_str().and_then(|ip| ip.parse().ok()),
-            ports: spec["ports"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|p| {
-                    Some((
-                        p["name"].as_str().unwrap_or("").to_lowercase(),
-                        p["protocol"].as_str().unwrap_or("TCP").to_lowercase(),
-                        u16::try_from(p["port"].as_u64()?).ok()?,
-                    ))
-                })
-                .collect(),
-        };
-        self.services.insert(key(o), svc);
-    }
-
-    fn put_endpoints(&mut self, o: &Value) {
-        let mut ips: Vec<Ipv4Addr> = o["subsets"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .flat_map(|s| s["addresses"].as_array().cloned().unwrap_or_default())
-            .filter_map(|a| a["ip"].as_str()?.parse().ok())
-            .collect();
-        ips.sort();
-        ips.dedup();
-        self.endpoints.insert(key(o), ips);
-    }
-}
+use crate::catalog::{Catalog, Shared};
 
 /// An answer: the code, and the records.
 #[derive(Debug, PartialEq)]
@@ -115,7 +49,7 @@ fn a(name: &Name, ip: Ipv4Addr) -> Record {
 }
 
 /// Answers one question about the cluster domain; `None` when the name is not in it.
-pub(crate) fn answer(zone: &Zone, name: &Name, qtype: RecordType) -> Option<Answer> {
+pub(crate) fn answer(zone: &Catalog, name: &Name, qtype: RecordType) -> Option<Answer> {
     let text = name.to_lowercase().to_ascii();
     let text = text.trim_end_matches('.');
     let rest = text.strip_suffix(DOMAIN)?.strip_suffix('.').or_else(|| {
@@ -158,16 +92,15 @@ pub(crate) fn answer(zone: &Zone, name: &Name, qtype: RecordType) -> Option<Answ
             };
             let ips = match s.cluster_ip {
                 Some(ip) => vec![ip],
-                None => zone.endpoints.get(&k).cloned().unwrap_or_default(),
+                None => zone.ready_ips(&k),
             };
             found(ips.into_iter().map(|ip| a(name, ip)).collect())
         }
         [host, svc, ns, "svc"] if !host.starts_with('_') => {
             let k = (ns.to_string(), svc.to_string());
             let s = zone.services.get(&k)?;
-            let ip = dashed(host).filter(|ip| {
-                s.cluster_ip.is_none() && zone.endpoints.get(&k).is_some_and(|e| e.contains(ip))
-            });
+            let ip =
+                dashed(host).filter(|ip| s.cluster_ip.is_none() && zone.ready_ips(&k).contains(ip));
             match ip {
                 Some(ip) => found(vec![a(name, ip)]),
                 None => nx(),
@@ -179,7 +112,11 @@ pub(crate) fn answer(zone: &Zone, name: &Name, qtype: RecordType) -> Option<Answ
                 return nx();
             };
             let (port, proto) = (port.trim_start_matches('_'), proto.trim_start_matches('_'));
-            let Some((_, _, number)) = s.ports.iter().find(|(n, p, _)| n == port && p == proto)
+            let Some(number) = s
+                .ports
+                .iter()
+                .find(|p| p.name == port && p.protocol == proto)
+                .map(|p| p.port)
             else {
                 return nx();
             };
@@ -187,10 +124,8 @@ pub(crate) fn answer(zone: &Zone, name: &Name, qtype: RecordType) -> Option<Answ
             let targets: Vec<Name> = match s.cluster_ip {
                 Some(_) => vec![svc_name],
                 None => zone
-                    .endpoints
-                    .get(&k)
+                    .ready_ips(&k)
                     .into_iter()
-                    .flatten()
                     .filter_map(|ip| {
                         let d = ip.to_string().replace('.', "-");
                         Name::from_ascii(format!("{d}.{svc}.{ns}.svc.{DOMAIN}.")).ok()
@@ -204,7 +139,7 @@ pub(crate) fn answer(zone: &Zone, name: &Name, qtype: RecordType) -> Option<Answ
                         Record::from_rdata(
                             name.clone(),
                             TTL,
-                            RData::SRV(SRV::new(0, 100, *number, t)),
+                            RData::SRV(SRV::new(0, 100, number, t)),
                         )
                     })
                     .collect(),
@@ -216,11 +151,7 @@ pub(crate) fn answer(zone: &Zone, name: &Name, qtype: RecordType) -> Option<Answ
 
 /// The reply to one query message (raw bytes in, raw bytes out); `None` for garbage not
 /// worth an answer.
-pub(crate) async fn reply(
-    zone: &RwLock<Zone>,
-    upstream: &[SocketAddr],
-    query: &[u8],
-) -> Option<Vec<u8>> {
+pub(crate) async fn reply(zone: &Shared, upstream: &[SocketAddr], query: &[u8]) -> Option<Vec<u8>> {
     let msg = match Message::from_vec(query) {
         Ok(m) => m,
         Err(_) => {
@@ -253,10 +184,7 @@ pub(crate) async fn reply(
         r.set_response_code(ResponseCode::NotImp);
         return r.to_vec().ok();
     };
-    let found = {
-        let z = zone.read().unwrap_or_else(|e| e.into_inner());
-        answer(&z, q.name(), q.query_type())
-    };
+    let found = { answer(&zone.read(), q.name(), q.query_type()) };
     match found {
         Some(ans) => {
             r.set_authoritative(true).set_response_code(ans.code);
@@ -302,54 +230,9 @@ async fn forward(upstream: &[SocketAddr], query: &[u8]) -> Option<Vec<u8>> {
     None
 }
 
-/// Keeps `zone` in step with Services and Endpoints, until `stop`.
-async fn follow(
-    client: Client,
-    zone: Arc<RwLock<Zone>>,
-    plural: &'static str,
-    stop: watch::Receiver<bool>,
-) {
-    let services = plural == "services";
-    let write = || zone.write().unwrap_or_else(|e| e.into_inner());
-    crate::follow(
-        &client,
-        plural,
-        stop,
-        |items| {
-            let mut z = write();
-            if services {
-                z.services.clear();
-            } else {
-                z.endpoints.clear();
-            }
-            for o in items {
-                if services {
-                    z.put_service(o)
-                } else {
-                    z.put_endpoints(o)
-                }
-            }
-        },
-        |typ, o| {
-            let mut z = write();
-            match (typ, services) {
-                ("DELETED", true) => {
-                    z.services.remove(&key(o));
-                }
-                ("DELETED", false) => {
-                    z.endpoints.remove(&key(o));
-                }
-                (_, true) => z.put_service(o),
-                (_, false) => z.put_endpoints(o),
-            }
-        },
-    )
-    .await
-}
-
 /// Serves cluster DNS on `addr` (UDP and TCP) until `stop`.
 pub(crate) async fn serve(
-    client: Client,
+    zone: Arc<Shared>,
     addr: SocketAddr,
     upstream: Vec<SocketAddr>,
     stop: watch::Receiver<bool>,
@@ -368,15 +251,7 @@ pub(crate) async fn serve(
     .await;
     let _ = ready.send(bound.is_ok());
     let (udp, tcp) = bound?;
-    let zone = Arc::new(RwLock::new(Zone::default()));
     let upstream = Arc::new(upstream);
-    tokio::spawn(follow(
-        client.clone(),
-        zone.clone(),
-        "services",
-        stop.clone(),
-    ));
-    tokio::spawn(follow(client, zone.clone(), "endpoints", stop.clone()));
     let udp = Arc::new(udp);
     {
         let (zone, upstream, mut stop) = (zone.clone(), upstream.clone(), stop.clone());
@@ -464,8 +339,8 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn zone() -> Zone {
-        let mut z = Zone::default();
+    fn zone() -> Catalog {
+        let mut z = Catalog::default();
         z.put_service(&json!({"metadata": {"name": "web", "namespace": "default"},
             "spec": {"clusterIP": "10.43.0.20", "ports": [{"name": "http", "port": 80, "protocol": "TCP"}]}}));
         z.put_service(&json!({"metadata": {"name": "db", "namespace": "prod"},
@@ -476,7 +351,7 @@ mod tests {
         z
     }
 
-    fn ask(z: &Zone, name: &str, t: RecordType) -> Option<(ResponseCode, Vec<String>)> {
+    fn ask(z: &Catalog, name: &str, t: RecordType) -> Option<(ResponseCode, Vec<String>)> {
         let a = answer(z, &Name::from_ascii(name).unwrap(), t)?;
         let mut data: Vec<String> = a.records.iter().map(|r| r.data().to_string()).collect();
         data.sort();
@@ -567,7 +442,7 @@ mod tests {
             flips in proptest::collection::vec((0usize..64, proptest::prelude::any::<u8>()), 0..6),
             cut in 0usize..80,
         ) {
-            let z = RwLock::new(zone());
+            let z = Shared::new(zone());
             let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
             rt.block_on(async {
                 let _ = reply(&z, &[], &bytes).await;
@@ -594,7 +469,7 @@ mod tests {
 
     #[tokio::test]
     async fn replies_and_refusals_on_the_wire() {
-        let z = RwLock::new(zone());
+        let z = Shared::new(zone());
         let mut q = Message::new();
         q.set_id(7).set_recursion_desired(true);
         q.add_query(hickory_proto::op::Query::query(

@@ -11,9 +11,11 @@
 //!   longer binds to this node.
 
 pub mod api;
+mod catalog;
 pub mod dns;
 mod pods;
 mod probes;
+mod proxy;
 mod routes;
 
 use std::collections::HashMap;
@@ -60,6 +62,21 @@ pub struct AgentConfig {
     pub dns_upstream: Vec<std::net::SocketAddr>,
     /// The address this node's cluster DNS answers on (its pods' gateway), once it serves.
     pub cluster_dns: Option<std::net::Ipv4Addr>,
+    /// The cluster's service range: blackholed on the node, so only the cluster IPs the proxy
+    /// serves are reachable in it.
+    pub service_cidr: Option<berth_runtime::net::Ipv4Net>,
+    /// How long the service proxy lets connections to an endpoint that went away go on.
+    pub proxy_drain: Duration,
+}
+
+/// The label of this agent's service addresses on the loopback: one per data directory, so
+/// agents sharing a network namespace (tests) keep to their own.
+fn proxy_label(data_dir: &std::path::Path) -> String {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in data_dir.as_os_str().as_encoded_bytes() {
+        h = (h ^ u32::from(*b)).wrapping_mul(0x0100_0193);
+    }
+    format!("lo:b{h:08x}")
 }
 
 fn micro_time_now() -> String {
@@ -292,17 +309,37 @@ pub async fn run(
         cfg.runtime.network.range = range;
         tracing::info!(%range, "pod range allocated by the server");
     }
+    if let Some(services) = cfg.service_cidr
+        && !cfg.runtime.network.blackholes.contains(&services)
+    {
+        cfg.runtime.network.blackholes.push(services);
+    }
     tokio::spawn(routes::run(client.clone(), cfg.clone(), stop.clone()));
+    // One view of Services and Endpoints for cluster DNS and the service proxy.
+    let catalog = catalog::Shared::new(catalog::Catalog::default());
+    catalog::follow(client.clone(), catalog.clone(), stop.clone());
+    {
+        let opts = proxy::Options {
+            drain: cfg.proxy_drain,
+            label: proxy_label(&cfg.data_dir),
+        };
+        let (catalog, stop) = (catalog.clone(), stop.clone());
+        tokio::spawn(async move {
+            if let Err(e) = proxy::run(catalog, opts, stop).await {
+                tracing::warn!(error = %format!("{e:#}"), "no service proxy on this node");
+            }
+        });
+    }
     // Cluster DNS on the pods' gateway address (the bridge's), for this node's pods.
     let net = cfg.runtime.network.clone();
     match tokio::task::spawn_blocking(move || net.ensure_bridge()).await {
         Ok(Ok(_)) => {
             let gw = cfg.runtime.network.range.gateway();
             let addr = std::net::SocketAddr::from((gw, 53));
-            let (client, upstream, stop) = (client.clone(), cfg.dns_upstream.clone(), stop.clone());
+            let (zone, upstream, stop) = (catalog.clone(), cfg.dns_upstream.clone(), stop.clone());
             let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
             tokio::spawn(async move {
-                match dns::serve(client, addr, upstream, stop, ready_tx).await {
+                match dns::serve(zone, addr, upstream, stop, ready_tx).await {
                     Ok(()) => {}
                     Err(e) => {
                         tracing::warn!(error = %format!("{e:#}"), "no cluster DNS on this node; its pods use the host's resolvers")

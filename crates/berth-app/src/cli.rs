@@ -115,6 +115,16 @@ pub struct NodeArgs {
         default_value = "host"
     )]
     pub dns_upstream: String,
+    /// How long the service proxy lets connections to an endpoint that stopped being ready
+    /// go on before closing them
+    #[arg(
+        long,
+        value_name = "DURATION",
+        env = "BERTH_PROXY_DRAIN_TIMEOUT",
+        default_value = "30s",
+        value_parser = parse_duration
+    )]
+    pub proxy_drain_timeout: Duration,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -132,6 +142,9 @@ pub struct AgentArgs {
     /// Where pods, images and volumes live
     #[arg(long, value_name = "DIR", env = "BERTH_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
+    /// The cluster's service range (the server's --service-cidr): blackholed on this node
+    #[arg(long, value_name = "CIDR", default_value = "10.43.0.0/16", value_parser = berth_apiserver::nodes::parse_cluster_cidr)]
+    pub service_cidr: (std::net::Ipv4Addr, u8),
     #[command(flatten)]
     pub node: NodeArgs,
 }
@@ -187,6 +200,8 @@ impl NodeArgs {
                     .collect::<anyhow::Result<_>>()?,
             },
             cluster_dns: None,
+            service_cidr: None,
+            proxy_drain: self.proxy_drain_timeout,
         })
     }
 }
@@ -205,7 +220,8 @@ async fn run_agent(args: AgentArgs) -> anyhow::Result<()> {
         None => None,
     };
     let client = berth_client::Client::with_ca(&args.server, &args.token, ca.as_deref())?;
-    let cfg = args.node.agent_config(&data_dir, ca)?;
+    let mut cfg = args.node.agent_config(&data_dir, ca)?;
+    cfg.service_cidr = Some(net_of(args.service_cidr));
     println!("berth agent {} joining {}", cfg.node_name, args.server);
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
     let agent = tokio::spawn(berth_agent::run(client, cfg, stop));
@@ -217,6 +233,10 @@ async fn run_agent(args: AgentArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+fn net_of((addr, prefix): (std::net::Ipv4Addr, u8)) -> berth_runtime::net::Ipv4Net {
+    berth_runtime::net::Ipv4Net { addr, prefix }
 }
 
 /// `7d`, `12h`, `30m`, `45s`.
@@ -259,6 +279,8 @@ async fn run_server(args: ServerArgs, all_in_one: bool) -> anyhow::Result<()> {
         let cfg = args
             .node
             .agent_config(&data_dir, Some(server.ca_pem.clone()))?;
+        let mut cfg = cfg;
+        cfg.service_cidr = Some(net_of(args.service_cidr));
         let client =
             berth_client::Client::with_ca(&server.url, &server.token, Some(&server.ca_pem))?;
         tokio::spawn(async move {

@@ -226,12 +226,32 @@ impl Netlink {
 
     /// Adds `addr/prefix` to a link; an address it already has is fine.
     pub fn add_address(&mut self, index: u32, addr: Ipv4Addr, prefix: u8) -> Result<()> {
+        self.add_labelled_address(index, addr, prefix, None)
+    }
+
+    fn address_msg(index: u32, addr: Ipv4Addr, prefix: u8) -> AddressMessage {
         let mut msg = AddressMessage::default();
         msg.header.family = AddressFamily::Inet;
         msg.header.prefix_len = prefix;
         msg.header.index = index;
         msg.attributes.push(AddressAttribute::Local(addr.into()));
         msg.attributes.push(AddressAttribute::Address(addr.into()));
+        msg
+    }
+
+    /// Adds `addr/prefix` to a link with a label (at most 15 bytes, by convention the link's
+    /// name, a colon and a tag), so its owner can find its addresses again.
+    pub fn add_labelled_address(
+        &mut self,
+        index: u32,
+        addr: Ipv4Addr,
+        prefix: u8,
+        label: Option<&str>,
+    ) -> Result<()> {
+        let mut msg = Self::address_msg(index, addr, prefix);
+        if let Some(l) = label {
+            msg.attributes.push(AddressAttribute::Label(l.into()));
+        }
         match self.request(
             || format!("add address {addr}/{prefix} to link {index}"),
             RouteNetlinkMessage::NewAddress(msg),
@@ -240,6 +260,52 @@ impl Netlink {
             Err(e) if e.errno() == Some(libc::EEXIST) => Ok(()),
             r => r.map(drop),
         }
+    }
+
+    /// Removes `addr/prefix` from a link; a missing one is fine.
+    pub fn del_address(&mut self, index: u32, addr: Ipv4Addr, prefix: u8) -> Result<()> {
+        match self.request(
+            || format!("delete address {addr}/{prefix} from link {index}"),
+            RouteNetlinkMessage::DelAddress(Self::address_msg(index, addr, prefix)),
+            NLM_F_ACK,
+        ) {
+            Err(e) if e.errno() == Some(libc::EADDRNOTAVAIL) => Ok(()),
+            r => r.map(drop),
+        }
+    }
+
+    /// The IPv4 addresses of a link: (address, prefix length, label).
+    pub fn addresses(&mut self, index: u32) -> Result<Vec<(Ipv4Addr, u8, String)>> {
+        let mut q = AddressMessage::default();
+        q.header.family = AddressFamily::Inet;
+        let replies = self.request(
+            || format!("list addresses of link {index}"),
+            RouteNetlinkMessage::GetAddress(q),
+            NLM_F_DUMP,
+        )?;
+        Ok(replies
+            .into_iter()
+            .filter_map(|r| match r {
+                RouteNetlinkMessage::NewAddress(a) if a.header.index == index => {
+                    let mut addr = None;
+                    let mut label = String::new();
+                    for at in &a.attributes {
+                        match at {
+                            AddressAttribute::Local(std::net::IpAddr::V4(ip)) => addr = Some(*ip),
+                            AddressAttribute::Address(std::net::IpAddr::V4(ip))
+                                if addr.is_none() =>
+                            {
+                                addr = Some(*ip)
+                            }
+                            AddressAttribute::Label(l) => label = l.clone(),
+                            _ => {}
+                        }
+                    }
+                    Some((addr?, a.header.prefix_len, label))
+                }
+                _ => None,
+            })
+            .collect())
     }
 
     fn route_msg(dst: Ipv4Addr, prefix: u8, to: RouteTo) -> RouteMessage {

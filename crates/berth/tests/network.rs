@@ -30,6 +30,14 @@ spec:
     )
 }
 
+/// Waits until the pod is Ready; its IP.
+fn ready_ip(kc: &std::path::Path, pod: &str) -> String {
+    eventually(60, &format!("{pod} ready"), || {
+        let p = get_json(kc, &["pod", pod]);
+        (common::is_ready(&p)).then(|| p["status"]["podIP"].as_str().map(String::from))?
+    })
+}
+
 /// `ip -n NS route show`.
 fn routes(ns: &str) -> String {
     let o = Command::new("ip")
@@ -72,13 +80,7 @@ fn pods_on_different_nodes_reach_each_other_and_a_removed_node_takes_its_routes(
     .unwrap();
     let o = berth(&kc, &["apply", "-f", file.to_str().unwrap()]);
     assert!(o.status.success(), "{}", stderr(&o));
-    let ip_of = |pod: &str| {
-        eventually(60, &format!("{pod} ready"), || {
-            let p = get_json(&kc, &["pod", pod]);
-            (common::is_ready(&p)).then(|| p["status"]["podIP"].as_str().map(String::from))?
-        })
-    };
-    let (ip_a, ip_b) = (ip_of("web-a"), ip_of("web-b"));
+    let (ip_a, ip_b) = (ready_ip(&kc, "web-a"), ready_ip(&kc, "web-b"));
     assert!(
         cidrs[0].starts_with(&ip_a[..ip_a.rfind('.').unwrap()]),
         "{ip_a} in {}",
@@ -152,13 +154,7 @@ spec:
     .unwrap();
     let o = berth(&kc, &["apply", "-f", file.to_str().unwrap()]);
     assert!(o.status.success(), "{}", stderr(&o));
-    let mut ips = Vec::new();
-    for pod in ["web-a", "web-b"] {
-        ips.push(eventually(60, &format!("{pod} ready"), || {
-            let p = get_json(&kc, &["pod", pod]);
-            (common::is_ready(&p)).then(|| p["status"]["podIP"].as_str().map(String::from))?
-        }));
-    }
+    let mut ips = vec![ready_ip(&kc, "web-a"), ready_ip(&kc, "web-b")];
     ips.sort();
     let vip = get_json(&kc, &["svc", "web"])["spec"]["clusterIP"]
         .as_str()
@@ -221,5 +217,200 @@ spec:
         dig(&kc, "web-b", &["web.default.svc.cluster.local"])
             .contains("status: NXDOMAIN")
             .then_some(())
+    });
+}
+
+/// A pod that answers HTTP on 8080 with its name and the peer it saw, and echoes UDP on 9000
+/// with its name in front; ready while /tmp/ready exists.
+fn echo_pod(name: &str, node: &str) -> String {
+    format!(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: {name}, labels: {{app: echo}}}}
+spec:
+  nodeName: {node}
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: echo
+    image: host
+    command: ["/usr/bin/python3", "-c", "{ECHO}"]
+    readinessProbe:
+      exec: {{command: ["/usr/bin/test", "-f", "/tmp/ready"]}}
+      periodSeconds: 1
+"#,
+        ECHO = ECHO_SERVER.replace('\n', "\\n").replace('"', "\\\"")
+    )
+}
+
+const ECHO_SERVER: &str = r#"import http.server, os, socket, threading
+open('/tmp/ready', 'w').close()
+name = os.environ['HOSTNAME']
+def udp():
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(('', 9000))
+    while True:
+        d, a = s.recvfrom(2048)
+        s.sendto(name.encode() + b' ' + d, a)
+threading.Thread(target=udp, daemon=True).start()
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = 'HTTP/1.1'
+    def do_GET(self):
+        b = (name + ' ' + self.client_address[0]).encode()
+        self.send_response(200)
+        self.send_header('Content-Length', str(len(b)))
+        self.end_headers()
+        self.wfile.write(b)
+    def log_message(self, *a):
+        pass
+http.server.ThreadingHTTPServer(('', 8080), H).serve_forever()
+"#;
+
+/// `curl` N times (one connection each) from inside a pod; each answer's first word.
+fn curl_from_pod(kc: &std::path::Path, pod: &str, url: &str, n: usize) -> Vec<String> {
+    let script = format!(
+        "for i in $(seq {n}); do /usr/bin/curl -s --max-time 3 {url} || echo FAIL$?; echo; done"
+    );
+    let o = berth(kc, &["exec", pod, "--", "/bin/sh", "-c", &script]);
+    stdout(&o)
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(|l| l.split_whitespace().next().unwrap_or("").to_string())
+        .collect()
+}
+
+/// `curl` from the host inside a network namespace; the answer or `FAILn`.
+fn curl_in_netns(ns: &str, url: &str) -> String {
+    let o = Command::new("ip")
+        .args(["netns", "exec", ns, "curl", "-s", "--max-time", "3", url])
+        .output()
+        .unwrap();
+    if o.status.success() {
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    } else {
+        format!("FAIL{}", o.status.code().unwrap_or(-1))
+    }
+}
+
+#[test]
+fn every_node_proxies_cluster_ips_and_node_ports_to_ready_endpoints() {
+    let h = Harness::start(2, &[]);
+    let kc = h.kubeconfig.clone();
+    let file = h.dir.path().join("echo.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "{}---{}---{}",
+            echo_pod("echo-a", "node-a"),
+            echo_pod("echo-b", "node-b"),
+            r#"
+apiVersion: v1
+kind: Service
+metadata: {name: echo}
+spec:
+  type: NodePort
+  selector: {app: echo}
+  ports:
+  - {name: http, port: 80, targetPort: 8080}
+  - {name: udp, port: 90, targetPort: 9000, protocol: UDP}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: sticky}
+spec:
+  selector: {app: echo}
+  sessionAffinity: ClientIP
+  ports: [{port: 80, targetPort: 8080}]
+"#
+        ),
+    )
+    .unwrap();
+    let o = berth(&kc, &["apply", "-f", file.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let pod_ips = [ready_ip(&kc, "echo-a"), ready_ip(&kc, "echo-b")];
+    let svc = get_json(&kc, &["svc", "echo"]);
+    let vip = svc["spec"]["clusterIP"].as_str().unwrap().to_string();
+    let node_port = svc["spec"]["ports"][0]["nodePort"].as_u64().unwrap();
+    let sticky_vip = get_json(&kc, &["svc", "sticky"])["spec"]["clusterIP"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // From a pod, the cluster IP reaches both endpoints in turn; the endpoint sees the
+    // caller's pod address.
+    let url = format!("http://{vip}/");
+    eventually(20, "both endpoints behind the cluster IP", || {
+        let got = curl_from_pod(&kc, "echo-a", &url, 6);
+        (got.contains(&"echo-a".to_string()) && got.contains(&"echo-b".to_string())).then_some(())
+    });
+    let o = berth(&kc, &["exec", "echo-a", "--", "/usr/bin/curl", "-s", &url]);
+    let seen = stdout(&o);
+    if seen.starts_with("echo-a") {
+        // Through this node's proxy to a pod on this node: the peer is the gateway.
+        assert!(!seen.contains(&pod_ips[1]), "{seen}");
+    } else {
+        assert!(seen.starts_with("echo-b"), "{seen}");
+    }
+    // The address is on each node's loopback, labelled as its agent's.
+    for n in ["node-a", "node-b"] {
+        let o = Command::new("ip")
+            .args(["-n", &h.netns(n), "-4", "addr", "show", "dev", "lo"])
+            .output()
+            .unwrap();
+        let addrs = String::from_utf8_lossy(&o.stdout).into_owned();
+        assert!(addrs.contains(&format!("{vip}/32")), "{n}: {addrs}");
+    }
+    // From each node itself, and through each node's node port from another machine on the
+    // underlay.
+    for (i, n) in ["node-a", "node-b"].iter().enumerate() {
+        let got = curl_in_netns(&h.netns(n), &url);
+        assert!(got.starts_with("echo-"), "{n}: {got}");
+        let np = format!("http://{}:{node_port}/", h.nodes[i].ip);
+        let got = curl_in_netns(&h.server_netns(), &np);
+        assert!(got.starts_with("echo-"), "node port of {n}: {got}");
+    }
+    // UDP: a datagram to the cluster IP comes back from an endpoint.
+    let udp = format!(
+        "import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(3); s.sendto(b'ping', ('{vip}', 90)); print(s.recv(100).decode())"
+    );
+    let o = berth(
+        &kc,
+        &["exec", "echo-b", "--", "/usr/bin/python3", "-c", &udp],
+    );
+    let got = stdout(&o);
+    assert!(
+        got.starts_with("echo-") && got.trim_end().ends_with("ping"),
+        "{got} {}",
+        stderr(&o)
+    );
+    // Session affinity: one client, one endpoint.
+    let got = curl_from_pod(&kc, "echo-b", &format!("http://{sticky_vip}/"), 6);
+    assert_eq!(got.len(), 6, "{got:?}");
+    assert!(got.iter().all(|g| *g == got[0]), "{got:?}");
+
+    // An endpoint that stops being ready gets no more connections.
+    let o = berth(&kc, &["exec", "echo-b", "--", "/bin/rm", "/tmp/ready"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    eventually(20, "only echo-a behind the cluster IP", || {
+        let got = curl_from_pod(&kc, "echo-a", &url, 4);
+        got.iter().all(|g| g == "echo-a").then_some(())
+    });
+    // None ready: refused at once, not left hanging.
+    let o = berth(&kc, &["exec", "echo-a", "--", "/bin/rm", "/tmp/ready"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    eventually(20, "connections refused", || {
+        let got = curl_from_pod(&kc, "echo-b", &url, 1);
+        (got == ["FAIL56"] || got == ["FAIL7"] || got == ["FAIL52"]).then_some(())
+    });
+
+    // A Service that goes takes its address off every node.
+    let o = berth(&kc, &["delete", "svc", "echo"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    eventually(20, "the cluster IP to go", || {
+        let o = Command::new("ip")
+            .args(["-n", &h.netns("node-a"), "-4", "addr", "show", "dev", "lo"])
+            .output()
+            .unwrap();
+        (!String::from_utf8_lossy(&o.stdout).contains(&format!("{vip}/32"))).then_some(())
     });
 }

@@ -106,6 +106,7 @@ fn spawn_agent(url: &str, token: &str, ca: &Path, node: &mut Node) {
         .args(["--restart-backoff", "1s"])
         // Cluster DNS answers cluster names only: nothing is forwarded off the machine.
         .args(["--dns-upstream", "none"])
+        .args(["--proxy-drain-timeout", "3s"])
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
@@ -251,6 +252,11 @@ impl Harness {
     pub fn heal(&mut self, name: &str) {
         let link = self.node(name).link.clone();
         ip(&["link", "set", &link, "up"]);
+    }
+
+    /// The server's network namespace: a machine on the underlay that is no node.
+    pub fn server_netns(&self) -> String {
+        self.server_ns.clone()
     }
 
     /// The node's network namespace (for `ip -n NS ...`, `nsenter --net=/run/netns/NS`).

@@ -1,0 +1,245 @@
+//! The agent's view of the cluster's Services and Endpoints, kept by one list+watch of each and
+//! shared by everything on the node that routes by them (cluster DNS, the service proxy).
+//!
+//! Invariant: readers see whole objects (one lock per change); every change bumps a counter
+//! that followers wait on, so they re-read the view rather than track events themselves.
+
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::{Arc, RwLock, RwLockReadGuard};
+use std::time::Duration;
+
+use berth_client::Client;
+use serde_json::Value;
+use tokio::sync::watch;
+
+/// A Service or Endpoints by (namespace, name), lowercase.
+pub(crate) type Key = (String, String);
+
+pub(crate) fn key(o: &Value) -> Key {
+    (
+        o["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or("")
+            .to_lowercase(),
+        o["metadata"]["name"].as_str().unwrap_or("").to_lowercase(),
+    )
+}
+
+/// One port of a Service.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct ServicePort {
+    /// Lowercase; empty for the single unnamed port.
+    pub name: String,
+    /// Lowercase: `tcp`, `udp`, `sctp`.
+    pub protocol: String,
+    pub port: u16,
+    pub node_port: Option<u16>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct Service {
+    /// None for a headless Service.
+    pub cluster_ip: Option<Ipv4Addr>,
+    pub ports: Vec<ServicePort>,
+    /// `sessionAffinity: ClientIP`, for this long.
+    pub affinity: Option<Duration>,
+}
+
+/// One subset of an Endpoints object: its ready addresses and their ports.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct Subset {
+    pub ready: Vec<Ipv4Addr>,
+    /// (name, protocol, port), lowercase as in [`ServicePort`].
+    pub ports: Vec<(String, String, u16)>,
+}
+
+/// What the node knows of Services and their endpoints.
+#[derive(Debug, Default)]
+pub(crate) struct Catalog {
+    pub services: HashMap<Key, Service>,
+    pub endpoints: HashMap<Key, Vec<Subset>>,
+}
+
+fn lower(v: &Value, default: &str) -> String {
+    v.as_str().unwrap_or(default).to_lowercase()
+}
+
+impl Catalog {
+    pub fn put_service(&mut self, o: &Value) {
+        let spec = &o["spec"];
+        if spec["type"] == "ExternalName" {
+            self.services.remove(&key(o));
+            return;
+        }
+        let affinity = (spec["sessionAffinity"] == "ClientIP").then(|| {
+            Duration::from_secs(
+                spec["sessionAffinityConfig"]["clientIP"]["timeoutSeconds"]
+                    .as_u64()
+                    .unwrap_or(10800),
+            )
+        });
+        let svc = Service {
+            cluster_ip: spec["clusterIP"].as_str().and_then(|ip| ip.parse().ok()),
+            ports: spec["ports"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|p| {
+                    Some(ServicePort {
+                        name: lower(&p["name"], ""),
+                        protocol: lower(&p["protocol"], "TCP"),
+                        port: u16::try_from(p["port"].as_u64()?).ok()?,
+                        node_port: p["nodePort"]
+                            .as_u64()
+                            .and_then(|n| u16::try_from(n).ok())
+                            .filter(|n| *n != 0),
+                    })
+                })
+                .collect(),
+            affinity,
+        };
+        self.services.insert(key(o), svc);
+    }
+
+    pub fn put_endpoints(&mut self, o: &Value) {
+        let subsets = o["subsets"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|s| Subset {
+                ready: s["addresses"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|a| a["ip"].as_str()?.parse().ok())
+                    .collect(),
+                ports: s["ports"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|p| {
+                        Some((
+                            lower(&p["name"], ""),
+                            lower(&p["protocol"], "TCP"),
+                            u16::try_from(p["port"].as_u64()?).ok()?,
+                        ))
+                    })
+                    .collect(),
+            })
+            .collect();
+        self.endpoints.insert(key(o), subsets);
+    }
+
+    /// The addresses of a Service's ready endpoints, sorted, each once.
+    pub fn ready_ips(&self, k: &Key) -> Vec<Ipv4Addr> {
+        let mut ips: Vec<Ipv4Addr> = self
+            .endpoints
+            .get(k)
+            .into_iter()
+            .flatten()
+            .flat_map(|s| s.ready.iter().copied())
+            .collect();
+        ips.sort();
+        ips.dedup();
+        ips
+    }
+
+    /// Where a Service port's traffic goes: each ready endpoint at the port of the same name
+    /// and protocol, sorted.
+    pub fn backends(&self, k: &Key, port: &ServicePort) -> Vec<SocketAddr> {
+        let mut out: Vec<SocketAddr> = self
+            .endpoints
+            .get(k)
+            .into_iter()
+            .flatten()
+            .flat_map(|s| {
+                let p = s
+                    .ports
+                    .iter()
+                    .find(|(n, pr, _)| *n == port.name && *pr == port.protocol)
+                    .map(|(_, _, p)| *p);
+                s.ready
+                    .iter()
+                    .filter_map(move |ip| Some(SocketAddr::from((*ip, p?))))
+            })
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+}
+
+/// The catalog and its change counter.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    catalog: RwLock<Catalog>,
+    changed: watch::Sender<u64>,
+}
+
+impl Shared {
+    pub fn new(catalog: Catalog) -> Arc<Shared> {
+        Arc::new(Shared {
+            catalog: RwLock::new(catalog),
+            changed: watch::channel(0).0,
+        })
+    }
+
+    pub fn read(&self) -> RwLockReadGuard<'_, Catalog> {
+        self.catalog.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self, f: impl FnOnce(&mut Catalog)) {
+        f(&mut self.catalog.write().unwrap_or_else(|e| e.into_inner()));
+        self.changed.send_modify(|n| *n += 1);
+    }
+
+    /// A receiver that wakes on every change.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+}
+
+/// Keeps `shared` in step with Services and Endpoints, until `stop`.
+pub(crate) fn follow(client: Client, shared: Arc<Shared>, stop: watch::Receiver<bool>) {
+    for services in [true, false] {
+        let (client, shared, stop) = (client.clone(), shared.clone(), stop.clone());
+        let plural = if services { "services" } else { "endpoints" };
+        tokio::spawn(async move {
+            crate::follow(
+                &client,
+                plural,
+                stop,
+                |items| {
+                    shared.write(|c| {
+                        if services {
+                            c.services.clear();
+                        } else {
+                            c.endpoints.clear();
+                        }
+                        for o in items {
+                            if services {
+                                c.put_service(o)
+                            } else {
+                                c.put_endpoints(o)
+                            }
+                        }
+                    })
+                },
+                |typ, o| {
+                    shared.write(|c| match (typ, services) {
+                        ("DELETED", true) => {
+                            c.services.remove(&key(o));
+                        }
+                        ("DELETED", false) => {
+                            c.endpoints.remove(&key(o));
+                        }
+                        (_, true) => c.put_service(o),
+                        (_, false) => c.put_endpoints(o),
+                    })
+                },
+            )
+            .await
+        });
+    }
+}

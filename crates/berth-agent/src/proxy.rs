@@ -1,0 +1,479 @@
+//! The service proxy: every node serves every Service's cluster IP itself, and balances each
+//! connection (TCP) or flow (UDP) over the Service's ready endpoints.
+//!
+//! - Cluster IPs are /32 addresses on the node's loopback (labelled as this agent's, so a
+//!   restart finds and clears its own and nobody else's). A pod reaches them by plain routing
+//!   through its gateway, and the proxy sees the pod's address as the peer: no netfilter.
+//! - Each Service port is one listening socket on `CLUSTER-IP:PORT`, and with a node port one
+//!   more on every address of the node (`0.0.0.0:NODE-PORT`).
+//! - Endpoints are taken in turn; a connection that cannot reach one tries the next. With
+//!   `sessionAffinity: ClientIP`, a client keeps its endpoint while it stays ready and the
+//!   affinity timeout has not passed since its last connection.
+//! - A port with no ready endpoint resets connections at once.
+//! - An endpoint that stops being ready gets no new connections; the ones it has are drained:
+//!   they go on until they end or the drain timeout passes, then they are closed.
+//! - Headless Services (no cluster IP) and SCTP ports are not proxied.
+
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use berth_runtime::netlink::Netlink;
+use tokio::net::{TcpListener, TcpSocket, TcpStream, UdpSocket};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::catalog::{self, Key};
+
+/// How long a connection attempt to one endpoint may take before the next is tried.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a UDP flow lives without traffic.
+const UDP_IDLE: Duration = Duration::from_secs(30);
+
+/// How the proxy runs.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// How long connections to an endpoint that went away may go on.
+    pub drain: Duration,
+    /// The label of this agent's loopback addresses (`lo:` and at most 11 more bytes).
+    pub label: String,
+}
+
+/// A Service port as proxied: (service, port name, protocol).
+type PortKey = (Key, String, String);
+
+/// One Service port's state, shared by its listeners and connections.
+#[derive(Debug)]
+struct Port {
+    backends: RwLock<Arc<Vec<SocketAddr>>>,
+    next: AtomicUsize,
+    affinity: RwLock<Option<Duration>>,
+    /// ClientIP affinity: where each client went last, and when.
+    sticky: Mutex<HashMap<IpAddr, (SocketAddr, Instant)>>,
+    /// A signal per endpoint with open connections: true closes them.
+    closers: Mutex<HashMap<SocketAddr, watch::Sender<bool>>>,
+    drain: Duration,
+}
+
+impl Port {
+    fn new(drain: Duration) -> Arc<Port> {
+        Arc::new(Port {
+            backends: RwLock::new(Arc::new(Vec::new())),
+            next: AtomicUsize::new(0),
+            affinity: RwLock::new(None),
+            sticky: Mutex::new(HashMap::new()),
+            closers: Mutex::new(HashMap::new()),
+            drain,
+        })
+    }
+
+    fn backends(&self) -> Arc<Vec<SocketAddr>> {
+        self.backends
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Takes a new endpoint set; connections to the ones that left are closed after the drain
+    /// timeout, unless they came back meanwhile.
+    fn set(self: &Arc<Self>, backends: Vec<SocketAddr>, affinity: Option<Duration>) {
+        *self.affinity.write().unwrap_or_else(|e| e.into_inner()) = affinity;
+        let old = std::mem::replace(
+            &mut *self.backends.write().unwrap_or_else(|e| e.into_inner()),
+            Arc::new(backends.clone()),
+        );
+        for &gone in old.iter().filter(|b| !backends.contains(b)) {
+            let me = self.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(me.drain).await;
+                if !me.backends().contains(&gone) {
+                    let closer = me
+                        .closers
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .remove(&gone);
+                    if let Some(c) = closer {
+                        let _ = c.send(true);
+                    }
+                }
+            });
+        }
+    }
+
+    /// The endpoints to try for a client, in order.
+    fn order(&self, client: IpAddr) -> Vec<SocketAddr> {
+        let backends = self.backends();
+        if backends.is_empty() {
+            return Vec::new();
+        }
+        let start = self.next.fetch_add(1, Ordering::Relaxed) % backends.len();
+        let mut order: Vec<SocketAddr> = backends[start..]
+            .iter()
+            .chain(&backends[..start])
+            .copied()
+            .collect();
+        let affinity = *self.affinity.read().unwrap_or_else(|e| e.into_inner());
+        if let Some(timeout) = affinity {
+            let sticky = self.sticky.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some((b, at)) = sticky.get(&client)
+                && at.elapsed() < timeout
+                && let Some(i) = order.iter().position(|x| x == b)
+            {
+                let b = order.remove(i);
+                order.insert(0, b);
+            }
+        }
+        order
+    }
+
+    /// Records where a client went (for affinity), and returns the endpoint's close signal.
+    fn connected(&self, client: IpAddr, backend: SocketAddr) -> watch::Receiver<bool> {
+        let affinity = *self.affinity.read().unwrap_or_else(|e| e.into_inner());
+        if affinity.is_some() {
+            let mut sticky = self.sticky.lock().unwrap_or_else(|e| e.into_inner());
+            if sticky.len() > 65_536 {
+                sticky.retain(|_, (_, at)| affinity.is_some_and(|t| at.elapsed() < t));
+            }
+            sticky.insert(client, (backend, Instant::now()));
+        }
+        self.closers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(backend)
+            .or_insert_with(|| watch::channel(false).0)
+            .subscribe()
+    }
+}
+
+async fn closed(mut rx: watch::Receiver<bool>) {
+    if rx.wait_for(|c| *c).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+async fn serve_tcp(port: Arc<Port>, mut inbound: TcpStream, peer: SocketAddr) {
+    for b in port.order(peer.ip()) {
+        let Ok(Ok(mut out)) = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(b)).await
+        else {
+            continue;
+        };
+        let close = port.connected(peer.ip(), b);
+        let _ = inbound.set_nodelay(true);
+        let _ = out.set_nodelay(true);
+        tokio::select! {
+            _ = tokio::io::copy_bidirectional_with_sizes(&mut inbound, &mut out, 64 * 1024, 64 * 1024) => {}
+            _ = closed(close) => {}
+        }
+        return;
+    }
+    // Nowhere to go: a reset, as a refused connection would be.
+    let _ = inbound.set_zero_linger();
+}
+
+async fn accept_tcp(listener: TcpListener, port: Arc<Port>) {
+    loop {
+        match listener.accept().await {
+            Ok((conn, peer)) => {
+                tokio::spawn(serve_tcp(port.clone(), conn, peer));
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+async fn serve_udp(sock: UdpSocket, port: Arc<Port>) {
+    let sock = Arc::new(sock);
+    let flows: Arc<Mutex<HashMap<SocketAddr, Arc<UdpSocket>>>> = Arc::default();
+    let mut buf = vec![0u8; 65_536];
+    loop {
+        let Ok((n, client)) = sock.recv_from(&mut buf).await else {
+            continue;
+        };
+        let flow = flows
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&client)
+            .cloned();
+        let flow = match flow {
+            Some(f) => f,
+            None => {
+                let Some(b) = port.order(client.ip()).first().copied() else {
+                    continue;
+                };
+                let Ok(up) = UdpSocket::bind(SocketAddr::from(([0, 0, 0, 0], 0))).await else {
+                    continue;
+                };
+                if up.connect(b).await.is_err() {
+                    continue;
+                }
+                let up = Arc::new(up);
+                flows
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(client, up.clone());
+                let close = port.connected(client.ip(), b);
+                let (up2, sock2, flows2) = (up.clone(), sock.clone(), flows.clone());
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 65_536];
+                    let replies = async {
+                        while let Ok(Ok(n)) =
+                            tokio::time::timeout(UDP_IDLE, up2.recv(&mut buf)).await
+                        {
+                            let _ = sock2.send_to(&buf[..n], client).await;
+                        }
+                    };
+                    tokio::select! {
+                        _ = replies => {}
+                        _ = closed(close) => {}
+                    }
+                    flows2
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .remove(&client);
+                });
+                up
+            }
+        };
+        let _ = flow.send(&buf[..n]).await;
+    }
+}
+
+/// Where a port listens: address and protocol (`tcp`, `udp`).
+type Frontend = (SocketAddr, String);
+
+fn listen(front: &Frontend, port: Arc<Port>) -> std::io::Result<JoinHandle<()>> {
+    let (addr, proto) = front;
+    if proto == "udp" {
+        let std = std::net::UdpSocket::bind(addr)?;
+        std.set_nonblocking(true)?;
+        let sock = UdpSocket::from_std(std)?;
+        return Ok(tokio::spawn(serve_udp(sock, port)));
+    }
+    let sock = TcpSocket::new_v4()?;
+    sock.set_reuseaddr(true)?;
+    sock.bind(*addr)?;
+    let listener = sock.listen(1024)?;
+    Ok(tokio::spawn(accept_tcp(listener, port)))
+}
+
+/// What runs now.
+struct State {
+    opts: Options,
+    ports: HashMap<PortKey, Arc<Port>>,
+    listeners: HashMap<Frontend, (Arc<Port>, JoinHandle<()>)>,
+    /// Frontends that could not listen (said once; tried again on the next change).
+    failed: HashSet<Frontend>,
+    vips: HashSet<Ipv4Addr>,
+    lo: u32,
+}
+
+/// Adds and removes this agent's loopback addresses.
+fn set_addresses(lo: u32, label: &str, add: &[Ipv4Addr], del: &[Ipv4Addr]) {
+    let mut nl = match Netlink::new() {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot change the service addresses");
+            return;
+        }
+    };
+    for ip in add {
+        if let Err(e) = nl.add_labelled_address(lo, *ip, 32, Some(label)) {
+            tracing::warn!(error = %e, "cannot serve a cluster IP");
+        }
+    }
+    for ip in del {
+        if let Err(e) = nl.del_address(lo, *ip, 32) {
+            tracing::warn!(error = %e, "cannot remove a cluster IP");
+        }
+    }
+}
+
+/// The addresses carrying this agent's label.
+fn own_addresses(lo: u32, label: &str) -> Vec<Ipv4Addr> {
+    Netlink::new()
+        .and_then(|mut nl| nl.addresses(lo))
+        .map(|a| {
+            a.into_iter()
+                .filter(|(_, _, l)| l == label)
+                .map(|(ip, _, _)| ip)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+impl State {
+    async fn sync(&mut self, cat: &catalog::Shared) {
+        let mut ports: HashMap<PortKey, (Vec<SocketAddr>, Option<Duration>)> = HashMap::new();
+        let mut fronts: HashMap<Frontend, PortKey> = HashMap::new();
+        let mut vips: HashSet<Ipv4Addr> = HashSet::new();
+        {
+            let c = cat.read();
+            for (k, svc) in &c.services {
+                let Some(vip) = svc.cluster_ip else { continue };
+                for p in svc
+                    .ports
+                    .iter()
+                    .filter(|p| p.protocol == "tcp" || p.protocol == "udp")
+                {
+                    let pk = (k.clone(), p.name.clone(), p.protocol.clone());
+                    ports.insert(pk.clone(), (c.backends(k, p), svc.affinity));
+                    vips.insert(vip);
+                    fronts.insert(
+                        (SocketAddr::from((vip, p.port)), p.protocol.clone()),
+                        pk.clone(),
+                    );
+                    if let Some(np) = p.node_port {
+                        fronts.insert(
+                            (SocketAddr::from(([0, 0, 0, 0], np)), p.protocol.clone()),
+                            pk,
+                        );
+                    }
+                }
+            }
+        }
+        for (pk, (backends, affinity)) in &ports {
+            let drain = self.opts.drain;
+            self.ports
+                .entry(pk.clone())
+                .or_insert_with(|| Port::new(drain))
+                .set(backends.clone(), *affinity);
+        }
+        // A port that went: its connections drain as from endpoints that went.
+        self.ports.retain(|pk, port| {
+            let keep = ports.contains_key(pk);
+            if !keep {
+                port.set(Vec::new(), None);
+            }
+            keep
+        });
+        let add: Vec<Ipv4Addr> = vips.difference(&self.vips).copied().collect();
+        if !add.is_empty() {
+            let (lo, label) = (self.lo, self.opts.label.clone());
+            let _ = tokio::task::spawn_blocking(move || set_addresses(lo, &label, &add, &[])).await;
+        }
+        self.listeners.retain(|front, (port, task)| {
+            let keep = fronts
+                .get(front)
+                .and_then(|pk| self.ports.get(pk))
+                .is_some_and(|p| Arc::ptr_eq(p, port));
+            if !keep {
+                task.abort();
+            }
+            keep
+        });
+        self.failed.retain(|f| fronts.contains_key(f));
+        for (front, pk) in &fronts {
+            if self.listeners.contains_key(front) {
+                continue;
+            }
+            let Some(port) = self.ports.get(pk) else {
+                continue;
+            };
+            match listen(front, port.clone()) {
+                Ok(task) => {
+                    self.failed.remove(front);
+                    self.listeners.insert(front.clone(), (port.clone(), task));
+                }
+                Err(e) => {
+                    if self.failed.insert(front.clone()) {
+                        tracing::warn!(error = %e, address = %front.0, protocol = %front.1, service = %format!("{}/{}", pk.0.0, pk.0.1), "cannot serve a service port");
+                    }
+                }
+            }
+        }
+        let del: Vec<Ipv4Addr> = self.vips.difference(&vips).copied().collect();
+        if !del.is_empty() {
+            let (lo, label) = (self.lo, self.opts.label.clone());
+            let _ = tokio::task::spawn_blocking(move || set_addresses(lo, &label, &[], &del)).await;
+        }
+        self.vips = vips;
+    }
+}
+
+/// Serves the Services of `cat` until `stop`, then takes its addresses off the loopback.
+pub(crate) async fn run(
+    cat: Arc<catalog::Shared>,
+    opts: Options,
+    mut stop: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let label = opts.label.clone();
+    let lo = tokio::task::spawn_blocking(|| Netlink::new()?.link_index("lo"))
+        .await?
+        .context("cannot find the loopback link")?
+        .context("this network namespace has no loopback link")?;
+    // What an earlier run left: the sync adds back what is still wanted.
+    {
+        let label = label.clone();
+        tokio::task::spawn_blocking(move || {
+            let stale = own_addresses(lo, &label);
+            set_addresses(lo, &label, &[], &stale);
+        })
+        .await?;
+    }
+    let mut state = State {
+        opts,
+        ports: HashMap::new(),
+        listeners: HashMap::new(),
+        failed: HashSet::new(),
+        vips: HashSet::new(),
+        lo,
+    };
+    let mut changed = cat.subscribe();
+    loop {
+        changed.borrow_and_update();
+        state.sync(&cat).await;
+        tokio::select! {
+            r = changed.changed() => if r.is_err() { break },
+            _ = stop.changed() => break,
+        }
+    }
+    for (_, (_, task)) in state.listeners.drain() {
+        task.abort();
+    }
+    let vips: Vec<Ipv4Addr> = state.vips.drain().collect();
+    tokio::task::spawn_blocking(move || set_addresses(lo, &label, &[], &vips)).await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn turns_affinity_and_draining() {
+        let a: SocketAddr = "10.0.0.1:80".parse().unwrap();
+        let b: SocketAddr = "10.0.0.2:80".parse().unwrap();
+        let port = Port::new(Duration::from_millis(50));
+        port.set(vec![a, b], None);
+        let client: IpAddr = "10.1.0.1".parse().unwrap();
+        let firsts: Vec<SocketAddr> = (0..4).map(|_| port.order(client)[0]).collect();
+        assert_eq!(firsts, vec![a, b, a, b], "in turn");
+        // Affinity: the client keeps the endpoint it had.
+        port.set(vec![a, b], Some(Duration::from_secs(60)));
+        let mut close = port.connected(client, b);
+        for _ in 0..4 {
+            assert_eq!(port.order(client)[0], b);
+        }
+        // b leaves: new connections go to a, b's are closed after the drain.
+        port.set(vec![a], Some(Duration::from_secs(60)));
+        assert_eq!(port.order(client), vec![a]);
+        assert!(!*close.borrow());
+        tokio::time::timeout(Duration::from_secs(2), close.wait_for(|c| *c))
+            .await
+            .expect("closed after the drain")
+            .unwrap();
+        // One that comes back within the drain keeps its connections.
+        let keep = port.connected(client, a);
+        port.set(vec![], None);
+        port.set(vec![a], None);
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        assert!(!*keep.borrow());
+        assert!(Port::new(Duration::ZERO).order(client).is_empty());
+    }
+}
