@@ -43,6 +43,8 @@ struct Cache {
     written: HashMap<Key, Value>,
     /// The EndpointSlices last written per Service (one per subset).
     slices: HashMap<Key, Vec<Value>>,
+    /// The key/value registrations last written per Service (`/services/NS/SVC/POD`).
+    registered: HashMap<Key, BTreeMap<String, Vec<u8>>>,
 }
 
 async fn run_once(registry: &Registry) -> Result<(), String> {
@@ -63,6 +65,18 @@ async fn run_once(registry: &Registry) -> Result<(), String> {
                 c.written.insert(key(&o), content(&o));
             }
             _ => {}
+        }
+    }
+    // Registrations of Services that went while the server was down go too.
+    if let Ok(page) = registry.store.range(REGISTRATIONS.as_bytes(), None, 0) {
+        for kv in page.kvs {
+            let rest = String::from_utf8_lossy(&kv.key[REGISTRATIONS.len()..]).into_owned();
+            let mut parts = rest.splitn(3, '/');
+            if let (Some(ns), Some(svc), Some(_)) = (parts.next(), parts.next(), parts.next()) {
+                let k = (ns.to_string(), svc.to_string());
+                c.registered.entry(k.clone()).or_default();
+                queue.insert(k);
+            }
         }
     }
     let mut watcher = registry
@@ -266,12 +280,62 @@ pub fn subsets(svc: &Object, pods: &[&Object]) -> Value {
     )
 }
 
+/// Where ready pods of Services are registered in the key/value tree (store keys).
+const REGISTRATIONS: &str = "/kv/services/";
+
+/// The key/value registrations of a Service's ready pods: `POD` → its address, ports, node
+/// and labels (JSON).
+fn registrations(k: &Key, subsets: &Value, pods: &[&Object]) -> BTreeMap<String, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    for sub in subsets.as_array().into_iter().flatten() {
+        for a in sub["addresses"].as_array().into_iter().flatten() {
+            let Some(name) = a["targetRef"]["name"].as_str() else {
+                continue;
+            };
+            let labels = pods
+                .iter()
+                .find(|p| p.name() == name)
+                .and_then(|p| p.metadata())
+                .and_then(|m| m.get("labels"))
+                .cloned()
+                .unwrap_or(json!({}));
+            let v = json!({
+                "pod": name, "namespace": k.0, "service": k.1,
+                "ip": a["ip"], "node": a.get("nodeName").cloned().unwrap_or(Value::Null),
+                "ports": sub["ports"], "labels": labels,
+            });
+            out.insert(name.to_string(), serde_json::to_vec(&v).unwrap_or_default());
+        }
+    }
+    out
+}
+
+/// Makes a Service's registrations `want`, when they differ from what was written.
+async fn register(registry: &Registry, c: &mut Cache, k: &Key, want: BTreeMap<String, Vec<u8>>) {
+    if c.registered.get(k) == Some(&want) {
+        return;
+    }
+    let dir = format!("/services/{}/{}", k.0, k.1);
+    match crate::kv::sync_dir(&registry.store, &dir, &want, USER).await {
+        Ok(()) if want.is_empty() => {
+            c.registered.remove(k);
+        }
+        Ok(()) => {
+            c.registered.insert(k.clone(), want);
+        }
+        Err(e) => tracing::debug!(error = %e.0.message, "cannot register a Service's pods"),
+    }
+}
+
 async fn reconcile(registry: &Registry, c: &mut Cache, k: &Key) {
     let Some(ep_kind) = berth_api::kinds::resolve("endpoints") else {
         return;
     };
     let Some(svc) = c.services.get(k) else {
-        // The Service is gone: so are its slices and Endpoints.
+        // The Service is gone: so are its slices, Endpoints and registrations.
+        if c.registered.contains_key(k) {
+            register(registry, c, k, BTreeMap::new()).await;
+        }
         sync_slices(registry, c, k, &[]).await;
         if c.written.remove(k).is_some() {
             match registry
@@ -308,6 +372,8 @@ async fn reconcile(registry: &Registry, c: &mut Cache, k: &Key) {
         .cloned()
         .unwrap_or(json!({}));
     let want = json!({"labels": labels, "subsets": subsets(svc, &pods)});
+    let regs = registrations(k, &want["subsets"], &pods);
+    register(registry, c, k, regs).await;
     if c.written.get(k) == Some(&want) {
         // After a restart the slices are not known yet: they are made sure of once.
         if !c.slices.contains_key(k) {

@@ -11,6 +11,7 @@ pub mod error;
 pub mod files;
 pub mod gc;
 pub mod history;
+pub mod kv;
 pub mod nodes;
 pub mod patch;
 pub mod proxy;

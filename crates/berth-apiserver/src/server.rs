@@ -47,6 +47,8 @@ pub enum Route {
     History,
     Revisions,
     Export,
+    /// The key/value tree: a key.
+    Kv(String),
     /// `metrics.k8s.io/v1beta1`: `nodes` or `pods`, from the node agents.
     Metrics {
         resource: String,
@@ -96,6 +98,9 @@ pub fn route(path: &str) -> ApiResult<Route> {
         ["apis", "berth.dev", "v1", "history"] => return Ok(Route::History),
         ["apis", "berth.dev", "v1", "revisions"] => return Ok(Route::Revisions),
         ["apis", "berth.dev", "v1", "export"] => return Ok(Route::Export),
+        ["apis", "kv.berth.dev", "v1", "keys", rest @ ..] => {
+            return Ok(Route::Kv(crate::kv::key_of(rest)?));
+        }
         ["apis", "metrics.k8s.io", "v1beta1", rest @ ..] => {
             let metrics = |resource: &str, ns: Option<&str>, name: Option<&str>| Route::Metrics {
                 resource: resource.to_string(),
@@ -506,6 +511,19 @@ async fn dispatch(
             },
         ) if kind.kind == "Pod" && sub == "exec" => {
             crate::proxy::exec(s, &ns, &name, raw, headers, upgrade).await
+        }
+        (m, Route::Kv(key)) => {
+            let body = read_body(s, body).await?;
+            crate::kv::handle(
+                &s.registry.store,
+                m,
+                &key,
+                &q,
+                body,
+                &user.name,
+                s.stopping(),
+            )
+            .await
         }
         (m, Route::Collection { kind, ns }) => {
             collection(s, m, kind, ns, &q, headers, body, &user).await

@@ -1615,3 +1615,128 @@ async fn bootstrap_tokens_authenticate_until_they_expire_or_go() {
     );
     t.stop().await;
 }
+
+#[tokio::test]
+async fn the_key_value_tree_reads_writes_compares_and_watches() {
+    let t = TestServer::start().await;
+    let c = &t.admin;
+    let k = |key: &str, q: &str| {
+        let mut p = format!("/apis/kv.berth.dev/v1/keys{key}");
+        if !q.is_empty() {
+            p = format!("{p}?{q}");
+        }
+        p
+    };
+    let put = |key: &str, q: &str, v: &[u8]| {
+        let p = k(key, q);
+        let v = v.to_vec();
+        async move {
+            c.raw(Method::PUT, &p, Some(("application/octet-stream", v)))
+                .await
+                .unwrap()
+        }
+    };
+    let get = |key: &str, q: &str| {
+        let p = k(key, q);
+        async move { c.raw(Method::GET, &p, None).await.unwrap() }
+    };
+    let body = |r: &berth_client::RawResponse| serde_json::from_slice::<Value>(&r.body).unwrap();
+
+    let r = put("/app/config/level", "", b"debug").await;
+    assert_eq!(r.status, 200);
+    let first = body(&r);
+    let index = first["modIndex"].as_u64().unwrap();
+    assert_eq!(first["value"], "debug");
+    assert_eq!(first["key"], "/app/config/level");
+    put("/app/config/port", "", b"8080").await;
+    put("/app/name", "", &[0xff, 0x00]).await;
+    // A value, raw and as an entry; binary values come base64-encoded.
+    let r = get("/app/config/level", "raw=1").await;
+    assert_eq!(&r.body[..], b"debug");
+    assert_eq!(body(&get("/app/name", "").await)["valueBase64"], "/wA=");
+    // Directory-style listing, and everything under a key.
+    let l = body(&get("/app", "list=1").await);
+    let names: Vec<&str> = l["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["config/", "name"]);
+    let all = body(&get("/app/config", "recurse=1").await);
+    assert_eq!(all["entries"].as_array().unwrap().len(), 2);
+    // Missing: 404 naming the key.
+    let r = get("/app/nope", "").await;
+    assert_eq!(r.status, 404);
+    assert!(String::from_utf8_lossy(&r.body).contains("key /app/nope not found"));
+
+    // Compare-and-swap: at the index read, it writes; at a stale one, 412 saying where it is.
+    let r = put("/app/config/level", &format!("cas={index}"), b"info").await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let now = body(&r)["modIndex"].as_u64().unwrap();
+    let r = put("/app/config/level", &format!("cas={index}"), b"warn").await;
+    assert_eq!(r.status, 412);
+    assert!(
+        String::from_utf8_lossy(&r.body).contains(&format!("is at index {now}")),
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
+    assert_eq!(put("/app/config/level", "cas=0", b"x").await.status, 412);
+    assert_eq!(put("/app/fresh", "cas=0", b"x").await.status, 200);
+    // Too big, bad keys, bad indexes: refused, nothing stored changes.
+    let r = put("/app/big", "", &vec![b'a'; 512 * 1024 + 1]).await;
+    assert_eq!(r.status, 413);
+    assert!(String::from_utf8_lossy(&r.body).contains("512 KiB"));
+    assert_eq!(
+        put("/app/big", "", &vec![b'a'; 512 * 1024]).await.status,
+        200
+    );
+    assert_eq!(put("/app/%2E%2E/x", "", b"x").await.status, 400);
+    assert_eq!(put("/app/x", "cas=abc", b"x").await.status, 400);
+    assert_eq!(&get("/app/config/level", "raw=1").await.body[..], b"info");
+
+    // A watch from an index sees each real change after it, in order; writing the same value
+    // again is no change.
+    let mut w = c
+        .stream(&k("/app/config", &format!("watch=1&recurse=1&index={now}")))
+        .await
+        .unwrap();
+    put("/app/config/level", "", b"info").await; // the same value
+    put("/app/config/port", "", b"9090").await;
+    c.raw(Method::DELETE, &k("/app/config/level", ""), None)
+        .await
+        .unwrap();
+    put("/app/other", "", b"not watched").await;
+    let mut lines = String::new();
+    while lines.lines().count() < 2 {
+        let chunk = tokio::time::timeout(Duration::from_secs(10), w.next())
+            .await
+            .expect("a change in time")
+            .unwrap()
+            .unwrap();
+        lines.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    let evs: Vec<Value> = lines
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(evs[0]["type"], "PUT");
+    assert_eq!(evs[0]["key"], "/app/config/port");
+    assert_eq!(evs[0]["value"], "9090");
+    assert_eq!(evs[1]["type"], "DELETE");
+    assert_eq!(evs[1]["key"], "/app/config/level");
+    assert!(evs[1]["modIndex"].as_u64() > evs[0]["modIndex"].as_u64());
+
+    // Recursive delete; an index compacted away is 410.
+    let r = c
+        .raw(Method::DELETE, &k("/app", "recurse=1"), None)
+        .await
+        .unwrap();
+    assert_eq!(body(&r)["deleted"], 5);
+    assert_eq!(get("/app/name", "").await.status, 404);
+    let current = t.server.as_ref().unwrap().store().current_revision();
+    berth_app_compact(&t, current).await;
+    let r = get("/app", &format!("watch=1&index={}", index)).await;
+    assert_eq!(r.status, 410);
+    t.stop().await;
+}

@@ -4,6 +4,7 @@
 //! Output goes to the writer a verb is given, so tests read exactly what a user sees.
 
 pub mod image;
+pub mod kv;
 pub mod manifests;
 pub mod nodes;
 pub mod print;
@@ -222,6 +223,14 @@ pub enum Verb {
         #[arg(long)]
         containers: bool,
     },
+    /// Read, write and watch the cluster's key/value tree (`berth kv ls /services/default`)
+    ///
+    /// Keys are /-separated paths. Every ready pod of a Service is registered under
+    /// /services/NAMESPACE/SERVICE/POD; the rest of the tree is free for configuration.
+    Kv {
+        #[command(subcommand)]
+        cmd: kv::KvCmd,
+    },
     /// List the kinds the server serves
     ApiResources,
     /// Show client and server versions
@@ -327,6 +336,10 @@ pub async fn run(conn: &Conn, verb: Verb, out: &mut dyn Write) -> anyhow::Result
                 out,
             )
             .await
+        }
+        Verb::Kv { cmd } => {
+            let ctx = connect(conn)?;
+            kv::run(&ctx.client, cmd, out).await
         }
         Verb::Logs(args) => {
             let ctx = connect(conn)?;

@@ -518,7 +518,7 @@ async fn api_error(path: &str, resp: hyper::Response<hyper::body::Incoming>) -> 
 }
 
 /// A non-2xx answer as an error: the server's Status, or one made from what it said.
-fn status_error(path: &str, status: u16, body: &[u8]) -> ClientError {
+pub fn status_error(path: &str, status: u16, body: &[u8]) -> ClientError {
     let s: Status = serde_json::from_slice(body).unwrap_or_else(|_| {
         Status::failure(
             status,

@@ -660,11 +660,37 @@ spec:
         .as_str()
         .unwrap()
         .to_string();
+    // Someone watches the Service's directory of the key/value tree.
+    let mut watch = KvWatch::start(&kc, "/services/default/web");
     let o = berth(&kc, &["exec", &first, "--", "/usr/bin/touch", "/tmp/ready"]);
     assert!(o.status.success(), "{}", stderr(&o));
     eventually(20, "the ready pod among the addresses", || {
         (ips(&endpoints(&kc), "addresses") == [first_ip.clone()]).then_some(())
     });
+
+    // The ready pod is registered under /services/NS/SVC/POD (the other is not ready).
+    let key = format!("/services/default/web/{first}");
+    watch.expect(&format!("PUT {key} "));
+    let o = berth(&kc, &["kv", "ls", "/services/default/web"]);
+    let listed = stdout(&o);
+    assert!(listed.contains(&first), "{listed}{}", stderr(&o));
+    assert_eq!(listed.lines().count(), 2, "{listed}");
+    let o = berth(&kc, &["kv", "get", &key]);
+    let reg: Value = serde_json::from_str(&stdout(&o)).expect("a JSON registration");
+    assert_eq!(reg["ip"], first_ip.as_str());
+    assert_eq!(reg["labels"]["app"], "web");
+    assert_eq!(reg["ports"][0]["port"], 8080);
+    assert!(reg["node"].as_str().is_some_and(|n| !n.is_empty()), "{reg}");
+    // Not ready any more: unregistered.
+    let o = berth(&kc, &["exec", &first, "--", "/bin/rm", "/tmp/ready"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    watch.expect(&format!("DELETE {key} "));
+    let o = berth(&kc, &["kv", "get", &key]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("not found"), "{}", stderr(&o));
+    let o = berth(&kc, &["exec", &first, "--", "/usr/bin/touch", "/tmp/ready"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    watch.expect(&format!("PUT {key} "));
 
     // The same in the EndpointSlice consumers (kube-proxy, CoreDNS) read.
     let slice = eventually(20, "the slice to list the ready pod", || {
@@ -701,4 +727,54 @@ spec:
         let slices = get_json(&kc, &["endpointslices"]);
         (!o.status.success() && slices["items"].as_array()?.is_empty()).then_some(())
     });
+    watch.expect("DELETE /services/default/web/");
+    let o = berth(&kc, &["kv", "ls", "-R", "/services"]);
+    assert!(stdout(&o).contains("nothing under"), "{}", stdout(&o));
+}
+
+/// `berth kv watch -r KEY` running in the background; its lines as they come.
+struct KvWatch {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl KvWatch {
+    fn start(kc: &Path, key: &str) -> KvWatch {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(common::BIN)
+            .args(["kv", "watch", "-r", key])
+            .env("KUBECONFIG", kc)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let out = child.stdout.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for l in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                let _ = tx.send(l);
+            }
+        });
+        KvWatch { child, lines }
+    }
+
+    /// Waits (20 s at most) for a line starting with `prefix`.
+    fn expect(&mut self, prefix: &str) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) if l.starts_with(prefix) => return,
+                Ok(_) => {}
+                Err(_) => panic!("no `{prefix}` from berth kv watch in time"),
+            }
+        }
+    }
+}
+
+impl Drop for KvWatch {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
