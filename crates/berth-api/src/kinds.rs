@@ -157,6 +157,15 @@ pub static KINDS: &[ResourceKind] = &[
         false
     ),
     kind!(
+        "berth.dev",
+        "ConfigTemplate",
+        "configtemplates",
+        "configtemplate",
+        true,
+        ["ct"],
+        true
+    ),
+    kind!(
         "coordination.k8s.io",
         "Lease",
         "leases",
@@ -232,6 +241,8 @@ mod tests {
             ("lease", "Lease"),
             ("endpointslices", "EndpointSlice"),
             ("endpointslices.discovery.k8s.io", "EndpointSlice"),
+            ("ct", "ConfigTemplate"),
+            ("configtemplates.berth.dev", "ConfigTemplate"),
         ] {
             assert_eq!(resolve(typed).map(|k| k.kind), Some(kind), "{typed}");
         }

@@ -4,6 +4,7 @@
 //! it is a pure function of its inputs, so the API server, the CLI and future controllers share
 //! one definition of what a valid object is.
 
+pub mod configtemplate;
 pub mod kinds;
 pub mod manifest;
 pub mod names;

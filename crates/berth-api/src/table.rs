@@ -73,6 +73,7 @@ pub fn columns(kind: &ResourceKind, wide: bool) -> Vec<&'static str> {
         "Node" => vec!["NAME", "STATUS", "ROLES", "AGE", "VERSION"],
         "Event" => vec!["LAST SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"],
         "Lease" => vec!["NAME", "HOLDER", "AGE"],
+        "ConfigTemplate" => vec!["NAME", "NODE", "DESTINATION", "APPLIED", "REVISION", "AGE"],
         _ => vec!["NAME", "AGE"],
     };
     if wide {
@@ -210,6 +211,25 @@ pub fn row(kind: &ResourceKind, o: &Value, wide: bool, now: u64) -> Vec<String> 
                 s(o, &["addressType"]).to_string(),
                 join_or_none(ports),
                 join_or_none(eps),
+                age,
+            ]
+        }
+        "ConfigTemplate" => {
+            let applied = o["status"]["conditions"]
+                .as_array()
+                .and_then(|cs| cs.iter().find(|c| c["type"] == "Applied"))
+                .map_or("Unknown".to_string(), |c| {
+                    c["status"].as_str().unwrap_or("Unknown").to_string()
+                });
+            vec![
+                name,
+                s(o, &["spec", "nodeName"]).to_string(),
+                s(o, &["spec", "destination"]).to_string(),
+                applied,
+                match &o["status"]["renderedRevision"] {
+                    Value::Null => "<none>".into(),
+                    v => v.as_str().map_or_else(|| v.to_string(), String::from),
+                },
                 age,
             ]
         }

@@ -902,6 +902,13 @@ fn validate_spec(v: &mut V, kind: &ResourceKind, obj: &Object) {
             v.str("type", obj.get("type"));
             v.bool("immutable", obj.get("immutable"));
         }
+        "ConfigTemplate" => {
+            if let Err(errs) = crate::configtemplate::parse(obj.get("spec"), true) {
+                for e in errs {
+                    v.push(e);
+                }
+            }
+        }
         "EndpointSlice" => {
             let ty = v.req_str("addressType", obj.get("addressType"));
             if let Some(t) = ty

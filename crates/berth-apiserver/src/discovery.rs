@@ -50,7 +50,9 @@ pub fn api_group_list() -> Value {
         .into_iter()
         .map(group_entry)
         .collect();
-    groups.push(group_entry(BERTH_GROUP));
+    if !berth_api::kinds::groups().contains(&BERTH_GROUP) {
+        groups.push(group_entry(BERTH_GROUP));
+    }
     groups.push(group_entry(METRICS_GROUP));
     json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
 }
@@ -85,21 +87,17 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
     } else {
         format!("{group}/v1")
     };
-    if group == BERTH_GROUP {
-        return Some(json!({
-            "kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version,
-            "resources": [
-                {"name": "history", "singularName": "history", "namespaced": false, "kind": "ObjectHistory", "verbs": ["get"]},
-                {"name": "revisions", "singularName": "revision", "namespaced": false, "kind": "RevisionList", "verbs": ["list"]},
-                {"name": "export", "singularName": "export", "namespaced": false, "kind": "List", "verbs": ["get"]},
-            ],
-        }));
-    }
     let kinds: Vec<_> = KINDS.iter().filter(|k| k.group == group).collect();
-    if kinds.is_empty() {
+    let mut resources = Vec::new();
+    if group == BERTH_GROUP {
+        resources.extend([
+            json!({"name": "history", "singularName": "history", "namespaced": false, "kind": "ObjectHistory", "verbs": ["get"]}),
+            json!({"name": "revisions", "singularName": "revision", "namespaced": false, "kind": "RevisionList", "verbs": ["list"]}),
+            json!({"name": "export", "singularName": "export", "namespaced": false, "kind": "List", "verbs": ["get"]}),
+        ]);
+    } else if kinds.is_empty() {
         return None;
     }
-    let mut resources = Vec::new();
     for k in kinds {
         resources.push(json!({
             "name": k.plural,
