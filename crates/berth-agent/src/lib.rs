@@ -12,11 +12,14 @@
 
 pub mod api;
 mod catalog;
+pub mod confgen;
 pub mod dns;
+pub mod metrics;
 mod pods;
 mod probes;
 mod proxy;
 mod routes;
+mod templates;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -353,6 +356,11 @@ pub async fn run(
         Ok(Err(e)) => tracing::warn!(error = %e, "cannot make the pod bridge; no cluster DNS"),
         Err(_) => {}
     }
+    tokio::spawn(templates::run(
+        client.clone(),
+        cfg.node_name.clone(),
+        stop.clone(),
+    ));
     tokio::spawn(heartbeat(
         client.clone(),
         cfg.clone(),

@@ -230,47 +230,26 @@ pub(crate) async fn run_handler(
         .to_string();
     let addr = format!("{host}:{port}");
     let attempt = async {
-        let mut s = tokio::net::TcpStream::connect(&addr)
-            .await
-            .map_err(|e| format!("dial tcp {addr}: {e}"))?;
-        let Some(h) = http else { return Ok(()) };
+        let Some(h) = http else {
+            return tokio::net::TcpStream::connect(&addr)
+                .await
+                .map(drop)
+                .map_err(|e| format!("dial tcp {addr}: {e}"));
+        };
         let path = h.get("path").and_then(Value::as_str).unwrap_or("/");
-        let mut req = format!(
-            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: berth-probe/1.0\r\nAccept: */*\r\nConnection: close\r\n"
-        );
-        for hd in h
+        let headers: Vec<(String, String)> = h
             .get("httpHeaders")
             .and_then(Value::as_array)
             .into_iter()
             .flatten()
-        {
-            let (n, v) = (
-                hd.get("name").and_then(Value::as_str),
-                hd.get("value").and_then(Value::as_str),
-            );
-            if let (Some(n), Some(v)) = (n, v) {
-                req.push_str(&format!("{n}: {v}\r\n"));
-            }
-        }
-        req.push_str("\r\n");
-        s.write_all(req.as_bytes())
-            .await
-            .map_err(|e| e.to_string())?;
-        let mut head = Vec::new();
-        let mut buf = [0u8; 512];
-        while !head.windows(2).any(|w| w == b"\r\n") && head.len() < 4096 {
-            let n = s.read(&mut buf).await.map_err(|e| e.to_string())?;
-            if n == 0 {
-                break;
-            }
-            head.extend_from_slice(&buf[..n]);
-        }
-        let line = String::from_utf8_lossy(&head);
-        let code: u16 = line
-            .split_whitespace()
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .ok_or_else(|| format!("no HTTP status from {addr}"))?;
+            .filter_map(|hd| {
+                Some((
+                    hd.get("name")?.as_str()?.to_string(),
+                    hd.get("value")?.as_str()?.to_string(),
+                ))
+            })
+            .collect();
+        let code = http_status(&addr, path, &headers).await?;
         if (200..400).contains(&code) {
             Ok(())
         } else {
@@ -285,6 +264,41 @@ pub(crate) async fn run_handler(
             format!("{addr}: timed out after {}s", timeout.as_secs()),
         ),
     }
+}
+
+/// One HTTP/1.1 GET of `path` at `addr` (`host:port`): the status code it answered.
+pub(crate) async fn http_status(
+    addr: &str,
+    path: &str,
+    headers: &[(String, String)],
+) -> Result<u16, String> {
+    let mut s = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("dial tcp {addr}: {e}"))?;
+    let mut req = format!(
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: berth-probe/1.0\r\nAccept: */*\r\nConnection: close\r\n"
+    );
+    for (n, v) in headers {
+        req.push_str(&format!("{n}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut head = Vec::new();
+    let mut buf = [0u8; 512];
+    while !head.windows(2).any(|w| w == b"\r\n") && head.len() < 4096 {
+        let n = s.read(&mut buf).await.map_err(|e| e.to_string())?;
+        if n == 0 {
+            break;
+        }
+        head.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&head)
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| format!("no HTTP status from {addr}"))
 }
 
 impl Probes {

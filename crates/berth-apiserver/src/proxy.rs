@@ -321,6 +321,26 @@ pub async fn exec(
         .unwrap_or_else(|e| ApiError::internal(e.to_string()).into_response()))
 }
 
+/// `GET nodes/NAME/proxy/PATH`: the agent's answer, passed through.
+pub async fn node_get(s: &ApiServer, node: &str, path: &str) -> ApiResult<Response> {
+    let agent = agent_of(s, node)?;
+    let resp = call(s, &agent, "GET", &format!("/{path}"), &[]).await?;
+    if !resp.status().is_success() {
+        return Err(agent_error(resp).await);
+    }
+    let ty = resp
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("text/plain")
+        .to_string();
+    Ok(Response::builder()
+        .status(StatusCode::OK)
+        .header("content-type", ty)
+        .body(Body::new(resp.into_body()))
+        .unwrap_or_else(|e| ApiError::internal(e.to_string()).into_response()))
+}
+
 /// A node agent's usage summary.
 async fn summary(s: &ApiServer, node: &str) -> ApiResult<Value> {
     let agent = agent_of(s, node)?;

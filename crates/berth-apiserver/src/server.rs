@@ -49,6 +49,11 @@ pub enum Route {
     Export,
     /// The key/value tree: a key.
     Kv(String),
+    /// `nodes/NAME/proxy/PATH`: a GET passed to the node's agent (metrics, stats, health).
+    NodeProxy {
+        node: String,
+        path: String,
+    },
     /// `metrics.k8s.io/v1beta1`: `nodes` or `pods`, from the node agents.
     Metrics {
         resource: String,
@@ -98,6 +103,16 @@ pub fn route(path: &str) -> ApiResult<Route> {
         ["apis", "berth.dev", "v1", "history"] => return Ok(Route::History),
         ["apis", "berth.dev", "v1", "revisions"] => return Ok(Route::Revisions),
         ["apis", "berth.dev", "v1", "export"] => return Ok(Route::Export),
+        ["api", "v1", "nodes", node, "proxy", rest @ ..] => {
+            return Ok(Route::NodeProxy {
+                node: node.to_string(),
+                path: rest
+                    .iter()
+                    .map(|s| berth_api::url::encode(s))
+                    .collect::<Vec<_>>()
+                    .join("/"),
+            });
+        }
         ["apis", "kv.berth.dev", "v1", "keys", rest @ ..] => {
             return Ok(Route::Kv(crate::kv::key_of(rest)?));
         }
@@ -511,6 +526,9 @@ async fn dispatch(
             },
         ) if kind.kind == "Pod" && sub == "exec" => {
             crate::proxy::exec(s, &ns, &name, raw, headers, upgrade).await
+        }
+        (&Method::GET, Route::NodeProxy { node, path }) => {
+            crate::proxy::node_get(s, &node, &path).await
         }
         (m, Route::Kv(key)) => {
             let body = read_body(s, body).await?;

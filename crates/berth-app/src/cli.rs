@@ -41,6 +41,7 @@ pub enum Cmd {
     Run(crate::run::RunArgs),
     /// Containers started by `berth run` on this machine: ls, logs, wait, stop, rm, exec
     Container(crate::run::ContainerArgs),
+    Gen(crate::confgen::GenArgs),
     #[command(flatten)]
     Verb(berth_cli::Verb),
 }
@@ -414,6 +415,7 @@ pub fn main() -> ExitCode {
             Cmd::Up(a) => run_server(a, true).await.map(|_| 0),
             Cmd::Server(a) => run_server(a, false).await.map(|_| 0),
             Cmd::Agent(a) => run_agent(a).await.map(|_| 0),
+            Cmd::Gen(a) => crate::confgen::run(&cli.conn, a).await,
             Cmd::Verb(v) => {
                 let mut out = std::io::stdout().lock();
                 berth_cli::run(&cli.conn, v, &mut out).await

@@ -2,6 +2,7 @@
 //! integration tests.
 
 pub mod cli;
+pub mod confgen;
 pub mod run;
 pub mod server;
 

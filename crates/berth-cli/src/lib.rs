@@ -269,6 +269,12 @@ struct Ctx {
     namespace: String,
 }
 
+/// A client for the cluster `conn` names, and the namespace to work in.
+pub fn client(conn: &Conn) -> anyhow::Result<(Client, String)> {
+    let ctx = connect(conn)?;
+    Ok((ctx.client, ctx.namespace))
+}
+
 fn connect(conn: &Conn) -> anyhow::Result<Ctx> {
     let cfg = KubeConfig::discover(
         conn.kubeconfig.as_deref(),

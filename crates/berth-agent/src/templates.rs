@@ -1,0 +1,218 @@
+//! The ConfigTemplates of this node: each one whose `spec.nodeName` is this node runs in the
+//! config generation engine, restarted when its spec changes and stopped when it goes (or
+//! moves to another node). Outcomes go to its status, to Events and to the metrics.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use berth_api::configtemplate::parse;
+use berth_client::Client;
+use serde_json::{Value, json};
+use tokio::sync::watch;
+
+use crate::confgen::{self, Outcome, Sources};
+
+struct Running {
+    spec: Value,
+    stop: watch::Sender<bool>,
+}
+
+/// Reports a template's rounds in its status and Events.
+struct StatusReporter {
+    client: Client,
+    object: Value,
+    node: String,
+    failures: u64,
+    last: Option<String>,
+}
+
+impl confgen::Reporter for StatusReporter {
+    async fn report(&mut self, outcome: &Outcome) {
+        let now = berth_api::timefmt::now_rfc3339();
+        let (ns, name) = (
+            self.object["metadata"]["namespace"]
+                .as_str()
+                .unwrap_or("default")
+                .to_string(),
+            self.object["metadata"]["name"]
+                .as_str()
+                .unwrap_or("")
+                .to_string(),
+        );
+        let mut status = json!({
+            "observedGeneration": self.object["metadata"]["generation"],
+            "node": self.node,
+        });
+        let (ok, reason, message) = match outcome {
+            Outcome::Applied { revision, bytes } => {
+                self.failures = 0;
+                status["renderedRevision"] = json!(revision.to_string());
+                status["lastRenderTime"] = json!(now);
+                status["lastReloadTime"] = json!(now);
+                status["lastError"] = Value::Null;
+                (
+                    true,
+                    "Applied",
+                    format!("wrote {bytes} bytes rendered at revision {revision}"),
+                )
+            }
+            Outcome::Unchanged { revision } => {
+                self.failures = 0;
+                status["renderedRevision"] = json!(revision.to_string());
+                status["lastError"] = Value::Null;
+                (
+                    true,
+                    "Unchanged",
+                    format!("the file holds what revision {revision} renders"),
+                )
+            }
+            Outcome::Failed { stage, message, .. } => {
+                self.failures += 1;
+                status["lastError"] = json!(message);
+                status["lastErrorTime"] = json!(now);
+                (false, stage.reason(), message.clone())
+            }
+        };
+        status["consecutiveFailures"] = json!(self.failures);
+        // An unchanged round after an unchanged round says nothing new.
+        let key = format!("{ok}{reason}{}", status["renderedRevision"]);
+        if matches!(outcome, Outcome::Unchanged { .. }) && self.last.as_deref() == Some(&key) {
+            return;
+        }
+        self.last = Some(key);
+        status["conditions"] = json!([{
+            "type": "Applied", "status": if ok { "True" } else { "False" },
+            "reason": reason, "message": message, "lastTransitionTime": now,
+        }]);
+        let Some(kind) = berth_api::kinds::resolve("configtemplates") else {
+            return;
+        };
+        if let Err(e) = crate::patch_status(
+            &self.client,
+            kind,
+            Some(&ns),
+            &name,
+            &json!({"status": status}),
+        )
+        .await
+        {
+            tracing::debug!(error = %e, template = %name, "cannot report a ConfigTemplate's status");
+        }
+        match outcome {
+            Outcome::Failed { stage, message, .. } => {
+                tracing::warn!(template = %format!("{ns}/{name}"), reason = stage.reason(), "{message}");
+                crate::event(
+                    &self.client,
+                    &self.object,
+                    "Warning",
+                    stage.reason(),
+                    message,
+                )
+                .await;
+            }
+            Outcome::Applied { .. } => {
+                crate::event(&self.client, &self.object, "Normal", "Applied", &message).await;
+            }
+            Outcome::Unchanged { .. } => {}
+        }
+    }
+}
+
+fn key(o: &Value) -> String {
+    format!(
+        "{}/{}",
+        o["metadata"]["namespace"].as_str().unwrap_or(""),
+        o["metadata"]["name"].as_str().unwrap_or("")
+    )
+}
+
+/// Runs this node's ConfigTemplates until `stop`.
+pub(crate) async fn run(client: Client, node: String, stop: watch::Receiver<bool>) {
+    let running: Mutex<HashMap<String, Running>> = Mutex::new(HashMap::new());
+    let update = |o: &Value, gone: bool| {
+        let k = key(o);
+        let mine = !gone && o["spec"]["nodeName"].as_str() == Some(node.as_str());
+        let mut r = running.lock().unwrap_or_else(|e| e.into_inner());
+        if !mine {
+            if let Some(old) = r.remove(&k) {
+                let _ = old.stop.send(true);
+                crate::metrics::forget("berth_configtemplate_healthy", ("template", &k));
+            }
+            return;
+        }
+        if r.get(&k).is_some_and(|run| run.spec == o["spec"]) {
+            return;
+        }
+        if let Some(old) = r.remove(&k) {
+            let _ = old.stop.send(true);
+        }
+        let (tx, rx) = watch::channel(false);
+        r.insert(
+            k.clone(),
+            Running {
+                spec: o["spec"].clone(),
+                stop: tx,
+            },
+        );
+        let (client, node, mut object) = (client.clone(), node.clone(), o.clone());
+        object["apiVersion"] = json!("berth.dev/v1");
+        object["kind"] = json!("ConfigTemplate");
+        tokio::spawn(async move {
+            let mut reporter = StatusReporter {
+                client: client.clone(),
+                object: object.clone(),
+                node: node.clone(),
+                failures: 0,
+                last: None,
+            };
+            let spec = match parse(object.get("spec"), true) {
+                Ok(s) => s,
+                Err(errs) => {
+                    let message = errs
+                        .iter()
+                        .map(|e| e.message.clone())
+                        .collect::<Vec<_>>()
+                        .join("; ");
+                    let outcome = Outcome::Failed {
+                        stage: confgen::Stage::Render,
+                        message: format!("the spec is not valid: {message}"),
+                        revision: 0,
+                        restored: false,
+                    };
+                    confgen::Reporter::report(&mut reporter, &outcome).await;
+                    return;
+                }
+            };
+            tracing::info!(template = %k, destination = %spec.destination, "rendering a ConfigTemplate");
+            let sources = Sources::start(client, &spec.kv, rx.clone());
+            confgen::run(k, spec, node, sources, reporter, rx).await;
+        });
+    };
+    crate::follow(
+        &client,
+        "configtemplates",
+        stop.clone(),
+        |items| {
+            let present: Vec<String> = items.iter().map(key).collect();
+            let gone: Vec<String> = running
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .keys()
+                .filter(|k| !present.contains(k))
+                .cloned()
+                .collect();
+            for k in gone {
+                let (ns, name) = k.split_once('/').unwrap_or(("", &k));
+                update(&json!({"metadata": {"namespace": ns, "name": name}}), true);
+            }
+            for o in items {
+                update(o, false);
+            }
+        },
+        |typ, o| update(o, typ == "DELETED"),
+    )
+    .await;
+    for (_, r) in running.lock().unwrap_or_else(|e| e.into_inner()).drain() {
+        let _ = r.stop.send(true);
+    }
+}
