@@ -54,11 +54,105 @@ pub(crate) struct Subset {
     pub ports: Vec<(String, String, u16)>,
 }
 
-/// What the node knows of Services and their endpoints.
+/// A Service port an Ingress names: by number or by name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum PortRef {
+    Number(u16),
+    Name(String),
+}
+
+/// Where an Ingress sends a request: a Service (in the Ingress's namespace) and its port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct IngressBackend {
+    pub service: Key,
+    pub port: PortRef,
+}
+
+/// One path of one Ingress rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct IngressPath {
+    /// Lowercase; None for a rule without a host (any host). `*.example.com` for wildcards.
+    pub host: Option<String>,
+    pub path: String,
+    pub exact: bool,
+    pub backend: IngressBackend,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Ingress {
+    pub paths: Vec<IngressPath>,
+    pub default: Option<IngressBackend>,
+}
+
+/// A ready pod that names virtual hosts (`VIRTUAL_HOST`, the docker-gen convention).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct VirtualHostPod {
+    pub hosts: Vec<String>,
+    pub addr: SocketAddr,
+}
+
+/// What the node knows of Services and their endpoints, Ingresses, and virtual-host pods.
 #[derive(Debug, Default)]
 pub(crate) struct Catalog {
     pub services: HashMap<Key, Service>,
     pub endpoints: HashMap<Key, Vec<Subset>>,
+    pub ingresses: HashMap<Key, Ingress>,
+    pub vhosts: HashMap<Key, VirtualHostPod>,
+}
+
+fn ingress_backend(ns: &str, b: &Value) -> Option<IngressBackend> {
+    let svc = &b["service"];
+    let name = svc["name"].as_str()?.to_lowercase();
+    let port = match (svc["port"]["number"].as_u64(), svc["port"]["name"].as_str()) {
+        (Some(n), _) => PortRef::Number(u16::try_from(n).ok()?),
+        (None, Some(n)) => PortRef::Name(n.to_lowercase()),
+        _ => return None,
+    };
+    Some(IngressBackend {
+        service: (ns.to_lowercase(), name),
+        port,
+    })
+}
+
+/// The virtual-host entry of a pod: when it is ready, has an address and names hosts.
+pub(crate) fn virtual_host_pod(p: &Value) -> Option<VirtualHostPod> {
+    let ready = p["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .any(|c| c["type"] == "Ready" && c["status"] == "True");
+    if !ready || !p["metadata"]["deletionTimestamp"].is_null() {
+        return None;
+    }
+    let ip: Ipv4Addr = p["status"]["podIP"].as_str()?.parse().ok()?;
+    let containers = p["spec"]["containers"].as_array()?;
+    let env = |name: &str| {
+        containers.iter().find_map(|c| {
+            c["env"].as_array()?.iter().find(|e| e["name"] == name)?["value"]
+                .as_str()
+                .map(String::from)
+        })
+    };
+    let hosts: Vec<String> = env("VIRTUAL_HOST")?
+        .split(',')
+        .map(|h| h.trim().to_lowercase())
+        .filter(|h| !h.is_empty())
+        .collect();
+    if hosts.is_empty() {
+        return None;
+    }
+    let port = env("VIRTUAL_PORT")
+        .and_then(|p| p.parse().ok())
+        .or_else(|| {
+            containers
+                .iter()
+                .find_map(|c| c["ports"][0]["containerPort"].as_u64())
+                .and_then(|p| u16::try_from(p).ok())
+        })
+        .unwrap_or(80);
+    Some(VirtualHostPod {
+        hosts,
+        addr: SocketAddr::from((ip, port)),
+    })
 }
 
 fn lower(v: &Value, default: &str) -> String {
@@ -131,6 +225,44 @@ impl Catalog {
         self.endpoints.insert(key(o), subsets);
     }
 
+    pub fn put_ingress(&mut self, o: &Value) {
+        let ns = o["metadata"]["namespace"].as_str().unwrap_or("");
+        let mut ing = Ingress {
+            default: ingress_backend(ns, &o["spec"]["defaultBackend"]),
+            ..Default::default()
+        };
+        for r in o["spec"]["rules"].as_array().into_iter().flatten() {
+            let host = r["host"]
+                .as_str()
+                .filter(|h| !h.is_empty())
+                .map(str::to_lowercase);
+            for p in r["http"]["paths"].as_array().into_iter().flatten() {
+                let Some(backend) = ingress_backend(ns, &p["backend"]) else {
+                    continue;
+                };
+                ing.paths.push(IngressPath {
+                    host: host.clone(),
+                    path: p["path"].as_str().unwrap_or("/").to_string(),
+                    exact: p["pathType"] == "Exact",
+                    backend,
+                });
+            }
+        }
+        self.ingresses.insert(key(o), ing);
+    }
+
+    /// Where a Service port (by number or name) sends traffic.
+    pub fn service_backends(&self, k: &Key, port: &PortRef) -> Vec<SocketAddr> {
+        let Some(svc) = self.services.get(k) else {
+            return Vec::new();
+        };
+        let sp = svc.ports.iter().find(|p| match port {
+            PortRef::Number(n) => p.port == *n,
+            PortRef::Name(n) => p.name == *n,
+        });
+        sp.map(|sp| self.backends(k, sp)).unwrap_or_default()
+    }
+
     /// The addresses of a Service's ready endpoints, sorted, each once.
     pub fn ready_ips(&self, k: &Key) -> Vec<Ipv4Addr> {
         let mut ips: Vec<Ipv4Addr> = self
@@ -200,8 +332,76 @@ impl Shared {
     }
 }
 
-/// Keeps `shared` in step with Services and Endpoints, until `stop`.
+/// Keeps `shared` in step with Services and Endpoints (and, for the ingress, Ingresses and
+/// virtual-host pods), until `stop`.
 pub(crate) fn follow(client: Client, shared: Arc<Shared>, stop: watch::Receiver<bool>) {
+    {
+        let (client, shared, stop) = (client.clone(), shared.clone(), stop.clone());
+        tokio::spawn(async move {
+            crate::follow(
+                &client,
+                "ingresses",
+                stop,
+                |items| {
+                    shared.write(|c| {
+                        c.ingresses.clear();
+                        for o in items {
+                            c.put_ingress(o);
+                        }
+                    })
+                },
+                |typ, o| {
+                    shared.write(|c| {
+                        if typ == "DELETED" {
+                            c.ingresses.remove(&key(o));
+                        } else {
+                            c.put_ingress(o);
+                        }
+                    })
+                },
+            )
+            .await
+        });
+    }
+    {
+        // Pods change often; only a change of a pod's virtual-host entry is news.
+        let (client, shared, stop) = (client.clone(), shared.clone(), stop.clone());
+        tokio::spawn(async move {
+            crate::follow(
+                &client,
+                "pods",
+                stop,
+                |items| {
+                    let vhosts: HashMap<Key, VirtualHostPod> = items
+                        .iter()
+                        .filter_map(|p| Some((key(p), virtual_host_pod(p)?)))
+                        .collect();
+                    if shared.read().vhosts != vhosts {
+                        shared.write(|c| c.vhosts = vhosts);
+                    }
+                },
+                |typ, p| {
+                    let want = if typ == "DELETED" {
+                        None
+                    } else {
+                        virtual_host_pod(p)
+                    };
+                    let k = key(p);
+                    if shared.read().vhosts.get(&k) != want.as_ref() {
+                        shared.write(|c| match want {
+                            Some(v) => {
+                                c.vhosts.insert(k, v);
+                            }
+                            None => {
+                                c.vhosts.remove(&k);
+                            }
+                        });
+                    }
+                },
+            )
+            .await
+        });
+    }
     for services in [true, false] {
         let (client, shared, stop) = (client.clone(), shared.clone(), stop.clone());
         let plural = if services { "services" } else { "endpoints" };

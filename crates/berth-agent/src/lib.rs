@@ -14,6 +14,7 @@ pub mod api;
 mod catalog;
 pub mod confgen;
 pub mod dns;
+mod ingress;
 pub mod metrics;
 mod pods;
 mod probes;
@@ -70,6 +71,8 @@ pub struct AgentConfig {
     pub service_cidr: Option<berth_runtime::net::Ipv4Net>,
     /// How long the service proxy lets connections to an endpoint that went away go on.
     pub proxy_drain: Duration,
+    /// The port every address of the node serves the ingress on (0: no ingress).
+    pub ingress_port: u16,
 }
 
 /// The label of this agent's service addresses on the loopback: one per data directory, so
@@ -325,11 +328,30 @@ pub async fn run(
         let opts = proxy::Options {
             drain: cfg.proxy_drain,
             label: proxy_label(&cfg.data_dir),
+            node_ip: cfg
+                .node_ip
+                .parse()
+                .unwrap_or(std::net::Ipv4Addr::UNSPECIFIED),
         };
         let (catalog, stop) = (catalog.clone(), stop.clone());
         tokio::spawn(async move {
             if let Err(e) = proxy::run(catalog, opts, stop).await {
                 tracing::warn!(error = %format!("{e:#}"), "no service proxy on this node");
+            }
+        });
+    }
+    if cfg.ingress_port != 0 {
+        let (catalog, stop) = (catalog.clone(), stop.clone());
+        // On the node's address (not all addresses, where it would take port 80 from every
+        // cluster IP on the loopback).
+        let ip: std::net::Ipv4Addr = cfg
+            .node_ip
+            .parse()
+            .unwrap_or(std::net::Ipv4Addr::UNSPECIFIED);
+        let addr = std::net::SocketAddr::from((ip, cfg.ingress_port));
+        tokio::spawn(async move {
+            if let Err(e) = ingress::run(catalog, addr, stop).await {
+                tracing::warn!(error = %format!("{e:#}"), "no ingress on this node");
             }
         });
     }

@@ -5,7 +5,7 @@
 //!   restart finds and clears its own and nobody else's). A pod reaches them by plain routing
 //!   through its gateway, and the proxy sees the pod's address as the peer: no netfilter.
 //! - Each Service port is one listening socket on `CLUSTER-IP:PORT`, and with a node port one
-//!   more on every address of the node (`0.0.0.0:NODE-PORT`).
+//!   more on the node's address (`NODE-IP:NODE-PORT`).
 //! - Endpoints are taken in turn; a connection that cannot reach one tries the next. With
 //!   `sessionAffinity: ClientIP`, a client keeps its endpoint while it stays ready and the
 //!   affinity timeout has not passed since its last connection.
@@ -39,6 +39,9 @@ pub struct Options {
     pub drain: Duration,
     /// The label of this agent's loopback addresses (`lo:` and at most 11 more bytes).
     pub label: String,
+    /// Where node ports listen: the node's address (all addresses would take the port from
+    /// every cluster IP).
+    pub node_ip: Ipv4Addr,
 }
 
 /// A Service port as proxied: (service, port name, protocol).
@@ -329,7 +332,10 @@ impl State {
                     );
                     if let Some(np) = p.node_port {
                         fronts.insert(
-                            (SocketAddr::from(([0, 0, 0, 0], np)), p.protocol.clone()),
+                            (
+                                SocketAddr::from((self.opts.node_ip, np)),
+                                p.protocol.clone(),
+                            ),
                             pk,
                         );
                     }

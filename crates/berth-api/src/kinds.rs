@@ -157,6 +157,15 @@ pub static KINDS: &[ResourceKind] = &[
         false
     ),
     kind!(
+        "networking.k8s.io",
+        "Ingress",
+        "ingresses",
+        "ingress",
+        true,
+        ["ing"],
+        true
+    ),
+    kind!(
         "berth.dev",
         "ConfigTemplate",
         "configtemplates",
@@ -242,6 +251,8 @@ mod tests {
             ("endpointslices", "EndpointSlice"),
             ("endpointslices.discovery.k8s.io", "EndpointSlice"),
             ("ct", "ConfigTemplate"),
+            ("ing", "Ingress"),
+            ("ingresses.networking.k8s.io", "Ingress"),
             ("configtemplates.berth.dev", "ConfigTemplate"),
         ] {
             assert_eq!(resolve(typed).map(|k| k.kind), Some(kind), "{typed}");

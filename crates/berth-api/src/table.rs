@@ -74,6 +74,7 @@ pub fn columns(kind: &ResourceKind, wide: bool) -> Vec<&'static str> {
         "Event" => vec!["LAST SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"],
         "Lease" => vec!["NAME", "HOLDER", "AGE"],
         "ConfigTemplate" => vec!["NAME", "NODE", "DESTINATION", "APPLIED", "REVISION", "AGE"],
+        "Ingress" => vec!["NAME", "CLASS", "HOSTS", "ADDRESS", "PORTS", "AGE"],
         _ => vec!["NAME", "AGE"],
     };
     if wide {
@@ -211,6 +212,40 @@ pub fn row(kind: &ResourceKind, o: &Value, wide: bool, now: u64) -> Vec<String> 
                 s(o, &["addressType"]).to_string(),
                 join_or_none(ports),
                 join_or_none(eps),
+                age,
+            ]
+        }
+        "Ingress" => {
+            let hosts: Vec<String> = o["spec"]["rules"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|r| r["host"].as_str().unwrap_or("*").to_string())
+                .collect();
+            let addrs: Vec<String> = o["status"]["loadBalancer"]["ingress"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|a| {
+                    a["ip"]
+                        .as_str()
+                        .or(a["hostname"].as_str())
+                        .map(String::from)
+                })
+                .collect();
+            vec![
+                name,
+                o["spec"]["ingressClassName"]
+                    .as_str()
+                    .unwrap_or("<none>")
+                    .to_string(),
+                if hosts.is_empty() {
+                    "*".into()
+                } else {
+                    hosts.join(",")
+                },
+                addrs.join(","),
+                "80".into(),
                 age,
             ]
         }

@@ -133,6 +133,9 @@ fn fixture(kind: &str) -> Value {
             json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": "f"}, "spec": {"holderIdentity": "x"}})
         }
         "Namespace" => json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "f"}}),
+        "Ingress" => {
+            json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": {"name": "f"}, "spec": {"rules": [{"host": "a.example.test", "http": {"paths": [{"path": "/", "pathType": "Prefix", "backend": {"service": {"name": "f", "port": {"number": 80}}}}]}}]}})
+        }
         "ConfigTemplate" => {
             json!({"apiVersion": "berth.dev/v1", "kind": "ConfigTemplate", "metadata": {"name": "f"}, "spec": {"nodeName": "n", "destination": "/tmp/f.conf", "template": "{% for s in services %}{{ s.name }}{% endfor %}", "debounce": {"min": "10ms", "max": "1s"}, "check": {"command": ["true"]}, "probe": {"httpGet": {"url": "http://127.0.0.1/"}}}})
         }

@@ -126,6 +126,15 @@ pub struct NodeArgs {
         value_parser = parse_duration
     )]
     pub proxy_drain_timeout: Duration,
+    /// The port the node serves HTTP ingress on, on --node-ip (Ingress objects and pods'
+    /// VIRTUAL_HOST); 0 turns the ingress off
+    #[arg(
+        long,
+        value_name = "PORT",
+        env = "BERTH_INGRESS_PORT",
+        default_value_t = 80
+    )]
+    pub ingress_port: u16,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -203,6 +212,7 @@ impl NodeArgs {
             cluster_dns: None,
             service_cidr: None,
             proxy_drain: self.proxy_drain_timeout,
+            ingress_port: self.ingress_port,
         })
     }
 }

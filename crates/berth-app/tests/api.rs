@@ -52,6 +52,9 @@ fn fixture(kind: &str, name: &str) -> Value {
         "EndpointSlice" => {
             json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "metadata": {"name": name, "labels": {"t": "1"}}, "addressType": "IPv4", "endpoints": [{"addresses": ["10.42.0.5"], "conditions": {"ready": true}}], "ports": [{"name": "http", "port": 80, "protocol": "TCP"}]})
         }
+        "Ingress" => {
+            json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": {"name": name, "labels": {"t": "1"}}, "spec": {"rules": [{"host": "a.example.test", "http": {"paths": [{"path": "/", "pathType": "Prefix", "backend": {"service": {"name": "web", "port": {"name": "http"}}}}]}}]}})
+        }
         "ConfigTemplate" => {
             json!({"apiVersion": "berth.dev/v1", "kind": "ConfigTemplate", "metadata": {"name": name, "labels": {"t": "1"}}, "spec": {"nodeName": "n1", "destination": "/tmp/x.conf", "template": "{{ services|length }}"}})
         }

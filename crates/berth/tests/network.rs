@@ -256,7 +256,11 @@ threading.Thread(target=udp, daemon=True).start()
 class H(http.server.BaseHTTPRequestHandler):
     protocol_version = 'HTTP/1.1'
     def do_GET(self):
-        b = (name + ' ' + self.client_address[0]).encode()
+        if self.path.startswith('/slow'):
+            import time
+            time.sleep(2)
+        h = self.headers
+        b = (name + ' ' + self.client_address[0] + ' xff=' + str(h.get('X-Forwarded-For')) + ' fwd=' + str(h.get('Forwarded')) + ' host=' + str(h.get('Host')) + ' path=' + self.path).encode()
         self.send_response(200)
         self.send_header('Content-Length', str(len(b)))
         self.end_headers()
@@ -413,4 +417,177 @@ spec:
             .unwrap();
         (!String::from_utf8_lossy(&o.stdout).contains(&format!("{vip}/32"))).then_some(())
     });
+}
+
+/// `curl` from a network namespace with a Host header: (status, body).
+fn curl_host(ns: &str, url: &str, host: &str) -> (u16, String) {
+    let o = Command::new("ip")
+        .args(["netns", "exec", ns, "curl", "-s", "--max-time", "5"])
+        .args(["-H", &format!("Host: {host}"), "-w", "\n%{http_code}", url])
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    let (body, code) = out.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_string())
+}
+
+#[test]
+fn the_ingress_routes_by_host_and_path_and_tells_backends_who_called() {
+    let h = Harness::start(2, &[]);
+    let kc = h.kubeconfig.clone();
+    let file = h.dir.path().join("ing.yaml");
+    let vhost_pod = echo_pod("legacy", "node-b")
+        .replace("app: echo", "app: legacy")
+        .replace(
+        "    image: host\n",
+        "    image: host\n    env: [{name: VIRTUAL_HOST, value: legacy.example.test}, {name: VIRTUAL_PORT, value: \"8080\"}]\n",
+    );
+    std::fs::write(
+        &file,
+        format!(
+            "{}---{}---{}---{}",
+            echo_pod("echo-a", "node-a"),
+            echo_pod("echo-b", "node-b"),
+            vhost_pod,
+            r#"
+apiVersion: v1
+kind: Service
+metadata: {name: echo}
+spec:
+  selector: {app: echo}
+  ports: [{name: http, port: 80, targetPort: 8080}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: nobody}
+spec:
+  selector: {app: nobody}
+  ports: [{name: http, port: 80}]
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: shop}
+spec:
+  rules:
+  - host: shop.example.test
+    http:
+      paths:
+      - {path: /, pathType: Prefix, backend: {service: {name: echo, port: {name: http}}}}
+      - {path: /down, pathType: Prefix, backend: {service: {name: nobody, port: {number: 80}}}}
+"#
+        ),
+    )
+    .unwrap();
+    let o = berth(&kc, &["apply", "-f", file.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    for p in ["echo-a", "echo-b", "legacy"] {
+        ready_ip(&kc, p);
+    }
+    let client_ns = h.server_netns();
+    let client_ip = h
+        .url
+        .trim_start_matches("https://")
+        .split(':')
+        .next()
+        .unwrap()
+        .to_string();
+    for node in &h.nodes {
+        let url = format!("http://{}/", node.ip);
+        // An Ingress host, through either node, to both endpoints; the backend sees the
+        // client's address and the host asked for.
+        let seen = eventually(20, "both endpoints behind the ingress", || {
+            let mut names = std::collections::BTreeSet::new();
+            let mut last = String::new();
+            for _ in 0..6 {
+                let (code, body) = curl_host(&client_ns, &url, "shop.example.test");
+                if code != 200 {
+                    return None;
+                }
+                names.insert(body.split(' ').next().unwrap_or("").to_string());
+                last = body;
+            }
+            (names.len() == 2).then_some(last)
+        });
+        assert!(seen.contains(&format!("xff={client_ip} ")), "{seen}");
+        assert!(
+            seen.contains(&format!(
+                "fwd=for={client_ip};host=\"shop.example.test\";proto=http"
+            )),
+            "{seen}"
+        );
+        assert!(seen.contains("host=shop.example.test"), "{seen}");
+        // A pod's VIRTUAL_HOST, on its VIRTUAL_PORT.
+        let (code, body) = curl_host(&client_ns, &format!("{url}x?y=1"), "legacy.example.test");
+        assert_eq!(code, 200, "{body}");
+        assert!(
+            body.starts_with("legacy ") && body.ends_with("path=/x?y=1"),
+            "{body}"
+        );
+        // Unknown host: 404; a route with nobody ready: 503.
+        assert_eq!(curl_host(&client_ns, &url, "nope.example.test").0, 404);
+        assert_eq!(
+            curl_host(&client_ns, &format!("{url}down/x"), "shop.example.test").0,
+            503
+        );
+    }
+
+    // A change applies live: a slow request in flight finishes while the Ingress changes.
+    let node_a = h.nodes[0].ip.clone();
+    let slow = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &client_ns,
+            "curl",
+            "-s",
+            "--max-time",
+            "10",
+        ])
+        .args(["-H", "Host: shop.example.test", "-w", "\n%{http_code}"])
+        .arg(format!("http://{node_a}/slow"))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let changed = h.dir.path().join("ing2.yaml");
+    std::fs::write(
+        &changed,
+        r#"
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: shop}
+spec:
+  rules:
+  - host: shop2.example.test
+    http:
+      paths:
+      - {path: /, pathType: Prefix, backend: {service: {name: echo, port: {number: 80}}}}
+"#,
+    )
+    .unwrap();
+    let o = berth(&kc, &["apply", "-f", changed.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    eventually(20, "the new host to route", || {
+        (curl_host(
+            &client_ns,
+            &format!("http://{node_a}/"),
+            "shop2.example.test",
+        )
+        .0 == 200)
+            .then_some(())
+    });
+    assert_eq!(
+        curl_host(
+            &client_ns,
+            &format!("http://{node_a}/"),
+            "shop.example.test"
+        )
+        .0,
+        404
+    );
+    let out = slow.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        text.ends_with("\n200") && text.contains("path=/slow"),
+        "{text}"
+    );
 }

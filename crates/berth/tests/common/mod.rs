@@ -46,6 +46,8 @@ impl BerthProcess {
         cmd.env("BERTH_AGENT_PORT", "0");
         // Cluster DNS answers cluster names only: nothing is forwarded off the machine.
         cmd.env("BERTH_DNS_UPSTREAM", "none");
+        // Nodes of tests share the machine's addresses: no ingress on its port 80.
+        cmd.env("BERTH_INGRESS_PORT", "0");
         let mut child = cmd
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
