@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 use common::harness::Harness;
-use common::{berth, eventually, get_json, stderr, stdout};
+use common::{berth, curl_host, eventually, get_json, stderr, stdout};
 
 /// nginx started in a node's network namespace (its own config and pid file); stopped (and
 /// waited for) on drop.
@@ -36,17 +36,6 @@ fn nginx_in(ns: &str, conf: &Path) -> Nginx {
         .spawn()
         .expect("nginx (.ci/run installs it)");
     Nginx { child }
-}
-
-fn curl_host(ns: &str, url: &str, host: &str) -> (u16, String) {
-    let o = Command::new("ip")
-        .args(["netns", "exec", ns, "curl", "-s", "--max-time", "3"])
-        .args(["-H", &format!("Host: {host}"), "-w", "\n%{http_code}", url])
-        .output()
-        .unwrap();
-    let out = String::from_utf8_lossy(&o.stdout).into_owned();
-    let (body, code) = out.rsplit_once('\n').unwrap_or(("", "0"));
-    (code.trim().parse().unwrap_or(0), body.to_string())
 }
 
 fn template(dir: &Path, listen: &str) -> String {

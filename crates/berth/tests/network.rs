@@ -8,7 +8,7 @@ mod common;
 use std::process::Command;
 
 use common::harness::Harness;
-use common::{berth, eventually, get_json, stderr, stdout};
+use common::{berth, curl_host, eventually, get_json, stderr, stdout};
 
 fn server_pod(name: &str, node: &str) -> String {
     format!(
@@ -417,18 +417,6 @@ spec:
             .unwrap();
         (!String::from_utf8_lossy(&o.stdout).contains(&format!("{vip}/32"))).then_some(())
     });
-}
-
-/// `curl` from a network namespace with a Host header: (status, body).
-fn curl_host(ns: &str, url: &str, host: &str) -> (u16, String) {
-    let o = Command::new("ip")
-        .args(["netns", "exec", ns, "curl", "-s", "--max-time", "5"])
-        .args(["-H", &format!("Host: {host}"), "-w", "\n%{http_code}", url])
-        .output()
-        .unwrap();
-    let out = String::from_utf8_lossy(&o.stdout).into_owned();
-    let (body, code) = out.rsplit_once('\n').unwrap_or(("", "0"));
-    (code.trim().parse().unwrap_or(0), body.to_string())
 }
 
 #[test]

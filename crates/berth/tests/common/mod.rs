@@ -238,3 +238,16 @@ pub fn cluster_with(manifest: &str) -> (tempfile::TempDir, BerthProcess, PathBuf
     assert!(o.status.success(), "{}", stderr(&o));
     (dir, up, kc, data)
 }
+
+/// `curl` inside a network namespace with a Host header: (status, body); status 0 when it
+/// got no answer.
+pub fn curl_host(ns: &str, url: &str, host: &str) -> (u16, String) {
+    let o = Command::new("ip")
+        .args(["netns", "exec", ns, "curl", "-s", "--max-time", "5"])
+        .args(["-H", &format!("Host: {host}"), "-w", "\n%{http_code}", url])
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    let (body, code) = out.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_string())
+}
