@@ -1,8 +1,16 @@
 //! The pod network across nodes: every node's pods live in that node's range
-//! (`spec.podCIDR`), and each agent routes every other node's range to that node's address
-//! (direct routes between nodes on one subnet, as flannel's host-gw does). A node that goes
-//! away takes its route with it, on every node. Packets between pods are forwarded by the
-//! nodes, so forwarding is turned on once there is another node to route to.
+//! (`spec.podCIDR`), and each agent routes every other node's range to that node:
+//!
+//! - directly to its address when it is on this node's subnet (as flannel's host-gw does);
+//! - through a VXLAN tunnel when it is not (as flannel's vxlan backend does): one device
+//!   (`berth.vx`, VNI 1, UDP 8472) per node, whose MAC and tunnel address are derived from the
+//!   node's pod range, so every node computes every other's without exchanging anything: the
+//!   range `R` is reached via `R.0` on the device, `R.0` is the MAC `0a:58:R.0`, and that MAC
+//!   lives at the node's address.
+//!
+//! A node that goes away takes its route (and tunnel entries) with it, on every node. Packets
+//! between pods are forwarded by the nodes, so forwarding is turned on once there is another
+//! node to route to.
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
@@ -60,18 +68,98 @@ fn route_of(n: &Value) -> Option<(Ipv4Net, Ipv4Addr)> {
     Some((cidr, ip))
 }
 
+/// The tunnel device.
+const VXLAN_DEVICE: &str = "berth.vx";
+const VXLAN_VNI: u32 = 1;
+const VXLAN_PORT: u16 = 8472;
+
+/// The tunnel MAC of the node whose pods are in `range`.
+fn vtep_mac(range: Ipv4Net) -> [u8; 6] {
+    let o = range.network().octets();
+    [0x0a, 0x58, o[0], o[1], o[2], o[3]]
+}
+
+/// How a node's range is reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Via {
+    Direct,
+    /// Through the tunnel device (by index).
+    Tunnel(u32),
+}
+
 struct Routes {
     own: Ipv4Net,
     own_ip: Option<Ipv4Addr>,
     /// Node name -> the route installed for it.
-    installed: HashMap<String, (Ipv4Net, Ipv4Addr)>,
+    installed: HashMap<String, (Ipv4Net, Ipv4Addr, Via)>,
     forwarding: bool,
 }
 
 impl Routes {
+    /// The tunnel device, made (with this node's tunnel address) if need be.
+    fn tunnel(&self, nl: &mut Netlink) -> Result<u32, String> {
+        let local = self
+            .own_ip
+            .ok_or("this node's address is not an IPv4 address, so no tunnel can start at it")?;
+        let index = nl
+            .ensure_vxlan(
+                VXLAN_DEVICE,
+                VXLAN_VNI,
+                local,
+                VXLAN_PORT,
+                vtep_mac(self.own),
+            )
+            .map_err(|e| e.to_string())?;
+        nl.add_address(index, self.own.network(), 32)
+            .map_err(|e| e.to_string())?;
+        Ok(index)
+    }
+
+    fn remove(&mut self, nl: &mut Netlink, name: &str) {
+        let Some((cidr, ip, via)) = self.installed.remove(name) else {
+            return;
+        };
+        let r = match via {
+            Via::Direct => nl.del_route(cidr.network(), cidr.prefix, RouteTo::Gateway(ip)),
+            Via::Tunnel(link) => nl
+                .del_route(
+                    cidr.network(),
+                    cidr.prefix,
+                    RouteTo::Onlink {
+                        gateway: cidr.network(),
+                        link,
+                    },
+                )
+                .and_then(|_| nl.set_neighbour(false, link, cidr.network(), vtep_mac(cidr)))
+                .and_then(|_| nl.set_fdb(false, link, vtep_mac(cidr), ip)),
+        };
+        if let Err(e) = r {
+            tracing::warn!(error = %e, node = name, "cannot remove the route to a node's pods");
+        }
+    }
+
+    /// Routes `cidr` through the tunnel to the node at `ip`.
+    fn add_tunnel(&self, nl: &mut Netlink, cidr: Ipv4Net, ip: Ipv4Addr) -> Result<Via, String> {
+        let link = self.tunnel(nl)?;
+        let mac = vtep_mac(cidr);
+        nl.set_fdb(true, link, mac, ip).map_err(|e| e.to_string())?;
+        nl.set_neighbour(true, link, cidr.network(), mac)
+            .map_err(|e| e.to_string())?;
+        nl.add_route(
+            cidr.network(),
+            cidr.prefix,
+            RouteTo::Onlink {
+                gateway: cidr.network(),
+                link,
+            },
+        )
+        .map_err(|e| e.to_string())?;
+        Ok(Via::Tunnel(link))
+    }
+
     fn set(&mut self, name: &str, want: Option<(Ipv4Net, Ipv4Addr)>) {
         let want = want.filter(|(cidr, ip)| *cidr != self.own && Some(*ip) != self.own_ip);
-        if self.installed.get(name).copied() == want {
+        if self.installed.get(name).map(|(c, i, _)| (*c, *i)) == want {
             return;
         }
         let mut nl = match Netlink::new() {
@@ -81,11 +169,7 @@ impl Routes {
                 return;
             }
         };
-        if let Some((cidr, ip)) = self.installed.remove(name)
-            && let Err(e) = nl.del_route(cidr.network(), cidr.prefix, RouteTo::Gateway(ip))
-        {
-            tracing::warn!(error = %e, node = name, "cannot remove the route to a node's pods");
-        }
+        self.remove(&mut nl, name);
         let Some((cidr, ip)) = want else { return };
         if !self.forwarding {
             match std::fs::write("/proc/sys/net/ipv4/ip_forward", "1") {
@@ -93,16 +177,20 @@ impl Routes {
                 Err(e) => tracing::warn!(error = %e, "cannot turn on forwarding for pod traffic"),
             }
         }
-        match nl.add_route(cidr.network(), cidr.prefix, RouteTo::Gateway(ip)) {
-            Ok(()) => {
-                tracing::info!(node = name, %cidr, via = %ip, "route to a node's pods");
-                self.installed.insert(name.to_string(), (cidr, ip));
+        let via = match nl.add_route(cidr.network(), cidr.prefix, RouteTo::Gateway(ip)) {
+            Ok(()) => Ok(Via::Direct),
+            // Not on this node's subnet ("network unreachable", or "invalid gateway" when it
+            // is reached through a router): through the tunnel.
+            Err(e) if matches!(e.errno(), Some(libc::ENETUNREACH | libc::EINVAL)) => {
+                self.add_tunnel(&mut nl, cidr, ip)
             }
-            Err(e) if e.errno() == Some(libc::ENETUNREACH) => tracing::warn!(
-                node = name,
-                %ip,
-                "node is not on this node's subnet, and tunnels (VXLAN) between nodes are not implemented yet: its pods are unreachable from here"
-            ),
+            Err(e) => Err(e.to_string()),
+        };
+        match via {
+            Ok(via) => {
+                tracing::info!(node = name, %cidr, via = %ip, tunnel = matches!(via, Via::Tunnel(_)), "route to a node's pods");
+                self.installed.insert(name.to_string(), (cidr, ip, via));
+            }
             Err(e) => tracing::warn!(error = %e, node = name, "cannot route to a node's pods"),
         }
     }

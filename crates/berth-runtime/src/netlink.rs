@@ -9,15 +9,19 @@ use std::net::Ipv4Addr;
 use std::os::fd::RawFd;
 
 use netlink_packet_core::{
-    NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage,
-    NetlinkPayload,
+    NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REPLACE, NLM_F_REQUEST, NetlinkHeader,
+    NetlinkMessage, NetlinkPayload,
 };
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::link::{
-    InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
+    InfoData, InfoKind, InfoVeth, InfoVxlan, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
+};
+use netlink_packet_route::neighbour::{
+    NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
 };
 use netlink_packet_route::route::{
-    RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
+    RouteAddress, RouteAttribute, RouteFlags, RouteHeader, RouteMessage, RouteProtocol, RouteScope,
+    RouteType,
 };
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::Socket;
@@ -55,6 +59,9 @@ pub enum RouteTo {
     Link(u32),
     /// Nowhere: dropped, so nothing addressed to the range leaves the machine.
     Blackhole,
+    /// Through a gateway taken to be on the link (by index) whatever its address: a tunnel's
+    /// far end.
+    Onlink { gateway: Ipv4Addr, link: u32 },
 }
 
 impl Netlink {
@@ -329,6 +336,12 @@ impl Netlink {
                 msg.attributes.push(RouteAttribute::Oif(index));
             }
             RouteTo::Blackhole => msg.header.kind = RouteType::BlackHole,
+            RouteTo::Onlink { gateway, link } => {
+                msg.header.flags = RouteFlags::Onlink;
+                msg.attributes
+                    .push(RouteAttribute::Gateway(RouteAddress::Inet(gateway)));
+                msg.attributes.push(RouteAttribute::Oif(link));
+            }
         }
         msg
     }
@@ -355,6 +368,116 @@ impl Netlink {
             Err(e) if e.errno() == Some(libc::ESRCH) => Ok(()),
             r => r.map(drop),
         }
+    }
+
+    /// The VXLAN device `name` (VNI `vni`, UDP `port`, sending from `local`, no learning: its
+    /// forwarding entries are set by hand), with the MAC `mac`, up; made if missing. Its
+    /// index.
+    pub fn ensure_vxlan(
+        &mut self,
+        name: &str,
+        vni: u32,
+        local: Ipv4Addr,
+        port: u16,
+        mac: [u8; 6],
+    ) -> Result<u32> {
+        let index = match self.link_index(name)? {
+            Some(i) => i,
+            None => {
+                let mut msg = LinkMessage::default();
+                msg.attributes.push(LinkAttribute::IfName(name.into()));
+                msg.attributes.push(LinkAttribute::Address(mac.to_vec()));
+                msg.attributes.push(LinkAttribute::LinkInfo(vec![
+                    LinkInfo::Kind(InfoKind::Vxlan),
+                    LinkInfo::Data(InfoData::Vxlan(vec![
+                        InfoVxlan::Id(vni),
+                        InfoVxlan::Local(local),
+                        InfoVxlan::Port(port),
+                        InfoVxlan::Learning(false),
+                    ])),
+                ]));
+                match self.new_link(format!("create vxlan {name}"), msg) {
+                    Err(e) if e.errno() == Some(libc::EEXIST) => {}
+                    r => r?,
+                }
+                self.link_index(name)?.ok_or_else(|| NetlinkError {
+                    what: format!("vxlan {name} vanished after creation"),
+                    source: std::io::Error::from_raw_os_error(libc::ENODEV),
+                })?
+            }
+        };
+        self.set_up(index)?;
+        Ok(index)
+    }
+
+    fn neighbour(
+        &mut self,
+        what: String,
+        add: bool,
+        family: AddressFamily,
+        index: u32,
+        flags: NeighbourFlags,
+        attrs: Vec<NeighbourAttribute>,
+    ) -> Result<()> {
+        let mut msg = NeighbourMessage::default();
+        msg.header.family = family;
+        msg.header.ifindex = index;
+        msg.header.state = NeighbourState::Permanent;
+        msg.header.flags = flags;
+        msg.attributes = attrs;
+        let r = if add {
+            self.request(
+                || what.clone(),
+                RouteNetlinkMessage::NewNeighbour(msg),
+                NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE,
+            )
+        } else {
+            self.request(
+                || what.clone(),
+                RouteNetlinkMessage::DelNeighbour(msg),
+                NLM_F_ACK,
+            )
+        };
+        match r {
+            Err(e) if !add && e.errno() == Some(libc::ENOENT) => Ok(()),
+            r => r.map(drop),
+        }
+    }
+
+    /// Sets (or with `add` false removes) the permanent neighbour entry `ip` → `mac` on a link.
+    pub fn set_neighbour(
+        &mut self,
+        add: bool,
+        index: u32,
+        ip: Ipv4Addr,
+        mac: [u8; 6],
+    ) -> Result<()> {
+        self.neighbour(
+            format!("neighbour {ip} on link {index}"),
+            add,
+            AddressFamily::Inet,
+            index,
+            NeighbourFlags::empty(),
+            vec![
+                NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)),
+                NeighbourAttribute::LinkLayerAddress(mac.to_vec()),
+            ],
+        )
+    }
+
+    /// Sets (or removes) a VXLAN forwarding entry: frames for `mac` go to the node `dst`.
+    pub fn set_fdb(&mut self, add: bool, index: u32, mac: [u8; 6], dst: Ipv4Addr) -> Result<()> {
+        self.neighbour(
+            format!("forwarding entry for {dst} on link {index}"),
+            add,
+            AddressFamily::Bridge,
+            index,
+            NeighbourFlags::Own,
+            vec![
+                NeighbourAttribute::LinkLayerAddress(mac.to_vec()),
+                NeighbourAttribute::Destination(NeighbourAddress::Inet(dst)),
+            ],
+        )
     }
 
     /// Names of every link in this namespace.

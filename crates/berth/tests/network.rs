@@ -579,3 +579,66 @@ spec:
         "{text}"
     );
 }
+
+#[test]
+fn nodes_on_different_subnets_reach_each_others_pods_through_a_tunnel() {
+    // node-a on the server's subnet; node-b on another, behind a router.
+    let mut h = Harness::start_routed(1, 1, &[]);
+    let kc = h.kubeconfig.clone();
+    let file = h.dir.path().join("pods.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "{}---{}",
+            server_pod("web-a", "node-a"),
+            server_pod("web-b", "node-b")
+        ),
+    )
+    .unwrap();
+    let o = berth(&kc, &["apply", "-f", file.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let (ip_a, ip_b) = (ready_ip(&kc, "web-a"), ready_ip(&kc, "web-b"));
+    let fetch = |from: &str, ip: &str| {
+        let code = format!(
+            "import urllib.request; print(urllib.request.urlopen('http://{ip}:8080/', timeout=5).status)"
+        );
+        berth(&kc, &["exec", from, "--", "/usr/bin/python3", "-c", &code])
+    };
+    let o = fetch("web-a", &ip_b);
+    assert_eq!(stdout(&o).trim(), "200", "{}", stderr(&o));
+    let o = fetch("web-b", &ip_a);
+    assert_eq!(stdout(&o).trim(), "200", "{}", stderr(&o));
+
+    // The route goes through the tunnel device, not via the other node's address.
+    let ns_a = h.netns("node-a");
+    let cidr_b = get_json(&kc, &["node", "node-b"])["spec"]["podCIDR"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = routes(&ns_a);
+    let line = r
+        .lines()
+        .find(|l| l.starts_with(&cidr_b))
+        .unwrap_or_else(|| panic!("no route to {cidr_b}: {r}"));
+    assert!(
+        line.contains("dev berth.vx") && line.contains("onlink"),
+        "{line}"
+    );
+
+    // node-b goes for good: its route and tunnel entries go from node-a.
+    h.kill("node-b");
+    let o = berth(&kc, &["delete", "node", "node-b"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    eventually(20, "node-a to drop the tunnel route to node-b", || {
+        (!routes(&ns_a).contains(&cidr_b)).then_some(())
+    });
+    let fdb = Command::new("bridge")
+        .args(["-n", &ns_a, "fdb", "show", "dev", "berth.vx"])
+        .output()
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&fdb.stdout).contains(&h.nodes[1].ip),
+        "{}",
+        String::from_utf8_lossy(&fdb.stdout)
+    );
+}

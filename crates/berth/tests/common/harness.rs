@@ -118,6 +118,9 @@ pub struct Harness {
     pub dir: tempfile::TempDir,
     underlay: String,
     prefix: String,
+    /// A second underlay on another subnet, behind a router namespace (`start_routed`).
+    far: Option<(String, String)>,
+    router_ns: Option<String>,
     server_ns: String,
     server: Option<Child>,
     pub url: String,
@@ -130,6 +133,12 @@ impl Harness {
     /// Starts the server (with `server_args`) and `n` nodes, and waits until every node is
     /// Ready.
     pub fn start(n: usize, server_args: &[&str]) -> Harness {
+        Self::start_routed(n, 0, server_args)
+    }
+
+    /// As `start`, with `far` more nodes on a second underlay of another subnet, reached
+    /// through a router namespace (so their pods are reached through tunnels).
+    pub fn start_routed(n: usize, far: usize, server_args: &[&str]) -> Harness {
         let dir = tempfile::tempdir().unwrap();
         let (underlay, cidr) = berth_testkit::unique_net();
         let prefix = cidr.trim_end_matches(".0/24").to_string();
@@ -138,6 +147,8 @@ impl Harness {
             server_ns: format!("{underlay}s"),
             underlay,
             prefix,
+            far: None,
+            router_ns: None,
             server: None,
             url: String::new(),
             kubeconfig: PathBuf::new(),
@@ -155,6 +166,9 @@ impl Harness {
         ip(&["link", "set", &h.underlay, "up"]);
         let server_ip = format!("{}.1", h.prefix);
         add_namespace(&h.server_ns, &h.underlay, &h.server_ns, &server_ip);
+        if far > 0 {
+            h.add_router();
+        }
         let data = h.dir.path().join("server");
         let mut child = in_namespace(&h.server_ns)
             .args(["server", "--data-dir"])
@@ -174,11 +188,24 @@ impl Harness {
         );
         assert!(o.status.success(), "{}", stderr(&o));
         h.token = stdout(&o).trim().to_string();
-        for i in 0..n {
+        for i in 0..n + far {
             let name = format!("node-{}", (b'a' + i as u8) as char);
-            let ns = format!("{}n{i}", h.underlay);
-            let node_ip = format!("{}.{}", h.prefix, 10 + i);
-            add_namespace(&ns, &h.underlay, &ns, &node_ip);
+            let is_far = i >= n;
+            let (ns, node_ip) = match (&h.far, is_far) {
+                (Some((bridge, prefix)), true) => {
+                    let ns = format!("{}f{i}", h.underlay);
+                    let node_ip = format!("{prefix}.{}", 10 + i);
+                    add_namespace(&ns, bridge, &ns, &node_ip);
+                    (ns, node_ip)
+                }
+                _ => {
+                    let ns = format!("{}n{i}", h.underlay);
+                    let node_ip = format!("{}.{}", h.prefix, 10 + i);
+                    add_namespace(&ns, &h.underlay, &ns, &node_ip);
+                    (ns, node_ip)
+                }
+            };
+            h.route_across(&ns, is_far);
             // The pod range comes from the server (`--cluster-cidr`, 10.42.0.0/16): each
             // node's bridge and pods live in its own namespace, so the default range is the
             // test's own.
@@ -200,6 +227,62 @@ impl Harness {
         }
         h.wait_ready(n);
         h
+    }
+
+    /// A second underlay bridge on its own subnet, and a router namespace between the two.
+    fn add_router(&mut self) {
+        let (bridge, cidr) = berth_testkit::unique_net();
+        let prefix = cidr.trim_end_matches(".0/24").to_string();
+        ip(&["link", "add", &bridge, "type", "bridge"]);
+        ip(&["link", "set", &bridge, "up"]);
+        let r = format!("{}g", self.underlay);
+        ip(&["netns", "add", &r]);
+        for (side, br, addr) in [
+            (
+                "a",
+                self.underlay.clone(),
+                format!("{}.253/24", self.prefix),
+            ),
+            ("b", bridge.clone(), format!("{prefix}.253/24")),
+        ] {
+            let host = format!("{r}{side}");
+            let inside = format!("eth{side}");
+            ip(&[
+                "link", "add", &host, "type", "veth", "peer", "name", &inside, "netns", &r,
+            ]);
+            ip(&["link", "set", &host, "master", &br, "up"]);
+            ip(&["-n", &r, "addr", "add", &addr, "dev", &inside]);
+            ip(&["-n", &r, "link", "set", &inside, "up"]);
+        }
+        let o = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &r,
+                "sysctl",
+                "-qw",
+                "net.ipv4.ip_forward=1",
+            ])
+            .output()
+            .expect("sysctl");
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        self.far = Some((bridge, prefix));
+        self.router_ns = Some(r);
+        let server_ns = self.server_ns.clone();
+        self.route_across(&server_ns, false);
+    }
+
+    /// Routes a namespace's traffic for the other underlay through the router.
+    fn route_across(&self, ns: &str, is_far: bool) {
+        let Some((_, far_prefix)) = &self.far else {
+            return;
+        };
+        let (to, via) = if is_far {
+            (format!("{}.0/24", self.prefix), format!("{far_prefix}.253"))
+        } else {
+            (format!("{far_prefix}.0/24"), format!("{}.253", self.prefix))
+        };
+        ip(&["-n", ns, "route", "add", &to, "via", &via]);
     }
 
     fn ca_file(&self) -> PathBuf {
@@ -293,6 +376,17 @@ impl Drop for Harness {
         for (link, ns) in links.chain([(&self.server_ns, &self.server_ns)]) {
             let _ = Command::new("ip").args(["link", "del", link]).status();
             let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+        if let Some(r) = &self.router_ns {
+            for side in ["a", "b"] {
+                let _ = Command::new("ip")
+                    .args(["link", "del", &format!("{r}{side}")])
+                    .status();
+            }
+            let _ = Command::new("ip").args(["netns", "del", r]).status();
+        }
+        if let Some((bridge, _)) = &self.far {
+            let _ = Command::new("ip").args(["link", "del", bridge]).status();
         }
         let _ = Command::new("ip")
             .args(["link", "del", &self.underlay])
