@@ -38,6 +38,37 @@ fn ready_ip(kc: &std::path::Path, pod: &str) -> String {
     })
 }
 
+/// An HTTP server pod on node-a (web-a) and one on node-b (web-b); their IPs once Ready.
+fn two_servers(h: &Harness) -> (String, String) {
+    let file = h.dir.path().join("pods.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "{}---{}",
+            server_pod("web-a", "node-a"),
+            server_pod("web-b", "node-b")
+        ),
+    )
+    .unwrap();
+    let o = berth(&h.kubeconfig, &["apply", "-f", file.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    (
+        ready_ip(&h.kubeconfig, "web-a"),
+        ready_ip(&h.kubeconfig, "web-b"),
+    )
+}
+
+/// web-a fetches from web-b by pod IP, and back.
+fn fetch_both_ways(kc: &std::path::Path, ip_a: &str, ip_b: &str) {
+    for (from, ip) in [("web-a", ip_b), ("web-b", ip_a)] {
+        let code = format!(
+            "import urllib.request; print(urllib.request.urlopen('http://{ip}:8080/', timeout=5).status)"
+        );
+        let o = berth(kc, &["exec", from, "--", "/usr/bin/python3", "-c", &code]);
+        assert_eq!(stdout(&o).trim(), "200", "from {from}: {}", stderr(&o));
+    }
+}
+
 /// `ip -n NS route show`.
 fn routes(ns: &str) -> String {
     let o = Command::new("ip")
@@ -68,19 +99,7 @@ fn pods_on_different_nodes_reach_each_other_and_a_removed_node_takes_its_routes(
         assert!(c.starts_with("10.42.") && c.ends_with(".0/24"), "{c}");
     }
 
-    let file = h.dir.path().join("pods.yaml");
-    std::fs::write(
-        &file,
-        format!(
-            "{}---{}",
-            server_pod("web-a", "node-a"),
-            server_pod("web-b", "node-b")
-        ),
-    )
-    .unwrap();
-    let o = berth(&kc, &["apply", "-f", file.to_str().unwrap()]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let (ip_a, ip_b) = (ready_ip(&kc, "web-a"), ready_ip(&kc, "web-b"));
+    let (ip_a, ip_b) = two_servers(&h);
     assert!(
         cidrs[0].starts_with(&ip_a[..ip_a.rfind('.').unwrap()]),
         "{ip_a} in {}",
@@ -88,16 +107,7 @@ fn pods_on_different_nodes_reach_each_other_and_a_removed_node_takes_its_routes(
     );
 
     // From a pod on node-a to the pod on node-b, and back, by pod IP.
-    let fetch = |from: &str, ip: &str| {
-        let code = format!(
-            "import urllib.request; print(urllib.request.urlopen('http://{ip}:8080/', timeout=5).status)"
-        );
-        berth(&kc, &["exec", from, "--", "/usr/bin/python3", "-c", &code])
-    };
-    let o = fetch("web-a", &ip_b);
-    assert_eq!(stdout(&o).trim(), "200", "{}", stderr(&o));
-    let o = fetch("web-b", &ip_a);
-    assert_eq!(stdout(&o).trim(), "200", "{}", stderr(&o));
+    fetch_both_ways(&kc, &ip_a, &ip_b);
 
     // node-a routes node-b's range to node-b's address on the underlay.
     let ns_a = h.netns("node-a");
@@ -585,29 +595,8 @@ fn nodes_on_different_subnets_reach_each_others_pods_through_a_tunnel() {
     // node-a on the server's subnet; node-b on another, behind a router.
     let mut h = Harness::start_routed(1, 1, &[]);
     let kc = h.kubeconfig.clone();
-    let file = h.dir.path().join("pods.yaml");
-    std::fs::write(
-        &file,
-        format!(
-            "{}---{}",
-            server_pod("web-a", "node-a"),
-            server_pod("web-b", "node-b")
-        ),
-    )
-    .unwrap();
-    let o = berth(&kc, &["apply", "-f", file.to_str().unwrap()]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let (ip_a, ip_b) = (ready_ip(&kc, "web-a"), ready_ip(&kc, "web-b"));
-    let fetch = |from: &str, ip: &str| {
-        let code = format!(
-            "import urllib.request; print(urllib.request.urlopen('http://{ip}:8080/', timeout=5).status)"
-        );
-        berth(&kc, &["exec", from, "--", "/usr/bin/python3", "-c", &code])
-    };
-    let o = fetch("web-a", &ip_b);
-    assert_eq!(stdout(&o).trim(), "200", "{}", stderr(&o));
-    let o = fetch("web-b", &ip_a);
-    assert_eq!(stdout(&o).trim(), "200", "{}", stderr(&o));
+    let (ip_a, ip_b) = two_servers(&h);
+    fetch_both_ways(&kc, &ip_a, &ip_b);
 
     // The route goes through the tunnel device, not via the other node's address.
     let ns_a = h.netns("node-a");
