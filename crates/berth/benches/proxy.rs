@@ -1,0 +1,239 @@
+//! Proxying beside haproxy and nginx (as root), with wrk in the same run: a release
+//! `berth up` (its own bridge and range) runs one backend pod (Debian's nginx answering a
+//! 3-byte body), a Service for it and an Ingress; on this machine, Debian's haproxy (TCP and
+//! HTTP mode) and nginx (an HTTP reverse proxy with upstream keep-alive) proxy to the same
+//! pod. wrk (2 threads, 64 connections, 10 s, keep-alive) measures each path:
+//!
+//! - L4: the pod directly; berth's cluster IP; haproxy `mode tcp`;
+//! - L7: berth's ingress (by Host); nginx `proxy_pass`; haproxy `mode http`.
+//!
+//! Prints requests/s and latency percentiles, and p99 added over the direct path. Everything
+//! shares this machine's cores (wrk, the proxy under test and the backend).
+//!
+//! `cargo bench -p berth --bench proxy` (or `scripts/bench proxy`).
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::{BerthProcess, berth, eventually, get_json, stderr};
+
+const RUN: &str = "10s";
+
+/// A process of the comparison, stopped on drop.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        common::kill_pid(self.0.id() as i32, 15);
+        let _ = self.0.wait();
+    }
+}
+
+const BACKEND: &str = r#"apiVersion: v1
+kind: Pod
+metadata: {name: backend, labels: {app: backend}}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: nginx
+    image: host
+    command: ["/bin/sh", "-c", "mkdir -p /tmp/n && printf 'user root; worker_processes 1; pid /tmp/n/pid; error_log stderr; events { worker_connections 4096; } http { access_log off; client_body_temp_path /tmp/n; proxy_temp_path /tmp/n; fastcgi_temp_path /tmp/n; uwsgi_temp_path /tmp/n; scgi_temp_path /tmp/n; keepalive_requests 1000000; server { listen 8080; location / { return 200 ok; } } }' > /tmp/n/conf && exec /usr/sbin/nginx -g 'daemon off;' -c /tmp/n/conf"]
+    readinessProbe:
+      tcpSocket: {port: 8080}
+      periodSeconds: 1
+---
+apiVersion: v1
+kind: Service
+metadata: {name: backend}
+spec:
+  selector: {app: backend}
+  ports: [{name: http, port: 80, targetPort: 8080}]
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: bench}
+spec:
+  rules:
+  - host: bench.test
+    http:
+      paths:
+      - {path: /, pathType: Prefix, backend: {service: {name: backend, port: {name: http}}}}
+"#;
+
+struct Result {
+    rps: f64,
+    p50: f64,
+    p99: f64,
+    errors: bool,
+}
+
+/// Milliseconds of a wrk latency (`812.00us`, `1.23ms`, `1.01s`).
+fn millis(s: &str) -> f64 {
+    let (n, unit) = s.split_at(s.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(s.len()));
+    let n: f64 = n.parse().unwrap_or(f64::NAN);
+    match unit {
+        "us" => n / 1000.0,
+        "ms" => n,
+        "s" => n * 1000.0,
+        "m" => n * 60_000.0,
+        _ => f64::NAN,
+    }
+}
+
+fn wrk(url: &str, host: Option<&str>) -> Result {
+    let mut c = Command::new("wrk");
+    c.args(["-t2", "-c64", "-d", RUN, "--latency"]);
+    if let Some(h) = host {
+        c.args(["-H", &format!("Host: {h}")]);
+    }
+    let o = c
+        .arg(url)
+        .output()
+        .expect("wrk (scripts/bench installs it)");
+    let text = String::from_utf8_lossy(&o.stdout).into_owned();
+    let find = |prefix: &str| {
+        text.lines()
+            .find_map(|l| l.trim().strip_prefix(prefix).map(|r| r.trim().to_string()))
+            .unwrap_or_default()
+    };
+    Result {
+        rps: find("Requests/sec:").parse().unwrap_or(0.0),
+        p50: millis(&find("50%")),
+        p99: millis(&find("99%")),
+        errors: text.contains("Socket errors") || text.contains("Non-2xx"),
+    }
+}
+
+fn wait_port(addr: &str) {
+    eventually(20, &format!("{addr} to listen"), || {
+        std::net::TcpStream::connect(addr).ok().map(drop)
+    });
+}
+
+fn haproxy(dir: &Path, pod: &str) -> Proc {
+    let cfg = dir.join("haproxy.cfg");
+    std::fs::write(
+        &cfg,
+        format!(
+            "global\n  maxconn 4096\ndefaults\n  timeout connect 5s\n  timeout client 60s\n  timeout server 60s\nfrontend l4\n  mode tcp\n  bind 127.0.0.1:18001\n  default_backend l4b\nbackend l4b\n  mode tcp\n  server s1 {pod}:8080\nfrontend l7\n  mode http\n  bind 127.0.0.1:18003\n  default_backend l7b\nbackend l7b\n  mode http\n  http-reuse always\n  server s1 {pod}:8080\n"
+        ),
+    )
+    .unwrap();
+    let p = Proc(
+        Command::new("/usr/sbin/haproxy")
+            .args(["-db", "-f"])
+            .arg(&cfg)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("haproxy (scripts/bench installs it)"),
+    );
+    wait_port("127.0.0.1:18001");
+    wait_port("127.0.0.1:18003");
+    p
+}
+
+fn nginx(dir: &Path, pod: &str) -> Proc {
+    let d = dir.display();
+    let cfg = dir.join("nginx.conf");
+    std::fs::write(
+        &cfg,
+        format!(
+            "user root;\nworker_processes auto;\npid {d}/nginx.pid;\nerror_log {d}/nginx.err;\nevents {{ worker_connections 4096; }}\nhttp {{\n  access_log off;\n  client_body_temp_path {d};\n  proxy_temp_path {d};\n  upstream b {{ server {pod}:8080; keepalive 64; }}\n  server {{\n    listen 127.0.0.1:18002;\n    keepalive_requests 1000000;\n    location / {{ proxy_pass http://b; proxy_http_version 1.1; proxy_set_header Connection \"\"; }}\n  }}\n}}\n"
+        ),
+    )
+    .unwrap();
+    let p = Proc(
+        Command::new("/usr/sbin/nginx")
+            .args(["-e", "stderr", "-g", "daemon off;", "-c"])
+            .arg(&cfg)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("nginx (scripts/bench installs it)"),
+    );
+    wait_port("127.0.0.1:18002");
+    p
+}
+
+fn main() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("the proxy benchmark needs root");
+        std::process::exit(1);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let up = BerthProcess::start_with("up", &dir.path().join("data"), &["--ingress-port", "18080"]);
+    let kc = up.kubeconfig();
+    let file = dir.path().join("backend.yaml");
+    std::fs::write(&file, BACKEND).unwrap();
+    let o = berth(&kc, &["apply", "-f", file.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let pod = eventually(60, "the backend Ready", || {
+        let p = get_json(&kc, &["pod", "backend"]);
+        common::is_ready(&p).then(|| p["status"]["podIP"].as_str().map(String::from))?
+    });
+    let vip = get_json(&kc, &["svc", "backend"])["spec"]["clusterIP"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    wait_port(&format!("{vip}:80"));
+    wait_port("127.0.0.1:18080");
+    let _haproxy = haproxy(dir.path(), &pod);
+    let _nginx = nginx(dir.path(), &pod);
+    // Every path answers before the clock runs.
+    std::thread::sleep(Duration::from_millis(500));
+
+    let runs = [
+        (
+            "L4",
+            "direct to the pod",
+            format!("http://{pod}:8080/"),
+            None,
+        ),
+        ("L4", "berth cluster IP", format!("http://{vip}/"), None),
+        (
+            "L4",
+            "haproxy mode tcp",
+            "http://127.0.0.1:18001/".to_string(),
+            None,
+        ),
+        (
+            "L7",
+            "berth ingress",
+            "http://127.0.0.1:18080/".to_string(),
+            Some("bench.test"),
+        ),
+        (
+            "L7",
+            "nginx proxy_pass",
+            "http://127.0.0.1:18002/".to_string(),
+            None,
+        ),
+        (
+            "L7",
+            "haproxy mode http",
+            "http://127.0.0.1:18003/".to_string(),
+            None,
+        ),
+    ];
+    let mut direct_p99 = 0.0;
+    println!(
+        "| layer | path | requests/s | p50 | p99 | p99 added over direct | errors |\n|---|---|---:|---:|---:|---:|---|"
+    );
+    for (layer, name, url, host) in runs {
+        let r = wrk(&url, host);
+        if name.starts_with("direct") {
+            direct_p99 = r.p99;
+        }
+        println!(
+            "| {layer} | {name} | {:.0} | {:.2} ms | {:.2} ms | {:+.2} ms | {} |",
+            r.rps,
+            r.p50,
+            r.p99,
+            r.p99 - direct_p99,
+            if r.errors { "yes" } else { "none" }
+        );
+    }
+}
