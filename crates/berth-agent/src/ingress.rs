@@ -8,8 +8,8 @@
 //!   `ImplementationSpecific` is `Prefix`. Pods' `VIRTUAL_HOST` names are `Prefix /` routes
 //!   to their `VIRTUAL_PORT` (or first container port, or 80), after Ingress rules.
 //! - No route for the host: 404 (or the Ingress `defaultBackend`); a route with no ready
-//!   endpoint: 503; an endpoint that cannot be reached: the next is tried for requests
-//!   without a body, else 502.
+//!   endpoint: 503; a request that could not be sent to an endpoint (no connection, or a
+//!   kept-alive one it had closed) goes to the next; 502 when none answers.
 //! - The backend sees the client: `X-Forwarded-For` (appended), `X-Forwarded-Host`,
 //!   `X-Forwarded-Proto`, `X-Real-IP` and `Forwarded` (RFC 7239), and the original Host.
 //! - A new table applies to requests that start after it; requests in flight finish where
@@ -22,13 +22,12 @@ use std::sync::{Arc, RwLock};
 
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
-use http_body_util::{BodyExt, Empty, Full};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
+use hyper::client::conn::http1::SendRequest;
 use hyper::header::{HeaderMap, HeaderName, HeaderValue};
 use hyper::{Request, Response, StatusCode};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use tokio::sync::watch;
 
 use crate::catalog::{self, Catalog, IngressBackend};
@@ -188,6 +187,64 @@ impl Table {
     }
 }
 
+/// Kept-alive HTTP/1 connections to endpoints, by address. A connection goes back once it
+/// can take another request (its last response read to the end).
+#[derive(Default)]
+struct Upstreams {
+    idle: std::sync::Mutex<std::collections::HashMap<SocketAddr, Vec<SendRequest<Body>>>>,
+}
+
+/// Idle connections kept per endpoint.
+const IDLE_PER_ENDPOINT: usize = 256;
+
+impl Upstreams {
+    /// An idle connection to `addr`, or a new one.
+    async fn get(&self, addr: SocketAddr) -> Result<SendRequest<Body>, String> {
+        loop {
+            let idle = self
+                .idle
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get_mut(&addr)
+                .and_then(Vec::pop);
+            match idle {
+                Some(s) if s.is_ready() => return Ok(s),
+                Some(_) => continue,
+                None => break,
+            }
+        }
+        let tcp = tokio::time::timeout(
+            std::time::Duration::from_secs(2),
+            tokio::net::TcpStream::connect(addr),
+        )
+        .await
+        .map_err(|_| format!("{addr}: no connection in 2s"))?
+        .map_err(|e| format!("{addr}: {e}"))?;
+        let _ = tcp.set_nodelay(true);
+        let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+            .await
+            .map_err(|e| format!("{addr}: {e}"))?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Ok(send)
+    }
+
+    /// Takes a connection back once it is free again.
+    fn release(self: &Arc<Self>, addr: SocketAddr, mut send: SendRequest<Body>) {
+        let me = self.clone();
+        tokio::spawn(async move {
+            if send.ready().await.is_ok() {
+                let mut idle = me.idle.lock().unwrap_or_else(|e| e.into_inner());
+                let v = idle.entry(addr).or_default();
+                if v.len() < IDLE_PER_ENDPOINT {
+                    v.push(send);
+                }
+            }
+        });
+    }
+}
+
 fn plain(code: StatusCode, text: &str) -> Response<Body> {
     let mut r = Response::new(
         Full::new(Bytes::from(format!("{text}\n")))
@@ -256,7 +313,7 @@ fn forward_headers(h: &mut HeaderMap, client: IpAddr, host: &str) {
 
 async fn handle(
     table: Arc<RwLock<Arc<Table>>>,
-    http: Client<HttpConnector, Body>,
+    upstreams: Arc<Upstreams>,
     client: SocketAddr,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
@@ -293,44 +350,37 @@ async fn handle(
     }
     let (mut parts, body) = req.into_parts();
     forward_headers(&mut parts.headers, client.ip(), &host_header);
-    let path_q = parts
-        .uri
-        .path_and_query()
-        .map_or("/".to_string(), |p| p.as_str().to_string());
-    // A request without a body can go to the next endpoint when one cannot be reached.
-    let bodiless = parts.headers.get(hyper::header::CONTENT_LENGTH).is_none()
-        && parts
-            .headers
-            .get(hyper::header::TRANSFER_ENCODING)
-            .is_none();
-    let mut body = Some(body.boxed());
+    let mut out = Some(Request::from_parts(parts, body.boxed()));
     let mut last = String::new();
-    for b in order.iter().take(if bodiless { 3 } else { 1 }) {
-        let Ok(uri) = format!("http://{b}{path_q}").parse::<hyper::Uri>() else {
-            break;
-        };
-        let mut out = Request::from_parts(parts.clone(), ());
-        *out.uri_mut() = uri;
-        let body = body.take().unwrap_or_else(|| {
-            Empty::<Bytes>::new()
-                .map_err(|never: Infallible| match never {})
-                .boxed()
-        });
-        let out = out.map(|_| body);
-        match http.request(out).await {
-            Ok(resp) => return Ok(resp.map(BodyExt::boxed)),
-            Err(e) if e.is_connect() => last = format!("{b}: {e}"),
+    for b in order.iter().take(3) {
+        let Some(req) = out.take() else { break };
+        let mut send = match upstreams.get(*b).await {
+            Ok(s) => s,
             Err(e) => {
-                return Ok(plain(
-                    StatusCode::BAD_GATEWAY,
-                    &format!("the endpoint {b} failed: {e}"),
-                ));
+                // Not sent: the request can go to the next endpoint.
+                last = e;
+                out = Some(req);
+                continue;
+            }
+        };
+        match send.try_send_request(req).await {
+            Ok(resp) => {
+                upstreams.release(*b, send);
+                return Ok(resp.map(BodyExt::boxed));
+            }
+            Err(mut e) => {
+                last = format!("{b}: {}", e.error());
+                // A kept-alive connection the endpoint had closed: the request was not sent.
+                out = e.take_message();
+                if out.is_none() {
+                    break;
+                }
             }
         }
     }
     Ok(plain(
         StatusCode::BAD_GATEWAY,
-        &format!("no endpoint could be reached ({last})"),
+        &format!("no endpoint answered ({last})"),
     ))
 }
 
@@ -360,12 +410,7 @@ pub(crate) async fn run(
             }
         });
     }
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(std::time::Duration::from_secs(2)));
-    let http: Client<HttpConnector, Body> = Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(std::time::Duration::from_secs(30))
-        .build(connector);
+    let upstreams = Arc::new(Upstreams::default());
     loop {
         let (conn, peer) = tokio::select! {
             r = listener.accept() => match r {
@@ -375,10 +420,10 @@ pub(crate) async fn run(
             _ = stop.changed() => return Ok(()),
         };
         let _ = conn.set_nodelay(true);
-        let (table, http) = (table.clone(), http.clone());
+        let (table, upstreams) = (table.clone(), upstreams.clone());
         tokio::spawn(async move {
             let svc = hyper::service::service_fn(move |req| {
-                handle(table.clone(), http.clone(), peer, req)
+                handle(table.clone(), upstreams.clone(), peer, req)
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .keep_alive(true)

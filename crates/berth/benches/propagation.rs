@@ -307,9 +307,9 @@ spec:
                 && !std::fs::read_to_string(&out)
                     .unwrap_or_default()
                     .contains(&format!("server {ip}\n"))
-                && !get_json(&kc, &["pods"])["items"]
+                && get_json(&kc, &["pods"])["items"]
                     .as_array()
-                    .is_some_and(|a| !a.is_empty());
+                    .is_none_or(|a| a.is_empty());
             gone.then_some(())
         });
     }

@@ -2,7 +2,8 @@
 //! `berth up` (its own bridge and range) runs one backend pod (Debian's nginx answering a
 //! 3-byte body), a Service for it and an Ingress; on this machine, Debian's haproxy (TCP and
 //! HTTP mode) and nginx (an HTTP reverse proxy with upstream keep-alive) proxy to the same
-//! pod. wrk (2 threads, 64 connections, 10 s, keep-alive) measures each path:
+//! pod. wrk (10 s, keep-alive) measures each path, loaded (2 threads, 64 connections) and
+//! one request at a time (1 connection, for the latency a proxy adds):
 //!
 //! - L4: the pod directly; berth's cluster IP; haproxy `mode tcp`;
 //! - L7: berth's ingress (by Host); nginx `proxy_pass`; haproxy `mode http`.
@@ -84,9 +85,16 @@ fn millis(s: &str) -> f64 {
     }
 }
 
-fn wrk(url: &str, host: Option<&str>) -> Result {
+fn wrk(url: &str, host: Option<&str>, connections: u32) -> Result {
     let mut c = Command::new("wrk");
-    c.args(["-t2", "-c64", "-d", RUN, "--latency"]);
+    let threads = connections.min(2);
+    c.args([
+        &format!("-t{threads}"),
+        &format!("-c{connections}"),
+        "-d",
+        RUN,
+        "--latency",
+    ]);
     if let Some(h) = host {
         c.args(["-H", &format!("Host: {h}")]);
     }
@@ -218,22 +226,24 @@ fn main() {
             None,
         ),
     ];
-    let mut direct_p99 = 0.0;
-    println!(
-        "| layer | path | requests/s | p50 | p99 | p99 added over direct | errors |\n|---|---|---:|---:|---:|---:|---|"
-    );
-    for (layer, name, url, host) in runs {
-        let r = wrk(&url, host);
-        if name.starts_with("direct") {
-            direct_p99 = r.p99;
-        }
+    for connections in [64, 1] {
+        let mut direct_p99 = 0.0;
         println!(
-            "| {layer} | {name} | {:.0} | {:.2} ms | {:.2} ms | {:+.2} ms | {} |",
-            r.rps,
-            r.p50,
-            r.p99,
-            r.p99 - direct_p99,
-            if r.errors { "yes" } else { "none" }
+            "\n{connections} connection(s):\n\n| layer | path | requests/s | p50 | p99 | p99 added over direct | errors |\n|---|---|---:|---:|---:|---:|---|"
         );
+        for (layer, name, url, host) in &runs {
+            let r = wrk(url, *host, connections);
+            if name.starts_with("direct") {
+                direct_p99 = r.p99;
+            }
+            println!(
+                "| {layer} | {name} | {:.0} | {:.3} ms | {:.3} ms | {:+.3} ms | {} |",
+                r.rps,
+                r.p50,
+                r.p99,
+                r.p99 - direct_p99,
+                if r.errors { "yes" } else { "none" }
+            );
+        }
     }
 }

@@ -268,7 +268,8 @@ class H(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
         if self.path.startswith('/slow'):
             import time
-            time.sleep(2)
+            open('/tmp/slow', 'w').close()
+            time.sleep(5)
         h = self.headers
         b = (name + ' ' + self.client_address[0] + ' xff=' + str(h.get('X-Forwarded-For')) + ' fwd=' + str(h.get('Forwarded')) + ' host=' + str(h.get('Host')) + ' path=' + self.path).encode()
         self.send_response(200)
@@ -546,6 +547,17 @@ spec:
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
+    // Once an endpoint has the request (it marks it), the Ingress changes under it.
+    eventually(10, "the slow request at an endpoint", || {
+        ["echo-a", "echo-b"]
+            .iter()
+            .any(|p| {
+                berth(&kc, &["exec", p, "--", "/usr/bin/test", "-f", "/tmp/slow"])
+                    .status
+                    .success()
+            })
+            .then_some(())
+    });
     let changed = h.dir.path().join("ing2.yaml");
     std::fs::write(
         &changed,
