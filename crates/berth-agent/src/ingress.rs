@@ -187,8 +187,8 @@ impl Table {
     }
 }
 
-/// Kept-alive HTTP/1 connections to endpoints, by address. A connection goes back once it
-/// can take another request (its last response read to the end).
+/// Kept-alive HTTP/1 connections to endpoints, by address. A connection goes back when its
+/// response has been passed on to the end.
 #[derive(Default)]
 struct Upstreams {
     idle: std::sync::Mutex<std::collections::HashMap<SocketAddr, Vec<SendRequest<Body>>>>,
@@ -208,8 +208,12 @@ impl Upstreams {
                 .get_mut(&addr)
                 .and_then(Vec::pop);
             match idle {
-                Some(s) if s.is_ready() => return Ok(s),
-                Some(_) => continue,
+                // Free once its connection has taken in the end of the last response.
+                Some(mut s) => {
+                    if s.ready().await.is_ok() {
+                        return Ok(s);
+                    }
+                }
                 None => break,
             }
         }
@@ -230,18 +234,49 @@ impl Upstreams {
         Ok(send)
     }
 
-    /// Takes a connection back once it is free again.
-    fn release(self: &Arc<Self>, addr: SocketAddr, mut send: SendRequest<Body>) {
-        let me = self.clone();
-        tokio::spawn(async move {
-            if send.ready().await.is_ok() {
-                let mut idle = me.idle.lock().unwrap_or_else(|e| e.into_inner());
-                let v = idle.entry(addr).or_default();
-                if v.len() < IDLE_PER_ENDPOINT {
-                    v.push(send);
-                }
-            }
-        });
+    fn put(&self, addr: SocketAddr, send: SendRequest<Body>) {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let v = idle.entry(addr).or_default();
+        if v.len() < IDLE_PER_ENDPOINT {
+            v.push(send);
+        }
+    }
+}
+
+/// A response body from an endpoint that gives its connection back to the pool once it has
+/// been read to the end (dropped earlier, the connection goes: it still holds unread bytes).
+struct Returning {
+    inner: Incoming,
+    back: Option<(Arc<Upstreams>, SocketAddr, SendRequest<Body>)>,
+}
+
+impl hyper::body::Body for Returning {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, hyper::Error>>> {
+        std::pin::Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for Returning {
+    fn drop(&mut self) {
+        if hyper::body::Body::is_end_stream(&self.inner)
+            && let Some((pool, addr, send)) = self.back.take()
+        {
+            pool.put(addr, send);
+        }
     }
 }
 
@@ -365,8 +400,8 @@ async fn handle(
         };
         match send.try_send_request(req).await {
             Ok(resp) => {
-                upstreams.release(*b, send);
-                return Ok(resp.map(BodyExt::boxed));
+                let back = Some((upstreams.clone(), *b, send));
+                return Ok(resp.map(|inner| Returning { inner, back }.boxed()));
             }
             Err(mut e) => {
                 last = format!("{b}: {}", e.error());

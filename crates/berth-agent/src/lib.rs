@@ -75,15 +75,6 @@ pub struct AgentConfig {
     pub ingress_port: u16,
 }
 
-/// The label of this agent's service addresses on the loopback: one per data directory, so
-/// agents sharing a network namespace (tests) keep to their own.
-fn proxy_label(data_dir: &std::path::Path) -> String {
-    let mut h: u32 = 0x811c_9dc5;
-    for b in data_dir.as_os_str().as_encoded_bytes() {
-        h = (h ^ u32::from(*b)).wrapping_mul(0x0100_0193);
-    }
-    format!("lo:b{h:08x}")
-}
 
 fn micro_time_now() -> String {
     let nanos = berth_api::timefmt::now_nanos();
@@ -327,7 +318,7 @@ pub async fn run(
     {
         let opts = proxy::Options {
             drain: cfg.proxy_drain,
-            label: proxy_label(&cfg.data_dir),
+            label: berth_runtime::net::service_address_label(&cfg.data_dir),
             node_ip: cfg
                 .node_ip
                 .parse()

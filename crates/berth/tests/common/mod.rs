@@ -201,6 +201,10 @@ pub fn remove_node(data: &Path, bridge: &str, cidr: &str) {
         let _ = rt.remove_pod(&id);
     }
     let _ = rt.network.remove_bridge();
+    // The cluster IPs its proxy served on this machine's loopback.
+    let _ = berth_runtime::net::remove_labelled_addresses(
+        &berth_runtime::net::service_address_label(data),
+    );
 }
 
 /// `berth get WHAT -o json`, parsed.
