@@ -75,7 +75,6 @@ pub struct AgentConfig {
     pub ingress_port: u16,
 }
 
-
 fn micro_time_now() -> String {
     let nanos = berth_api::timefmt::now_nanos();
     // MicroTime: RFC 3339 with microseconds.
