@@ -643,3 +643,80 @@ fn nodes_on_different_subnets_reach_each_others_pods_through_a_tunnel() {
         String::from_utf8_lossy(&fdb.stdout)
     );
 }
+
+#[test]
+fn ready_pods_on_every_node_are_registered_and_berth_gen_renders_them_from_outside() {
+    let h = Harness::start(2, &[]);
+    let kc = h.kubeconfig.clone();
+    let file = h.dir.path().join("echo.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "{}---{}---{}",
+            echo_pod("echo-a", "node-a"),
+            echo_pod("echo-b", "node-b"),
+            "\napiVersion: v1\nkind: Service\nmetadata: {name: echo}\nspec:\n  selector: {app: echo}\n  ports: [{name: http, port: 80, targetPort: 8080}]\n"
+        ),
+    )
+    .unwrap();
+    let o = berth(&kc, &["apply", "-f", file.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let ips = [ready_ip(&kc, "echo-a"), ready_ip(&kc, "echo-b")];
+
+    // Both replicas, each with the node it runs on, under the Service's directory.
+    let listed = eventually(20, "both pods registered", || {
+        let o = berth(&kc, &["kv", "ls", "-R", "/services/default/echo"]);
+        let out = stdout(&o);
+        (out.contains("/services/default/echo/echo-a")
+            && out.contains("/services/default/echo/echo-b"))
+        .then_some(out)
+    });
+    for (pod, node) in [("echo-a", "node-a"), ("echo-b", "node-b")] {
+        let o = berth(
+            &kc,
+            &["kv", "get", &format!("/services/default/echo/{pod}")],
+        );
+        let reg: serde_json::Value = serde_json::from_str(&stdout(&o)).expect(&listed);
+        assert_eq!(reg["node"], node, "{reg}");
+        assert_eq!(reg["ports"][0]["port"], 8080, "{reg}");
+    }
+
+    // `berth gen` on this machine (outside the cluster) renders them from the tree.
+    let tpl = h.dir.path().join("backends.tpl");
+    std::fs::write(
+        &tpl,
+        "{% for key, value in kv|items %}\n{% set r = value|fromjson %}\n{{ r.pod }} {{ r.ip }}:{{ r.ports[0].port }} on {{ r.node }}\n{% endfor %}\n",
+    )
+    .unwrap();
+    let dest = h.dir.path().join("backends.conf");
+    let o = berth(
+        &kc,
+        &[
+            "gen",
+            "--template",
+            tpl.to_str().unwrap(),
+            "--dest",
+            dest.to_str().unwrap(),
+            "--kv",
+            "/services/default/echo",
+            "--once",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        std::fs::read_to_string(&dest).unwrap(),
+        format!(
+            "echo-a {}:8080 on node-a\necho-b {}:8080 on node-b\n",
+            ips[0], ips[1]
+        )
+    );
+
+    // A replica that stops being ready leaves the tree.
+    let o = berth(&kc, &["exec", "echo-b", "--", "/bin/rm", "/tmp/ready"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    eventually(20, "echo-b unregistered", || {
+        let o = berth(&kc, &["kv", "ls", "-R", "/services/default/echo"]);
+        let out = stdout(&o);
+        (out.contains("echo-a") && !out.contains("echo-b")).then_some(())
+    });
+}
