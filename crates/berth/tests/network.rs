@@ -281,6 +281,22 @@ class H(http.server.BaseHTTPRequestHandler):
 http.server.ThreadingHTTPServer(('', 8080), H).serve_forever()
 "#;
 
+/// Applies echo-a (on node-a), echo-b (on node-b) and `more` (YAML documents).
+fn apply_echo(h: &Harness, more: &str) {
+    let file = h.dir.path().join("echo.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "{}---\n{}",
+            echo_pod("echo-a", "node-a") + "---" + &echo_pod("echo-b", "node-b"),
+            more.trim_start_matches('\n')
+        ),
+    )
+    .unwrap();
+    let o = berth(&h.kubeconfig, &["apply", "-f", file.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
 /// `curl` N times (one connection each) from inside a pod; each answer's first word.
 fn curl_from_pod(kc: &std::path::Path, pod: &str, url: &str, n: usize) -> Vec<String> {
     let script = format!(
@@ -311,14 +327,9 @@ fn curl_in_netns(ns: &str, url: &str) -> String {
 fn every_node_proxies_cluster_ips_and_node_ports_to_ready_endpoints() {
     let h = Harness::start(2, &[]);
     let kc = h.kubeconfig.clone();
-    let file = h.dir.path().join("echo.yaml");
-    std::fs::write(
-        &file,
-        format!(
-            "{}---{}---{}",
-            echo_pod("echo-a", "node-a"),
-            echo_pod("echo-b", "node-b"),
-            r#"
+    apply_echo(
+        &h,
+        r#"
 apiVersion: v1
 kind: Service
 metadata: {name: echo}
@@ -336,12 +347,8 @@ spec:
   selector: {app: echo}
   sessionAffinity: ClientIP
   ports: [{port: 80, targetPort: 8080}]
-"#
-        ),
-    )
-    .unwrap();
-    let o = berth(&kc, &["apply", "-f", file.to_str().unwrap()]);
-    assert!(o.status.success(), "{}", stderr(&o));
+"#,
+    );
     let pod_ips = [ready_ip(&kc, "echo-a"), ready_ip(&kc, "echo-b")];
     let svc = get_json(&kc, &["svc", "echo"]);
     let vip = svc["spec"]["clusterIP"].as_str().unwrap().to_string();
@@ -648,19 +655,10 @@ fn nodes_on_different_subnets_reach_each_others_pods_through_a_tunnel() {
 fn ready_pods_on_every_node_are_registered_and_berth_gen_renders_them_from_outside() {
     let h = Harness::start(2, &[]);
     let kc = h.kubeconfig.clone();
-    let file = h.dir.path().join("echo.yaml");
-    std::fs::write(
-        &file,
-        format!(
-            "{}---{}---{}",
-            echo_pod("echo-a", "node-a"),
-            echo_pod("echo-b", "node-b"),
-            "\napiVersion: v1\nkind: Service\nmetadata: {name: echo}\nspec:\n  selector: {app: echo}\n  ports: [{name: http, port: 80, targetPort: 8080}]\n"
-        ),
-    )
-    .unwrap();
-    let o = berth(&kc, &["apply", "-f", file.to_str().unwrap()]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    apply_echo(
+        &h,
+        "\napiVersion: v1\nkind: Service\nmetadata: {name: echo}\nspec:\n  selector: {app: echo}\n  ports: [{name: http, port: 80, targetPort: 8080}]\n",
+    );
     let ips = [ready_ip(&kc, "echo-a"), ready_ip(&kc, "echo-b")];
 
     // Both replicas, each with the node it runs on, under the Service's directory.
