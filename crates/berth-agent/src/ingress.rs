@@ -42,17 +42,15 @@ struct Pool {
 }
 
 impl Pool {
-    /// The endpoints to try, starting at the next in turn.
-    fn order(&self) -> Vec<SocketAddr> {
-        if self.addrs.is_empty() {
-            return Vec::new();
-        }
-        let start = self.next.fetch_add(1, Ordering::Relaxed) % self.addrs.len();
-        self.addrs[start..]
-            .iter()
-            .chain(&self.addrs[..start])
-            .copied()
-            .collect()
+    /// The endpoints to try (at most three), starting at the next in turn.
+    fn order(&self) -> impl Iterator<Item = SocketAddr> + '_ {
+        let n = self.addrs.len();
+        let start = if n == 0 {
+            0
+        } else {
+            self.next.fetch_add(1, Ordering::Relaxed) % n
+        };
+        (0..n.min(3)).map(move |i| self.addrs[(start + i) % n])
     }
 }
 
@@ -359,12 +357,16 @@ async fn handle(
         .or_else(|| req.uri().host())
         .unwrap_or("")
         .to_string();
-    let host = host_header
+    let bare = host_header
         .rsplit_once(':')
         .filter(|(_, port)| port.chars().all(|c| c.is_ascii_digit()))
         .map_or(host_header.as_str(), |(h, _)| h)
-        .trim_end_matches('.')
-        .to_lowercase();
+        .trim_end_matches('.');
+    let host: std::borrow::Cow<'_, str> = if bare.bytes().any(|b| b.is_ascii_uppercase()) {
+        bare.to_ascii_lowercase().into()
+    } else {
+        bare.into()
+    };
     let path = req.uri().path().to_string();
     let t = table.read().unwrap_or_else(|e| e.into_inner()).clone();
     let pool = match t.pick(&host, &path) {
@@ -376,8 +378,7 @@ async fn handle(
             ));
         }
     };
-    let order = pool.order();
-    if order.is_empty() {
+    if pool.addrs.is_empty() {
         return Ok(plain(
             StatusCode::SERVICE_UNAVAILABLE,
             &format!("no ready endpoint for {host}{path}"),
@@ -387,9 +388,9 @@ async fn handle(
     forward_headers(&mut parts.headers, client.ip(), &host_header);
     let mut out = Some(Request::from_parts(parts, body.boxed()));
     let mut last = String::new();
-    for b in order.iter().take(3) {
+    for b in pool.order() {
         let Some(req) = out.take() else { break };
-        let mut send = match upstreams.get(*b).await {
+        let mut send = match upstreams.get(b).await {
             Ok(s) => s,
             Err(e) => {
                 // Not sent: the request can go to the next endpoint.
@@ -400,7 +401,7 @@ async fn handle(
         };
         match send.try_send_request(req).await {
             Ok(resp) => {
-                let back = Some((upstreams.clone(), *b, send));
+                let back = Some((upstreams.clone(), b, send));
                 return Ok(resp.map(|inner| Returning { inner, back }.boxed()));
             }
             Err(mut e) => {

@@ -2,8 +2,9 @@
 //! `berth up` (its own bridge and range) runs one backend pod (Debian's nginx answering a
 //! 3-byte body), a Service for it and an Ingress; on this machine, Debian's haproxy (TCP and
 //! HTTP mode) and nginx (an HTTP reverse proxy with upstream keep-alive) proxy to the same
-//! pod. wrk (10 s, keep-alive) measures each path, loaded (2 threads, 64 connections) and
-//! one request at a time (1 connection, for the latency a proxy adds):
+//! pod. wrk (5 s, keep-alive; three rounds with the paths in turn, median shown) measures each
+//! path, loaded (2 threads, 64 connections) and one request at a time (1 connection, for the
+//! latency a proxy adds):
 //!
 //! - L4: the pod directly; berth's cluster IP; haproxy `mode tcp`;
 //! - L7: berth's ingress (by Host); nginx `proxy_pass`; haproxy `mode http`.
@@ -22,7 +23,9 @@ use std::time::Duration;
 
 use common::{BerthProcess, berth, eventually, get_json, stderr};
 
-const RUN: &str = "10s";
+const RUN: &str = "5s";
+/// Each path is measured this many times, in turn with the others; the median is shown.
+const ROUNDS: usize = 3;
 
 /// A process of the comparison, stopped on drop.
 struct Proc(Child);
@@ -226,23 +229,44 @@ fn main() {
             None,
         ),
     ];
+    // `cargo bench ... -- ingress haproxy`: only the paths whose names contain these.
+    let only: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let selected: Vec<_> = runs
+        .iter()
+        .filter(|(_, name, _, _)| only.is_empty() || only.iter().any(|o| name.contains(o.as_str())))
+        .collect();
     for connections in [64, 1] {
-        let mut direct_p99 = 0.0;
-        println!(
-            "\n{connections} connection(s):\n\n| layer | path | requests/s | p50 | p99 | p99 added over direct | errors |\n|---|---|---:|---:|---:|---:|---|"
-        );
-        for (layer, name, url, host) in &runs {
-            let r = wrk(url, *host, connections);
-            if name.starts_with("direct") {
-                direct_p99 = r.p99;
+        // Rounds in turn, so a slow spell of the machine hits every path alike.
+        let mut results: Vec<Vec<Result>> = selected.iter().map(|_| Vec::new()).collect();
+        for _ in 0..ROUNDS {
+            for (i, (_, _, url, host)) in selected.iter().enumerate() {
+                results[i].push(wrk(url, *host, connections));
             }
+        }
+        let median = |rs: &mut Vec<Result>| {
+            rs.sort_by(|a, b| a.rps.total_cmp(&b.rps));
+            rs.remove(rs.len() / 2)
+        };
+        let mut direct_p99 = None;
+        println!(
+            "\n{connections} connection(s), median of {ROUNDS} runs of {RUN} each:\n\n| layer | path | requests/s | p50 | p99 | p99 added over direct | errors |\n|---|---|---:|---:|---:|---:|---|"
+        );
+        for ((layer, name, _, _), rs) in selected.iter().zip(results.iter_mut()) {
+            let errors = rs.iter().any(|r| r.errors);
+            let r = median(rs);
+            if name.starts_with("direct") {
+                direct_p99 = Some(r.p99);
+            }
+            let added = direct_p99.map_or("".to_string(), |d| format!("{:+.3} ms", r.p99 - d));
             println!(
-                "| {layer} | {name} | {:.0} | {:.3} ms | {:.3} ms | {:+.3} ms | {} |",
+                "| {layer} | {name} | {:.0} | {:.3} ms | {:.3} ms | {added} | {} |",
                 r.rps,
                 r.p50,
                 r.p99,
-                r.p99 - direct_p99,
-                if r.errors { "yes" } else { "none" }
+                if errors { "yes" } else { "none" }
             );
         }
     }
