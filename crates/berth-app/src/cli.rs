@@ -335,6 +335,12 @@ async fn run_server(args: ServerArgs, all_in_one: bool) -> anyhow::Result<()> {
         println!(
             "  curl http://POD_IP:8080/                     # the demo answers with its pod's name"
         );
+        println!(
+            "  berth get svc demo; curl http://CLUSTER_IP/  # the Service, balanced over its pods by this node's proxy"
+        );
+        println!(
+            "  berth kv ls /services/default/demo           # its ready pods, registered in the key/value tree"
+        );
         println!("  berth logs deploy/demo -f                    # every replica's log, prefixed");
         println!("  berth exec -it deploy/demo -- sh             # a shell in a replica");
         println!(
