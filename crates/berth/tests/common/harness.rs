@@ -225,7 +225,7 @@ impl Harness {
             spawn_agent(&h.url, &h.token, &h.ca_file(), &mut node);
             h.nodes.push(node);
         }
-        h.wait_ready(n);
+        h.wait_ready(n + far);
         h
     }
 
