@@ -58,13 +58,7 @@ pub(crate) async fn allocated_range(
 /// Where another node's pods are: its range, and its address.
 fn route_of(n: &Value) -> Option<(Ipv4Net, Ipv4Addr)> {
     let cidr: Ipv4Net = n["spec"]["podCIDR"].as_str()?.parse().ok()?;
-    let ip = n["status"]["addresses"]
-        .as_array()?
-        .iter()
-        .find(|a| a["type"] == "InternalIP")?["address"]
-        .as_str()?
-        .parse()
-        .ok()?;
+    let ip = berth_api::object::node_internal_ip(n)?.parse().ok()?;
     Some((cidr, ip))
 }
 

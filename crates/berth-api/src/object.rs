@@ -241,3 +241,12 @@ impl Object {
         }
     }
 }
+
+/// A Node's `InternalIP` address (where other nodes and the API server reach it).
+pub fn node_internal_ip(node: &Value) -> Option<&str> {
+    node["status"]["addresses"]
+        .as_array()?
+        .iter()
+        .find(|a| a["type"] == "InternalIP")?["address"]
+        .as_str()
+}

@@ -350,11 +350,9 @@ pub fn row(kind: &ResourceKind, o: &Value, wide: bool, now: u64) -> Vec<String> 
             }
             "Service" => r.push(selector_string(&o["spec"]["selector"])),
             "Node" => {
-                let ip = o["status"]["addresses"]
-                    .as_array()
-                    .and_then(|a| a.iter().find(|x| x["type"] == "InternalIP"))
-                    .map(|x| s(x, &["address"]).to_string())
-                    .unwrap_or_else(|| "<none>".into());
+                let ip = crate::object::node_internal_ip(o)
+                    .unwrap_or("<none>")
+                    .to_string();
                 r.extend([ip, s(o, &["status", "nodeInfo", "osImage"]).to_string()]);
             }
             _ => {}

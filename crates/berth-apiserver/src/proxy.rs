@@ -39,12 +39,7 @@ struct Agent {
 fn agent_of(s: &ApiServer, node: &str) -> ApiResult<Agent> {
     let nodes = resolve("nodes").ok_or_else(|| unavailable("no node kind".into()))?;
     let n = s.registry.get(nodes, None, node)?.into_value();
-    let ip = n["status"]["addresses"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|a| a["type"] == "InternalIP")
-        .and_then(|a| a["address"].as_str())
+    let ip = berth_api::object::node_internal_ip(&n)
         .unwrap_or("")
         .to_string();
     let port = n["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"]

@@ -198,20 +198,7 @@ pub(crate) fn reroll(obj: &mut Object, indexes: &[usize]) {
             }
         }
     }
-    let taken = node_ports(obj);
-    if let Some(ports) = ports_mut(obj) {
-        for i in indexes {
-            if let Some(p) = ports.get_mut(*i).and_then(Value::as_object_mut) {
-                let np = loop {
-                    let np = random_node_port();
-                    if !taken.contains(&np) {
-                        break np;
-                    }
-                };
-                p.insert("nodePort".into(), json!(np));
-            }
-        }
-    }
+    fill_node_ports(obj);
 }
 
 fn random_node_port() -> u16 {

@@ -76,17 +76,7 @@ fn path(key: &str, query: &str) -> anyhow::Result<String> {
     if !key.starts_with('/') {
         anyhow::bail!("key {key:?} must start with / (for example /config/app/level)");
     }
-    let segs: Vec<String> = key
-        .split('/')
-        .filter(|s| !s.is_empty())
-        .map(berth_api::url::encode)
-        .collect();
-    let mut p = format!("/apis/kv.berth.dev/v1/keys/{}", segs.join("/"));
-    if !query.is_empty() {
-        p.push('?');
-        p.push_str(query);
-    }
-    Ok(p)
+    Ok(berth_client::kv_path(key, query))
 }
 
 fn value_text(e: &Value) -> String {
@@ -236,35 +226,27 @@ pub async fn run(client: &Client, cmd: KvCmd, out: &mut dyn Write) -> anyhow::Re
             if let Some(i) = index {
                 q.push(format!("index={i}"));
             }
-            let mut s = client.stream(&path(&key, &q.join("&"))?).await?;
-            let mut buf: Vec<u8> = Vec::new();
-            while let Some(chunk) = s.next().await? {
-                buf.extend_from_slice(&chunk);
-                while let Some(nl) = buf.iter().position(|b| *b == b'\n') {
-                    let line: Vec<u8> = buf.drain(..=nl).collect();
-                    let Ok(ev) = serde_json::from_slice::<Value>(&line) else {
-                        continue;
-                    };
-                    if ev["type"] == "ERROR" {
-                        anyhow::bail!(
-                            "the watch ended: {}",
-                            ev["error"].as_str().unwrap_or("unknown error")
-                        );
-                    }
-                    match output {
-                        KvOutput::Plain => writeln!(
-                            out,
-                            "{} {} {} {}",
-                            ev["type"].as_str().unwrap_or(""),
-                            ev["key"].as_str().unwrap_or(""),
-                            ev["modIndex"],
-                            short(&value_text(&ev))
-                        )?,
-                        KvOutput::Json => writeln!(out, "{}", serde_json::to_string(&ev)?)?,
-                        KvOutput::Yaml => write!(out, "---\n{}", crate::print::to_yaml(&ev))?,
-                    }
-                    out.flush()?;
+            let mut s = client.json_lines(&path(&key, &q.join("&"))?).await?;
+            while let Some(ev) = s.next().await? {
+                if ev["type"] == "ERROR" {
+                    anyhow::bail!(
+                        "the watch ended: {}",
+                        ev["error"].as_str().unwrap_or("unknown error")
+                    );
                 }
+                match output {
+                    KvOutput::Plain => writeln!(
+                        out,
+                        "{} {} {} {}",
+                        ev["type"].as_str().unwrap_or(""),
+                        ev["key"].as_str().unwrap_or(""),
+                        ev["modIndex"],
+                        short(&value_text(&ev))
+                    )?,
+                    KvOutput::Json => writeln!(out, "{}", serde_json::to_string(&ev)?)?,
+                    KvOutput::Yaml => write!(out, "---\n{}", crate::print::to_yaml(&ev))?,
+                }
+                out.flush()?;
             }
         }
     }

@@ -66,36 +66,37 @@ pub struct WatchEvent {
     pub object: Value,
 }
 
-/// A stream of watch events over one chunked response.
-pub struct WatchStream {
+/// A stream of JSON values, one per line, over one chunked response (watches of objects and
+/// of the key/value tree).
+pub struct JsonLines {
     body: ByteStream,
     buf: Vec<u8>,
+    path: String,
 }
 
-impl std::fmt::Debug for WatchStream {
+impl std::fmt::Debug for JsonLines {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WatchStream").finish()
+        f.debug_struct("JsonLines")
+            .field("path", &self.path)
+            .finish()
     }
 }
 
-impl WatchStream {
-    /// The next event, `None` when the server ended the stream.
-    pub async fn next(&mut self) -> Result<Option<WatchEvent>, ClientError> {
+impl JsonLines {
+    /// The next value, `None` when the server ended the stream.
+    pub async fn next(&mut self) -> Result<Option<Value>, ClientError> {
         loop {
             if let Some(pos) = self.buf.iter().position(|b| *b == b'\n') {
                 let line: Vec<u8> = self.buf.drain(..=pos).collect();
                 if line.iter().all(u8::is_ascii_whitespace) {
                     continue;
                 }
-                let v: Value =
-                    serde_json::from_slice(&line).map_err(|e| ClientError::Protocol {
-                        path: "watch".into(),
+                return serde_json::from_slice(&line).map(Some).map_err(|e| {
+                    ClientError::Protocol {
+                        path: self.path.clone(),
                         message: e.to_string(),
-                    })?;
-                return Ok(Some(WatchEvent {
-                    typ: v["type"].as_str().unwrap_or("").to_string(),
-                    object: v.get("object").cloned().unwrap_or(Value::Null),
-                }));
+                    }
+                });
             }
             match self.body.next().await? {
                 Some(data) => self.buf.extend_from_slice(&data),
@@ -103,6 +104,38 @@ impl WatchStream {
             }
         }
     }
+}
+
+/// A stream of watch events over one chunked response.
+#[derive(Debug)]
+pub struct WatchStream {
+    lines: JsonLines,
+}
+
+impl WatchStream {
+    /// The next event, `None` when the server ended the stream.
+    pub async fn next(&mut self) -> Result<Option<WatchEvent>, ClientError> {
+        Ok(self.lines.next().await?.map(|v| WatchEvent {
+            typ: v["type"].as_str().unwrap_or("").to_string(),
+            object: v.get("object").cloned().unwrap_or(Value::Null),
+        }))
+    }
+}
+
+/// The API path of a key of the key/value tree (each `/`-separated segment encoded), with a
+/// query.
+pub fn kv_path(key: &str, query: &str) -> String {
+    let segs: Vec<String> = key
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .map(berth_api::url::encode)
+        .collect();
+    let mut p = format!("/apis/kv.berth.dev/v1/keys/{}", segs.join("/"));
+    if !query.is_empty() {
+        p.push('?');
+        p.push_str(query);
+    }
+    p
 }
 
 /// A response body read as it arrives (a followed log).
@@ -470,10 +503,17 @@ impl Client {
         } else {
             format!("{base}?watch=1&{query}")
         };
-        let body = self.stream(&path).await?;
         Ok(WatchStream {
-            body,
+            lines: self.json_lines(&path).await?,
+        })
+    }
+
+    /// GETs `path` and reads its body as JSON values, one per line, as they arrive.
+    pub async fn json_lines(&self, path: &str) -> Result<JsonLines, ClientError> {
+        Ok(JsonLines {
+            body: self.stream(path).await?,
             buf: Vec::new(),
+            path: path.to_string(),
         })
     }
 

@@ -213,26 +213,21 @@ spec:
         let (client, kv_at) = (client.clone(), kv_at.clone());
         rt.spawn(async move {
             let mut s = client
-                .stream("/apis/kv.berth.dev/v1/keys/services/default/web?watch=1&recurse=1")
+                .json_lines(&berth_client::kv_path(
+                    "/services/default/web",
+                    "watch=1&recurse=1",
+                ))
                 .await
                 .unwrap();
-            let mut buf = Vec::new();
-            while let Ok(Some(chunk)) = s.next().await {
-                let now = Instant::now();
-                buf.extend_from_slice(&chunk);
-                while let Some(nl) = buf.iter().position(|b| *b == b'\n') {
-                    let line: Vec<u8> = buf.drain(..=nl).collect();
-                    let ev: serde_json::Value = serde_json::from_slice(&line).unwrap_or_default();
-                    if ev["type"] == "PUT" {
-                        let pod = ev["key"]
-                            .as_str()
-                            .unwrap_or("")
-                            .rsplit('/')
-                            .next()
-                            .unwrap_or("")
-                            .to_string();
-                        kv_at.lock().unwrap().entry(pod).or_insert(now);
-                    }
+            while let Ok(Some(ev)) = s.next().await {
+                if ev["type"] == "PUT" {
+                    let key = ev["key"].as_str().unwrap_or("");
+                    let pod = key.rsplit('/').next().unwrap_or("").to_string();
+                    kv_at
+                        .lock()
+                        .unwrap()
+                        .entry(pod)
+                        .or_insert_with(Instant::now);
                 }
             }
         });

@@ -101,13 +101,7 @@ pub fn build(data: &Data, namespaces: &[String], node: &str) -> Value {
     let nodes: Vec<Value> = of("nodes")
         .into_iter()
         .map(|n| {
-            let ip = n["status"]["addresses"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .find(|a| a["type"] == "InternalIP")
-                .map(|a| a["address"].clone())
-                .unwrap_or(Value::Null);
+            let ip = berth_api::object::node_internal_ip(n);
             let ready = n["status"]["conditions"]
                 .as_array()
                 .into_iter()

@@ -135,15 +135,6 @@ impl Sources {
     }
 }
 
-fn kv_path(prefix: &str, query: &str) -> String {
-    let segs: Vec<String> = prefix
-        .split('/')
-        .filter(|s| !s.is_empty())
-        .map(berth_api::url::encode)
-        .collect();
-    format!("/apis/kv.berth.dev/v1/keys/{}?{query}", segs.join("/"))
-}
-
 /// Reads a key prefix, then follows it from the read's index; reads again when the watch
 /// breaks.
 async fn follow_kv(
@@ -155,7 +146,11 @@ async fn follow_kv(
     let mut first = true;
     loop {
         let read = client
-            .json(Method::GET, &kv_path(&prefix, "recurse=1"), None)
+            .json(
+                Method::GET,
+                &berth_client::kv_path(&prefix, "recurse=1"),
+                None,
+            )
             .await;
         let index = match read {
             Ok(r) => {
@@ -182,7 +177,7 @@ async fn follow_kv(
             }
         };
         let Ok(mut stream) = client
-            .stream(&kv_path(
+            .json_lines(&berth_client::kv_path(
                 &prefix,
                 &format!("watch=1&recurse=1&index={index}"),
             ))
@@ -190,34 +185,26 @@ async fn follow_kv(
         else {
             continue;
         };
-        let mut buf = Vec::new();
         loop {
-            let chunk = tokio::select! {
-                c = stream.next() => c,
+            let ev = tokio::select! {
+                ev = stream.next() => ev,
                 _ = stop.changed() => return,
             };
-            let Ok(Some(chunk)) = chunk else { break };
-            buf.extend_from_slice(&chunk);
-            while let Some(nl) = buf.iter().position(|b| *b == b'\n') {
-                let line: Vec<u8> = buf.drain(..=nl).collect();
-                let Ok(ev) = serde_json::from_slice::<Value>(&line) else {
-                    continue;
-                };
-                let Some(key) = ev["key"].as_str() else {
-                    continue;
-                };
-                s.write(|d| {
-                    d.revision = d.revision.max(ev["modIndex"].as_u64().unwrap_or(0));
-                    match (ev["type"].as_str(), ev["value"].as_str()) {
-                        (Some("PUT"), Some(v)) => {
-                            d.kv.insert(key.to_string(), v.to_string());
-                        }
-                        _ => {
-                            d.kv.remove(key);
-                        }
+            let Ok(Some(ev)) = ev else { break };
+            let Some(key) = ev["key"].as_str() else {
+                continue;
+            };
+            s.write(|d| {
+                d.revision = d.revision.max(ev["modIndex"].as_u64().unwrap_or(0));
+                match (ev["type"].as_str(), ev["value"].as_str()) {
+                    (Some("PUT"), Some(v)) => {
+                        d.kv.insert(key.to_string(), v.to_string());
                     }
-                });
-            }
+                    _ => {
+                        d.kv.remove(key);
+                    }
+                }
+            });
         }
     }
 }
