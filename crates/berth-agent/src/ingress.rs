@@ -14,25 +14,28 @@
 //!   `X-Forwarded-Proto`, `X-Real-IP` and `Forwarded` (RFC 7239), and the original Host.
 //! - A new table applies to requests that start after it; requests in flight finish where
 //!   they are, and connections to clients stay open.
+//! - HTTP/1.1 is spoken here ([`crate::h1`]): each client connection is one task that reads a
+//!   request, passes it to a kept-alive connection to an endpoint and passes the response back,
+//!   the small ones in one write each way. Keep-alive and pipelining towards clients, chunked
+//!   and streamed bodies both ways, `Expect: 100-continue` (the endpoint's 100 passes on),
+//!   and upgrades (WebSocket: after the endpoint's 101, bytes both ways).
+//! - A request goes to the next endpoint when it could not be sent; a kept-alive connection
+//!   the endpoint had closed is dropped, with its idle siblings, and the request is sent
+//!   again over a new one; a request sent to a new connection that closed without an answer
+//!   is sent again only if it is idempotent. 504 when no response head comes in 60 s.
 
-use std::convert::Infallible;
-use std::net::{IpAddr, SocketAddr};
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::combinators::BoxBody;
-use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
-use hyper::client::conn::http1::SendRequest;
-use hyper::header::{HeaderMap, HeaderName, HeaderValue};
-use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use crate::catalog::{self, Catalog, IngressBackend};
-
-type Body = BoxBody<Bytes, hyper::Error>;
+use crate::h1;
 
 /// Where one route's requests go, taken in turn.
 #[derive(Debug, Default)]
@@ -170,6 +173,16 @@ impl Table {
         t
     }
 
+    /// Every endpoint of every route.
+    fn addrs(&self) -> HashSet<SocketAddr> {
+        self.routes
+            .iter()
+            .map(|r| &r.pool)
+            .chain(&self.default)
+            .flat_map(|p| p.addrs.iter().copied())
+            .collect()
+    }
+
     fn pick(&self, host: &str, path: &str) -> Pick {
         let best = self
             .routes
@@ -185,239 +198,305 @@ impl Table {
     }
 }
 
-/// Kept-alive HTTP/1 connections to endpoints, by address. A connection goes back when its
-/// response has been passed on to the end.
-#[derive(Default)]
-struct Upstreams {
-    idle: std::sync::Mutex<std::collections::HashMap<SocketAddr, Vec<SendRequest<Body>>>>,
-}
-
+/// How long a client may take to send its next request, and any read or write of a message
+/// may wait for progress (nginx's `keepalive_timeout` and `proxy_read_timeout` are 75 s and
+/// 60 s).
+const IDLE: Duration = Duration::from_secs(60);
+/// How long an endpoint may take to accept a connection before the next is tried.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Idle connections kept per endpoint.
 const IDLE_PER_ENDPOINT: usize = 256;
 
+/// A connection to an endpoint, with what was read from it and not used yet.
+struct Upstream {
+    io: TcpStream,
+    buf: h1::Buf,
+}
+
+/// Kept-alive connections to endpoints, by address; the last one back is the first out.
+#[derive(Default)]
+struct Upstreams {
+    idle: Mutex<HashMap<SocketAddr, Vec<Upstream>>>,
+}
+
 impl Upstreams {
-    /// An idle connection to `addr`, or a new one.
-    async fn get(&self, addr: SocketAddr) -> Result<SendRequest<Body>, String> {
-        loop {
-            let idle = self
-                .idle
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .get_mut(&addr)
-                .and_then(Vec::pop);
-            match idle {
-                // Free once its connection has taken in the end of the last response.
-                Some(mut s) => {
-                    if s.ready().await.is_ok() {
-                        return Ok(s);
+    fn idle(&self) -> std::sync::MutexGuard<'_, HashMap<SocketAddr, Vec<Upstream>>> {
+        self.idle.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A kept-alive connection to `addr` (and true), or a new one.
+    async fn get(&self, addr: SocketAddr) -> Result<(Upstream, bool), String> {
+        if let Some(u) = self.idle().get_mut(&addr).and_then(Vec::pop) {
+            return Ok((u, true));
+        }
+        let io = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
+            .await
+            .map_err(|_| format!("{addr}: no connection in {CONNECT_TIMEOUT:?}"))?
+            .map_err(|e| format!("{addr}: {e}"))?;
+        let _ = io.set_nodelay(true);
+        let buf = h1::Buf::new();
+        Ok((Upstream { io, buf }, false))
+    }
+
+    fn put(&self, addr: SocketAddr, u: Upstream) {
+        let mut idle = self.idle();
+        let v = idle.entry(addr).or_default();
+        if v.len() < IDLE_PER_ENDPOINT && u.buf.is_empty() {
+            v.push(u);
+        }
+    }
+
+    /// Drops the idle connections to `addr`: one of them was found closed, so the endpoint
+    /// has likely closed them all (it restarted, or its keep-alive timeout passed).
+    fn forget(&self, addr: SocketAddr) {
+        self.idle().remove(&addr);
+    }
+
+    /// Drops the idle connections to endpoints that no route has any more.
+    fn keep_only(&self, addrs: &HashSet<SocketAddr>) {
+        self.idle().retain(|a, _| addrs.contains(a));
+    }
+}
+
+/// What became of one request.
+enum Outcome {
+    /// Answered; the client's connection may carry another request.
+    Answered { keep_alive: bool },
+    /// Not answered: what to answer instead.
+    Failed(u16, String),
+    /// The client's connection is done with (it went, the answer broke off after it began, or
+    /// an upgraded connection ended).
+    Closed,
+}
+
+/// Why no response head came.
+enum HeadError {
+    /// The connection ended (or failed) before a byte of a final response arrived.
+    Ended(String),
+    TimedOut,
+    Malformed(&'static str),
+    /// The client went while interim responses were passed on.
+    ClientGone,
+}
+
+/// Reads the endpoint's final response head into `out` (rewritten for the client); interim
+/// (1xx) responses are passed on to the client as they come.
+async fn response_head<R, W>(
+    from: &mut R,
+    buf: &mut h1::Buf,
+    client: &mut W,
+    req: &h1::RequestHead,
+    out: &mut Vec<u8>,
+) -> Result<h1::ResponseHead, HeadError>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    loop {
+        out.clear();
+        match h1::parse_response(buf.bytes(), req.head_method, !req.keep_alive, out) {
+            Ok(Some(r)) if r.status == 101 && !req.upgrade => {
+                return Err(HeadError::Malformed(
+                    "a switch of protocols nobody asked for",
+                ));
+            }
+            Ok(Some(r)) if (100..200).contains(&r.status) && r.status != 101 => {
+                buf.consume(r.len);
+                // HTTP/1.0 clients do not expect interim responses.
+                if req.keep_alive || req.upgrade || r.status != 100 {
+                    let w = tokio::time::timeout(IDLE, client.write_all(out)).await;
+                    if !matches!(w, Ok(Ok(()))) {
+                        return Err(HeadError::ClientGone);
                     }
                 }
-                None => break,
             }
-        }
-        let tcp = tokio::time::timeout(
-            std::time::Duration::from_secs(2),
-            tokio::net::TcpStream::connect(addr),
-        )
-        .await
-        .map_err(|_| format!("{addr}: no connection in 2s"))?
-        .map_err(|e| format!("{addr}: {e}"))?;
-        let _ = tcp.set_nodelay(true);
-        let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
-            .await
-            .map_err(|e| format!("{addr}: {e}"))?;
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
-        Ok(send)
-    }
-
-    fn put(&self, addr: SocketAddr, send: SendRequest<Body>) {
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        let v = idle.entry(addr).or_default();
-        if v.len() < IDLE_PER_ENDPOINT {
-            v.push(send);
+            Ok(Some(r)) => return Ok(r),
+            Ok(None) => match tokio::time::timeout(IDLE, buf.fill(from)).await {
+                Err(_) => return Err(HeadError::TimedOut),
+                Ok(Ok(0)) => return Err(HeadError::Ended("closed without answering".into())),
+                Ok(Err(e)) => return Err(HeadError::Ended(e.to_string())),
+                Ok(Ok(_)) => {}
+            },
+            Err(e) => return Err(HeadError::Malformed(e)),
         }
     }
 }
 
-/// A response body from an endpoint that gives its connection back to the pool once it has
-/// been read to the end (dropped earlier, the connection goes: it still holds unread bytes).
-struct Returning {
-    inner: Incoming,
-    back: Option<(Arc<Upstreams>, SocketAddr, SendRequest<Body>)>,
-}
-
-impl hyper::body::Body for Returning {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, hyper::Error>>> {
-        std::pin::Pin::new(&mut self.inner).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> hyper::body::SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-impl Drop for Returning {
-    fn drop(&mut self) {
-        if hyper::body::Body::is_end_stream(&self.inner)
-            && let Some((pool, addr, send)) = self.back.take()
-        {
-            pool.put(addr, send);
-        }
-    }
-}
-
-fn plain(code: StatusCode, text: &str) -> Response<Body> {
-    let mut r = Response::new(
-        Full::new(Bytes::from(format!("{text}\n")))
-            .map_err(|never: Infallible| match never {})
-            .boxed(),
-    );
-    *r.status_mut() = code;
-    r.headers_mut().insert(
-        hyper::header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    r
-}
-
-/// Headers that belong to one connection, not to the request.
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "upgrade",
-];
-
-fn forward_headers(h: &mut HeaderMap, client: IpAddr, host: &str) {
-    // Headers the Connection header names are hop-by-hop too.
-    let named: Vec<String> = h
-        .get_all(hyper::header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(',').map(|s| s.trim().to_lowercase()))
-        .collect();
-    for n in HOP_BY_HOP.iter().map(|s| s.to_string()).chain(named) {
-        if let Ok(name) = HeaderName::from_bytes(n.as_bytes()) {
-            h.remove(name);
-        }
-    }
-    let xff = match h.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-        Some(prev) => format!("{prev}, {client}"),
-        None => client.to_string(),
+/// Sends one request (`head`, then its body from `cbuf` and the client) to an endpoint of
+/// `pool` and its response back. The request goes to the next endpoint when it could not be
+/// sent, or when a kept-alive connection turns out closed; once sent to a new connection, only
+/// idempotent requests are sent again.
+#[allow(clippy::too_many_arguments)]
+async fn exchange(
+    client: &mut TcpStream,
+    cbuf: &mut h1::Buf,
+    req: &h1::RequestHead,
+    head: &mut Vec<u8>,
+    rhead: &mut Vec<u8>,
+    pool: &Pool,
+    upstreams: &Upstreams,
+) -> Outcome {
+    // What of the body is here already goes in the write of the head.
+    let mut body = h1::Body::new(req.framing);
+    let n = match body.take(cbuf.bytes()) {
+        Ok(n) => n,
+        Err(e) => return Outcome::Failed(400, e.to_string()),
     };
-    let node = match client {
-        IpAddr::V4(ip) => ip.to_string(),
-        IpAddr::V6(ip) => format!("\"[{ip}]\""),
-    };
-    let host_q = host.replace('"', "");
-    let fwd = format!("for={node};host=\"{host_q}\";proto=http");
-    let forwarded = match h.get("forwarded").and_then(|v| v.to_str().ok()) {
-        Some(prev) => format!("{prev}, {fwd}"),
-        None => fwd,
-    };
-    for (k, v) in [
-        ("x-forwarded-for", xff),
-        ("x-forwarded-host", host.to_string()),
-        ("x-forwarded-proto", "http".to_string()),
-        ("x-real-ip", client.to_string()),
-        ("forwarded", forwarded),
-    ] {
-        if let Ok(v) = HeaderValue::from_str(&v) {
-            h.insert(k, v);
-        }
-    }
-}
-
-async fn handle(
-    table: Arc<RwLock<Arc<Table>>>,
-    upstreams: Arc<Upstreams>,
-    client: SocketAddr,
-    req: Request<Incoming>,
-) -> Result<Response<Body>, Infallible> {
-    let host_header = req
-        .headers()
-        .get(hyper::header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .or_else(|| req.uri().host())
-        .unwrap_or("")
-        .to_string();
-    let bare = host_header
-        .rsplit_once(':')
-        .filter(|(_, port)| port.chars().all(|c| c.is_ascii_digit()))
-        .map_or(host_header.as_str(), |(h, _)| h)
-        .trim_end_matches('.');
-    let host: std::borrow::Cow<'_, str> = if bare.bytes().any(|b| b.is_ascii_uppercase()) {
-        bare.to_ascii_lowercase().into()
-    } else {
-        bare.into()
-    };
-    let path = req.uri().path().to_string();
-    let t = table.read().unwrap_or_else(|e| e.into_inner()).clone();
-    let pool = match t.pick(&host, &path) {
-        Pick::Go(p) => p,
-        Pick::NoRoute => {
-            return Ok(plain(
-                StatusCode::NOT_FOUND,
-                &format!("no route for host {host:?}"),
-            ));
-        }
-    };
-    if pool.addrs.is_empty() {
-        return Ok(plain(
-            StatusCode::SERVICE_UNAVAILABLE,
-            &format!("no ready endpoint for {host}{path}"),
-        ));
-    }
-    let (mut parts, body) = req.into_parts();
-    forward_headers(&mut parts.headers, client.ip(), &host_header);
-    let mut out = Some(Request::from_parts(parts, body.boxed()));
-    let mut last = String::new();
-    for b in pool.order() {
-        let Some(req) = out.take() else { break };
-        let mut send = match upstreams.get(b).await {
-            Ok(s) => s,
+    head.extend_from_slice(&cbuf.bytes()[..n]);
+    cbuf.consume(n);
+    let whole = body.done();
+    let mut last = String::from("no endpoint");
+    let mut tries = pool.order().peekable();
+    let mut again = None;
+    while let Some(addr) = again.take().or_else(|| tries.next()) {
+        let (mut up, reused) = match upstreams.get(addr).await {
+            Ok(u) => u,
             Err(e) => {
-                // Not sent: the request can go to the next endpoint.
                 last = e;
-                out = Some(req);
                 continue;
             }
         };
-        match send.try_send_request(req).await {
-            Ok(resp) => {
-                let back = Some((upstreams.clone(), b, send));
-                return Ok(resp.map(|inner| Returning { inner, back }.boxed()));
+        if !matches!(
+            tokio::time::timeout(IDLE, up.io.write_all(head)).await,
+            Ok(Ok(()))
+        ) {
+            last = format!("{addr}: the request could not be sent");
+            if reused {
+                upstreams.forget(addr);
+                again = Some(addr);
             }
-            Err(mut e) => {
-                last = format!("{b}: {}", e.error());
-                // A kept-alive connection the endpoint had closed: the request was not sent.
-                out = e.take_message();
-                if out.is_none() {
-                    break;
+            continue;
+        }
+        let (resp, sent) = {
+            let (mut cr, mut cw) = client.split();
+            let (mut ur, mut uw) = up.io.split();
+            let recv = response_head(&mut ur, &mut up.buf, &mut cw, req, rhead);
+            tokio::pin!(recv);
+            // The rest of the body goes while the endpoint may answer already (it may refuse
+            // the request early, or ask for the body with 100 Continue).
+            if whole {
+                ((&mut recv).await, true)
+            } else {
+                let mut none = Vec::new();
+                let send = h1::relay(&mut body, cbuf, &mut cr, &mut uw, &mut none, IDLE);
+                tokio::select! {
+                    biased;
+                    r = &mut recv => (r, false),
+                    s = send => match s {
+                        Ok(()) => ((&mut recv).await, true),
+                        Err(h1::RelayError::Source(e)) => {
+                            tracing::debug!(error = %e, "a request body broke off");
+                            return Outcome::Closed;
+                        }
+                        Err(h1::RelayError::Sink(e)) => {
+                            return Outcome::Failed(502, format!("{addr}: sending the body: {e}"));
+                        }
+                    },
+                }
+            }
+        };
+        let resp = match resp {
+            Ok(r) => r,
+            Err(HeadError::Ended(e)) => {
+                last = format!("{addr}: {e}");
+                if whole && up.buf.is_empty() && (reused || req.idempotent) {
+                    if reused {
+                        upstreams.forget(addr);
+                        again = Some(addr);
+                    }
+                    continue;
+                }
+                return Outcome::Failed(502, last);
+            }
+            Err(HeadError::TimedOut) => {
+                return Outcome::Failed(504, format!("{addr}: no answer in {IDLE:?}"));
+            }
+            Err(HeadError::Malformed(e)) => return Outcome::Failed(502, format!("{addr}: {e}")),
+            Err(HeadError::ClientGone) => return Outcome::Closed,
+        };
+        up.buf.consume(resp.len);
+        if resp.status == 101 {
+            // Upgraded: bytes both ways until either side ends.
+            rhead.extend_from_slice(up.buf.bytes());
+            let cleft = cbuf.bytes().to_vec();
+            if client.write_all(rhead).await.is_ok() && up.io.write_all(&cleft).await.is_ok() {
+                let _ = tokio::io::copy_bidirectional(client, &mut up.io).await;
+            }
+            return Outcome::Closed;
+        }
+        let mut rbody = h1::Body::new(resp.framing);
+        if let Err(e) = h1::relay(&mut rbody, &mut up.buf, &mut up.io, client, rhead, IDLE).await {
+            tracing::debug!(error = ?e, endpoint = %addr, "a response broke off");
+            return Outcome::Closed;
+        }
+        if resp.reusable && sent {
+            upstreams.put(addr, up);
+        }
+        return Outcome::Answered {
+            keep_alive: req.keep_alive && sent && resp.framing != h1::Framing::Close,
+        };
+    }
+    Outcome::Failed(502, format!("no endpoint answered ({last})"))
+}
+
+/// Serves one client connection, request after request.
+async fn serve(
+    mut client: TcpStream,
+    peer: SocketAddr,
+    table: Arc<RwLock<Arc<Table>>>,
+    upstreams: Arc<Upstreams>,
+) {
+    let mut cbuf = h1::Buf::new();
+    let (mut head, mut rhead) = (Vec::with_capacity(1024), Vec::with_capacity(1024));
+    loop {
+        head.clear();
+        let req = match h1::parse_request(cbuf.bytes(), peer.ip(), &mut head) {
+            Ok(Some(r)) => r,
+            Ok(None) => match tokio::time::timeout(IDLE, cbuf.fill(&mut client)).await {
+                Ok(Ok(n)) if n > 0 => continue,
+                _ => return,
+            },
+            Err(refused) => {
+                let _ = client
+                    .write_all(&h1::plain(refused.status, refused.why, true))
+                    .await;
+                return;
+            }
+        };
+        cbuf.consume(req.len);
+        let path = String::from_utf8_lossy(&head[req.path.clone()]).into_owned();
+        let t = table.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let failed = match t.pick(&req.host, &path) {
+            Pick::NoRoute => Outcome::Failed(404, format!("no route for host {:?}", req.host)),
+            Pick::Go(pool) if pool.addrs.is_empty() => {
+                Outcome::Failed(503, format!("no ready endpoint for {}{path}", req.host))
+            }
+            Pick::Go(pool) => {
+                exchange(
+                    &mut client,
+                    &mut cbuf,
+                    &req,
+                    &mut head,
+                    &mut rhead,
+                    &pool,
+                    &upstreams,
+                )
+                .await
+            }
+        };
+        match failed {
+            Outcome::Answered { keep_alive: true } => {}
+            Outcome::Answered { keep_alive: false } | Outcome::Closed => return,
+            Outcome::Failed(status, text) => {
+                // A body not read yet would be taken for the next request.
+                let close = !req.keep_alive || req.framing != h1::Framing::Empty;
+                let w = client.write_all(&h1::plain(status, &text, close)).await;
+                if close || w.is_err() {
+                    return;
                 }
             }
         }
     }
-    Ok(plain(
-        StatusCode::BAD_GATEWAY,
-        &format!("no endpoint answered ({last})"),
-    ))
 }
 
 /// Serves the ingress on `addr` until `stop`, routing from `cat`.
@@ -432,8 +511,10 @@ pub(crate) async fn run(
         .with_context(|| format!("cannot serve the ingress on {addr}"))?;
     tracing::info!(%addr, "ingress listening");
     let table = Arc::new(RwLock::new(Arc::new(Table::build(&cat.read()))));
+    let upstreams = Arc::new(Upstreams::default());
     {
-        let (table, cat, mut stop) = (table.clone(), cat.clone(), stop.clone());
+        let (table, upstreams, cat, mut stop) =
+            (table.clone(), upstreams.clone(), cat.clone(), stop.clone());
         let mut changed = cat.subscribe();
         tokio::spawn(async move {
             loop {
@@ -442,11 +523,11 @@ pub(crate) async fn run(
                     _ = stop.changed() => return,
                 }
                 let t = Arc::new(Table::build(&cat.read()));
+                upstreams.keep_only(&t.addrs());
                 *table.write().unwrap_or_else(|e| e.into_inner()) = t;
             }
         });
     }
-    let upstreams = Arc::new(Upstreams::default());
     loop {
         let (conn, peer) = tokio::select! {
             r = listener.accept() => match r {
@@ -456,16 +537,7 @@ pub(crate) async fn run(
             _ = stop.changed() => return Ok(()),
         };
         let _ = conn.set_nodelay(true);
-        let (table, upstreams) = (table.clone(), upstreams.clone());
-        tokio::spawn(async move {
-            let svc = hyper::service::service_fn(move |req| {
-                handle(table.clone(), upstreams.clone(), peer, req)
-            });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .keep_alive(true)
-                .serve_connection(TokioIo::new(conn), svc)
-                .await;
-        });
+        tokio::spawn(serve(conn, peer, table.clone(), upstreams.clone()));
     }
 }
 
@@ -523,16 +595,279 @@ mod tests {
         assert_eq!(to(&t, "legacy.test", "/any"), Some(a("10.0.0.7:3000")));
         assert_eq!(to(&t, "nope.test", "/"), None);
     }
+}
 
-    #[test]
-    fn forwarding_headers_name_the_client() {
-        let mut h = HeaderMap::new();
-        h.insert("x-forwarded-for", HeaderValue::from_static("1.2.3.4"));
-        h.insert("connection", HeaderValue::from_static("close, x-secret"));
-        h.insert("x-secret", HeaderValue::from_static("s"));
-        forward_headers(&mut h, "10.9.8.7".parse().unwrap(), "shop.test");
-        assert_eq!(h["x-forwarded-for"], "1.2.3.4, 10.9.8.7");
-        assert_eq!(h["forwarded"], "for=10.9.8.7;host=\"shop.test\";proto=http");
-        assert!(h.get("x-secret").is_none() && h.get("connection").is_none());
+/// The ingress's HTTP/1.1 on real sockets: a client of raw bytes, the ingress's serving loop,
+/// and a backend of raw bytes that answers by path.
+#[cfg(test)]
+mod wire_tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+    use tokio::io::AsyncReadExt;
+    use tokio::net::TcpListener;
+
+    /// Answers by path: `/chunked`, `/close` (body until the end of the connection), `/bye`
+    /// (Connection: close), `/drop` (closes its side after answering, as a keep-alive timeout
+    /// would), `/ws` (101, then echoes); otherwise a Content-Length body saying what it saw.
+    /// Bodies are read as framed; `Expect: 100-continue` gets 100 Continue first.
+    async fn backend(listener: TcpListener, accepts: Arc<AtomicUsize>) {
+        loop {
+            let (mut s, _) = listener.accept().await.unwrap();
+            accepts.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = h1::Buf::new();
+                loop {
+                    let mut scratch = Vec::new();
+                    let req = loop {
+                        match h1::parse_request(buf.bytes(), [127, 0, 0, 1].into(), &mut scratch) {
+                            Ok(Some(r)) => break r,
+                            Ok(None) if buf.fill(&mut s).await.unwrap_or(0) > 0 => {}
+                            _ => return,
+                        }
+                    };
+                    let head = String::from_utf8_lossy(&buf.bytes()[..req.len]).to_lowercase();
+                    let path = String::from_utf8_lossy(&scratch[req.path.clone()]).into_owned();
+                    buf.consume(req.len);
+                    if head.contains("expect: 100-continue") {
+                        s.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await.unwrap();
+                    }
+                    let mut body = h1::Body::new(req.framing);
+                    let mut seen = 0;
+                    while !body.done() {
+                        let n = body.take(buf.bytes()).unwrap();
+                        seen += n;
+                        buf.consume(n);
+                        if !body.done() && buf.fill(&mut s).await.unwrap_or(0) == 0 {
+                            return;
+                        }
+                    }
+                    let xff = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("x-forwarded-for: "))
+                        .unwrap_or("")
+                        .trim()
+                        .to_string();
+                    let said = format!("path={path} body={seen} xff={xff}");
+                    let answer = match path.as_str() {
+                        "/chunked" => "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n".to_string(),
+                        "/close" => "HTTP/1.1 200 OK\r\n\r\nuntil the end".to_string(),
+                        "/bye" => "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 3\r\n\r\nbye".to_string(),
+                        "/ws" => "HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: echo\r\n\r\n".to_string(),
+                        _ => format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{said}", said.len()),
+                    };
+                    if s.write_all(answer.as_bytes()).await.is_err() {
+                        return;
+                    }
+                    match path.as_str() {
+                        "/close" | "/bye" | "/drop" => return,
+                        "/ws" => {
+                            let (mut r, mut w) = s.split();
+                            let _ = tokio::io::copy(&mut r, &mut w).await;
+                            return;
+                        }
+                        _ => {}
+                    }
+                }
+            });
+        }
+    }
+
+    struct Setup {
+        ingress: SocketAddr,
+        accepts: Arc<AtomicUsize>,
+    }
+
+    async fn setup() -> Setup {
+        let b = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let backend_addr = b.local_addr().unwrap();
+        let accepts = Arc::new(AtomicUsize::new(0));
+        tokio::spawn(backend(b, accepts.clone()));
+        let route = |host: &str, addrs: Vec<SocketAddr>| Route {
+            host: HostMatch::of(Some(host)),
+            path: "/".into(),
+            exact: false,
+            pool: Arc::new(Pool {
+                addrs,
+                next: AtomicUsize::new(0),
+            }),
+        };
+        let table = Table {
+            routes: vec![
+                route("t.test", vec![backend_addr]),
+                route("down.test", vec![]),
+            ],
+            default: None,
+        };
+        let table = Arc::new(RwLock::new(Arc::new(table)));
+        let upstreams = Arc::new(Upstreams::default());
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let ingress = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            loop {
+                let (c, peer) = l.accept().await.unwrap();
+                tokio::spawn(serve(c, peer, table.clone(), upstreams.clone()));
+            }
+        });
+        Setup { ingress, accepts }
+    }
+
+    /// Reads one response: status, head, body (as framed; chunked bodies raw).
+    async fn response(
+        s: &mut TcpStream,
+        buf: &mut h1::Buf,
+        head_method: bool,
+    ) -> (u16, String, String) {
+        let mut out = Vec::new();
+        let r = loop {
+            out.clear();
+            match h1::parse_response(buf.bytes(), head_method, false, &mut out).unwrap() {
+                Some(r) => break r,
+                None => assert!(buf.fill(s).await.unwrap() > 0, "the ingress closed early"),
+            }
+        };
+        let head = String::from_utf8_lossy(&buf.bytes()[..r.len]).into_owned();
+        buf.consume(r.len);
+        let mut body = h1::Body::new(r.framing);
+        let mut got = Vec::new();
+        loop {
+            let n = body.take(buf.bytes()).unwrap();
+            got.extend_from_slice(&buf.bytes()[..n]);
+            buf.consume(n);
+            if body.done() || buf.fill(s).await.unwrap() == 0 {
+                break;
+            }
+        }
+        (r.status, head, String::from_utf8_lossy(&got).into_owned())
+    }
+
+    async fn connect(s: &Setup) -> (TcpStream, h1::Buf) {
+        (TcpStream::connect(s.ingress).await.unwrap(), h1::Buf::new())
+    }
+
+    #[tokio::test]
+    async fn keep_alive_pipelining_bodies_and_framings() {
+        let s = setup().await;
+        let (mut c, mut buf) = connect(&s).await;
+        // Two requests in one write; then a Content-Length body and a chunked one.
+        c.write_all(b"GET /a HTTP/1.1\r\nHost: t.test\r\n\r\nGET /b HTTP/1.1\r\nHost: T.Test.\r\nX-Forwarded-For: 1.2.3.4\r\n\r\n").await.unwrap();
+        let (code, _, body) = response(&mut c, &mut buf, false).await;
+        assert_eq!((code, body.as_str()), (200, "path=/a body=0 xff=127.0.0.1"));
+        let (_, _, body) = response(&mut c, &mut buf, false).await;
+        assert_eq!(body, "path=/b body=0 xff=1.2.3.4, 127.0.0.1");
+        c.write_all(b"POST /p HTTP/1.1\r\nHost: t.test\r\nContent-Length: 5\r\n\r\nhello")
+            .await
+            .unwrap();
+        assert_eq!(
+            response(&mut c, &mut buf, false).await.2,
+            "path=/p body=5 xff=127.0.0.1"
+        );
+        // A chunked body sent in pieces, the second after the head has gone.
+        c.write_all(
+            b"POST /q HTTP/1.1\r\nHost: t.test\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nab",
+        )
+        .await
+        .unwrap();
+        c.write_all(b"cd\r\n0\r\n\r\n").await.unwrap();
+        assert_eq!(
+            response(&mut c, &mut buf, false).await.2,
+            "path=/q body=14 xff=127.0.0.1"
+        );
+        // A chunked response passes as it is; HEAD gets no body.
+        c.write_all(b"GET /chunked HTTP/1.1\r\nHost: t.test\r\n\r\n")
+            .await
+            .unwrap();
+        assert_eq!(
+            response(&mut c, &mut buf, false).await.2,
+            "3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"
+        );
+        c.write_all(b"HEAD /h HTTP/1.1\r\nHost: t.test\r\n\r\n")
+            .await
+            .unwrap();
+        let (code, head, body) = response(&mut c, &mut buf, true).await;
+        assert_eq!((code, body.as_str()), (200, ""), "{head}");
+        // All of it over one kept-alive connection to the backend.
+        assert_eq!(s.accepts.load(Ordering::SeqCst), 1);
+        // A body that ends with the connection: the client is told, and its connection ends.
+        c.write_all(b"GET /close HTTP/1.1\r\nHost: t.test\r\n\r\n")
+            .await
+            .unwrap();
+        let (_, head, body) = response(&mut c, &mut buf, false).await;
+        assert!(head.contains("Connection: close"), "{head}");
+        assert_eq!(body, "until the end");
+        assert_eq!(c.read(&mut [0; 16]).await.unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn closed_endpoint_connections_are_not_reused_and_requests_go_again() {
+        let s = setup().await;
+        let (mut c, mut buf) = connect(&s).await;
+        // The backend says it closes, or just closes after answering: the next request
+        // still gets its answer, over a new connection.
+        for path in ["/bye", "/drop", "/after"] {
+            c.write_all(format!("GET {path} HTTP/1.1\r\nHost: t.test\r\n\r\n").as_bytes())
+                .await
+                .unwrap();
+            let (code, head, _) = response(&mut c, &mut buf, false).await;
+            assert_eq!(code, 200, "{path}: {head}");
+            assert!(
+                !head.to_lowercase().contains("connection: close"),
+                "{path}: {head}"
+            );
+        }
+        assert!(s.accepts.load(Ordering::SeqCst) >= 2);
+    }
+
+    #[tokio::test]
+    async fn expect_continue_and_upgrades() {
+        let s = setup().await;
+        let (mut c, mut buf) = connect(&s).await;
+        c.write_all(b"PUT /up HTTP/1.1\r\nHost: t.test\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n").await.unwrap();
+        let (code, _, _) = response(&mut c, &mut buf, false).await;
+        assert_eq!(code, 100, "the backend's 100 Continue reaches the client");
+        c.write_all(b"abc").await.unwrap();
+        assert_eq!(
+            response(&mut c, &mut buf, false).await.2,
+            "path=/up body=3 xff=127.0.0.1"
+        );
+        // An upgrade: 101, then bytes both ways.
+        c.write_all(
+            b"GET /ws HTTP/1.1\r\nHost: t.test\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n",
+        )
+        .await
+        .unwrap();
+        let (code, head, _) = response(&mut c, &mut buf, false).await;
+        assert_eq!(code, 101, "{head}");
+        assert!(head.contains("Upgrade: echo"), "{head}");
+        c.write_all(b"ping").await.unwrap();
+        let mut got = buf.bytes().to_vec();
+        while got.len() < 4 {
+            let mut b = [0; 16];
+            let n = c.read(&mut b).await.unwrap();
+            assert!(n > 0);
+            got.extend_from_slice(&b[..n]);
+        }
+        assert_eq!(got, b"ping");
+    }
+
+    #[tokio::test]
+    async fn our_own_answers() {
+        let s = setup().await;
+        for (req, code, close) in [
+            ("GET / HTTP/1.1\r\nHost: nope.test\r\n\r\n", 404, false),
+            ("GET / HTTP/1.1\r\nHost: down.test\r\n\r\n", 503, false),
+            (
+                "POST / HTTP/1.1\r\nHost: t.test\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
+                400,
+                true,
+            ),
+            ("GET / HTTP/1.1\r\nHost: t.test\r\n\r\n", 200, false),
+            ("\x01\x02garbage\r\n\r\n", 400, true),
+        ] {
+            let (mut c, mut buf) = connect(&s).await;
+            c.write_all(req.as_bytes()).await.unwrap();
+            let (got, head, _) = response(&mut c, &mut buf, false).await;
+            assert_eq!(got, code, "{req:?}: {head}");
+            assert_eq!(head.contains("Connection: close"), close, "{req:?}: {head}");
+        }
     }
 }

@@ -14,6 +14,7 @@ pub mod api;
 mod catalog;
 pub mod confgen;
 pub mod dns;
+mod h1;
 mod ingress;
 pub mod metrics;
 mod pods;

@@ -12,7 +12,8 @@
 //! Prints requests/s and latency percentiles, and p99 added over the direct path. Everything
 //! shares this machine's cores (wrk, the proxy under test and the backend).
 //!
-//! `cargo bench -p berth --bench proxy` (or `scripts/bench proxy`).
+//! `cargo bench -p berth --bench proxy` (or `scripts/bench proxy`); `-- --hold` sets the paths
+//! up and keeps them until its input ends, for profiling by hand.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -73,6 +74,43 @@ struct Result {
     p50: f64,
     p99: f64,
     errors: bool,
+    /// CPU time the proxy process(es) spent per request (user + system), in µs.
+    cpu_us: Option<f64>,
+}
+
+/// The processes of `root`: itself and its children (nginx's workers).
+fn family(root: i32) -> Vec<i32> {
+    let mut pids = vec![root];
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<i32>().ok());
+        if ppid == Some(root) {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+/// User + system CPU time of these processes (all their threads), in clock ticks.
+fn cpu_ticks(pids: &[i32]) -> u64 {
+    pids.iter()
+        .map(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let fields: Vec<&str> = stat
+                .rsplit_once(')')
+                .map(|(_, rest)| rest.split_whitespace().collect())
+                .unwrap_or_default();
+            // After the command: state is field 3, utime 14 and stime 15 (proc(5)).
+            let at = |i: usize| fields.get(i - 3).and_then(|v| v.parse::<u64>().ok());
+            at(14).unwrap_or(0) + at(15).unwrap_or(0)
+        })
+        .sum()
 }
 
 /// Milliseconds of a wrk latency (`812.00us`, `1.23ms`, `1.01s`).
@@ -88,7 +126,7 @@ fn millis(s: &str) -> f64 {
     }
 }
 
-fn wrk(url: &str, host: Option<&str>, connections: u32) -> Result {
+fn wrk(url: &str, host: Option<&str>, connections: u32, proxy: &[i32]) -> Result {
     let mut c = Command::new("wrk");
     let threads = connections.min(2);
     c.args([
@@ -101,17 +139,34 @@ fn wrk(url: &str, host: Option<&str>, connections: u32) -> Result {
     if let Some(h) = host {
         c.args(["-H", &format!("Host: {h}")]);
     }
+    let before = cpu_ticks(proxy);
     let o = c
         .arg(url)
         .output()
         .expect("wrk (scripts/bench installs it)");
+    let ticks = cpu_ticks(proxy) - before;
     let text = String::from_utf8_lossy(&o.stdout).into_owned();
     let find = |prefix: &str| {
         text.lines()
             .find_map(|l| l.trim().strip_prefix(prefix).map(|r| r.trim().to_string()))
             .unwrap_or_default()
     };
+    let total: f64 = text
+        .lines()
+        .find_map(|l| {
+            l.trim()
+                .split_once(" requests in ")
+                .map(|(n, _)| n.trim().parse().unwrap_or(0.0))
+        })
+        .unwrap_or(0.0);
+    let hz: f64 = Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(100.0);
     Result {
+        cpu_us: (!proxy.is_empty() && total > 0.0).then(|| ticks as f64 / hz * 1e6 / total),
         rps: find("Requests/sec:").parse().unwrap_or(0.0),
         p50: millis(&find("50%")),
         p99: millis(&find("99%")),
@@ -196,37 +251,50 @@ fn main() {
     // Every path answers before the clock runs.
     std::thread::sleep(Duration::from_millis(500));
 
+    let (berth_pid, haproxy_pid) = (vec![up.pid()], vec![_haproxy.0.id() as i32]);
+    let nginx_pids = family(_nginx.0.id() as i32);
     let runs = [
         (
             "L4",
             "direct to the pod",
             format!("http://{pod}:8080/"),
             None,
+            vec![],
         ),
-        ("L4", "berth cluster IP", format!("http://{vip}/"), None),
+        (
+            "L4",
+            "berth cluster IP",
+            format!("http://{vip}/"),
+            None,
+            berth_pid.clone(),
+        ),
         (
             "L4",
             "haproxy mode tcp",
             "http://127.0.0.1:18001/".to_string(),
             None,
+            haproxy_pid.clone(),
         ),
         (
             "L7",
             "berth ingress",
             "http://127.0.0.1:18080/".to_string(),
             Some("bench.test"),
+            berth_pid,
         ),
         (
             "L7",
             "nginx proxy_pass",
             "http://127.0.0.1:18002/".to_string(),
             None,
+            nginx_pids,
         ),
         (
             "L7",
             "haproxy mode http",
             "http://127.0.0.1:18003/".to_string(),
             None,
+            haproxy_pid,
         ),
     ];
     // `cargo bench ... -- ingress haproxy`: only the paths whose names contain these.
@@ -236,33 +304,50 @@ fn main() {
         .collect();
     let selected: Vec<_> = runs
         .iter()
-        .filter(|(_, name, _, _)| only.is_empty() || only.iter().any(|o| name.contains(o.as_str())))
+        .filter(|(_, name, _, _, _)| {
+            only.is_empty() || only.iter().any(|o| name.contains(o.as_str()))
+        })
         .collect();
+    // `-- --hold`: the paths stay up for profiling by hand until this program's input ends.
+    if std::env::args().any(|a| a == "--hold") {
+        for (layer, name, url, host, pids) in &selected {
+            println!("{layer} {name}: {url} host={host:?} pids={pids:?}");
+        }
+        println!("holding; end the input (Ctrl-D) to stop");
+        let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut Vec::new());
+        return;
+    }
     for connections in [64, 1] {
         // Rounds in turn, so a slow spell of the machine hits every path alike.
         let mut results: Vec<Vec<Result>> = selected.iter().map(|_| Vec::new()).collect();
         for _ in 0..ROUNDS {
-            for (i, (_, _, url, host)) in selected.iter().enumerate() {
-                results[i].push(wrk(url, *host, connections));
+            for (i, (_, _, url, host, pids)) in selected.iter().enumerate() {
+                results[i].push(wrk(url, *host, connections, pids));
             }
         }
+        // The run of median requests/s, with the median CPU per request of all runs.
         let median = |rs: &mut Vec<Result>| {
+            let mut cpu: Vec<f64> = rs.iter().filter_map(|r| r.cpu_us).collect();
+            cpu.sort_by(f64::total_cmp);
             rs.sort_by(|a, b| a.rps.total_cmp(&b.rps));
-            rs.remove(rs.len() / 2)
+            let mut r = rs.remove(rs.len() / 2);
+            r.cpu_us = cpu.get(cpu.len() / 2).copied();
+            r
         };
         let mut direct_p99 = None;
         println!(
-            "\n{connections} connection(s), median of {ROUNDS} runs of {RUN} each:\n\n| layer | path | requests/s | p50 | p99 | p99 added over direct | errors |\n|---|---|---:|---:|---:|---:|---|"
+            "\n{connections} connection(s), median of {ROUNDS} runs of {RUN} each:\n\n| layer | path | requests/s | p50 | p99 | p99 added over direct | proxy CPU per request | errors |\n|---|---|---:|---:|---:|---:|---:|---|"
         );
-        for ((layer, name, _, _), rs) in selected.iter().zip(results.iter_mut()) {
+        for ((layer, name, _, _, _), rs) in selected.iter().zip(results.iter_mut()) {
             let errors = rs.iter().any(|r| r.errors);
             let r = median(rs);
             if name.starts_with("direct") {
                 direct_p99 = Some(r.p99);
             }
             let added = direct_p99.map_or("".to_string(), |d| format!("{:+.3} ms", r.p99 - d));
+            let cpu = r.cpu_us.map_or("".to_string(), |c| format!("{c:.1} µs"));
             println!(
-                "| {layer} | {name} | {:.0} | {:.3} ms | {:.3} ms | {added} | {} |",
+                "| {layer} | {name} | {:.0} | {:.3} ms | {:.3} ms | {added} | {cpu} | {} |",
                 r.rps,
                 r.p50,
                 r.p99,
