@@ -113,6 +113,8 @@ pub(crate) struct RequestHead {
     pub framing: Framing,
     /// The client's connection may carry another request after this one.
     pub keep_alive: bool,
+    /// An HTTP/1.0 request (sent on as one, so the endpoint closes after answering).
+    pub http10: bool,
     /// The client asks to switch protocols (`Upgrade`), in which case the head asks the same.
     pub upgrade: bool,
 }
@@ -396,6 +398,7 @@ pub(crate) fn parse_request(
         idempotent: ["GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"].contains(&method),
         framing,
         keep_alive,
+        http10: version == 0,
         upgrade: upgrade_to.is_some(),
     }))
 }

@@ -303,7 +303,7 @@ where
             Ok(Some(r)) if (100..200).contains(&r.status) && r.status != 101 => {
                 buf.consume(r.len);
                 // HTTP/1.0 clients do not expect interim responses.
-                if req.keep_alive || req.upgrade || r.status != 100 {
+                if !req.http10 {
                     let w = tokio::time::timeout(IDLE, client.write_all(out)).await;
                     if !matches!(w, Ok(Ok(()))) {
                         return Err(HeadError::ClientGone);
@@ -429,7 +429,8 @@ async fn exchange(
             tracing::debug!(error = ?e, endpoint = %addr, "a response broke off");
             return Outcome::Closed;
         }
-        if resp.reusable && sent {
+        // An HTTP/1.0 request asked the endpoint to close after answering.
+        if resp.reusable && sent && !req.http10 {
             upstreams.put(addr, up);
         }
         return Outcome::Answered {
@@ -847,6 +848,44 @@ mod wire_tests {
             got.extend_from_slice(&b[..n]);
         }
         assert_eq!(got, b"ping");
+    }
+
+    #[tokio::test]
+    async fn http10_clients_and_clients_that_close() {
+        let s = setup().await;
+        // HTTP/1.0: answered, then closed; the endpoint was asked to close, so its
+        // connection is not kept.
+        let (mut c, mut buf) = connect(&s).await;
+        c.write_all(b"GET /old HTTP/1.0\r\nHost: t.test\r\n\r\n")
+            .await
+            .unwrap();
+        let (code, head, body) = response(&mut c, &mut buf, false).await;
+        assert_eq!(
+            (code, body.as_str()),
+            (200, "path=/old body=0 xff=127.0.0.1")
+        );
+        assert!(head.contains("Connection: close"), "{head}");
+        assert_eq!(c.read(&mut [0; 16]).await.unwrap(), 0);
+        // HTTP/1.1 with Connection: close still gets 100 Continue, then its answer, then
+        // the end; the endpoint's connection is kept (the close was the client's hop).
+        let (mut c, mut buf) = connect(&s).await;
+        c.write_all(b"PUT /x HTTP/1.1\r\nHost: t.test\r\nConnection: close\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n").await.unwrap();
+        assert_eq!(response(&mut c, &mut buf, false).await.0, 100);
+        c.write_all(b"ok").await.unwrap();
+        let (code, head, _) = response(&mut c, &mut buf, false).await;
+        assert_eq!(code, 200);
+        assert!(head.contains("Connection: close"), "{head}");
+        assert_eq!(c.read(&mut [0; 16]).await.unwrap(), 0);
+        let (mut c, mut buf) = connect(&s).await;
+        c.write_all(b"GET /again HTTP/1.1\r\nHost: t.test\r\n\r\n")
+            .await
+            .unwrap();
+        assert_eq!(response(&mut c, &mut buf, false).await.0, 200);
+        assert_eq!(
+            s.accepts.load(Ordering::SeqCst),
+            2,
+            "one kept connection after the 1.0 one"
+        );
     }
 
     #[tokio::test]

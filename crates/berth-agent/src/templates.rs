@@ -3,7 +3,7 @@
 //! moves to another node). Outcomes go to its status, to Events and to the metrics.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use berth_api::configtemplate::parse;
 use berth_client::Client;
@@ -129,6 +129,8 @@ fn key(o: &Value) -> String {
 /// Runs this node's ConfigTemplates until `stop`.
 pub(crate) async fn run(client: Client, node: String, stop: watch::Receiver<bool>) {
     let running: Mutex<HashMap<String, Running>> = Mutex::new(HashMap::new());
+    // The objects templates render from, followed once for all of them (from the first).
+    let objects: std::sync::OnceLock<Arc<confgen::sources::Objects>> = Default::default();
     let update = |o: &Value, gone: bool| {
         let k = key(o);
         let mine = !gone && o["spec"]["nodeName"].as_str() == Some(node.as_str());
@@ -154,6 +156,9 @@ pub(crate) async fn run(client: Client, node: String, stop: watch::Receiver<bool
                 stop: tx,
             },
         );
+        let objects = objects
+            .get_or_init(|| confgen::sources::follow_objects(&client, &stop))
+            .clone();
         let (client, node, mut object) = (client.clone(), node.clone(), o.clone());
         object["apiVersion"] = json!("berth.dev/v1");
         object["kind"] = json!("ConfigTemplate");
@@ -184,7 +189,7 @@ pub(crate) async fn run(client: Client, node: String, stop: watch::Receiver<bool
                 }
             };
             tracing::info!(template = %k, destination = %spec.destination, "rendering a ConfigTemplate");
-            let sources = Sources::start(client, &spec.kv, rx.clone());
+            let sources = Sources::sharing(objects, client, &spec.kv, rx.clone());
             confgen::run(k, spec, node, sources, reporter, rx).await;
         });
     };

@@ -216,6 +216,28 @@ fn a_config_template_keeps_nginx_in_step_with_the_pods_and_never_serves_a_broken
     let status = get_json(&kc, &["configtemplate", "front"])["status"].clone();
     assert!(status["renderedRevision"].is_string(), "{status}");
     assert_eq!(status["conditions"][0]["status"], "True", "{status}");
+    // A second template on the same node (the node follows the cluster once for both):
+    // one mark per ready web pod.
+    let marks = dir.join("ready-pods.txt");
+    let second = h.dir.path().join("marks.yaml");
+    std::fs::write(
+        &second,
+        format!(
+            "apiVersion: berth.dev/v1\nkind: ConfigTemplate\nmetadata: {{name: marks}}\nspec:\n  nodeName: node-a\n  destination: {}\n  debounce: {{min: 100ms, max: 1s}}\n  template: \"{{% for p in pods %}}{{% if p.ready and p.labels.app == 'web' %}}x{{% endif %}}{{% endfor %}}\"\n",
+            marks.display()
+        ),
+    )
+    .unwrap();
+    let o = berth(&kc, &["apply", "-f", second.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let wait_marks = |n: usize| {
+        eventually(
+            30,
+            &format!("{n} ready pods in the second template's file"),
+            || (std::fs::read_to_string(&marks).ok()? == "x".repeat(n)).then_some(()),
+        )
+    };
+    wait_marks(2);
 
     // Load through nginx from another machine of the underlay while the Deployment scales
     // up and down and rolls out a new version.
@@ -237,6 +259,7 @@ fn a_config_template_keeps_nginx_in_step_with_the_pods_and_never_serves_a_broken
     let o = berth(&kc, &["scale", "deploy/web", "--replicas", "4"]);
     assert!(o.status.success(), "{}", stderr(&o));
     wait_upstreams(&kc, &conf, 4);
+    wait_marks(4);
     let o = berth(&kc, &["scale", "deploy/web", "--replicas", "2"]);
     assert!(o.status.success(), "{}", stderr(&o));
     wait_upstreams(&kc, &conf, 2);

@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 use minijinja::{Environment, Error, ErrorKind, Value as J, value::Serde};
 use serde_json::{Value, json};
 
-use super::sources::Data;
+use super::sources::View;
 
 /// The most work one render may do (minijinja's fuel): enough for many thousand objects,
 /// and a bound on a template that loops for ever.
@@ -61,7 +61,7 @@ fn in_scope(o: &Value, namespaces: &[String]) -> bool {
 }
 
 /// The context of one render.
-pub fn build(data: &Data, namespaces: &[String], node: &str) -> Value {
+pub fn build(data: &View<'_>, namespaces: &[String], node: &str) -> Value {
     let of = |kind: &str| -> Vec<&Value> {
         data.objects
             .get(kind)
@@ -182,6 +182,7 @@ fn describe(e: Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::confgen::sources::Data;
 
     fn data() -> Data {
         let mut d = Data::default();
@@ -203,7 +204,7 @@ mod tests {
 
     #[test]
     fn virtual_hosts_group_ready_pods() {
-        let ctx = build(&data(), &[], "n1");
+        let ctx = build(&data().view(), &[], "n1");
         let env = environment(data().kv);
         let out = render(
             &env,

@@ -219,7 +219,8 @@ fn write_candidate(path: &Path, content: &[u8], mode: u32) -> std::io::Result<()
 /// One round: render, compare, check, swap, reload, probe (and put back on failure).
 pub async fn apply_once(spec: &ConfigTemplateSpec, sources: &Sources, node: &str) -> Outcome {
     let (rendered, revision) = {
-        let data = sources.read();
+        let reading = sources.read();
+        let data = reading.view();
         let ctx = context::build(&data, &spec.namespaces, node);
         let env = context::environment(data.kv.clone());
         (context::render(&env, &spec.template, &ctx), data.revision)
@@ -375,7 +376,7 @@ fn measure(name: &str, outcome: &Outcome) {
 /// Waits for the next round: a change, debounced (or, after a failure, the back-off's end,
 /// whichever comes first). `false` when `stop` ends it.
 async fn next_round(
-    changed: &mut watch::Receiver<u64>,
+    changed: &mut sources::Changes,
     stop: &mut watch::Receiver<bool>,
     min: Duration,
     max: Duration,
@@ -439,7 +440,7 @@ pub async fn run<R: Reporter>(
     }
     let mut backoff = Duration::ZERO;
     loop {
-        changed.borrow_and_update();
+        changed.seen();
         let outcome = apply_once(&spec, &sources, &node).await;
         measure(&name, &outcome);
         reporter.report(&outcome).await;

@@ -1,10 +1,13 @@
 //! What templates render from: Pods, Services, Endpoints and Nodes of the cluster, and
-//! key/value prefixes, each listed then watched, held whole in memory.
+//! key/value prefixes, each listed then watched, held whole in memory. The objects are
+//! followed once per agent and shared by all its templates; each template follows its own
+//! key/value prefixes.
 //!
 //! Invariant: nothing is rendered before every source has been read once (an empty first
 //! render would wipe a config); after that every change bumps a counter the engine waits on.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 use std::time::Duration;
 
@@ -15,15 +18,33 @@ use tokio::sync::watch;
 /// The kinds templates see.
 pub const KINDS: [&str; 4] = ["pods", "services", "endpoints", "nodes"];
 
-/// Objects by kind and `namespace/name`, key/value entries by key, and the highest revision
-/// seen.
+/// Objects by kind and `namespace/name`.
+pub type ObjectMap = BTreeMap<&'static str, BTreeMap<String, Value>>;
+
+/// Objects and key/value entries, owned (for tests, and for sources that never change).
 #[derive(Debug, Default)]
 pub struct Data {
-    pub objects: BTreeMap<&'static str, BTreeMap<String, Value>>,
+    pub objects: ObjectMap,
     pub kv: BTreeMap<String, String>,
     pub revision: u64,
-    /// Sources read at least once.
-    synced: usize,
+}
+
+impl Data {
+    pub fn view(&self) -> View<'_> {
+        View {
+            objects: &self.objects,
+            kv: &self.kv,
+            revision: self.revision,
+        }
+    }
+}
+
+/// What one render sees: objects, key/value entries, and the highest revision among them.
+#[derive(Debug, Clone, Copy)]
+pub struct View<'a> {
+    pub objects: &'a ObjectMap,
+    pub kv: &'a BTreeMap<String, String>,
+    pub revision: u64,
 }
 
 fn obj_key(o: &Value) -> String {
@@ -41,97 +62,195 @@ fn revision_of(o: &Value) -> u64 {
         .unwrap_or(0)
 }
 
-/// The sources of one engine.
+/// Something followed: what it holds, a counter bumped on every change, and how many of its
+/// parts have been read once out of how many there are.
 #[derive(Debug)]
-pub struct Sources {
-    data: RwLock<Data>,
+pub struct Feed<T> {
+    data: RwLock<(T, u64)>,
     changed: watch::Sender<u64>,
+    synced: AtomicUsize,
     expected: usize,
 }
 
-impl Sources {
-    /// Starts following the cluster through `client` (and the key prefixes `kv`) until
-    /// `stop`.
-    pub fn start(client: Client, kv: &[String], stop: watch::Receiver<bool>) -> Arc<Sources> {
-        let s = Arc::new(Sources {
-            data: RwLock::new(Data::default()),
+impl<T: Default> Feed<T> {
+    fn new(expected: usize) -> Arc<Feed<T>> {
+        Arc::new(Feed {
+            data: RwLock::new((T::default(), 0)),
             changed: watch::channel(0).0,
-            expected: KINDS.len() + kv.len(),
-        });
-        for kind in KINDS {
-            let (s, client, stop) = (s.clone(), client.clone(), stop.clone());
-            tokio::spawn(async move {
-                let mut first = true;
-                crate::follow(
-                    &client,
-                    kind,
-                    stop,
-                    |items| {
-                        s.write(|d| {
-                            let m = d.objects.entry(kind).or_default();
-                            m.clear();
-                            for o in items {
-                                d.revision = d.revision.max(revision_of(o));
-                                m.insert(obj_key(o), o.clone());
-                            }
-                            if std::mem::take(&mut first) {
-                                d.synced += 1;
-                            }
-                        })
-                    },
-                    |typ, o| {
-                        s.write(|d| {
-                            d.revision = d.revision.max(revision_of(o));
-                            let m = d.objects.entry(kind).or_default();
-                            if typ == "DELETED" {
-                                m.remove(&obj_key(o));
-                            } else {
-                                m.insert(obj_key(o), o.clone());
-                            }
-                        })
-                    },
-                )
-                .await
-            });
+            synced: AtomicUsize::new(0),
+            expected,
+        })
+    }
+
+    /// Changes what it holds, raising the revision to `revision`.
+    fn write(&self, revision: u64, f: impl FnOnce(&mut T)) {
+        {
+            let mut d = self.data.write().unwrap_or_else(|e| e.into_inner());
+            f(&mut d.0);
+            d.1 = d.1.max(revision);
         }
+        self.changed.send_modify(|n| *n += 1);
+    }
+
+    /// One more part has been read once.
+    fn part_synced(&self) {
+        self.synced.fetch_add(1, Ordering::SeqCst);
+        self.changed.send_modify(|n| *n += 1);
+    }
+
+    fn read(&self) -> RwLockReadGuard<'_, (T, u64)> {
+        self.data.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn synced(&self) -> bool {
+        self.synced.load(Ordering::SeqCst) >= self.expected
+    }
+}
+
+/// Every Pod, Service, Endpoints and Node, listed then watched. One is enough for all the
+/// templates of an agent.
+pub type Objects = Feed<ObjectMap>;
+
+/// Starts following the objects of [`KINDS`] through `client` until `stop`.
+pub fn follow_objects(client: &Client, stop: &watch::Receiver<bool>) -> Arc<Objects> {
+    let feed = Objects::new(KINDS.len());
+    for kind in KINDS {
+        let (feed, client, stop) = (feed.clone(), client.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut first = true;
+            crate::follow(
+                &client,
+                kind,
+                stop,
+                |items| {
+                    let top = items.iter().map(revision_of).max().unwrap_or(0);
+                    feed.write(top, |d| {
+                        let m = d.entry(kind).or_default();
+                        m.clear();
+                        for o in items {
+                            m.insert(obj_key(o), o.clone());
+                        }
+                    });
+                    if std::mem::take(&mut first) {
+                        feed.part_synced();
+                    }
+                },
+                |typ, o| {
+                    feed.write(revision_of(o), |d| {
+                        let m = d.entry(kind).or_default();
+                        if typ == "DELETED" {
+                            m.remove(&obj_key(o));
+                        } else {
+                            m.insert(obj_key(o), o.clone());
+                        }
+                    })
+                },
+            )
+            .await
+        });
+    }
+    feed
+}
+
+/// The sources of one engine: the objects (its own, or its agent's shared ones) and its own
+/// key/value prefixes.
+#[derive(Debug)]
+pub struct Sources {
+    objects: Arc<Objects>,
+    kv: Arc<Feed<BTreeMap<String, String>>>,
+}
+
+/// Holds the sources still while a render reads them.
+pub struct Reading<'a> {
+    objects: RwLockReadGuard<'a, (ObjectMap, u64)>,
+    kv: RwLockReadGuard<'a, (BTreeMap<String, String>, u64)>,
+}
+
+impl Reading<'_> {
+    pub fn view(&self) -> View<'_> {
+        View {
+            objects: &self.objects.0,
+            kv: &self.kv.0,
+            revision: self.objects.1.max(self.kv.1),
+        }
+    }
+}
+
+/// Changes to an engine's sources.
+pub struct Changes {
+    objects: watch::Receiver<u64>,
+    kv: watch::Receiver<u64>,
+}
+
+impl Changes {
+    /// Waits for a change not seen yet; an error when the sources are gone.
+    pub async fn changed(&mut self) -> Result<(), watch::error::RecvError> {
+        tokio::select! {
+            r = self.objects.changed() => r,
+            r = self.kv.changed() => r,
+        }
+    }
+
+    /// Takes every change so far as seen.
+    pub fn seen(&mut self) {
+        self.objects.borrow_and_update();
+        self.kv.borrow_and_update();
+    }
+}
+
+impl Sources {
+    /// Starts following the cluster through `client` (objects, and the key prefixes `kv`)
+    /// until `stop`.
+    pub fn start(client: Client, kv: &[String], stop: watch::Receiver<bool>) -> Arc<Sources> {
+        let objects = follow_objects(&client, &stop);
+        Sources::sharing(objects, client, kv, stop)
+    }
+
+    /// As [`Sources::start`], with objects already followed (and shared with others).
+    pub fn sharing(
+        objects: Arc<Objects>,
+        client: Client,
+        kv: &[String],
+        stop: watch::Receiver<bool>,
+    ) -> Arc<Sources> {
+        let feed = Feed::new(kv.len());
         for prefix in kv {
             tokio::spawn(follow_kv(
                 client.clone(),
-                s.clone(),
+                feed.clone(),
                 prefix.clone(),
                 stop.clone(),
             ));
         }
-        s
+        Arc::new(Sources { objects, kv: feed })
     }
 
     /// Sources that hold `data` and never change (for tests of what is done with them).
     #[cfg(test)]
-    pub fn fixed(mut data: Data) -> Arc<Sources> {
-        data.synced = 0;
-        Arc::new(Sources {
-            data: RwLock::new(data),
-            changed: watch::channel(0).0,
-            expected: 0,
-        })
+    pub fn fixed(data: Data) -> Arc<Sources> {
+        let (objects, kv) = (Feed::new(0), Feed::new(0));
+        objects.write(data.revision, |o| *o = data.objects);
+        kv.write(data.revision, |k| *k = data.kv);
+        Arc::new(Sources { objects, kv })
     }
 
-    fn write(&self, f: impl FnOnce(&mut Data)) {
-        f(&mut self.data.write().unwrap_or_else(|e| e.into_inner()));
-        self.changed.send_modify(|n| *n += 1);
+    pub fn read(&self) -> Reading<'_> {
+        Reading {
+            objects: self.objects.read(),
+            kv: self.kv.read(),
+        }
     }
 
-    pub fn read(&self) -> RwLockReadGuard<'_, Data> {
-        self.data.read().unwrap_or_else(|e| e.into_inner())
-    }
-
-    pub fn subscribe(&self) -> watch::Receiver<u64> {
-        self.changed.subscribe()
+    pub fn subscribe(&self) -> Changes {
+        Changes {
+            objects: self.objects.changed.subscribe(),
+            kv: self.kv.changed.subscribe(),
+        }
     }
 
     /// Whether every source has been read once.
     pub fn synced(&self) -> bool {
-        self.read().synced >= self.expected
+        self.objects.synced() && self.kv.synced()
     }
 }
 
@@ -139,7 +258,7 @@ impl Sources {
 /// breaks.
 async fn follow_kv(
     client: Client,
-    s: Arc<Sources>,
+    s: Arc<Feed<BTreeMap<String, String>>>,
     prefix: String,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -155,17 +274,17 @@ async fn follow_kv(
         let index = match read {
             Ok(r) => {
                 let index = r["index"].as_u64().unwrap_or(0);
-                s.write(|d| {
-                    d.kv.retain(|k, _| !under(k, &prefix));
+                s.write(0, |kv| {
+                    kv.retain(|k, _| !under(k, &prefix));
                     for e in r["entries"].as_array().into_iter().flatten() {
                         if let (Some(k), Some(v)) = (e["key"].as_str(), e["value"].as_str()) {
-                            d.kv.insert(k.to_string(), v.to_string());
+                            kv.insert(k.to_string(), v.to_string());
                         }
                     }
-                    if std::mem::take(&mut first) {
-                        d.synced += 1;
-                    }
                 });
+                if std::mem::take(&mut first) {
+                    s.part_synced();
+                }
                 index
             }
             Err(e) => {
@@ -194,14 +313,13 @@ async fn follow_kv(
             let Some(key) = ev["key"].as_str() else {
                 continue;
             };
-            s.write(|d| {
-                d.revision = d.revision.max(ev["modIndex"].as_u64().unwrap_or(0));
+            s.write(ev["modIndex"].as_u64().unwrap_or(0), |kv| {
                 match (ev["type"].as_str(), ev["value"].as_str()) {
                     (Some("PUT"), Some(v)) => {
-                        d.kv.insert(key.to_string(), v.to_string());
+                        kv.insert(key.to_string(), v.to_string());
                     }
                     _ => {
-                        d.kv.remove(key);
+                        kv.remove(key);
                     }
                 }
             });
