@@ -1,16 +1,18 @@
 //! Proxying beside haproxy and nginx (as root), with wrk in the same run: a release
 //! `berth up` (its own bridge and range) runs one backend pod (Debian's nginx answering a
-//! 3-byte body), a Service for it and an Ingress; on this machine, Debian's haproxy (TCP and
+//! 2-byte body), a Service for it and an Ingress; on this machine, Debian's haproxy (TCP and
 //! HTTP mode) and nginx (an HTTP reverse proxy with upstream keep-alive) proxy to the same
-//! pod. wrk (5 s, keep-alive; three rounds with the paths in turn, median shown) measures each
+//! pod. wrk (5 s, keep-alive; five rounds with the paths in turn, median shown) measures each
 //! path, loaded (2 threads, 64 connections) and one request at a time (1 connection, for the
 //! latency a proxy adds):
 //!
 //! - L4: the pod directly; berth's cluster IP; haproxy `mode tcp`;
 //! - L7: berth's ingress (by Host); nginx `proxy_pass`; haproxy `mode http`.
 //!
-//! Prints requests/s and latency percentiles, and p99 added over the direct path. Everything
-//! shares this machine's cores (wrk, the proxy under test and the backend).
+//! Prints requests/s and latency percentiles, p99 added over the direct path, and the CPU
+//! time (user and system, from /proc) the proxy's processes spent per request, which varies
+//! less between runs than requests/s. Everything shares this machine's cores (wrk, the proxy
+//! under test and the backend).
 //!
 //! `cargo bench -p berth --bench proxy` (or `scripts/bench proxy`); `-- --hold` sets the paths
 //! up and keeps them until its input ends, for profiling by hand.
@@ -26,7 +28,7 @@ use common::{BerthProcess, berth, eventually, get_json, stderr};
 
 const RUN: &str = "5s";
 /// Each path is measured this many times, in turn with the others; the median is shown.
-const ROUNDS: usize = 3;
+const ROUNDS: usize = 5;
 
 /// A process of the comparison, stopped on drop.
 struct Proc(Child);
