@@ -22,7 +22,8 @@
 //! - A request goes to the next endpoint when it could not be sent; a kept-alive connection
 //!   the endpoint had closed is dropped, with its idle siblings, and the request is sent
 //!   again over a new one; a request sent to a new connection that closed without an answer
-//!   is sent again only if it is idempotent. 504 when no response head comes in 60 s.
+//!   is sent again only if it is idempotent. A request whose body is still streaming in takes
+//!   a new connection (it could not be sent again). 504 when no response head comes in 60 s.
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -224,9 +225,9 @@ impl Upstreams {
         self.idle.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// A kept-alive connection to `addr` (and true), or a new one.
-    async fn get(&self, addr: SocketAddr) -> Result<(Upstream, bool), String> {
-        if let Some(u) = self.idle().get_mut(&addr).and_then(Vec::pop) {
+    /// A kept-alive connection to `addr` (and true), or a new one (always, when `fresh`).
+    async fn get(&self, addr: SocketAddr, fresh: bool) -> Result<(Upstream, bool), String> {
+        if !fresh && let Some(u) = self.idle().get_mut(&addr).and_then(Vec::pop) {
             return Ok((u, true));
         }
         let io = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
@@ -346,10 +347,12 @@ async fn exchange(
     cbuf.consume(n);
     let whole = body.done();
     let mut last = String::from("no endpoint");
-    let mut tries = pool.order().peekable();
+    let mut tries = pool.order();
     let mut again = None;
     while let Some(addr) = again.take().or_else(|| tries.next()) {
-        let (mut up, reused) = match upstreams.get(addr).await {
+        // A body that is still coming cannot be sent again, so it goes over a new
+        // connection, never one the endpoint may have closed meanwhile.
+        let (mut up, reused) = match upstreams.get(addr, !whole).await {
             Ok(u) => u,
             Err(e) => {
                 last = e;
@@ -786,8 +789,9 @@ mod wire_tests {
             .unwrap();
         let (code, head, body) = response(&mut c, &mut buf, true).await;
         assert_eq!((code, body.as_str()), (200, ""), "{head}");
-        // All of it over one kept-alive connection to the backend.
-        assert_eq!(s.accepts.load(Ordering::SeqCst), 1);
+        // All of it over kept-alive connections to the backend: one, and a new one for the
+        // body that was still coming (a request that could not be sent again).
+        assert_eq!(s.accepts.load(Ordering::SeqCst), 2);
         // A body that ends with the connection: the client is told, and its connection ends.
         c.write_all(b"GET /close HTTP/1.1\r\nHost: t.test\r\n\r\n")
             .await
