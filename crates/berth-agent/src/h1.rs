@@ -15,7 +15,7 @@
 //! `TE`, `Trailer`, `Upgrade`, `Proxy-Authenticate`, `Proxy-Authorization`) stay on their hop,
 //! except that an upgrade (WebSocket) is asked for again on the next.
 
-use std::io;
+use std::io::{self, Write as _};
 use std::net::IpAddr;
 use std::time::Duration;
 
@@ -143,6 +143,14 @@ fn hop_by_hop(name: &str) -> bool {
     ]
     .iter()
     .any(|h| name.eq_ignore_ascii_case(h))
+}
+
+/// Adds an item to a comma-separated list.
+fn append_item(list: &mut Vec<u8>, item: impl FnOnce(&mut Vec<u8>)) {
+    if !list.is_empty() {
+        list.extend_from_slice(b", ");
+    }
+    item(list);
 }
 
 fn put_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
@@ -352,42 +360,34 @@ pub(crate) fn parse_request(
             continue;
         };
         if !h.value.trim_ascii().is_empty() {
-            if !list.is_empty() {
-                list.extend_from_slice(b", ");
-            }
-            list.extend_from_slice(h.value.trim_ascii());
+            append_item(list, |l| l.extend_from_slice(h.value.trim_ascii()));
         }
     }
     if let Some(u) = upgrade_to {
         put_header(out, b"Connection", b"upgrade");
         put_header(out, b"Upgrade", u);
     }
-    let ip = client.to_string();
-    let list_add = |list: &mut Vec<u8>, item: &[u8]| {
-        if !list.is_empty() {
-            list.extend_from_slice(b", ");
-        }
-        list.extend_from_slice(item);
-    };
-    list_add(&mut xff, ip.as_bytes());
+    // Written in place: the client's address goes straight into the head.
+    append_item(&mut xff, |l| {
+        let _ = write!(l, "{client}");
+    });
     put_header(out, b"X-Forwarded-For", &xff);
     put_header(out, b"X-Forwarded-Host", authority.trim_ascii());
     put_header(out, b"X-Forwarded-Proto", b"http");
-    put_header(out, b"X-Real-IP", ip.as_bytes());
-    let node = match client {
-        IpAddr::V4(_) => ip.clone(),
-        IpAddr::V6(_) => format!("\"[{ip}]\""),
-    };
-    let quoted: Vec<u8> = authority
-        .trim_ascii()
-        .iter()
-        .copied()
-        .filter(|b| *b != b'"' && *b != b'\\')
-        .collect();
-    let mut item = format!("for={node};host=\"").into_bytes();
-    item.extend_from_slice(&quoted);
-    item.extend_from_slice(b"\";proto=http");
-    list_add(&mut forwarded, &item);
+    let _ = write!(out, "X-Real-IP: {client}\r\n");
+    append_item(&mut forwarded, |l| {
+        let _ = match client {
+            IpAddr::V4(_) => write!(l, "for={client};host=\""),
+            IpAddr::V6(_) => write!(l, "for=\"[{client}]\";host=\""),
+        };
+        l.extend(
+            authority
+                .trim_ascii()
+                .iter()
+                .filter(|b| **b != b'"' && **b != b'\\'),
+        );
+        l.extend_from_slice(b"\";proto=http");
+    });
     put_header(out, b"Forwarded", &forwarded);
     out.extend_from_slice(b"\r\n");
     Ok(Some(RequestHead {
@@ -459,7 +459,7 @@ pub(crate) fn parse_response(
         })
         .flatten();
 
-    out.extend_from_slice(format!("HTTP/1.1 {status} ").as_bytes());
+    let _ = write!(out, "HTTP/1.1 {status} ");
     out.extend_from_slice(resp.reason.unwrap_or("").as_bytes());
     out.extend_from_slice(b"\r\n");
     for h in headers.iter() {
@@ -712,17 +712,10 @@ where
 
 /// A complete response of our own (404, 502, ...), plain text.
 pub(crate) fn plain(status: u16, text: &str, close: bool) -> Vec<u8> {
-    let reason = match status {
-        400 => "Bad Request",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        431 => "Request Header Fields Too Large",
-        502 => "Bad Gateway",
-        503 => "Service Unavailable",
-        504 => "Gateway Timeout",
-        505 => "HTTP Version Not Supported",
-        _ => "",
-    };
+    let reason = axum::http::StatusCode::from_u16(status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or("");
     format!(
         "HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\n{}\r\n{text}\n",
         text.len() + 1,

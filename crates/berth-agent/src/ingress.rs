@@ -468,14 +468,21 @@ async fn serve(
             }
         };
         cbuf.consume(req.len);
-        let path = String::from_utf8_lossy(&head[req.path.clone()]).into_owned();
         let t = table.read().unwrap_or_else(|e| e.into_inner()).clone();
-        let failed = match t.pick(&req.host, &path) {
-            Pick::NoRoute => Outcome::Failed(404, format!("no route for host {:?}", req.host)),
-            Pick::Go(pool) if pool.addrs.is_empty() => {
-                Outcome::Failed(503, format!("no ready endpoint for {}{path}", req.host))
+        let picked = {
+            // The path, borrowed from the head only while the route is picked.
+            let path = String::from_utf8_lossy(&head[req.path.clone()]);
+            match t.pick(&req.host, &path) {
+                Pick::NoRoute => Err((404, format!("no route for host {:?}", req.host))),
+                Pick::Go(pool) if pool.addrs.is_empty() => {
+                    Err((503, format!("no ready endpoint for {}{path}", req.host)))
+                }
+                Pick::Go(pool) => Ok(pool),
             }
-            Pick::Go(pool) => {
+        };
+        let failed = match picked {
+            Err((status, text)) => Outcome::Failed(status, text),
+            Ok(pool) => {
                 exchange(
                     &mut client,
                     &mut cbuf,

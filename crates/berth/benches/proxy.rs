@@ -80,6 +80,20 @@ struct Result {
     cpu_us: Option<f64>,
 }
 
+/// The fields of `/proc/PID/stat` after the command, from the state (field 3 in proc(5)).
+fn stat_fields(pid: impl std::fmt::Display) -> Vec<String> {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .unwrap_or_default()
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().map(String::from).collect())
+        .unwrap_or_default()
+}
+
+/// Field `n` (numbered as in proc(5), n >= 3) of a process's stat.
+fn stat_field(fields: &[String], n: usize) -> Option<u64> {
+    fields.get(n - 3).and_then(|v| v.parse().ok())
+}
+
 /// The processes of `root`: itself and its children (nginx's workers).
 fn family(root: i32) -> Vec<i32> {
     let mut pids = vec![root];
@@ -87,30 +101,20 @@ fn family(root: i32) -> Vec<i32> {
         let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
             continue;
         };
-        let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
-        let ppid = stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
-            .and_then(|p| p.parse::<i32>().ok());
-        if ppid == Some(root) {
+        if stat_field(&stat_fields(pid), 4) == Some(root as u64) {
             pids.push(pid);
         }
     }
     pids
 }
 
-/// User + system CPU time of these processes (all their threads), in clock ticks.
+/// User + system CPU time (fields 14 and 15) of these processes, all their threads, in clock
+/// ticks.
 fn cpu_ticks(pids: &[i32]) -> u64 {
     pids.iter()
         .map(|pid| {
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-            let fields: Vec<&str> = stat
-                .rsplit_once(')')
-                .map(|(_, rest)| rest.split_whitespace().collect())
-                .unwrap_or_default();
-            // After the command: state is field 3, utime 14 and stime 15 (proc(5)).
-            let at = |i: usize| fields.get(i - 3).and_then(|v| v.parse::<u64>().ok());
-            at(14).unwrap_or(0) + at(15).unwrap_or(0)
+            let f = stat_fields(pid);
+            stat_field(&f, 14).unwrap_or(0) + stat_field(&f, 15).unwrap_or(0)
         })
         .sum()
 }
