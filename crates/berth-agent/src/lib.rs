@@ -23,6 +23,8 @@ mod proxy;
 mod routes;
 mod templates;
 
+pub use proxy::Relay as ProxyRelay;
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -72,6 +74,8 @@ pub struct AgentConfig {
     pub service_cidr: Option<berth_runtime::net::Ipv4Net>,
     /// How long the service proxy lets connections to an endpoint that went away go on.
     pub proxy_drain: Duration,
+    /// How the service proxy relays established TCP connections.
+    pub proxy_relay: ProxyRelay,
     /// The port every address of the node serves the ingress on (0: no ingress).
     pub ingress_port: u16,
 }
@@ -318,6 +322,7 @@ pub async fn run(
     {
         let opts = proxy::Options {
             drain: cfg.proxy_drain,
+            relay: cfg.proxy_relay,
             label: berth_runtime::net::service_address_label(&cfg.data_dir),
             node_ip: cfg
                 .node_ip

@@ -13,6 +13,9 @@
 //! - An endpoint that stops being ready gets no new connections; the ones it has are drained:
 //!   they go on until they end or the drain timeout passes, then they are closed.
 //! - Headless Services (no cluster IP) and SCTP ports are not proxied.
+//! - Once a TCP connection has its endpoint, its bytes are relayed on io_uring threads (see
+//!   `relay`), or, with `--proxy-relay epoll` or where io_uring cannot be used, by a copy
+//!   task per connection on the agent's runtime.
 
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -42,6 +45,29 @@ pub struct Options {
     /// Where node ports listen: the node's address (all addresses would take the port from
     /// every cluster IP).
     pub node_ip: Ipv4Addr,
+    /// How established TCP connections are relayed.
+    pub relay: Relay,
+}
+
+/// How the proxy moves the bytes of established TCP connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Relay {
+    /// On io_uring threads, one per CPU; with epoll where io_uring cannot be used.
+    #[default]
+    IoUring,
+    /// A copy task per connection on the agent's runtime (epoll).
+    Epoll,
+}
+
+impl std::str::FromStr for Relay {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Relay, String> {
+        match s {
+            "io-uring" => Ok(Relay::IoUring),
+            "epoll" => Ok(Relay::Epoll),
+            _ => Err(format!("{s:?} is not a relay: use io-uring or epoll")),
+        }
+    }
 }
 
 /// A Service port as proxied: (service, port name, protocol).
@@ -58,10 +84,11 @@ struct Port {
     /// A signal per endpoint with open connections: true closes them.
     closers: Mutex<HashMap<SocketAddr, watch::Sender<bool>>>,
     drain: Duration,
+    relay: Relay,
 }
 
 impl Port {
-    fn new(drain: Duration) -> Arc<Port> {
+    fn new(drain: Duration, relay: Relay) -> Arc<Port> {
         Arc::new(Port {
             backends: RwLock::new(Arc::new(Vec::new())),
             next: AtomicUsize::new(0),
@@ -69,6 +96,7 @@ impl Port {
             sticky: Mutex::new(HashMap::new()),
             closers: Mutex::new(HashMap::new()),
             drain,
+            relay,
         })
     }
 
@@ -165,8 +193,27 @@ async fn serve_tcp(port: Arc<Port>, mut inbound: TcpStream, peer: SocketAddr) {
         let close = port.connected(peer.ip(), b);
         let _ = inbound.set_nodelay(true);
         let _ = out.set_nodelay(true);
+        if port.relay == Relay::IoUring
+            && let Some(relays) = berth_runtime::relay::Relays::get()
+        {
+            match (inbound.into_std(), out.into_std()) {
+                (Ok(a), Ok(b)) => {
+                    let (tx, ended) = tokio::sync::oneshot::channel();
+                    let spliced = relays.splice(a.into(), b.into(), move || {
+                        let _ = tx.send(());
+                    });
+                    tokio::select! {
+                        _ = ended => {}
+                        _ = closed(close) => spliced.close(),
+                    }
+                }
+                // Not registered with the runtime after all: nothing to relay.
+                _ => tracing::debug!("a proxied connection could not leave the runtime"),
+            }
+            return;
+        }
         tokio::select! {
-            _ = tokio::io::copy_bidirectional_with_sizes(&mut inbound, &mut out, 64 * 1024, 64 * 1024) => {}
+            _ = tokio::io::copy_bidirectional_with_sizes(&mut inbound, &mut out, 16 * 1024, 16 * 1024) => {}
             _ = closed(close) => {}
         }
         return;
@@ -346,7 +393,7 @@ impl State {
             let drain = self.opts.drain;
             self.ports
                 .entry(pk.clone())
-                .or_insert_with(|| Port::new(drain))
+                .or_insert_with(|| Port::new(drain, self.opts.relay))
                 .set(backends.clone(), *affinity);
         }
         // A port that went: its connections drain as from endpoints that went.
@@ -422,6 +469,10 @@ pub(crate) async fn run(
         })
         .await?;
     }
+    if opts.relay == Relay::IoUring {
+        // Started now, so whether io_uring can be used is said when the agent starts.
+        tokio::task::spawn_blocking(|| berth_runtime::relay::Relays::get().is_some()).await?;
+    }
     let mut state = State {
         opts,
         ports: HashMap::new(),
@@ -455,7 +506,7 @@ mod tests {
     async fn turns_affinity_and_draining() {
         let a: SocketAddr = "10.0.0.1:80".parse().unwrap();
         let b: SocketAddr = "10.0.0.2:80".parse().unwrap();
-        let port = Port::new(Duration::from_millis(50));
+        let port = Port::new(Duration::from_millis(50), Relay::Epoll);
         port.set(vec![a, b], None);
         let client: IpAddr = "10.1.0.1".parse().unwrap();
         let firsts: Vec<SocketAddr> = (0..4).map(|_| port.order(client)[0]).collect();
@@ -480,6 +531,68 @@ mod tests {
         port.set(vec![a], None);
         tokio::time::sleep(Duration::from_millis(120)).await;
         assert!(!*keep.borrow());
-        assert!(Port::new(Duration::ZERO).order(client).is_empty());
+        assert!(
+            Port::new(Duration::ZERO, Relay::Epoll)
+                .order(client)
+                .is_empty()
+        );
+    }
+
+    /// A port with one echoing endpoint: its listening address, and the port.
+    async fn echo_port(relay: Relay) -> (SocketAddr, Arc<Port>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let backend = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let backend_addr = backend.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut c, _)) = backend.accept().await {
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 1024];
+                    while let Ok(n @ 1..) = c.read(&mut buf).await {
+                        if c.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        let port = Port::new(Duration::from_secs(1), relay);
+        port.set(vec![backend_addr], None);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(accept_tcp(listener, port.clone()));
+        (addr, port)
+    }
+
+    #[tokio::test]
+    async fn both_relays_carry_connections_and_close_them_after_the_drain() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        for relay in [Relay::IoUring, Relay::Epoll] {
+            let (addr, port) = echo_port(relay).await;
+            let mut c = TcpStream::connect(addr).await.unwrap();
+            for msg in [&b"ping"[..], &[7u8; 3000][..]] {
+                c.write_all(msg).await.unwrap();
+                let mut got = vec![0u8; msg.len()];
+                c.read_exact(&mut got).await.unwrap();
+                assert_eq!(got, msg, "{relay:?}");
+            }
+            // The endpoint goes: the connection goes on through the drain, then ends.
+            port.set(Vec::new(), None);
+            c.write_all(b"still").await.unwrap();
+            let mut got = [0u8; 5];
+            c.read_exact(&mut got).await.unwrap();
+            assert_eq!(&got, b"still", "{relay:?}");
+            let mut rest = Vec::new();
+            let n = tokio::time::timeout(Duration::from_secs(5), c.read_to_end(&mut rest))
+                .await
+                .unwrap_or_else(|_| panic!("{relay:?}: not closed after the drain"))
+                .unwrap();
+            assert_eq!(n, 0, "{relay:?}");
+            // With no endpoint, a new connection is reset at once.
+            let mut c = TcpStream::connect(addr).await.unwrap();
+            let r = tokio::time::timeout(Duration::from_secs(5), c.read(&mut got))
+                .await
+                .unwrap();
+            assert!(matches!(r, Err(_) | Ok(0)), "{relay:?}: {r:?}");
+        }
     }
 }

@@ -126,6 +126,17 @@ pub struct NodeArgs {
         value_parser = parse_duration
     )]
     pub proxy_drain_timeout: Duration,
+    /// How the service proxy relays the bytes of established cluster IP and node port
+    /// connections: `io-uring` (threads, one per CPU, each submitting all its sends and
+    /// receives in one system call; epoll where the kernel does not allow io_uring) or
+    /// `epoll` (a copy task per connection)
+    #[arg(
+        long,
+        value_name = "RELAY",
+        env = "BERTH_PROXY_RELAY",
+        default_value = "io-uring"
+    )]
+    pub proxy_relay: berth_agent::ProxyRelay,
     /// The port the node serves HTTP ingress on, on --node-ip (Ingress objects and pods'
     /// VIRTUAL_HOST); 0 turns the ingress off
     #[arg(
@@ -212,6 +223,7 @@ impl NodeArgs {
             cluster_dns: None,
             service_cidr: None,
             proxy_drain: self.proxy_drain_timeout,
+            proxy_relay: self.proxy_relay,
             ingress_port: self.ingress_port,
         })
     }

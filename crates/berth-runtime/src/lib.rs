@@ -11,6 +11,7 @@ pub mod net;
 pub mod netlink;
 pub mod pod;
 pub mod pty;
+pub mod relay;
 pub mod rootfs;
 pub mod shim;
 pub mod spec;

@@ -393,5 +393,15 @@ fn help_explains() {
         stderr(&o).contains("cannot read kubeconfig") || stderr(&o).contains("no kubeconfig"),
         "{}",
         stderr(&o)
+    );    // A bad flag value names the flag and what it takes, before anything starts.
+    let o = std::process::Command::new(common::BIN)
+        .args(["up", "--proxy-relay", "splice"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("--proxy-relay") && stderr(&o).contains("use io-uring or epoll"),
+        "{}",
+        stderr(&o)
     );
 }
