@@ -52,7 +52,7 @@ pub struct Options {
 /// How the proxy moves the bytes of established TCP connections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Relay {
-    /// On io_uring threads, one per CPU; with epoll where io_uring cannot be used.
+    /// On io_uring threads, one per two CPUs; with epoll where io_uring cannot be used.
     #[default]
     IoUring,
     /// A copy task per connection on the agent's runtime (epoll).

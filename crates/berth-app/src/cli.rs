@@ -127,7 +127,7 @@ pub struct NodeArgs {
     )]
     pub proxy_drain_timeout: Duration,
     /// How the service proxy relays the bytes of established cluster IP and node port
-    /// connections: `io-uring` (threads, one per CPU, each submitting all its sends and
+    /// connections: `io-uring` (threads, one per two CPUs, each submitting all its sends and
     /// receives in one system call; epoll where the kernel does not allow io_uring) or
     /// `epoll` (a copy task per connection)
     #[arg(

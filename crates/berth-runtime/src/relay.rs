@@ -1,6 +1,8 @@
 //! The service proxy's byte relay on io_uring: once a cluster IP connection has its endpoint,
-//! its two sockets are handed to one of a few relay threads, one per CPU, each with its own
-//! io_uring. A thread keeps one receive in flight per direction; what arrives is sent on to
+//! its two sockets are handed to one of a few relay threads, one per two CPUs, each with its
+//! own io_uring. (The proxy shares its node with the pods it serves; fewer rings also gather
+//! more completions per wake-up: on 2 vCPU one thread took 9 µs of CPU per request where two
+//! took 11-14 µs.) A thread keeps one receive in flight per direction; what arrives is sent on to
 //! the other socket, and the next receive goes out only when the send is done, so a slow
 //! reader holds its writer back (at most one 16 KiB buffer per direction, as haproxy's and
 //! nginx's defaults). Everything a thread has to submit after a round of completions goes to
@@ -92,7 +94,8 @@ impl Relays {
         static RELAYS: OnceLock<Option<Relays>> = OnceLock::new();
         RELAYS
             .get_or_init(|| {
-                let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+                let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+                let threads = cpus.div_ceil(2);
                 match Relays::start(threads) {
                     Ok(r) => {
                         tracing::info!(threads, "the service proxy relays on io_uring");

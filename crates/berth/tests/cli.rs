@@ -393,7 +393,7 @@ fn help_explains() {
         stderr(&o).contains("cannot read kubeconfig") || stderr(&o).contains("no kubeconfig"),
         "{}",
         stderr(&o)
-    );    // A bad flag value names the flag and what it takes, before anything starts.
+    ); // A bad flag value names the flag and what it takes, before anything starts.
     let o = std::process::Command::new(common::BIN)
         .args(["up", "--proxy-relay", "splice"])
         .output()
