@@ -153,6 +153,9 @@ impl Relays {
             .min_by_key(|l| l.live.load(Ordering::Relaxed))
             .expect("at least one relay thread")
             .clone();
+        for fd in [&a, &b] {
+            blocking(fd);
+        }
         lane.live.fetch_add(1, Ordering::Relaxed);
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         lane.send(Cmd::Add {
@@ -164,11 +167,12 @@ impl Relays {
     }
 }
 
-/// A non-blocking eventfd.
+/// An eventfd. Blocking, as the sockets are made: a kernel that hands `EAGAIN` back for
+/// non-blocking files instead of waiting would otherwise have the thread spin.
 #[allow(unsafe_code)] // eventfd(2): nix 0.29 has it only behind a feature this crate lacks.
 fn eventfd() -> std::io::Result<OwnedFd> {
     // SAFETY: eventfd(2) with valid flags; the result is checked before it is owned.
-    let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+    let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
     if fd < 0 {
         return Err(std::io::Error::last_os_error());
     }
@@ -461,6 +465,16 @@ impl Thread {
     }
 }
 
+/// Clears O_NONBLOCK: io_uring waits for the socket itself, and some kernels hand `EAGAIN`
+/// back for non-blocking files instead.
+fn blocking(fd: &OwnedFd) {
+    use nix::fcntl::{FcntlArg, OFlag, fcntl};
+    if let Ok(flags) = fcntl(fd.as_raw_fd(), FcntlArg::F_GETFL) {
+        let flags = OFlag::from_bits_truncate(flags) - OFlag::O_NONBLOCK;
+        let _ = fcntl(fd.as_raw_fd(), FcntlArg::F_SETFL(flags));
+    }
+}
+
 /// Makes closing the socket reset the connection.
 fn linger_zero(fd: &impl std::os::fd::AsFd) {
     let l = libc::linger {
@@ -512,6 +526,10 @@ mod tests {
         let (backend, _) = back.accept().unwrap();
         for s in [&client, &backend] {
             s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        }
+        // Handed over non-blocking, as the proxy's runtime has them.
+        for s in [&inbound, &out] {
+            s.set_nonblocking(true).unwrap();
         }
         (client, backend, splice(inbound, out))
     }
