@@ -1,12 +1,14 @@
 //! The service proxy's byte relay on io_uring: once a cluster IP connection has its endpoint,
 //! its two sockets are handed to one of a few relay threads, one per two CPUs, each with its
-//! own io_uring. (The proxy shares its node with the pods it serves; fewer rings also gather
-//! more completions per wake-up: on 2 vCPU one thread took 9 µs of CPU per request where two
-//! took 11-14 µs.) A thread keeps one receive in flight per direction; what arrives is sent on to
-//! the other socket, and the next receive goes out only when the send is done, so a slow
-//! reader holds its writer back (at most one 16 KiB buffer per direction, as haproxy's and
-//! nginx's defaults). Everything a thread has to submit after a round of completions goes to
-//! the kernel in one system call, which is where this beats a relay that makes a `recv` and a
+//! own io_uring. (The proxy shares its node with the pods it serves, and fewer rings gather
+//! more completions per wake-up: on 2 vCPU one thread took 9-10 µs of CPU per request where
+//! two took 11-13 µs.)
+//!
+//! A thread keeps one receive in flight per direction; what arrives is sent on to the other
+//! socket, and the next receive goes out only when the send is done, so a slow reader holds
+//! its writer back (at most one 16 KiB buffer per direction, as haproxy's and nginx's
+//! defaults). Everything a thread has to submit after a round of completions goes to the
+//! kernel in one system call, which is where this beats a relay that makes a `recv` and a
 //! `send` call per message (measured in docs/benchmarks.md).
 //!
 //! - A half-close passes on: the end of one direction shuts the other socket's writing side,
