@@ -104,7 +104,11 @@ impl Relays {
                         Some(r)
                     }
                     Err(e) => {
-                        tracing::warn!(error = %e, "io_uring is not available here; the service proxy relays with epoll");
+                        tracing::warn!(
+                            error = %e,
+                            "io_uring is not available here (see sysctl kernel.io_uring_disabled); \
+                             the service proxy relays with epoll (--proxy-relay epoll: the same, unwarned)"
+                        );
                         None
                     }
                 }
