@@ -24,6 +24,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use berth_runtime::netlink::Netlink;
+use berth_runtime::relay::Relays;
 use tokio::net::{TcpListener, TcpSocket, TcpStream, UdpSocket};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -59,6 +60,17 @@ pub enum Relay {
     Epoll,
 }
 
+impl Relay {
+    /// The relay threads this asks for, started on first use (it may block meanwhile);
+    /// `None` for the copy task, asked for or because io_uring cannot be used.
+    fn threads(self) -> Option<&'static Relays> {
+        match self {
+            Relay::IoUring => Relays::get(),
+            Relay::Epoll => None,
+        }
+    }
+}
+
 impl std::str::FromStr for Relay {
     type Err = String;
     fn from_str(s: &str) -> Result<Relay, String> {
@@ -84,11 +96,12 @@ struct Port {
     /// A signal per endpoint with open connections: true closes them.
     closers: Mutex<HashMap<SocketAddr, watch::Sender<bool>>>,
     drain: Duration,
-    relay: Relay,
+    /// Where established connections are relayed; `None`: a copy task each.
+    relays: Option<&'static Relays>,
 }
 
 impl Port {
-    fn new(drain: Duration, relay: Relay) -> Arc<Port> {
+    fn new(drain: Duration, relays: Option<&'static Relays>) -> Arc<Port> {
         Arc::new(Port {
             backends: RwLock::new(Arc::new(Vec::new())),
             next: AtomicUsize::new(0),
@@ -96,7 +109,7 @@ impl Port {
             sticky: Mutex::new(HashMap::new()),
             closers: Mutex::new(HashMap::new()),
             drain,
-            relay,
+            relays,
         })
     }
 
@@ -193,9 +206,7 @@ async fn serve_tcp(port: Arc<Port>, mut inbound: TcpStream, peer: SocketAddr) {
         let close = port.connected(peer.ip(), b);
         let _ = inbound.set_nodelay(true);
         let _ = out.set_nodelay(true);
-        if port.relay == Relay::IoUring
-            && let Some(relays) = berth_runtime::relay::Relays::get()
-        {
+        if let Some(relays) = port.relays {
             match (inbound.into_std(), out.into_std()) {
                 (Ok(a), Ok(b)) => {
                     let (tx, ended) = tokio::sync::oneshot::channel();
@@ -314,6 +325,8 @@ fn listen(front: &Frontend, port: Arc<Port>) -> std::io::Result<JoinHandle<()>> 
 /// What runs now.
 struct State {
     opts: Options,
+    /// The relay threads established connections go to (`None`: a copy task each).
+    relays: Option<&'static Relays>,
     ports: HashMap<PortKey, Arc<Port>>,
     listeners: HashMap<Frontend, (Arc<Port>, JoinHandle<()>)>,
     /// Frontends that could not listen (said once; tried again on the next change).
@@ -393,7 +406,7 @@ impl State {
             let drain = self.opts.drain;
             self.ports
                 .entry(pk.clone())
-                .or_insert_with(|| Port::new(drain, self.opts.relay))
+                .or_insert_with(|| Port::new(drain, self.relays))
                 .set(backends.clone(), *affinity);
         }
         // A port that went: its connections drain as from endpoints that went.
@@ -469,12 +482,12 @@ pub(crate) async fn run(
         })
         .await?;
     }
-    if opts.relay == Relay::IoUring {
-        // Started now, so whether io_uring can be used is said when the agent starts.
-        tokio::task::spawn_blocking(|| berth_runtime::relay::Relays::get().is_some()).await?;
-    }
+    // Chosen (and started) once, so whether io_uring can be used is said when the agent starts.
+    let relay = opts.relay;
+    let relays = tokio::task::spawn_blocking(move || relay.threads()).await?;
     let mut state = State {
         opts,
+        relays,
         ports: HashMap::new(),
         listeners: HashMap::new(),
         failed: HashSet::new(),
@@ -506,7 +519,7 @@ mod tests {
     async fn turns_affinity_and_draining() {
         let a: SocketAddr = "10.0.0.1:80".parse().unwrap();
         let b: SocketAddr = "10.0.0.2:80".parse().unwrap();
-        let port = Port::new(Duration::from_millis(50), Relay::Epoll);
+        let port = Port::new(Duration::from_millis(50), None);
         port.set(vec![a, b], None);
         let client: IpAddr = "10.1.0.1".parse().unwrap();
         let firsts: Vec<SocketAddr> = (0..4).map(|_| port.order(client)[0]).collect();
@@ -531,11 +544,7 @@ mod tests {
         port.set(vec![a], None);
         tokio::time::sleep(Duration::from_millis(120)).await;
         assert!(!*keep.borrow());
-        assert!(
-            Port::new(Duration::ZERO, Relay::Epoll)
-                .order(client)
-                .is_empty()
-        );
+        assert!(Port::new(Duration::ZERO, None).order(client).is_empty());
     }
 
     /// A port with one echoing endpoint: its listening address, and the port.
@@ -555,7 +564,7 @@ mod tests {
                 });
             }
         });
-        let port = Port::new(Duration::from_secs(1), relay);
+        let port = Port::new(Duration::from_secs(1), relay.threads());
         port.set(vec![backend_addr], None);
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();

@@ -77,6 +77,14 @@ pub struct Relays {
     next_id: AtomicU64,
 }
 
+impl std::fmt::Debug for Relays {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Relays")
+            .field("threads", &self.lanes.len())
+            .finish()
+    }
+}
+
 /// A connection being relayed.
 pub struct Spliced {
     lane: Arc<Lane>,
@@ -451,13 +459,8 @@ impl Thread {
 
     /// Frees an ending connection whose operations have all completed.
     fn release(&mut self, slot: usize) {
-        let Some(c) = self.conns[slot].as_mut() else {
-            return;
-        };
-        if !c.ending || c.op.iter().any(Option::is_some) {
-            return;
-        }
-        let Some(c) = self.conns[slot].take() else {
+        let idle = |c: &Conn| c.ending && c.op.iter().all(Option::is_none);
+        let Some(c) = self.conns[slot].take_if(|c| idle(c)) else {
             return;
         };
         self.slots.remove(&c.id);
