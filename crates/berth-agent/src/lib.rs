@@ -54,6 +54,8 @@ pub struct AgentConfig {
     pub dns: Dns,
     /// Registries spoken to over plain HTTP when pulling.
     pub insecure_registries: Vec<String>,
+    /// The most one image layer may take unpacked (`--max-layer-size`).
+    pub max_layer_size: u64,
     /// The first crash-loop (and image pull) back-off; it doubles up to 5 min. Kubernetes
     /// uses 10 s.
     pub restart_backoff: Duration,

@@ -158,12 +158,23 @@ async fn resolve_image(
             }
         }
     };
-    let layers = record
-        .layers
-        .iter()
-        .map(|l| store.layer_dir(l))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| ("ErrImagePull".to_string(), e.to_string()))?;
+    // Unpacking waits on the layer's lock and on the disk: never on the async workers.
+    let store = store.with_max_layer_size(shared.cfg.max_layer_size);
+    let wanted = record.layers.clone();
+    let layers = tokio::task::spawn_blocking(move || {
+        wanted
+            .iter()
+            .map(|l| store.layer_dir(l))
+            .collect::<Result<Vec<_>, _>>()
+    })
+    .await
+    .map_err(|e| {
+        (
+            "ErrImagePull".to_string(),
+            format!("unpacking the image: {e}"),
+        )
+    })?
+    .map_err(|e| ("ErrImagePull".to_string(), e.to_string()))?;
     Ok(Image {
         layers,
         config: record.config.clone(),

@@ -92,6 +92,10 @@ pub struct NodeArgs {
     pub node_ip: String,
     #[command(flatten)]
     pub net: crate::run::NetArgs,
+    /// The most one image layer may take once unpacked (bytes, or a quantity such as 20Gi);
+    /// a layer that unpacks past it is refused and nothing of it is kept
+    #[arg(long, value_name = "SIZE", default_value = "20Gi", value_parser = parse_size, env = "BERTH_MAX_LAYER_SIZE")]
+    pub max_layer_size: u64,
     /// The first wait before restarting a crashed container (or pulling again); it doubles
     /// up to 5 min, as Kubernetes' (10s)
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
@@ -170,6 +174,15 @@ pub struct AgentArgs {
     pub node: NodeArgs,
 }
 
+/// A size in bytes, written as a number or a Kubernetes quantity (`20Gi`, `500M`).
+fn parse_size(s: &str) -> Result<u64, String> {
+    let q = berth_api::quantity::Quantity::parse(s).map_err(|e| e.to_string())?;
+    u64::try_from(q.units_ceil())
+        .ok()
+        .filter(|n| *n > 0)
+        .ok_or_else(|| format!("{s:?} is not a positive size"))
+}
+
 fn parse_strategy(s: &str) -> Result<berth_scheduler::Strategy, String> {
     berth_scheduler::Strategy::parse(s)
         .ok_or_else(|| format!("{s:?} is not one of spread, binpack, round-robin, random"))
@@ -199,6 +212,7 @@ impl NodeArgs {
             lease_duration: Duration::from_secs(10),
             dns: berth_runtime::pod::Dns::from_host(),
             insecure_registries: self.insecure_registry.clone(),
+            max_layer_size: self.max_layer_size,
             restart_backoff: self.restart_backoff,
             agent_port: self.agent_port,
             cluster_ca_pem,

@@ -119,11 +119,13 @@ pub fn write_private(path: &Path, content: &str) -> anyhow::Result<()> {
 
 /// Starts the control plane and returns once it is ready to serve.
 pub async fn start(opts: ServerOptions) -> anyhow::Result<RunningServer> {
-    std::fs::create_dir_all(&opts.data_dir)
+    // The data directory holds the store (with every Secret), tokens and keys: root's alone.
+    berth_fs::private_dir(&opts.data_dir)
         .with_context(|| format!("cannot create data directory {}", opts.data_dir.display()))?;
     let (auth, token) = ensure_tokens(&opts.data_dir)?;
     let store_dir = opts.data_dir.join("store");
-    std::fs::create_dir_all(&store_dir)?;
+    berth_fs::private_dir(&store_dir)
+        .with_context(|| format!("cannot create {}", store_dir.display()))?;
     let store_opts = StoreOptions {
         retention: opts.retention,
         ..Default::default()

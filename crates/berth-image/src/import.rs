@@ -1,6 +1,12 @@
 //! Importing images from files: OCI image layouts (a directory or a tar of one) and
 //! `docker save` archives (both the classic `manifest.json` form and the OCI form newer
 //! Dockers write). Every blob is verified against its digest on the way in.
+//!
+//! An archive is hostile input: it is unpacked with the layer unpacker (no entry written
+//! through a link), and every file in it is then opened beneath its root with the kernel
+//! refusing links that lead out (`berth_fs::open_beneath`), so an archive whose `index.json`
+//! or blobs are links to the host's files is refused rather than read. JSON documents are
+//! read up to [`MAX_JSON`].
 
 use std::path::{Path, PathBuf};
 
@@ -34,9 +40,66 @@ impl Drop for TempDir {
     }
 }
 
-fn read_json(path: &Path) -> Result<Value, ImageError> {
-    let b = std::fs::read(path).map_err(io_err(path))?;
-    serde_json::from_slice(&b).map_err(|e| invalid(&path.display().to_string(), e.to_string()))
+/// The most an index, manifest or config in an archive may hold (containerd's limit for
+/// manifests).
+pub const MAX_JSON: u64 = 4 << 20;
+
+/// An archive's files, reached only beneath its root.
+struct Layout {
+    root: std::os::fd::OwnedFd,
+    path: PathBuf,
+}
+
+impl Layout {
+    fn open_dir(path: &Path) -> Result<Layout, ImageError> {
+        Ok(Layout {
+            root: berth_fs::open_root(path)?,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Opens `rel` for reading; a link that leaves the archive is refused.
+    fn open(&self, rel: &str) -> Result<std::fs::File, ImageError> {
+        use std::os::fd::AsFd;
+        berth_fs::open_beneath(
+            self.root.as_fd(),
+            Path::new(rel),
+            rustix::fs::OFlags::RDONLY,
+        )
+        .map(std::fs::File::from)
+        .map_err(|e| match e {
+            berth_fs::FsError::Escapes { .. } => invalid(
+                &self.path.display().to_string(),
+                format!("{rel} is a link that leads out of the archive"),
+            ),
+            e => ImageError::Io {
+                path: self.path.join(rel).display().to_string(),
+                source: std::io::Error::other(e.to_string()),
+            },
+        })
+    }
+
+    fn has(&self, rel: &str) -> bool {
+        self.open(rel).is_ok()
+    }
+
+    /// Reads a JSON document of at most [`MAX_JSON`] bytes.
+    fn read_json_bytes(&self, rel: &str) -> Result<Vec<u8>, ImageError> {
+        use std::io::Read;
+        let mut b = Vec::new();
+        self.open(rel)?
+            .take(MAX_JSON + 1)
+            .read_to_end(&mut b)
+            .map_err(io_err(&self.path.join(rel)))?;
+        if b.len() as u64 > MAX_JSON {
+            return Err(invalid(rel, format!("larger than {} MiB", MAX_JSON >> 20)));
+        }
+        Ok(b)
+    }
+
+    fn read_json(&self, rel: &str) -> Result<Value, ImageError> {
+        serde_json::from_slice(&self.read_json_bytes(rel)?).map_err(|e| invalid(rel, e.to_string()))
+    }
 }
 
 /// Imports every image in `path`. `name` names the image when the archive does not (or
@@ -68,18 +131,24 @@ pub fn import(
         } else {
             Box::new(r)
         };
-        tar::Archive::new(stream).unpack(&tmp).map_err(|e| {
-            invalid(
+        let opts = crate::unpack::UnpackOptions {
+            whiteouts: false,
+            max_size: u64::MAX,
+        };
+        crate::unpack::unpack(stream, &tmp, opts).map_err(|e| match e {
+            ImageError::Invalid { why, .. } => invalid(
                 &path.display().to_string(),
-                format!("not a tar archive of an image: {e}"),
-            )
+                format!("not a tar archive of an image: {why}"),
+            ),
+            e => e,
         })?;
         (tmp, Some(guard))
     };
     let source = format!("import {}", path.display());
-    if dir.join("index.json").exists() {
+    let dir = Layout::open_dir(&dir)?;
+    if dir.has("index.json") {
         import_oci(store, &dir, name, &source)
-    } else if dir.join("manifest.json").exists() {
+    } else if dir.has("manifest.json") {
         import_docker(store, &dir, name, &source)
     } else {
         Err(invalid(
@@ -100,13 +169,8 @@ fn one_image_if_named(name: &Option<Reference>, images: usize) -> Result<(), Ima
     Ok(())
 }
 
-fn blob_in(dir: &Path, d: &Digest) -> PathBuf {
-    dir.join("blobs/sha256").join(d.hex())
-}
-
-fn copy_blob(store: &ImageStore, dir: &Path, d: &Digest) -> Result<u64, ImageError> {
-    let p = blob_in(dir, d);
-    let mut f = std::fs::File::open(&p).map_err(io_err(&p))?;
+fn copy_blob(store: &ImageStore, dir: &Layout, d: &Digest) -> Result<u64, ImageError> {
+    let mut f = dir.open(&format!("blobs/sha256/{}", d.hex()))?;
     store.write_blob(d, &mut f)
 }
 
@@ -137,7 +201,7 @@ fn pick_platform(index: &Value) -> Result<Value, ImageError> {
 /// Stores a manifest's config and layers (from `dir`) and returns the record.
 fn record_from_manifest(
     store: &ImageStore,
-    dir: &Path,
+    dir: &Layout,
     manifest_digest: Digest,
     manifest: &Value,
     name: String,
@@ -171,11 +235,11 @@ fn record_from_manifest(
 
 fn import_oci(
     store: &ImageStore,
-    dir: &Path,
+    dir: &Layout,
     name: Option<Reference>,
     source: &str,
 ) -> Result<Vec<ImageRecord>, ImageError> {
-    let index = read_json(&dir.join("index.json"))?;
+    let index = dir.read_json("index.json")?;
     let entries = index["manifests"].as_array().cloned().unwrap_or_default();
     if entries.is_empty() {
         return Err(invalid("index.json", "lists no images"));
@@ -228,11 +292,11 @@ fn import_oci(
 
 fn import_docker(
     store: &ImageStore,
-    dir: &Path,
+    dir: &Layout,
     name: Option<Reference>,
     source: &str,
 ) -> Result<Vec<ImageRecord>, ImageError> {
-    let entries = read_json(&dir.join("manifest.json"))?;
+    let entries = dir.read_json("manifest.json")?;
     let entries = entries
         .as_array()
         .cloned()
@@ -240,7 +304,7 @@ fn import_docker(
     one_image_if_named(&name, entries.len())?;
     let mut out = Vec::new();
     for e in entries {
-        let rel = |p: &str| -> Result<PathBuf, ImageError> {
+        let rel = |p: &str| -> Result<String, ImageError> {
             if Path::new(p)
                 .components()
                 .any(|c| !matches!(c, std::path::Component::Normal(_)))
@@ -250,12 +314,12 @@ fn import_docker(
                     format!("path {p:?} leaves the archive"),
                 ));
             }
-            Ok(dir.join(p))
+            Ok(p.to_string())
         };
         let config_path = rel(e["Config"]
             .as_str()
             .ok_or_else(|| invalid("manifest.json", "an entry has no Config"))?)?;
-        let config_bytes = std::fs::read(&config_path).map_err(io_err(&config_path))?;
+        let config_bytes = dir.read_json_bytes(&config_path)?;
         let config_digest = store.write_blob_bytes(&config_bytes)?;
         let config = ImageConfig::from_blob(&config_bytes)?;
         let mut layers = Vec::new();
@@ -263,15 +327,16 @@ fn import_docker(
             let p = rel(l
                 .as_str()
                 .ok_or_else(|| invalid("manifest.json", "a layer path is not a string"))?)?;
-            let mut f = std::fs::File::open(&p).map_err(io_err(&p))?;
+            let at = dir.path.join(&p);
+            let mut f = dir.open(&p)?;
             let mut head = [0u8; 2];
-            let gz = std::io::Read::read(&mut f, &mut head).map_err(io_err(&p))? == 2
+            let gz = std::io::Read::read(&mut f, &mut head).map_err(io_err(&at))? == 2
                 && head == [0x1f, 0x8b];
-            let mut f = std::fs::File::open(&p).map_err(io_err(&p))?;
+            let mut f = dir.open(&p)?;
             let mut hasher = crate::digest::HashingWriter::new(std::io::sink());
-            std::io::copy(&mut f, &mut hasher).map_err(io_err(&p))?;
+            std::io::copy(&mut f, &mut hasher).map_err(io_err(&at))?;
             let digest = hasher.hasher.finish();
-            let mut f = std::fs::File::open(&p).map_err(io_err(&p))?;
+            let mut f = dir.open(&p)?;
             let size = store.write_blob(&digest, &mut f)?;
             let media_type = if gz {
                 "application/vnd.docker.image.rootfs.diff.tar.gzip"

@@ -30,6 +30,8 @@ pub enum ImageError {
         source: std::io::Error,
     },
     #[error(transparent)]
+    Fs(#[from] berth_fs::FsError),
+    #[error(transparent)]
     Reference(#[from] reference::ReferenceError),
     #[error(transparent)]
     Digest(#[from] digest::DigestError),

@@ -6,7 +6,17 @@
 //! images/layers/<hex>/complete       written last: the unpack finished
 //! images/images.json                 name -> manifest, config, layers (written atomically)
 //! images/tmp/                        downloads and unpacks in progress
+//! images/locks/                      one lock file per layer being unpacked, and the index's
 //! ```
+//!
+//! The whole tree is private to root (`0700`): layers hold other people's set-user-ID programs
+//! and device nodes, which no unprivileged user of the host may reach.
+//!
+//! A layer is unpacked once, even when many pods (or processes) want it at the same moment: the
+//! first takes the layer's lock, unpacks into `tmp/`, marks it complete and renames it into
+//! `layers/`; the others wait on the lock and then find it done. `layers/<hex>` therefore only
+//! ever holds a finished unpack; one found without its marker (left by an older berth or a
+//! crash) is removed and unpacked again.
 //!
 //! Reference counts are what `images.json` says: a blob or layer no image names is garbage,
 //! removed by `gc` (and by `remove`).
@@ -120,17 +130,46 @@ struct Index {
 #[derive(Debug, Clone)]
 pub struct ImageStore {
     root: PathBuf,
+    max_layer_size: u64,
 }
+
+/// An exclusive lock held on a file in `locks/` until dropped (`flock`, so it is released
+/// when the process dies, and two threads of one process exclude each other too).
+#[derive(Debug)]
+pub struct StoreLock(#[allow(dead_code, reason = "held for its lock")] std::fs::File);
 
 impl ImageStore {
     pub fn open(root: &Path) -> Result<ImageStore, ImageError> {
-        for d in ["blobs/sha256", "layers", "tmp"] {
+        // A store made by an older berth may be readable by all; it holds what images hold.
+        berth_fs::private_dir(root).map_err(io_err(root))?;
+        for d in ["blobs/sha256", "layers", "tmp", "locks"] {
             let p = root.join(d);
             std::fs::create_dir_all(&p).map_err(io_err(&p))?;
         }
         Ok(ImageStore {
             root: root.to_path_buf(),
+            max_layer_size: crate::unpack::DEFAULT_MAX_LAYER_SIZE,
         })
+    }
+
+    /// Sets the most one layer may take unpacked (`--max-layer-size`).
+    pub fn with_max_layer_size(mut self, bytes: u64) -> ImageStore {
+        self.max_layer_size = bytes;
+        self
+    }
+
+    /// Takes the store's lock named `name`, waiting for whoever holds it.
+    pub fn lock(&self, name: &str) -> Result<StoreLock, ImageError> {
+        let p = self.root.join("locks").join(name);
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&p)
+            .map_err(io_err(&p))?;
+        rustix::fs::flock(&f, rustix::fs::FlockOperation::LockExclusive)
+            .map_err(|e| io_err(&p)(e.into()))?;
+        Ok(StoreLock(f))
     }
 
     pub fn root(&self) -> &Path {
@@ -206,11 +245,19 @@ impl ImageStore {
         std::fs::read(&p).map_err(io_err(&p))
     }
 
-    /// The unpacked root of a layer, unpacking it the first time.
+    /// Whether `base` holds a finished unpack of `digest`.
+    fn layer_complete(base: &Path, digest: &Digest) -> bool {
+        std::fs::read_to_string(base.join("complete")).is_ok_and(|m| m.trim() == digest.as_str())
+    }
+
+    /// The unpacked root of a layer, unpacking it the first time. Safe to call from many
+    /// threads and processes at once: the layer is unpacked exactly once, and no caller gets
+    /// its directory before the unpack has finished.
     pub fn layer_dir(&self, layer: &LayerRef) -> Result<PathBuf, ImageError> {
-        let base = self.root.join("layers").join(layer.digest.hex());
+        let hex = layer.digest.hex();
+        let base = self.root.join("layers").join(hex);
         let rootfs = base.join("rootfs");
-        if base.join("complete").exists() {
+        if Self::layer_complete(&base, &layer.digest) {
             return Ok(rootfs);
         }
         if !(layer.media_type.contains("tar") || layer.media_type.is_empty())
@@ -221,17 +268,54 @@ impl ImageStore {
                 media_type: layer.media_type.clone(),
             });
         }
-        // An unpack a crash interrupted is redone from scratch.
-        if base.exists() {
-            std::fs::remove_dir_all(&base).map_err(io_err(&base))?;
+        let _lock = self.lock(&format!("layer-{hex}"))?;
+        if Self::layer_complete(&base, &layer.digest) {
+            return Ok(rootfs);
         }
+        // Whatever is there now is an unpack that never finished: nobody uses it.
+        berth_fs::remove_tree(&base).map_err(io_err(&base))?;
+        // The temporary name is the layer's own: only the lock's holder uses it.
+        let tmp = self.root.join("tmp").join(format!("layer-{hex}"));
+        berth_fs::remove_tree(&tmp).map_err(io_err(&tmp))?;
+        let result = self.unpack_into(layer, &tmp);
+        if result.is_err() {
+            // A refused or failed unpack leaves nothing behind.
+            let _ = berth_fs::remove_tree(&tmp);
+            return result.map(|_| rootfs);
+        }
+        std::fs::rename(&tmp, &base).map_err(io_err(&base))?;
+        let layers = self.root.join("layers");
+        std::fs::File::open(&layers)
+            .and_then(|d| d.sync_all())
+            .map_err(io_err(&layers))?;
+        Ok(rootfs)
+    }
+
+    /// Unpacks a layer's blob into `tmp/rootfs`, makes it durable and marks it complete.
+    fn unpack_into(&self, layer: &LayerRef, tmp: &Path) -> Result<(), ImageError> {
+        let rootfs = tmp.join("rootfs");
         std::fs::create_dir_all(&rootfs).map_err(io_err(&rootfs))?;
         let blob = self.blob_path(&layer.digest);
         let f = std::fs::File::open(&blob).map_err(io_err(&blob))?;
-        crate::unpack::unpack_layer(f, &rootfs)?;
-        let marker = base.join("complete");
-        std::fs::write(&marker, layer.digest.as_str()).map_err(io_err(&marker))?;
-        Ok(rootfs)
+        let opts = crate::unpack::UnpackOptions {
+            whiteouts: true,
+            max_size: self.max_layer_size,
+        };
+        crate::unpack::unpack(f, &rootfs, opts).map_err(|e| match e {
+            ImageError::Invalid { why, .. } => ImageError::Invalid {
+                what: format!("layer {}", layer.digest),
+                why,
+            },
+            e => e,
+        })?;
+        // The marker must never reach the disk before the files it vouches for.
+        let dir = std::fs::File::open(&rootfs).map_err(io_err(&rootfs))?;
+        rustix::fs::syncfs(&dir).map_err(|e| io_err(&rootfs)(e.into()))?;
+        let marker = tmp.join("complete");
+        let mut m = std::fs::File::create(&marker).map_err(io_err(&marker))?;
+        m.write_all(layer.digest.as_str().as_bytes())
+            .and_then(|()| m.sync_all())
+            .map_err(io_err(&marker))
     }
 
     fn index_path(&self) -> PathBuf {
@@ -265,6 +349,7 @@ impl ImageStore {
 
     /// Records an image under its name (replacing what the name pointed at).
     pub fn put_image(&self, rec: ImageRecord) -> Result<(), ImageError> {
+        let _lock = self.lock("index")?;
         let mut idx = self.read_index()?;
         idx.images.retain(|i| i.name != rec.name);
         idx.images.push(rec);
@@ -303,15 +388,19 @@ impl ImageStore {
     /// Forgets an image, then removes what no other image uses.
     pub fn remove(&self, name: &str) -> Result<ImageRecord, ImageError> {
         let rec = self.resolve(name)?;
-        let mut idx = self.read_index()?;
-        idx.images.retain(|i| i.name != rec.name);
-        self.write_index(&idx)?;
+        {
+            let _lock = self.lock("index")?;
+            let mut idx = self.read_index()?;
+            idx.images.retain(|i| i.name != rec.name);
+            self.write_index(&idx)?;
+        }
         self.gc()?;
         Ok(rec)
     }
 
     /// Removes blobs and unpacked layers no image refers to; returns how many went.
     pub fn gc(&self) -> Result<usize, ImageError> {
+        let _lock = self.lock("index")?;
         let idx = self.read_index()?;
         let mut live: BTreeSet<String> = BTreeSet::new();
         for i in &idx.images {
@@ -329,12 +418,7 @@ impl ImageStore {
                 let name = e.file_name().to_string_lossy().into_owned();
                 if !live.contains(&name) {
                     let p = e.path();
-                    if p.is_dir() {
-                        std::fs::remove_dir_all(&p)
-                    } else {
-                        std::fs::remove_file(&p)
-                    }
-                    .map_err(io_err(&p))?;
+                    berth_fs::remove_tree(&p).map_err(io_err(&p))?;
                     removed += 1;
                 }
             }

@@ -188,3 +188,81 @@ fn docker_save_archives_and_tarred_layouts_import() {
             .contains("leaves the archive")
     );
 }
+
+/// An archive whose files are links to the host's files: the import refuses it and reads
+/// nothing from outside (a `docker save` whose manifest, config or layer is a link out, and a
+/// hard link to a host file).
+#[test]
+fn archives_with_links_out_of_them_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let secret = tmp.path().join("secret.json");
+    std::fs::write(&secret, br#"[{"Config":"c.json","Layers":[]}]"#).unwrap();
+    let store = ImageStore::open(&tmp.path().join("store")).unwrap();
+    let link = |b: &mut tar::Builder<Vec<u8>>, kind, name: &str, target: &str| {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(kind);
+        h.set_size(0);
+        h.set_mode(0o644);
+        b.append_link(&mut h, name, target).unwrap();
+    };
+    let file = |b: &mut tar::Builder<Vec<u8>>, name: &str, data: &[u8]| {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        b.append_data(&mut h, name, data).unwrap();
+    };
+    let secret_s = secret.display().to_string();
+    type Build<'a> = Box<dyn Fn(&mut tar::Builder<Vec<u8>>) + 'a>;
+    let cases: Vec<(&str, Build)> = vec![
+        (
+            "manifest.json",
+            Box::new(|b| link(b, tar::EntryType::Symlink, "manifest.json", &secret_s)),
+        ),
+        (
+            "c.json",
+            Box::new(|b| {
+                file(
+                    b,
+                    "manifest.json",
+                    br#"[{"Config":"c.json","Layers":[],"RepoTags":["x:1"]}]"#,
+                );
+                link(
+                    b,
+                    tar::EntryType::Symlink,
+                    "c.json",
+                    "../../../../../../etc/hostname",
+                );
+            }),
+        ),
+        (
+            "layer.tar",
+            Box::new(|b| {
+                file(
+                    b,
+                    "c.json",
+                    br#"{"architecture":"amd64","os":"linux","config":{}}"#,
+                );
+                file(
+                    b,
+                    "manifest.json",
+                    br#"[{"Config":"c.json","Layers":["layer.tar"],"RepoTags":["x:1"]}]"#,
+                );
+                link(b, tar::EntryType::Symlink, "layer.tar", "/etc/hostname");
+            }),
+        ),
+        (
+            "manifest.json",
+            Box::new(|b| link(b, tar::EntryType::Link, "manifest.json", &secret_s)),
+        ),
+    ];
+    for (named, build) in cases {
+        let mut b = tar::Builder::new(Vec::new());
+        build(&mut b);
+        let archive = tmp.path().join("evil.tar");
+        std::fs::write(&archive, b.into_inner().unwrap()).unwrap();
+        let err = import(&store, &archive, None).unwrap_err().to_string();
+        assert!(err.contains(named), "the error names {named}: {err}");
+        assert!(store.list().unwrap().is_empty(), "nothing imported: {err}");
+    }
+    assert!(std::fs::read(&secret).unwrap().starts_with(b"[{"));
+}

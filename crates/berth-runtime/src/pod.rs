@@ -200,6 +200,10 @@ impl Runtime {
     /// Makes the pod's sandbox and starts its shim.
     pub fn run_pod(&self, config: &PodConfig) -> Result<PodRecord> {
         check_name(&config.id)?;
+        // Pods hold their volumes and the mounts of their images: no host user may reach them.
+        for private in [self.root.clone(), self.root.join("pods")] {
+            berth_fs::private_dir(&private).map_err(io(&private))?;
+        }
         let dir = self.pod_dir(&config.id);
         std::fs::create_dir_all(&dir).map_err(io(&dir))?;
         let made = self.run_pod_in(&dir, config);
