@@ -977,6 +977,12 @@ mod tests {
     }
 
     proptest::proptest! {
+        // PROPTEST_CASES sets the count: 256 in the test command, a million in
+        // `scripts/bench fuzz`.
+        #![proptest_config(proptest::prelude::ProptestConfig {
+            failure_persistence: None,
+            ..proptest::prelude::ProptestConfig::default()
+        })]
         #[test]
         fn no_input_panics(input in proptest::collection::vec(proptest::num::u8::ANY, 0..600), step in 1usize..64) {
             let mut out = Vec::new();
