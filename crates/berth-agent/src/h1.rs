@@ -22,7 +22,8 @@
 //!
 //! Hop-by-hop headers (`Connection` and the ones it names, `Keep-Alive`, `Proxy-Connection`,
 //! `TE`, `Trailer`, `Upgrade`, `Proxy-Authenticate`, `Proxy-Authorization`) stay on their hop,
-//! except that an upgrade (WebSocket) is asked for again on the next.
+//! except that an upgrade (WebSocket) is asked for again on the next; an upgrade to `h2c` is
+//! not (it would tunnel past the routing).
 
 use std::io::{self, Write as _};
 use std::net::IpAddr;
@@ -398,7 +399,13 @@ pub(crate) fn parse_request(
         .iter()
         .find(|h| h.name.eq_ignore_ascii_case("upgrade"))
         .map(|h| h.value)
-        .filter(|_| version == 1 && tokens.iter().any(|t| t == "upgrade"));
+        .filter(|_| version == 1 && tokens.iter().any(|t| t == "upgrade"))
+        // HTTP/2 over cleartext would make the rest of the connection a tunnel to the
+        // endpoint past the routing (h2c smuggling): that upgrade is not asked for.
+        .filter(|v| {
+            !v.split(|b| *b == b',')
+                .any(|p| p.trim_ascii().eq_ignore_ascii_case(b"h2c"))
+        });
     let keep_alive = version == 1 && !tokens.iter().any(|t| t == "close");
 
     out.extend_from_slice(method.as_bytes());
@@ -996,6 +1003,13 @@ mod tests {
             out.contains("Connection: upgrade\r\nUpgrade: websocket\r\n"),
             "{out}"
         );
+        let (r, out) = request(
+            "GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: H2C\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n",
+        )
+        .unwrap();
+        assert!(!r.upgrade);
+        assert!(!out.to_ascii_lowercase().contains("upgrade"), "{out}");
+        assert!(!out.contains("HTTP2-Settings"), "{out}");
         let mut out = Vec::new();
         parse_request(
             b"GET / HTTP/1.1\r\nHost: [::1]:80\r\n\r\n",
