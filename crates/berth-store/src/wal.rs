@@ -7,6 +7,15 @@
 //! last checkpoint are replayed. A torn record at the end of the last segment (a crash in the
 //! middle of an append) was never acknowledged and is cut off.
 //!
+//! A failed append (a short `write`, ENOSPC, a failed `fdatasync`) is cut back off the
+//! segment at once: the file is truncated to the end of the last durable record and synced
+//! again, so no torn or unacknowledged record stays in front of the records that follow.
+//! After a failed `fdatasync` the page cache cannot be trusted to reach the disk (Linux marks
+//! the failed pages clean), so nothing past the last good sync is kept. If the cut itself
+//! fails, the log refuses every append until a later cut succeeds. The engine cuts a record
+//! back the same way when the database commit after it fails, so a revision answered with an
+//! error is never replayed.
+//!
 //! Record framing: `len: u32 LE | crc32(payload): u32 LE | payload`.
 
 use std::fs::{File, OpenOptions};
@@ -137,11 +146,15 @@ pub(crate) struct Wal {
     dir: PathBuf,
     seq: u64,
     file: File,
+    /// The end of the last durable record: everything before it was synced.
     size: u64,
+    /// Why the segment may hold bytes past `size` that could not be cut off: appends are
+    /// refused until a cut succeeds.
+    damaged: Option<String>,
 }
 
 fn io_err(path: &Path, e: std::io::Error) -> StoreError {
-    StoreError::Commit(format!("write-ahead log {}: {e}", path.display()))
+    crate::io_error(format!("write-ahead log {}", path.display()), &e)
 }
 
 fn segment_path(dir: &Path, seq: u64) -> PathBuf {
@@ -231,13 +244,16 @@ impl Wal {
                 seq,
                 file,
                 size: good_len,
+                damaged: None,
             },
             records,
         ))
     }
 
-    /// Appends records and makes them durable: one write, one fdatasync.
+    /// Appends records and makes them durable: one write, one fdatasync. On failure nothing
+    /// of them stays in the log (or, if it cannot be cut off, the log refuses appends).
     pub(crate) fn append(&mut self, records: &[WalRecord]) -> Result<(), StoreError> {
+        self.repair()?;
         let mut buf = Vec::new();
         for r in records {
             let mut w = Writer::new();
@@ -247,14 +263,63 @@ impl Wal {
             buf.extend_from_slice(&w.0);
         }
         let path = segment_path(&self.dir, self.seq);
-        self.file.write_all(&buf).map_err(|e| io_err(&path, e))?;
-        self.file.sync_data().map_err(|e| io_err(&path, e))?;
+        if let Err(e) = self
+            .file
+            .write_all(&buf)
+            .and_then(|()| self.file.sync_data())
+        {
+            let err = io_err(&path, e);
+            self.cut(self.size, &err);
+            return Err(err);
+        }
         self.size += buf.len() as u64;
         Ok(())
     }
 
+    /// The end of the last durable record, for `cut_back`.
     pub(crate) fn size(&self) -> u64 {
         self.size
+    }
+
+    /// Takes records appended after `mark` (a `size()` taken before) back out of the log:
+    /// their commit failed, so they must never be replayed.
+    pub(crate) fn cut_back(&mut self, mark: u64, why: &StoreError) {
+        if mark < self.size {
+            self.cut(mark, why);
+        }
+    }
+
+    /// Truncates the segment to `len` and syncs it; if that fails, marks the log damaged.
+    fn cut(&mut self, len: u64, why: &StoreError) {
+        self.size = len;
+        let path = segment_path(&self.dir, self.seq);
+        match self.file.set_len(len).and_then(|()| self.file.sync_all()) {
+            Ok(()) => self.damaged = None,
+            Err(e) => {
+                let e = io_err(&path, e);
+                tracing::error!(error = %e, after = %why, "cannot cut a failed write out of the write-ahead log");
+                self.damaged = Some(format!(
+                    "the write-ahead log could not be cut back after a failed write ({e}); writes are refused until it can"
+                ));
+            }
+        }
+    }
+
+    /// Before an append or a replay: if an earlier cut failed, tries it again.
+    pub(crate) fn repair(&mut self) -> Result<(), StoreError> {
+        let Some(why) = self.damaged.clone() else {
+            return Ok(());
+        };
+        let path = segment_path(&self.dir, self.seq);
+        self.file
+            .set_len(self.size)
+            .and_then(|()| self.file.sync_all())
+            .map_err(|e| match io_err(&path, e) {
+                StoreError::DiskFull(_) => StoreError::DiskFull(why),
+                _ => StoreError::Commit(why),
+            })?;
+        self.damaged = None;
+        Ok(())
     }
 
     /// After a durable checkpoint: start an empty segment and delete the old ones.

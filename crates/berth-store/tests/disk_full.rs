@@ -1,0 +1,135 @@
+//! A full disk loses nothing acknowledged: the store on a 4 MiB tmpfs of its own is filled
+//! until writes fail, given a little room (so writes succeed while the checkpoint of the
+//! database cannot), freed, written again, closed and reopened. Every acknowledged write is
+//! there, with its value, and no failed write is.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use berth_store::{Origin, Store, StoreError, StoreOptions};
+use berth_testkit::tmpfs::Tmpfs;
+
+fn me() -> Origin {
+    Origin::new("alice", "create")
+}
+
+fn value(i: usize) -> Vec<u8> {
+    vec![b'a' + (i % 26) as u8; 8 * 1024]
+}
+
+/// What the writes so far came to.
+#[derive(Default)]
+struct Ledger {
+    acked: BTreeMap<String, Vec<u8>>,
+    failed: Vec<String>,
+    n: usize,
+}
+
+impl Ledger {
+    /// One put of a fresh key: `Ok(true)` acknowledged, `Ok(false)` refused for a full disk
+    /// (with an error that says so); anything else fails the test.
+    async fn put(&mut self, s: &Store) -> bool {
+        self.n += 1;
+        let key = format!("/k/{:05}", self.n);
+        let v = value(self.n);
+        match s.put(key.as_bytes(), &v, me()).await {
+            Ok(_) => {
+                self.acked.insert(key, v);
+                true
+            }
+            Err(e @ StoreError::DiskFull(_)) => {
+                let msg = e.to_string();
+                assert!(
+                    msg.contains("the disk is full") && msg.contains("No space left on device"),
+                    "unclear error: {msg}"
+                );
+                self.failed.push(key);
+                false
+            }
+            Err(e) => panic!("put {key}: not a disk-full error: {e}"),
+        }
+    }
+
+    /// Every acknowledged write reads back with its value; no failed one exists.
+    fn check(&self, s: &Store, when: &str) {
+        for (k, v) in &self.acked {
+            let got = s
+                .get(k.as_bytes())
+                .unwrap_or_else(|e| panic!("{when}: read {k}: {e}"));
+            let got = got.unwrap_or_else(|| panic!("{when}: acknowledged {k} is lost"));
+            assert_eq!(&got.value, v, "{when}: {k} has another value");
+        }
+        for k in &self.failed {
+            let got = s
+                .get(k.as_bytes())
+                .unwrap_or_else(|e| panic!("{when}: read {k}: {e}"));
+            assert!(got.is_none(), "{when}: {k} failed but is present");
+        }
+        let all = s.range(b"/k/", None, 0).unwrap();
+        assert_eq!(all.kvs.len(), self.acked.len(), "{when}: key count");
+        // Revisions stay gapless: one per acknowledged put.
+        assert_eq!(
+            s.current_revision(),
+            self.acked.len() as u64,
+            "{when}: revision"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_loses_nothing_acknowledged() {
+    let fs = Tmpfs::mount("4m");
+    let dir = fs.path().join("store");
+    std::fs::create_dir(&dir).unwrap();
+    let mut l = Ledger::default();
+    let s = Store::open(&dir, StoreOptions::default()).unwrap();
+    for _ in 0..10 {
+        assert!(l.put(&s).await, "a write with room to spare failed");
+    }
+    // Room to give back later, then nothing left.
+    std::fs::write(fs.path().join("reserve"), vec![0u8; 512 * 1024]).unwrap();
+    let filler = fs.fill("filler");
+
+    // Full: every write is refused with a clear error, and reads still answer.
+    let mut refused = 0;
+    for _ in 0..20 {
+        if !l.put(&s).await {
+            refused += 1;
+        }
+    }
+    assert!(
+        refused >= 15,
+        "only {refused} of 20 writes failed on a full disk"
+    );
+    l.check(&s, "disk full");
+
+    // A little room: writes succeed into the log until it is full again, while each
+    // checkpoint of the database (every second) fails for want of space. Kept up past three
+    // checkpoints; reads answer throughout.
+    std::fs::remove_file(fs.path().join("reserve")).unwrap();
+    let until = Instant::now() + Duration::from_millis(3500);
+    let mut refused_again = 0;
+    while Instant::now() < until {
+        if !l.put(&s).await {
+            refused_again += 1;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    assert!(refused_again > 0, "the log never filled the freed room");
+    l.check(&s, "nearly full");
+
+    // Space again: the next writes succeed at once, and nothing is lost.
+    std::fs::remove_file(&filler).unwrap();
+    for _ in 0..20 {
+        assert!(l.put(&s).await, "a write failed after space was freed");
+    }
+    l.check(&s, "freed");
+    drop(s);
+
+    let s = Store::open(&dir, StoreOptions::default()).unwrap();
+    l.check(&s, "reopened");
+    assert!(l.put(&s).await);
+    drop(s);
+    let s = Store::open(&dir, StoreOptions::default()).unwrap();
+    l.check(&s, "reopened twice");
+}
