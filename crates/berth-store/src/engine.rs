@@ -178,6 +178,32 @@ struct WriterState {
     needs_reopen: bool,
     /// No checkpoint is tried before this after one failed (except the one at shutdown).
     checkpoint_after: Option<Instant>,
+    /// Failed commits are logged once per `FAILURE_LOG_INTERVAL`: until when, and how many
+    /// were not logged since.
+    quiet_until: Option<Instant>,
+    quieted: u64,
+}
+
+/// A full disk fails every write: one log line per this long says so, with the count.
+const FAILURE_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+impl WriterState {
+    fn log_failure(&mut self, e: &StoreError) {
+        let now = Instant::now();
+        if self.quiet_until.is_some_and(|t| now < t) {
+            self.quieted += 1;
+            return;
+        }
+        tracing::error!(error = %e, "store commit failed; the requests were answered with the error");
+        if self.quieted > 0 {
+            tracing::error!(
+                count = self.quieted,
+                "more commits failed since the last report"
+            );
+        }
+        self.quieted = 0;
+        self.quiet_until = Some(now + FAILURE_LOG_INTERVAL);
+    }
 }
 
 /// Opens the database file, creates every table, and reads the revision and compaction
@@ -218,7 +244,9 @@ impl Engine {
     pub(crate) fn open(dir: &Path, options: StoreOptions) -> Result<Arc<Engine>, StoreError> {
         let file = dir.join("state.redb");
         let path = file.display().to_string();
-        let (db, revision, compacted) = open_db(&file, &path, true)?;
+        // Only a new file's tables are committed durably on open: an existing file needs no
+        // space to open.
+        let (db, revision, compacted) = open_db(&file, &path, !file.exists())?;
         let (tx, rx) = mpsc::channel();
         let engine = Arc::new(Engine {
             db: RwLock::new(Some(db)),
@@ -244,9 +272,20 @@ impl Engine {
             replay_time: None,
             needs_reopen: false,
             checkpoint_after: None,
+            quiet_until: None,
+            quieted: 0,
         };
         let (mut wal, records) = Wal::open(&engine.wal_dir)?;
-        engine.recover(&mut state, &mut wal, records)?;
+        if let Err(e) = engine.recover(&mut state, &mut wal, records) {
+            // The replay could not be made durable (a full disk): serve it from the log, as
+            // after a failed checkpoint, until a checkpoint succeeds.
+            if !matches!(e, StoreError::DiskFull(_)) {
+                return Err(e);
+            }
+            tracing::warn!(error = %e, "the write-ahead log replay cannot be synced yet");
+            engine.fail(&mut state, &e);
+            engine.reopen(&mut state, &mut wal)?;
+        }
         engine.published.store(state.revision, Ordering::Release);
         // As etcd does on a new leader, every lease gets a full TTL from now: the holders could
         // not renew while the server was down.
@@ -381,11 +420,12 @@ impl Engine {
         if let Some(old) = slot.take()
             && let Err(e) = old.close()
         {
-            tracing::warn!(error = %e, "closing the failed database");
+            // Expected: redb reports the failure that made it unusable.
+            tracing::debug!(error = %e, "closing the failed database");
         }
         let (db, revision, compacted) = open_db(&self.file, &self.path, false)?;
         let (fresh, records) = Wal::open(&self.wal_dir)?;
-        let before = state.revision;
+        let before = self.published_revision();
         state.revision = revision;
         self.compacted.store(compacted, Ordering::Release);
         let mut w = db.begin_write().map_err(|e| db_err(&self.path)(e.into()))?;
@@ -393,7 +433,7 @@ impl Engine {
         let replayed = records.len();
         self.replay(&w, state, records)?;
         tryd!(self, w.commit());
-        if state.revision != before {
+        if state.revision < before {
             return Err(StoreError::Corrupt(format!(
                 "after reopening, the database and log hold revision {} where {before} was committed",
                 state.revision
@@ -664,6 +704,7 @@ impl Engine {
     /// publishes the new revisions in order and answers each request.
     fn process(&self, batch: Vec<Request>, state: &mut WriterState, wal: &mut Wal) {
         let start_state = (state.revision, state.last_time, state.last_lease);
+        let start_compacted = self.compacted_revision();
         let mut results: Vec<Result<Outcome, StoreError>> = Vec::with_capacity(batch.len());
         let mut lease_changes: Vec<(u64, Option<Duration>)> = Vec::new();
         let mark = wal.size();
@@ -738,8 +779,9 @@ impl Engine {
             Ok(())
         })();
         if let Err(e) = committed {
-            tracing::error!(error = %e, "store commit failed");
+            state.log_failure(&e);
             (state.revision, state.last_time, state.last_lease) = start_state;
+            self.compacted.store(start_compacted, Ordering::Release);
             if !log_failed {
                 // The records are in the log but their commit failed: they were never
                 // applied and are answered with an error, so they must not be replayed.

@@ -223,7 +223,7 @@ pub enum StoreError {
     Commit(String),
     /// The store's disk has no room (ENOSPC, or a quota): the write was neither made durable
     /// nor applied.
-    #[error("the disk is full: {0}; the write was not applied, free space and retry")]
+    #[error("the disk is full ({0})")]
     DiskFull(String),
 }
 
