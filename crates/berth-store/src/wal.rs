@@ -396,4 +396,50 @@ mod tests {
         let (_, got) = Wal::open(dir.path()).unwrap();
         assert!(got.is_empty());
     }
+
+    fn put(revision: u64, size: usize) -> WalRecord {
+        WalRecord::Revision {
+            revision,
+            time: revision,
+            user: "u".into(),
+            verb: "create".into(),
+            ops: vec![WalOp::Put {
+                key: format!("k{revision}").into_bytes(),
+                value: vec![b'v'; size],
+                lease: 0,
+            }],
+        }
+    }
+
+    #[test]
+    fn a_failed_append_on_a_full_disk_leaves_nothing_behind() {
+        let fs = berth_testkit::tmpfs::Tmpfs::mount("1m");
+        let dir = fs.path().join("wal");
+        let seg = segment_path(&dir, 1);
+        let (mut w, _) = Wal::open(&dir).unwrap();
+        w.append(&[put(1, 100)]).unwrap();
+        let good = w.size();
+        let filler = fs.fill("filler");
+        // Part of the record fits in the segment's last page: the write is short, then
+        // ENOSPC. The part must not stay.
+        let err = w.append(&[put(2, 64 * 1024)]).unwrap_err();
+        assert!(matches!(err, StoreError::DiskFull(_)), "{err}");
+        assert!(
+            err.to_string().contains(&seg.display().to_string()),
+            "{err}"
+        );
+        assert_eq!(std::fs::metadata(&seg).unwrap().len(), good);
+        assert_eq!(w.size(), good);
+        std::fs::remove_file(&filler).unwrap();
+        w.append(&[put(3, 64 * 1024)]).unwrap();
+        // A record whose database commit failed is cut back out.
+        let mark = w.size();
+        w.append(&[put(4, 10)]).unwrap();
+        w.cut_back(mark, &StoreError::Commit("test".into()));
+        assert_eq!(std::fs::metadata(&seg).unwrap().len(), mark);
+        w.append(&[put(5, 10)]).unwrap();
+        drop(w);
+        let (_, got) = Wal::open(&dir).unwrap();
+        assert_eq!(got, vec![put(1, 100), put(3, 64 * 1024), put(5, 10)]);
+    }
 }

@@ -32,21 +32,16 @@ impl Ledger {
         self.n += 1;
         let key = format!("/k/{:05}", self.n);
         let v = value(self.n);
-        match s.put(key.as_bytes(), &v, me()).await {
-            Ok(_) => {
-                self.acked.insert(key, v);
-                true
-            }
-            Err(e @ StoreError::DiskFull(_)) => {
-                let msg = e.to_string();
-                assert!(
-                    msg.contains("the disk is full") && msg.contains("No space left on device"),
-                    "unclear error: {msg}"
-                );
-                self.failed.push(key);
-                false
-            }
-            Err(e) => panic!("put {key}: not a disk-full error: {e}"),
+        let ok = put_one(s, &key, &v).await;
+        self.note(key, v, ok);
+        ok
+    }
+
+    fn note(&mut self, key: String, v: Vec<u8>, ok: bool) {
+        if ok {
+            self.acked.insert(key, v);
+        } else {
+            self.failed.push(key);
         }
     }
 
@@ -73,6 +68,23 @@ impl Ledger {
             self.acked.len() as u64,
             "{when}: revision"
         );
+    }
+}
+
+/// One put: `true` acknowledged, `false` refused for a full disk (with an error that says
+/// so); anything else fails the test.
+async fn put_one(s: &Store, key: &str, v: &[u8]) -> bool {
+    match s.put(key.as_bytes(), v, me()).await {
+        Ok(_) => true,
+        Err(e @ StoreError::DiskFull(_)) => {
+            let msg = e.to_string();
+            assert!(
+                msg.contains("the disk is full") && msg.contains("No space left on device"),
+                "unclear error: {msg}"
+            );
+            false
+        }
+        Err(e) => panic!("put {key}: not a disk-full error: {e}"),
     }
 }
 
@@ -103,16 +115,36 @@ async fn a_full_disk_loses_nothing_acknowledged() {
     );
     l.check(&s, "disk full");
 
-    // A little room: writes succeed into the log until it is full again, while each
-    // checkpoint of the database (every second) fails for want of space. Kept up past three
-    // checkpoints; reads answer throughout.
+    // A little room: eight concurrent writers (their puts share group commits) succeed into
+    // the log until it is full again, while each checkpoint of the database (every second)
+    // fails for want of space. Kept up past three checkpoints.
     std::fs::remove_file(fs.path().join("reserve")).unwrap();
     let until = Instant::now() + Duration::from_millis(3500);
+    let writers: Vec<_> = (0..8)
+        .map(|w| {
+            let s = s.clone();
+            tokio::spawn(async move {
+                let mut done = Vec::new();
+                let mut n = 0;
+                while Instant::now() < until {
+                    n += 1;
+                    let key = format!("/k/c{w}-{n:05}");
+                    let v = value(n + w);
+                    let ok = put_one(&s, &key, &v).await;
+                    done.push((key, v, ok));
+                    if !ok {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                }
+                done
+            })
+        })
+        .collect();
     let mut refused_again = 0;
-    while Instant::now() < until {
-        if !l.put(&s).await {
-            refused_again += 1;
-            tokio::time::sleep(Duration::from_millis(20)).await;
+    for w in writers {
+        for (key, v, ok) in w.await.unwrap() {
+            refused_again += usize::from(!ok);
+            l.note(key, v, ok);
         }
     }
     assert!(refused_again > 0, "the log never filled the freed room");
