@@ -95,6 +95,7 @@ async fn a_full_disk_loses_nothing_acknowledged() {
     std::fs::create_dir(&dir).unwrap();
     let mut l = Ledger::default();
     let s = Store::open(&dir, StoreOptions::default()).unwrap();
+    let mut watch = s.watch(b"/k/", 0).unwrap();
     for _ in 0..10 {
         assert!(l.put(&s).await, "a write with room to spare failed");
     }
@@ -156,6 +157,30 @@ async fn a_full_disk_loses_nothing_acknowledged() {
         assert!(l.put(&s).await, "a write failed after space was freed");
     }
     l.check(&s, "freed");
+    // A watcher from the start saw exactly the acknowledged writes, one revision each, in
+    // order, across the failures and reopens.
+    let mut seen = BTreeMap::new();
+    let mut last = 0;
+    while last < s.current_revision() {
+        let b = tokio::time::timeout(Duration::from_secs(10), watch.next())
+            .await
+            .expect("the watch stalled")
+            .unwrap()
+            .expect("the watch ended");
+        assert_eq!(b.revision, last + 1, "the watch skipped a revision");
+        last = b.revision;
+        for e in &b.events {
+            seen.insert(
+                String::from_utf8(e.kv.key.clone()).unwrap(),
+                e.kv.value.clone(),
+            );
+        }
+    }
+    assert!(
+        seen == l.acked,
+        "the watch saw other writes than those acknowledged"
+    );
+    drop(watch);
     drop(s);
 
     let s = Store::open(&dir, StoreOptions::default()).unwrap();
