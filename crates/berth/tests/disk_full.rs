@@ -14,8 +14,42 @@ use std::time::{Duration, Instant};
 use berth_api::kinds::resolve;
 use berth_client::{Client, Method};
 use berth_testkit::tmpfs::Tmpfs;
-use common::BerthProcess;
+use common::{BIN, BerthProcess, ready_url};
 use serde_json::{Value, json};
+
+/// `berth server` on `data`, its log appended to `log` (read for panics at the end).
+fn start(data: &std::path::Path, log: &std::path::Path) -> BerthProcess {
+    let err = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
+    let mut child = std::process::Command::new(BIN)
+        .args(["server", "--data-dir", data.to_str().unwrap()])
+        .args(["--api-listen", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(err)
+        .spawn()
+        .expect("spawn berth");
+    let url = ready_url(&mut child, "server");
+    BerthProcess {
+        child,
+        url,
+        data_dir: data.to_path_buf(),
+        ready_after: Duration::ZERO,
+        net: None,
+    }
+}
+
+/// SIGKILLs a server that must still be running (nothing made it exit or abort).
+fn kill(mut server: BerthProcess) {
+    assert!(
+        server.child.try_wait().unwrap().is_none(),
+        "the server exited on its own"
+    );
+    server.signal(libc::SIGKILL);
+    drop(server);
+}
 
 fn admin_token(dir: &std::path::Path) -> String {
     let text = std::fs::read_to_string(dir.join("tokens.csv")).unwrap();
@@ -138,8 +172,10 @@ fn a_full_disk_loses_no_acknowledged_object() {
     // Declared first, dropped last: the server is killed before the unmount.
     let fs = Tmpfs::mount("24m");
     let data = fs.path().join("data");
+    let logs = tempfile::tempdir().unwrap();
+    let log = logs.path().join("server.log");
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let server = BerthProcess::start("server", &data);
+    let server = start(&data, &log);
     let client = Client::new(&server.url, &admin_token(&data), &server.ca_pem());
     let mut l = Ledger::default();
     rt.block_on(async {
@@ -199,10 +235,9 @@ fn a_full_disk_loses_no_acknowledged_object() {
         }
         check(&client, &l, "freed").await;
     });
-    server.signal(libc::SIGKILL);
-    drop(server);
+    kill(server);
 
-    let server = BerthProcess::start("server", &data);
+    let server = start(&data, &log);
     let client = Client::new(&server.url, &admin_token(&data), &server.ca_pem());
     rt.block_on(async {
         check(&client, &l, "after SIGKILL and restart").await;
@@ -214,10 +249,9 @@ fn a_full_disk_loses_no_acknowledged_object() {
         }
     });
     // Killed again and started on a full disk: it serves what it has and refuses writes.
-    server.signal(libc::SIGKILL);
-    drop(server);
+    kill(server);
     let filler = fs.fill("filler");
-    let server = BerthProcess::start("server", &data);
+    let server = start(&data, &log);
     let client = Client::new(&server.url, &admin_token(&data), &server.ca_pem());
     rt.block_on(async {
         check(&client, &l, "restarted on a full disk").await;
@@ -239,10 +273,15 @@ fn a_full_disk_loses_no_acknowledged_object() {
             );
         }
     });
-    server.signal(libc::SIGKILL);
-    drop(server);
-    let server = BerthProcess::start("server", &data);
+    kill(server);
+    let server = start(&data, &log);
     let client = Client::new(&server.url, &admin_token(&data), &server.ca_pem());
     rt.block_on(check(&client, &l, "after the last SIGKILL"));
-    drop(server);
+    kill(server);
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(!text.contains("panicked"), "the server panicked:\n{text}");
+    assert!(
+        text.contains("the disk is full"),
+        "the server never logged the full disk:\n{text}"
+    );
 }
