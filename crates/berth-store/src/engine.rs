@@ -56,6 +56,9 @@ pub struct StoreOptions {
     pub watch_buffer: usize,
     /// Most requests applied in one transaction (one fsync).
     pub max_batch: usize,
+    /// The database's page cache in bytes. Pages written since the last checkpoint stay in
+    /// it up to half its size; beyond that they go to the file early.
+    pub cache_size: usize,
 }
 
 impl Default for StoreOptions {
@@ -65,6 +68,7 @@ impl Default for StoreOptions {
             compaction_interval: Duration::from_secs(300),
             watch_buffer: 10_000,
             max_batch: 1024,
+            cache_size: 1 << 30,
         }
     }
 }
@@ -208,9 +212,17 @@ impl WriterState {
 
 /// Opens the database file, creates every table, and reads the revision and compaction
 /// counters. The table creation commits durably only on a first open (`durable`).
-fn open_db(file: &Path, path: &str, durable: bool) -> Result<(Database, u64, u64), StoreError> {
+fn open_db(
+    file: &Path,
+    path: &str,
+    cache_size: usize,
+    durable: bool,
+) -> Result<(Database, u64, u64), StoreError> {
     let err = db_err(path);
-    let db = Database::create(file).map_err(|e| err(e.into()))?;
+    let db = redb::Builder::new()
+        .set_cache_size(cache_size)
+        .create(file)
+        .map_err(|e| err(e.into()))?;
     let (revision, compacted) = {
         let mut w = db.begin_write().map_err(|e| err(e.into()))?;
         if !durable {
@@ -246,7 +258,7 @@ impl Engine {
         let path = file.display().to_string();
         // Only a new file's tables are committed durably on open: an existing file needs no
         // space to open.
-        let (db, revision, compacted) = open_db(&file, &path, !file.exists())?;
+        let (db, revision, compacted) = open_db(&file, &path, options.cache_size, !file.exists())?;
         let (tx, rx) = mpsc::channel();
         let engine = Arc::new(Engine {
             db: RwLock::new(Some(db)),
@@ -423,7 +435,8 @@ impl Engine {
             // Expected: redb reports the failure that made it unusable.
             tracing::debug!(error = %e, "closing the failed database");
         }
-        let (db, revision, compacted) = open_db(&self.file, &self.path, false)?;
+        let (db, revision, compacted) =
+            open_db(&self.file, &self.path, self.options.cache_size, false)?;
         let (fresh, records) = Wal::open(&self.wal_dir)?;
         let before = self.published_revision();
         state.revision = revision;
