@@ -180,6 +180,8 @@ struct WriterState {
     replay_time: Option<u64>,
     /// The database failed and must be reopened before it is used again.
     needs_reopen: bool,
+    /// After a failed reopen, the next is not tried before this.
+    reopen_after: Option<Instant>,
     /// No checkpoint is tried before this after one failed (except the one at shutdown).
     checkpoint_after: Option<Instant>,
     /// Failed commits are logged once per `FAILURE_LOG_INTERVAL`: until when, and how many
@@ -187,6 +189,10 @@ struct WriterState {
     quiet_until: Option<Instant>,
     quieted: u64,
 }
+
+/// Between attempts to reopen the database while it cannot be (each replays the log): the
+/// requests that arrive meanwhile wait for the next attempt.
+const REOPEN_BACKOFF: Duration = Duration::from_millis(50);
 
 /// A full disk fails every write: one log line per this long says so, with the count.
 const FAILURE_LOG_INTERVAL: Duration = Duration::from_secs(10);
@@ -283,6 +289,7 @@ impl Engine {
             dirty: false,
             replay_time: None,
             needs_reopen: false,
+            reopen_after: None,
             checkpoint_after: None,
             quiet_until: None,
             quieted: 0,
@@ -480,10 +487,26 @@ impl Engine {
         if !state.needs_reopen {
             return Ok(());
         }
-        self.reopen(state, wal).inspect_err(|e| {
-            tracing::warn!(error = %e, "the database cannot be reopened yet");
-            self.fail(state, e);
-        })
+        if let Some(wait) = state
+            .reopen_after
+            .and_then(|t| t.checked_duration_since(Instant::now()))
+        {
+            std::thread::sleep(wait);
+        }
+        match self.reopen(state, wal) {
+            Ok(()) => {
+                state.reopen_after = None;
+                Ok(())
+            }
+            Err(e) => {
+                if state.reopen_after.is_none() {
+                    tracing::warn!(error = %e, "the database cannot be reopened yet");
+                }
+                state.reopen_after = Some(Instant::now() + REOPEN_BACKOFF);
+                self.fail(state, &e);
+                Err(e)
+            }
+        }
     }
 
     fn begin_write(&self) -> Result<redb::WriteTransaction, StoreError> {
