@@ -223,4 +223,9 @@ spec:
         !host_user.status.success(),
         "an unprivileged host user wrote into an emptyDir"
     );
+    use std::os::unix::fs::PermissionsExt;
+    for private in [data.clone(), data.join("pods"), data.join("images")] {
+        let mode = std::fs::metadata(&private).unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0, "{} is {mode:o}", private.display());
+    }
 }
