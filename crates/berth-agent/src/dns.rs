@@ -13,6 +13,10 @@
 //! - names outside the cluster domain go to the upstream resolvers, or get REFUSED when there
 //!   are none (`--dns-upstream none`).
 //!
+//! Over TCP each connection is accepted within the node's connection limits
+//! ([`berth_tls::limits`]); a query must come whole within `--request-head-timeout` of its
+//! first byte, and a connection that sends nothing for `--idle-timeout` is closed.
+//!
 //! Pods of the default DNS policy (ClusterFirst) get it in their resolv.conf, with the search
 //! list `NS.svc.cluster.local svc.cluster.local cluster.local` and `ndots:5`.
 
@@ -23,7 +27,7 @@ use std::time::Duration;
 use hickory_proto::op::{Message, MessageType, OpCode, ResponseCode};
 use hickory_proto::rr::rdata::{A, SRV};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::sync::watch;
 
 /// The cluster's domain.
@@ -235,6 +239,7 @@ pub(crate) async fn serve(
     zone: Arc<Shared>,
     addr: SocketAddr,
     upstream: Vec<SocketAddr>,
+    limits: berth_tls::ConnLimits,
     stop: watch::Receiver<bool>,
     ready: tokio::sync::oneshot::Sender<bool>,
 ) -> anyhow::Result<()> {
@@ -284,38 +289,51 @@ pub(crate) async fn serve(
             }
         });
     }
+    let tcp =
+        berth_tls::limits::Listener::new(tcp, "dns-tcp", limits, berth_tls::limits::Refusal::Close);
     let mut stop = stop;
     loop {
-        let (mut conn, _) = tokio::select! {
-            r = tcp.accept() => match r {
-                Ok(x) => x,
-                Err(_) => continue,
-            },
+        let (conn, peer, permit) = tokio::select! {
+            c = tcp.accept() => c,
             _ = stop.changed() => return Ok(()),
         };
         let (zone, upstream) = (zone.clone(), upstream.clone());
         tokio::spawn(async move {
-            loop {
-                let mut len = [0u8; 2];
-                let read =
-                    tokio::time::timeout(Duration::from_secs(10), conn.read_exact(&mut len)).await;
-                if !matches!(read, Ok(Ok(_))) {
-                    return;
-                }
-                let mut query = vec![0u8; u16::from_be_bytes(len) as usize];
-                if conn.read_exact(&mut query).await.is_err() {
-                    return;
-                }
-                let Some(out) = reply(&zone, &upstream, &query).await else {
-                    return;
-                };
-                let mut framed = (out.len() as u16).to_be_bytes().to_vec();
-                framed.extend_from_slice(&out);
-                if conn.write_all(&framed).await.is_err() {
-                    return;
-                }
+            let _permit = permit;
+            if let Err(e) = serve_tcp(conn, &zone, &upstream, &limits).await {
+                tracing::debug!(%peer, error = %e, "a DNS-over-TCP connection ended");
             }
         });
+    }
+}
+
+/// Answers the queries of one TCP connection (RFC 7766: each a two-byte length, then the
+/// message), in turn. A query must come whole within the head timeout of its first byte; the
+/// connection is closed when idle for the idle timeout, or when a reply is not taken in it.
+async fn serve_tcp(
+    mut conn: tokio::net::TcpStream,
+    zone: &Shared,
+    upstream: &[SocketAddr],
+    limits: &berth_tls::ConnLimits,
+) -> std::io::Result<()> {
+    let mut buf = Vec::with_capacity(512);
+    let whole = |b: &[u8]| b.len() >= 2 && b.len() >= 2 + u16::from_be_bytes([b[0], b[1]]) as usize;
+    loop {
+        if !berth_tls::limits::read_message(&mut conn, &mut buf, limits, whole).await? {
+            return Ok(());
+        }
+        let end = 2 + u16::from_be_bytes([buf[0], buf[1]]) as usize;
+        let query: Vec<u8> = buf.drain(..end).skip(2).collect();
+        let Some(out) = reply(zone, upstream, &query).await else {
+            return Ok(());
+        };
+        let mut framed = (out.len() as u16).to_be_bytes().to_vec();
+        framed.extend_from_slice(&out);
+        tokio::time::timeout(limits.idle_timeout, conn.write_all(&framed))
+            .await
+            .map_err(|_| {
+                std::io::Error::new(std::io::ErrorKind::TimedOut, "the client took no reply")
+            })??;
     }
 }
 
