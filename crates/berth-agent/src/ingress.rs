@@ -590,6 +590,10 @@ pub(crate) async fn run(
 }
 
 #[cfg(test)]
+#[path = "ingress_limits_tests.rs"]
+mod limits_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
