@@ -81,7 +81,7 @@ impl std::fmt::Display for Refused {
         match self {
             Refused::Full { max } => write!(
                 f,
-                "the server has {max} connections open here, its most (--max-connections)"
+                "this listener has as many connections open as it takes ({max}, --max-connections)"
             ),
             Refused::PerClient { ip, max } => write!(
                 f,
@@ -245,6 +245,9 @@ impl Listener {
 
     fn admit(&self, ip: IpAddr, fd: i32) -> Result<Permit, Refused> {
         let l = &self.shared.limits;
+        // Before the listener's lock: a count of /proc/self/fd does not hold up closing
+        // connections.
+        fd_headroom(fd, l.fd_reserve)?;
         let mut c = self.shared.counts.lock().unwrap_or_else(|e| e.into_inner());
         if c.total >= l.max_conns {
             return Err(Refused::Full { max: l.max_conns });
@@ -256,7 +259,6 @@ impl Listener {
                 max: l.max_per_client,
             });
         }
-        fd_headroom(fd, l.fd_reserve)?;
         c.total += 1;
         *c.per_ip.entry(ip).or_insert(0) += 1;
         Ok(Permit {
