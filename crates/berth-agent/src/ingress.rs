@@ -24,6 +24,10 @@
 //!   again over a new one; a request sent to a new connection that closed without an answer
 //!   is sent again only if it is idempotent. A request whose body is still streaming in takes
 //!   a new connection (it could not be sent again). 504 when no response head comes in 60 s.
+//! - An endpoint connection goes back to the idle ones only when its response's framing was
+//!   certain and nothing followed it; one taken from them again must still have nothing to
+//!   read (bytes there would be an answer to no request of ours, which the next client would
+//!   get), or it is dropped.
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -227,8 +231,10 @@ impl Upstreams {
 
     /// A kept-alive connection to `addr` (and true), or a new one (always, when `fresh`).
     async fn get(&self, addr: SocketAddr, fresh: bool) -> Result<(Upstream, bool), String> {
-        if !fresh && let Some(u) = self.idle().get_mut(&addr).and_then(Vec::pop) {
-            return Ok((u, true));
+        while !fresh && let Some(u) = self.idle().get_mut(&addr).and_then(Vec::pop) {
+            if quiet(&u.io) {
+                return Ok((u, true));
+            }
         }
         let io = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
             .await
@@ -240,9 +246,12 @@ impl Upstreams {
     }
 
     fn put(&self, addr: SocketAddr, u: Upstream) {
+        if !u.buf.is_empty() || !quiet(&u.io) {
+            return;
+        }
         let mut idle = self.idle();
         let v = idle.entry(addr).or_default();
-        if v.len() < IDLE_PER_ENDPOINT && u.buf.is_empty() {
+        if v.len() < IDLE_PER_ENDPOINT {
             v.push(u);
         }
     }
@@ -256,6 +265,30 @@ impl Upstreams {
     /// Drops the idle connections to endpoints that no route has any more.
     fn keep_only(&self, addrs: &HashSet<SocketAddr>) {
         self.idle().retain(|a, _| addrs.contains(a));
+    }
+}
+
+/// Whether an idle connection to an endpoint is as it was left: open, with nothing waiting to
+/// be read. Bytes that came after a complete response answer no request of ours (the endpoint
+/// took a request's framing otherwise than we did), and would be taken for the answer to the
+/// next client's request, so such a connection is dropped, never reused.
+fn quiet(io: &TcpStream) -> bool {
+    use std::os::fd::AsFd;
+    // A second handle on the same (non-blocking) socket, to peek without a wait.
+    let Ok(fd) = io.as_fd().try_clone_to_owned() else {
+        return false;
+    };
+    match std::net::TcpStream::from(fd).peek(&mut [0; 1]) {
+        Err(e) => e.kind() == std::io::ErrorKind::WouldBlock,
+        Ok(0) => false,
+        Ok(_) => {
+            let peer = io.peer_addr().ok();
+            tracing::warn!(
+                endpoint = ?peer,
+                "an endpoint sent bytes after its response that no request asked for; its connection is dropped"
+            );
+            false
+        }
     }
 }
 
@@ -648,6 +681,9 @@ mod tests {
         assert_eq!(to(&t, "nope.test", "/"), None);
     }
 }
+
+#[cfg(test)]
+mod smuggling_tests;
 
 /// The ingress's HTTP/1.1 on real sockets: a client of raw bytes, the ingress's serving loop,
 /// and a backend of raw bytes that answers by path.

@@ -191,10 +191,15 @@ pub async fn start(opts: ServerOptions) -> anyhow::Result<RunningServer> {
         .await
         .map_err(|e| anyhow::anyhow!("cannot create the default namespaces: {}", e.0.message))?;
     let kubeconfig = opts.data_dir.join("kubeconfig.yaml");
-    write_private(
-        &kubeconfig,
-        &berth_client::kubeconfig::render(&url, &ca_pem, &token, ADMIN_USER),
-    )?;
+    let rendered = berth_client::kubeconfig::render(&url, &ca_pem, &token, ADMIN_USER);
+    if let Err(e) = berth_apiserver::files::write_private(&kubeconfig, &rendered) {
+        // A full disk: the server still serves reads (writes answer 507 until space is
+        // freed); only the admin's kubeconfig may name an old address.
+        if e.kind() != std::io::ErrorKind::StorageFull {
+            return Err(e).with_context(|| format!("cannot write {}", kubeconfig.display()));
+        }
+        tracing::warn!(path = %kubeconfig.display(), error = %e, "the disk is full: the kubeconfig is not updated and may name an old address");
+    }
 
     let (stop, stop_rx) = watch::channel(false);
     let mut tasks = Vec::new();

@@ -59,20 +59,27 @@ fn pem_err(path: &str) -> impl FnOnce(rustls::pki_types::pem::Error) -> TlsError
 }
 
 /// Writes a file only its owner can read (mode 0600), atomically: a reader sees the old
-/// content or the new, never a part; the data is synced before the rename.
+/// content or the new, never a part; the data is synced before the rename. A failed write
+/// (a full disk) leaves the old file and no temporary one.
 pub fn write_private(path: &Path, content: &str) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
+    let written = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
         .mode(0o600)
-        .open(&tmp)?;
-    f.write_all(content.as_bytes())?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)
+        .open(&tmp)
+        .and_then(|mut f| {
+            f.write_all(content.as_bytes())?;
+            f.sync_all()
+        })
+        .and_then(|()| std::fs::rename(&tmp, path));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
 }
 
 fn time_now() -> time::OffsetDateTime {
