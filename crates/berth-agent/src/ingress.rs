@@ -623,10 +623,6 @@ pub(crate) async fn run(
 }
 
 #[cfg(test)]
-#[path = "ingress_limits_tests.rs"]
-mod limits_tests;
-
-#[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
@@ -684,6 +680,9 @@ mod tests {
 
 #[cfg(test)]
 mod smuggling_tests;
+
+#[cfg(test)]
+mod limits_tests;
 
 /// The ingress's HTTP/1.1 on real sockets: a client of raw bytes, the ingress's serving loop,
 /// and a backend of raw bytes that answers by path.
