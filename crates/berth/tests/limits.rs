@@ -1,14 +1,15 @@
 //! The real `berth server` under a low open-file limit (set with util-linux's `prlimit`, which
 //! execs it): it raises its soft limit to the hard one at start, and a flood of connections up
 //! to its limit neither stops an established connection nor the store, nor makes the process
-//! spin; once the flood ends it accepts again.
+//! spin; once the flood ends it accepts again. On a node (`berth up`) the pod workers still
+//! start a pod during the flood.
 
 mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -16,58 +17,72 @@ use common::{BIN, eventually, ready_url};
 
 const PRLIMIT: &str = "/usr/bin/prlimit";
 
-/// `berth server` started under `prlimit --nofile=SOFT:HARD`, killed when dropped.
+/// A `berth` serving role started under `prlimit --nofile=SOFT:HARD`, killed (and for `up`
+/// its node's pods and network removed) when dropped.
 struct Server {
-    child: Child,
-    url: String,
-    data: tempfile::TempDir,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    p: common::BerthProcess,
+    _dir: tempfile::TempDir,
 }
 
 impl Server {
     fn start(soft: u64, hard: u64, extra: &[&str]) -> Server {
+        Self::start_role("server", soft, hard, extra)
+    }
+
+    fn start_role(role: &str, soft: u64, hard: u64, extra: &[&str]) -> Server {
         assert!(
             Path::new(PRLIMIT).exists(),
             "{PRLIMIT} is missing (util-linux)"
         );
-        let data = tempfile::tempdir().unwrap();
-        let mut child = Command::new(PRLIMIT)
-            .arg(format!("--nofile={soft}:{hard}"))
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let net = (role == "up").then(berth_testkit::unique_net);
+        let mut cmd = Command::new(PRLIMIT);
+        cmd.arg(format!("--nofile={soft}:{hard}"))
             .arg(BIN)
-            .args(["server", "--data-dir"])
-            .arg(data.path())
+            .args([role, "--data-dir"])
+            .arg(&data)
             .args(["--api-listen", "127.0.0.1:0"])
             .args(extra)
+            .env("BERTH_AGENT_PORT", "0")
+            .env("BERTH_DNS_UPSTREAM", "none")
+            .env("BERTH_INGRESS_PORT", "0")
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn prlimit berth server");
-        let url = ready_url(&mut child, "server");
-        Server { child, url, data }
+            .stderr(Stdio::inherit());
+        if let Some((bridge, cidr)) = &net {
+            cmd.env("BERTH_BRIDGE", bridge).env("BERTH_POD_CIDR", cidr);
+        }
+        let started = Instant::now();
+        let mut child = cmd.spawn().expect("spawn prlimit berth");
+        let url = ready_url(&mut child, role);
+        Server {
+            p: common::BerthProcess {
+                child,
+                url,
+                data_dir: data,
+                ready_after: started.elapsed(),
+                net,
+            },
+            _dir: dir,
+        }
     }
 
-    fn pid(&self) -> u32 {
-        self.child.id()
+    fn pid(&self) -> i32 {
+        self.p.pid()
     }
 
     fn addr(&self) -> String {
-        self.url.trim_start_matches("https://").to_string()
+        self.p.url.trim_start_matches("https://").to_string()
     }
 
     fn token(&self) -> String {
-        let text = std::fs::read_to_string(self.data.path().join("tokens.csv")).unwrap();
+        let text = std::fs::read_to_string(self.p.data_dir.join("tokens.csv")).unwrap();
         let line = text.lines().find(|l| !l.starts_with('#')).unwrap();
         line.split(',').next().unwrap().to_string()
     }
 
     fn tls(&self) -> Arc<rustls::ClientConfig> {
-        let ca = std::fs::read_to_string(self.data.path().join("pki/ca.crt")).unwrap();
+        let ca = std::fs::read_to_string(self.p.data_dir.join("pki/ca.crt")).unwrap();
         berth_tls::client_config(&ca, None).unwrap()
     }
 
@@ -305,4 +320,55 @@ fn accept_at_emfile_backs_off_without_spinning_and_recovers() {
         let mut c = server.connect().ok()?;
         (c.request("GET", "/healthz", "").ok()?.0 == 200).then_some(())
     });
+}
+
+#[test]
+fn a_flood_to_the_descriptor_reserve_spares_the_nodes_pod_workers() {
+    raise_own_limit();
+    let server = Server::start_role(
+        "up",
+        512,
+        512,
+        &[
+            "--fd-reserve",
+            "160",
+            "--max-connections-per-client",
+            "100000",
+            "--tls-handshake-timeout",
+            "120s",
+        ],
+    );
+    let addr = server.addr();
+    let mut api = server.connect().unwrap();
+    eventually(30, "the node is registered", || {
+        let (status, _) = api.request("GET", "/api/v1/nodes", "").ok()?;
+        (status == 200).then_some(())
+    });
+    let held = flood(&addr, 450);
+    eventually(
+        30,
+        "the server refuses connections past its reserve",
+        || refuses(&addr).then_some(()),
+    );
+    let pod = r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"during-flood"},"spec":{"containers":[{"name":"c","image":"host","command":["sleep","300"]}]}}"#;
+    let (status, body) = api
+        .request("POST", "/api/v1/namespaces/default/pods", pod)
+        .unwrap();
+    assert_eq!(status, 201, "{body}");
+    eventually(60, "the pod runs while the flood holds", || {
+        let (_, body) = api
+            .request("GET", "/api/v1/namespaces/default/pods/during-flood", "")
+            .ok()?;
+        let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+        (v["status"]["phase"] == "Running").then_some(())
+    });
+    assert!(
+        refuses(&addr),
+        "the flood still holds the reserve's edge when the pod runs"
+    );
+    drop(held);
+    let (status, body) = api
+        .request("DELETE", "/api/v1/namespaces/default/pods/during-flood", "")
+        .unwrap();
+    assert_eq!(status, 200, "{body}");
 }
