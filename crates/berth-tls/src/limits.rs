@@ -202,15 +202,6 @@ impl Listener {
         &self.shared.limits
     }
 
-    /// Connections open now.
-    pub fn open(&self) -> usize {
-        self.shared
-            .counts
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .total
-    }
-
     /// The next connection within the limits; refused ones are closed here. Never fails: an
     /// accept error is waited out. Cancel-safe (nothing is held across an await).
     pub async fn accept(&self) -> (TcpStream, SocketAddr, Permit) {
@@ -393,10 +384,6 @@ impl<S> Timed<S> {
             stall,
             stalled: None,
         }
-    }
-
-    pub fn get_ref(&self) -> &S {
-        &self.inner
     }
 
     /// The timer of the request heads read from this connection.
