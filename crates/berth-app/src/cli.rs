@@ -121,6 +121,7 @@ pub struct LimitArgs {
 }
 
 impl LimitArgs {
+    /// The limits these flags set.
     pub fn limits(&self) -> berth_tls::ConnLimits {
         berth_tls::ConnLimits {
             max_conns: self.max_connections as usize,

@@ -391,3 +391,28 @@ fn a_flood_to_the_descriptor_reserve_spares_the_nodes_pod_workers() {
     assert_eq!(status, 200, "{body}");
     drop(held);
 }
+
+#[test]
+fn limits_that_would_refuse_everything_are_refused_naming_the_flag() {
+    for (flag, value) in [
+        ("--max-connections", "0"),
+        ("--max-connections-per-client", "0"),
+        ("--idle-timeout", "0s"),
+        ("--request-head-timeout", "0s"),
+        ("--tls-handshake-timeout", "soon"),
+    ] {
+        let data = tempfile::tempdir().unwrap();
+        let o = Command::new(BIN)
+            .args(["server", "--data-dir"])
+            .arg(data.path())
+            .args(["--api-listen", "127.0.0.1:0", flag, value])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{flag} {value} was taken");
+        assert!(
+            err.contains(&format!("invalid value '{value}' for '{flag}")),
+            "{flag} {value}: {err}"
+        );
+    }
+}
