@@ -15,6 +15,10 @@
 //!   random ID, and only a datagram from the resolver asked, with that ID and the same
 //!   question, is taken as its answer.
 //!
+//! Over TCP each connection is accepted within the node's connection limits
+//! ([`berth_tls::limits`]); a query must come whole within `--request-head-timeout` of its
+//! first byte, and a connection that sends nothing for `--idle-timeout` is closed.
+//!
 //! Pods of the default DNS policy (ClusterFirst) get it in their resolv.conf, with the search
 //! list `NS.svc.cluster.local svc.cluster.local cluster.local` and `ndots:5`.
 
@@ -25,7 +29,7 @@ use std::time::Duration;
 use hickory_proto::op::{Message, MessageType, OpCode, ResponseCode};
 use hickory_proto::rr::rdata::{A, SRV};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::sync::watch;
 
 /// The cluster's domain.
@@ -278,6 +282,7 @@ pub(crate) async fn serve(
     zone: Arc<Shared>,
     addr: SocketAddr,
     upstream: Vec<SocketAddr>,
+    limits: berth_tls::ConnLimits,
     stop: watch::Receiver<bool>,
     ready: tokio::sync::oneshot::Sender<bool>,
 ) -> anyhow::Result<()> {
@@ -327,38 +332,62 @@ pub(crate) async fn serve(
             }
         });
     }
-    let mut stop = stop;
+    let tcp =
+        berth_tls::limits::Listener::new(tcp, "dns-tcp", limits, berth_tls::limits::Refusal::Close);
+    accept_tcp(tcp, zone, upstream, stop).await;
+    Ok(())
+}
+
+/// Serves DNS over TCP on `tcp` until `stop`: a task per connection within its limits.
+async fn accept_tcp(
+    tcp: berth_tls::limits::Listener,
+    zone: Arc<Shared>,
+    upstream: Arc<Vec<SocketAddr>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let limits = *tcp.limits();
     loop {
-        let (mut conn, _) = tokio::select! {
-            r = tcp.accept() => match r {
-                Ok(x) => x,
-                Err(_) => continue,
-            },
-            _ = stop.changed() => return Ok(()),
+        let (conn, peer, permit) = tokio::select! {
+            c = tcp.accept() => c,
+            _ = stop.changed() => return,
         };
         let (zone, upstream) = (zone.clone(), upstream.clone());
         tokio::spawn(async move {
-            loop {
-                let mut len = [0u8; 2];
-                let read =
-                    tokio::time::timeout(Duration::from_secs(10), conn.read_exact(&mut len)).await;
-                if !matches!(read, Ok(Ok(_))) {
-                    return;
-                }
-                let mut query = vec![0u8; u16::from_be_bytes(len) as usize];
-                if conn.read_exact(&mut query).await.is_err() {
-                    return;
-                }
-                let Some(out) = reply(&zone, &upstream, &query).await else {
-                    return;
-                };
-                let mut framed = (out.len() as u16).to_be_bytes().to_vec();
-                framed.extend_from_slice(&out);
-                if conn.write_all(&framed).await.is_err() {
-                    return;
-                }
+            let _permit = permit;
+            if let Err(e) = serve_tcp(conn, &zone, &upstream, &limits).await {
+                tracing::debug!(%peer, error = %e, "a DNS-over-TCP connection ended");
             }
         });
+    }
+}
+
+/// Answers the queries of one TCP connection (RFC 7766: each a two-byte length, then the
+/// message), in turn. A query must come whole within the head timeout of its first byte; the
+/// connection is closed when idle for the idle timeout, or when a reply is not taken in it.
+async fn serve_tcp(
+    mut conn: tokio::net::TcpStream,
+    zone: &Shared,
+    upstream: &[SocketAddr],
+    limits: &berth_tls::ConnLimits,
+) -> std::io::Result<()> {
+    let mut buf = Vec::with_capacity(512);
+    let whole = |b: &[u8]| b.len() >= 2 && b.len() >= 2 + u16::from_be_bytes([b[0], b[1]]) as usize;
+    loop {
+        if !berth_tls::limits::read_message(&mut conn, &mut buf, limits, whole).await? {
+            return Ok(());
+        }
+        let end = 2 + u16::from_be_bytes([buf[0], buf[1]]) as usize;
+        let query: Vec<u8> = buf.drain(..end).skip(2).collect();
+        let Some(out) = reply(zone, upstream, &query).await else {
+            return Ok(());
+        };
+        let mut framed = (out.len() as u16).to_be_bytes().to_vec();
+        framed.extend_from_slice(&out);
+        tokio::time::timeout(limits.idle_timeout, conn.write_all(&framed))
+            .await
+            .map_err(|_| {
+                std::io::Error::new(std::io::ErrorKind::TimedOut, "the client took no reply")
+            })??;
     }
 }
 
@@ -653,5 +682,111 @@ mod tests {
         .unwrap();
         assert_eq!(out.response_code(), ResponseCode::FormErr);
         assert!(reply(&z, &[], &[1, 2, 3]).await.is_none());
+    }
+
+    /// DNS over TCP on a loopback port of the test's own, through the node's accept loop.
+    async fn tcp_server(limits: berth_tls::ConnLimits) -> (SocketAddr, watch::Sender<bool>) {
+        let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = tcp.local_addr().unwrap();
+        let l = berth_tls::limits::Listener::new(
+            tcp,
+            "dns-tcp",
+            limits,
+            berth_tls::limits::Refusal::Close,
+        );
+        let (stop, stopped) = watch::channel(false);
+        tokio::spawn(accept_tcp(
+            l,
+            Shared::new(zone()),
+            Arc::new(Vec::new()),
+            stopped,
+        ));
+        (addr, stop)
+    }
+
+    /// Waits (5 s at most) for the server to close `c`; how long it took.
+    async fn closed(c: &mut tokio::net::TcpStream) -> Duration {
+        use tokio::io::AsyncReadExt;
+        let started = std::time::Instant::now();
+        let mut b = [0u8; 512];
+        loop {
+            match tokio::time::timeout(Duration::from_secs(5), c.read(&mut b)).await {
+                Err(_) => panic!("still open after 5 s"),
+                Ok(Ok(0)) | Ok(Err(_)) => return started.elapsed(),
+                Ok(Ok(_)) => {}
+            }
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn tcp_clients_that_send_nothing_useful_are_closed_and_real_ones_answered() {
+        use tokio::io::AsyncReadExt;
+        let limits = berth_tls::ConnLimits {
+            head_timeout: Duration::from_millis(800),
+            idle_timeout: Duration::from_millis(800),
+            ..berth_tls::ConnLimits::default()
+        };
+        let (addr, _stop) = tcp_server(limits).await;
+        let mut q = Message::new();
+        q.set_id(9);
+        q.add_query(hickory_proto::op::Query::query(
+            Name::from_ascii("web.default.svc.cluster.local.").unwrap(),
+            RecordType::A,
+        ));
+        let q = q.to_vec().unwrap();
+        let mut framed = (q.len() as u16).to_be_bytes().to_vec();
+        framed.extend_from_slice(&q);
+        // Two queries in one write, answered in turn on one connection.
+        let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+        c.write_all(&[framed.clone(), framed.clone()].concat())
+            .await
+            .unwrap();
+        for _ in 0..2 {
+            let mut len = [0u8; 2];
+            c.read_exact(&mut len).await.unwrap();
+            let mut m = vec![0u8; u16::from_be_bytes(len) as usize];
+            c.read_exact(&mut m).await.unwrap();
+            let m = Message::from_vec(&m).unwrap();
+            assert_eq!(m.id(), 9);
+            assert_eq!(m.answers()[0].data().to_string(), "10.43.0.20");
+        }
+        // Then idle: closed after the idle timeout.
+        let took = closed(&mut c).await;
+        assert!(took >= Duration::from_millis(700), "closed after {took:?}");
+        // Nothing at all.
+        let mut silent = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let took = closed(&mut silent).await;
+        assert!(took >= Duration::from_millis(700), "closed after {took:?}");
+        // A length prefix, then nothing.
+        let mut prefix = tokio::net::TcpStream::connect(addr).await.unwrap();
+        prefix.write_all(&framed[..2]).await.unwrap();
+        let took = closed(&mut prefix).await;
+        assert!(took < Duration::from_secs(3), "closed after {took:?}");
+        // The message trickled a byte at a time: closed at the head timeout, not kept by it.
+        let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let started = std::time::Instant::now();
+        let (mut rd, mut wr) = slow.split();
+        let trickle = async {
+            for b in &framed[..framed.len() - 1] {
+                if wr.write_all(&[*b]).await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            std::future::pending::<()>().await;
+        };
+        let mut sink = Vec::new();
+        tokio::select! {
+            _ = trickle => {}
+            r = tokio::time::timeout(Duration::from_secs(5), rd.read_to_end(&mut sink)) => {
+                assert!(r.is_ok(), "the trickling client is still connected after 5 s");
+            }
+        }
+        let took = started.elapsed();
+        assert!(
+            took >= Duration::from_millis(700) && took < Duration::from_secs(3),
+            "closed after {took:?}, not at the 800 ms head timeout"
+        );
+        assert!(sink.is_empty(), "an answer to a partial query");
     }
 }

@@ -476,23 +476,52 @@ async fn exchange(
     Outcome::Failed(502, format!("no endpoint answered ({last})"))
 }
 
-/// Serves one client connection, request after request.
+/// Serves one client connection, request after request. A request head must come whole
+/// within the head timeout of its first byte (408 after it), and a connection between
+/// requests is closed after the idle timeout.
 async fn serve(
     mut client: TcpStream,
     peer: SocketAddr,
     table: Arc<RwLock<Arc<Table>>>,
     upstreams: Arc<Upstreams>,
+    limits: berth_tls::ConnLimits,
 ) {
     let mut cbuf = h1::Buf::new();
     let (mut head, mut rhead) = (Vec::with_capacity(1024), Vec::with_capacity(1024));
+    // When the head being read must be whole: set at its first byte.
+    let mut head_deadline = None;
     loop {
         head.clear();
         let req = match h1::parse_request(cbuf.bytes(), peer.ip(), &mut head) {
-            Ok(Some(r)) => r,
-            Ok(None) => match tokio::time::timeout(IDLE, cbuf.fill(&mut client)).await {
-                Ok(Ok(n)) if n > 0 => continue,
-                _ => return,
-            },
+            Ok(Some(r)) => {
+                head_deadline = None;
+                r
+            }
+            Ok(None) => {
+                let wait = if cbuf.is_empty() {
+                    limits.idle_timeout
+                } else {
+                    head_deadline
+                        .get_or_insert_with(|| tokio::time::Instant::now() + limits.head_timeout)
+                        .saturating_duration_since(tokio::time::Instant::now())
+                };
+                match tokio::time::timeout(wait, cbuf.fill(&mut client)).await {
+                    Ok(Ok(n)) if n > 0 => continue,
+                    Err(_) if !cbuf.is_empty() => {
+                        let why = format!(
+                            "the request head did not come whole within {:?}",
+                            limits.head_timeout
+                        );
+                        let _ = tokio::time::timeout(
+                            limits.idle_timeout,
+                            client.write_all(&h1::plain(408, &why, true)),
+                        )
+                        .await;
+                        return;
+                    }
+                    _ => return,
+                }
+            }
             Err(refused) => {
                 let _ = client
                     .write_all(&h1::plain(refused.status, refused.why, true))
@@ -547,12 +576,19 @@ async fn serve(
 pub(crate) async fn run(
     cat: Arc<catalog::Shared>,
     addr: SocketAddr,
+    limits: berth_tls::ConnLimits,
     mut stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     use anyhow::Context;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot serve the ingress on {addr}"))?;
+    let listener = berth_tls::limits::Listener::new(
+        listener,
+        "ingress",
+        limits,
+        berth_tls::limits::Refusal::Http,
+    );
     tracing::info!(%addr, "ingress listening");
     let table = Arc::new(RwLock::new(Arc::new(Table::build(&cat.read()))));
     let upstreams = Arc::new(Upstreams::default());
@@ -573,15 +609,16 @@ pub(crate) async fn run(
         });
     }
     loop {
-        let (conn, peer) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(_) => continue,
-            },
+        let (conn, peer, permit) = tokio::select! {
+            c = listener.accept() => c,
             _ = stop.changed() => return Ok(()),
         };
         let _ = conn.set_nodelay(true);
-        tokio::spawn(serve(conn, peer, table.clone(), upstreams.clone()));
+        let (table, upstreams) = (table.clone(), upstreams.clone());
+        tokio::spawn(async move {
+            let _permit = permit;
+            serve(conn, peer, table, upstreams, limits).await;
+        });
     }
 }
 
@@ -643,6 +680,9 @@ mod tests {
 
 #[cfg(test)]
 mod smuggling_tests;
+
+#[cfg(test)]
+mod limits_tests;
 
 /// The ingress's HTTP/1.1 on real sockets: a client of raw bytes, the ingress's serving loop,
 /// and a backend of raw bytes that answers by path.
@@ -752,7 +792,13 @@ mod wire_tests {
         tokio::spawn(async move {
             loop {
                 let (c, peer) = l.accept().await.unwrap();
-                tokio::spawn(serve(c, peer, table.clone(), upstreams.clone()));
+                tokio::spawn(serve(
+                    c,
+                    peer,
+                    table.clone(),
+                    upstreams.clone(),
+                    berth_tls::ConnLimits::default(),
+                ));
             }
         });
         Setup { ingress, accepts }

@@ -220,7 +220,13 @@ impl Ingress {
         let addr = l.local_addr().unwrap();
         rt.spawn(async move {
             while let Ok((c, peer)) = l.accept().await {
-                tokio::spawn(serve(c, peer, table.clone(), upstreams.clone()));
+                tokio::spawn(serve(
+                    c,
+                    peer,
+                    table.clone(),
+                    upstreams.clone(),
+                    berth_tls::ConnLimits::default(),
+                ));
             }
         });
         Ingress {
