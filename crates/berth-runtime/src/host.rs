@@ -38,6 +38,8 @@ pub const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:
 /// top-level symlinks (`/bin -> usr/bin` on merged-/usr systems) copied as links and
 /// everything else an empty directory for a mount to land on.
 pub fn layer(dir: &Path) -> std::io::Result<PathBuf> {
+    // The image store's directory, private as `ImageStore::open` makes it.
+    berth_fs::private_dir(dir)?;
     let root = dir.join("host-image");
     // Built aside and renamed into place, so it is complete whenever it exists, and pods
     // starting at once on a fresh node never see (or break) a half-made one.
