@@ -831,4 +831,24 @@ mod tests {
             template_sans_hash(Some(&a))
         );
     }
+
+    #[test]
+    fn numbers_past_int32_saturate() {
+        assert_eq!(
+            scaled(Some(&json!("100%")), i64::MAX, 25, true),
+            i64::MAX / 100
+        );
+        assert_eq!(scaled(Some(&json!(i64::MAX)), 3, 25, true), i64::MAX);
+        // A deadline no clock holds is read as int32's maximum; one of a stored object that
+        // is not a number at all counts as the default.
+        for deadline in [json!(i64::MAX), json!(u64::MAX), json!(-1), json!("soon")] {
+            let d = Object::from_value(json!({"apiVersion": "apps/v1", "kind": "Deployment",
+                "metadata": {"name": "d", "generation": 1},
+                "spec": {"progressDeadlineSeconds": deadline}}))
+            .unwrap();
+            let p = progress(&d, false, "d-1", [1, 1, 0], "2026-01-01T00:00:00Z");
+            assert!(p.recheck.is_some(), "{deadline}");
+            assert_eq!(p.condition["reason"], "ReplicaSetUpdated");
+        }
+    }
 }
