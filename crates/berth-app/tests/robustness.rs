@@ -407,6 +407,16 @@ async fn history_of_a_secret_names_changed_keys_never_values() {
 
     // Export leaves the Secret out and says so; the current values come only on request,
     // and never a past revision's.
+    let mut out = Vec::new();
+    let verb = berth_cli::Verb::Export {
+        revision: None,
+        at: None,
+        include_secrets: false,
+    };
+    berth_cli::run(&conn, verb, &mut out).await.unwrap();
+    let text = String::from_utf8(out).unwrap();
+    assert_no_values("berth export", &text);
+    assert!(text.contains("# left out: secret default/db"), "{text}");
     let list = c.export("").await.unwrap();
     assert_no_values("export", &list.to_string());
     assert_eq!(list["omittedSecrets"], json!(["default/db"]));
