@@ -167,11 +167,10 @@ impl Catalog {
             return;
         }
         let affinity = (spec["sessionAffinity"] == "ClientIP").then(|| {
-            Duration::from_secs(
-                spec["sessionAffinityConfig"]["clientIP"]["timeoutSeconds"]
-                    .as_u64()
-                    .unwrap_or(10800),
-            )
+            Duration::from_secs(berth_api::validate::seconds_of(
+                Some(&spec["sessionAffinityConfig"]["clientIP"]["timeoutSeconds"]),
+                10800,
+            ))
         });
         let svc = Service {
             cluster_ip: spec["clusterIP"].as_str().and_then(|ip| ip.parse().ok()),

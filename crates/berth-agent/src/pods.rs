@@ -530,19 +530,22 @@ fn container_config(
         berth_runtime::user::image_etc(&image.layers)
     };
     let (mut uid, mut gid) = berth_runtime::user::resolve(&image.config.user, &etc)?;
-    if let Some(u) = sc
-        .get("runAsUser")
-        .or_else(|| psc.get("runAsUser"))
-        .and_then(Value::as_u64)
-    {
-        uid = u as u32;
+    // An ID past 32 bits is refused, never wrapped (4294967296 would be root).
+    let id = |f: &str| -> Result<Option<u32>, String> {
+        match sc.get(f).or_else(|| psc.get(f)) {
+            None | Some(Value::Null) => Ok(None),
+            Some(v) => v
+                .as_u64()
+                .and_then(|n| u32::try_from(n).ok())
+                .map(Some)
+                .ok_or_else(|| format!("securityContext.{f} {v} is not a user or group ID")),
+        }
+    };
+    if let Some(u) = id("runAsUser")? {
+        uid = u;
     }
-    if let Some(g) = sc
-        .get("runAsGroup")
-        .or_else(|| psc.get("runAsGroup"))
-        .and_then(Value::as_u64)
-    {
-        gid = g as u32;
+    if let Some(g) = id("runAsGroup")? {
+        gid = g;
     }
     let mut mounts = if image.host {
         berth_runtime::host::mounts()
@@ -1100,14 +1103,11 @@ async fn stop_gracefully(shared: &Shared, pod: &Value, name: String, grace: Dura
 /// gets what is left), removes the sandbox, and deletes the pod for good.
 async fn terminate(shared: &Shared, pod: &Value) {
     let uid = s(pod, "/metadata/uid").to_string();
-    let grace = pod
-        .pointer("/metadata/deletionGracePeriodSeconds")
-        .and_then(Value::as_u64)
-        .or_else(|| {
-            pod.pointer("/spec/terminationGracePeriodSeconds")
-                .and_then(Value::as_u64)
-        })
-        .unwrap_or(30);
+    let grace = berth_api::validate::seconds_of(
+        pod.pointer("/metadata/deletionGracePeriodSeconds")
+            .or_else(|| pod.pointer("/spec/terminationGracePeriodSeconds")),
+        30,
+    );
     let rt = shared.cfg.runtime.clone();
     let uid2 = uid.clone();
     let states = tokio::task::spawn_blocking(move || rt.containers(&uid2))
@@ -1411,10 +1411,10 @@ pub(crate) async fn worker(
             }
             if let Some(why) = v.kill {
                 track.events.push(("Normal", "Killing".into(), why));
-                let grace = p
-                    .pointer("/spec/terminationGracePeriodSeconds")
-                    .and_then(Value::as_u64)
-                    .unwrap_or(30);
+                let grace = berth_api::validate::seconds_of(
+                    p.pointer("/spec/terminationGracePeriodSeconds"),
+                    30,
+                );
                 stop_gracefully(&shared, &p, name.clone(), Duration::from_secs(grace)).await;
             }
         }

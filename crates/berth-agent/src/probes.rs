@@ -47,8 +47,14 @@ pub(crate) struct Probe {
     pub(crate) last_message: String,
 }
 
+/// A probe's number of seconds (held to int32's range, whatever the pod says).
 fn num(v: &Value, f: &str, default: u64) -> u64 {
-    v.get(f).and_then(Value::as_u64).unwrap_or(default)
+    berth_api::validate::seconds_of(v.get(f), default)
+}
+
+/// A probe's threshold, 1 or more.
+fn threshold(v: &Value, f: &str, default: u64) -> u32 {
+    u32::try_from(num(v, f, default).max(1)).unwrap_or(u32::MAX)
 }
 
 impl Probe {
@@ -67,7 +73,9 @@ impl Probe {
     fn due(&self, now: Instant) -> bool {
         let delay = Duration::from_secs(num(&self.spec, "initialDelaySeconds", 0));
         let period = Duration::from_secs(num(&self.spec, "periodSeconds", 10).max(1));
-        now >= self.started + delay && self.last_run.is_none_or(|t| now >= t + period)
+        // Past what the clock holds is never.
+        let after = |t: Instant, d: Duration| t.checked_add(d).is_some_and(|at| now >= at);
+        after(self.started, delay) && self.last_run.is_none_or(|t| after(t, period))
     }
 
     /// Counts one result; returns true when the verdict changed.
@@ -75,11 +83,11 @@ impl Probe {
         self.last_message = message;
         let before = self.ok;
         if success {
-            self.successes += 1;
+            self.successes = self.successes.saturating_add(1);
             self.failures = 0;
             // Liveness and startup probes need one success, as Kubernetes requires.
             let need = if kind == Kind::Readiness {
-                num(&self.spec, "successThreshold", 1).max(1) as u32
+                threshold(&self.spec, "successThreshold", 1)
             } else {
                 1
             };
@@ -87,9 +95,9 @@ impl Probe {
                 self.ok = Some(true);
             }
         } else {
-            self.failures += 1;
+            self.failures = self.failures.saturating_add(1);
             self.successes = 0;
-            if self.failures >= num(&self.spec, "failureThreshold", 3).max(1) as u32 {
+            if self.failures >= threshold(&self.spec, "failureThreshold", 3) {
                 self.ok = Some(false);
             }
         }
@@ -366,5 +374,39 @@ impl Probes {
                 None => true,
             };
         v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn durations_past_the_clock_never_panic() {
+        let now = Instant::now();
+        for n in [json!(i64::MAX), json!(u64::MAX), json!(-1), json!(1e300)] {
+            let spec = json!({"initialDelaySeconds": n, "periodSeconds": n,
+                "successThreshold": n, "failureThreshold": n});
+            let mut p = Probe::new(spec, now);
+            // Whatever the delay, asking is safe; an unreadable one counts as its default.
+            p.due(now + Duration::from_secs(1));
+            p.last_run = Some(now);
+            assert!(
+                !p.due(now + Duration::from_secs(1)),
+                "{n}: due again within a second"
+            );
+            for _ in 0..3 {
+                p.record(false, "down".into(), Kind::Readiness);
+            }
+            p.failures = u32::MAX;
+            p.record(false, "down".into(), Kind::Readiness);
+            assert_eq!(p.failures, u32::MAX, "{n}: the count saturates");
+        }
+        // A huge delay is 68 years, not never-checked arithmetic.
+        let p = Probe::new(json!({"initialDelaySeconds": i64::MAX}), now);
+        assert!(!p.due(now + Duration::from_secs(3600)));
+        let p = Probe::new(json!({"initialDelaySeconds": 2}), now);
+        assert!(p.due(now + Duration::from_secs(2)));
     }
 }

@@ -13,6 +13,21 @@ use crate::quantity::Quantity;
 use crate::selector::LabelSelector;
 use crate::status::FieldError;
 
+/// The largest value of an int32 field, as Kubernetes' types hold it. Every count and every
+/// duration in seconds of a manifest is held to it too (Kubernetes keeps a few of those in
+/// int64): 68 years, so a deadline computed from one never overflows.
+pub const MAX_INT32: i64 = i32::MAX as i64;
+
+/// A duration in seconds read from an object already stored (maybe before this validation
+/// held it): a missing, negative or non-integer value gives `default`, and a value above
+/// `MAX_INT32` counts as `MAX_INT32`. Controllers and agents read durations through this.
+pub fn seconds_of(v: Option<&Value>, default: u64) -> u64 {
+    match v.and_then(Value::as_i64) {
+        Some(n) if n >= 0 => n.min(MAX_INT32) as u64,
+        _ => default,
+    }
+}
+
 /// Collects field errors while walking an object.
 #[derive(Default)]
 struct V {
@@ -112,6 +127,7 @@ impl V {
         }
     }
 
+    /// An int32 that is 0 or more.
     fn non_negative(&mut self, path: &str, v: Option<&Value>) -> Option<i64> {
         let n = self.int(path, v)?;
         if n < 0 {
@@ -120,6 +136,29 @@ impl V {
                 n,
                 "must be greater than or equal to 0",
             ));
+            return None;
+        }
+        if n > MAX_INT32 {
+            self.push(FieldError::invalid(
+                path,
+                n,
+                &format!("must be less than or equal to {MAX_INT32}"),
+            ));
+            return None;
+        }
+        Some(n)
+    }
+
+    /// An integer from `min` to `max`.
+    fn in_range(&mut self, path: &str, v: Option<&Value>, min: i64, max: i64) -> Option<i64> {
+        let n = self.int(path, v)?;
+        if !(min..=max).contains(&n) {
+            self.push(FieldError::invalid(
+                path,
+                n,
+                &format!("must be between {min} and {max}, inclusive"),
+            ));
+            return None;
         }
         Some(n)
     }
@@ -344,10 +383,16 @@ fn validate_probe(v: &mut V, path: &str, p: Option<&Value>) {
         "timeoutSeconds",
         "successThreshold",
         "failureThreshold",
-        "terminationGracePeriodSeconds",
     ] {
         v.non_negative(&format!("{path}.{f}"), m.get(f));
     }
+    // Kubernetes: when set, a probe's own grace period must be positive.
+    v.in_range(
+        &format!("{path}.terminationGracePeriodSeconds"),
+        m.get("terminationGracePeriodSeconds"),
+        1,
+        MAX_INT32,
+    );
     let handlers = ["exec", "httpGet", "tcpSocket", "grpc"];
     let set: Vec<_> = handlers.iter().filter(|h| m.get(**h).is_some()).collect();
     if set.is_empty() {
@@ -693,12 +738,24 @@ fn validate_container(
         }
         validate_probe(v, &format!("{path}.{probe}"), m.get(probe));
     }
+    if let Some(l) = v.obj(&format!("{path}.lifecycle"), m.get("lifecycle")) {
+        for hook in ["postStart", "preStop"] {
+            let hp = format!("{path}.lifecycle.{hook}");
+            if let Some(h) = v.obj(&hp, l.get(hook))
+                && let Some(sl) = v.obj(&format!("{hp}.sleep"), h.get("sleep"))
+            {
+                v.non_negative(&format!("{hp}.sleep.seconds"), sl.get("seconds"));
+            }
+        }
+    }
     if let Some(sc) = v.obj(&format!("{path}.securityContext"), m.get("securityContext")) {
-        v.int(
+        // Kubernetes' bounds for user and group IDs: a larger one would wrap to another
+        // (4294967296 to root) where the agent makes it 32 bits.
+        v.non_negative(
             &format!("{path}.securityContext.runAsUser"),
             sc.get("runAsUser"),
         );
-        v.int(
+        v.non_negative(
             &format!("{path}.securityContext.runAsGroup"),
             sc.get("runAsGroup"),
         );
@@ -832,17 +889,12 @@ fn validate_pod_spec(v: &mut V, path: &str, spec: Option<&Value>, template: bool
         &format!("{path}.terminationGracePeriodSeconds"),
         s.get("terminationGracePeriodSeconds"),
     );
-    if let Some(n) = v.int(
+    v.in_range(
         &format!("{path}.activeDeadlineSeconds"),
         s.get("activeDeadlineSeconds"),
-    ) && n <= 0
-    {
-        v.push(FieldError::invalid(
-            format!("{path}.activeDeadlineSeconds"),
-            n,
-            "must be greater than 0",
-        ));
-    }
+        1,
+        MAX_INT32,
+    );
     if let Some(n) = v.str(&format!("{path}.nodeName"), s.get("nodeName"))
         && !n.is_empty()
         && let Some(e) = names::dns1123_subdomain(n)
@@ -876,6 +928,11 @@ fn validate_pod_spec(v: &mut V, path: &str, spec: Option<&Value>, template: bool
                 tm.get("effect"),
                 &["", "NoSchedule", "PreferNoSchedule", "NoExecute"],
             );
+        }
+    }
+    if let Some(sc) = v.obj(&format!("{path}.securityContext"), s.get("securityContext")) {
+        for f in ["runAsUser", "runAsGroup", "fsGroup"] {
+            v.non_negative(&format!("{path}.securityContext.{f}"), sc.get(f));
         }
     }
     v.bool(&format!("{path}.hostNetwork"), s.get("hostNetwork"));
@@ -917,9 +974,7 @@ fn validate_template(v: &mut V, kind: &str, spec: &Map<String, Value>) {
             }
         },
     };
-    if let Some(r) = v.non_negative("spec.replicas", spec.get("replicas")) {
-        let _ = r;
-    }
+    v.non_negative("spec.replicas", spec.get("replicas"));
     v.non_negative("spec.minReadySeconds", spec.get("minReadySeconds"));
     let Some(t) = v.obj("spec.template", spec.get("template")) else {
         v.push(FieldError::required("spec.template"));
@@ -956,14 +1011,14 @@ fn validate_template(v: &mut V, kind: &str, spec: &Map<String, Value>) {
 fn validate_int_or_percent(v: &mut V, path: &str, val: Option<&Value>) {
     match val {
         None | Some(Value::Null) => {}
-        Some(Value::Number(n)) if n.as_i64().is_some_and(|n| n >= 0) => {}
+        Some(Value::Number(n)) if n.as_i64().is_some_and(|n| (0..=MAX_INT32).contains(&n)) => {}
         Some(Value::String(s))
             if s.strip_suffix('%')
                 .is_some_and(|p| p.parse::<u32>().is_ok_and(|p| p <= 100)) => {}
         Some(other) => v.push(FieldError::invalid(
             path,
             describe(other),
-            "must be a non-negative integer or a percentage such as '25%'",
+            &format!("must be an integer from 0 to {MAX_INT32} or a percentage such as '25%'"),
         )),
     }
 }
@@ -982,10 +1037,23 @@ fn validate_spec(v: &mut V, kind: &ResourceKind, obj: &Object) {
                     "spec.revisionHistoryLimit",
                     spec.get("revisionHistoryLimit"),
                 );
-                v.non_negative(
+                let deadline = v.non_negative(
                     "spec.progressDeadlineSeconds",
                     spec.get("progressDeadlineSeconds"),
                 );
+                let min_ready = spec
+                    .get("minReadySeconds")
+                    .and_then(Value::as_i64)
+                    .unwrap_or(0);
+                if let Some(d) = deadline
+                    && d <= min_ready
+                {
+                    v.push(FieldError::invalid(
+                        "spec.progressDeadlineSeconds",
+                        d,
+                        "must be greater than minReadySeconds",
+                    ));
+                }
                 if let Some(st) = v.obj("spec.strategy", spec.get("strategy")) {
                     let t = v.one_of(
                         "spec.strategy.type",
@@ -1174,7 +1242,7 @@ fn validate_spec(v: &mut V, kind: &ResourceKind, obj: &Object) {
             v.one_of("type", obj.get("type"), &["Normal", "Warning"]);
             v.str("reason", obj.get("reason"));
             v.str("message", obj.get("message"));
-            v.int("count", obj.get("count"));
+            v.non_negative("count", obj.get("count"));
         }
         "Lease" => {
             if let Some(s) = v.obj("spec", obj.get("spec")) {
@@ -1335,6 +1403,19 @@ fn validate_service(v: &mut V, obj: &Object) {
         spec.get("sessionAffinity"),
         &["None", "ClientIP"],
     );
+    if let Some(c) = v.obj(
+        "spec.sessionAffinityConfig",
+        spec.get("sessionAffinityConfig"),
+    ) && let Some(ip) = v.obj("spec.sessionAffinityConfig.clientIP", c.get("clientIP"))
+    {
+        // Kubernetes' range: up to a day.
+        v.in_range(
+            "spec.sessionAffinityConfig.clientIP.timeoutSeconds",
+            ip.get("timeoutSeconds"),
+            1,
+            86400,
+        );
+    }
 }
 
 impl FieldError {
@@ -1688,6 +1769,112 @@ mod tests {
         ] {
             assert!(f.contains(&want), "missing {want} in {f:?}");
         }
+    }
+
+    /// A Deployment whose every duration and count is `n`, and a Service whose affinity
+    /// timeout is `n`.
+    fn with_numbers(n: Value) -> (Object, Object) {
+        let probe = json!({"exec": {"command": ["true"]}, "initialDelaySeconds": n,
+            "periodSeconds": n, "timeoutSeconds": n, "successThreshold": n,
+            "failureThreshold": n, "terminationGracePeriodSeconds": n});
+        let d = obj(json!({
+            "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
+            "spec": {"replicas": n, "minReadySeconds": 0, "revisionHistoryLimit": n,
+                "progressDeadlineSeconds": n,
+                "strategy": {"rollingUpdate": {"maxSurge": n, "maxUnavailable": n}},
+                "selector": {"matchLabels": {"app": "web"}},
+                "template": {"metadata": {"labels": {"app": "web"}},
+                    "spec": {"terminationGracePeriodSeconds": n, "activeDeadlineSeconds": n,
+                        "securityContext": {"runAsUser": n, "fsGroup": n},
+                        "containers": [{"name": "c", "image": "i",
+                            "livenessProbe": probe, "readinessProbe": probe,
+                            "lifecycle": {"preStop": {"sleep": {"seconds": n}}},
+                            "securityContext": {"runAsUser": n, "runAsGroup": n}}]}}}
+        }));
+        let svc = obj(
+            json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "s"},
+            "spec": {"ports": [{"port": 80}], "sessionAffinity": "ClientIP",
+                "sessionAffinityConfig": {"clientIP": {"timeoutSeconds": n}}}}),
+        );
+        (d, svc)
+    }
+
+    #[test]
+    fn every_duration_and_count_is_range_checked() {
+        let deploy = resolve("deploy").unwrap();
+        let svc = resolve("svc").unwrap();
+        // The biggest values Kubernetes' int32 fields hold pass (the affinity timeout aside,
+        // which Kubernetes holds to a day).
+        let (d, s) = with_numbers(json!(MAX_INT32));
+        assert_eq!(validate_create(deploy, &d), vec![]);
+        assert_eq!(
+            fields(&validate_create(svc, &s)),
+            vec!["spec.sessionAffinityConfig.clientIP.timeoutSeconds"]
+        );
+        let c = "spec.template.spec.containers[0]";
+        let named = [
+            "spec.replicas".to_string(),
+            "spec.revisionHistoryLimit".into(),
+            "spec.progressDeadlineSeconds".into(),
+            "spec.strategy.rollingUpdate.maxSurge".into(),
+            "spec.strategy.rollingUpdate.maxUnavailable".into(),
+            "spec.template.spec.terminationGracePeriodSeconds".into(),
+            "spec.template.spec.activeDeadlineSeconds".into(),
+            "spec.template.spec.securityContext.runAsUser".into(),
+            "spec.template.spec.securityContext.fsGroup".into(),
+            format!("{c}.livenessProbe.initialDelaySeconds"),
+            format!("{c}.livenessProbe.periodSeconds"),
+            format!("{c}.livenessProbe.timeoutSeconds"),
+            format!("{c}.livenessProbe.successThreshold"),
+            format!("{c}.livenessProbe.failureThreshold"),
+            format!("{c}.livenessProbe.terminationGracePeriodSeconds"),
+            format!("{c}.readinessProbe.periodSeconds"),
+            format!("{c}.lifecycle.preStop.sleep.seconds"),
+            format!("{c}.securityContext.runAsUser"),
+            format!("{c}.securityContext.runAsGroup"),
+        ];
+        // One past int32, the largest JSON integer, and a negative number: each field named,
+        // with what is wrong.
+        for n in [json!(MAX_INT32 + 1), json!(i64::MAX), json!(-1)] {
+            let (d, s) = with_numbers(n.clone());
+            let errs = validate_create(deploy, &d);
+            for want in &named {
+                let e = errs
+                    .iter()
+                    .find(|e| e.field == *want)
+                    .unwrap_or_else(|| panic!("{n}: {want} not named in {errs:?}"));
+                assert!(e.message.contains("must be"), "{n}: {want}: {}", e.message);
+            }
+            assert_eq!(
+                fields(&validate_create(svc, &s)),
+                vec!["spec.sessionAffinityConfig.clientIP.timeoutSeconds"]
+            );
+        }
+        // A number too big for any integer, or a fraction, is named as not an integer.
+        let (d, _) = with_numbers(json!(1e300));
+        let errs = validate_create(deploy, &d);
+        assert!(
+            errs.iter()
+                .any(|e| e.field == "spec.progressDeadlineSeconds"
+                    && e.message.contains("must be an integer")),
+            "{errs:?}"
+        );
+        // Kubernetes: the progress deadline must exceed minReadySeconds.
+        let mut d = with_numbers(json!(5)).0.into_value();
+        d["spec"]["minReadySeconds"] = json!(5);
+        let errs = validate_create(deploy, &obj(d));
+        assert_eq!(fields(&errs), vec!["spec.progressDeadlineSeconds"]);
+        assert!(errs[0].message.contains("greater than minReadySeconds"));
+    }
+
+    #[test]
+    fn stored_durations_are_read_within_bounds() {
+        assert_eq!(seconds_of(Some(&json!(i64::MAX)), 600), MAX_INT32 as u64);
+        assert_eq!(seconds_of(Some(&json!(u64::MAX)), 600), 600);
+        assert_eq!(seconds_of(Some(&json!(-5)), 600), 600);
+        assert_eq!(seconds_of(Some(&json!("10")), 600), 600);
+        assert_eq!(seconds_of(None, 600), 600);
+        assert_eq!(seconds_of(Some(&json!(42)), 600), 42);
     }
 
     #[test]

@@ -1,7 +1,15 @@
 //! berth's history API (`/apis/berth.dev/v1/...`): who changed what, when and how; objects as
 //! they were at any retained revision; the whole desired state exported at a revision.
+//!
+//! Trust boundary: history never serves a Secret's values. The store keeps them as it keeps
+//! every revision (until compaction), but what this API returns of a Secret has each value of
+//! `data` and `stringData` (and of the manifest in the last-applied annotation) replaced: in
+//! an object's history by `(hidden, version N)`, N counting the values the key has had, with
+//! each revision's `dataChanges` naming the keys added, changed or removed; in an object at
+//! one revision by `(hidden)`. `export` leaves Secrets out (listing them in
+//! `omittedSecrets`) unless `includeSecrets` asks for them, which only the current state may.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use berth_api::kinds::{self, ResourceKind};
 use berth_api::object::Object;
@@ -39,6 +47,92 @@ pub fn resolve_revision(
     Ok(None)
 }
 
+/// What stands for a Secret's value wherever history shows one.
+const HIDDEN: &str = "(hidden)";
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// Replaces every value of a Secret's `data` and `stringData` by `HIDDEN`.
+fn hide_values(obj: &mut Value) {
+    for field in ["data", "stringData"] {
+        if let Some(Value::Object(m)) = obj.get_mut(field) {
+            for v in m.values_mut() {
+                *v = Value::String(HIDDEN.into());
+            }
+        }
+    }
+}
+
+/// Hides a Secret's values in the object and in the manifest its last-applied annotation
+/// holds (an annotation that is not a JSON object is hidden whole).
+fn hide_secret(obj: &mut Value) {
+    hide_values(obj);
+    if let Some(Value::String(a)) = obj.pointer_mut(&format!(
+        "/metadata/annotations/{}",
+        LAST_APPLIED.replace('/', "~1")
+    )) {
+        *a = match serde_json::from_str::<Value>(a) {
+            Ok(mut applied @ Value::Object(_)) => {
+                hide_values(&mut applied);
+                applied.to_string()
+            }
+            _ => HIDDEN.into(),
+        };
+    }
+}
+
+/// Follows one Secret through its retained revisions, oldest first, hiding its values.
+#[derive(Default)]
+struct SecretMask {
+    /// Each key's last value and how many values it has had.
+    seen: BTreeMap<String, (Value, u64)>,
+    /// The keys of `data` at the revision before.
+    before: BTreeSet<String>,
+}
+
+impl SecretMask {
+    /// Hides one revision's values (`data` values as `(hidden, version N)`) and says which
+    /// keys it added, changed or removed.
+    fn mask(&mut self, obj: &mut Value) -> Vec<Value> {
+        let mut changes = Vec::new();
+        let mut now = BTreeSet::new();
+        let versions: Vec<(String, u64)> = match obj.get("data") {
+            Some(Value::Object(m)) => m
+                .iter()
+                .map(|(k, v)| {
+                    now.insert(k.clone());
+                    let (change, version) = match self.seen.get(k) {
+                        Some((old, n)) if old == v => {
+                            // Unchanged, or back with the value it had before its removal.
+                            let back = (!self.before.contains(k)).then_some("added");
+                            (back, *n)
+                        }
+                        Some((_, n)) if self.before.contains(k) => (Some("changed"), n + 1),
+                        Some((_, n)) => (Some("added"), n + 1),
+                        None => (Some("added"), 1),
+                    };
+                    self.seen.insert(k.clone(), (v.clone(), version));
+                    if let Some(c) = change {
+                        changes.push(json!({"key": k, "change": c}));
+                    }
+                    (k.clone(), version)
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        for k in self.before.difference(&now) {
+            changes.push(json!({"key": k, "change": "removed"}));
+        }
+        self.before = now;
+        hide_secret(obj);
+        if let Some(Value::Object(m)) = obj.get_mut("data") {
+            for (k, version) in versions {
+                m.insert(k, Value::String(format!("(hidden, version {version})")));
+            }
+        }
+        changes
+    }
+}
+
 fn target(
     q: &HashMap<String, String>,
 ) -> ApiResult<(&'static ResourceKind, Option<String>, String)> {
@@ -71,15 +165,20 @@ fn target(
 pub fn history(registry: &Registry, q: &HashMap<String, String>) -> ApiResult<Value> {
     let (kind, ns, name) = target(q)?;
     if let Some(rev) = resolve_revision(registry, q)? {
-        return Ok(registry
+        let mut obj = registry
             .get_at(kind, ns.as_deref(), &name, rev)?
-            .into_value());
+            .into_value();
+        if kind.kind == "Secret" {
+            hide_secret(&mut obj);
+        }
+        return Ok(obj);
     }
     let key = kind.key(ns.as_deref(), &name);
     let entries = registry.store.history(key.as_bytes())?;
     if entries.is_empty() {
         return Err(ApiError::not_found(kind, &name));
     }
+    let mut secret = (kind.kind == "Secret").then(SecretMask::default);
     let items: Vec<Value> = entries
         .into_iter()
         .map(|e| {
@@ -90,14 +189,23 @@ pub fn history(registry: &Registry, q: &HashMap<String, String>) -> ApiResult<Va
                     Value::String(e.info.revision.to_string()),
                 );
             }
-            json!({
+            let put = e.typ == EventType::Put;
+            let mut item = json!({
                 "revision": e.info.revision,
                 "time": timefmt::rfc3339_nanos_from_nanos(e.info.time_nanos),
                 "user": e.info.user,
                 "verb": e.info.verb,
-                "type": if e.typ == EventType::Put { "Put" } else { "Delete" },
-                "object": obj,
-            })
+                "type": if put { "Put" } else { "Delete" },
+            });
+            if let Some(mask) = secret.as_mut() {
+                if put {
+                    item["dataChanges"] = Value::Array(mask.mask(&mut obj));
+                } else {
+                    hide_secret(&mut obj);
+                }
+            }
+            item["object"] = obj;
+            item
         })
         .collect();
     Ok(json!({
@@ -168,11 +276,29 @@ const KIND_ORDER: &[&str] = &[
     "Pod",
 ];
 
-/// `GET /apis/berth.dev/v1/export[?revision=|?at=]`: the desired state as a `List`: no status,
-/// no server-set fields, nothing a controller made (it would make it again), no runtime state.
+/// `GET /apis/berth.dev/v1/export[?revision=|?at=][&includeSecrets=true]`: the desired state
+/// as a `List`: no status, no server-set fields, nothing a controller made (it would make it
+/// again), no runtime state. Secrets are left out and named in `omittedSecrets`, unless
+/// `includeSecrets` asks for the current ones (never a past revision's: history serves no
+/// Secret's values).
 pub fn export(registry: &Registry, q: &HashMap<String, String>) -> ApiResult<Value> {
     let rev = resolve_revision(registry, q)?;
+    let include_secrets = match q.get("includeSecrets").map(String::as_str) {
+        None | Some("false") => false,
+        Some("" | "true") => true,
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "includeSecrets {other:?} is not true or false"
+            )));
+        }
+    };
+    if include_secrets && rev.is_some() {
+        return Err(ApiError::bad_request(
+            "includeSecrets exports only the current state: history serves no past Secret's values",
+        ));
+    }
     let (all, rev) = registry.all_objects(rev)?;
+    let mut omitted = Vec::new();
     let mut items: Vec<Object> = all
         .into_iter()
         .filter(|o| {
@@ -180,6 +306,13 @@ pub fn export(registry: &Registry, q: &HashMap<String, String>) -> ApiResult<Val
                 && o.owner_references().is_empty()
                 && o.deletion_timestamp().is_none()
                 && !is_untouched_system_namespace(o)
+        })
+        .filter(|o| {
+            let keep = include_secrets || o.kind() != "Secret";
+            if !keep {
+                omitted.push(format!("{}/{}", o.namespace().unwrap_or(""), o.name()));
+            }
+            keep
         })
         .map(|o| {
             let mut m = o.to_desired_manifest();
@@ -214,6 +347,7 @@ pub fn export(registry: &Registry, q: &HashMap<String, String>) -> ApiResult<Val
         "kind": "List",
         "apiVersion": "v1",
         "metadata": {"resourceVersion": rev.to_string()},
+        "omittedSecrets": omitted,
         "items": items.into_iter().map(Object::into_value).collect::<Vec<_>>(),
     }))
 }

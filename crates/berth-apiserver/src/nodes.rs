@@ -124,14 +124,19 @@ async fn allocate_cidrs(
 }
 
 /// Runs until `stop` turns true.
-pub async fn run(registry: Registry, timing: Timing, mut stop: watch::Receiver<bool>) {
+pub async fn run(registry: Registry, timing: Timing, stop: watch::Receiver<bool>) {
+    crate::gc::supervise("node lifecycle controller", stop, || {
+        run_loop(&registry, timing)
+    })
+    .await
+}
+
+/// Looks at the nodes every half second; ends only when `supervise` drops it.
+async fn run_loop(registry: &Registry, timing: Timing) -> Result<(), String> {
     let mut not_ready_since: HashMap<String, Instant> = HashMap::new();
     loop {
-        tick(&registry, timing, &mut not_ready_since).await;
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-            _ = stop.changed() => return,
-        }
+        tick(registry, timing, &mut not_ready_since).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
 

@@ -187,6 +187,26 @@ fn query_string(pairs: &[(&str, &str)]) -> String {
         .join("&")
 }
 
+/// Kubernetes' bounds for a log request, checked before the agent is asked: `tailLines` 0
+/// or more (-1, as some clients send, means all), `sinceSeconds` from 1 to int32's maximum,
+/// `limitBytes` 1 or more, and not both `sinceSeconds` and `sinceTime`.
+fn check_log_options(q: &HashMap<String, String>) -> ApiResult<()> {
+    use crate::server::query_int;
+    query_int(q, "tailLines", -1, i64::MAX)?;
+    let since = query_int(q, "sinceSeconds", 1, berth_api::validate::MAX_INT32)?;
+    query_int(q, "limitBytes", 1, i64::MAX)?;
+    if let Some(t) = q.get("sinceTime") {
+        if since.is_some() {
+            return Err(ApiError::bad_request(
+                "at most one of sinceTime or sinceSeconds may be specified",
+            ));
+        }
+        berth_api::timefmt::parse_rfc3339(t)
+            .map_err(|e| ApiError::bad_request(format!("sinceTime {t:?}: {e}")))?;
+    }
+    Ok(())
+}
+
 /// `GET pods/NAME/log`: the container's log from its node's agent, streamed when following.
 pub async fn logs(
     s: &ApiServer,
@@ -194,6 +214,7 @@ pub async fn logs(
     name: &str,
     q: &HashMap<String, String>,
 ) -> ApiResult<Response> {
+    check_log_options(q)?;
     let (node, container) = target(s, ns, name, q)?;
     let agent = agent_of(s, &node)?;
     let mut pass: Vec<(&str, &str)> = Vec::new();

@@ -1001,11 +1001,8 @@ impl Registry {
             // A pod on a node stops first: its node's agent sees the deletion timestamp,
             // stops the containers within the grace period, then deletes it for good.
             let mut marked = old.clone();
-            let deadline =
-                std::time::SystemTime::now() + std::time::Duration::from_secs(grace as u64);
-            let nanos = deadline
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos() as u64);
+            let nanos = berth_api::timefmt::now_nanos()
+                .saturating_add((grace as u64).saturating_mul(1_000_000_000));
             marked.set_meta(
                 "deletionTimestamp",
                 berth_api::timefmt::rfc3339_from_nanos(nanos),
@@ -1054,11 +1051,14 @@ impl Registry {
         if !bound || matches!(phase, "Succeeded" | "Failed") {
             return None;
         }
-        let grace = asked.unwrap_or_else(|| {
-            spec.and_then(|s| s.get("terminationGracePeriodSeconds"))
-                .and_then(Value::as_i64)
-                .unwrap_or(30)
-        });
+        // Held to 0..=MAX_INT32 whatever a pod stored before validation did so says.
+        let grace = asked
+            .unwrap_or_else(|| {
+                spec.and_then(|s| s.get("terminationGracePeriodSeconds"))
+                    .and_then(Value::as_i64)
+                    .unwrap_or(30)
+            })
+            .clamp(0, berth_api::validate::MAX_INT32);
         if grace == 0 {
             return None;
         }

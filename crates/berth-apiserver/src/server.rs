@@ -194,6 +194,34 @@ fn parse_query(raw: Option<&str>) -> HashMap<String, String> {
     berth_api::url::query_pairs(raw).into_iter().collect()
 }
 
+/// A query parameter that must be an integer from `min` to `max`: None when it is absent,
+/// else the number, or a 400 naming the parameter, what it was given and the range.
+pub(crate) fn query_int(
+    q: &HashMap<String, String>,
+    name: &str,
+    min: i64,
+    max: i64,
+) -> ApiResult<Option<i64>> {
+    let Some(v) = q.get(name) else {
+        return Ok(None);
+    };
+    match v.parse::<i64>() {
+        Ok(n) if (min..=max).contains(&n) => Ok(Some(n)),
+        _ => Err(ApiError::bad_request(format!(
+            "{name} {v:?} is not an integer from {min} to {max}"
+        ))),
+    }
+}
+
+/// The `timeoutSeconds` of a list or watch: 0 or more seconds, held to int32 as every
+/// duration berth takes.
+fn timeout_seconds(q: &HashMap<String, String>) -> ApiResult<Option<Duration>> {
+    Ok(
+        query_int(q, "timeoutSeconds", 0, berth_api::validate::MAX_INT32)?
+            .map(|t| Duration::from_secs(t as u64)),
+    )
+}
+
 fn truthy(q: &HashMap<String, String>, k: &str) -> bool {
     q.get(k)
         .is_some_and(|v| v == "1" || v == "true" || v.is_empty())
@@ -321,12 +349,10 @@ pub(crate) fn list_options(
         .map_err(|e| ApiError::bad_request(format!("unable to parse requirement: {e}")))?;
     let fields = FieldSelector::parse(q.get("fieldSelector").map_or("", String::as_str), kind.kind)
         .map_err(|e| ApiError::bad_request(format!("field selector: {e}")))?;
-    let limit = match q.get("limit") {
-        Some(l) => l
-            .parse()
-            .map_err(|_| ApiError::bad_request(format!("limit {l:?} is not a number")))?,
-        None => 0,
-    };
+    let limit =
+        query_int(q, "limit", 0, i64::MAX)?.map_or(0, |l| usize::try_from(l).unwrap_or(usize::MAX));
+    // A list honours no timeout, but a bad one is still refused, as for a watch.
+    timeout_seconds(q)?;
     let at_revision = match (
         q.get("resourceVersion"),
         q.get("resourceVersionMatch").map(String::as_str),
@@ -372,19 +398,20 @@ fn delete_options(q: &HashMap<String, String>, body: &[u8]) -> ApiResult<DeleteO
             opts.dry_run |= d.iter().any(|x| x == "All");
         }
         if let Some(g) = v.get("gracePeriodSeconds").filter(|g| !g.is_null()) {
-            opts.grace_period = Some(g.as_i64().filter(|g| *g >= 0).ok_or_else(|| {
-                ApiError::bad_request(format!(
-                    "gracePeriodSeconds {g} is not a number of seconds (0 or more)"
-                ))
-            })?);
+            opts.grace_period = Some(
+                g.as_i64()
+                    .filter(|g| (0..=berth_api::validate::MAX_INT32).contains(g))
+                    .ok_or_else(|| {
+                        ApiError::bad_request(format!(
+                            "gracePeriodSeconds {g} is not an integer from 0 to {}",
+                            berth_api::validate::MAX_INT32
+                        ))
+                    })?,
+            );
         }
     }
-    if let Some(g) = q.get("gracePeriodSeconds") {
-        opts.grace_period = Some(g.parse::<i64>().ok().filter(|g| *g >= 0).ok_or_else(|| {
-            ApiError::bad_request(format!(
-                "gracePeriodSeconds {g:?} is not a number of seconds (0 or more)"
-            ))
-        })?);
+    if let Some(g) = query_int(q, "gracePeriodSeconds", 0, berth_api::validate::MAX_INT32)? {
+        opts.grace_period = Some(g);
     }
     opts.propagation = match policy.as_deref() {
         None => None,
@@ -649,12 +676,7 @@ fn watch(
     q: &HashMap<String, String>,
 ) -> ApiResult<Response> {
     let opts = list_options(kind, q)?;
-    let timeout = match q.get("timeoutSeconds") {
-        Some(t) => Some(Duration::from_secs(t.parse().map_err(|_| {
-            ApiError::bad_request(format!("timeoutSeconds {t:?} is not a number"))
-        })?)),
-        None => None,
-    };
+    let timeout = timeout_seconds(q)?;
     crate::watch::start(
         s.registry.clone(),
         crate::watch::WatchParams {

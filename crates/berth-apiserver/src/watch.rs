@@ -152,7 +152,9 @@ pub fn start(registry: Registry, mut p: WatchParams) -> Result<Response, ApiErro
         let mut last_bookmark = start.saturating_sub(1);
         let mut tick = tokio::time::interval(p.bookmark_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let deadline = p.timeout.map(|t| tokio::time::Instant::now() + t);
+        let deadline = p
+            .timeout
+            .and_then(|t| tokio::time::Instant::now().checked_add(t));
         let expired = async {
             match deadline {
                 Some(d) => tokio::time::sleep_until(d).await,

@@ -143,26 +143,27 @@ fn template_sans_hash(t: Option<&Value>) -> Value {
 }
 
 /// Kubernetes' `intstr` against a total: an int, or a percentage rounded up (surge) or down
-/// (unavailable).
+/// (unavailable). Saturating: a stored object from before validation held its numbers to
+/// int32 cannot overflow it.
 pub fn scaled(v: Option<&Value>, total: i64, default_pct: i64, round_up: bool) -> i64 {
-    match v {
-        Some(Value::Number(n)) => n.as_i64().unwrap_or(0),
+    let pct = match v {
+        Some(Value::Number(n)) => return n.as_i64().unwrap_or(0),
         Some(Value::String(s)) if s.ends_with('%') => {
-            let pct: i64 = s.trim_end_matches('%').parse().unwrap_or(default_pct);
-            if round_up {
-                (total * pct + 99) / 100
-            } else {
-                total * pct / 100
-            }
+            s.trim_end_matches('%').parse().unwrap_or(default_pct)
         }
-        _ => {
-            if round_up {
-                (total * default_pct + 99) / 100
-            } else {
-                total * default_pct / 100
-            }
-        }
+        _ => default_pct,
+    };
+    let part = total.saturating_mul(pct);
+    if round_up {
+        part.saturating_add(99) / 100
+    } else {
+        part / 100
     }
+}
+
+/// `secs` from now, or None when that is past what a clock holds (never, in practice).
+fn after_secs(secs: u64) -> Option<tokio::time::Instant> {
+    tokio::time::Instant::now().checked_add(Duration::from_secs(secs))
 }
 
 async fn run_once(registry: &Registry) -> Result<(), String> {
@@ -360,7 +361,7 @@ async fn reconcile_rs(
     let pods: Vec<Object> = owned(&cache.pods, &rs).into_iter().cloned().collect();
     let active: Vec<&Object> = pods.iter().filter(|p| pod_active(p)).collect();
     let want = spec_replicas(&rs);
-    let diff = want - active.len() as i64;
+    let diff = want.saturating_sub(active.len() as i64);
     let Some(pod_kind) = berth_api::kinds::resolve("pods") else {
         return;
     };
@@ -407,7 +408,10 @@ async fn reconcile_rs(
     } else if diff < 0 {
         let mut victims: Vec<&Object> = active.clone();
         victims.sort_by_key(|p| deletion_rank(p));
-        for p in victims.into_iter().take((-diff) as usize) {
+        for p in victims
+            .into_iter()
+            .take(usize::try_from(diff.unsigned_abs()).unwrap_or(usize::MAX))
+        {
             match registry
                 .delete(
                     pod_kind,
@@ -484,7 +488,7 @@ async fn reconcile_deployment(registry: &Registry, cache: &mut Cache, k: &Key) {
             let rs = sets.remove(i);
             if revision_of(&rs) < max_revision {
                 // Rolling back to an old template makes its ReplicaSet the newest revision.
-                let body = json!({"metadata": {"annotations": {REVISION: (max_revision + 1).to_string()}}});
+                let body = json!({"metadata": {"annotations": {REVISION: max_revision.saturating_add(1).to_string()}}});
                 set_rs(registry, cache, &rs, body).await.unwrap_or(rs)
             } else {
                 rs
@@ -504,7 +508,7 @@ async fn reconcile_deployment(registry: &Registry, cache: &mut Cache, k: &Key) {
                 "apiVersion": "apps/v1", "kind": "ReplicaSet",
                 "metadata": {
                     "name": format!("{}-{hash}", d.name()), "namespace": ns, "labels": labels,
-                    "annotations": {REVISION: (max_revision + 1).to_string()},
+                    "annotations": {REVISION: max_revision.saturating_add(1).to_string()},
                     "ownerReferences": owner_ref(&d),
                 },
                 "spec": {"replicas": initial, "selector": selector, "template": t},
@@ -569,13 +573,17 @@ async fn reconcile_deployment(registry: &Registry, cache: &mut Cache, k: &Key) {
         if surge == 0 && unavailable == 0 {
             unavailable = 1;
         }
-        let total: i64 = spec_replicas(&new_rs) + old.iter().map(spec_replicas).sum::<i64>();
+        let old_total = old
+            .iter()
+            .map(spec_replicas)
+            .fold(0i64, i64::saturating_add);
+        let total = spec_replicas(&new_rs).saturating_add(old_total);
         // Scale up the new set within the surge.
         let mut target = spec_replicas(&new_rs);
         if target < replicas {
-            let room = replicas + surge - total;
+            let room = replicas.saturating_add(surge).saturating_sub(total);
             if room > 0 {
-                target = (target + room).min(replicas);
+                target = target.saturating_add(room).min(replicas);
             }
         } else if target > replicas {
             target = replicas;
@@ -586,16 +594,18 @@ async fn reconcile_deployment(registry: &Registry, cache: &mut Cache, k: &Key) {
         new_target = target;
         // Scale down the old sets as far as availability allows: first what is not ready,
         // then ready pods down to replicas - maxUnavailable available in all.
-        let min_available = replicas - unavailable;
-        let new_unavailable = (target - ready_of(&new_rs)).max(0);
-        let all_pods = target + old.iter().map(spec_replicas).sum::<i64>();
-        let mut budget = all_pods - min_available - new_unavailable;
+        let min_available = replicas.saturating_sub(unavailable);
+        let new_unavailable = target.saturating_sub(ready_of(&new_rs)).max(0);
+        let all_pods = target.saturating_add(old_total);
+        let mut budget = all_pods
+            .saturating_sub(min_available)
+            .saturating_sub(new_unavailable);
         for rs in old.iter() {
             let cur = spec_replicas(rs);
-            if cur == 0 {
+            if cur <= 0 {
                 continue;
             }
-            let unhealthy = (cur - ready_of(rs)).max(0);
+            let unhealthy = cur.saturating_sub(ready_of(rs)).max(0);
             let mut cut = unhealthy.min(cur);
             let healthy_cut = budget.max(0).min(cur - cut);
             cut += healthy_cut;
@@ -626,22 +636,27 @@ async fn reconcile_deployment(registry: &Registry, cache: &mut Cache, k: &Key) {
     }
     // Status.
     let sets_now: Vec<Object> = owned(&cache.replicasets, &d).into_iter().cloned().collect();
-    let total_replicas: i64 = sets_now.iter().map(|rs| status_int(rs, "replicas")).sum();
-    let ready: i64 = sets_now.iter().map(ready_of).sum();
+    let total_replicas = sets_now
+        .iter()
+        .map(|rs| status_int(rs, "replicas"))
+        .fold(0i64, i64::saturating_add);
+    let ready = sets_now
+        .iter()
+        .map(ready_of)
+        .fold(0i64, i64::saturating_add);
     let new_now = cache
         .replicasets
         .get(&key(&new_rs))
         .cloned()
         .unwrap_or(new_rs.clone());
     let updated = status_int(&new_now, "replicas");
-    let unavailable_n = (replicas - ready).max(0);
-    let min_available = replicas
-        - scaled(
-            spec.pointer("/strategy/rollingUpdate/maxUnavailable"),
-            replicas,
-            25,
-            false,
-        );
+    let unavailable_n = replicas.saturating_sub(ready).max(0);
+    let min_available = replicas.saturating_sub(scaled(
+        spec.pointer("/strategy/rollingUpdate/maxUnavailable"),
+        replicas,
+        25,
+        false,
+    ));
     let now = berth_api::timefmt::now_rfc3339();
     let available = ready >= min_available.min(replicas);
     let complete = updated == replicas
@@ -696,12 +711,11 @@ fn progress(d: &Object, complete: bool, new_rs: &str, counts: [i64; 3], now: &st
         .and_then(|cs| cs.iter().find(|c| c["type"] == "Progressing"))
         .cloned()
         .unwrap_or_default();
-    let deadline = d
-        .get("spec")
-        .and_then(|s| s.get("progressDeadlineSeconds"))
-        .and_then(Value::as_i64)
-        .unwrap_or(600)
-        .max(1) as u64;
+    let deadline = berth_api::validate::seconds_of(
+        d.get("spec").and_then(|s| s.get("progressDeadlineSeconds")),
+        600,
+    )
+    .max(1);
     let old_counts = ["replicas", "updatedReplicas", "readyReplicas"]
         .map(|f| old_status.get(f).and_then(Value::as_i64).unwrap_or(-1));
     let moved = old_counts != counts
@@ -713,8 +727,13 @@ fn progress(d: &Object, complete: bool, new_rs: &str, counts: [i64; 3], now: &st
         ("True", "NewReplicaSetAvailable", m, now.to_string(), None)
     } else if moved {
         let m = format!("ReplicaSet \"{new_rs}\" is progressing.");
-        let at = tokio::time::Instant::now() + Duration::from_secs(deadline);
-        ("True", "ReplicaSetUpdated", m, now.to_string(), Some(at))
+        (
+            "True",
+            "ReplicaSetUpdated",
+            m,
+            now.to_string(),
+            after_secs(deadline),
+        )
     } else {
         let last = old_str("lastUpdateTime");
         let since = berth_api::timefmt::parse_rfc3339(&last)
@@ -726,8 +745,8 @@ fn progress(d: &Object, complete: bool, new_rs: &str, counts: [i64; 3], now: &st
             ("False", "ProgressDeadlineExceeded", m, last, None)
         } else {
             let m = format!("ReplicaSet \"{new_rs}\" is progressing.");
-            let at = tokio::time::Instant::now() + Duration::from_secs(deadline - since);
-            ("True", "ReplicaSetUpdated", m, last, Some(at))
+            let left = deadline - since;
+            ("True", "ReplicaSetUpdated", m, last, after_secs(left))
         }
     };
     let transition = if old["status"] == status {
@@ -811,5 +830,25 @@ mod tests {
             template_sans_hash(Some(&with_hash)),
             template_sans_hash(Some(&a))
         );
+    }
+
+    #[test]
+    fn numbers_past_int32_saturate() {
+        assert_eq!(
+            scaled(Some(&json!("100%")), i64::MAX, 25, true),
+            i64::MAX / 100
+        );
+        assert_eq!(scaled(Some(&json!(i64::MAX)), 3, 25, true), i64::MAX);
+        // A deadline no clock holds is read as int32's maximum; one of a stored object that
+        // is not a number at all counts as the default.
+        for deadline in [json!(i64::MAX), json!(u64::MAX), json!(-1), json!("soon")] {
+            let d = Object::from_value(json!({"apiVersion": "apps/v1", "kind": "Deployment",
+                "metadata": {"name": "d", "generation": 1},
+                "spec": {"progressDeadlineSeconds": deadline}}))
+            .unwrap();
+            let p = progress(&d, false, "d-1", [1, 1, 0], "2026-01-01T00:00:00Z");
+            assert!(p.recheck.is_some(), "{deadline}");
+            assert_eq!(p.condition["reason"], "ReplicaSetUpdated");
+        }
     }
 }

@@ -147,7 +147,8 @@ pub enum Verb {
     ///
     /// Applying the output to a fresh server reproduces the same objects. Status, server-set
     /// fields, runtime state (events, leases, nodes, endpoints) and objects a controller owns
-    /// are left out.
+    /// are left out. Secrets are left out too (named in a comment) unless --include-secrets
+    /// asks for the current ones: no past Secret's values are ever exported.
     Export {
         /// The state as of this store revision
         #[arg(long, conflicts_with = "at")]
@@ -155,6 +156,9 @@ pub enum Verb {
         /// The state as of this time (RFC 3339)
         #[arg(long)]
         at: Option<String>,
+        /// Include the Secrets, values and all (current state only)
+        #[arg(long, conflicts_with_all = ["revision", "at"])]
+        include_secrets: bool,
     },
     /// Manage the images of this host's data directory (no server needed)
     Image {
@@ -598,11 +602,16 @@ pub async fn run(conn: &Conn, verb: Verb, out: &mut dyn Write) -> anyhow::Result
             let ctx = connect(conn)?;
             history(&ctx, target, diff, status, limit, output, out).await
         }
-        Verb::Export { revision, at } => {
+        Verb::Export {
+            revision,
+            at,
+            include_secrets,
+        } => {
             let ctx = connect(conn)?;
             let q = match (revision, at) {
                 (Some(r), _) => format!("revision={r}"),
                 (None, Some(t)) => format!("at={}", encode_query(&t)),
+                _ if include_secrets => "includeSecrets=true".to_string(),
                 _ => String::new(),
             };
             let list = ctx.client.export(&q).await?;
@@ -612,6 +621,13 @@ pub async fn run(conn: &Conn, verb: Verb, out: &mut dyn Write) -> anyhow::Result
                 "# berth export at revision {}",
                 list["metadata"]["resourceVersion"].as_str().unwrap_or("?")
             )?;
+            for s in list["omittedSecrets"].as_array().into_iter().flatten() {
+                writeln!(
+                    out,
+                    "# left out: secret {} (Secrets are exported only with --include-secrets, at the current revision)",
+                    s.as_str().unwrap_or("?")
+                )?;
+            }
             for it in items {
                 writeln!(out, "---")?;
                 write!(out, "{}", print::to_yaml(&it))?;
@@ -1136,11 +1152,14 @@ async fn history(
         let rows: Vec<Vec<String>> = items
             .iter()
             .map(|i| {
-                let change = match (i["type"].as_str(), i["verb"].as_str()) {
+                let mut change = match (i["type"].as_str(), i["verb"].as_str()) {
                     (Some("Delete"), _) => "deleted".to_string(),
                     (_, Some(v)) => v.to_string(),
                     _ => String::new(),
                 };
+                if let Some(d) = data_changes(i) {
+                    change.push_str(&format!(" ({d})"));
+                }
                 vec![
                     i["revision"].to_string(),
                     short_time(&i["time"]),
@@ -1166,6 +1185,9 @@ async fn history(
             i["user"].as_str().unwrap_or(""),
             i["verb"].as_str().unwrap_or("")
         )?;
+        if let Some(d) = data_changes(&i) {
+            writeln!(out, "  {d}")?;
+        }
         let cur = if i["type"] == "Delete" {
             String::new()
         } else {
@@ -1181,6 +1203,23 @@ async fn history(
         prev = cur;
     }
     Ok(0)
+}
+
+/// A Secret revision's `dataChanges` as words: `data: password changed, token added` (the
+/// server never sends the values).
+fn data_changes(item: &Value) -> Option<String> {
+    let changes = item["dataChanges"].as_array().filter(|c| !c.is_empty())?;
+    let words: Vec<String> = changes
+        .iter()
+        .map(|c| {
+            format!(
+                "{} {}",
+                c["key"].as_str().unwrap_or("?"),
+                c["change"].as_str().unwrap_or("changed")
+            )
+        })
+        .collect();
+    Some(format!("data: {}", words.join(", ")))
 }
 
 /// Waits until an object deleted is gone (or replaced by a new one of the same name): a pod

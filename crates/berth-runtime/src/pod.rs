@@ -440,8 +440,9 @@ impl Runtime {
         }
         if state.status == Status::Running && !grace.is_zero() {
             self.kill(pod, name, signal)?;
-            let deadline = Instant::now() + grace;
-            while Instant::now() < deadline {
+            // A grace period past what the clock holds waits as long as it can.
+            let deadline = Instant::now().checked_add(grace);
+            while deadline.is_none_or(|d| Instant::now() < d) {
                 let s = self.container(pod, name)?;
                 if s.status == Status::Exited {
                     return Ok(s);
