@@ -45,6 +45,8 @@ impl ClientError {
 pub struct RawResponse {
     pub status: u16,
     pub body: Bytes,
+    /// The `Warning` headers' values (`299 - "text"`), in order.
+    pub warnings: Vec<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -353,6 +355,12 @@ impl Client {
     ) -> Result<RawResponse, ClientError> {
         let resp = self.send(method, path, body).await?;
         let status = resp.status().as_u16();
+        let warnings = resp
+            .headers()
+            .get_all("warning")
+            .iter()
+            .filter_map(|v| v.to_str().ok().map(String::from))
+            .collect();
         let body = resp
             .into_body()
             .collect()
@@ -362,7 +370,11 @@ impl Client {
                 message: e.to_string(),
             })?
             .to_bytes();
-        Ok(RawResponse { status, body })
+        Ok(RawResponse {
+            status,
+            body,
+            warnings,
+        })
     }
 
     /// Sends a request; a non-2xx answer becomes `ClientError::Api`.
