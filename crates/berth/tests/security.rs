@@ -73,8 +73,22 @@ spec:
   restartPolicy: Never
   hostNetwork: true
   hostPID: true
+  hostIPC: true
   containers:
-  - {name: c, image: host, command: ["sh", "-c", "cat /proc/net/dev; echo pid1=$(cat /proc/1/comm)"]}
+  - {name: c, image: host, command: ["sh", "-c", "cat /proc/net/dev; echo pid1=$(cat /proc/1/comm); echo net=$(readlink /proc/self/ns/net) ipc=$(readlink /proc/self/ns/ipc)"]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: tuned}
+spec:
+  restartPolicy: Never
+  securityContext:
+    runAsUser: 1000
+    runAsNonRoot: true
+    supplementalGroups: [4242]
+    sysctls: [{name: net.ipv4.ip_unprivileged_port_start, value: "77"}]
+  containers:
+  - {name: c, image: host, command: ["sh", "-c", "grep -E '^(Uid|Groups):' /proc/self/status; echo port_start=$(cat /proc/sys/net/ipv4/ip_unprivileged_port_start); echo net=$(readlink /proc/self/ns/net) ipc=$(readlink /proc/self/ns/ipc)"]}
 ---
 apiVersion: v1
 kind: Pod
@@ -179,6 +193,26 @@ fn security_contexts_take_effect_inside_containers() {
     );
     let p = get_json(&kc, &["pod", "hostnet", "-n", "priv"]);
     assert_eq!(p["status"]["podIP"], p["status"]["hostIP"], "{p}");
+    let node_ns = format!(
+        "net={} ipc={}",
+        std::fs::read_link("/proc/self/ns/net").unwrap().display(),
+        std::fs::read_link("/proc/self/ns/ipc").unwrap().display()
+    );
+    assert!(hostnet.contains(&node_ns), "{node_ns} not in {hostnet}");
+
+    // A pod of its own: its user and extra group, a namespaced sysctl set in its own
+    // network namespace only (the node's value is untouched), and namespaces not the node's.
+    let node_port_start =
+        std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start").unwrap();
+    let tuned = finished_log(&kc, "default", "tuned");
+    assert!(field(&tuned, "Uid").starts_with("1000"), "{tuned}");
+    assert_eq!(field(&tuned, "Groups"), "4242", "{tuned}");
+    assert!(tuned.contains("port_start=77"), "{tuned}");
+    assert!(!tuned.contains(&node_ns), "{tuned}");
+    assert_eq!(
+        std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start").unwrap(),
+        node_port_start
+    );
 
     // runAsNonRoot against an image that runs as root: held back, saying why.
     let (reason, message) = waiting(&kc, "nonroot");
