@@ -209,3 +209,122 @@ pub(crate) fn apply(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn seccomp_profiles_are_read_only_from_inside_the_seccomp_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        std::fs::create_dir_all(data.join("seccomp/sub")).unwrap();
+        std::fs::write(
+            data.join("seccomp/sub/ok.json"),
+            r#"{"defaultAction": "SCMP_ACT_LOG"}"#,
+        )
+        .unwrap();
+        // A secret outside, and links that try to reach it.
+        std::fs::write(
+            dir.path().join("outside.json"),
+            r#"{"defaultAction": "SCMP_ACT_ALLOW"}"#,
+        )
+        .unwrap();
+        std::os::unix::fs::symlink(
+            dir.path().join("outside.json"),
+            data.join("seccomp/abs.json"),
+        )
+        .unwrap();
+        std::os::unix::fs::symlink("../../outside.json", data.join("seccomp/rel.json")).unwrap();
+        std::fs::write(data.join("seccomp/bad.json"), "[]").unwrap();
+
+        assert_eq!(
+            localhost_profile(&data, "sub/ok.json").unwrap()["defaultAction"],
+            "SCMP_ACT_LOG"
+        );
+        for escape in [
+            "../outside.json",
+            "/etc/passwd",
+            "sub/../../outside.json",
+            "abs.json",
+            "rel.json",
+            "",
+        ] {
+            let e = localhost_profile(&data, escape).unwrap_err();
+            assert!(e.contains(&format!("{escape:?}")), "{escape}: {e}");
+        }
+        assert!(
+            localhost_profile(&data, "bad.json")
+                .unwrap_err()
+                .contains("has no defaultAction"),
+        );
+        assert!(
+            localhost_profile(&data, "none.json")
+                .unwrap_err()
+                .starts_with("cannot read seccomp profile \"none.json\""),
+        );
+    }
+
+    #[test]
+    fn host_path_types_are_checked_against_the_real_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("f");
+        std::fs::write(&file, "x").unwrap();
+        let sock_path = dir.path().join("s");
+        let _sock = std::os::unix::net::UnixListener::bind(&sock_path).unwrap();
+        let hp = |p: &Path, t: &str| json!({"path": p.display().to_string(), "type": t});
+        assert!(check_host_path("v", &hp(dir.path(), "Directory")).is_ok());
+        assert!(check_host_path("v", &hp(&file, "File")).is_ok());
+        assert!(check_host_path("v", &hp(&sock_path, "Socket")).is_ok());
+        assert!(check_host_path("v", &hp(Path::new("/dev/null"), "CharDevice")).is_ok());
+        for (p, t, what) in [
+            (file.as_path(), "Directory", "a directory"),
+            (dir.path(), "File", "a file"),
+            (file.as_path(), "Socket", "a socket file"),
+            (file.as_path(), "CharDevice", "a character device"),
+            (Path::new("/dev/null"), "BlockDevice", "a block device"),
+            (file.as_path(), "DirectoryOrCreate", "a directory"),
+        ] {
+            assert_eq!(
+                check_host_path("v", &hp(p, t)).unwrap_err(),
+                format!(
+                    "MountVolume.SetUp failed for volume \"v\" : hostPath type check failed: {} is not {what}",
+                    p.display()
+                )
+            );
+        }
+        let made = dir.path().join("new-dir/a/b");
+        check_host_path("v", &hp(&made, "DirectoryOrCreate")).unwrap();
+        assert!(made.is_dir());
+        let made = dir.path().join("new-file");
+        check_host_path("v", &hp(&made, "FileOrCreate")).unwrap();
+        assert!(made.is_file());
+        // FileOrCreate makes no parent directory.
+        let e = check_host_path("v", &hp(&dir.path().join("no/such"), "FileOrCreate")).unwrap_err();
+        assert!(e.starts_with("volume \"v\": cannot create"), "{e}");
+    }
+
+    #[test]
+    fn security_contexts_become_runtime_settings() {
+        let pod = json!({"spec": {"hostPID": true, "securityContext": {
+            "runAsNonRoot": true, "seccompProfile": {"type": "Unconfined"}, "supplementalGroups": [7],
+            "sysctls": [{"name": "kernel.shm_rmid_forced", "value": "1"}]}}});
+        let c = json!({"name": "c", "securityContext": {"capabilities": {"add": ["sys_admin"], "drop": ["ALL"]},
+            "procMount": "Unmasked"}});
+        let mut cc = ContainerConfig::default();
+        cc.spec.uid = 1000;
+        apply(Path::new("/nonexistent"), &pod, &c, &mut cc).unwrap();
+        let s = &cc.spec.security;
+        assert_eq!(s.seccomp, Seccomp::Unconfined);
+        assert!(s.allow_privilege_escalation, "SYS_ADMIN implies escalation");
+        assert!(s.unmasked_proc);
+        assert_eq!(s.supplemental_groups, vec![7]);
+        assert_eq!(s.capabilities(), vec!["CAP_SYS_ADMIN".to_string()]);
+        assert!(cc.spec.host.pid && !cc.spec.host.ipc);
+        // runAsNonRoot against uid 0 is refused.
+        cc.spec.uid = 0;
+        let e = apply(Path::new("/nonexistent"), &pod, &c, &mut cc).unwrap_err();
+        assert!(e.contains("runAsNonRoot"), "{e}");
+    }
+}

@@ -712,6 +712,22 @@ mod tests {
             "pods \"p\" is forbidden: violates PodSecurity \"baseline:latest\": host namespaces (hostNetwork=true, hostPID=true)"
         );
         assert!(check(Level::Privileged, &spec).is_empty());
+        // Spelling a capability another way does not get it past the check.
+        let sneaky = json!({"containers": [{"name": "c", "image": "i",
+            "securityContext": {"capabilities": {"add": ["cap_sys_admin", "Net_Admin"]}}}]});
+        assert_eq!(
+            check(Level::Baseline, &sneaky),
+            vec![
+                "non-default capabilities (container \"c\" must not include \"NET_ADMIN\", \"SYS_ADMIN\" in securityContext.capabilities.add)"
+            ]
+        );
+        // Every kind of container is looked at.
+        let init = json!({"initContainers": [{"name": "i", "image": "i", "securityContext": {"privileged": true}}],
+            "containers": [{"name": "c", "image": "i"}]});
+        assert_eq!(
+            check(Level::Baseline, &init),
+            vec!["privileged (container \"i\" must not set securityContext.privileged=true)"]
+        );
     }
 
     #[test]

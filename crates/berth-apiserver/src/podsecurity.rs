@@ -170,3 +170,34 @@ pub fn check_existing_pods(registry: &Registry, old: &Object, new: &Object) -> A
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn warnings_are_quoted_and_cannot_break_the_header() {
+        assert_eq!(
+            header_value("would violate \"x\" a\\b"),
+            "299 - \"would violate \\\"x\\\" a\\\\b\""
+        );
+        let v = header_value("line\r\nInjected: yes");
+        assert!(!v.contains('\r') && !v.contains('\n'), "{v}");
+        assert!(axum::http::HeaderValue::from_str(&v).is_ok());
+    }
+
+    #[tokio::test]
+    async fn warnings_belong_to_their_request() {
+        // Outside a request nothing is kept; inside, each is kept once, in order.
+        warn("lost".into());
+        let ((), w) = scope(async {
+            warn("a".into());
+            warn("b".into());
+            warn("a".into());
+        })
+        .await;
+        assert_eq!(w, vec!["a", "b"]);
+        let ((), w) = scope(async {}).await;
+        assert!(w.is_empty());
+    }
+}
