@@ -54,6 +54,30 @@ pub struct Client {
     server: String,
     token: String,
     http: HyperClient<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>,
+    /// Prints the server's `Warning` headers to stderr as kubectl does (`Warning: ...`).
+    print_warnings: bool,
+}
+
+/// The text of a `Warning` header value (`299 - "text"`), unquoted.
+pub fn warning_text(header: &str) -> String {
+    let Some(quoted) = header
+        .split_once(" - \"")
+        .map(|(_, rest)| rest.strip_suffix('"').unwrap_or(rest))
+    else {
+        return header.to_string();
+    };
+    let mut out = String::new();
+    let mut chars = quoted.chars();
+    while let Some(c) = chars.next() {
+        if c == '\\' {
+            if let Some(n) = chars.next() {
+                out.push(n);
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// Percent-encodes a query value.
@@ -221,7 +245,15 @@ impl Client {
             server: server.trim_end_matches('/').to_string(),
             token: token.to_string(),
             http: HyperClient::builder(TokioExecutor::new()).build(connector),
+            print_warnings: false,
         })
+    }
+
+    /// Prints the warnings servers send (`Warning: ...` on stderr), as a command line tool
+    /// should.
+    pub fn printing_warnings(mut self) -> Self {
+        self.print_warnings = true;
+        self
     }
 
     /// A client for a plain-HTTP server, or an HTTPS one signed by `ca_pem`.
@@ -360,7 +392,12 @@ impl Client {
             .get_all("warning")
             .iter()
             .filter_map(|v| v.to_str().ok().map(String::from))
-            .collect();
+            .collect::<Vec<String>>();
+        if self.print_warnings {
+            for w in &warnings {
+                eprintln!("Warning: {}", warning_text(w));
+            }
+        }
         let body = resp
             .into_body()
             .collect()
@@ -582,4 +619,18 @@ pub fn status_error(path: &str, status: u16, body: &[u8]) -> ClientError {
         )
     });
     ClientError::Api(Box::new(s))
+}
+
+#[cfg(test)]
+mod warning_tests {
+    use super::warning_text;
+
+    #[test]
+    fn warning_headers_are_unquoted() {
+        assert_eq!(
+            warning_text(r#"299 - "would violate PodSecurity \"baseline:latest\": a \\ b""#),
+            r#"would violate PodSecurity "baseline:latest": a \ b"#
+        );
+        assert_eq!(warning_text("not quoted"), "not quoted");
+    }
 }

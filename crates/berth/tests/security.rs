@@ -347,5 +347,22 @@ spec:
         stderr(&o)
     );
     assert!(!dir.path().join("never").exists());
+
+    // berth's own CLI prints the warnings of a namespace labelled warn, as kubectl does.
+    let warned = dir.path().join("warned.yaml");
+    std::fs::write(
+        &warned,
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: warned\n  labels: {pod-security.kubernetes.io/warn: restricted}\n---\napiVersion: v1\nkind: Pod\nmetadata: {name: w, namespace: warned}\nspec:\n  restartPolicy: Never\n  containers:\n  - {name: c, image: host, command: [\"true\"], securityContext: {allowPrivilegeEscalation: false, capabilities: {drop: [ALL]}, seccompProfile: {type: RuntimeDefault}}}\n",
+    )
+    .unwrap();
+    let o = berth(&kc, &["apply", "-f", warned.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains(
+            "Warning: would violate PodSecurity \"restricted:latest\": runAsNonRoot != true (pod or container \"c\" must set securityContext.runAsNonRoot=true)\n"
+        ),
+        "{}",
+        stderr(&o)
+    );
     drop(up);
 }
