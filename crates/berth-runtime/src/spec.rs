@@ -823,4 +823,88 @@ mod tests {
         assert!(unlimited["linux"]["resources"].get("memory").is_none());
         assert_eq!(unlimited["process"]["cwd"], "/");
     }
+
+    #[test]
+    fn security_settings_shape_the_spec() {
+        let ns = |v: &Value| -> Vec<String> {
+            v["linux"]["namespaces"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|n| n["type"].as_str().unwrap().to_string())
+                .collect()
+        };
+        let base = ContainerSpec {
+            argv: vec!["true".into()],
+            hostname: "p".into(),
+            netns: Some("/run/netns/p".into()),
+            ..Default::default()
+        };
+        let v = base.to_oci("r");
+        assert_eq!(ns(&v), ["pid", "network", "ipc", "uts", "mount"]);
+        assert_eq!(v["hostname"], "p");
+        assert_eq!(v["process"]["noNewPrivileges"], true);
+        assert!(v["linux"]["seccomp"].is_object());
+
+        // The node's namespaces: none made, and the node's host name is left alone.
+        let mut host = base.clone();
+        host.host = HostNamespaces {
+            network: true,
+            pid: true,
+            ipc: true,
+        };
+        let v = host.to_oci("r");
+        assert_eq!(ns(&v), ["mount"]);
+        assert!(v.get("hostname").is_none());
+
+        // Privileged: the node's capabilities, no filter, nothing masked, devices open.
+        let mut p = base.clone();
+        p.security.privileged = true;
+        let v = p.to_oci("r");
+        assert_eq!(
+            v["process"]["capabilities"]["bounding"]
+                .as_array()
+                .unwrap()
+                .len(),
+            all_capabilities().len()
+        );
+        assert!(v["process"].get("noNewPrivileges").is_none());
+        assert!(v["linux"].get("seccomp").is_none());
+        assert_eq!(v["linux"]["maskedPaths"], json!([]));
+        assert_eq!(v["linux"]["resources"]["devices"][0]["allow"], true);
+        assert!(
+            v["linux"]["devices"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|d| d["path"] != "/dev/null")
+        );
+        // It is still a valid OCI spec.
+        let _: oci_spec::runtime::Spec = serde_json::from_value(v).unwrap();
+
+        // Unmasked /proc keeps /sys masked; drops and adds; sysctls; groups; profiles.
+        let mut u = base.clone();
+        u.security = Security {
+            unmasked_proc: true,
+            cap_drop: vec!["ALL".into()],
+            cap_add: vec!["net_bind_service".into()],
+            sysctls: vec![("net.ipv4.tcp_syncookies".into(), "1".into())],
+            supplemental_groups: vec![5, 6],
+            seccomp: Seccomp::Profile(json!({"defaultAction": "SCMP_ACT_LOG"})),
+            ..Default::default()
+        };
+        let v = u.to_oci("r");
+        assert_eq!(
+            v["linux"]["maskedPaths"],
+            json!(["/sys/firmware", "/sys/devices/virtual/powercap"])
+        );
+        assert_eq!(
+            v["process"]["capabilities"]["effective"],
+            json!(["CAP_NET_BIND_SERVICE"])
+        );
+        assert_eq!(v["linux"]["sysctl"]["net.ipv4.tcp_syncookies"], "1");
+        assert_eq!(v["process"]["user"]["additionalGids"], json!([5, 6]));
+        assert_eq!(v["linux"]["seccomp"]["defaultAction"], "SCMP_ACT_LOG");
+        let _: oci_spec::runtime::Spec = serde_json::from_value(v).unwrap();
+    }
 }
