@@ -742,9 +742,11 @@ impl Registry {
         if kind.kind == "Service" {
             self.settle_node_ports(kind, &old, &mut obj, &random_ports)?;
         }
-        // Pod Security: workload templates are warned about on every change; a pod's spec
-        // cannot change in a way the standards look at (see `validate_update`).
-        let admitted = if kind.kind == "Pod" {
+        // Pod Security: a workload's template is looked at again when it changes (as
+        // Kubernetes does; controllers' writes of the rest add no warnings or audit events);
+        // a pod's spec cannot change in a way the standards look at (see `validate_update`).
+        let template = |o: &Object| o.get("spec").and_then(|s| s.get("template")).cloned();
+        let admitted = if kind.kind == "Pod" || template(&old) == template(&obj) {
             Default::default()
         } else {
             crate::podsecurity::admit(self, kind, &obj)?

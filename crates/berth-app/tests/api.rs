@@ -1899,6 +1899,31 @@ async fn pod_security_enforces_baseline_by_default_and_follows_namespace_labels(
         ]
     );
 
+    // Updates that leave the template alone are not looked at again; changes to it are.
+    let patch = |body: Value| {
+        c.raw(
+            Method::PATCH,
+            "/apis/apps/v1/namespaces/default/deployments/hostnet",
+            Some((
+                "application/merge-patch+json",
+                serde_json::to_vec(&body).unwrap(),
+            )),
+        )
+    };
+    let r = patch(json!({"spec": {"replicas": 3}})).await.unwrap();
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert!(r.warnings.is_empty(), "{:?}", r.warnings);
+    let r = patch(json!({"spec": {"template": {"spec": {"hostIPC": true}}}}))
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(
+        r.warnings,
+        vec![
+            "299 - \"would violate PodSecurity \\\"baseline:latest\\\": host namespaces (hostNetwork=true, hostIPC=true)\""
+        ]
+    );
+
     // Tightening a namespace warns about the pods already in it, which stay.
     let mut open = c.get(nsk, None, "open").await.unwrap();
     open["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] = json!("baseline");
