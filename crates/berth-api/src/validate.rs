@@ -885,6 +885,19 @@ fn validate_pod_security(v: &mut V, path: &str, s: &Map<String, Value>) {
     for f in ["hostNetwork", "hostPID", "hostIPC", "shareProcessNamespace"] {
         v.bool(&format!("{path}.{f}"), s.get(f));
     }
+    v.bool(&format!("{path}.hostUsers"), s.get("hostUsers"));
+    if s.get("hostUsers") == Some(&Value::Bool(false)) {
+        v.push(FieldError::forbidden(
+            format!("{path}.hostUsers"),
+            "berth does not run pods in user namespaces of their own; leave hostUsers unset or true",
+        ));
+    }
+    if s.get("ephemeralContainers").is_some_and(|e| !e.is_null()) {
+        v.push(FieldError::forbidden(
+            format!("{path}.ephemeralContainers"),
+            "berth does not implement ephemeral containers; use exec",
+        ));
+    }
     if s.get("shareProcessNamespace") == Some(&Value::Bool(true)) {
         v.push(FieldError::forbidden(
             format!("{path}.shareProcessNamespace"),
@@ -2027,7 +2040,8 @@ mod tests {
             Vec::<String>::new()
         );
         let errs = pod_errors(json!({
-            "hostPID": "yes", "shareProcessNamespace": true,
+            "hostPID": "yes", "shareProcessNamespace": true, "hostUsers": false,
+            "ephemeralContainers": [{"name": "debug", "image": "i"}],
             "securityContext": {"fsGroup": 2000, "seLinuxOptions": {"type": "x"},
                 "seccompProfile": {"type": "Localhost", "localhostProfile": "../etc/shadow"},
                 "sysctls": [{"name": "vm.overcommit_memory", "value": "1"}]},
@@ -2041,6 +2055,8 @@ mod tests {
         for want in [
             "spec.hostPID: Invalid value: \"yes\": must be a boolean",
             "spec.shareProcessNamespace: Forbidden: berth gives each container its own process namespace and does not implement a shared one",
+            "spec.hostUsers: Forbidden: berth does not run pods in user namespaces of their own; leave hostUsers unset or true",
+            "spec.ephemeralContainers: Forbidden: berth does not implement ephemeral containers; use exec",
             "spec.securityContext.fsGroup: Forbidden: berth does not implement this field; supported fields are runAsUser, runAsGroup, runAsNonRoot, supplementalGroups, seccompProfile, sysctls",
             "spec.securityContext.seLinuxOptions: Forbidden: berth does not implement this field; supported fields are runAsUser, runAsGroup, runAsNonRoot, supplementalGroups, seccompProfile, sysctls",
             "spec.securityContext.seccompProfile.localhostProfile: Invalid value: \"../etc/shadow\": must be a relative path inside the node's seccomp directory, without '.' or '..' components",
