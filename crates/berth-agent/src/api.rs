@@ -51,7 +51,7 @@ struct Api {
 pub(crate) struct Listening {
     pub port: u16,
     pub ca_pem: String,
-    listener: tokio::net::TcpListener,
+    listener: berth_tls::limits::Listener,
     config: Arc<rustls::ServerConfig>,
 }
 
@@ -61,6 +61,7 @@ pub(crate) async fn bind(
     port: u16,
     node_name: &str,
     cluster_ca_pem: &str,
+    limits: berth_tls::ConnLimits,
 ) -> anyhow::Result<Listening> {
     use anyhow::Context;
     let ip: std::net::IpAddr = node_ip
@@ -72,6 +73,12 @@ pub(crate) async fn bind(
             format!("cannot listen on {ip}:{port} for the agent API; choose another with --agent-port (0 picks a free one)")
         })?;
     let port = listener.local_addr()?.port();
+    let listener = berth_tls::limits::Listener::new(
+        listener,
+        "agent-api",
+        limits,
+        berth_tls::limits::Refusal::Close,
+    );
     let ca = berth_tls::Ca::generate(&format!("berth-agent-{node_name}"))?;
     let id = ca.issue(
         node_name,
@@ -112,7 +119,7 @@ pub(crate) async fn serve(
     berth_tls::serve(
         l.listener,
         router,
-        l.config,
+        Some(l.config),
         async move {
             let _ = stop.wait_for(|s| *s).await;
         },

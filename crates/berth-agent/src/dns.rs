@@ -11,7 +11,13 @@
 //! - any other name under `cluster.local`: NXDOMAIN; a name that exists but has no records of
 //!   the asked type: an empty answer (NOERROR);
 //! - names outside the cluster domain go to the upstream resolvers, or get REFUSED when there
-//!   are none (`--dns-upstream none`).
+//!   are none (`--dns-upstream none`). Each forwarded query goes from a new socket with a
+//!   random ID, and only a datagram from the resolver asked, with that ID and the same
+//!   question, is taken as its answer.
+//!
+//! Over TCP each connection is accepted within the node's connection limits
+//! ([`berth_tls::limits`]); a query must come whole within `--request-head-timeout` of its
+//! first byte, and a connection that sends nothing for `--idle-timeout` is closed.
 //!
 //! Pods of the default DNS policy (ClusterFirst) get it in their resolv.conf, with the search
 //! list `NS.svc.cluster.local svc.cluster.local cluster.local` and `ndots:5`.
@@ -23,7 +29,7 @@ use std::time::Duration;
 use hickory_proto::op::{Message, MessageType, OpCode, ResponseCode};
 use hickory_proto::rr::rdata::{A, SRV};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::sync::watch;
 
 /// The cluster's domain.
@@ -205,8 +211,18 @@ pub(crate) async fn reply(zone: &Shared, upstream: &[SocketAddr], query: &[u8]) 
     }
 }
 
+/// How long each upstream resolver has to answer.
+const UPSTREAM_WAIT: Duration = Duration::from_secs(2);
+
 /// Asks the upstream resolvers in turn (2 s each) and passes their answer on.
+///
+/// Each query goes out with a random ID from a new socket (a fresh port the kernel picks at
+/// random) connected to the one resolver asked, and a datagram is taken as the answer only
+/// when it comes from that address, with that ID, as a response to the same question;
+/// anything else (a forged answer from elsewhere, a guess at the ID, an answer to another
+/// question) is dropped and the wait goes on. The client gets the answer under its own ID.
 async fn forward(upstream: &[SocketAddr], query: &[u8]) -> Option<Vec<u8>> {
+    let asked = Message::from_vec(query).ok()?;
     for up in upstream {
         let bind: SocketAddr = if up.is_ipv4() {
             ([0, 0, 0, 0], 0).into()
@@ -216,15 +232,46 @@ async fn forward(upstream: &[SocketAddr], query: &[u8]) -> Option<Vec<u8>> {
         let Ok(sock) = tokio::net::UdpSocket::bind(bind).await else {
             continue;
         };
-        if sock.send_to(query, up).await.is_err() {
+        // Connected: the kernel passes on only datagrams from the resolver's address.
+        if sock.connect(up).await.is_err() {
             continue;
         }
+        let mut id = [0u8; 2];
+        if getrandom::fill(&mut id).is_err() {
+            return None;
+        }
+        let mut ours = query.to_vec();
+        ours[..2].copy_from_slice(&id);
+        if sock.send(&ours).await.is_err() {
+            continue;
+        }
+        let deadline = tokio::time::Instant::now() + UPSTREAM_WAIT;
         let mut buf = vec![0u8; 4096];
-        if let Ok(Ok((n, _))) =
-            tokio::time::timeout(Duration::from_secs(2), sock.recv_from(&mut buf)).await
+        while let Ok(Ok((n, from))) =
+            tokio::time::timeout_at(deadline, sock.recv_from(&mut buf)).await
         {
-            buf.truncate(n);
-            return Some(buf);
+            if from != *up {
+                continue;
+            }
+            let Ok(answer) = Message::from_vec(&buf[..n]) else {
+                continue;
+            };
+            let same_question = answer.queries().len() == asked.queries().len()
+                && answer.queries().iter().zip(asked.queries()).all(|(a, q)| {
+                    a.name() == q.name()
+                        && a.query_type() == q.query_type()
+                        && a.query_class() == q.query_class()
+                });
+            if answer.id() != u16::from_be_bytes(id)
+                || answer.message_type() != MessageType::Response
+                || !same_question
+            {
+                tracing::debug!(resolver = %up, "a datagram that does not answer the query was dropped");
+                continue;
+            }
+            let mut out = buf[..n].to_vec();
+            out[..2].copy_from_slice(&query[..2]);
+            return Some(out);
         }
     }
     None
@@ -235,6 +282,7 @@ pub(crate) async fn serve(
     zone: Arc<Shared>,
     addr: SocketAddr,
     upstream: Vec<SocketAddr>,
+    limits: berth_tls::ConnLimits,
     stop: watch::Receiver<bool>,
     ready: tokio::sync::oneshot::Sender<bool>,
 ) -> anyhow::Result<()> {
@@ -284,38 +332,62 @@ pub(crate) async fn serve(
             }
         });
     }
-    let mut stop = stop;
+    let tcp =
+        berth_tls::limits::Listener::new(tcp, "dns-tcp", limits, berth_tls::limits::Refusal::Close);
+    accept_tcp(tcp, zone, upstream, stop).await;
+    Ok(())
+}
+
+/// Serves DNS over TCP on `tcp` until `stop`: a task per connection within its limits.
+async fn accept_tcp(
+    tcp: berth_tls::limits::Listener,
+    zone: Arc<Shared>,
+    upstream: Arc<Vec<SocketAddr>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let limits = *tcp.limits();
     loop {
-        let (mut conn, _) = tokio::select! {
-            r = tcp.accept() => match r {
-                Ok(x) => x,
-                Err(_) => continue,
-            },
-            _ = stop.changed() => return Ok(()),
+        let (conn, peer, permit) = tokio::select! {
+            c = tcp.accept() => c,
+            _ = stop.changed() => return,
         };
         let (zone, upstream) = (zone.clone(), upstream.clone());
         tokio::spawn(async move {
-            loop {
-                let mut len = [0u8; 2];
-                let read =
-                    tokio::time::timeout(Duration::from_secs(10), conn.read_exact(&mut len)).await;
-                if !matches!(read, Ok(Ok(_))) {
-                    return;
-                }
-                let mut query = vec![0u8; u16::from_be_bytes(len) as usize];
-                if conn.read_exact(&mut query).await.is_err() {
-                    return;
-                }
-                let Some(out) = reply(&zone, &upstream, &query).await else {
-                    return;
-                };
-                let mut framed = (out.len() as u16).to_be_bytes().to_vec();
-                framed.extend_from_slice(&out);
-                if conn.write_all(&framed).await.is_err() {
-                    return;
-                }
+            let _permit = permit;
+            if let Err(e) = serve_tcp(conn, &zone, &upstream, &limits).await {
+                tracing::debug!(%peer, error = %e, "a DNS-over-TCP connection ended");
             }
         });
+    }
+}
+
+/// Answers the queries of one TCP connection (RFC 7766: each a two-byte length, then the
+/// message), in turn. A query must come whole within the head timeout of its first byte; the
+/// connection is closed when idle for the idle timeout, or when a reply is not taken in it.
+async fn serve_tcp(
+    mut conn: tokio::net::TcpStream,
+    zone: &Shared,
+    upstream: &[SocketAddr],
+    limits: &berth_tls::ConnLimits,
+) -> std::io::Result<()> {
+    let mut buf = Vec::with_capacity(512);
+    let whole = |b: &[u8]| b.len() >= 2 && b.len() >= 2 + u16::from_be_bytes([b[0], b[1]]) as usize;
+    loop {
+        if !berth_tls::limits::read_message(&mut conn, &mut buf, limits, whole).await? {
+            return Ok(());
+        }
+        let end = 2 + u16::from_be_bytes([buf[0], buf[1]]) as usize;
+        let query: Vec<u8> = buf.drain(..end).skip(2).collect();
+        let Some(out) = reply(zone, upstream, &query).await else {
+            return Ok(());
+        };
+        let mut framed = (out.len() as u16).to_be_bytes().to_vec();
+        framed.extend_from_slice(&out);
+        tokio::time::timeout(limits.idle_timeout, conn.write_all(&framed))
+            .await
+            .map_err(|_| {
+                std::io::Error::new(std::io::ErrorKind::TimedOut, "the client took no reply")
+            })??;
     }
 }
 
@@ -338,6 +410,7 @@ pub fn host_upstreams() -> Vec<SocketAddr> {
 mod tests {
     use super::*;
     use serde_json::json;
+    use std::collections::HashSet;
 
     fn zone() -> Catalog {
         let mut z = Catalog::default();
@@ -433,7 +506,12 @@ mod tests {
     }
 
     proptest::proptest! {
-        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+        // PROPTEST_CASES sets the count: 256 in the test command, a million in
+        // `scripts/bench fuzz`.
+        #![proptest_config(proptest::prelude::ProptestConfig {
+            failure_persistence: None,
+            ..proptest::prelude::ProptestConfig::default()
+        })]
         /// No datagram makes the server panic: random bytes, and valid queries with bytes
         /// flipped, truncated or appended.
         #[test]
@@ -467,6 +545,113 @@ mod tests {
         }
     }
 
+    fn query(id: u16, name: &str) -> Message {
+        let mut q = Message::new();
+        q.set_id(id).set_recursion_desired(true);
+        q.add_query(hickory_proto::op::Query::query(
+            Name::from_ascii(name).unwrap(),
+            RecordType::A,
+        ));
+        q
+    }
+
+    fn answer_to(q: &Message, ip: [u8; 4]) -> Vec<u8> {
+        let mut r = Message::new();
+        r.set_id(q.id()).set_message_type(MessageType::Response);
+        r.add_queries(q.queries().to_vec());
+        let name = q.queries()[0].name().clone();
+        r.add_answer(a(&name, ip.into()));
+        r.to_vec().unwrap()
+    }
+
+    /// A real UDP resolver on loopback that, for each query, first has forgeries sent (from
+    /// another address with the right ID; from its own address with a wrong ID, and with the
+    /// right ID for another question), then answers itself unless `genuine` is false. It
+    /// reports each query's ID and source address.
+    async fn resolver(
+        genuine: bool,
+    ) -> (
+        SocketAddr,
+        tokio::sync::mpsc::UnboundedReceiver<(u16, SocketAddr)>,
+    ) {
+        let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = sock.local_addr().unwrap();
+        // Another loopback address: a forger elsewhere.
+        let forger = tokio::net::UdpSocket::bind("127.0.0.2:0").await.unwrap();
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 4096];
+            loop {
+                let Ok((n, from)) = sock.recv_from(&mut buf).await else {
+                    return;
+                };
+                let q = Message::from_vec(&buf[..n]).unwrap();
+                let _ = tx.send((q.id(), from));
+                forger
+                    .send_to(&answer_to(&q, [6, 6, 6, 1]), from)
+                    .await
+                    .unwrap();
+                let mut wrong_id = q.clone();
+                wrong_id.set_id(q.id().wrapping_add(1));
+                sock.send_to(&answer_to(&wrong_id, [6, 6, 6, 2]), from)
+                    .await
+                    .unwrap();
+                let other = query(q.id(), "other.example.");
+                sock.send_to(&answer_to(&other, [6, 6, 6, 3]), from)
+                    .await
+                    .unwrap();
+                let mut not_answer = Message::from_vec(&answer_to(&q, [6, 6, 6, 4])).unwrap();
+                not_answer.set_message_type(MessageType::Query);
+                sock.send_to(&not_answer.to_vec().unwrap(), from)
+                    .await
+                    .unwrap();
+                sock.send_to(b"\x00garbage", from).await.unwrap();
+                if genuine {
+                    sock.send_to(&answer_to(&q, [1, 2, 3, 4]), from)
+                        .await
+                        .unwrap();
+                }
+            }
+        });
+        (addr, rx)
+    }
+
+    #[tokio::test]
+    async fn forwarded_queries_take_only_the_genuine_answer() {
+        let z = Shared::new(zone());
+        let (up, mut asked) = resolver(true).await;
+        let mut ids = HashSet::new();
+        let mut ports = HashSet::new();
+        for _ in 0..4 {
+            let q = query(0x4242, "example.com.");
+            let out = reply(&z, &[up], &q.to_vec().unwrap()).await.unwrap();
+            let out = Message::from_vec(&out).unwrap();
+            assert_eq!(out.id(), 0x4242, "the client gets its own ID back");
+            assert_eq!(out.response_code(), ResponseCode::NoError);
+            let got: Vec<String> = out.answers().iter().map(|r| r.data().to_string()).collect();
+            assert_eq!(got, ["1.2.3.4"], "only the genuine answer");
+            let (id, from) = asked.recv().await.unwrap();
+            ids.insert(id);
+            ports.insert(from.port());
+        }
+        // Random IDs (not the client's), from fresh ports.
+        assert!(ids.len() > 1 && !ids.contains(&0x4242), "{ids:?}");
+        assert!(ports.len() > 1, "{ports:?}");
+    }
+
+    #[tokio::test]
+    async fn forgeries_alone_are_no_answer() {
+        let z = Shared::new(zone());
+        let (up, mut asked) = resolver(false).await;
+        let q = query(9, "example.com.");
+        let out = reply(&z, &[up], &q.to_vec().unwrap()).await.unwrap();
+        let out = Message::from_vec(&out).unwrap();
+        assert!(asked.recv().await.is_some());
+        assert_eq!(out.id(), 9);
+        assert_eq!(out.response_code(), ResponseCode::ServFail);
+        assert!(out.answers().is_empty());
+    }
+
     #[tokio::test]
     async fn replies_and_refusals_on_the_wire() {
         let z = Shared::new(zone());
@@ -497,5 +682,111 @@ mod tests {
         .unwrap();
         assert_eq!(out.response_code(), ResponseCode::FormErr);
         assert!(reply(&z, &[], &[1, 2, 3]).await.is_none());
+    }
+
+    /// DNS over TCP on a loopback port of the test's own, through the node's accept loop.
+    async fn tcp_server(limits: berth_tls::ConnLimits) -> (SocketAddr, watch::Sender<bool>) {
+        let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = tcp.local_addr().unwrap();
+        let l = berth_tls::limits::Listener::new(
+            tcp,
+            "dns-tcp",
+            limits,
+            berth_tls::limits::Refusal::Close,
+        );
+        let (stop, stopped) = watch::channel(false);
+        tokio::spawn(accept_tcp(
+            l,
+            Shared::new(zone()),
+            Arc::new(Vec::new()),
+            stopped,
+        ));
+        (addr, stop)
+    }
+
+    /// Waits (5 s at most) for the server to close `c`; how long it took.
+    async fn closed(c: &mut tokio::net::TcpStream) -> Duration {
+        use tokio::io::AsyncReadExt;
+        let started = std::time::Instant::now();
+        let mut b = [0u8; 512];
+        loop {
+            match tokio::time::timeout(Duration::from_secs(5), c.read(&mut b)).await {
+                Err(_) => panic!("still open after 5 s"),
+                Ok(Ok(0)) | Ok(Err(_)) => return started.elapsed(),
+                Ok(Ok(_)) => {}
+            }
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn tcp_clients_that_send_nothing_useful_are_closed_and_real_ones_answered() {
+        use tokio::io::AsyncReadExt;
+        let limits = berth_tls::ConnLimits {
+            head_timeout: Duration::from_millis(800),
+            idle_timeout: Duration::from_millis(800),
+            ..berth_tls::ConnLimits::default()
+        };
+        let (addr, _stop) = tcp_server(limits).await;
+        let mut q = Message::new();
+        q.set_id(9);
+        q.add_query(hickory_proto::op::Query::query(
+            Name::from_ascii("web.default.svc.cluster.local.").unwrap(),
+            RecordType::A,
+        ));
+        let q = q.to_vec().unwrap();
+        let mut framed = (q.len() as u16).to_be_bytes().to_vec();
+        framed.extend_from_slice(&q);
+        // Two queries in one write, answered in turn on one connection.
+        let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+        c.write_all(&[framed.clone(), framed.clone()].concat())
+            .await
+            .unwrap();
+        for _ in 0..2 {
+            let mut len = [0u8; 2];
+            c.read_exact(&mut len).await.unwrap();
+            let mut m = vec![0u8; u16::from_be_bytes(len) as usize];
+            c.read_exact(&mut m).await.unwrap();
+            let m = Message::from_vec(&m).unwrap();
+            assert_eq!(m.id(), 9);
+            assert_eq!(m.answers()[0].data().to_string(), "10.43.0.20");
+        }
+        // Then idle: closed after the idle timeout.
+        let took = closed(&mut c).await;
+        assert!(took >= Duration::from_millis(700), "closed after {took:?}");
+        // Nothing at all.
+        let mut silent = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let took = closed(&mut silent).await;
+        assert!(took >= Duration::from_millis(700), "closed after {took:?}");
+        // A length prefix, then nothing.
+        let mut prefix = tokio::net::TcpStream::connect(addr).await.unwrap();
+        prefix.write_all(&framed[..2]).await.unwrap();
+        let took = closed(&mut prefix).await;
+        assert!(took < Duration::from_secs(3), "closed after {took:?}");
+        // The message trickled a byte at a time: closed at the head timeout, not kept by it.
+        let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let started = std::time::Instant::now();
+        let (mut rd, mut wr) = slow.split();
+        let trickle = async {
+            for b in &framed[..framed.len() - 1] {
+                if wr.write_all(&[*b]).await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            std::future::pending::<()>().await;
+        };
+        let mut sink = Vec::new();
+        tokio::select! {
+            _ = trickle => {}
+            r = tokio::time::timeout(Duration::from_secs(5), rd.read_to_end(&mut sink)) => {
+                assert!(r.is_ok(), "the trickling client is still connected after 5 s");
+            }
+        }
+        let took = started.elapsed();
+        assert!(
+            took >= Duration::from_millis(700) && took < Duration::from_secs(3),
+            "closed after {took:?}, not at the 800 ms head timeout"
+        );
+        assert!(sink.is_empty(), "an answer to a partial query");
     }
 }

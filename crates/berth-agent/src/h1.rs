@@ -4,16 +4,26 @@
 //! A proxy that is not strict about where a message ends lets one request hide inside
 //! another (request smuggling), so the rules here are the strict ones:
 //!
-//! - a request with both `Transfer-Encoding` and `Content-Length`, with Content-Lengths that
-//!   differ, with a Content-Length that is not a number, or with a transfer coding whose last
-//!   one is not `chunked`, is refused (400);
-//! - chunk-size lines and trailers must end in CRLF; a chunk size has at most 16 hex digits;
+//! - a request with both `Transfer-Encoding` and `Content-Length`, with more than one
+//!   Content-Length (even equal ones), with a Content-Length that is not a number, or whose
+//!   transfer codings do not end in one `chunked`, is refused (400); a coding before it that
+//!   is not gzip, deflate or compress gets 501;
+//! - malformed heads (obs-fold, a bare CR, whitespace before a colon) are refused (400), as
+//!   are an absolute-form target with user info or no host, and a Host with user info;
+//! - framing is decided from the headers as received, and the next hop gets it as one field
+//!   written here (`Content-Length: N` or the codings), with the Host routed on (an
+//!   absolute-form target's authority replaces any Host, RFC 9112 section 3.2.2): no
+//!   `Connection` token takes off Content-Length, Transfer-Encoding or Host;
+//! - chunk-size lines and trailers must end in CRLF; a chunk size has at most 16 hex digits,
+//!   followed only by blanks and well-formed extensions (tokens, `=`, quoted strings);
 //! - a response's body ends by its `Transfer-Encoding: chunked`, its `Content-Length`, or the
-//!   end of the connection; answers to HEAD, 1xx, 204 and 304 have none.
+//!   end of the connection; answers to HEAD, 1xx, 204 and 304 have none; a response with
+//!   both framings, or one that ends with the connection, leaves its connection unreused.
 //!
 //! Hop-by-hop headers (`Connection` and the ones it names, `Keep-Alive`, `Proxy-Connection`,
 //! `TE`, `Trailer`, `Upgrade`, `Proxy-Authenticate`, `Proxy-Authorization`) stay on their hop,
-//! except that an upgrade (WebSocket) is asked for again on the next.
+//! except that an upgrade (WebSocket) is asked for again on the next; an upgrade to `h2c` is
+//! not (it would tunnel past the routing).
 
 use std::io::{self, Write as _};
 use std::net::IpAddr;
@@ -160,75 +170,127 @@ fn put_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(b"\r\n");
 }
 
-/// A Content-Length value: digits only (a list of equal values counts as one).
-fn content_length(value: &[u8]) -> Option<u64> {
-    let mut found: Option<u64> = None;
-    for part in value.split(|b| *b == b',') {
-        let part = part.trim_ascii();
-        if part.is_empty() || part.len() > 19 || !part.iter().all(u8::is_ascii_digit) {
-            return None;
-        }
-        let n: u64 = std::str::from_utf8(part).ok()?.parse().ok()?;
-        if found.is_some_and(|f| f != n) {
-            return None;
-        }
-        found = Some(n);
-    }
-    found
-}
-
-/// Whether the last transfer coding of these values is `chunked`.
-fn ends_chunked<'a>(values: impl Iterator<Item = &'a [u8]>) -> bool {
-    values
-        .flat_map(|v| v.split(|b| *b == b','))
-        .map(<[u8]>::trim_ascii)
-        .filter(|c| !c.is_empty())
-        .last()
-        .is_some_and(|c| c.eq_ignore_ascii_case(b"chunked"))
-}
-
-/// The framing headers of a head: Transfer-Encoding (ends in chunked?) and Content-Length.
-struct Lengths {
-    te: Option<bool>,
+/// The framing headers of a head, as received: the transfer codings (when there is a
+/// `Transfer-Encoding`) and the Content-Length.
+struct Lengths<'a> {
+    te: Option<Vec<&'a [u8]>>,
+    /// Ok when every value (each item of each field) is the same number of digits.
     cl: Option<Result<u64, ()>>,
+    /// How many Content-Length values there are (items of all the fields).
+    cl_values: usize,
 }
 
-fn lengths(headers: &[httparse::Header<'_>]) -> Lengths {
-    let mut te = false;
+impl Lengths<'_> {
+    fn chunked(&self) -> bool {
+        self.te
+            .as_ref()
+            .and_then(|c| c.last())
+            .is_some_and(|c| c.eq_ignore_ascii_case(b"chunked"))
+    }
+
+    /// The framing headers for the next hop: the codings or the length as they were taken,
+    /// as one field.
+    fn put(&self, out: &mut Vec<u8>) {
+        if let Some(codings) = &self.te {
+            out.extend_from_slice(b"Transfer-Encoding: ");
+            for (i, c) in codings.iter().enumerate() {
+                if i > 0 {
+                    out.extend_from_slice(b", ");
+                }
+                out.extend_from_slice(c);
+            }
+            out.extend_from_slice(b"\r\n");
+        } else if let Some(Ok(n)) = self.cl {
+            let _ = write!(out, "Content-Length: {n}\r\n");
+        }
+    }
+}
+
+/// Whether a header field is one that framing or routing depends on, so that no `Connection`
+/// token may take it off (RFC 9112 section 9.6 lets it name only hop-by-hop fields).
+fn framing_field(name: &str) -> bool {
+    ["content-length", "transfer-encoding", "host"]
+        .iter()
+        .any(|h| name.eq_ignore_ascii_case(h))
+}
+
+fn lengths<'a>(headers: &[httparse::Header<'a>]) -> Lengths<'a> {
+    let mut te: Option<Vec<&'a [u8]>> = None;
     let mut cl: Option<Result<u64, ()>> = None;
+    let mut cl_values = 0;
     for h in headers {
         if h.name.eq_ignore_ascii_case("transfer-encoding") {
-            te = true;
+            // Empty list items do not count (RFC 9110 section 5.6.1).
+            te.get_or_insert_with(Vec::new).extend(
+                h.value
+                    .split(|b| *b == b',')
+                    .map(<[u8]>::trim_ascii)
+                    .filter(|c| !c.is_empty()),
+            );
         } else if h.name.eq_ignore_ascii_case("content-length") {
-            cl = Some(match (cl, content_length(h.value)) {
-                (None, Some(n)) => Ok(n),
-                (Some(Ok(a)), Some(n)) if a == n => Ok(n),
-                _ => Err(()),
-            });
+            for part in h.value.split(|b| *b == b',') {
+                cl_values += 1;
+                let part = part.trim_ascii();
+                let n =
+                    (!part.is_empty() && part.len() <= 19 && part.iter().all(u8::is_ascii_digit))
+                        .then(|| std::str::from_utf8(part).ok()?.parse::<u64>().ok())
+                        .flatten();
+                cl = Some(match (cl, n) {
+                    (None, Some(n)) => Ok(n),
+                    (Some(Ok(a)), Some(n)) if a == n => Ok(n),
+                    _ => Err(()),
+                });
+            }
         }
     }
-    let te = te.then(|| {
-        ends_chunked(
-            headers
-                .iter()
-                .filter(|h| h.name.eq_ignore_ascii_case("transfer-encoding"))
-                .map(|h| h.value),
-        )
-    });
-    Lengths { te, cl }
+    Lengths { te, cl, cl_values }
 }
 
-/// The host part of a Host value or authority: without port, user info or final dot, lower
-/// case; None when it has characters a host cannot have.
+/// Transfer codings a request may have before its final `chunked` (RFC 9110 section 8.4.1,
+/// RFC 9112 section 7); the body passes on still coded, so they need only be known.
+const KNOWN_CODINGS: [&str; 5] = ["gzip", "x-gzip", "deflate", "compress", "x-compress"];
+
+/// Checks a request's transfer codings: known ones, then `chunked` once, last.
+fn request_codings(codings: &[&[u8]]) -> Result<(), Refusal> {
+    let Some((last, before)) = codings.split_last() else {
+        return Err(refuse(400, "the Transfer-Encoding is empty"));
+    };
+    if !last.eq_ignore_ascii_case(b"chunked") {
+        return Err(refuse(
+            400,
+            "the request's last transfer coding is not chunked",
+        ));
+    }
+    for c in before {
+        if c.eq_ignore_ascii_case(b"chunked") {
+            return Err(refuse(400, "the request is chunked more than once"));
+        }
+        if !KNOWN_CODINGS
+            .iter()
+            .any(|k| c.eq_ignore_ascii_case(k.as_bytes()))
+        {
+            return Err(refuse(
+                501,
+                "the request has a transfer coding not implemented here",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The host part of a Host value or authority: without port or final dot, lower case; None
+/// when it has user info, or characters a host cannot have.
 fn bare_host(authority: &[u8]) -> Option<String> {
     let s = std::str::from_utf8(authority).ok()?.trim();
-    let s = s.rsplit_once('@').map_or(s, |(_, h)| h);
+    let digits = |port: &str| port.bytes().all(|b| b.is_ascii_digit());
     let host = if s.starts_with('[') {
-        // An IPv6 literal, with its brackets.
-        &s[..s.find(']')? + 1]
+        // An IPv6 literal, with its brackets, and nothing after them but a port.
+        let end = s.find(']')? + 1;
+        let rest = &s[end..];
+        (rest.is_empty() || rest.strip_prefix(':').is_some_and(digits)).then_some(&s[..end])?
     } else {
         s.rsplit_once(':')
-            .filter(|(_, port)| port.bytes().all(|b| b.is_ascii_digit()))
+            .filter(|(_, port)| digits(port))
             .map_or(s, |(h, _)| h)
     };
     let host = host.trim_end_matches('.');
@@ -274,10 +336,18 @@ pub(crate) fn parse_request(
     let headers = req.headers;
 
     // The target: origin form, or absolute form (whose authority is the host).
-    let (authority, target) = match target.strip_prefix("http://") {
+    // An absolute-form target's authority replaces any Host (RFC 9112 section 3.2.2).
+    let absolute = target
+        .get(..7)
+        .filter(|scheme| scheme.eq_ignore_ascii_case("http://"))
+        .map(|_| &target[7..]);
+    let (authority, target) = match absolute {
         Some(rest) => {
             let at = rest.find(['/', '?']).unwrap_or(rest.len());
             let path = &rest[at..];
+            if at == 0 {
+                return Err(refuse(400, "the request target has no host"));
+            }
             (Some(&rest[..at]), if path.is_empty() { "/" } else { path })
         }
         None if target.starts_with('/') || (target == "*" && method == "OPTIONS") => (None, target),
@@ -294,14 +364,15 @@ pub(crate) fn parse_request(
     if version == 1 && host_header.is_none() && authority.is_none() {
         return Err(refuse(400, "an HTTP/1.1 request must have a Host"));
     }
+    let sends_host = authority.is_some() || host_header.is_some();
     let authority: &[u8] = match authority {
         Some(a) => a.as_bytes(),
         None => host_header.unwrap_or_default(),
     };
     let host = bare_host(authority).ok_or(refuse(400, "the Host is malformed"))?;
 
-    let Lengths { te, cl } = lengths(headers);
-    let framing = match (te, cl) {
+    let lengths = lengths(headers);
+    let framing = match (&lengths.te, lengths.cl) {
         (Some(_), _) if version == 0 => {
             return Err(refuse(400, "HTTP/1.0 has no Transfer-Encoding"));
         }
@@ -311,13 +382,13 @@ pub(crate) fn parse_request(
                 "the request has both Transfer-Encoding and Content-Length",
             ));
         }
-        (Some(false), None) => {
-            return Err(refuse(
-                400,
-                "the request's last transfer coding is not chunked",
-            ));
+        (Some(codings), None) => {
+            request_codings(codings)?;
+            Framing::Chunked
         }
-        (Some(true), None) => Framing::Chunked,
+        (None, Some(_)) if lengths.cl_values > 1 => {
+            return Err(refuse(400, "the request has more than one Content-Length"));
+        }
         (None, Some(Err(()))) => return Err(refuse(400, "the Content-Length is not valid")),
         (None, Some(Ok(0))) | (None, None) => Framing::Empty,
         (None, Some(Ok(n))) => Framing::Length(n),
@@ -328,7 +399,13 @@ pub(crate) fn parse_request(
         .iter()
         .find(|h| h.name.eq_ignore_ascii_case("upgrade"))
         .map(|h| h.value)
-        .filter(|_| version == 1 && tokens.iter().any(|t| t == "upgrade"));
+        .filter(|_| version == 1 && tokens.iter().any(|t| t == "upgrade"))
+        // HTTP/2 over cleartext would make the rest of the connection a tunnel to the
+        // endpoint past the routing (h2c smuggling): that upgrade is not asked for.
+        .filter(|v| {
+            !v.split(|b| *b == b',')
+                .any(|p| p.trim_ascii().eq_ignore_ascii_case(b"h2c"))
+        });
     let keep_alive = version == 1 && !tokens.iter().any(|t| t == "close");
 
     out.extend_from_slice(method.as_bytes());
@@ -341,6 +418,11 @@ pub(crate) fn parse_request(
     } else {
         b" HTTP/1.0\r\n"
     });
+    // Host and the framing are written as they were taken, whatever else came.
+    if sends_host {
+        put_header(out, b"Host", authority.trim_ascii());
+    }
+    lengths.put(out);
     let mut xff: Vec<u8> = Vec::new();
     let mut forwarded: Vec<u8> = Vec::new();
     for h in headers.iter() {
@@ -348,7 +430,11 @@ pub(crate) fn parse_request(
         let replaced = ["x-forwarded-host", "x-forwarded-proto", "x-real-ip"]
             .iter()
             .any(|n| name.eq_ignore_ascii_case(n));
-        if hop_by_hop(name) || replaced || tokens.iter().any(|t| name.eq_ignore_ascii_case(t)) {
+        if hop_by_hop(name)
+            || replaced
+            || framing_field(name)
+            || tokens.iter().any(|t| name.eq_ignore_ascii_case(t))
+        {
             continue;
         }
         let list = if name.eq_ignore_ascii_case("x-forwarded-for") {
@@ -435,13 +521,13 @@ pub(crate) fn parse_response(
         return Err("the response head is malformed");
     };
     let headers = resp.headers;
-    let Lengths { te, cl } = lengths(headers);
+    let lengths = lengths(headers);
     let framing = if head_method || (100..200).contains(&status) || status == 204 || status == 304 {
         Framing::Empty
     } else {
-        match (te, cl) {
-            (Some(true), _) => Framing::Chunked,
-            (Some(false), _) => Framing::Close,
+        match (&lengths.te, lengths.cl) {
+            (Some(_), _) if lengths.chunked() => Framing::Chunked,
+            (Some(_), _) => Framing::Close,
             (None, Some(Err(()))) => return Err("the response's Content-Length is not valid"),
             (None, Some(Ok(n))) if n > 0 => Framing::Length(n),
             (None, Some(Ok(_))) => Framing::Empty,
@@ -449,8 +535,11 @@ pub(crate) fn parse_response(
         }
     };
     let tokens: Vec<String> = connection_tokens(headers).collect();
+    // Both framings (chunked wins, RFC 9112 section 6.3) leave the endpoint's idea of where
+    // the response ended in doubt, so its connection goes after this response.
+    let both = lengths.te.is_some() && lengths.cl.is_some();
     let reusable =
-        version == 1 && framing != Framing::Close && !tokens.iter().any(|t| t == "close");
+        version == 1 && framing != Framing::Close && !both && !tokens.iter().any(|t| t == "close");
     let upgrade = (status == 101)
         .then(|| {
             headers
@@ -462,12 +551,14 @@ pub(crate) fn parse_response(
     let _ = write!(out, "HTTP/1.1 {status} ");
     out.extend_from_slice(resp.reason.unwrap_or("").as_bytes());
     out.extend_from_slice(b"\r\n");
+    // The framing as it was taken: a Content-Length beside a Transfer-Encoding is dropped
+    // (RFC 9112 section 6.3), and no Connection token takes either off.
+    lengths.put(out);
     for h in headers.iter() {
-        // A Content-Length beside chunked framing is dropped (RFC 9112 section 6.3).
-        let stale_length =
-            framing == Framing::Chunked && h.name.eq_ignore_ascii_case("content-length");
+        let framing_field = h.name.eq_ignore_ascii_case("content-length")
+            || h.name.eq_ignore_ascii_case("transfer-encoding");
         if hop_by_hop(h.name)
-            || stale_length
+            || framing_field
             || tokens.iter().any(|t| h.name.eq_ignore_ascii_case(t))
         {
             continue;
@@ -492,11 +583,11 @@ pub(crate) fn parse_response(
 /// Where a chunked body is (RFC 9112 section 7.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Chunk {
-    /// In a chunk-size line: the size so far, its digits, and whether extensions began.
+    /// In a chunk-size line: the size so far, its digits, and where in what follows them.
     Size {
         size: u64,
         digits: u8,
-        ext: bool,
+        ext: Ext,
     },
     /// After the CR of a chunk-size line.
     SizeLf {
@@ -513,6 +604,32 @@ enum Chunk {
         empty: bool,
     },
     Done,
+}
+
+/// Where a chunk-size line is after its digits (RFC 9112 section 7.1.1):
+/// `*( BWS ";" BWS name [ BWS "=" BWS ( token / quoted-string ) ] )`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ext {
+    /// Still in the digits.
+    No,
+    /// Blanks after the digits: only more, a `;` or the end may follow.
+    Blank,
+    /// In the extensions, outside quotes.
+    In,
+    /// In a quoted string.
+    Quoted,
+    /// After a backslash in a quoted string.
+    Escaped,
+}
+
+/// A token character (RFC 9110 section 5.6.2).
+fn tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// What a quoted string may hold (qdtext and quoted-pair's second byte, with obs-text).
+fn qchar(b: u8) -> bool {
+    b == b'\t' || b == b' ' || (0x21..=0x7e).contains(&b) || b >= 0x80
 }
 
 /// How far one body has gone.
@@ -535,7 +652,7 @@ impl Body {
             chunk: Chunk::Size {
                 size: 0,
                 digits: 0,
-                ext: false,
+                ext: Ext::No,
             },
             line: 0,
         }
@@ -586,29 +703,46 @@ impl Body {
                     if self.line > MAX_LINE {
                         return Err("a chunk-size line is too long");
                     }
-                    match b {
-                        b'\r' if digits > 0 => Chunk::SizeLf { size },
-                        b'\n' => return Err("a chunk-size line does not end in CRLF"),
-                        _ if ext => Chunk::Size { size, digits, ext },
-                        b';' | b' ' | b'\t' if digits > 0 => Chunk::Size {
-                            size,
-                            digits,
-                            ext: true,
-                        },
-                        _ => {
-                            let d = (b as char)
-                                .to_digit(16)
-                                .ok_or("a chunk size is not hexadecimal")?;
+                    let ext = match (ext, b) {
+                        (Ext::Quoted | Ext::Escaped, b'\r' | b'\n') => {
+                            return Err("a chunk extension's quoted string does not end");
+                        }
+                        (_, b'\r') if digits > 0 => {
+                            self.chunk = Chunk::SizeLf { size };
+                            i += 1;
+                            continue;
+                        }
+                        (_, b'\n') => return Err("a chunk-size line does not end in CRLF"),
+                        (Ext::No, b'0'..=b'9' | b'a'..=b'f' | b'A'..=b'F') => {
                             if digits >= 16 {
                                 return Err("a chunk size is too large");
                             }
-                            Chunk::Size {
+                            let d = (b as char).to_digit(16).unwrap_or(0);
+                            self.chunk = Chunk::Size {
                                 size: size << 4 | u64::from(d),
                                 digits: digits + 1,
                                 ext,
-                            }
+                            };
+                            i += 1;
+                            continue;
                         }
-                    }
+                        (Ext::No, _) if digits == 0 => {
+                            return Err("a chunk size is not hexadecimal");
+                        }
+                        (Ext::No | Ext::Blank, b' ' | b'\t') => Ext::Blank,
+                        (Ext::No | Ext::Blank | Ext::In, b';') => Ext::In,
+                        (Ext::No | Ext::Blank, _) => {
+                            return Err("a chunk size is followed by something not an extension");
+                        }
+                        (Ext::In, b'"') => Ext::Quoted,
+                        (Ext::In, b'=' | b' ' | b'\t') => Ext::In,
+                        (Ext::In, _) if tchar(b) => Ext::In,
+                        (Ext::Quoted, b'"') => Ext::In,
+                        (Ext::Quoted, b'\\') => Ext::Escaped,
+                        (Ext::Quoted | Ext::Escaped, _) if qchar(b) => Ext::Quoted,
+                        _ => return Err("a chunk extension is malformed"),
+                    };
+                    Chunk::Size { size, digits, ext }
                 }
                 Chunk::SizeLf { size } => {
                     if b != b'\n' {
@@ -625,7 +759,7 @@ impl Body {
                 Chunk::DataLf if b == b'\n' => Chunk::Size {
                     size: 0,
                     digits: 0,
-                    ext: false,
+                    ext: Ext::No,
                 },
                 Chunk::DataCr | Chunk::DataLf => return Err("chunk data does not end in CRLF"),
                 Chunk::Trailer(n) => {
@@ -635,6 +769,8 @@ impl Body {
                         return Err("a trailer line does not end in CRLF");
                     } else if n >= MAX_LINE {
                         return Err("a trailer line is too long");
+                    } else if !qchar(b) {
+                        return Err("a trailer line is malformed");
                     } else {
                         Chunk::Trailer(n + 1)
                     }
@@ -765,7 +901,7 @@ mod tests {
             Ok((Framing::Length(5), true))
         );
         assert_eq!(
-            r("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5, 5\r\nConnection: close\r\n\r\n"),
+            r("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nConnection: close\r\n\r\n"),
             Ok((Framing::Length(5), false))
         );
         assert_eq!(
@@ -777,6 +913,19 @@ mod tests {
         for smuggled in [
             "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n",
             "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5, 5\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5,\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: xchunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, chunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: x\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding:\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding:\r\n chunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding : chunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nX: 1\rTransfer-Encoding: chunked\r\n\r\n",
+            "GET http://u@a/ HTTP/1.1\r\nHost: a\r\n\r\n",
+            "GET http:///x HTTP/1.1\r\nHost: a\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: [::1]x\r\n\r\n",
             "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +3\r\n\r\n",
             "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
             "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
@@ -787,6 +936,10 @@ mod tests {
         ] {
             assert_eq!(status(smuggled), 400, "{smuggled}");
         }
+        assert_eq!(
+            status("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: br, chunked\r\n\r\n"),
+            501
+        );
         assert_eq!(status("CONNECT a:443 HTTP/1.1\r\nHost: a\r\n\r\n"), 405);
         assert_eq!(status("GET / HTTP/2.0\r\nHost: a\r\n\r\n"), 505);
         let big = format!(
@@ -803,10 +956,44 @@ mod tests {
     }
 
     #[test]
+    fn connection_never_takes_off_framing_or_host() {
+        let (r, out) = request(
+            "POST / HTTP/1.1\r\nHost: a\r\nConnection: content-length, host, transfer-encoding\r\nContent-Length: 5\r\n\r\n",
+        )
+        .unwrap();
+        assert_eq!(r.framing, Framing::Length(5));
+        assert!(
+            out.starts_with("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n"),
+            "{out}"
+        );
+        let (_, out) = request(
+            "POST / HTTP/1.1\r\nHost: a\r\nConnection: Transfer-Encoding\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n",
+        )
+        .unwrap();
+        assert!(
+            out.contains("\r\nTransfer-Encoding: gzip, chunked\r\n"),
+            "{out}"
+        );
+        let (r, out) = response(
+            "HTTP/1.1 200 OK\r\nConnection: content-length\r\nContent-Length: 2\r\n\r\n",
+            false,
+            false,
+        );
+        assert_eq!((r.framing, r.reusable), (Framing::Length(2), true));
+        assert_eq!(out, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n");
+    }
+
+    #[test]
     fn absolute_targets_upgrades_and_ipv6_clients() {
         let (r, out) = request("GET http://Web.Test/x?q HTTP/1.1\r\nHost: other\r\n\r\n").unwrap();
         assert_eq!(r.host, "web.test");
-        assert!(out.starts_with("GET /x?q HTTP/1.1\r\n"), "{out}");
+        assert!(
+            out.starts_with("GET /x?q HTTP/1.1\r\nHost: Web.Test\r\n"),
+            "{out}"
+        );
+        assert!(!out.contains("other"), "{out}");
+        let (r, _) = request("GET HTTP://a:81 HTTP/1.1\r\n\r\n").unwrap();
+        assert_eq!(r.host, "a");
         let (r, out) = request(
             "GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
         )
@@ -816,6 +1003,13 @@ mod tests {
             out.contains("Connection: upgrade\r\nUpgrade: websocket\r\n"),
             "{out}"
         );
+        let (r, out) = request(
+            "GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: H2C\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n",
+        )
+        .unwrap();
+        assert!(!r.upgrade);
+        assert!(!out.to_ascii_lowercase().contains("upgrade"), "{out}");
+        assert!(!out.contains("HTTP2-Settings"), "{out}");
         let mut out = Vec::new();
         parse_request(
             b"GET / HTTP/1.1\r\nHost: [::1]:80\r\n\r\n",
@@ -863,6 +1057,21 @@ mod tests {
         );
         assert_eq!((r.framing, r.reusable), (Framing::Chunked, false));
         assert_eq!(out, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n");
+        // Both framings: chunked wins, and the connection is in doubt, so not reused.
+        let (r, _) = response(
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 9\r\n\r\n",
+            false,
+            false,
+        );
+        assert_eq!((r.framing, r.reusable), (Framing::Chunked, false));
+        for status in ["100 Continue", "204 No Content", "304 Not Modified"] {
+            let (r, _) = response(
+                &format!("HTTP/1.1 {status}\r\nTransfer-Encoding: chunked\r\n\r\n"),
+                false,
+                false,
+            );
+            assert_eq!(r.framing, Framing::Empty, "{status}");
+        }
         let (r, _) = response(
             "HTTP/1.1 304 Not Modified\r\nContent-Length: 9\r\n\r\n",
             false,
@@ -920,6 +1129,13 @@ mod tests {
             );
         }
         assert_eq!(chunked(b"0\r\n\r\n", 1), Ok((5, true)));
+        let ext = b"5 ; a = \"q\\\"; x\" ;b\r\nhello\r\n0;c=d\r\n\r\n";
+        assert_eq!(chunked(ext, 1), Ok((ext.len(), true)));
+        assert_eq!(
+            chunked(b"ffffffffffffffff\r\n", 100),
+            Ok((18, false)),
+            "16 hex digits fit"
+        );
         assert_eq!(chunked(b"5\r\nhel", 100), Ok((6, false)));
         for bad in [
             &b"5\nhello\r\n0\r\n\r\n"[..],
@@ -928,6 +1144,14 @@ mod tests {
             b"5\r\nhelloX\r\n",
             b"11111111111111111\r\n",
             b"0\r\nX: 1\n\r\n",
+            b"0\r\nX: \x01\r\n\r\n",
+            b"5 5\r\nhello\r\n0\r\n\r\n",
+            b"5;a\x00\r\nhello\r\n0\r\n\r\n",
+            b"5;a=\"b\r\nhello\r\n0\r\n\r\n",
+            b"5;a\nhello\r\n0\r\n\r\n",
+            b"5;a=(\r\nhello\r\n0\r\n\r\n",
+            b";\r\n",
+            b"10000000000000000\r\n",
         ] {
             assert!(chunked(bad, 1).is_err(), "{}", String::from_utf8_lossy(bad));
         }
@@ -977,6 +1201,12 @@ mod tests {
     }
 
     proptest::proptest! {
+        // PROPTEST_CASES sets the count: 256 in the test command, a million in
+        // `scripts/bench fuzz`.
+        #![proptest_config(proptest::prelude::ProptestConfig {
+            failure_persistence: None,
+            ..proptest::prelude::ProptestConfig::default()
+        })]
         #[test]
         fn no_input_panics(input in proptest::collection::vec(proptest::num::u8::ANY, 0..600), step in 1usize..64) {
             let mut out = Vec::new();
@@ -984,6 +1214,59 @@ mod tests {
             out.clear();
             let _ = parse_response(&input, false, false, &mut out);
             let _ = chunked(&input, step);
+        }
+
+        /// Any mix of framing fields and Connection tokens: what the ingress accepts, it
+        /// passes on with one framing field, which a lenient reader (the first
+        /// Content-Length, or any Transfer-Encoding that says chunked) takes as it did.
+        #[test]
+        fn accepted_framings_pass_on_unambiguously(
+            fields in proptest::collection::vec(proptest::sample::select(vec![
+                "Content-Length: 5", "Content-Length: 0", "Content-Length: 5, 5",
+                "Content-Length: 7", "content-length:5", "Content-Length: +5",
+                "Transfer-Encoding: chunked", "Transfer-Encoding: gzip, chunked",
+                "Transfer-Encoding: xchunked", "Transfer-Encoding: chunked, identity",
+                "transfer-encoding:  CHUNKED", "Transfer-Encoding: ,chunked,",
+                "Connection: content-length", "Connection: transfer-encoding",
+                "Connection: host", "Connection: close", "Host: other",
+                " folded", "X-Y : z",
+            ]), 0..5),
+            absolute in proptest::bool::ANY,
+        ) {
+            let target = if absolute { "http://a.test/p" } else { "/p" };
+            let mut head = format!("POST {target} HTTP/1.1\r\nHost: a.test\r\n");
+            for f in &fields {
+                head.push_str(f);
+                head.push_str("\r\n");
+            }
+            head.push_str("\r\n");
+            let mut out = Vec::new();
+            let Ok(Some(r)) = parse_request(head.as_bytes(), client(), &mut out) else {
+                return Ok(());
+            };
+            let text = String::from_utf8(out.clone()).unwrap().to_ascii_lowercase();
+            let lines: Vec<&str> = text.lines().collect();
+            let count = |p: &str| lines.iter().filter(|l| l.starts_with(p)).count();
+            proptest::prop_assert!(count("content-length:") + count("transfer-encoding:") <= 1, "{}", text);
+            proptest::prop_assert_eq!(count("host:"), 1, "{}", text);
+            let hosts = fields.iter().any(|f| f.starts_with("Host"));
+            proptest::prop_assert!(!hosts, "two Hosts were accepted: {}", text);
+            proptest::prop_assert!(lines.contains(&"host: a.test"), "{}", text);
+            let lenient = if lines.iter().any(|l| l.starts_with("transfer-encoding:") && l.contains("chunked")) {
+                Framing::Chunked
+            } else {
+                match lines.iter().find_map(|l| l.strip_prefix("content-length:")) {
+                    Some(n) => match n.trim().parse::<u64>().unwrap() {
+                        0 => Framing::Empty,
+                        n => Framing::Length(n),
+                    },
+                    None => Framing::Empty,
+                }
+            };
+            proptest::prop_assert_eq!(lenient, r.framing, "{}", text);
+            let mut again = Vec::new();
+            let r2 = parse_request(&out, client(), &mut again).unwrap().unwrap();
+            proptest::prop_assert_eq!(r2.framing, r.framing);
         }
 
         #[test]

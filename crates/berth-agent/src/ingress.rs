@@ -24,6 +24,10 @@
 //!   again over a new one; a request sent to a new connection that closed without an answer
 //!   is sent again only if it is idempotent. A request whose body is still streaming in takes
 //!   a new connection (it could not be sent again). 504 when no response head comes in 60 s.
+//! - An endpoint connection goes back to the idle ones only when its response's framing was
+//!   certain and nothing followed it; one taken from them again must still have nothing to
+//!   read (bytes there would be an answer to no request of ours, which the next client would
+//!   get), or it is dropped.
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -227,8 +231,10 @@ impl Upstreams {
 
     /// A kept-alive connection to `addr` (and true), or a new one (always, when `fresh`).
     async fn get(&self, addr: SocketAddr, fresh: bool) -> Result<(Upstream, bool), String> {
-        if !fresh && let Some(u) = self.idle().get_mut(&addr).and_then(Vec::pop) {
-            return Ok((u, true));
+        while !fresh && let Some(u) = self.idle().get_mut(&addr).and_then(Vec::pop) {
+            if quiet(&u.io) {
+                return Ok((u, true));
+            }
         }
         let io = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
             .await
@@ -240,9 +246,12 @@ impl Upstreams {
     }
 
     fn put(&self, addr: SocketAddr, u: Upstream) {
+        if !u.buf.is_empty() || !quiet(&u.io) {
+            return;
+        }
         let mut idle = self.idle();
         let v = idle.entry(addr).or_default();
-        if v.len() < IDLE_PER_ENDPOINT && u.buf.is_empty() {
+        if v.len() < IDLE_PER_ENDPOINT {
             v.push(u);
         }
     }
@@ -256,6 +265,30 @@ impl Upstreams {
     /// Drops the idle connections to endpoints that no route has any more.
     fn keep_only(&self, addrs: &HashSet<SocketAddr>) {
         self.idle().retain(|a, _| addrs.contains(a));
+    }
+}
+
+/// Whether an idle connection to an endpoint is as it was left: open, with nothing waiting to
+/// be read. Bytes that came after a complete response answer no request of ours (the endpoint
+/// took a request's framing otherwise than we did), and would be taken for the answer to the
+/// next client's request, so such a connection is dropped, never reused.
+fn quiet(io: &TcpStream) -> bool {
+    use std::os::fd::AsFd;
+    // A second handle on the same (non-blocking) socket, to peek without a wait.
+    let Ok(fd) = io.as_fd().try_clone_to_owned() else {
+        return false;
+    };
+    match std::net::TcpStream::from(fd).peek(&mut [0; 1]) {
+        Err(e) => e.kind() == std::io::ErrorKind::WouldBlock,
+        Ok(0) => false,
+        Ok(_) => {
+            let peer = io.peer_addr().ok();
+            tracing::warn!(
+                endpoint = ?peer,
+                "an endpoint sent bytes after its response that no request asked for; its connection is dropped"
+            );
+            false
+        }
     }
 }
 
@@ -443,23 +476,52 @@ async fn exchange(
     Outcome::Failed(502, format!("no endpoint answered ({last})"))
 }
 
-/// Serves one client connection, request after request.
+/// Serves one client connection, request after request. A request head must come whole
+/// within the head timeout of its first byte (408 after it), and a connection between
+/// requests is closed after the idle timeout.
 async fn serve(
     mut client: TcpStream,
     peer: SocketAddr,
     table: Arc<RwLock<Arc<Table>>>,
     upstreams: Arc<Upstreams>,
+    limits: berth_tls::ConnLimits,
 ) {
     let mut cbuf = h1::Buf::new();
     let (mut head, mut rhead) = (Vec::with_capacity(1024), Vec::with_capacity(1024));
+    // When the head being read must be whole: set at its first byte.
+    let mut head_deadline = None;
     loop {
         head.clear();
         let req = match h1::parse_request(cbuf.bytes(), peer.ip(), &mut head) {
-            Ok(Some(r)) => r,
-            Ok(None) => match tokio::time::timeout(IDLE, cbuf.fill(&mut client)).await {
-                Ok(Ok(n)) if n > 0 => continue,
-                _ => return,
-            },
+            Ok(Some(r)) => {
+                head_deadline = None;
+                r
+            }
+            Ok(None) => {
+                let wait = if cbuf.is_empty() {
+                    limits.idle_timeout
+                } else {
+                    head_deadline
+                        .get_or_insert_with(|| tokio::time::Instant::now() + limits.head_timeout)
+                        .saturating_duration_since(tokio::time::Instant::now())
+                };
+                match tokio::time::timeout(wait, cbuf.fill(&mut client)).await {
+                    Ok(Ok(n)) if n > 0 => continue,
+                    Err(_) if !cbuf.is_empty() => {
+                        let why = format!(
+                            "the request head did not come whole within {:?}",
+                            limits.head_timeout
+                        );
+                        let _ = tokio::time::timeout(
+                            limits.idle_timeout,
+                            client.write_all(&h1::plain(408, &why, true)),
+                        )
+                        .await;
+                        return;
+                    }
+                    _ => return,
+                }
+            }
             Err(refused) => {
                 let _ = client
                     .write_all(&h1::plain(refused.status, refused.why, true))
@@ -514,12 +576,19 @@ async fn serve(
 pub(crate) async fn run(
     cat: Arc<catalog::Shared>,
     addr: SocketAddr,
+    limits: berth_tls::ConnLimits,
     mut stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     use anyhow::Context;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot serve the ingress on {addr}"))?;
+    let listener = berth_tls::limits::Listener::new(
+        listener,
+        "ingress",
+        limits,
+        berth_tls::limits::Refusal::Http,
+    );
     tracing::info!(%addr, "ingress listening");
     let table = Arc::new(RwLock::new(Arc::new(Table::build(&cat.read()))));
     let upstreams = Arc::new(Upstreams::default());
@@ -540,15 +609,16 @@ pub(crate) async fn run(
         });
     }
     loop {
-        let (conn, peer) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(_) => continue,
-            },
+        let (conn, peer, permit) = tokio::select! {
+            c = listener.accept() => c,
             _ = stop.changed() => return Ok(()),
         };
         let _ = conn.set_nodelay(true);
-        tokio::spawn(serve(conn, peer, table.clone(), upstreams.clone()));
+        let (table, upstreams) = (table.clone(), upstreams.clone());
+        tokio::spawn(async move {
+            let _permit = permit;
+            serve(conn, peer, table, upstreams, limits).await;
+        });
     }
 }
 
@@ -607,6 +677,12 @@ mod tests {
         assert_eq!(to(&t, "nope.test", "/"), None);
     }
 }
+
+#[cfg(test)]
+mod smuggling_tests;
+
+#[cfg(test)]
+mod limits_tests;
 
 /// The ingress's HTTP/1.1 on real sockets: a client of raw bytes, the ingress's serving loop,
 /// and a backend of raw bytes that answers by path.
@@ -716,7 +792,13 @@ mod wire_tests {
         tokio::spawn(async move {
             loop {
                 let (c, peer) = l.accept().await.unwrap();
-                tokio::spawn(serve(c, peer, table.clone(), upstreams.clone()));
+                tokio::spawn(serve(
+                    c,
+                    peer,
+                    table.clone(),
+                    upstreams.clone(),
+                    berth_tls::ConnLimits::default(),
+                ));
             }
         });
         Setup { ingress, accepts }

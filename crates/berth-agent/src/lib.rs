@@ -81,6 +81,9 @@ pub struct AgentConfig {
     pub proxy_relay: ProxyRelay,
     /// The port every address of the node serves the ingress on (0: no ingress).
     pub ingress_port: u16,
+    /// What peers of the agent API, the ingress and DNS over TCP may hold: connections,
+    /// timeouts, descriptors.
+    pub conn_limits: berth_tls::ConnLimits,
 }
 
 fn micro_time_now() -> String {
@@ -284,7 +287,14 @@ pub async fn run(
     }
     let endpoint = match &cfg.cluster_ca_pem {
         Some(ca) => {
-            let l = api::bind(&cfg.node_ip, cfg.agent_port, &cfg.node_name, ca).await?;
+            let l = api::bind(
+                &cfg.node_ip,
+                cfg.agent_port,
+                &cfg.node_name,
+                ca,
+                cfg.conn_limits,
+            )
+            .await?;
             let endpoint = AgentEndpoint {
                 port: l.port,
                 ca_pem: l.ca_pem.clone(),
@@ -340,7 +350,7 @@ pub async fn run(
         });
     }
     if cfg.ingress_port != 0 {
-        let (catalog, stop) = (catalog.clone(), stop.clone());
+        let (catalog, stop, limits) = (catalog.clone(), stop.clone(), cfg.conn_limits);
         // On the node's address (not all addresses, where it would take port 80 from every
         // cluster IP on the loopback).
         let ip: std::net::Ipv4Addr = cfg
@@ -349,7 +359,7 @@ pub async fn run(
             .unwrap_or(std::net::Ipv4Addr::UNSPECIFIED);
         let addr = std::net::SocketAddr::from((ip, cfg.ingress_port));
         tokio::spawn(async move {
-            if let Err(e) = ingress::run(catalog, addr, stop).await {
+            if let Err(e) = ingress::run(catalog, addr, limits, stop).await {
                 tracing::warn!(error = %format!("{e:#}"), "no ingress on this node");
             }
         });
@@ -361,9 +371,10 @@ pub async fn run(
             let gw = cfg.runtime.network.range.gateway();
             let addr = std::net::SocketAddr::from((gw, 53));
             let (zone, upstream, stop) = (catalog.clone(), cfg.dns_upstream.clone(), stop.clone());
+            let limits = cfg.conn_limits;
             let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
             tokio::spawn(async move {
-                match dns::serve(zone, addr, upstream, stop, ready_tx).await {
+                match dns::serve(zone, addr, upstream, limits, stop, ready_tx).await {
                     Ok(()) => {}
                     Err(e) => {
                         tracing::warn!(error = %format!("{e:#}"), "no cluster DNS on this node; its pods use the host's resolvers")

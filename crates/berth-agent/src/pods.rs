@@ -324,6 +324,87 @@ fn hostname_of(pod: &Value) -> &str {
     }
 }
 
+/// A pod's volumes as made on this node: where each is, and whether containers must see it
+/// read-only whatever their mount says (projected volumes, as the kubelet mounts them).
+struct PodVolumes {
+    /// The pod's directory; `subPath` staging points go under it.
+    dir: PathBuf,
+    by_name: HashMap<String, (PathBuf, bool)>,
+}
+
+/// Expands `$(VAR)` in a `subPathExpr` from the container's environment, as the kubelet
+/// does; a name not in the environment expands to nothing.
+fn expand_sub_path(expr: &str, env: &[(String, String)]) -> String {
+    let mut out = String::new();
+    let mut rest = expr;
+    while let Some(i) = rest.find("$(") {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 2..];
+        match after.find(')') {
+            Some(j) => {
+                let name = &after[..j];
+                if let Some((_, v)) = env.iter().rev().find(|(k, _)| k == name) {
+                    out.push_str(v);
+                }
+                rest = &after[j + 1..];
+            }
+            None => {
+                out.push_str(&rest[i..]);
+                rest = "";
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// How often disk emptyDirs with a sizeLimit are measured (the kubelet's eviction manager
+/// looks every 10 s).
+const EMPTY_DIR_CHECK: Duration = Duration::from_secs(5);
+
+/// The kubelet's eviction message for the first disk emptyDir of `pod` that uses more than
+/// its `sizeLimit`, if any. Blocking: walks the volumes.
+fn empty_dir_over_limit(cfg: &AgentConfig, pod: &Value) -> Option<String> {
+    let dir = cfg.runtime.pod_dir(s(pod, "/metadata/uid")).join("volumes");
+    for v in pod
+        .pointer("/spec/volumes")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let Some(ed) = v.get("emptyDir") else {
+            continue;
+        };
+        if s(ed, "/medium") == "Memory" {
+            continue; // the tmpfs's own size bounds it
+        }
+        let Some(limit) = quantity(ed, "/sizeLimit") else {
+            continue;
+        };
+        let name = s(v, "/name");
+        let Ok(root) = berth_fs::open_root(&dir.join(name)) else {
+            continue;
+        };
+        let used = match berth_fs::disk_usage(std::os::fd::AsFd::as_fd(&root)) {
+            Ok(u) => u,
+            Err(e) => {
+                tracing::warn!(volume = name, error = %e, "cannot measure an emptyDir");
+                continue;
+            }
+        };
+        if i128::from(used) > limit.units_ceil() {
+            let shown = ed.get("sizeLimit").map_or(String::new(), |q| match q {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            });
+            return Some(format!(
+                "Usage of EmptyDir volume \"{name}\" exceeds the limit \"{shown}\". "
+            ));
+        }
+    }
+    None
+}
+
 /// The runtime's view of one of the pod's containers.
 fn container_config(
     pod: &Value,
@@ -331,7 +412,7 @@ fn container_config(
     image: &Image,
     pod_ip: &str,
     node: &str,
-    volumes: &HashMap<String, PathBuf>,
+    volumes: &PodVolumes,
     refs: &HashMap<String, Value>,
     attempt: u32,
 ) -> Result<ContainerConfig, String> {
@@ -476,25 +557,40 @@ fn container_config(
     } else {
         Vec::new()
     };
-    for m in c
+    for (i, m) in c
         .get("volumeMounts")
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
+        .enumerate()
     {
         let name = s(m, "/name");
-        let src = volumes
+        let (src, forced_ro) = volumes
+            .by_name
             .get(name)
             .ok_or_else(|| format!("volume mount {name:?}: the pod has no such volume"))?;
-        let mut source = src.clone();
-        let sub = s(m, "/subPath");
-        if !sub.is_empty() {
-            source = source.join(sub);
-        }
+        let sub = match (s(m, "/subPath"), s(m, "/subPathExpr")) {
+            ("", "") => String::new(),
+            ("", expr) => expand_sub_path(expr, &env),
+            (sub, _) => sub.to_string(),
+        };
+        // A subPath is resolved inside the volume by descriptor and bind-mounted to a point
+        // of berth's own, so a link the container plants in the volume leads nowhere else.
+        let source = if sub.is_empty() {
+            src.clone()
+        } else {
+            let staging = volumes
+                .dir
+                .join("subpaths")
+                .join(s(c, "/name"))
+                .join(i.to_string());
+            berth_runtime::volumes::sub_path(src, &sub, &staging)
+                .map_err(|e| format!("volume mount {name:?}: {e}"))?
+        };
         mounts.push(Mount {
             destination: s(m, "/mountPath").to_string(),
             source: source.display().to_string(),
-            read_only: m.get("readOnly").and_then(Value::as_bool).unwrap_or(false),
+            read_only: *forced_ro || m.get("readOnly").and_then(Value::as_bool).unwrap_or(false),
         });
     }
     let wd = s(c, "/workingDir");
@@ -594,7 +690,10 @@ fn sync_blocking(
         .map_or_else(|| cfg.node_ip.clone(), |n| n.ip.to_string());
     // Volumes: made once per pod, refreshed projections every pass.
     let dir = rt.pod_dir(&uid);
-    let mut volumes = HashMap::new();
+    let mut volumes = PodVolumes {
+        dir: dir.clone(),
+        by_name: HashMap::new(),
+    };
     for v in pod
         .pointer("/spec/volumes")
         .and_then(Value::as_array)
@@ -602,6 +701,7 @@ fn sync_blocking(
         .flatten()
     {
         let name = s(v, "/name").to_string();
+        let mut read_only = false;
         let path = if let Some(ed) = v.get("emptyDir") {
             let memory = s(ed, "/medium") == "Memory";
             let limit = quantity(ed, "/sizeLimit").map_or(0, |q| q.units_ceil().max(0) as u64);
@@ -616,11 +716,12 @@ fn sync_blocking(
         } else if let Some(files) = projected_files.get(&name) {
             let p = dir.join("volumes").join(&name);
             berth_runtime::volumes::project(&p, files).map_err(|e| e.to_string())?;
+            read_only = true;
             p
         } else {
             continue;
         };
-        volumes.insert(name, path);
+        volumes.by_name.insert(name, (path, read_only));
     }
     let policy = s(pod, "/spec/restartPolicy").to_string();
     let node = s(pod, "/spec/nodeName").to_string();
@@ -1078,6 +1179,9 @@ pub(crate) async fn worker(
     let mut last_report: Option<Instant> = None;
     let mut files: HashMap<String, Vec<berth_runtime::volumes::File>> = HashMap::new();
     let mut projected_at: Option<Instant> = None;
+    let mut measured_at: Option<Instant> = None;
+    let mut evicted: Option<String> = None;
+    let mut last_pod_ip = String::new();
     loop {
         let update = if pod.is_none() {
             rx.recv().await
@@ -1248,12 +1352,39 @@ pub(crate) async fn worker(
                 }
             }
         }
+        // Disk emptyDirs over their sizeLimit evict the pod, as the kubelet does: its
+        // containers are killed at once and it ends Failed with reason Evicted.
+        if evicted.is_none() && measured_at.is_none_or(|t| t.elapsed() >= EMPTY_DIR_CHECK) {
+            measured_at = Some(Instant::now());
+            let cfg = shared.cfg.clone();
+            let p2 = p.clone();
+            if let Ok(Some(msg)) =
+                tokio::task::spawn_blocking(move || empty_dir_over_limit(&cfg, &p2)).await
+            {
+                tracing::warn!(pod = s(&p, "/metadata/name"), "{msg}");
+                crate::event(&shared.client, &p, "Warning", "Evicted", &msg).await;
+                for c in all_containers(&p) {
+                    stop_gracefully(&shared, &p, s(c, "/name").to_string(), Duration::ZERO).await;
+                }
+                evicted = Some(msg);
+            }
+        }
         let cfg = shared.cfg.clone();
         let p2 = p.clone();
         let files = files.clone();
         let mut t2 = tracks.clone();
         let backoff = shared.cfg.restart_backoff;
+        let stopped = evicted.is_some();
+        let pod_ip_then = last_pod_ip.clone();
         let result = tokio::task::spawn_blocking(move || {
+            if stopped {
+                // Nothing starts again; the status reports what is left.
+                let states = cfg
+                    .runtime
+                    .containers(s(&p2, "/metadata/uid"))
+                    .map_err(|e| e.to_string());
+                return (states.map(|st| (pod_ip_then, st)), t2);
+            }
             let r = sync_blocking(&cfg, &p2, &images, &files, &refs, &mut t2, backoff);
             (r, t2)
         })
@@ -1261,6 +1392,7 @@ pub(crate) async fn worker(
         let (pod_ip, states) = match result {
             Ok((Ok(v), t)) => {
                 tracks = t;
+                last_pod_ip = v.0.clone();
                 v
             }
             Ok((Err(e), t)) => {
@@ -1305,7 +1437,7 @@ pub(crate) async fn worker(
                 crate::event(&shared.client, &p, typ, &reason, &msg).await;
             }
         }
-        let status = status_of(
+        let mut status = status_of(
             &shared.cfg,
             &p,
             &pod_ip,
@@ -1314,6 +1446,17 @@ pub(crate) async fn worker(
             &ready_by_probe,
             &start_time,
         );
+        if let Some(msg) = &evicted {
+            status["phase"] = json!("Failed");
+            status["reason"] = json!("Evicted");
+            status["message"] = json!(msg);
+            for c in status["conditions"].as_array_mut().into_iter().flatten() {
+                if c["type"] == "Ready" || c["type"] == "ContainersReady" {
+                    c["status"] = json!("False");
+                    c["reason"] = json!("PodFailed");
+                }
+            }
+        }
         // Report what changed, and what someone else changed (the node controller marks pods
         // on a silent node not Ready): the stored status is compared too, once the last
         // report has had time to come back through the watch.

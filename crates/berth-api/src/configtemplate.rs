@@ -66,6 +66,10 @@ pub struct ConfigTemplateSpec {
     pub probe: Option<Probe>,
 }
 
+/// The most a template may render (16 MiB): a render that would write more fails, stopped
+/// as it reaches the limit, and the file in place is kept.
+pub const MAX_OUTPUT: usize = 16 << 20;
+
 /// The default debounce: changes are rendered once 100 ms pass without another, and at most
 /// 1 s after the first.
 pub const DEFAULT_MIN_WAIT: Duration = Duration::from_millis(100);

@@ -671,6 +671,24 @@ fn validate_container(
             ));
         }
         v.bool(&format!("{mp}.readOnly"), mm.get("readOnly"));
+        let sub = mm.get("subPath").and_then(Value::as_str).unwrap_or("");
+        let expr = mm.get("subPathExpr").and_then(Value::as_str).unwrap_or("");
+        if !sub.is_empty() && !expr.is_empty() {
+            v.push(FieldError::invalid(
+                format!("{mp}.subPathExpr"),
+                format!("\"{expr}\""),
+                "subPathExpr and subPath are mutually exclusive",
+            ));
+        }
+        for (field, p) in [("subPath", sub), ("subPathExpr", expr)] {
+            if let Some(why) = local_descending_path(p) {
+                v.push(FieldError::invalid(
+                    format!("{mp}.{field}"),
+                    format!("\"{p}\""),
+                    why,
+                ));
+            }
+        }
     }
     for probe in ["livenessProbe", "readinessProbe", "startupProbe"] {
         if init && m.get(probe).is_some() {
@@ -973,6 +991,18 @@ fn validate_pod_security(v: &mut V, path: &str, s: &Map<String, Value>) {
                 &format!("sysctl \"{name}\" not allowed with hostIPC enabled"),
             ));
         }
+    }
+}
+
+/// Why `p` is not a path that stays below the directory it is taken from (Kubernetes'
+/// rule for `subPath`): absolute, or with a `..` component.
+fn local_descending_path(p: &str) -> Option<&'static str> {
+    if p.starts_with('/') {
+        Some("must be a relative path")
+    } else if p.split('/').any(|c| c == "..") {
+        Some("must not contain '..'")
+    } else {
+        None
     }
 }
 
@@ -2134,6 +2164,52 @@ mod tests {
             )),
             vec!["spec"]
         );
+    }
+
+    #[test]
+    fn sub_paths_stay_below_their_volume() {
+        let pod = |mount: Value| {
+            obj(
+                json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
+                "spec": {"volumes": [{"name": "v", "emptyDir": {}}],
+                    "containers": [{"name": "c", "image": "i", "volumeMounts": [mount]}]}}),
+            )
+        };
+        let errs = |mount: Value| validate_create(resolve("po").unwrap(), &pod(mount));
+        let mp = "spec.containers[0].volumeMounts[0]";
+        for (mount, field, why) in [
+            (
+                json!({"name": "v", "mountPath": "/m", "subPath": "/etc"}),
+                "subPath",
+                "must be a relative path",
+            ),
+            (
+                json!({"name": "v", "mountPath": "/m", "subPath": "a/../../b"}),
+                "subPath",
+                "must not contain '..'",
+            ),
+            (
+                json!({"name": "v", "mountPath": "/m", "subPathExpr": "$(X)/.."}),
+                "subPathExpr",
+                "must not contain '..'",
+            ),
+            (
+                json!({"name": "v", "mountPath": "/m", "subPath": "a", "subPathExpr": "b"}),
+                "subPathExpr",
+                "mutually exclusive",
+            ),
+        ] {
+            let e = errs(mount.clone());
+            assert_eq!(fields(&e), vec![format!("{mp}.{field}")], "{mount}");
+            assert!(e[0].message.contains(why), "{}", e[0].message);
+        }
+        for ok in ["a", "a/b..c/d", "..x", "$(POD)/logs"] {
+            assert_eq!(
+                errs(json!({"name": "v", "mountPath": "/m", "subPath": ok})),
+                vec![],
+                "{ok}"
+            );
+        }
     }
 
     #[test]

@@ -105,6 +105,12 @@ impl From<StoreError> for ApiError {
             StoreError::Closed => {
                 ApiError::new(503, "ServiceUnavailable", "the server is shutting down")
             }
+            // Nothing was changed: the client may retry once space is freed.
+            StoreError::DiskFull(_) => ApiError::new(
+                507,
+                "InsufficientStorage",
+                format!("{e}; nothing was changed, retry once space is freed"),
+            ),
             other => ApiError::internal(other.to_string()),
         }
     }

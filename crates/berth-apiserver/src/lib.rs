@@ -49,6 +49,8 @@ pub struct ServerConfig {
     pub agent_client: Option<berth_tls::Identity>,
     /// Where Services' cluster IPs come from.
     pub service_cidr: (std::net::Ipv4Addr, u8),
+    /// How long a whole request body may take to arrive.
+    pub body_timeout: Duration,
 }
 
 impl Default for ServerConfig {
@@ -59,6 +61,7 @@ impl Default for ServerConfig {
             version: env!("CARGO_PKG_VERSION").to_string(),
             agent_client: None,
             service_cidr: (std::net::Ipv4Addr::new(10, 43, 0, 0), 16),
+            body_timeout: Duration::from_secs(60),
         }
     }
 }

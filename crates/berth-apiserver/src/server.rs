@@ -429,9 +429,19 @@ pub async fn handle(State(s): State<Arc<ApiServer>>, req: axum::extract::Request
     resp
 }
 
+/// The whole request body: 413 past the size limit, 408 when it has not all come within the
+/// body timeout (a client trickling it holds nothing longer).
 async fn read_body(s: &ApiServer, body: Body) -> ApiResult<bytes::Bytes> {
-    axum::body::to_bytes(body, s.config.max_body_bytes)
+    let limit = s.config.body_timeout;
+    tokio::time::timeout(limit, axum::body::to_bytes(body, s.config.max_body_bytes))
         .await
+        .map_err(|_| {
+            ApiError::new(
+                408,
+                "Timeout",
+                format!("the request body did not arrive within {limit:?}"),
+            )
+        })?
         .map_err(|_| {
             ApiError::new(
                 413,

@@ -158,7 +158,9 @@ fn check(r: Result<Object, berth_apiserver::error::ApiError>) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 400, failure_persistence: None, ..ProptestConfig::default() })]
+    // PROPTEST_CASES sets the count: 256 in the test command, a million in
+    // `scripts/bench fuzz` (on tmpfs, where a store's fsync costs nothing).
+    #![proptest_config(ProptestConfig { failure_persistence: None, ..ProptestConfig::default() })]
 
     #[test]
     fn bodies_never_panic_and_bad_ones_get_4xx(
@@ -169,7 +171,7 @@ proptest! {
         raw in prop::collection::vec(any::<u8>(), 0..64),
     ) {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir_in("/dev/shm").unwrap();
         let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
         let reg = Registry::new(store.clone());
         let kind = &berth_api::KINDS[kind_idx];

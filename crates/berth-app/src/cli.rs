@@ -76,9 +76,63 @@ pub struct ServerArgs {
     /// How long after a node went NotReady its pods are replaced elsewhere
     #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = parse_duration)]
     pub pod_eviction_timeout: Duration,
+    #[command(flatten)]
+    pub limits: LimitArgs,
     /// `berth up` only: the node's settings
     #[command(flatten)]
     pub node: NodeArgs,
+}
+
+/// What a peer may hold on each listener it can reach: the API, the agent API, the ingress
+/// and DNS over TCP (each listener counts its own connections).
+#[derive(Args, Debug, Clone)]
+pub struct LimitArgs {
+    /// The most connections open at once on each listener (API, agent API, ingress, DNS over
+    /// TCP); more are accepted and closed at once
+    #[arg(long, value_name = "N", env = "BERTH_MAX_CONNECTIONS", default_value_t = 8192, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+    /// The most connections one client address may have open at once on each listener
+    #[arg(long, value_name = "N", env = "BERTH_MAX_CONNECTIONS_PER_CLIENT", default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections_per_client: u32,
+    /// How long a client may take to finish its TLS handshake (API, agent API)
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_timeout)]
+    pub tls_handshake_timeout: Duration,
+    /// How long a request head may take from its first byte (HTTP; a query over DNS TCP);
+    /// the connection is then closed (the ingress answers 408 first)
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_timeout)]
+    pub request_head_timeout: Duration,
+    /// How long a connection may wait for its next request (keep-alive) or sit unwritable (a
+    /// client that reads nothing) before it is closed
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_timeout)]
+    pub idle_timeout: Duration,
+    /// How long the API waits for a whole request body (408 after it)
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_timeout)]
+    pub request_body_timeout: Duration,
+    /// File descriptors kept for the store, pod workers and outgoing connections: a
+    /// connection that would leave fewer free (of the soft RLIMIT_NOFILE, which berth raises
+    /// to the hard limit at start) is closed at once; 0 keeps none
+    #[arg(
+        long,
+        value_name = "N",
+        env = "BERTH_FD_RESERVE",
+        default_value_t = 256
+    )]
+    pub fd_reserve: u64,
+}
+
+impl LimitArgs {
+    /// The limits these flags set.
+    pub fn limits(&self) -> berth_tls::ConnLimits {
+        berth_tls::ConnLimits {
+            max_conns: self.max_connections as usize,
+            max_per_client: self.max_connections_per_client as usize,
+            handshake_timeout: self.tls_handshake_timeout,
+            head_timeout: self.request_head_timeout,
+            idle_timeout: self.idle_timeout,
+            body_timeout: self.request_body_timeout,
+            fd_reserve: self.fd_reserve,
+        }
+    }
 }
 
 /// A node's settings (for `berth agent`, and the node inside `berth up`).
@@ -171,6 +225,8 @@ pub struct AgentArgs {
     #[arg(long, value_name = "CIDR", default_value = "10.43.0.0/16", value_parser = berth_apiserver::nodes::parse_cluster_cidr)]
     pub service_cidr: (std::net::Ipv4Addr, u8),
     #[command(flatten)]
+    pub limits: LimitArgs,
+    #[command(flatten)]
     pub node: NodeArgs,
 }
 
@@ -181,6 +237,15 @@ fn parse_size(s: &str) -> Result<u64, String> {
         .ok()
         .filter(|n| *n > 0)
         .ok_or_else(|| format!("{s:?} is not a positive size"))
+}
+
+/// A duration that is not zero (a zero timeout would close every connection).
+fn parse_timeout(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d.is_zero() {
+        return Err(format!("{s:?}: a timeout must be longer than zero"));
+    }
+    Ok(d)
 }
 
 fn parse_strategy(s: &str) -> Result<berth_scheduler::Strategy, String> {
@@ -194,6 +259,7 @@ impl NodeArgs {
         &self,
         data_dir: &std::path::Path,
         cluster_ca_pem: Option<String>,
+        conn_limits: berth_tls::ConnLimits,
     ) -> anyhow::Result<berth_agent::AgentConfig> {
         let runtime = self.net.runtime(data_dir)?;
         let exe = std::env::current_exe()?;
@@ -239,6 +305,7 @@ impl NodeArgs {
             proxy_drain: self.proxy_drain_timeout,
             proxy_relay: self.proxy_relay,
             ingress_port: self.ingress_port,
+            conn_limits,
         })
     }
 }
@@ -257,7 +324,9 @@ async fn run_agent(args: AgentArgs) -> anyhow::Result<()> {
         None => None,
     };
     let client = berth_client::Client::with_ca(&args.server, &args.token, ca.as_deref())?;
-    let mut cfg = args.node.agent_config(&data_dir, ca)?;
+    let mut cfg = args
+        .node
+        .agent_config(&data_dir, ca, args.limits.limits())?;
     cfg.service_cidr = Some(net_of(args.service_cidr));
     println!("berth agent {} joining {}", cfg.node_name, args.server);
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
@@ -305,6 +374,7 @@ async fn run_server(args: ServerArgs, all_in_one: bool) -> anyhow::Result<()> {
         cluster_cidr: args.cluster_cidr,
     };
     opts.service_cidr = args.service_cidr;
+    opts.limits = args.limits.limits();
     let server = start(opts).await?;
     let (agent_stop, agent_stop_rx) = tokio::sync::watch::channel(false);
     if all_in_one {
@@ -313,9 +383,9 @@ async fn run_server(args: ServerArgs, all_in_one: bool) -> anyhow::Result<()> {
                 "berth up runs pods, which needs root (namespaces, cgroups, mounts); run it with sudo, or run `berth server` for the control plane alone"
             );
         }
-        let cfg = args
-            .node
-            .agent_config(&data_dir, Some(server.ca_pem.clone()))?;
+        let cfg =
+            args.node
+                .agent_config(&data_dir, Some(server.ca_pem.clone()), args.limits.limits())?;
         let mut cfg = cfg;
         cfg.service_cidr = Some(net_of(args.service_cidr));
         let client =
@@ -409,6 +479,22 @@ fn init_tracing_with(default: &str) {
         .try_init();
 }
 
+/// Serving roles hold a descriptor per connection, pod and open store file: their soft
+/// `RLIMIT_NOFILE` is raised to the hard limit (the soft default, 1024, is for select(2)).
+fn raise_nofile_limit() {
+    match berth_tls::limits::raise_nofile_limit() {
+        Ok((before, after)) if before != after => {
+            tracing::info!(
+                before,
+                after,
+                "raised the open-file limit (RLIMIT_NOFILE) to its hard limit"
+            )
+        }
+        Ok((_, after)) => tracing::info!(limit = after, "open-file limit (RLIMIT_NOFILE)"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit (RLIMIT_NOFILE)"),
+    }
+}
+
 /// The binary's entry point.
 pub fn main() -> ExitCode {
     // The shim role must stay single-threaded: it is dispatched before anything starts threads.
@@ -439,6 +525,9 @@ pub fn main() -> ExitCode {
         };
     }
 
+    if matches!(cli.cmd, Cmd::Up(_) | Cmd::Server(_) | Cmd::Agent(_)) {
+        raise_nofile_limit();
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

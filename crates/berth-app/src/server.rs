@@ -31,6 +31,8 @@ pub struct ServerOptions {
     pub node_timing: berth_apiserver::nodes::Timing,
     /// Where Services' cluster IPs come from.
     pub service_cidr: (std::net::Ipv4Addr, u8),
+    /// What API clients may hold: connections, timeouts, descriptors.
+    pub limits: berth_tls::ConnLimits,
 }
 
 impl ServerOptions {
@@ -45,6 +47,7 @@ impl ServerOptions {
             scheduling: berth_scheduler::Strategy::Spread,
             node_timing: berth_apiserver::nodes::Timing::default(),
             service_cidr: (std::net::Ipv4Addr::new(10, 43, 0, 0), 16),
+            limits: berth_tls::ConnLimits::default(),
         }
     }
 }
@@ -143,6 +146,16 @@ pub async fn start(opts: ServerOptions) -> anyhow::Result<RunningServer> {
             )
         })?;
     let addr = listener.local_addr()?;
+    let listener = berth_tls::limits::Listener::new(
+        listener,
+        "api",
+        opts.limits,
+        if opts.tls {
+            berth_tls::limits::Refusal::Close
+        } else {
+            berth_tls::limits::Refusal::Http
+        },
+    );
     let pki = if opts.tls {
         let dir = opts.data_dir.join("pki");
         std::fs::create_dir_all(&dir)
@@ -170,6 +183,7 @@ pub async fn start(opts: ServerOptions) -> anyhow::Result<RunningServer> {
         bookmark_interval: opts.bookmark_interval,
         agent_client: pki.as_ref().map(|p| p.agent_client.clone()),
         service_cidr: opts.service_cidr,
+        body_timeout: opts.limits.body_timeout,
         ..Default::default()
     };
     let api = ApiServer::new(store.clone(), auth, config);
@@ -177,10 +191,15 @@ pub async fn start(opts: ServerOptions) -> anyhow::Result<RunningServer> {
         .await
         .map_err(|e| anyhow::anyhow!("cannot create the default namespaces: {}", e.0.message))?;
     let kubeconfig = opts.data_dir.join("kubeconfig.yaml");
-    write_private(
-        &kubeconfig,
-        &berth_client::kubeconfig::render(&url, &ca_pem, &token, ADMIN_USER),
-    )?;
+    let rendered = berth_client::kubeconfig::render(&url, &ca_pem, &token, ADMIN_USER);
+    if let Err(e) = berth_apiserver::files::write_private(&kubeconfig, &rendered) {
+        // A full disk: the server still serves reads (writes answer 507 until space is
+        // freed); only the admin's kubeconfig may name an old address.
+        if e.kind() != std::io::ErrorKind::StorageFull {
+            return Err(e).with_context(|| format!("cannot write {}", kubeconfig.display()));
+        }
+        tracing::warn!(path = %kubeconfig.display(), error = %e, "the disk is full: the kubeconfig is not updated and may name an old address");
+    }
 
     let (stop, stop_rx) = watch::channel(false);
     let mut tasks = Vec::new();
@@ -190,26 +209,14 @@ pub async fn start(opts: ServerOptions) -> anyhow::Result<RunningServer> {
         let shutdown = async move {
             let _ = rx.wait_for(|s| *s).await;
         };
-        match pki {
-            Some(pki) => {
-                berth_apiserver::tls::serve(
-                    listener,
-                    router,
-                    pki.server_config,
-                    shutdown,
-                    Duration::from_secs(5),
-                )
-                .await
-            }
-            None => {
-                if let Err(e) = axum::serve(listener, router)
-                    .with_graceful_shutdown(shutdown)
-                    .await
-                {
-                    tracing::error!(error = %e, "API server stopped");
-                }
-            }
-        }
+        berth_apiserver::tls::serve(
+            listener,
+            router,
+            pki.map(|p| p.server_config),
+            shutdown,
+            Duration::from_secs(5),
+        )
+        .await
     }));
     tasks.push(tokio::spawn(berth_apiserver::gc::run(
         api.registry.clone(),

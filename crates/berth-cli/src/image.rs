@@ -40,6 +40,10 @@ pub enum ImageCmd {
             hide_env_values = true
         )]
         creds: Option<String>,
+        /// A host (HOST or HOST:PORT) besides the registry's own that may get the credentials
+        /// when the registry names it as its token service (HTTPS only); repeatable
+        #[arg(long = "auth-host", value_name = "HOST")]
+        auth_hosts: Vec<String>,
     },
     /// Import images from an OCI image layout (directory or tar) or a `docker save` archive
     Import {
@@ -174,6 +178,7 @@ pub async fn run(
             insecure,
             ca,
             creds,
+            auth_hosts,
         } => {
             let reference = berth_image::Reference::parse(&image)?;
             let ca_pem = match ca {
@@ -196,6 +201,7 @@ pub async fn run(
                 insecure,
                 ca_pem,
                 credentials,
+                auth_hosts,
                 parallel: 3,
             };
             let rec = pull(&store, &reference, &opts, &progress_printer()).await?;

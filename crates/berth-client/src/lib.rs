@@ -244,7 +244,13 @@ impl Client {
         Ok(Client {
             server: server.trim_end_matches('/').to_string(),
             token: token.to_string(),
-            http: HyperClient::builder(TokioExecutor::new()).build(connector),
+            // Idle connections are dropped well before the server closes them (its
+            // --idle-timeout, 60 s by default), so a request never goes out on one it is
+            // closing.
+            http: HyperClient::builder(TokioExecutor::new())
+                .pool_timer(hyper_util::rt::TokioTimer::new())
+                .pool_idle_timeout(Duration::from_secs(30))
+                .build(connector),
             print_warnings: false,
         })
     }

@@ -256,6 +256,45 @@ pub fn private_dir(path: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
+/// The disk space the tree under `dir` takes (allocated blocks, as `du` counts them),
+/// following no link and counting a file with several hard links once. A tree that changes
+/// while it is walked is counted as found; entries that vanish are skipped.
+pub fn disk_usage(dir: BorrowedFd<'_>) -> std::io::Result<u64> {
+    let mut seen = std::collections::HashSet::new();
+    let mut total = 0u64;
+    let mut stack: Vec<OwnedFd> = vec![rustix::io::dup(dir)?];
+    while let Some(d) = stack.pop() {
+        let mut subdirs = Vec::new();
+        for entry in rustix::fs::Dir::read_from(&d)? {
+            let entry = entry?;
+            let name = entry.file_name();
+            if matches!(name.to_bytes(), b"." | b"..") {
+                continue;
+            }
+            let st = match rustix::fs::statat(&d, name, AtFlags::SYMLINK_NOFOLLOW) {
+                Ok(st) => st,
+                Err(Errno::NOENT) => continue,
+                Err(e) => return Err(e.into()),
+            };
+            if st.st_nlink > 1 && !seen.insert((st.st_dev, st.st_ino)) {
+                continue;
+            }
+            total = total.saturating_add((st.st_blocks as u64).saturating_mul(512));
+            if rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Directory {
+                subdirs.push(name.to_owned());
+            }
+        }
+        for name in subdirs {
+            match open_child_dir(d.as_fd(), OsStr::from_bytes(name.to_bytes())) {
+                Ok(fd) => stack.push(fd),
+                Err(Errno::NOENT | Errno::NOTDIR | Errno::LOOP) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    Ok(total)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -338,5 +377,26 @@ mod tests {
         assert!(victim.join("precious").exists());
         remove_tree(&root).unwrap();
         assert!(!root.exists() && victim.join("precious").exists());
+    }
+
+    #[test]
+    fn disk_usage_counts_the_tree_and_follows_no_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = dir.path().join("outside");
+        std::fs::create_dir(&outside).unwrap();
+        std::fs::write(outside.join("big"), vec![1u8; 1 << 20]).unwrap();
+        let tree = dir.path().join("tree");
+        std::fs::create_dir_all(tree.join("a/b")).unwrap();
+        std::fs::write(tree.join("a/b/f"), vec![1u8; 256 << 10]).unwrap();
+        std::fs::hard_link(tree.join("a/b/f"), tree.join("a/hard")).unwrap();
+        std::os::unix::fs::symlink(&outside, tree.join("link")).unwrap();
+        std::os::unix::fs::symlink(outside.join("big"), tree.join("a/flink")).unwrap();
+        let root = open_root(&tree).unwrap();
+        let used = disk_usage(root.as_fd()).unwrap();
+        assert!(used >= 256 << 10, "{used}");
+        assert!(
+            used < (256 << 10) + (64 << 10),
+            "links and hard links add nothing: {used}"
+        );
     }
 }

@@ -2,6 +2,16 @@
 //! Docker v2, indexes resolved to linux/amd64), blobs streamed to disk and verified, several
 //! layers at once, anonymous, basic and bearer-token auth, HTTP for registries named
 //! insecure and HTTPS with a given CA.
+//!
+//! What a registry can make a pull do is bounded:
+//! - credentials go only to the registry's own host: a bearer realm elsewhere is asked
+//!   without them, unless it is HTTPS and named in [`PullOptions::auth_hosts`] (Docker Hub's
+//!   `auth.docker.io` is, for Docker Hub); never over plain HTTP to another host, nor over
+//!   plain HTTP to a registry spoken to over HTTPS;
+//! - bodies read into memory have limits: manifests and indexes [`MAX_MANIFEST`] (4 MiB, as
+//!   containerd), image configs [`MAX_CONFIG`] (8 MiB), token answers [`MAX_TOKEN`] (1 MiB);
+//!   reading stops at the limit (a larger Content-Length fails before any is read);
+//! - a layer may not be longer than its descriptor's size.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,6 +32,16 @@ use crate::store::{ImageRecord, ImageStore, LayerRef};
 
 const ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.docker.distribution.manifest.v2+json";
 
+/// The largest manifest or index taken (containerd's limit).
+pub const MAX_MANIFEST: u64 = 4 << 20;
+/// The largest image config taken.
+pub const MAX_CONFIG: u64 = 8 << 20;
+/// The largest token-service answer taken.
+pub const MAX_TOKEN: u64 = 1 << 20;
+
+/// The token service of Docker Hub's registry, trusted with its credentials.
+const DOCKER_HUB_AUTH: &str = "auth.docker.io";
+
 /// How to reach registries.
 #[derive(Debug, Clone, Default)]
 pub struct PullOptions {
@@ -31,6 +51,9 @@ pub struct PullOptions {
     pub ca_pem: Option<String>,
     /// `user`, `password` for basic auth or for getting a bearer token.
     pub credentials: Option<(String, String)>,
+    /// Hosts (`host` or `host:port`) besides the registry's own that may get the credentials
+    /// when a bearer challenge names them as its realm, over HTTPS only.
+    pub auth_hosts: Vec<String>,
     /// Layers downloaded at once.
     pub parallel: usize,
 }
@@ -107,6 +130,95 @@ struct Session {
     repo: String,
     auth: Option<String>,
     creds: Option<(String, String)>,
+    auth_hosts: Vec<String>,
+}
+
+/// A URL's scheme and its host and port (`host:port`, the default port filled in), lower
+/// case; None when it is not an http(s) URL with a host.
+fn origin(url: &str) -> Option<(&'static str, String, u16)> {
+    let (scheme, rest, default) = if let Some(r) = strip_prefix_ci(url, "https://") {
+        ("https", r, 443)
+    } else if let Some(r) = strip_prefix_ci(url, "http://") {
+        ("http", r, 80)
+    } else {
+        return None;
+    };
+    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+    if authority.is_empty() || authority.contains('@') {
+        return None;
+    }
+    // An IPv6 literal keeps its brackets.
+    let split = match authority.rfind(']') {
+        Some(end) => (end + 1 < authority.len()).then(|| authority.split_at(end + 1)),
+        None => authority.rfind(':').map(|at| authority.split_at(at)),
+    };
+    let (host, port) = match split {
+        Some((h, p)) => (h, p.strip_prefix(':')?.parse().ok()?),
+        None => (authority, default),
+    };
+    Some((scheme, host.to_ascii_lowercase(), port))
+}
+
+fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
+    s.get(..prefix.len())
+        .filter(|p| p.eq_ignore_ascii_case(prefix))
+        .map(|_| &s[prefix.len()..])
+}
+
+/// Whether a token realm may get the registry's credentials: on the registry's own host, by
+/// HTTPS (or by HTTP when the registry itself is spoken to over HTTP), or on a host the user
+/// named, by HTTPS only.
+fn realm_trusted(realm: &str, registry_base: &str, auth_hosts: &[String]) -> bool {
+    let (Some((scheme, host, port)), Some((reg_scheme, reg_host, _))) =
+        (origin(realm), origin(registry_base))
+    else {
+        return false;
+    };
+    if host == reg_host {
+        return scheme == "https" || reg_scheme == "http";
+    }
+    scheme == "https"
+        && auth_hosts.iter().any(|h| {
+            let h = h.to_ascii_lowercase();
+            h == host || h == format!("{host}:{port}")
+        })
+}
+
+/// Reads a body into memory, at most `limit` bytes: a larger declared length fails before
+/// any is read, and reading stops as soon as the limit is passed.
+async fn read_limited(
+    resp: hyper::Response<hyper::body::Incoming>,
+    limit: u64,
+    what: &str,
+    registry: &str,
+) -> Result<Bytes, ImageError> {
+    let too_large = || ImageError::Registry {
+        registry: registry.to_string(),
+        message: format!(
+            "{what} larger than {limit} bytes ({} MiB), the limit",
+            limit >> 20
+        ),
+    };
+    let declared = resp
+        .headers()
+        .get(hyper::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(too_large());
+    }
+    let mut body = resp.into_body();
+    let mut out = Vec::with_capacity(declared.unwrap_or(0) as usize);
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| unreachable_err(registry, e))?;
+        if let Ok(data) = frame.into_data() {
+            if out.len() as u64 + data.len() as u64 > limit {
+                return Err(too_large());
+            }
+            out.extend_from_slice(&data);
+        }
+    }
+    Ok(Bytes::from(out))
 }
 
 impl Session {
@@ -171,22 +283,35 @@ impl Session {
                 let scope =
                     get("scope").unwrap_or_else(|| format!("repository:{}:pull", self.repo));
                 url.push_str(&format!("scope={scope}"));
+                if origin(&realm).is_none() {
+                    return Err(self.denied(&format!(
+                        "the bearer realm {realm:?} is not an http(s) URL with a host"
+                    )));
+                }
+                // The credentials go to the realm only when it is trusted with them; any
+                // other is asked anonymously.
+                let trusted = realm_trusted(&realm, &self.base, &self.auth_hosts);
                 let basic = self
                     .creds
                     .as_ref()
+                    .filter(|_| trusted)
                     .map(|(u, p)| format!("Basic {}", b64(&format!("{u}:{p}"))));
+                let withheld = self.creds.is_some() && !trusted;
+                if withheld {
+                    tracing::warn!(registry = %self.registry, %realm, "the registry's token realm is on another host (or plain HTTP): asked without the credentials");
+                }
                 let resp = self.send(&url, None, basic.as_deref()).await?;
                 if !resp.status().is_success() {
-                    return Err(
-                        self.denied(&format!("the token service answered {}", resp.status()))
-                    );
+                    let mut why = format!("the token service answered {}", resp.status());
+                    if withheld {
+                        why.push_str(&format!(
+                            "; the credentials were not sent to {realm}, which is not the registry's host (name its host with --auth-host to trust it, over HTTPS only)"
+                        ));
+                    }
+                    return Err(self.denied(&why));
                 }
-                let body = resp
-                    .into_body()
-                    .collect()
-                    .await
-                    .map_err(|e| unreachable_err(&self.registry, e))?
-                    .to_bytes();
+                let body =
+                    read_limited(resp, MAX_TOKEN, "the token answer is", &self.registry).await?;
                 let v: Value = serde_json::from_slice(&body)
                     .map_err(|e| self.denied(&format!("bad token answer: {e}")))?;
                 let token = v["token"]
@@ -244,14 +369,16 @@ impl Session {
         }
     }
 
-    async fn get_bytes(&mut self, path: &str, accept: Option<&str>) -> Result<Bytes, ImageError> {
+    /// GETs a registry path into memory, at most `limit` bytes of it (`what` names it).
+    async fn get_bytes(
+        &mut self,
+        path: &str,
+        accept: Option<&str>,
+        limit: u64,
+        what: &str,
+    ) -> Result<Bytes, ImageError> {
         let resp = self.get(path, accept).await?;
-        Ok(resp
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| unreachable_err(&self.registry, e))?
-            .to_bytes())
+        read_limited(resp, limit, what, &self.registry).await
     }
 }
 
@@ -317,6 +444,13 @@ pub async fn pull(
         repo: reference.repository.clone(),
         auth: None,
         creds: opts.credentials.clone(),
+        auth_hosts: {
+            let mut hosts = opts.auth_hosts.clone();
+            if host == "registry-1.docker.io" {
+                hosts.push(DOCKER_HUB_AUTH.to_string());
+            }
+            hosts
+        },
     };
     let wanted = match (&reference.digest, &reference.tag) {
         (Some(d), _) => d.to_string(),
@@ -324,7 +458,12 @@ pub async fn pull(
         (None, None) => "latest".to_string(),
     };
     let mut body = s
-        .get_bytes(&format!("manifests/{wanted}"), Some(ACCEPT))
+        .get_bytes(
+            &format!("manifests/{wanted}"),
+            Some(ACCEPT),
+            MAX_MANIFEST,
+            &format!("the manifest of {reference} is"),
+        )
         .await?;
     let mut digest = Digest::of(&body);
     if let Some(d) = &reference.digest
@@ -356,7 +495,14 @@ pub async fn pull(
             })
             .ok_or_else(|| bad(format!("no linux/{arch} image in the index")))?;
         let d = Digest::parse(chosen["digest"].as_str().unwrap_or(""))?;
-        body = s.get_bytes(&format!("manifests/{d}"), Some(ACCEPT)).await?;
+        body = s
+            .get_bytes(
+                &format!("manifests/{d}"),
+                Some(ACCEPT),
+                MAX_MANIFEST,
+                &format!("the manifest {d} of {reference} is"),
+            )
+            .await?;
         digest = Digest::of(&body);
         if digest != d {
             return Err(ImageError::DigestMismatch {
@@ -369,7 +515,14 @@ pub async fn pull(
     store.write_blob(&digest, &mut &body[..])?;
     let config_digest = Digest::parse(manifest["config"]["digest"].as_str().unwrap_or(""))?;
     if !store.has_blob(&config_digest) {
-        let cfg = s.get_bytes(&format!("blobs/{config_digest}"), None).await?;
+        let cfg = s
+            .get_bytes(
+                &format!("blobs/{config_digest}"),
+                None,
+                MAX_CONFIG,
+                &format!("the config of {reference} is"),
+            )
+            .await?;
         store.write_blob(&config_digest, &mut &cfg[..])?;
     }
     let config = ImageConfig::from_blob(&store.read_blob(&config_digest)?)?;
@@ -381,7 +534,9 @@ pub async fn pull(
         layers.push(LayerRef {
             digest: Digest::parse(l["digest"].as_str().unwrap_or(""))?,
             media_type: l["mediaType"].as_str().unwrap_or("").to_string(),
-            size: l["size"].as_u64().unwrap_or(0),
+            size: l["size"]
+                .as_u64()
+                .ok_or_else(|| bad("a layer has no size".into()))?,
         });
     }
     progress(Progress::Resolved {
@@ -470,6 +625,15 @@ async fn download(
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| unreachable_err(&registry, e))?;
         if let Ok(data) = frame.into_data() {
+            if w.written() + data.len() as u64 > layer.size {
+                return Err(ImageError::Registry {
+                    registry,
+                    message: format!(
+                        "layer {} is longer than the {} bytes its manifest says",
+                        layer.digest, layer.size
+                    ),
+                });
+            }
             w.write(&data)?;
             if w.written() - reported >= PROGRESS_STEP {
                 reported = w.written();
@@ -503,5 +667,59 @@ mod tests {
         assert_eq!(p[2], ("scope".into(), "repository:a/b:pull".into()));
         let (s, p) = parse_challenge("Basic realm=registry");
         assert_eq!((s.as_str(), p[0].1.as_str()), ("basic", "registry"));
+    }
+
+    #[test]
+    fn origins_of_urls() {
+        assert_eq!(
+            origin("HTTPS://Auth.Example/token?x"),
+            Some(("https", "auth.example".into(), 443))
+        );
+        assert_eq!(
+            origin("http://[::1]:5000/t"),
+            Some(("http", "[::1]".into(), 5000))
+        );
+        assert_eq!(origin("http://[::1]"), Some(("http", "[::1]".into(), 80)));
+        for bad in [
+            "ftp://a/",
+            "http:///t",
+            "http://u:p@a/t",
+            "http://a:x/t",
+            "//a/t",
+        ] {
+            assert_eq!(origin(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn credentials_go_only_to_the_registrys_host_or_a_named_https_one() {
+        let hosts = ["auth.example".to_string(), "tok.example:8443".to_string()];
+        let reg = "https://reg.example:5000";
+        let cases = [
+            ("https://reg.example/token", reg, true),
+            ("https://REG.example:9000/token", reg, true),
+            // Plain HTTP to a registry spoken to over HTTPS: a downgrade.
+            ("http://reg.example:5000/token", reg, false),
+            (
+                "http://reg.example:5001/token",
+                "http://reg.example:5000",
+                true,
+            ),
+            ("https://evil.example/token", reg, false),
+            ("https://auth.example/token", reg, true),
+            ("http://auth.example/token", reg, false),
+            ("http://auth.example/token", "http://reg.example", false),
+            ("https://tok.example:8443/t", reg, true),
+            ("https://tok.example/t", reg, false),
+            ("https://reg.example.evil.example/t", reg, false),
+            ("not a url", reg, false),
+        ];
+        for (realm, base, trusted) in cases {
+            assert_eq!(
+                realm_trusted(realm, base, &hosts),
+                trusted,
+                "{realm} for {base}"
+            );
+        }
     }
 }

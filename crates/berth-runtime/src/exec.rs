@@ -59,7 +59,16 @@ pub fn main(pod_dir: &Path, name: &str, argv: &[String]) -> i32 {
             return 126;
         }
     };
+    let bundle = pod_dir.join("containers").join(name).join("bundle");
+    let executor = match crate::seccomp::FilteredExecutor::for_bundle(&bundle) {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("error: cannot exec in {name}: {e}");
+            return 126;
+        }
+    };
     let built = ContainerBuilder::new(name.to_string(), SyscallType::default())
+        .with_executor(executor)
         .with_root_path(pod_dir.join("libcontainer"))
         .map(|b| b.with_console_socket(console.clone()))
         .and_then(|b| {

@@ -13,6 +13,7 @@ pub mod pod;
 pub mod pty;
 pub mod relay;
 pub mod rootfs;
+pub mod seccomp;
 pub mod shim;
 pub mod spec;
 pub mod stats;

@@ -370,7 +370,11 @@ impl Runtime {
         }
         let bundle = cdir.join("bundle");
         std::fs::create_dir_all(&bundle).map_err(io(&bundle))?;
-        let config = spec.to_oci(&root.path().display().to_string());
+        let mut config = spec.to_oci(&root.path().display().to_string());
+        crate::seccomp::precompile(&mut config, &bundle).map_err(|e| RuntimeError::Io {
+            path: bundle.display().to_string(),
+            source: std::io::Error::other(e),
+        })?;
         let cfg_path = bundle.join("config.json");
         std::fs::write(
             &cfg_path,

@@ -250,7 +250,9 @@ impl Shim {
         let writer = LogWriter::open(log, 10 << 20, 5)
             .map_err(|e| format!("cannot open the log {}: {e}", log.display()))?;
         let root = self.dir.join("libcontainer");
+        let executor = crate::seccomp::FilteredExecutor::for_bundle(bundle)?;
         let container = ContainerBuilder::new(name.to_string(), SyscallType::default())
+            .with_executor(executor)
             .with_root_path(&root)
             .map_err(|e| e.to_string())?
             .with_stdin(devnull)

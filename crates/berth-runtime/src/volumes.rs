@@ -5,6 +5,13 @@
 //! Invariant: projected files are swapped in one `rename` of the `..data` symlink (as the
 //! kubelet's atomic writer does), so a reader sees the old set of files or the new one, never
 //! a mix.
+//!
+//! Invariant: nothing here follows a path a container could have shaped. Projected volumes
+//! are mounted read-only, and their refresh works on descriptors of the volume's own
+//! directories (no link followed, the old version removed only when `..data` names one of
+//! ours); a `subPath` is opened beneath its volume by the kernel (`openat2(RESOLVE_BENEATH)`)
+//! and what was opened is bind-mounted to a staging point outside every volume, so swapping a
+//! component for a link afterwards changes nothing (the kubelet's fix for CVE-2017-1002101).
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -27,6 +34,8 @@ pub enum VolumeError {
     BadName(String),
     #[error("projected file {0:?}: give a relative path inside the volume, without '..'")]
     BadPath(String),
+    #[error("subPath {sub:?}: {why}")]
+    SubPath { sub: String, why: String },
 }
 
 type Result<T> = std::result::Result<T, VolumeError>;
@@ -128,34 +137,64 @@ fn check_path(p: &str) -> Result<()> {
     Ok(())
 }
 
+/// Whether `name` is a version directory `project` makes (`..` and digits).
+fn is_version(name: &[u8]) -> bool {
+    name.len() > 2 && name.starts_with(b"..") && name[2..].iter().all(u8::is_ascii_digit)
+}
+
 /// Writes `files` into `dir` as one atomic update: a new timestamped directory, the `..data`
 /// symlink swapped to it, top-level links for each file, and the previous set removed.
 pub fn project(dir: &Path, files: &[File]) -> Result<()> {
+    use rustix::fs::{AtFlags, Mode, OFlags};
+    use std::ffi::OsStr;
+    use std::os::fd::AsFd;
+    use std::os::unix::ffi::OsStrExt;
     for f in files {
         check_path(&f.path)?;
     }
     std::fs::create_dir_all(dir).map_err(io(dir))?;
+    let fs_err = |e: berth_fs::FsError| VolumeError::Io {
+        path: dir.display().to_string(),
+        source: std::io::Error::other(e.to_string()),
+    };
+    let errno = |what: &str| {
+        let path = dir.join(what);
+        move |e: rustix::io::Errno| VolumeError::Io {
+            path: path.display().to_string(),
+            source: e.into(),
+        }
+    };
+    let root = berth_fs::open_root(dir).map_err(fs_err)?;
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());
     let version = format!("..{nanos}");
-    let vdir = dir.join(&version);
-    std::fs::create_dir(&vdir).map_err(io(&vdir))?;
+    rustix::fs::mkdirat(&root, version.as_str(), Mode::from(0o755)).map_err(errno(&version))?;
+    let vdir = berth_fs::open_dir(root.as_fd(), Path::new(&version), None).map_err(fs_err)?;
     for f in files {
-        let path = vdir.join(&f.path);
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).map_err(io(parent))?;
-        }
-        std::fs::write(&path, &f.contents).map_err(io(&path))?;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(f.mode))
-            .map_err(io(&path))?;
+        let rel = Path::new(&f.path);
+        let (parent, name) = berth_fs::split(rel).ok_or(VolumeError::BadPath(f.path.clone()))?;
+        let pdir =
+            berth_fs::open_dir(vdir.as_fd(), parent, Some(Mode::from(0o755))).map_err(fs_err)?;
+        let fd = rustix::fs::openat(
+            &pdir,
+            name,
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from(0o600),
+        )
+        .map_err(errno(&f.path))?;
+        let mut file = std::fs::File::from(fd);
+        std::io::Write::write_all(&mut file, &f.contents).map_err(io(&dir.join(&f.path)))?;
+        file.set_permissions(std::fs::Permissions::from_mode(f.mode))
+            .map_err(io(&dir.join(&f.path)))?;
     }
-    let data = dir.join("..data");
-    let old = std::fs::read_link(&data).ok();
-    let tmp = dir.join("..data_tmp");
-    let _ = std::fs::remove_file(&tmp);
-    std::os::unix::fs::symlink(&version, &tmp).map_err(io(&tmp))?;
-    std::fs::rename(&tmp, &data).map_err(io(&data))?;
+    let old = rustix::fs::readlinkat(&root, "..data", Vec::new())
+        .ok()
+        .map(|t| t.into_bytes())
+        .filter(|t| is_version(t));
+    let _ = rustix::fs::unlinkat(&root, "..data_tmp", AtFlags::empty());
+    rustix::fs::symlinkat(version.as_str(), &root, "..data_tmp").map_err(errno("..data_tmp"))?;
+    rustix::fs::renameat(&root, "..data_tmp", &root, "..data").map_err(errno("..data"))?;
     // Top-level names point through ..data, so they follow the swap.
     let mut tops: Vec<&str> = files
         .iter()
@@ -163,27 +202,103 @@ pub fn project(dir: &Path, files: &[File]) -> Result<()> {
         .collect();
     tops.sort();
     tops.dedup();
+    let is_link = |name: &OsStr| {
+        rustix::fs::statat(&root, name, AtFlags::SYMLINK_NOFOLLOW)
+            .map(|st| rustix::fs::FileType::from_raw_mode(st.st_mode).is_symlink())
+    };
     for top in &tops {
-        let link = dir.join(top);
-        if std::fs::symlink_metadata(&link).is_err() {
-            std::os::unix::fs::symlink(Path::new("..data").join(top), &link).map_err(io(&link))?;
+        if is_link(OsStr::new(top)).is_err() {
+            rustix::fs::symlinkat(format!("..data/{top}").as_str(), &root, *top)
+                .map_err(errno(top))?;
         }
     }
-    // Names no longer projected go.
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for e in entries.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            if !name.starts_with("..") && !tops.contains(&name.as_str()) {
-                let _ = std::fs::remove_file(e.path());
-            }
+    // Names no longer projected go: only the links made here, never what they point at.
+    let mut stale = Vec::new();
+    for e in rustix::fs::Dir::read_from(&root).map_err(errno("."))? {
+        let name = e.map_err(errno("."))?.file_name().to_bytes().to_vec();
+        let name = OsStr::from_bytes(&name).to_os_string();
+        let n = name.as_bytes();
+        if !n.starts_with(b"..") && n != b"." && !tops.iter().any(|t| t.as_bytes() == n) {
+            stale.push(name);
+        }
+    }
+    for name in stale {
+        if is_link(&name).unwrap_or(false) {
+            let _ = rustix::fs::unlinkat(&root, &name, AtFlags::empty());
         }
     }
     if let Some(old) = old
-        && old != Path::new(&version)
+        && old != version.as_bytes()
     {
-        let _ = std::fs::remove_dir_all(dir.join(old));
+        let _ = berth_fs::remove_at(root.as_fd(), OsStr::from_bytes(&old));
     }
     Ok(())
+}
+
+/// Resolves a volume mount's `subPath` inside `volume` and bind-mounts what it names onto
+/// `staging` (a point of berth's own, outside every volume), which the container then mounts.
+/// The path must be relative without `..`; links inside it are followed only while they stay
+/// in the volume. A path that does not exist yet is made as a directory, as the kubelet does.
+pub fn sub_path(volume: &Path, sub: &str, staging: &Path) -> Result<PathBuf> {
+    use rustix::fs::{FileType, Mode, OFlags};
+    use std::os::fd::{AsFd, AsRawFd};
+    let bad = |why: &str| VolumeError::SubPath {
+        sub: sub.to_string(),
+        why: why.to_string(),
+    };
+    if sub.starts_with('/') {
+        return Err(bad("must be a relative path"));
+    }
+    if Path::new(sub)
+        .components()
+        .any(|c| matches!(c, std::path::Component::ParentDir))
+    {
+        return Err(bad("must not contain '..'"));
+    }
+    let fs_err = |e: berth_fs::FsError| match e {
+        berth_fs::FsError::Escapes { .. } => bad("leads out of its volume through a link"),
+        berth_fs::FsError::Symlink { component, .. } => bad(&format!(
+            "{component} is a link, which is not followed to make the path"
+        )),
+        e => bad(&e.to_string()),
+    };
+    let root = berth_fs::open_root(volume).map_err(fs_err)?;
+    let rel = Path::new(sub);
+    let target = match berth_fs::open_beneath(root.as_fd(), rel, OFlags::PATH) {
+        Ok(fd) => fd,
+        Err(berth_fs::FsError::Io { source, .. })
+            if source.kind() == std::io::ErrorKind::NotFound =>
+        {
+            berth_fs::open_dir(root.as_fd(), rel, Some(Mode::from(0o755))).map_err(fs_err)?;
+            berth_fs::open_beneath(root.as_fd(), rel, OFlags::PATH).map_err(fs_err)?
+        }
+        Err(e) => return Err(fs_err(e)),
+    };
+    let st = rustix::fs::fstat(&target).map_err(|e| io(volume)(e.into()))?;
+    let is_dir = match FileType::from_raw_mode(st.st_mode) {
+        FileType::Directory => true,
+        FileType::RegularFile => false,
+        _ => return Err(bad("is neither a directory nor a regular file")),
+    };
+    // A staging point left by the container's previous start is made anew.
+    crate::rootfs::unmount_under(staging)
+        .map_err(|e| io(staging)(std::io::Error::other(e.to_string())))?;
+    let _ = std::fs::remove_dir(staging).or_else(|_| std::fs::remove_file(staging));
+    if let Some(parent) = staging.parent() {
+        std::fs::create_dir_all(parent).map_err(io(parent))?;
+    }
+    if is_dir {
+        std::fs::create_dir(staging).map_err(io(staging))?;
+    } else {
+        std::fs::File::create(staging).map_err(io(staging))?;
+    }
+    // The descriptor, not the path: what is mounted is exactly what was checked.
+    let proc = format!("/proc/self/fd/{}", target.as_raw_fd());
+    rustix::mount::mount_bind(proc.as_str(), staging).map_err(|e| VolumeError::Io {
+        path: staging.display().to_string(),
+        source: e.into(),
+    })?;
+    Ok(staging.to_path_buf())
 }
 
 #[cfg(test)]
@@ -235,5 +350,126 @@ mod tests {
             dir.path().join("volumes/db")
         );
         assert_eq!(list_named(dir.path()), vec!["db"]);
+    }
+    /// A victim directory outside the volume, and a check that it is still whole.
+    fn victim(root: &Path) -> (PathBuf, impl Fn()) {
+        let v = root.join("victim");
+        std::fs::create_dir_all(v.join("inner")).unwrap();
+        std::fs::write(v.join("inner/precious"), "keep").unwrap();
+        let check = {
+            let v = v.clone();
+            move || {
+                assert_eq!(
+                    std::fs::read_to_string(v.join("inner/precious")).unwrap(),
+                    "keep",
+                    "a file outside the volume was touched"
+                );
+            }
+        };
+        (v, check)
+    }
+
+    fn file(path: &str, c: &str) -> File {
+        File {
+            path: path.into(),
+            contents: c.as_bytes().to_vec(),
+            mode: 0o644,
+        }
+    }
+
+    #[test]
+    fn a_refresh_never_removes_what_a_planted_data_link_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let (victim, intact) = victim(dir.path());
+        let v = dir.path().join("config");
+        project(&v, &[file("app.conf", "v1")]).unwrap();
+        // What a container with write access could do to the volume between two refreshes:
+        // point ..data at a host directory, by absolute path and through a version-looking
+        // link, and plant top-level names that are directories or links out.
+        for planted in [victim.clone(), PathBuf::from("..123")] {
+            std::fs::remove_file(v.join("..data")).unwrap();
+            std::os::unix::fs::symlink(&planted, v.join("..data")).unwrap();
+            let _ = std::fs::remove_file(v.join("..123"));
+            std::os::unix::fs::symlink(&victim, v.join("..123")).unwrap();
+            std::os::unix::fs::symlink(victim.join("inner"), v.join("stale-link")).unwrap();
+            std::fs::create_dir_all(v.join("stale-dir")).unwrap();
+            project(&v, &[file("app.conf", "v2")]).unwrap();
+            intact();
+            assert_eq!(std::fs::read_to_string(v.join("app.conf")).unwrap(), "v2");
+            assert!(
+                !v.join("stale-link").exists(),
+                "a stale top-level link goes"
+            );
+            assert!(v.join("stale-dir").is_dir(), "only links are removed");
+        }
+        // A version directory replaced by a link to the victim: files are written through
+        // no link.
+        let current = std::fs::read_link(v.join("..data")).unwrap();
+        std::fs::remove_dir_all(v.join(&current)).unwrap();
+        std::os::unix::fs::symlink(&victim, v.join(&current)).unwrap();
+        project(&v, &[file("inner/precious", "overwritten")]).unwrap();
+        intact();
+    }
+
+    #[test]
+    fn sub_paths_stay_inside_their_volume() {
+        let dir = tempfile::tempdir().unwrap();
+        let (victim, intact) = victim(dir.path());
+        let vol = dir.path().join("vol");
+        std::fs::create_dir_all(vol.join("real/dir")).unwrap();
+        std::fs::write(vol.join("real/file"), "in").unwrap();
+        std::os::unix::fs::symlink(&victim, vol.join("abs")).unwrap();
+        std::os::unix::fs::symlink("../victim", vol.join("up")).unwrap();
+        std::os::unix::fs::symlink("real", vol.join("inside")).unwrap();
+        std::fs::write(dir.path().join("outside-file"), "x").unwrap();
+        let fifo = vol.join("fifo");
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &fifo,
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from(0o644),
+            0,
+        )
+        .unwrap();
+        let staging = dir.path().join("staging");
+        let guard = Unmount(staging.clone());
+        for (sub, why) in [
+            ("/etc", "relative"),
+            ("real/../../victim", "'..'"),
+            ("abs", "out of its volume"),
+            ("abs/inner", "out of its volume"),
+            ("up/inner", "out of its volume"),
+            ("fifo", "neither a directory nor a regular file"),
+        ] {
+            let e = sub_path(&vol, sub, &staging.join("x"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(sub) && e.contains(why), "{sub}: {e}");
+        }
+        // Links inside the volume are fine; a missing path is made as a directory.
+        let m = sub_path(&vol, "inside/file", &staging.join("f")).unwrap();
+        assert_eq!(std::fs::read_to_string(&m).unwrap(), "in");
+        let m = sub_path(&vol, "new/deeper", &staging.join("d")).unwrap();
+        std::fs::write(m.join("written"), "w").unwrap();
+        assert_eq!(
+            std::fs::read_to_string(vol.join("new/deeper/written")).unwrap(),
+            "w"
+        );
+        // What is mounted is what was checked: swapping the path for a link afterwards
+        // changes nothing.
+        std::fs::rename(vol.join("new"), vol.join("moved")).unwrap();
+        std::os::unix::fs::symlink(&victim, vol.join("new")).unwrap();
+        std::fs::write(m.join("after"), "a").unwrap();
+        assert!(vol.join("moved/deeper/after").exists());
+        intact();
+        drop(guard);
+    }
+
+    /// Unmounts a test's staging points even when it fails.
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = crate::rootfs::unmount_under(&self.0);
+        }
     }
 }

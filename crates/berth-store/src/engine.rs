@@ -1,11 +1,18 @@
 //! The engine: the redb database, the single writer thread with group commit, leases and
 //! background compaction.
+//!
+//! Storage failures (a full disk above all): a group commit whose log append or database
+//! commit fails answers every request of the group with the error and leaves no record of it
+//! in the log. redb refuses every operation after one failed write until it is reopened, so
+//! after a failed database commit or checkpoint the writer reopens it, with readers held off,
+//! and replays the log over the last durable checkpoint: reads and writes carry on as soon
+//! as the disk has room again, and nothing acknowledged is lost in between.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -49,6 +56,9 @@ pub struct StoreOptions {
     pub watch_buffer: usize,
     /// Most requests applied in one transaction (one fsync).
     pub max_batch: usize,
+    /// The database's page cache in bytes. Pages written since the last checkpoint stay in
+    /// it up to half its size; beyond that they go to the file early.
+    pub cache_size: usize,
 }
 
 impl Default for StoreOptions {
@@ -58,6 +68,7 @@ impl Default for StoreOptions {
             compaction_interval: Duration::from_secs(300),
             watch_buffer: 10_000,
             max_batch: 1024,
+            cache_size: 1 << 30,
         }
     }
 }
@@ -91,8 +102,13 @@ struct LeaseState {
 }
 
 pub(crate) struct Engine {
-    pub(crate) db: Database,
+    /// `None` only while a reopen after a storage failure has not succeeded.
+    db: RwLock<Option<Database>>,
+    file: PathBuf,
+    wal_dir: PathBuf,
     path: String,
+    /// While the database cannot be used after a storage failure: why (answers reads).
+    fault: Mutex<Option<StoreError>>,
     tx: std::sync::RwLock<Option<mpsc::Sender<Request>>>,
     /// Requests sent and not yet taken by the writer.
     queued: std::sync::atomic::AtomicUsize,
@@ -107,15 +123,18 @@ pub(crate) struct Engine {
 }
 
 fn db_err(path: &str) -> impl Fn(redb::Error) -> StoreError + '_ {
-    move |source| StoreError::Db {
-        path: path.to_string(),
-        source,
+    move |source| match source {
+        redb::Error::Io(e) => crate::io_error(format!("database {path}"), &e),
+        source => StoreError::Db {
+            path: path.to_string(),
+            source,
+        },
     }
 }
 
 macro_rules! tryd {
     ($self:expr, $e:expr) => {
-        $e.map_err(|e| db_err(&$self.path)(e.into()))?
+        $e.map_err(|e| $self.db_error(e.into()))?
     };
 }
 
@@ -159,41 +178,100 @@ struct WriterState {
     dirty: bool,
     /// While replaying the log: the recorded time of the revision being replayed.
     replay_time: Option<u64>,
+    /// The database failed and must be reopened before it is used again.
+    needs_reopen: bool,
+    /// After a failed reopen, the next is not tried before this.
+    reopen_after: Option<Instant>,
+    /// No checkpoint is tried before this after one failed (except the one at shutdown).
+    checkpoint_after: Option<Instant>,
+    /// Failed commits are logged once per `FAILURE_LOG_INTERVAL`: until when, and how many
+    /// were not logged since.
+    quiet_until: Option<Instant>,
+    quieted: u64,
+}
+
+/// Between attempts to reopen the database while it cannot be (each replays the log): the
+/// requests that arrive meanwhile wait for the next attempt.
+const REOPEN_BACKOFF: Duration = Duration::from_millis(50);
+
+/// A full disk fails every write: one log line per this long says so, with the count.
+const FAILURE_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+impl WriterState {
+    fn log_failure(&mut self, e: &StoreError) {
+        let now = Instant::now();
+        if self.quiet_until.is_some_and(|t| now < t) {
+            self.quieted += 1;
+            return;
+        }
+        tracing::error!(error = %e, "store commit failed; the requests were answered with the error");
+        if self.quieted > 0 {
+            tracing::error!(
+                count = self.quieted,
+                "more commits failed since the last report"
+            );
+        }
+        self.quieted = 0;
+        self.quiet_until = Some(now + FAILURE_LOG_INTERVAL);
+    }
+}
+
+/// Opens the database file, creates every table, and reads the revision and compaction
+/// counters. The table creation commits durably only on a first open (`durable`).
+fn open_db(
+    file: &Path,
+    path: &str,
+    cache_size: usize,
+    durable: bool,
+) -> Result<(Database, u64, u64), StoreError> {
+    let err = db_err(path);
+    let db = redb::Builder::new()
+        .set_cache_size(cache_size)
+        .create(file)
+        .map_err(|e| err(e.into()))?;
+    let (revision, compacted) = {
+        let mut w = db.begin_write().map_err(|e| err(e.into()))?;
+        if !durable {
+            w.set_durability(redb::Durability::None)
+                .map_err(|e| err(e.into()))?;
+        }
+        let counters = {
+            let meta = w.open_table(META).map_err(|e| err(e.into()))?;
+            w.open_table(KV).map_err(|e| err(e.into()))?;
+            w.open_table(EVENTS).map_err(|e| err(e.into()))?;
+            w.open_table(REVS).map_err(|e| err(e.into()))?;
+            w.open_table(KEYIDX).map_err(|e| err(e.into()))?;
+            w.open_table(LEASE_KEYS).map_err(|e| err(e.into()))?;
+            w.open_table(LEASES).map_err(|e| err(e.into()))?;
+            let get = |k: &str| -> Result<u64, StoreError> {
+                Ok(meta
+                    .get(k)
+                    .map_err(|e| err(e.into()))?
+                    .map(|v| v.value())
+                    .unwrap_or(0))
+            };
+            (get("revision")?, get("compacted")?)
+        };
+        w.commit().map_err(|e| err(e.into()))?;
+        counters
+    };
+    Ok((db, revision, compacted))
 }
 
 impl Engine {
     pub(crate) fn open(dir: &Path, options: StoreOptions) -> Result<Arc<Engine>, StoreError> {
         let file = dir.join("state.redb");
         let path = file.display().to_string();
-        let db = Database::create(&file).map_err(|e| db_err(&path)(e.into()))?;
-        // Create every table and read the counters.
-        let (revision, compacted) = {
-            let w = db.begin_write().map_err(|e| db_err(&path)(e.into()))?;
-            let counters = {
-                let meta = w.open_table(META).map_err(|e| db_err(&path)(e.into()))?;
-                w.open_table(KV).map_err(|e| db_err(&path)(e.into()))?;
-                w.open_table(EVENTS).map_err(|e| db_err(&path)(e.into()))?;
-                w.open_table(REVS).map_err(|e| db_err(&path)(e.into()))?;
-                w.open_table(KEYIDX).map_err(|e| db_err(&path)(e.into()))?;
-                w.open_table(LEASE_KEYS)
-                    .map_err(|e| db_err(&path)(e.into()))?;
-                w.open_table(LEASES).map_err(|e| db_err(&path)(e.into()))?;
-                let get = |k: &str| -> Result<u64, StoreError> {
-                    Ok(meta
-                        .get(k)
-                        .map_err(|e| db_err(&path)(e.into()))?
-                        .map(|v| v.value())
-                        .unwrap_or(0))
-                };
-                (get("revision")?, get("compacted")?)
-            };
-            w.commit().map_err(|e| db_err(&path)(e.into()))?;
-            counters
-        };
+        // Only a new file's tables are committed durably on open: an existing file needs no
+        // space to open.
+        let (db, revision, compacted) = open_db(&file, &path, options.cache_size, !file.exists())?;
         let (tx, rx) = mpsc::channel();
         let engine = Arc::new(Engine {
-            db,
+            db: RwLock::new(Some(db)),
+            file,
+            wal_dir: dir.join("wal"),
             path,
+            fault: Mutex::new(None),
             tx: std::sync::RwLock::new(Some(tx)),
             queued: std::sync::atomic::AtomicUsize::new(0),
             hub: Mutex::new(Hub::default()),
@@ -210,9 +288,23 @@ impl Engine {
             last_lease: 0,
             dirty: false,
             replay_time: None,
+            needs_reopen: false,
+            reopen_after: None,
+            checkpoint_after: None,
+            quiet_until: None,
+            quieted: 0,
         };
-        let (mut wal, records) = Wal::open(&dir.join("wal"))?;
-        engine.recover(&mut state, &mut wal, records)?;
+        let (mut wal, records) = Wal::open(&engine.wal_dir)?;
+        if let Err(e) = engine.recover(&mut state, &mut wal, records) {
+            // The replay could not be made durable (a full disk): serve it from the log, as
+            // after a failed checkpoint, until a checkpoint succeeds.
+            if !matches!(e, StoreError::DiskFull(_)) {
+                return Err(e);
+            }
+            tracing::warn!(error = %e, "the write-ahead log replay cannot be synced yet");
+            engine.fail(&mut state, &e);
+            engine.reopen(&mut state, &mut wal)?;
+        }
         engine.published.store(state.revision, Ordering::Release);
         // As etcd does on a new leader, every lease gets a full TTL from now: the holders could
         // not renew while the server was down.
@@ -262,9 +354,28 @@ impl Engine {
             return Ok(());
         }
         let replayed = records.len();
-        let w = tryd!(self, self.db.begin_write());
+        let w = self.begin_write()?;
+        self.replay(&w, state, records)?;
+        tryd!(self, w.commit());
+        wal.rotate()?;
+        tracing::info!(
+            records = replayed,
+            revision = state.revision,
+            "replayed the write-ahead log"
+        );
+        Ok(())
+    }
+
+    /// Applies log records in a write transaction: those of revisions the database already
+    /// holds are skipped.
+    fn replay(
+        &self,
+        w: &redb::WriteTransaction,
+        state: &mut WriterState,
+        records: Vec<WalRecord>,
+    ) -> Result<(), StoreError> {
         {
-            let mut t = self.tables(&w)?;
+            let mut t = self.tables(w)?;
             for rec in records {
                 match rec {
                     WalRecord::Revision { revision, .. } if revision <= state.revision => {}
@@ -314,14 +425,120 @@ impl Engine {
             }
             tryd!(self, t.meta.insert("revision", state.revision));
         }
+        Ok(())
+    }
+
+    /// After a storage failure: closes the database, reopens it (redb recovers its last
+    /// durable commit) and replays the whole log over it in a transaction that is not synced
+    /// (the next checkpoint makes it durable), holding readers off until the state is whole
+    /// again. Needs no free space unless redb must repair its file.
+    fn reopen(&self, state: &mut WriterState, wal: &mut Wal) -> Result<(), StoreError> {
+        // A record whose commit failed must be gone before the log is read back.
+        wal.repair()?;
+        let mut slot = self.db.write().map_err(|_| StoreError::Closed)?;
+        if let Some(old) = slot.take()
+            && let Err(e) = old.close()
+        {
+            // Expected: redb reports the failure that made it unusable.
+            tracing::debug!(error = %e, "closing the failed database");
+        }
+        let (db, revision, compacted) =
+            open_db(&self.file, &self.path, self.options.cache_size, false)?;
+        let (fresh, records) = Wal::open(&self.wal_dir)?;
+        let before = self.published_revision();
+        state.revision = revision;
+        self.compacted.store(compacted, Ordering::Release);
+        let mut w = db.begin_write().map_err(|e| db_err(&self.path)(e.into()))?;
+        tryd!(self, w.set_durability(redb::Durability::None));
+        let replayed = records.len();
+        self.replay(&w, state, records)?;
         tryd!(self, w.commit());
-        wal.rotate()?;
+        if state.revision < before {
+            return Err(StoreError::Corrupt(format!(
+                "after reopening, the database and log hold revision {} where {before} was committed",
+                state.revision
+            )));
+        }
+        *slot = Some(db);
+        *wal = fresh;
+        state.dirty = true;
+        state.needs_reopen = false;
+        if let Ok(mut f) = self.fault.lock() {
+            *f = None;
+        }
         tracing::info!(
             records = replayed,
             revision = state.revision,
-            "replayed the write-ahead log"
+            "reopened the database after a storage failure and replayed the write-ahead log"
         );
         Ok(())
+    }
+
+    /// Records a storage failure of the database: reads answer it until a reopen succeeds.
+    fn fail(&self, state: &mut WriterState, e: &StoreError) {
+        state.needs_reopen = true;
+        if let Ok(mut f) = self.fault.lock() {
+            *f = Some(e.for_waiter());
+        }
+    }
+
+    /// Reopens the database if a failure left it unusable; the error says why not.
+    fn ensure_open(&self, state: &mut WriterState, wal: &mut Wal) -> Result<(), StoreError> {
+        if !state.needs_reopen {
+            return Ok(());
+        }
+        if let Some(wait) = state
+            .reopen_after
+            .and_then(|t| t.checked_duration_since(Instant::now()))
+        {
+            std::thread::sleep(wait);
+        }
+        match self.reopen(state, wal) {
+            Ok(()) => {
+                state.reopen_after = None;
+                Ok(())
+            }
+            Err(e) => {
+                if state.reopen_after.is_none() {
+                    tracing::warn!(error = %e, "the database cannot be reopened yet");
+                }
+                state.reopen_after = Some(Instant::now() + REOPEN_BACKOFF);
+                self.fail(state, &e);
+                Err(e)
+            }
+        }
+    }
+
+    fn begin_write(&self) -> Result<redb::WriteTransaction, StoreError> {
+        let slot = self.db.read().map_err(|_| StoreError::Closed)?;
+        match slot.as_ref() {
+            Some(db) => Ok(tryd!(self, db.begin_write())),
+            None => Err(self.fault_or_closed()),
+        }
+    }
+
+    /// A database error; after a storage failure, what redb reports of its refusal to work
+    /// (or of its closing for the reopen) is answered with the failure itself.
+    fn db_error(&self, e: redb::Error) -> StoreError {
+        if matches!(e, redb::Error::PreviousIo | redb::Error::DatabaseClosed)
+            && let Some(f) = self
+                .fault
+                .lock()
+                .ok()
+                .and_then(|f| f.as_ref().map(StoreError::for_waiter))
+        {
+            return f;
+        }
+        db_err(&self.path)(e)
+    }
+
+    /// Why the database cannot be used now.
+    fn fault_or_closed(&self) -> StoreError {
+        self.fault
+            .lock()
+            .ok()
+            .and_then(|f| f.as_ref().map(StoreError::for_waiter))
+            .unwrap_or(StoreError::Closed)
     }
 
     /// Opens every table in a write transaction.
@@ -473,16 +690,21 @@ impl Engine {
             let checkpoint = batch.iter().any(|r| matches!(r, Request::Checkpoint));
             batch.retain(|r| !matches!(r, Request::Checkpoint));
             let size = batch.len();
-            if !batch.is_empty() {
-                self.process(batch, &mut state, &mut wal);
+            match self.ensure_open(&mut state, &mut wal) {
+                Ok(()) if !batch.is_empty() => self.process(batch, &mut state, &mut wal),
+                Ok(()) => {}
+                Err(e) => answer_all(batch, &e),
             }
             target = size + self.queued.load(Ordering::Acquire);
-            if checkpoint || wal.size() > SEGMENT_LIMIT {
+            let due = state.checkpoint_after.is_none_or(|t| Instant::now() >= t);
+            if (checkpoint || wal.size() > SEGMENT_LIMIT) && due && !state.needs_reopen {
                 self.checkpoint(&mut state, &mut wal);
             }
         }
         // Shutting down: leave the database durable and the log empty.
-        self.checkpoint(&mut state, &mut wal);
+        if self.ensure_open(&mut state, &mut wal).is_ok() {
+            self.checkpoint(&mut state, &mut wal);
+        }
     }
 
     /// Makes every commit so far durable in the database file, then empties the log.
@@ -490,16 +712,27 @@ impl Engine {
         if !state.dirty {
             return;
         }
-        let r = (|| -> Result<(), StoreError> {
-            let mut w = tryd!(self, self.db.begin_write());
+        let synced = (|| -> Result<(), StoreError> {
+            let mut w = self.begin_write()?;
             tryd!(self, w.set_durability(redb::Durability::Immediate));
             tryd!(self, w.commit());
-            wal.rotate()
+            Ok(())
         })();
-        match r {
+        if let Err(e) = synced {
+            // The log still holds everything. redb refuses all work after a failed write, so
+            // it is reopened over its last durable state and the log replayed; the next
+            // checkpoint tries again.
+            tracing::warn!(error = %e, "checkpoint failed");
+            state.checkpoint_after = Some(Instant::now() + CHECKPOINT_INTERVAL);
+            self.fail(state, &e);
+            let _ = self.ensure_open(state, wal);
+            return;
+        }
+        state.checkpoint_after = None;
+        match wal.rotate() {
             Ok(()) => state.dirty = false,
-            // The log still holds everything; the next checkpoint tries again.
-            Err(e) => tracing::warn!(error = %e, "checkpoint failed"),
+            // The database is durable; the old records are skipped when replayed.
+            Err(e) => tracing::warn!(error = %e, "emptying the write-ahead log failed"),
         }
     }
 
@@ -507,10 +740,14 @@ impl Engine {
     /// publishes the new revisions in order and answers each request.
     fn process(&self, batch: Vec<Request>, state: &mut WriterState, wal: &mut Wal) {
         let start_state = (state.revision, state.last_time, state.last_lease);
+        let start_compacted = self.compacted_revision();
         let mut results: Vec<Result<Outcome, StoreError>> = Vec::with_capacity(batch.len());
         let mut lease_changes: Vec<(u64, Option<Duration>)> = Vec::new();
+        let mark = wal.size();
+        // Whether the failure (if any) is the log's own: the database is then still sound.
+        let mut log_failed = false;
         let committed = (|| -> Result<(), StoreError> {
-            let mut w = tryd!(self, self.db.begin_write());
+            let mut w = self.begin_write()?;
             // Durable through the write-ahead log; the file is synced at checkpoints.
             tryd!(self, w.set_durability(redb::Durability::None));
             let mut log: Vec<WalRecord> = Vec::new();
@@ -555,7 +792,13 @@ impl Engine {
                     };
                     // A storage failure aborts the whole group; a request's own error (a
                     // missing lease, a revision out of range) fails only that request.
-                    if let Err(StoreError::Db { .. } | StoreError::Corrupt(_)) = &r {
+                    if let Err(
+                        StoreError::Db { .. }
+                        | StoreError::Corrupt(_)
+                        | StoreError::DiskFull(_)
+                        | StoreError::Commit(_),
+                    ) = &r
+                    {
                         return Err(r.err().unwrap_or(StoreError::Closed));
                     }
                     results.push(r);
@@ -563,27 +806,27 @@ impl Engine {
                 tryd!(self, t.meta.insert("revision", state.revision));
             }
             if !log.is_empty() {
-                // If the log cannot be written, the transaction is dropped uncommitted.
-                wal.append(&log)?;
+                // If the log cannot be written, the transaction is dropped uncommitted (and
+                // the log has cut off whatever part of the records reached it).
+                wal.append(&log).inspect_err(|_| log_failed = true)?;
                 state.dirty = true;
             }
             tryd!(self, w.commit());
             Ok(())
         })();
         if let Err(e) = committed {
-            tracing::error!(error = %e, "store commit failed");
+            state.log_failure(&e);
             (state.revision, state.last_time, state.last_lease) = start_state;
-            let msg = e.to_string();
-            for req in batch {
-                let err = || StoreError::Commit(msg.clone());
-                match req {
-                    Request::Txn { resp, .. } | Request::LeaseRevoke { resp, .. } => {
-                        drop(resp.send(Err(err())))
-                    }
-                    Request::LeaseGrant { resp, .. } => drop(resp.send(Err(err()))),
-                    Request::Compact { resp, .. } => drop(resp.send(Err(err()))),
-                    Request::Checkpoint => {}
-                }
+            self.compacted.store(start_compacted, Ordering::Release);
+            if !log_failed {
+                // The records are in the log but their commit failed: they were never
+                // applied and are answered with an error, so they must not be replayed.
+                wal.cut_back(mark, &e);
+                self.fail(state, &e);
+            }
+            answer_all(batch, &e);
+            if !log_failed {
+                let _ = self.ensure_open(state, wal);
             }
             return;
         }
@@ -998,7 +1241,13 @@ impl Engine {
     // ---- reads ----
 
     fn read(&self) -> Result<redb::ReadTransaction, StoreError> {
-        Ok(tryd!(self, self.db.begin_read()))
+        let slot = self.db.read().map_err(|_| StoreError::Closed)?;
+        match slot.as_ref() {
+            Some(db) if self.fault.lock().is_ok_and(|f| f.is_none()) => {
+                Ok(tryd!(self, db.begin_read()))
+            }
+            _ => Err(self.fault_or_closed()),
+        }
     }
 
     pub(crate) fn get(&self, key: &[u8]) -> Result<Option<KeyValue>, StoreError> {
@@ -1309,6 +1558,20 @@ fn revision_record(r: &TxnResponse, time: u64, origin: &Origin) -> Option<WalRec
             })
             .collect(),
     })
+}
+
+/// Answers every request of a group that failed as a whole with the same error.
+fn answer_all(batch: Vec<Request>, e: &StoreError) {
+    for req in batch {
+        match req {
+            Request::Txn { resp, .. } | Request::LeaseRevoke { resp, .. } => {
+                drop(resp.send(Err(e.for_waiter())))
+            }
+            Request::LeaseGrant { resp, .. } => drop(resp.send(Err(e.for_waiter()))),
+            Request::Compact { resp, .. } => drop(resp.send(Err(e.for_waiter()))),
+            Request::Checkpoint => {}
+        }
+    }
 }
 
 enum Outcome {

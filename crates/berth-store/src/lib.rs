@@ -221,6 +221,37 @@ pub enum StoreError {
     WatcherTooSlow(usize),
     #[error("commit failed: {0}")]
     Commit(String),
+    /// The store's disk has no room (ENOSPC, or a quota): the write was neither made durable
+    /// nor applied.
+    #[error("the disk is full ({0})")]
+    DiskFull(String),
+}
+
+impl StoreError {
+    /// The same failure, for another request of a group commit that failed as a whole.
+    pub(crate) fn for_waiter(&self) -> StoreError {
+        match self {
+            StoreError::DiskFull(m) => StoreError::DiskFull(m.clone()),
+            StoreError::Commit(m) => StoreError::Commit(m.clone()),
+            other => StoreError::Commit(other.to_string()),
+        }
+    }
+}
+
+/// An I/O failure of `what`: `DiskFull` when the disk (or a quota) has no room left.
+pub(crate) fn io_error(what: impl std::fmt::Display, e: &std::io::Error) -> StoreError {
+    if is_disk_full(e) {
+        StoreError::DiskFull(format!("{what}: {e}"))
+    } else {
+        StoreError::Commit(format!("{what}: {e}"))
+    }
+}
+
+fn is_disk_full(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+    )
 }
 
 /// A handle to the store; cheap to clone. The store shuts down when the last handle drops.

@@ -7,6 +7,15 @@
 //! last checkpoint are replayed. A torn record at the end of the last segment (a crash in the
 //! middle of an append) was never acknowledged and is cut off.
 //!
+//! A failed append (a short `write`, ENOSPC, a failed `fdatasync`) is cut back off the
+//! segment at once: the file is truncated to the end of the last durable record and synced
+//! again, so no torn or unacknowledged record stays in front of the records that follow.
+//! After a failed `fdatasync` the page cache cannot be trusted to reach the disk (Linux marks
+//! the failed pages clean), so nothing past the last good sync is kept. If the cut itself
+//! fails, the log refuses every append until a later cut succeeds. The engine cuts a record
+//! back the same way when the database commit after it fails, so a revision answered with an
+//! error is never replayed.
+//!
 //! Record framing: `len: u32 LE | crc32(payload): u32 LE | payload`.
 
 use std::fs::{File, OpenOptions};
@@ -137,11 +146,15 @@ pub(crate) struct Wal {
     dir: PathBuf,
     seq: u64,
     file: File,
+    /// The end of the last durable record: everything before it was synced.
     size: u64,
+    /// Why the segment may hold bytes past `size` that could not be cut off: appends are
+    /// refused until a cut succeeds.
+    damaged: Option<String>,
 }
 
 fn io_err(path: &Path, e: std::io::Error) -> StoreError {
-    StoreError::Commit(format!("write-ahead log {}: {e}", path.display()))
+    crate::io_error(format!("write-ahead log {}", path.display()), &e)
 }
 
 fn segment_path(dir: &Path, seq: u64) -> PathBuf {
@@ -231,13 +244,16 @@ impl Wal {
                 seq,
                 file,
                 size: good_len,
+                damaged: None,
             },
             records,
         ))
     }
 
-    /// Appends records and makes them durable: one write, one fdatasync.
+    /// Appends records and makes them durable: one write, one fdatasync. On failure nothing
+    /// of them stays in the log (or, if it cannot be cut off, the log refuses appends).
     pub(crate) fn append(&mut self, records: &[WalRecord]) -> Result<(), StoreError> {
+        self.repair()?;
         let mut buf = Vec::new();
         for r in records {
             let mut w = Writer::new();
@@ -247,18 +263,70 @@ impl Wal {
             buf.extend_from_slice(&w.0);
         }
         let path = segment_path(&self.dir, self.seq);
-        self.file.write_all(&buf).map_err(|e| io_err(&path, e))?;
-        self.file.sync_data().map_err(|e| io_err(&path, e))?;
+        if let Err(e) = self
+            .file
+            .write_all(&buf)
+            .and_then(|()| self.file.sync_data())
+        {
+            let err = io_err(&path, e);
+            self.cut(self.size, &err);
+            return Err(err);
+        }
         self.size += buf.len() as u64;
         Ok(())
     }
 
+    /// The end of the last durable record, for `cut_back`.
     pub(crate) fn size(&self) -> u64 {
         self.size
     }
 
+    /// Takes records appended after `mark` (a `size()` taken before) back out of the log:
+    /// their commit failed, so they must never be replayed.
+    pub(crate) fn cut_back(&mut self, mark: u64, why: &StoreError) {
+        if mark < self.size {
+            self.cut(mark, why);
+        }
+    }
+
+    /// Truncates the segment to `len` and syncs it; if that fails, marks the log damaged.
+    fn cut(&mut self, len: u64, why: &StoreError) {
+        self.size = len;
+        let path = segment_path(&self.dir, self.seq);
+        match self.file.set_len(len).and_then(|()| self.file.sync_all()) {
+            Ok(()) => self.damaged = None,
+            Err(e) => {
+                let e = io_err(&path, e);
+                tracing::error!(error = %e, after = %why, "cannot cut a failed write out of the write-ahead log");
+                self.damaged = Some(format!(
+                    "the write-ahead log could not be cut back after a failed write ({e}); writes are refused until it can"
+                ));
+            }
+        }
+    }
+
+    /// Before an append or a replay: if an earlier cut failed, tries it again.
+    pub(crate) fn repair(&mut self) -> Result<(), StoreError> {
+        let Some(why) = self.damaged.clone() else {
+            return Ok(());
+        };
+        let path = segment_path(&self.dir, self.seq);
+        self.file
+            .set_len(self.size)
+            .and_then(|()| self.file.sync_all())
+            .map_err(|e| match io_err(&path, e) {
+                StoreError::DiskFull(_) => StoreError::DiskFull(why),
+                _ => StoreError::Commit(why),
+            })?;
+        self.damaged = None;
+        Ok(())
+    }
+
     /// After a durable checkpoint: start an empty segment and delete the old ones.
     pub(crate) fn rotate(&mut self) -> Result<(), StoreError> {
+        // A segment left with a tail that could not be cut is not passed over: a torn record
+        // in front of a later segment would read as damage.
+        self.repair()?;
         let next = self.seq + 1;
         let path = segment_path(&self.dir, next);
         let file = OpenOptions::new()
@@ -330,5 +398,51 @@ mod tests {
         drop(w);
         let (_, got) = Wal::open(dir.path()).unwrap();
         assert!(got.is_empty());
+    }
+
+    fn put(revision: u64, size: usize) -> WalRecord {
+        WalRecord::Revision {
+            revision,
+            time: revision,
+            user: "u".into(),
+            verb: "create".into(),
+            ops: vec![WalOp::Put {
+                key: format!("k{revision}").into_bytes(),
+                value: vec![b'v'; size],
+                lease: 0,
+            }],
+        }
+    }
+
+    #[test]
+    fn a_failed_append_on_a_full_disk_leaves_nothing_behind() {
+        let fs = berth_testkit::tmpfs::Tmpfs::mount("1m");
+        let dir = fs.path().join("wal");
+        let seg = segment_path(&dir, 1);
+        let (mut w, _) = Wal::open(&dir).unwrap();
+        w.append(&[put(1, 100)]).unwrap();
+        let good = w.size();
+        let filler = fs.fill("filler");
+        // Part of the record fits in the segment's last page: the write is short, then
+        // ENOSPC. The part must not stay.
+        let err = w.append(&[put(2, 64 * 1024)]).unwrap_err();
+        assert!(matches!(err, StoreError::DiskFull(_)), "{err}");
+        assert!(
+            err.to_string().contains(&seg.display().to_string()),
+            "{err}"
+        );
+        assert_eq!(std::fs::metadata(&seg).unwrap().len(), good);
+        assert_eq!(w.size(), good);
+        std::fs::remove_file(&filler).unwrap();
+        w.append(&[put(3, 64 * 1024)]).unwrap();
+        // A record whose database commit failed is cut back out.
+        let mark = w.size();
+        w.append(&[put(4, 10)]).unwrap();
+        w.cut_back(mark, &StoreError::Commit("test".into()));
+        assert_eq!(std::fs::metadata(&seg).unwrap().len(), mark);
+        w.append(&[put(5, 10)]).unwrap();
+        drop(w);
+        let (_, got) = Wal::open(&dir).unwrap();
+        assert_eq!(got, vec![put(1, 100), put(3, 64 * 1024), put(5, 10)]);
     }
 }

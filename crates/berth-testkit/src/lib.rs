@@ -3,6 +3,8 @@
 //! OCI layout, `skopeo` to push it, and tar builders. Every process started here is killed
 //! when its handle drops, pass or fail.
 
+pub mod tmpfs;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -7,7 +7,8 @@
 //!   API server authenticates to agents with a client certificate from the cluster CA, as
 //!   kube-apiserver does to kubelets);
 //! - rustls configurations for both ends, and the accept loop that serves an axum router
-//!   over TLS (with HTTP upgrades, for exec's WebSockets).
+//!   over TLS or plain HTTP (with HTTP upgrades, for exec's WebSockets);
+//! - the limits every listener a peer can reach accepts and serves under ([`limits`]).
 
 use std::net::IpAddr;
 use std::path::Path;
@@ -15,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
@@ -23,7 +24,9 @@ use rcgen::{
 };
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use tokio::net::TcpListener;
+
+pub mod limits;
+pub use limits::ConnLimits;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -56,20 +59,27 @@ fn pem_err(path: &str) -> impl FnOnce(rustls::pki_types::pem::Error) -> TlsError
 }
 
 /// Writes a file only its owner can read (mode 0600), atomically: a reader sees the old
-/// content or the new, never a part; the data is synced before the rename.
+/// content or the new, never a part; the data is synced before the rename. A failed write
+/// (a full disk) leaves the old file and no temporary one.
 pub fn write_private(path: &Path, content: &str) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
+    let written = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
         .mode(0o600)
-        .open(&tmp)?;
-    f.write_all(content.as_bytes())?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)
+        .open(&tmp)
+        .and_then(|mut f| {
+            f.write_all(content.as_bytes())?;
+            f.sync_all()
+        })
+        .and_then(|()| std::fs::rename(&tmp, path));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
 }
 
 fn time_now() -> time::OffsetDateTime {
@@ -261,60 +271,96 @@ pub fn client_config(
     Ok(Arc::new(config))
 }
 
-/// Serves `router` over TLS until `shutdown` resolves; then stops accepting and gives open
-/// connections up to `drain` to finish. Connections may upgrade (WebSockets).
+/// Serves `router` on `listener` (over TLS with `tls`, else plain HTTP/1.1) until `shutdown`
+/// resolves; then stops accepting and gives open connections up to `drain` to finish.
+/// Connections may upgrade (WebSockets). Every connection runs under the listener's
+/// [`limits::ConnLimits`]: the TLS handshake, each request head and each idle wait between
+/// requests are timed, and so is a write the client does not take.
 pub async fn serve(
-    listener: TcpListener,
+    listener: limits::Listener,
     router: Router,
-    config: Arc<rustls::ServerConfig>,
+    tls: Option<Arc<rustls::ServerConfig>>,
     shutdown: impl std::future::Future<Output = ()>,
     drain: Duration,
 ) {
-    let acceptor = tokio_rustls::TlsAcceptor::from(config);
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+    let limits = *listener.limits();
+    // Turns true when the server stops: each connection then ends after its current request.
+    let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
+    // Every connection's task holds a sender: the channel closes when the last has ended.
+    let (alive, mut all_ended) = tokio::sync::mpsc::channel::<()>(1);
     tokio::pin!(shutdown);
     loop {
-        let (tcp, peer) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
+        let (tcp, peer, permit) = tokio::select! {
+            c = listener.accept() => c,
             _ = &mut shutdown => break,
         };
         let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
         let service = TowerToHyperService::new(router.clone());
-        let builder = builder.clone();
-        let watcher = graceful.watcher();
+        let (alive, stopping) = (alive.clone(), stopping.clone());
         tokio::spawn(async move {
-            let tls =
-                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
-                    Ok(Ok(s)) => s,
-                    Ok(Err(e)) => {
-                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                        return;
-                    }
-                    Err(_) => return,
-                };
-            let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
-            let conn = watcher.watch(conn.into_owned());
-            if let Err(e) = conn.await {
+            let (_alive, _permit) = (alive, permit);
+            let io = limits::Timed::new(tcp, limits.idle_timeout);
+            let timer = io.head_timer(&limits);
+            let ended = match acceptor {
+                Some(acceptor) => {
+                    let handshake = acceptor.accept(io);
+                    let tls = match tokio::time::timeout(limits.handshake_timeout, handshake).await
+                    {
+                        Ok(Ok(s)) => s,
+                        Ok(Err(e)) => {
+                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            let after = limits.handshake_timeout;
+                            tracing::debug!(%peer, "no TLS handshake in {after:?}");
+                            return;
+                        }
+                    };
+                    serve_connection(TokioIo::new(tls), service, timer, &limits, stopping).await
+                }
+                None => serve_connection(TokioIo::new(io), service, timer, &limits, stopping).await,
+            };
+            if let Err(e) = ended {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
         });
     }
     drop(listener);
-    if tokio::time::timeout(drain, graceful.shutdown())
-        .await
-        .is_err()
-    {
+    let _ = stopping_tx.send(true);
+    drop(alive);
+    if tokio::time::timeout(drain, all_ended.recv()).await.is_err() {
         tracing::warn!("connections still open after the drain timeout; closing them");
     }
+}
+
+/// Serves HTTP/1.1 (with upgrades) on one connection until it ends, or, once `stopping`,
+/// until its current request has been answered. The head timer bounds each wait for a
+/// request head (hyper arms it when it starts one).
+async fn serve_connection<I>(
+    io: I,
+    service: TowerToHyperService<Router>,
+    timer: limits::HeadTimer,
+    limits: &limits::ConnLimits,
+    mut stopping: tokio::sync::watch::Receiver<bool>,
+) -> Result<(), hyper::Error>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(timer)
+        .header_read_timeout(limits.head_timeout);
+    let conn = builder.serve_connection(io, service).with_upgrades();
+    tokio::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => return r,
+        _ = stopping.wait_for(|s| *s) => {}
+    }
+    conn.as_mut().graceful_shutdown();
+    conn.await
 }
 
 #[cfg(test)]

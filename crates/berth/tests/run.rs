@@ -455,7 +455,7 @@ fn exec_runs_in_the_container() {
         "box",
         "sh",
         "-c",
-        "hostname; ls /proc | grep -c '^[0-9]'; exit 4",
+        "hostname; ls /proc | grep -c '^[0-9]'; grep -E '^(Seccomp|NoNewPrivs):' /proc/self/status; exit 4",
     ]);
     assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
     let out = stdout(&o);
@@ -465,6 +465,13 @@ fn exec_runs_in_the_container() {
         lines[1].parse::<u32>().unwrap() <= 4,
         "it sees the container's processes only: {out}"
     );
+    // An exec'd process is filtered as the container is.
+    assert!(
+        out.contains("NoNewPrivs:\t1") && out.contains("Seccomp:\t2"),
+        "{out}"
+    );
+    let o = l.berth(&["container", "exec", "box", "unshare", "-U", "true"]);
+    assert!(!o.status.success(), "unshare in an exec must be refused");
     // With -i the command reads this side's input; without, it reads nothing.
     let mut child = l
         .cmd(&["container", "exec", "-i", "box", "cat"])

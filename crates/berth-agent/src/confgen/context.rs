@@ -13,10 +13,13 @@
 //!
 //! Filters and functions beyond minijinja's: `fromjson`, `kv_get(key, default)`. Block tags
 //! alone on their line leave no trace (`trim_blocks`, `lstrip_blocks`), and the file's last
-//! newline is kept.
+//! newline is kept. A render has fuel (a bound on its work) and an output limit (16 MiB,
+//! [`MAX_OUTPUT`]): output is collected as it is written and the render stops when the next
+//! write would pass the limit.
 
 use std::collections::BTreeMap;
 
+use berth_api::configtemplate::MAX_OUTPUT;
 use minijinja::{Environment, Error, ErrorKind, Value as J, value::Serde};
 use serde_json::{Value, json};
 
@@ -162,10 +165,58 @@ pub fn environment(kv: BTreeMap<String, String>) -> Environment<'static> {
     env
 }
 
-/// Renders `source` over `ctx`; the error says where.
+/// Collects a render's output up to a limit, refusing the write that would pass it, so a
+/// template that blows up never takes more memory than the limit.
+struct Capped {
+    out: Vec<u8>,
+    limit: usize,
+    exceeded: bool,
+}
+
+impl std::io::Write for Capped {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        if self.out.len() + b.len() > self.limit {
+            self.exceeded = true;
+            return Err(std::io::Error::other("the output limit is reached"));
+        }
+        self.out.extend_from_slice(b);
+        Ok(b.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Renders `source` over `ctx`, at most [`MAX_OUTPUT`] bytes of it; the error says where, or
+/// that the output is too large.
 pub fn render(env: &Environment<'static>, source: &str, ctx: &Value) -> Result<String, String> {
+    render_limited(env, source, ctx, MAX_OUTPUT)
+}
+
+fn render_limited(
+    env: &Environment<'static>,
+    source: &str,
+    ctx: &Value,
+    limit: usize,
+) -> Result<String, String> {
     let t = env.template_from_str(source).map_err(describe)?;
-    t.render(J::from(Serde(ctx))).map_err(describe)
+    let mut out = Capped {
+        out: Vec::new(),
+        limit,
+        exceeded: false,
+    };
+    let rendered = t
+        .render_captured_to(J::from(Serde(ctx)), &mut out)
+        .map(drop);
+    if out.exceeded {
+        return Err(format!(
+            "the output is larger than {limit} bytes ({} MiB), the limit",
+            limit >> 20
+        ));
+    }
+    rendered.map_err(describe)?;
+    String::from_utf8(out.out).map_err(|e| format!("the output is not UTF-8: {e}"))
 }
 
 fn describe(e: Error) -> String {
@@ -225,10 +276,27 @@ mod tests {
         assert!(e.starts_with("line 2:"), "{e}");
         let e = render(
             &env,
-            "{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}",
+            "{% for i in range(100000) %}{% for j in range(100000) %}{% set x = j %}{% endfor %}{% endfor %}",
             &json!({}),
         )
         .unwrap_err();
         assert!(e.contains("fuel"), "{e}");
+    }
+
+    #[test]
+    fn output_stops_at_the_limit() {
+        let env = environment(BTreeMap::new());
+        let blow_up = "{% for i in range(100000) %}{{ 'y' * 1000 }}{% endfor %}";
+        let e = render_limited(&env, blow_up, &json!({}), 1 << 20).unwrap_err();
+        assert_eq!(
+            e,
+            "the output is larger than 1048576 bytes (1 MiB), the limit"
+        );
+        // Right at the limit is fine.
+        let out = render_limited(&env, "{{ 'y' * 1024 }}", &json!({}), 1024).unwrap();
+        assert_eq!(out.len(), 1024);
+        // The default limit.
+        let e = render(&env, blow_up, &json!({})).unwrap_err();
+        assert!(e.contains("16 MiB"), "{e}");
     }
 }

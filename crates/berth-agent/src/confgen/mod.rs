@@ -4,7 +4,8 @@
 //!
 //! Each round, after the sources change (debounced: once `min` passes without another change,
 //! and at most `max` after the first):
-//! 1. render; a template error leaves everything as it is;
+//! 1. render; a template error, or output past 16 MiB (`MAX_OUTPUT`, stopped as it gets
+//!    there), leaves everything as it is;
 //! 2. if the result is what the file holds, stop here (nothing is written or reloaded);
 //! 3. write it beside the destination as a candidate and run the check on it (`{candidate}`
 //!    and `{destination}` in the command are replaced by the paths); a failed check removes
@@ -236,7 +237,10 @@ pub async fn apply_once(spec: &ConfigTemplateSpec, sources: &Sources, node: &str
         Err(e) => {
             return failed(
                 Stage::Render,
-                format!("the template does not render: {e}"),
+                format!(
+                    "the template for {} does not render: {e}; the file in place is kept",
+                    spec.destination
+                ),
                 false,
             );
         }
@@ -596,5 +600,42 @@ mod tests {
             "{o:?}"
         );
         assert_eq!(std::fs::read_to_string(&dest).unwrap(), "level=info\n");
+    }
+
+    #[tokio::test]
+    async fn a_render_past_the_output_limit_keeps_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("app.conf");
+        let s = spec(dir.path(), json!({}));
+        assert!(matches!(
+            apply_once(&s, &sources("info"), "n").await,
+            Outcome::Applied { .. }
+        ));
+        let before = std::fs::metadata(&dest).unwrap();
+        // 100 MB asked for, in 10 kB pieces: stopped at 16 MiB.
+        let mut s = spec(dir.path(), json!({}));
+        s.template = "{% for i in range(10000) %}{{ 'z' * 10000 }}{% endfor %}".into();
+        let o = apply_once(&s, &sources("x"), "n").await;
+        let Outcome::Failed {
+            stage: Stage::Render,
+            message,
+            restored: false,
+            ..
+        } = &o
+        else {
+            panic!("{o:?}")
+        };
+        assert!(message.contains(&s.destination), "{message}");
+        assert!(message.contains("larger than 16777216 bytes"), "{message}");
+        assert!(message.contains("the file in place is kept"), "{message}");
+        // Untouched: same content, same inode, same time; no candidate left.
+        use std::os::unix::fs::MetadataExt;
+        let after = std::fs::metadata(&dest).unwrap();
+        assert_eq!(std::fs::read_to_string(&dest).unwrap(), "level=info\n");
+        assert_eq!(
+            (after.ino(), after.mtime_nsec()),
+            (before.ino(), before.mtime_nsec())
+        );
+        assert!(!sibling(&dest, "berth-new").exists());
     }
 }
