@@ -59,6 +59,25 @@ spec:
 ---
 apiVersion: v1
 kind: Pod
+metadata: {name: unmasked, namespace: priv}
+spec:
+  restartPolicy: Never
+  containers:
+  - name: c
+    image: host
+    command: ["sh", "-c", "echo timer_list=$(wc -c < /proc/timer_list)"]
+    securityContext: {procMount: Unmasked}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: masked, namespace: priv}
+spec:
+  restartPolicy: Never
+  containers:
+  - {name: c, image: host, command: ["sh", "-c", "echo timer_list=$(wc -c < /proc/timer_list)"]}
+---
+apiVersion: v1
+kind: Pod
 metadata: {name: unconfined, namespace: priv}
 spec:
   restartPolicy: Never
@@ -176,6 +195,15 @@ fn security_contexts_take_effect_inside_containers() {
             .lines()
             .any(|l| l.starts_with("sysfs /sys sysfs rw")),
         "{priv_log}"
+    );
+
+    // procMount Unmasked: /proc's masked paths are there to read; by default they are empty.
+    let masked = finished_log(&kc, "priv", "masked");
+    assert!(masked.contains("timer_list=0"), "{masked}");
+    let unmasked = finished_log(&kc, "priv", "unmasked");
+    assert!(
+        !unmasked.contains("timer_list=0") && unmasked.contains("timer_list="),
+        "{unmasked}"
     );
 
     let unconfined = finished_log(&kc, "priv", "unconfined");
