@@ -520,13 +520,14 @@ pub fn check(level: Level, spec: &Value) -> Vec<String> {
         let unset: Vec<String> = containers
             .iter()
             .filter(|(_, sc)| {
-                let nonroot = sc_bool(sc, "runAsNonRoot").or(pod_nonroot);
                 let user = sc.get("runAsUser").and_then(Value::as_i64).or(pod_user);
-                nonroot.is_none() && user.is_none_or(|u| u == 0)
+                sc_bool(sc, "runAsNonRoot").is_none()
+                    && pod_nonroot != Some(true)
+                    && user.is_none_or(|u| u == 0)
             })
             .map(|(n, _)| n.clone())
             .collect();
-        if !unset.is_empty() && pod_nonroot != Some(false) {
+        if !unset.is_empty() {
             let word = if unset.len() == 1 {
                 "container"
             } else {
@@ -755,6 +756,15 @@ mod tests {
                 "capabilities": {"drop": ["ALL"], "add": ["NET_BIND_SERVICE"]}}}],
         });
         assert!(check(Level::Restricted, &good).is_empty());
+        // A pod that says false is named, and so is every container left to follow it.
+        let mut pod_false = good.clone();
+        pod_false["securityContext"]["runAsNonRoot"] = json!(false);
+        assert_eq!(
+            check(Level::Restricted, &pod_false),
+            vec![
+                "runAsNonRoot != true (pod must not set securityContext.runAsNonRoot=false; pod or container \"c\" must set securityContext.runAsNonRoot=true)"
+            ]
+        );
         // A non-zero runAsUser stands in for runAsNonRoot.
         let mut by_user = good.clone();
         by_user["securityContext"] = json!({"runAsUser": 1000, "seccompProfile": {"type": "Localhost", "localhostProfile": "p.json"}});
