@@ -783,4 +783,67 @@ mod tests {
             ]
         );
     }
+
+    /// JSON shaped like pod specs: the fields the checks read, holding anything.
+    fn spec_like() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            prop::sample::select(vec![
+                "ALL",
+                "SYS_ADMIN",
+                "Unconfined",
+                "Localhost",
+                "Unmasked",
+                "hostPath",
+                "",
+                "c",
+            ])
+            .prop_map(Value::from),
+        ];
+        let keys = prop::sample::select(vec![
+            "containers",
+            "initContainers",
+            "ephemeralContainers",
+            "securityContext",
+            "capabilities",
+            "add",
+            "drop",
+            "privileged",
+            "hostNetwork",
+            "hostPID",
+            "volumes",
+            "hostPath",
+            "name",
+            "ports",
+            "hostPort",
+            "procMount",
+            "seccompProfile",
+            "type",
+            "runAsNonRoot",
+            "runAsUser",
+            "sysctls",
+            "allowPrivilegeEscalation",
+        ]);
+        leaf.prop_recursive(5, 64, 6, move |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
+                prop::collection::btree_map(keys.clone(), inner, 0..6).prop_map(|m| {
+                    Value::Object(m.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
+                }),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+        #[test]
+        fn never_panics(spec in spec_like()) {
+            for level in [Level::Privileged, Level::Baseline, Level::Restricted] {
+                let _ = check(level, &spec);
+            }
+        }
+    }
 }
