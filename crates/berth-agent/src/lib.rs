@@ -21,6 +21,7 @@ mod pods;
 mod probes;
 mod proxy;
 mod routes;
+mod security;
 mod templates;
 
 pub use proxy::Relay as ProxyRelay;

@@ -266,10 +266,18 @@ fn quantity(v: &Value, ptr: &str) -> Option<berth_api::quantity::Quantity> {
 /// A pod's resolv.conf as its DNS policy says: ClusterFirst (the default) is this node's
 /// cluster DNS with the Kubernetes search list; Default is the host's resolvers; None is the
 /// pod's own `dnsConfig`. (`dnsConfig` adds to the other two.)
+/// `hostNetwork: true`: the pod shares the node's network.
+fn host_network(pod: &Value) -> bool {
+    pod.pointer("/spec/hostNetwork").and_then(Value::as_bool) == Some(true)
+}
+
 fn pod_dns(cfg: &AgentConfig, pod: &Value) -> Dns {
     let ns = s(pod, "/metadata/namespace");
     let mut dns = match (s(pod, "/spec/dnsPolicy"), cfg.cluster_dns) {
         ("None", _) => Dns::default(),
+        // As the kubelet: ClusterFirst on the node's network falls back to the node's resolvers
+        // (ClusterFirstWithHostNet asks for the cluster's).
+        ("ClusterFirst", _) if host_network(pod) => cfg.dns.clone(),
         ("Default", _) | (_, None) => cfg.dns.clone(),
         (_, Some(ip)) => Dns {
             nameservers: vec![ip.to_string()],
@@ -672,12 +680,17 @@ fn sync_blocking(
                 hostname: hostname.to_string(),
                 dns: pod_dns(cfg, pod),
                 annotations: Default::default(),
+                host_network: host_network(pod),
             })
             .map_err(|e| e.to_string())?
         }
         Err(e) => return Err(e.to_string()),
     };
-    let pod_ip = record.network.ip.to_string();
+    // A pod on the node's network has the node's address.
+    let pod_ip = record
+        .network
+        .as_ref()
+        .map_or_else(|| cfg.node_ip.clone(), |n| n.ip.to_string());
     // Volumes: made once per pod, refreshed projections every pass.
     let dir = rt.pod_dir(&uid);
     let mut volumes = PodVolumes {
@@ -805,6 +818,7 @@ fn sync_blocking(
             refs,
             track.restarts,
         )
+        .and_then(|mut cc| crate::security::apply(&cfg.data_dir, pod, c, &mut cc).map(|()| cc))
         .map_err(|m| ("CreateContainerConfigError".to_string(), m))
         .and_then(|cc| {
             rt.create_container(&uid, &cc)

@@ -9,6 +9,7 @@ pub mod kinds;
 pub mod manifest;
 pub mod names;
 pub mod object;
+pub mod podsecurity;
 pub mod quantity;
 pub mod selector;
 pub mod status;

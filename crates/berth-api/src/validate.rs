@@ -289,6 +289,13 @@ fn validate_metadata(v: &mut V, kind: &ResourceKind, obj: &Object) {
         names::qualified_name,
         Some(names::label_value),
     );
+    if kind.kind == "Namespace"
+        && let Some(labels) = m.get("labels").and_then(Value::as_object)
+    {
+        for e in crate::podsecurity::validate_labels(labels) {
+            v.push(e);
+        }
+    }
     v.string_map(
         "metadata.annotations",
         m.get("annotations"),
@@ -748,25 +755,297 @@ fn validate_container(
             }
         }
     }
-    if let Some(sc) = v.obj(&format!("{path}.securityContext"), m.get("securityContext")) {
-        // Kubernetes' bounds for user and group IDs: a larger one would wrap to another
-        // (4294967296 to root) where the agent makes it 32 bits.
-        v.non_negative(
-            &format!("{path}.securityContext.runAsUser"),
-            sc.get("runAsUser"),
-        );
-        v.non_negative(
-            &format!("{path}.securityContext.runAsGroup"),
-            sc.get("runAsGroup"),
-        );
-        v.bool(
-            &format!("{path}.securityContext.readOnlyRootFilesystem"),
-            sc.get("readOnlyRootFilesystem"),
-        );
-        v.bool(
-            &format!("{path}.securityContext.privileged"),
-            sc.get("privileged"),
-        );
+    validate_container_security(
+        v,
+        &format!("{path}.securityContext"),
+        m.get("securityContext"),
+    );
+}
+
+/// Container securityContext fields berth gives their real effect.
+const CONTAINER_SECURITY_FIELDS: &[&str] = &[
+    "runAsUser",
+    "runAsGroup",
+    "runAsNonRoot",
+    "readOnlyRootFilesystem",
+    "privileged",
+    "allowPrivilegeEscalation",
+    "capabilities",
+    "seccompProfile",
+    "procMount",
+];
+
+/// Pod securityContext fields berth gives their real effect.
+const POD_SECURITY_FIELDS: &[&str] = &[
+    "runAsUser",
+    "runAsGroup",
+    "runAsNonRoot",
+    "supplementalGroups",
+    "seccompProfile",
+    "sysctls",
+];
+
+/// Linux capabilities by the names Kubernetes uses (no `CAP_` prefix).
+pub const CAPABILITIES: &[&str] = &[
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "DAC_READ_SEARCH",
+    "FOWNER",
+    "FSETID",
+    "KILL",
+    "SETGID",
+    "SETUID",
+    "SETPCAP",
+    "LINUX_IMMUTABLE",
+    "NET_BIND_SERVICE",
+    "NET_BROADCAST",
+    "NET_ADMIN",
+    "NET_RAW",
+    "IPC_LOCK",
+    "IPC_OWNER",
+    "SYS_MODULE",
+    "SYS_RAWIO",
+    "SYS_CHROOT",
+    "SYS_PTRACE",
+    "SYS_PACCT",
+    "SYS_ADMIN",
+    "SYS_BOOT",
+    "SYS_NICE",
+    "SYS_RESOURCE",
+    "SYS_TIME",
+    "SYS_TTY_CONFIG",
+    "MKNOD",
+    "LEASE",
+    "AUDIT_WRITE",
+    "AUDIT_CONTROL",
+    "SETFCAP",
+    "MAC_OVERRIDE",
+    "MAC_ADMIN",
+    "SYSLOG",
+    "WAKE_ALARM",
+    "BLOCK_SUSPEND",
+    "AUDIT_READ",
+    "PERFMON",
+    "BPF",
+    "CHECKPOINT_RESTORE",
+];
+
+/// Refuses every key of a securityContext berth does not implement, naming it: nothing a pod
+/// asks for is silently left out.
+fn refuse_unimplemented(v: &mut V, path: &str, m: &Map<String, Value>, known: &[&str]) {
+    for k in m.keys() {
+        if !known.contains(&k.as_str()) {
+            v.push(FieldError::forbidden(
+                format!("{path}.{k}"),
+                &format!(
+                    "berth does not implement this field; supported fields are {}",
+                    known.join(", ")
+                ),
+            ));
+        }
+    }
+}
+
+fn validate_seccomp(v: &mut V, path: &str, p: Option<&Value>) {
+    let Some(sp) = v.obj(path, p) else { return };
+    let ty = v.one_of(
+        &format!("{path}.type"),
+        sp.get("type"),
+        &["RuntimeDefault", "Unconfined", "Localhost"],
+    );
+    if ty.is_none() && sp.get("type").is_none() {
+        v.push(FieldError::required(format!("{path}.type")));
+    }
+    let profile = v.str(
+        &format!("{path}.localhostProfile"),
+        sp.get("localhostProfile"),
+    );
+    match (ty.as_deref(), profile) {
+        (Some("Localhost"), None) | (Some("Localhost"), Some("")) => v.push(
+            FieldError::required(format!("{path}.localhostProfile")).with_message(format!(
+                "{path}.localhostProfile: Required value: must be set when seccomp type is Localhost"
+            )),
+        ),
+        (Some("Localhost"), Some(p))
+            if p.starts_with('/') || p.split('/').any(|c| c == ".." || c == ".") =>
+        {
+            v.push(FieldError::invalid(
+                format!("{path}.localhostProfile"),
+                format!("\"{p}\""),
+                "must be a relative path inside the node's seccomp directory, without '.' or '..' components",
+            ));
+        }
+        (Some("Localhost"), Some(_)) => {}
+        (_, Some(_)) => v.push(FieldError::invalid(
+            format!("{path}.localhostProfile"),
+            format!("\"{}\"", profile.unwrap_or("")),
+            "can only be set when seccomp type is Localhost",
+        )),
+        _ => {}
+    }
+}
+
+fn validate_container_security(v: &mut V, path: &str, sc: Option<&Value>) {
+    let Some(sc) = v.obj(path, sc) else { return };
+    refuse_unimplemented(v, path, sc, CONTAINER_SECURITY_FIELDS);
+    for f in ["runAsUser", "runAsGroup"] {
+        v.non_negative(&format!("{path}.{f}"), sc.get(f));
+    }
+    for f in [
+        "runAsNonRoot",
+        "readOnlyRootFilesystem",
+        "privileged",
+        "allowPrivilegeEscalation",
+    ] {
+        v.bool(&format!("{path}.{f}"), sc.get(f));
+    }
+    let privileged = sc.get("privileged") == Some(&Value::Bool(true));
+    if let Some(caps) = v.obj(&format!("{path}.capabilities"), sc.get("capabilities")) {
+        refuse_unimplemented(v, &format!("{path}.capabilities"), caps, &["add", "drop"]);
+        for list in ["add", "drop"] {
+            let lp = format!("{path}.capabilities.{list}");
+            for (i, c) in v.arr(&lp, caps.get(list)).iter().enumerate() {
+                let Some(name) = v.str(&format!("{lp}[{i}]"), Some(c)) else {
+                    continue;
+                };
+                let n = crate::podsecurity::capability_name(name);
+                if n != "ALL" && !CAPABILITIES.contains(&n.as_str()) {
+                    v.push(FieldError::invalid(
+                        format!("{lp}[{i}]"),
+                        format!("\"{name}\""),
+                        "is not a Linux capability (names such as NET_ADMIN or ALL)",
+                    ));
+                }
+            }
+        }
+    }
+    let adds_sys_admin = sc
+        .get("capabilities")
+        .and_then(|c| c.get("add"))
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .any(|c| crate::podsecurity::capability_name(c) == "SYS_ADMIN");
+    if sc.get("allowPrivilegeEscalation") == Some(&Value::Bool(false)) {
+        if privileged {
+            v.push(FieldError::invalid(
+                path,
+                "{...}",
+                "cannot set `allowPrivilegeEscalation` to false and `privileged` to true",
+            ));
+        } else if adds_sys_admin {
+            v.push(FieldError::invalid(
+                path,
+                "{...}",
+                "cannot set `allowPrivilegeEscalation` to false and `capabilities.Add` CAP_SYS_ADMIN",
+            ));
+        }
+    }
+    validate_seccomp(
+        v,
+        &format!("{path}.seccompProfile"),
+        sc.get("seccompProfile"),
+    );
+    v.one_of(
+        &format!("{path}.procMount"),
+        sc.get("procMount"),
+        &["Default", "Unmasked"],
+    );
+}
+
+fn validate_pod_security(v: &mut V, path: &str, s: &Map<String, Value>) {
+    for f in ["hostNetwork", "hostPID", "hostIPC", "shareProcessNamespace"] {
+        v.bool(&format!("{path}.{f}"), s.get(f));
+    }
+    v.bool(&format!("{path}.hostUsers"), s.get("hostUsers"));
+    if s.get("hostUsers") == Some(&Value::Bool(false)) {
+        v.push(FieldError::forbidden(
+            format!("{path}.hostUsers"),
+            "berth does not run pods in user namespaces of their own; leave hostUsers unset or true",
+        ));
+    }
+    if s.get("ephemeralContainers").is_some_and(|e| !e.is_null()) {
+        v.push(FieldError::forbidden(
+            format!("{path}.ephemeralContainers"),
+            "berth does not implement ephemeral containers; use exec",
+        ));
+    }
+    if s.get("shareProcessNamespace") == Some(&Value::Bool(true)) {
+        v.push(FieldError::forbidden(
+            format!("{path}.shareProcessNamespace"),
+            "berth gives each container its own process namespace and does not implement a shared one",
+        ));
+    }
+    let sp = format!("{path}.securityContext");
+    let Some(sc) = v.obj(&sp, s.get("securityContext")) else {
+        return;
+    };
+    refuse_unimplemented(v, &sp, sc, POD_SECURITY_FIELDS);
+    for f in ["runAsUser", "runAsGroup"] {
+        v.non_negative(&format!("{sp}.{f}"), sc.get(f));
+    }
+    v.bool(&format!("{sp}.runAsNonRoot"), sc.get("runAsNonRoot"));
+    for (i, g) in v
+        .arr(
+            &format!("{sp}.supplementalGroups"),
+            sc.get("supplementalGroups"),
+        )
+        .iter()
+        .enumerate()
+    {
+        v.non_negative(&format!("{sp}.supplementalGroups[{i}]"), Some(g));
+    }
+    validate_seccomp(v, &format!("{sp}.seccompProfile"), sc.get("seccompProfile"));
+    let host_net = s.get("hostNetwork") == Some(&Value::Bool(true));
+    let host_ipc = s.get("hostIPC") == Some(&Value::Bool(true));
+    for (i, x) in v
+        .arr(&format!("{sp}.sysctls"), sc.get("sysctls"))
+        .iter()
+        .enumerate()
+    {
+        let xp = format!("{sp}.sysctls[{i}]");
+        let Some(xm) = v.obj(&xp, Some(x)) else {
+            continue;
+        };
+        v.req_str(&format!("{xp}.value"), xm.get("value"));
+        let Some(name) = v.req_str(&format!("{xp}.name"), xm.get("name")) else {
+            continue;
+        };
+        let shaped = !name.is_empty()
+            && name.split(['.', '/']).all(|p| {
+                !p.is_empty()
+                    && p.chars().all(|c| {
+                        c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-'
+                    })
+            });
+        if !shaped {
+            v.push(FieldError::invalid(
+                format!("{xp}.name"),
+                format!("\"{name}\""),
+                "must have at most 253 characters and match regex ^([a-z0-9]([-_a-z0-9]*[a-z0-9])?[\\./])*[a-z0-9]([-_a-z0-9]*[a-z0-9])?$",
+            ));
+        } else if !name.starts_with("net.")
+            && !name.starts_with("kernel.shm")
+            && !name.starts_with("kernel.msg")
+            && !name.starts_with("kernel.sem")
+            && !name.starts_with("fs.mqueue.")
+        {
+            v.push(FieldError::forbidden(
+                format!("{xp}.name"),
+                &format!("sysctl \"{name}\" is not namespaced: a pod may set only net.*, kernel.shm*, kernel.msg*, kernel.sem and fs.mqueue.* sysctls"),
+            ));
+        } else if host_net && name.starts_with("net.") {
+            v.push(FieldError::forbidden(
+                format!("{xp}.name"),
+                &format!("sysctl \"{name}\" not allowed with hostNetwork enabled"),
+            ));
+        } else if host_ipc && !name.starts_with("net.") {
+            v.push(FieldError::forbidden(
+                format!("{xp}.name"),
+                &format!("sysctl \"{name}\" not allowed with hostIPC enabled"),
+            ));
+        }
     }
 }
 
@@ -836,7 +1115,29 @@ fn validate_pod_spec(v: &mut V, path: &str, spec: Option<&Value>, template: bool
             }
         }
         if let Some(hp) = v.obj(&format!("{vp}.hostPath"), vm.get("hostPath")) {
-            v.req_str(&format!("{vp}.hostPath.path"), hp.get("path"));
+            if let Some(p) = v.req_str(&format!("{vp}.hostPath.path"), hp.get("path"))
+                && (!p.starts_with('/') || p.split('/').any(|c| c == ".."))
+            {
+                v.push(FieldError::invalid(
+                    format!("{vp}.hostPath.path"),
+                    format!("\"{p}\""),
+                    "must be an absolute path without '..'",
+                ));
+            }
+            v.one_of(
+                &format!("{vp}.hostPath.type"),
+                hp.get("type"),
+                &[
+                    "",
+                    "DirectoryOrCreate",
+                    "Directory",
+                    "FileOrCreate",
+                    "File",
+                    "Socket",
+                    "CharDevice",
+                    "BlockDevice",
+                ],
+            );
         }
     }
     let mut names_seen = Vec::new();
@@ -930,14 +1231,55 @@ fn validate_pod_spec(v: &mut V, path: &str, spec: Option<&Value>, template: bool
             );
         }
     }
-    if let Some(sc) = v.obj(&format!("{path}.securityContext"), s.get("securityContext")) {
-        for f in ["runAsUser", "runAsGroup", "fsGroup"] {
-            v.non_negative(&format!("{path}.securityContext.{f}"), sc.get(f));
-        }
-    }
-    v.bool(&format!("{path}.hostNetwork"), s.get("hostNetwork"));
+    validate_pod_security(v, path, s);
+    validate_host_ports(v, path, s);
     v.str(&format!("{path}.hostname"), s.get("hostname"));
     v.str(&format!("{path}.schedulerName"), s.get("schedulerName"));
+}
+
+/// hostPort has its real effect only with hostNetwork (the container listens on the node
+/// itself, and hostPort must then equal containerPort, as in Kubernetes); berth forwards no
+/// node port into a pod's own network, so elsewhere it is refused.
+fn validate_host_ports(v: &mut V, path: &str, s: &Map<String, Value>) {
+    let host_net = s.get("hostNetwork") == Some(&Value::Bool(true));
+    for list in ["containers", "initContainers"] {
+        for (i, c) in s
+            .get(list)
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
+            for (j, p) in c
+                .get("ports")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .enumerate()
+            {
+                let Some(h) = p
+                    .get("hostPort")
+                    .and_then(Value::as_i64)
+                    .filter(|h| *h != 0)
+                else {
+                    continue;
+                };
+                let field = format!("{path}.{list}[{i}].ports[{j}].hostPort");
+                if !host_net {
+                    v.push(FieldError::forbidden(
+                        field,
+                        "berth does not forward node ports into a pod's network; use hostNetwork: true or a Service of type NodePort",
+                    ));
+                } else if p.get("containerPort").and_then(Value::as_i64) != Some(h) {
+                    v.push(FieldError::invalid(
+                        field,
+                        h,
+                        "must match `containerPort` when `hostNetwork` is true",
+                    ));
+                }
+            }
+        }
+    }
 }
 
 fn validate_template(v: &mut V, kind: &str, spec: &Map<String, Value>) {
@@ -1597,6 +1939,7 @@ fn default_pod_spec(spec: &mut Value) {
     set_default(s, "dnsPolicy", "ClusterFirst".into());
     set_default(s, "terminationGracePeriodSeconds", 30.into());
     set_default(s, "schedulerName", "default-scheduler".into());
+    let host_net = s.get("hostNetwork") == Some(&Value::Bool(true));
     for list in ["containers", "initContainers"] {
         if let Some(Value::Array(cs)) = s.get_mut(list) {
             for c in cs {
@@ -1615,6 +1958,9 @@ fn default_pod_spec(spec: &mut Value) {
                     for p in ps {
                         if let Value::Object(p) = p {
                             set_default(p, "protocol", "TCP".into());
+                            if host_net && let Some(port) = p.get("containerPort").cloned() {
+                                set_default(p, "hostPort", port);
+                            }
                         }
                     }
                 }
@@ -1785,7 +2131,7 @@ mod tests {
                 "selector": {"matchLabels": {"app": "web"}},
                 "template": {"metadata": {"labels": {"app": "web"}},
                     "spec": {"terminationGracePeriodSeconds": n, "activeDeadlineSeconds": n,
-                        "securityContext": {"runAsUser": n, "fsGroup": n},
+                        "securityContext": {"runAsUser": n, "runAsGroup": n},
                         "containers": [{"name": "c", "image": "i",
                             "livenessProbe": probe, "readinessProbe": probe,
                             "lifecycle": {"preStop": {"sleep": {"seconds": n}}},
@@ -1821,7 +2167,7 @@ mod tests {
             "spec.template.spec.terminationGracePeriodSeconds".into(),
             "spec.template.spec.activeDeadlineSeconds".into(),
             "spec.template.spec.securityContext.runAsUser".into(),
-            "spec.template.spec.securityContext.fsGroup".into(),
+            "spec.template.spec.securityContext.runAsGroup".into(),
             format!("{c}.livenessProbe.initialDelaySeconds"),
             format!("{c}.livenessProbe.periodSeconds"),
             format!("{c}.livenessProbe.timeoutSeconds"),
@@ -1875,6 +2221,103 @@ mod tests {
         assert_eq!(seconds_of(Some(&json!("10")), 600), 600);
         assert_eq!(seconds_of(None, 600), 600);
         assert_eq!(seconds_of(Some(&json!(42)), 600), 42);
+    }
+
+    fn pod_errors(spec: Value) -> Vec<String> {
+        let p = obj(
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": spec}),
+        );
+        validate_create(resolve("pods").unwrap(), &p)
+            .into_iter()
+            .map(|e| e.message)
+            .collect()
+    }
+
+    #[test]
+    fn security_context_fields_are_checked_and_unimplemented_ones_refused() {
+        assert_eq!(
+            pod_errors(json!({
+                "hostNetwork": true, "hostPID": true, "hostIPC": false,
+                "securityContext": {"runAsNonRoot": true, "supplementalGroups": [5],
+                    "seccompProfile": {"type": "Localhost", "localhostProfile": "profiles/a.json"},
+                    "sysctls": [{"name": "kernel.shm_rmid_forced", "value": "1"}]},
+                "containers": [{"name": "c", "image": "i", "ports": [{"containerPort": 80, "hostPort": 80}],
+                    "securityContext": {"privileged": true, "allowPrivilegeEscalation": true,
+                    "capabilities": {"add": ["NET_ADMIN", "CAP_SYS_TIME"], "drop": ["ALL"]},
+                    "seccompProfile": {"type": "Unconfined"}, "procMount": "Unmasked",
+                    "runAsUser": 1000, "runAsGroup": 1000, "readOnlyRootFilesystem": true}}],
+            })),
+            Vec::<String>::new()
+        );
+        let errs = pod_errors(json!({
+            "hostPID": "yes", "shareProcessNamespace": true, "hostUsers": false,
+            "ephemeralContainers": [{"name": "debug", "image": "i"}],
+            "securityContext": {"fsGroup": 2000, "seLinuxOptions": {"type": "x"},
+                "seccompProfile": {"type": "Localhost", "localhostProfile": "../etc/shadow"},
+                "sysctls": [{"name": "vm.overcommit_memory", "value": "1"}]},
+            "volumes": [{"name": "h", "hostPath": {"path": "relative", "type": "Directroy"}}],
+            "containers": [{"name": "c", "image": "i", "ports": [{"containerPort": 80, "hostPort": 8080}],
+                "securityContext": {"privileged": true, "allowPrivilegeEscalation": false,
+                "capabilities": {"add": ["NET_ADMN"]}, "appArmorProfile": {"type": "RuntimeDefault"},
+                "seccompProfile": {"type": "RuntimeDefault", "localhostProfile": "a"},
+                "procMount": "Masked", "runAsUser": -1}}],
+        }));
+        for want in [
+            "spec.hostPID: Invalid value: \"yes\": must be a boolean",
+            "spec.shareProcessNamespace: Forbidden: berth gives each container its own process namespace and does not implement a shared one",
+            "spec.hostUsers: Forbidden: berth does not run pods in user namespaces of their own; leave hostUsers unset or true",
+            "spec.ephemeralContainers: Forbidden: berth does not implement ephemeral containers; use exec",
+            "spec.securityContext.fsGroup: Forbidden: berth does not implement this field; supported fields are runAsUser, runAsGroup, runAsNonRoot, supplementalGroups, seccompProfile, sysctls",
+            "spec.securityContext.seLinuxOptions: Forbidden: berth does not implement this field; supported fields are runAsUser, runAsGroup, runAsNonRoot, supplementalGroups, seccompProfile, sysctls",
+            "spec.securityContext.seccompProfile.localhostProfile: Invalid value: \"../etc/shadow\": must be a relative path inside the node's seccomp directory, without '.' or '..' components",
+            "spec.securityContext.sysctls[0].name: Forbidden: sysctl \"vm.overcommit_memory\" is not namespaced: a pod may set only net.*, kernel.shm*, kernel.msg*, kernel.sem and fs.mqueue.* sysctls",
+            "spec.volumes[0].hostPath.path: Invalid value: \"relative\": must be an absolute path without '..'",
+            "spec.volumes[0].hostPath.type: Unsupported value: \"Directroy\": supported values: \"\", \"DirectoryOrCreate\", \"Directory\", \"FileOrCreate\", \"File\", \"Socket\", \"CharDevice\", \"BlockDevice\"",
+            "spec.containers[0].ports[0].hostPort: Forbidden: berth does not forward node ports into a pod's network; use hostNetwork: true or a Service of type NodePort",
+            "spec.containers[0].securityContext.appArmorProfile: Forbidden: berth does not implement this field; supported fields are runAsUser, runAsGroup, runAsNonRoot, readOnlyRootFilesystem, privileged, allowPrivilegeEscalation, capabilities, seccompProfile, procMount",
+            "spec.containers[0].securityContext.runAsUser: Invalid value: -1: must be greater than or equal to 0",
+            "spec.containers[0].securityContext.capabilities.add[0]: Invalid value: \"NET_ADMN\": is not a Linux capability (names such as NET_ADMIN or ALL)",
+            "spec.containers[0].securityContext: Invalid value: {...}: cannot set `allowPrivilegeEscalation` to false and `privileged` to true",
+            "spec.containers[0].securityContext.seccompProfile.localhostProfile: Invalid value: \"a\": can only be set when seccomp type is Localhost",
+            "spec.containers[0].securityContext.procMount: Unsupported value: \"Masked\": supported values: \"Default\", \"Unmasked\"",
+        ] {
+            assert!(
+                errs.iter().any(|e| e == want),
+                "missing {want} in {errs:#?}"
+            );
+        }
+        let errs = pod_errors(json!({"hostNetwork": true,
+            "securityContext": {"seccompProfile": {"type": "Localhost"}, "sysctls": [{"name": "net.ipv4.tcp_syncookies", "value": "1"}]},
+            "containers": [{"name": "c", "image": "i", "ports": [{"containerPort": 80, "hostPort": 81}]}]}));
+        for want in [
+            "spec.securityContext.seccompProfile.localhostProfile: Required value: must be set when seccomp type is Localhost",
+            "spec.securityContext.sysctls[0].name: Forbidden: sysctl \"net.ipv4.tcp_syncookies\" not allowed with hostNetwork enabled",
+            "spec.containers[0].ports[0].hostPort: Invalid value: 81: must match `containerPort` when `hostNetwork` is true",
+        ] {
+            assert!(
+                errs.iter().any(|e| e == want),
+                "missing {want} in {errs:#?}"
+            );
+        }
+    }
+
+    #[test]
+    fn host_network_defaults_host_ports_and_namespace_labels_are_checked() {
+        let mut p = obj(
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
+            "spec": {"hostNetwork": true, "containers": [{"name": "c", "image": "i", "ports": [{"containerPort": 8080}]}]}}),
+        );
+        apply_defaults(resolve("pods").unwrap(), &mut p);
+        assert_eq!(p.0["spec"]["containers"][0]["ports"][0]["hostPort"], 8080);
+        assert!(validate_create(resolve("pods").unwrap(), &p).is_empty());
+        let ns = obj(
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "n",
+            "labels": {"pod-security.kubernetes.io/warn": "lax"}}}),
+        );
+        assert_eq!(
+            fields(&validate_create(resolve("namespaces").unwrap(), &ns)),
+            vec!["metadata.labels[pod-security.kubernetes.io/warn]"]
+        );
     }
 
     #[test]

@@ -76,6 +76,12 @@ impl ApiError {
         Self::new(500, "InternalError", message)
     }
 
+    /// Names the object the error is about (`details.name`, `details.kind`).
+    pub fn with_details(mut self, kind: &ResourceKind, name: &str) -> Self {
+        self.0 = Box::new((*self.0).with_details(kind.group, kind.plural, name));
+        self
+    }
+
     pub fn code(&self) -> u16 {
         self.0.code
     }

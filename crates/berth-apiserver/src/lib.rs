@@ -14,6 +14,7 @@ pub mod history;
 pub mod kv;
 pub mod nodes;
 pub mod patch;
+pub mod podsecurity;
 pub mod proxy;
 mod ranges;
 pub mod registry;

@@ -373,6 +373,7 @@ impl Registry {
     ) -> ApiResult<Object> {
         let (key, mut obj) = self.prepare_create(kind, url_ns, obj)?;
         self.check_namespace_open(obj.namespace()).await?;
+        let admitted = crate::podsecurity::admit(self, kind, &obj)?;
         if dry_run {
             return Ok(obj);
         }
@@ -412,6 +413,7 @@ impl Registry {
             let r = self.store.txn(txn, Origin::new(user, "create")).await?;
             if r.succeeded {
                 obj.set_meta("resourceVersion", r.revision.to_string());
+                crate::podsecurity::record(self, &obj, admitted).await;
                 return Ok(obj);
             }
             if r.current.first().is_some_and(Option::is_some) {
@@ -740,6 +742,18 @@ impl Registry {
         if kind.kind == "Service" {
             self.settle_node_ports(kind, &old, &mut obj, &random_ports)?;
         }
+        // Pod Security: a workload's template is looked at again when it changes (as
+        // Kubernetes does; controllers' writes of the rest add no warnings or audit events);
+        // a pod's spec cannot change in a way the standards look at (see `validate_update`).
+        let template = |o: &Object| o.get("spec").and_then(|s| s.get("template")).cloned();
+        let admitted = if kind.kind == "Pod" || template(&old) == template(&obj) {
+            Default::default()
+        } else {
+            crate::podsecurity::admit(self, kind, &obj)?
+        };
+        if kind.kind == "Namespace" {
+            crate::podsecurity::check_existing_pods(self, &old, &obj)?;
+        }
         if kind.has_status && obj.desired_state() != old.desired_state() {
             obj.set_meta("generation", old.generation() + 1);
         }
@@ -760,8 +774,13 @@ impl Registry {
                 ));
             }
         }
-        self.commit_update(kind, key, &kv, &old, obj, user, verb, dry_run)
-            .await
+        let out = self
+            .commit_update(kind, key, &kv, &old, obj, user, verb, dry_run)
+            .await?;
+        if !dry_run && out.resource_version() != old.resource_version() {
+            crate::podsecurity::record(self, &out, admitted).await;
+        }
+        Ok(out)
     }
 
     /// PUT of the `status` subresource: only status changes.

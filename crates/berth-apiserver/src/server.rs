@@ -436,8 +436,22 @@ pub async fn handle(State(s): State<Arc<ApiServer>>, req: axum::extract::Request
     let (method, uri, headers) = (parts.method, parts.uri, parts.headers);
     let raw = uri.query().map(String::from);
     let path = uri.path().to_string();
-    let result = dispatch(&s, &method, &path, raw.as_deref(), &headers, body, upgrade).await;
-    let resp = result.unwrap_or_else(IntoResponse::into_response);
+    let (result, warnings) = crate::podsecurity::scope(dispatch(
+        &s,
+        &method,
+        &path,
+        raw.as_deref(),
+        &headers,
+        body,
+        upgrade,
+    ))
+    .await;
+    let mut resp = result.unwrap_or_else(IntoResponse::into_response);
+    for w in warnings {
+        if let Ok(v) = axum::http::HeaderValue::from_str(&crate::podsecurity::header_value(&w)) {
+            resp.headers_mut().append("warning", v);
+        }
+    }
     tracing::debug!(method = %method, path = %path, status = resp.status().as_u16(), elapsed_us = started.elapsed().as_micros() as u64, "request");
     resp
 }

@@ -464,6 +464,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
         hostname: args.hostname.clone().unwrap_or_else(|| id.clone()),
         dns: Dns::from_host(),
         annotations,
+        host_network: false,
     };
     let record = rt.run_pod(&pod)?;
     let started = rt
@@ -490,7 +491,12 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
         let l = TcpListener::bind(host_addr).with_context(|| {
             format!("cannot publish {host_addr}: the port is taken or needs privileges")
         })?;
-        forward(l, SocketAddr::from((record.network.ip, *port)));
+        // `berth run` always gives its pod a network of its own.
+        let ip = record
+            .network
+            .as_ref()
+            .map_or(std::net::Ipv4Addr::LOCALHOST, |n| n.ip);
+        forward(l, SocketAddr::from((ip, *port)));
     }
     if args.detach {
         println!("{id}");
@@ -556,7 +562,9 @@ pub fn container(args: ContainerArgs) -> anyhow::Result<i32> {
                     a("image"),
                     a("command"),
                     status,
-                    rec.network.ip.to_string(),
+                    rec.network
+                        .as_ref()
+                        .map_or_else(|| "host".to_string(), |n| n.ip.to_string()),
                 ]);
             }
             print!(

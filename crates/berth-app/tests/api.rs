@@ -1746,3 +1746,236 @@ async fn the_key_value_tree_reads_writes_compares_and_watches() {
     assert_eq!(r.status, 410);
     t.stop().await;
 }
+
+/// POSTs `obj` to `path` and returns the answer with its warnings.
+async fn post_raw(c: &Client, path: &str, obj: &Value) -> berth_client::RawResponse {
+    c.raw(
+        Method::POST,
+        path,
+        Some(("application/json", serde_json::to_vec(obj).unwrap())),
+    )
+    .await
+    .unwrap()
+}
+
+fn host_pod(name: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}, "spec": {
+        "hostNetwork": true,
+        "volumes": [{"name": "root", "hostPath": {"path": "/", "type": "Directory"}}],
+        "containers": [{"name": "app", "image": "host", "command": ["sleep", "1000"],
+            "securityContext": {"privileged": true}, "volumeMounts": [{"name": "root", "mountPath": "/host"}]}]}})
+}
+
+#[tokio::test]
+async fn pod_security_enforces_baseline_by_default_and_follows_namespace_labels() {
+    let t = TestServer::start().await;
+    let c = &t.admin;
+    let pods = resolve("pods").unwrap();
+    let nsk = resolve("namespaces").unwrap();
+
+    // default: baseline. 403 naming every broken rule, its field and the level; nothing kept.
+    let r = post_raw(c, "/api/v1/namespaces/default/pods", &host_pod("bad")).await;
+    let status: Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(r.status, 403, "{status}");
+    assert_eq!(status["reason"], "Forbidden");
+    assert_eq!(status["details"]["name"], "bad");
+    assert_eq!(status["details"]["kind"], "pods");
+    assert_eq!(
+        status["message"],
+        "pods \"bad\" is forbidden: violates PodSecurity \"baseline:latest\": host namespaces (hostNetwork=true), hostPath volumes (volume \"root\"), privileged (container \"app\" must not set securityContext.privileged=true)"
+    );
+    assert_eq!(
+        c.get(pods, Some("default"), "bad")
+            .await
+            .unwrap_err()
+            .code(),
+        Some(404)
+    );
+    // Each field alone is refused, also in a namespace made without labels.
+    c.create(nsk, None, &fixture("Namespace", "plain"), "")
+        .await
+        .unwrap();
+    for (field, spec, why) in [
+        (
+            "hostPID",
+            json!({"hostPID": true}),
+            "host namespaces (hostPID=true)",
+        ),
+        (
+            "capabilities",
+            json!({"containers": [{"name": "app", "image": "host", "securityContext": {"capabilities": {"add": ["SYS_ADMIN"]}}}]}),
+            "non-default capabilities (container \"app\" must not include \"SYS_ADMIN\" in securityContext.capabilities.add)",
+        ),
+        (
+            "seccomp",
+            json!({"securityContext": {"seccompProfile": {"type": "Unconfined"}}}),
+            "seccompProfile (pod must not set securityContext.seccompProfile.type to \"Unconfined\")",
+        ),
+    ] {
+        let mut p = fixture("Pod", field.to_lowercase().as_str());
+        for (k, v) in spec.as_object().unwrap() {
+            p["spec"][k] = v.clone();
+        }
+        let r = post_raw(c, "/api/v1/namespaces/plain/pods", &p).await;
+        let status: Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(r.status, 403, "{field}: {status}");
+        assert!(
+            status["message"]
+                .as_str()
+                .unwrap()
+                .ends_with(&format!("violates PodSecurity \"baseline:latest\": {why}")),
+            "{field}: {status}"
+        );
+    }
+
+    // kube-system is privileged unless labelled otherwise.
+    let r = post_raw(c, "/api/v1/namespaces/kube-system/pods", &host_pod("sys")).await;
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    assert!(r.warnings.is_empty(), "{:?}", r.warnings);
+
+    // A namespace labelled enforce=privileged takes them.
+    let mut ns = fixture("Namespace", "open");
+    ns["metadata"]["labels"] = json!({"pod-security.kubernetes.io/enforce": "privileged",
+        "pod-security.kubernetes.io/enforce-version": "latest"});
+    c.create(nsk, None, &ns, "").await.unwrap();
+    let r = post_raw(c, "/api/v1/namespaces/open/pods", &host_pod("host")).await;
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+
+    // A bad label value is refused naming the label.
+    let mut bad = fixture("Namespace", "typo");
+    bad["metadata"]["labels"] = json!({"pod-security.kubernetes.io/enforce": "privilged"});
+    let err = c.create(nsk, None, &bad, "").await.unwrap_err();
+    assert_eq!(err.code(), Some(422));
+    assert!(
+        err.to_string().contains(
+            "metadata.labels[pod-security.kubernetes.io/enforce]: Unsupported value: \"privilged\""
+        ),
+        "{err}"
+    );
+
+    // warn: the pod is made, and the answer carries the warning kubectl prints.
+    let mut ns = fixture("Namespace", "warned");
+    ns["metadata"]["labels"] = json!({"pod-security.kubernetes.io/warn": "restricted",
+        "pod-security.kubernetes.io/audit": "restricted"});
+    c.create(nsk, None, &ns, "").await.unwrap();
+    let r = post_raw(c, "/api/v1/namespaces/warned/pods", &fixture("Pod", "w")).await;
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(
+        r.warnings,
+        vec![
+            "299 - \"would violate PodSecurity \\\"restricted:latest\\\": allowPrivilegeEscalation != false (container \\\"app\\\" must set securityContext.allowPrivilegeEscalation=false), unrestricted capabilities (container \\\"app\\\" must set securityContext.capabilities.drop=[\\\"ALL\\\"]), runAsNonRoot != true (pod or container \\\"app\\\" must set securityContext.runAsNonRoot=true), seccompProfile (pod or container \\\"app\\\" must set securityContext.seccompProfile.type to \\\"RuntimeDefault\\\" or \\\"Localhost\\\")\""
+        ]
+    );
+    // audit: recorded as an Event on the pod.
+    let ev = c
+        .list(resolve("events").unwrap(), Some("warned"), "")
+        .await
+        .unwrap();
+    let audit: Vec<&Value> = ev["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["reason"] == "PodSecurityAudit")
+        .collect();
+    assert_eq!(audit.len(), 1, "{ev}");
+    assert_eq!(audit[0]["involvedObject"]["name"], "w");
+    assert!(
+        audit[0]["message"].as_str().unwrap().starts_with(
+            "would violate PodSecurity \"restricted:latest\": allowPrivilegeEscalation != false"
+        ),
+        "{}",
+        audit[0]
+    );
+
+    // A workload whose template breaks the enforced level is made, with a warning.
+    let mut d = fixture("Deployment", "hostnet");
+    d["spec"]["template"]["spec"]["hostNetwork"] = json!(true);
+    let r = post_raw(c, "/apis/apps/v1/namespaces/default/deployments", &d).await;
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(
+        r.warnings,
+        vec![
+            "299 - \"would violate PodSecurity \\\"baseline:latest\\\": host namespaces (hostNetwork=true)\""
+        ]
+    );
+
+    // Updates that leave the template alone are not looked at again; changes to it are.
+    let patch = |body: Value| {
+        c.raw(
+            Method::PATCH,
+            "/apis/apps/v1/namespaces/default/deployments/hostnet",
+            Some((
+                "application/merge-patch+json",
+                serde_json::to_vec(&body).unwrap(),
+            )),
+        )
+    };
+    let r = patch(json!({"spec": {"replicas": 3}})).await.unwrap();
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert!(r.warnings.is_empty(), "{:?}", r.warnings);
+    let r = patch(json!({"spec": {"template": {"spec": {"hostIPC": true}}}}))
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(
+        r.warnings,
+        vec![
+            "299 - \"would violate PodSecurity \\\"baseline:latest\\\": host namespaces (hostNetwork=true, hostIPC=true)\""
+        ]
+    );
+
+    // Tightening a namespace warns about the pods already in it, which stay.
+    let mut open = c.get(nsk, None, "open").await.unwrap();
+    open["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] = json!("baseline");
+    let r = c
+        .raw(
+            Method::PUT,
+            "/api/v1/namespaces/open",
+            Some(("application/json", serde_json::to_vec(&open).unwrap())),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.warnings.len(), 2, "{:?}", r.warnings);
+    assert_eq!(
+        r.warnings[0],
+        "299 - \"existing pods in namespace \\\"open\\\" violate the new PodSecurity enforce level \\\"baseline:latest\\\"\""
+    );
+    assert!(r.warnings[1].starts_with("299 - \"host: host namespaces (hostNetwork=true)"));
+    c.get(pods, Some("open"), "host").await.unwrap();
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn pods_a_controller_makes_are_checked_when_made() {
+    let t = TestServer::start_with(|o| o.controllers = true).await;
+    let c = &t.admin;
+    let mut rs = fixture("ReplicaSet", "hostrs");
+    rs["spec"]["template"]["spec"]["hostPID"] = json!(true);
+    let r = post_raw(c, "/apis/apps/v1/namespaces/default/replicasets", &rs).await;
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.warnings.len(), 1, "{:?}", r.warnings);
+    let ev = resolve("events").unwrap();
+    let msg = eventually(20, "a FailedCreate event", || async {
+        let l = c.list(ev, Some("default"), "").await.ok()?;
+        l["items"]
+            .as_array()?
+            .iter()
+            .find(|e| e["reason"] == "FailedCreate" && e["involvedObject"]["name"] == "hostrs")
+            .map(|e| e["message"].as_str().unwrap_or("").to_string())
+    })
+    .await;
+    assert!(
+        msg.starts_with("Error creating: pods \"hostrs-")
+            && msg.ends_with(
+                "is forbidden: violates PodSecurity \"baseline:latest\": host namespaces (hostPID=true)"
+            ),
+        "{msg}"
+    );
+    let pods = c
+        .list(resolve("pods").unwrap(), Some("default"), "")
+        .await
+        .unwrap();
+    assert_eq!(pods["items"].as_array().unwrap().len(), 0, "{pods}");
+    t.stop().await;
+}

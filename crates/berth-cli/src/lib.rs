@@ -286,7 +286,7 @@ fn connect(conn: &Conn) -> anyhow::Result<Ctx> {
     )?;
     let ctx = cfg.current()?;
     Ok(Ctx {
-        client: Client::from_kubeconfig(&cfg)?,
+        client: Client::from_kubeconfig(&cfg)?.printing_warnings(),
         namespace: conn.namespace.clone().unwrap_or(ctx.namespace),
     })
 }

@@ -45,6 +45,8 @@ impl ClientError {
 pub struct RawResponse {
     pub status: u16,
     pub body: Bytes,
+    /// The `Warning` headers' values (`299 - "text"`), in order.
+    pub warnings: Vec<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -52,6 +54,30 @@ pub struct Client {
     server: String,
     token: String,
     http: HyperClient<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>,
+    /// Prints the server's `Warning` headers to stderr as kubectl does (`Warning: ...`).
+    print_warnings: bool,
+}
+
+/// The text of a `Warning` header value (`299 - "text"`), unquoted.
+pub fn warning_text(header: &str) -> String {
+    let Some(quoted) = header
+        .split_once(" - \"")
+        .map(|(_, rest)| rest.strip_suffix('"').unwrap_or(rest))
+    else {
+        return header.to_string();
+    };
+    let mut out = String::new();
+    let mut chars = quoted.chars();
+    while let Some(c) = chars.next() {
+        if c == '\\' {
+            if let Some(n) = chars.next() {
+                out.push(n);
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// Percent-encodes a query value.
@@ -225,7 +251,15 @@ impl Client {
                 .pool_timer(hyper_util::rt::TokioTimer::new())
                 .pool_idle_timeout(Duration::from_secs(30))
                 .build(connector),
+            print_warnings: false,
         })
+    }
+
+    /// Prints the warnings servers send (`Warning: ...` on stderr), as a command line tool
+    /// should.
+    pub fn printing_warnings(mut self) -> Self {
+        self.print_warnings = true;
+        self
     }
 
     /// A client for a plain-HTTP server, or an HTTPS one signed by `ca_pem`.
@@ -359,6 +393,17 @@ impl Client {
     ) -> Result<RawResponse, ClientError> {
         let resp = self.send(method, path, body).await?;
         let status = resp.status().as_u16();
+        let warnings = resp
+            .headers()
+            .get_all("warning")
+            .iter()
+            .filter_map(|v| v.to_str().ok().map(String::from))
+            .collect::<Vec<String>>();
+        if self.print_warnings {
+            for w in &warnings {
+                eprintln!("Warning: {}", warning_text(w));
+            }
+        }
         let body = resp
             .into_body()
             .collect()
@@ -368,7 +413,11 @@ impl Client {
                 message: e.to_string(),
             })?
             .to_bytes();
-        Ok(RawResponse { status, body })
+        Ok(RawResponse {
+            status,
+            body,
+            warnings,
+        })
     }
 
     /// Sends a request; a non-2xx answer becomes `ClientError::Api`.
@@ -576,4 +625,18 @@ pub fn status_error(path: &str, status: u16, body: &[u8]) -> ClientError {
         )
     });
     ClientError::Api(Box::new(s))
+}
+
+#[cfg(test)]
+mod warning_tests {
+    use super::warning_text;
+
+    #[test]
+    fn warning_headers_are_unquoted() {
+        assert_eq!(
+            warning_text(r#"299 - "would violate PodSecurity \"baseline:latest\": a \\ b""#),
+            r#"would violate PodSecurity "baseline:latest": a \ b"#
+        );
+        assert_eq!(warning_text("not quoted"), "not quoted");
+    }
 }

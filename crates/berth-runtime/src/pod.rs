@@ -123,13 +123,18 @@ pub struct PodConfig {
     pub namespace: String,
     pub hostname: String,
     pub dns: Dns,
+    /// The pod shares the node's network (and UTS) namespace: no network of its own, no
+    /// address, the node's hosts file and host name (`hostNetwork: true`).
+    #[serde(default)]
+    pub host_network: bool,
 }
 
 /// A pod as recorded in its directory.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PodRecord {
     pub config: PodConfig,
-    pub network: PodNetwork,
+    /// None when the pod uses the node's network.
+    pub network: Option<PodNetwork>,
     pub created_at: u64,
 }
 
@@ -214,23 +219,37 @@ impl Runtime {
     }
 
     fn run_pod_in(&self, dir: &Path, config: &PodConfig) -> Result<PodRecord> {
-        let network = self.network.setup(&config.id)?;
-        let hostname = if config.hostname.is_empty() {
-            &config.name
-        } else {
-            &config.hostname
-        };
         let write = |name: &str, text: String| -> Result<()> {
             let p = dir.join(name);
             std::fs::write(&p, text).map_err(io(&p))
         };
-        write(
-            "hosts",
-            format!(
-                "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n{}\t{hostname}\n",
-                network.ip
-            ),
-        )?;
+        let (network, hostname) = if config.host_network {
+            let node = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_string())
+                .unwrap_or_default();
+            write(
+                "hosts",
+                std::fs::read_to_string("/etc/hosts").unwrap_or_else(|_| {
+                    "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n".into()
+                }),
+            )?;
+            (None, node)
+        } else {
+            let network = self.network.setup(&config.id)?;
+            let hostname = if config.hostname.is_empty() {
+                config.name.clone()
+            } else {
+                config.hostname.clone()
+            };
+            write(
+                "hosts",
+                format!(
+                    "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n{}\t{hostname}\n",
+                    network.ip
+                ),
+            )?;
+            (Some(network), hostname)
+        };
         write("resolv.conf", config.dns.render())?;
         write("hostname", format!("{hostname}\n"))?;
         let record = PodRecord {
@@ -332,7 +351,11 @@ impl Runtime {
         }
         let mut spec = c.spec.clone();
         spec.cgroup_path = format!("{}/{}", self.cgroup_of_pod(pod), c.name);
-        spec.netns = Some(record.network.netns.display().to_string());
+        spec.host.network = record.network.is_none();
+        spec.netns = record
+            .network
+            .as_ref()
+            .map(|n| n.netns.display().to_string());
         if spec.hostname.is_empty() {
             spec.hostname = std::fs::read_to_string(pdir.join("hostname"))
                 .map(|s| s.trim().to_string())

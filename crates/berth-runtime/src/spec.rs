@@ -28,6 +28,54 @@ pub struct ContainerSpec {
     pub netns: Option<String>,
     /// Volumes and files bound into the container.
     pub mounts: Vec<Mount>,
+    /// What the container may do beyond Docker's defaults (or less).
+    pub security: Security,
+    /// Namespaces shared with the node instead of made for the container.
+    pub host: HostNamespaces,
+}
+
+/// A container's securityContext, as the runtime applies it. The default is Docker's:
+/// its capability set, its seccomp filter, masked /proc paths, and no_new_privs (stricter
+/// than Docker, which leaves escalation allowed unless asked).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Security {
+    /// All capabilities, no seccomp filter, nothing masked, /sys writable and the node's
+    /// devices, as `docker run --privileged`.
+    pub privileged: bool,
+    /// Capabilities added to (then) the default set, by Kubernetes names (`NET_ADMIN`, `ALL`).
+    pub cap_add: Vec<String>,
+    /// Capabilities dropped from the default set (`ALL` drops every one).
+    pub cap_drop: Vec<String>,
+    /// Leaves no_new_privs off: setuid programs and file capabilities take effect.
+    pub allow_privilege_escalation: bool,
+    pub seccomp: Seccomp,
+    /// /proc without its masked and read-only paths (`procMount: Unmasked`).
+    pub unmasked_proc: bool,
+    /// Extra group ids of the process (`supplementalGroups`).
+    pub supplemental_groups: Vec<u32>,
+    /// Namespaced sysctls set in the container's namespaces.
+    pub sysctls: Vec<(String, String)>,
+}
+
+/// The seccomp filter a container gets.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Seccomp {
+    /// Docker's default profile (`seccomp_profile`).
+    #[default]
+    RuntimeDefault,
+    /// No filter.
+    Unconfined,
+    /// A profile in the OCI `linux.seccomp` shape, read from the node.
+    Profile(Value),
+}
+
+/// Which of the node's namespaces a container shares.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HostNamespaces {
+    /// The node's network and UTS namespaces (the runtime sets it from the pod).
+    pub network: bool,
+    pub pid: bool,
+    pub ipc: bool,
 }
 
 /// A bind mount into a container.
@@ -486,11 +534,117 @@ pub fn seccomp_profile() -> Value {
     })
 }
 
+/// Every capability the node itself may hold (its bounding set: the kernel's capabilities,
+/// less any the node runs without), in `CAP_` form. A container cannot be given more.
+pub fn all_capabilities() -> Vec<String> {
+    let bounding = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapBnd:"))
+                .and_then(|h| u64::from_str_radix(h.trim(), 16).ok())
+        })
+        .unwrap_or(0);
+    berth_api::validate::CAPABILITIES
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i < 64 && bounding & (1u64 << i) != 0)
+        .map(|(_, c)| format!("CAP_{c}"))
+        .collect()
+}
+
+impl Security {
+    /// The capability set: Docker's default, less what is dropped, plus what is added.
+    pub fn capabilities(&self) -> Vec<String> {
+        if self.privileged {
+            return all_capabilities();
+        }
+        let named = |list: &[String]| -> Vec<String> {
+            list.iter()
+                .map(|c| format!("CAP_{}", berth_api::podsecurity::capability_name(c)))
+                .collect()
+        };
+        let (add, drop) = (named(&self.cap_add), named(&self.cap_drop));
+        let mut caps: Vec<String> = if drop.iter().any(|c| c == "CAP_ALL") {
+            Vec::new()
+        } else {
+            DEFAULT_CAPABILITIES
+                .iter()
+                .map(|c| c.to_string())
+                .filter(|c| !drop.contains(c))
+                .collect()
+        };
+        if add.iter().any(|c| c == "CAP_ALL") {
+            return all_capabilities();
+        }
+        for c in add {
+            if !caps.contains(&c) {
+                caps.push(c);
+            }
+        }
+        caps
+    }
+}
+
+/// The node's device nodes (under /dev, not its pseudo-terminal, shm or mqueue mounts), for
+/// a privileged container, less those every container gets anyway.
+fn host_devices() -> Vec<Value> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    const OWN: &[&str] = &[
+        "/dev/null",
+        "/dev/zero",
+        "/dev/full",
+        "/dev/random",
+        "/dev/urandom",
+        "/dev/tty",
+        "/dev/ptmx",
+        "/dev/console",
+    ];
+    let mut out = Vec::new();
+    let mut dirs = vec![std::path::PathBuf::from("/dev")];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let path = e.path();
+            let Ok(md) = std::fs::symlink_metadata(&path) else {
+                continue;
+            };
+            let ft = md.file_type();
+            let shown = path.display().to_string();
+            if ft.is_dir() {
+                if !matches!(shown.as_str(), "/dev/pts" | "/dev/shm" | "/dev/mqueue") {
+                    dirs.push(path);
+                }
+                continue;
+            }
+            let ty = if ft.is_char_device() {
+                "c"
+            } else if ft.is_block_device() {
+                "b"
+            } else {
+                continue;
+            };
+            if OWN.contains(&shown.as_str()) {
+                continue;
+            }
+            let rdev = md.rdev();
+            out.push(json!({"path": shown, "type": ty,
+                "major": libc::major(rdev), "minor": libc::minor(rdev),
+                "fileMode": md.mode() & 0o777, "uid": md.uid(), "gid": md.gid()}));
+        }
+    }
+    out
+}
+
 impl ContainerSpec {
     /// The `config.json` for a bundle whose root is `rootfs`.
     pub fn to_oci(&self, rootfs: &str) -> Value {
-        let caps = DEFAULT_CAPABILITIES;
-        let mut resources = json!({"devices": [{"allow": false, "access": "rwm"}]});
+        let sec = &self.security;
+        let caps = sec.capabilities();
+        let mut resources = if sec.privileged {
+            json!({"devices": [{"allow": true, "access": "rwm"}]})
+        } else {
+            json!({"devices": [{"allow": false, "access": "rwm"}]})
+        };
         if self.memory_limit > 0 {
             resources["memory"] = json!({"limit": self.memory_limit, "swap": self.memory_limit});
         }
@@ -522,39 +676,90 @@ impl ContainerSpec {
             json!({"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]}),
             json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]}),
             json!({"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]}),
-            json!({"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]}),
+            json!({"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", if sec.privileged { "rw" } else { "ro" }]}),
         ];
         for m in &self.mounts {
             let mode = if m.read_only { "ro" } else { "rw" };
             mounts.push(json!({"destination": m.destination, "type": "bind", "source": m.source, "options": ["rbind", "nosuid", "nodev", mode]}));
         }
-        let network = match &self.netns {
-            Some(path) => json!({"type": "network", "path": path}),
-            None => json!({"type": "network"}),
+        let mut namespaces = Vec::new();
+        if !self.host.pid {
+            namespaces.push(json!({"type": "pid"}));
+        }
+        if !self.host.network {
+            namespaces.push(match &self.netns {
+                Some(path) => json!({"type": "network", "path": path}),
+                None => json!({"type": "network"}),
+            });
+        }
+        if !self.host.ipc {
+            namespaces.push(json!({"type": "ipc"}));
+        }
+        if !self.host.network {
+            namespaces.push(json!({"type": "uts"}));
+        }
+        namespaces.push(json!({"type": "mount"}));
+        // Unmasked /proc (and privileged) leave /proc whole; privileged also /sys.
+        let proc_whole = sec.privileged || sec.unmasked_proc;
+        let keep = |list: &[&str]| -> Vec<String> {
+            list.iter()
+                .filter(|p| !(proc_whole && p.starts_with("/proc/")))
+                .filter(|_| !sec.privileged)
+                .map(|p| p.to_string())
+                .collect()
         };
-        json!({
+        let mut user = json!({"uid": self.uid, "gid": self.gid});
+        if !sec.supplemental_groups.is_empty() {
+            user["additionalGids"] = json!(sec.supplemental_groups);
+        }
+        let mut v = json!({
             "ociVersion": "1.0.2",
             "process": {
                 "terminal": false,
-                "user": {"uid": self.uid, "gid": self.gid},
+                "user": user,
                 "args": self.argv,
                 "env": env,
                 "cwd": if self.cwd.is_empty() { "/" } else { self.cwd.as_str() },
                 "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
-                "noNewPrivileges": true,
             },
             "root": {"path": rootfs, "readonly": self.read_only_root},
-            "hostname": self.hostname,
             "mounts": mounts,
             "linux": {
-                "namespaces": [{"type": "pid"}, network, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}],
+                "namespaces": namespaces,
                 "cgroupsPath": self.cgroup_path,
                 "resources": resources,
-                "maskedPaths": MASKED_PATHS,
-                "readonlyPaths": READONLY_PATHS,
-                "seccomp": seccomp_profile(),
+                "maskedPaths": keep(MASKED_PATHS),
+                "readonlyPaths": keep(READONLY_PATHS),
             },
-        })
+        });
+        // no_new_privs is left out rather than false: libcontainer loads a seccomp filter
+        // before dropping capabilities (as it must without no_new_privs) only when the field
+        // is absent.
+        if !(sec.allow_privilege_escalation || sec.privileged) {
+            v["process"]["noNewPrivileges"] = json!(true);
+        }
+        // The node's host name is not the container's to set.
+        if !self.host.network {
+            v["hostname"] = json!(self.hostname);
+        }
+        match &sec.seccomp {
+            _ if sec.privileged => {}
+            Seccomp::RuntimeDefault => v["linux"]["seccomp"] = seccomp_profile(),
+            Seccomp::Unconfined => {}
+            Seccomp::Profile(p) => v["linux"]["seccomp"] = p.clone(),
+        }
+        if sec.privileged {
+            v["linux"]["devices"] = json!(host_devices());
+        }
+        if !sec.sysctls.is_empty() {
+            let m: serde_json::Map<String, Value> = sec
+                .sysctls
+                .iter()
+                .map(|(k, val)| (k.clone(), json!(val)))
+                .collect();
+            v["linux"]["sysctl"] = Value::Object(m);
+        }
+        v
     }
 }
 
@@ -617,5 +822,89 @@ mod tests {
         .to_oci("r");
         assert!(unlimited["linux"]["resources"].get("memory").is_none());
         assert_eq!(unlimited["process"]["cwd"], "/");
+    }
+
+    #[test]
+    fn security_settings_shape_the_spec() {
+        let ns = |v: &Value| -> Vec<String> {
+            v["linux"]["namespaces"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|n| n["type"].as_str().unwrap().to_string())
+                .collect()
+        };
+        let base = ContainerSpec {
+            argv: vec!["true".into()],
+            hostname: "p".into(),
+            netns: Some("/run/netns/p".into()),
+            ..Default::default()
+        };
+        let v = base.to_oci("r");
+        assert_eq!(ns(&v), ["pid", "network", "ipc", "uts", "mount"]);
+        assert_eq!(v["hostname"], "p");
+        assert_eq!(v["process"]["noNewPrivileges"], true);
+        assert!(v["linux"]["seccomp"].is_object());
+
+        // The node's namespaces: none made, and the node's host name is left alone.
+        let mut host = base.clone();
+        host.host = HostNamespaces {
+            network: true,
+            pid: true,
+            ipc: true,
+        };
+        let v = host.to_oci("r");
+        assert_eq!(ns(&v), ["mount"]);
+        assert!(v.get("hostname").is_none());
+
+        // Privileged: the node's capabilities, no filter, nothing masked, devices open.
+        let mut p = base.clone();
+        p.security.privileged = true;
+        let v = p.to_oci("r");
+        assert_eq!(
+            v["process"]["capabilities"]["bounding"]
+                .as_array()
+                .unwrap()
+                .len(),
+            all_capabilities().len()
+        );
+        assert!(v["process"].get("noNewPrivileges").is_none());
+        assert!(v["linux"].get("seccomp").is_none());
+        assert_eq!(v["linux"]["maskedPaths"], json!([]));
+        assert_eq!(v["linux"]["resources"]["devices"][0]["allow"], true);
+        assert!(
+            v["linux"]["devices"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|d| d["path"] != "/dev/null")
+        );
+        // It is still a valid OCI spec.
+        let _: oci_spec::runtime::Spec = serde_json::from_value(v).unwrap();
+
+        // Unmasked /proc keeps /sys masked; drops and adds; sysctls; groups; profiles.
+        let mut u = base.clone();
+        u.security = Security {
+            unmasked_proc: true,
+            cap_drop: vec!["ALL".into()],
+            cap_add: vec!["net_bind_service".into()],
+            sysctls: vec![("net.ipv4.tcp_syncookies".into(), "1".into())],
+            supplemental_groups: vec![5, 6],
+            seccomp: Seccomp::Profile(json!({"defaultAction": "SCMP_ACT_LOG"})),
+            ..Default::default()
+        };
+        let v = u.to_oci("r");
+        assert_eq!(
+            v["linux"]["maskedPaths"],
+            json!(["/sys/firmware", "/sys/devices/virtual/powercap"])
+        );
+        assert_eq!(
+            v["process"]["capabilities"]["effective"],
+            json!(["CAP_NET_BIND_SERVICE"])
+        );
+        assert_eq!(v["linux"]["sysctl"]["net.ipv4.tcp_syncookies"], "1");
+        assert_eq!(v["process"]["user"]["additionalGids"], json!([5, 6]));
+        assert_eq!(v["linux"]["seccomp"]["defaultAction"], "SCMP_ACT_LOG");
+        let _: oci_spec::runtime::Spec = serde_json::from_value(v).unwrap();
     }
 }

@@ -527,6 +527,13 @@ fn prestop_hooks_run_before_the_stop_signal_and_stuck_rollouts_miss_their_deadli
     let hook_dir = tempfile::tempdir().unwrap();
     let manifest = format!(
         r#"
+# hostPath needs the privileged Pod Security level.
+apiVersion: v1
+kind: Namespace
+metadata:
+  name: default
+  labels: {{pod-security.kubernetes.io/enforce: privileged}}
+---
 apiVersion: v1
 kind: Pod
 metadata: {{name: hooked}}

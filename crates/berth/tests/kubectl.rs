@@ -122,6 +122,43 @@ fn kubectl_drives_berth() {
     ] {
         assert!(e.contains(line), "{line:?} missing from:\n{e}");
     }
+    // Pod Security: kubectl prints the server's warnings and its refusals as they come.
+    let ns = dir.path().join("ns.yaml");
+    std::fs::write(&ns, "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: watched\n  labels: {pod-security.kubernetes.io/warn: restricted}\n").unwrap();
+    out(&k(&[
+        "apply",
+        "--validate=false",
+        "-f",
+        ns.to_str().unwrap(),
+    ]));
+    let warned = k(&[
+        "run",
+        "w",
+        "-n",
+        "watched",
+        "--image",
+        "host",
+        "--restart",
+        "Never",
+        "--",
+        "true",
+    ]);
+    let e = String::from_utf8_lossy(&warned.stderr);
+    assert!(warned.status.success(), "{e}");
+    assert!(
+        e.contains("Warning: would violate PodSecurity \"restricted:latest\": allowPrivilegeEscalation != false (container \"w\" must set securityContext.allowPrivilegeEscalation=false)"),
+        "{e}"
+    );
+    let host = dir.path().join("host.yaml");
+    std::fs::write(&host, "apiVersion: v1\nkind: Pod\nmetadata: {name: h}\nspec:\n  hostNetwork: true\n  containers: [{name: c, image: host, securityContext: {privileged: true}}]\n").unwrap();
+    let refused = k(&["apply", "--validate=false", "-f", host.to_str().unwrap()]);
+    assert!(!refused.status.success());
+    let e = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        e.contains("pods \"h\" is forbidden: violates PodSecurity \"baseline:latest\": host namespaces (hostNetwork=true), privileged (container \"c\" must not set securityContext.privileged=true)"),
+        "{e}"
+    );
+
     let missing = k(&["get", "pod", "nope"]);
     assert!(!missing.status.success());
     assert!(

@@ -358,9 +358,14 @@ fn a_flood_to_the_descriptor_reserve_spares_the_nodes_pod_workers() {
                 "command": ["/bin/sh", "-c", "echo start >> /starts/log; exit 1"],
                 "volumeMounts": [{"name": "s", "mountPath": "/starts"}]}],
             "volumes": [{"name": "s", "hostPath": {"path": starts.path()}}]}});
+    // In kube-system: a hostPath needs the privileged Pod Security level.
     eventually(30, "the node takes the pod", || {
         let (status, _) = api
-            .request("POST", "/api/v1/namespaces/default/pods", &pod.to_string())
+            .request(
+                "POST",
+                "/api/v1/namespaces/kube-system/pods",
+                &pod.to_string(),
+            )
             .ok()?;
         (status == 201).then_some(())
     });
@@ -386,7 +391,11 @@ fn a_flood_to_the_descriptor_reserve_spares_the_nodes_pod_workers() {
     );
     // The established connection is served all along.
     let (status, body) = api
-        .request("DELETE", "/api/v1/namespaces/default/pods/restarting", "")
+        .request(
+            "DELETE",
+            "/api/v1/namespaces/kube-system/pods/restarting",
+            "",
+        )
         .unwrap();
     assert_eq!(status, 200, "{body}");
     drop(held);
