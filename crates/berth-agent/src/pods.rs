@@ -697,6 +697,11 @@ fn sync_blocking(
         dir: dir.clone(),
         by_name: HashMap::new(),
     };
+    // The pod's fsGroup owns its emptyDirs and projected volumes (hostPaths stay as they are).
+    let fs_group = pod
+        .pointer("/spec/securityContext/fsGroup")
+        .and_then(Value::as_u64)
+        .and_then(|g| u32::try_from(g).ok());
     for v in pod
         .pointer("/spec/volumes")
         .and_then(Value::as_array)
@@ -708,8 +713,13 @@ fn sync_blocking(
         let path = if let Some(ed) = v.get("emptyDir") {
             let memory = s(ed, "/medium") == "Memory";
             let limit = quantity(ed, "/sizeLimit").map_or(0, |q| q.units_ceil().max(0) as u64);
-            berth_runtime::volumes::empty_dir(&dir, &name, memory, limit)
-                .map_err(|e| e.to_string())?
+            let p = berth_runtime::volumes::empty_dir(&dir, &name, memory, limit)
+                .map_err(|e| e.to_string())?;
+            if let Some(g) = fs_group {
+                berth_runtime::volumes::set_group(&p, g, false, false)
+                    .map_err(|e| e.to_string())?;
+            }
+            p
         } else if let Some(hp) = v.get("hostPath") {
             let p = PathBuf::from(s(hp, "/path"));
             if matches!(s(hp, "/type"), "DirectoryOrCreate") {
@@ -719,6 +729,9 @@ fn sync_blocking(
         } else if let Some(files) = projected_files.get(&name) {
             let p = dir.join("volumes").join(&name);
             berth_runtime::volumes::project(&p, files).map_err(|e| e.to_string())?;
+            if let Some(g) = fs_group {
+                berth_runtime::volumes::set_group(&p, g, true, true).map_err(|e| e.to_string())?;
+            }
             read_only = true;
             p
         } else {

@@ -169,13 +169,20 @@ pub(crate) fn apply(
         cap_add,
         seccomp,
         unmasked_proc: sc.get("procMount").and_then(Value::as_str) == Some("Unmasked"),
+        // fsGroup joins every container's groups, as the kubelet adds it.
         supplemental_groups: psc
             .get("supplementalGroups")
             .and_then(Value::as_array)
             .into_iter()
             .flatten()
+            .chain(psc.get("fsGroup"))
             .filter_map(|g| g.as_u64().and_then(|g| u32::try_from(g).ok()))
-            .collect(),
+            .fold(Vec::new(), |mut gs, g| {
+                if !gs.contains(&g) {
+                    gs.push(g);
+                }
+                gs
+            }),
         sysctls: psc
             .get("sysctls")
             .and_then(Value::as_array)

@@ -781,6 +781,8 @@ const POD_SECURITY_FIELDS: &[&str] = &[
     "runAsGroup",
     "runAsNonRoot",
     "supplementalGroups",
+    "fsGroup",
+    "fsGroupChangePolicy",
     "seccompProfile",
     "sysctls",
 ];
@@ -982,8 +984,15 @@ fn validate_pod_security(v: &mut V, path: &str, s: &Map<String, Value>) {
         return;
     };
     refuse_unimplemented(v, &sp, sc, POD_SECURITY_FIELDS);
-    for f in ["runAsUser", "runAsGroup"] {
+    for f in ["runAsUser", "runAsGroup", "fsGroup"] {
         v.non_negative(&format!("{sp}.{f}"), sc.get(f));
+    }
+    if sc.get("fsGroupChangePolicy").is_some() {
+        v.one_of(
+            &format!("{sp}.fsGroupChangePolicy"),
+            sc.get("fsGroupChangePolicy"),
+            &["OnRootMismatch", "Always"],
+        );
     }
     v.bool(&format!("{sp}.runAsNonRoot"), sc.get("runAsNonRoot"));
     for (i, g) in v
@@ -2131,7 +2140,7 @@ mod tests {
                 "selector": {"matchLabels": {"app": "web"}},
                 "template": {"metadata": {"labels": {"app": "web"}},
                     "spec": {"terminationGracePeriodSeconds": n, "activeDeadlineSeconds": n,
-                        "securityContext": {"runAsUser": n, "runAsGroup": n},
+                        "securityContext": {"runAsUser": n, "runAsGroup": n, "fsGroup": n},
                         "containers": [{"name": "c", "image": "i",
                             "livenessProbe": probe, "readinessProbe": probe,
                             "lifecycle": {"preStop": {"sleep": {"seconds": n}}},
@@ -2168,6 +2177,7 @@ mod tests {
             "spec.template.spec.activeDeadlineSeconds".into(),
             "spec.template.spec.securityContext.runAsUser".into(),
             "spec.template.spec.securityContext.runAsGroup".into(),
+            "spec.template.spec.securityContext.fsGroup".into(),
             format!("{c}.livenessProbe.initialDelaySeconds"),
             format!("{c}.livenessProbe.periodSeconds"),
             format!("{c}.livenessProbe.timeoutSeconds"),
@@ -2252,7 +2262,7 @@ mod tests {
         let errs = pod_errors(json!({
             "hostPID": "yes", "shareProcessNamespace": true, "hostUsers": false,
             "ephemeralContainers": [{"name": "debug", "image": "i"}],
-            "securityContext": {"fsGroup": 2000, "seLinuxOptions": {"type": "x"},
+            "securityContext": {"fsGroup": -2, "fsGroupChangePolicy": "Sometimes", "seLinuxOptions": {"type": "x"},
                 "seccompProfile": {"type": "Localhost", "localhostProfile": "../etc/shadow"},
                 "sysctls": [{"name": "vm.overcommit_memory", "value": "1"}]},
             "volumes": [{"name": "h", "hostPath": {"path": "relative", "type": "Directroy"}}],
@@ -2267,8 +2277,9 @@ mod tests {
             "spec.shareProcessNamespace: Forbidden: berth gives each container its own process namespace and does not implement a shared one",
             "spec.hostUsers: Forbidden: berth does not run pods in user namespaces of their own; leave hostUsers unset or true",
             "spec.ephemeralContainers: Forbidden: berth does not implement ephemeral containers; use exec",
-            "spec.securityContext.fsGroup: Forbidden: berth does not implement this field; supported fields are runAsUser, runAsGroup, runAsNonRoot, supplementalGroups, seccompProfile, sysctls",
-            "spec.securityContext.seLinuxOptions: Forbidden: berth does not implement this field; supported fields are runAsUser, runAsGroup, runAsNonRoot, supplementalGroups, seccompProfile, sysctls",
+            "spec.securityContext.fsGroup: Invalid value: -2: must be greater than or equal to 0",
+            "spec.securityContext.fsGroupChangePolicy: Unsupported value: \"Sometimes\": supported values: \"OnRootMismatch\", \"Always\"",
+            "spec.securityContext.seLinuxOptions: Forbidden: berth does not implement this field; supported fields are runAsUser, runAsGroup, runAsNonRoot, supplementalGroups, fsGroup, fsGroupChangePolicy, seccompProfile, sysctls",
             "spec.securityContext.seccompProfile.localhostProfile: Invalid value: \"../etc/shadow\": must be a relative path inside the node's seccomp directory, without '.' or '..' components",
             "spec.securityContext.sysctls[0].name: Forbidden: sysctl \"vm.overcommit_memory\" is not namespaced: a pod may set only net.*, kernel.shm*, kernel.msg*, kernel.sem and fs.mqueue.* sysctls",
             "spec.volumes[0].hostPath.path: Invalid value: \"relative\": must be an absolute path without '..'",

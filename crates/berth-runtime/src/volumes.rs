@@ -13,6 +13,7 @@
 //! and what was opened is bind-mounted to a staging point outside every volume, so swapping a
 //! component for a link afterwards changes nothing (the kubelet's fix for CVE-2017-1002101).
 
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
@@ -67,6 +68,7 @@ fn check_name(name: &str) -> Result<()> {
 pub fn empty_dir(pod_dir: &Path, name: &str, memory: bool, memory_limit: u64) -> Result<PathBuf> {
     check_name(name)?;
     let dir = pod_dir.join("volumes").join(name);
+    let made = !dir.exists();
     std::fs::create_dir_all(&dir).map_err(io(&dir))?;
     if memory {
         let mounted = std::fs::read_to_string("/proc/self/mountinfo")
@@ -91,10 +93,88 @@ pub fn empty_dir(pod_dir: &Path, name: &str, memory: bool, memory_limit: u64) ->
                 errno,
             })?;
         }
-    } else {
+    } else if made {
+        // Writable by whatever user the pod's containers run as (as Kubernetes makes it);
+        // the host's users cannot reach it through the data directory's 0700. A pod with an
+        // fsGroup gets 2770 instead (`set_group`).
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).map_err(io(&dir))?;
     }
     Ok(dir)
+}
+
+/// Gives a volume to the pod's `fsGroup`, as the kubelet does: the volume's directory (and,
+/// with `recursive`, everything in it) group-owned by `gid`; directories setgid, so what is
+/// made in them stays the group's; group access to match the owner's (files at least
+/// readable, and writable unless `read_only`). With a group, the top directory is 2770: not
+/// writable by others. Works on descriptors and leaves links alone.
+pub fn set_group(dir: &Path, gid: u32, read_only: bool, recursive: bool) -> Result<()> {
+    use rustix::fs::{AtFlags, FileType, Mode};
+    use std::os::fd::AsFd;
+    let err = |p: &Path| {
+        let p = p.to_path_buf();
+        move |e: rustix::io::Errno| VolumeError::Io {
+            path: p.display().to_string(),
+            source: e.into(),
+        }
+    };
+    let gid = Some(rustix::fs::Gid::from_raw(gid));
+    let root = berth_fs::open_root(dir).map_err(|e| VolumeError::Io {
+        path: dir.display().to_string(),
+        source: std::io::Error::other(e.to_string()),
+    })?;
+    rustix::fs::fchown(&root, None, gid).map_err(err(dir))?;
+    let top = if recursive && read_only {
+        0o2750
+    } else {
+        0o2770
+    };
+    rustix::fs::fchmod(&root, Mode::from(top)).map_err(err(dir))?;
+    if !recursive {
+        return Ok(());
+    }
+    let file_mask = if read_only { 0o440 } else { 0o660 };
+    let mut stack = vec![(root, dir.to_path_buf())];
+    while let Some((d, path)) = stack.pop() {
+        let mut names = Vec::new();
+        for entry in rustix::fs::Dir::read_from(&d).map_err(err(&path))? {
+            let entry = entry.map_err(err(&path))?;
+            let name = entry.file_name().to_owned();
+            if !matches!(name.to_bytes(), b"." | b"..") {
+                names.push(name);
+            }
+        }
+        for name in names {
+            let st =
+                rustix::fs::statat(&d, &name, AtFlags::SYMLINK_NOFOLLOW).map_err(err(&path))?;
+            let kind = FileType::from_raw_mode(st.st_mode);
+            if kind == FileType::Symlink {
+                continue;
+            }
+            rustix::fs::chownat(&d, &name, None, gid, AtFlags::SYMLINK_NOFOLLOW)
+                .map_err(err(&path))?;
+            let mode = st.st_mode & 0o7777;
+            if kind == FileType::Directory {
+                let sub = berth_fs::open_dir(
+                    d.as_fd(),
+                    Path::new(std::ffi::OsStr::from_bytes(name.to_bytes())),
+                    None,
+                )
+                .map_err(|e| VolumeError::Io {
+                    path: path.display().to_string(),
+                    source: std::io::Error::other(e.to_string()),
+                })?;
+                rustix::fs::fchmod(&sub, Mode::from(mode | 0o2550)).map_err(err(&path))?;
+                let child = path.join(std::ffi::OsStr::from_bytes(name.to_bytes()));
+                stack.push((sub, child));
+            } else if kind == FileType::RegularFile {
+                // Projected volumes are read-only to containers: nothing can swap this name
+                // for a link between the look above and this change.
+                rustix::fs::chmodat(&d, &name, Mode::from(mode | file_mask), AtFlags::empty())
+                    .map_err(err(&path))?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A named volume in the data directory (made on first use): it outlives every pod.

@@ -229,3 +229,54 @@ spec:
         assert_eq!(mode & 0o077, 0, "{} is {mode:o}", private.display());
     }
 }
+
+#[test]
+fn an_fs_group_owns_the_pods_volumes_and_joins_its_processes() {
+    let manifest = r#"
+apiVersion: v1
+kind: Secret
+metadata: {name: sec}
+data: {token: c2VjcmV0}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: grouped}
+spec:
+  securityContext: {runAsUser: 1000, runAsGroup: 1000, fsGroup: 3000}
+  volumes: [{name: scratch, emptyDir: {}}, {name: sec, secret: {secretName: sec, defaultMode: 256}}]
+  containers:
+  - name: c
+    image: host
+    command: ["sh", "-c", "echo groups $(id -G); echo mine > /scratch/note && echo wrote; echo token $(cat /sec/token); trap 'exit 0' TERM; while true; do sleep 0.1; done"]
+    volumeMounts: [{name: scratch, mountPath: /scratch}, {name: sec, mountPath: /sec}]
+"#;
+    let (_dir, _up, kc, data) = cluster_with(manifest);
+    container_status(&kc, "grouped", "c", "the grouped pod to run", |st| {
+        st["state"]["running"].is_object()
+    });
+    let uid = pod_uid(&kc, "grouped");
+    let log_file = data.join(format!("pods/{uid}/logs/c/0.log"));
+    let log = eventually(30, "the container's report", || {
+        let log = std::fs::read_to_string(&log_file).ok()?;
+        log.contains("token").then_some(log)
+    });
+    assert!(log.contains("groups 1000 3000"), "{log}");
+    assert!(log.contains("wrote"), "{log}");
+    // A uid-1000 process reads a 0400 root-owned Secret file through the group.
+    assert!(log.contains("token secret"), "{log}");
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let scratch = data.join(format!("pods/{uid}/volumes/scratch"));
+    let m = std::fs::metadata(&scratch).unwrap();
+    assert_eq!((m.gid(), m.permissions().mode() & 0o7777), (3000, 0o2770));
+    let note = std::fs::metadata(scratch.join("note")).unwrap();
+    assert_eq!(
+        note.gid(),
+        3000,
+        "a file made in the volume stays the group's"
+    );
+    let token = std::fs::metadata(data.join(format!("pods/{uid}/volumes/sec/token"))).unwrap();
+    assert_eq!(
+        (token.gid(), token.permissions().mode() & 0o777),
+        (3000, 0o440)
+    );
+}
