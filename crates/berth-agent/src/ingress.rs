@@ -273,14 +273,11 @@ impl Upstreams {
 /// took a request's framing otherwise than we did), and would be taken for the answer to the
 /// next client's request, so such a connection is dropped, never reused.
 fn quiet(io: &TcpStream) -> bool {
-    use std::os::fd::AsFd;
-    // A second handle on the same (non-blocking) socket, to peek without a wait.
-    let Ok(fd) = io.as_fd().try_clone_to_owned() else {
-        return false;
-    };
-    match std::net::TcpStream::from(fd).peek(&mut [0; 1]) {
-        Err(e) => e.kind() == std::io::ErrorKind::WouldBlock,
-        Ok(0) => false,
+    // One non-blocking peek on the socket itself: no wait, nothing taken from it.
+    let flags = rustix::net::RecvFlags::PEEK | rustix::net::RecvFlags::DONTWAIT;
+    match rustix::net::recv(io, &mut [0u8; 1], flags) {
+        Err(e) => e == rustix::io::Errno::AGAIN,
+        Ok((0, _)) => false,
         Ok(_) => {
             let peer = io.peer_addr().ok();
             tracing::warn!(
