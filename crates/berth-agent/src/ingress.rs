@@ -203,10 +203,6 @@ impl Table {
     }
 }
 
-/// How long a client may take to send its next request, and any read or write of a message
-/// may wait for progress (nginx's `keepalive_timeout` and `proxy_read_timeout` are 75 s and
-/// 60 s).
-const IDLE: Duration = Duration::from_secs(60);
 /// How long an endpoint may take to accept a connection before the next is tried.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Idle connections kept per endpoint.
@@ -318,6 +314,7 @@ async fn response_head<R, W>(
     client: &mut W,
     req: &h1::RequestHead,
     out: &mut Vec<u8>,
+    idle: Duration,
 ) -> Result<h1::ResponseHead, HeadError>
 where
     R: AsyncRead + Unpin,
@@ -335,14 +332,14 @@ where
                 buf.consume(r.len);
                 // HTTP/1.0 clients do not expect interim responses.
                 if !req.http10 {
-                    let w = tokio::time::timeout(IDLE, client.write_all(out)).await;
+                    let w = tokio::time::timeout(idle, client.write_all(out)).await;
                     if !matches!(w, Ok(Ok(()))) {
                         return Err(HeadError::ClientGone);
                     }
                 }
             }
             Ok(Some(r)) => return Ok(r),
-            Ok(None) => match tokio::time::timeout(IDLE, buf.fill(from)).await {
+            Ok(None) => match tokio::time::timeout(idle, buf.fill(from)).await {
                 Err(_) => return Err(HeadError::TimedOut),
                 Ok(Ok(0)) => return Err(HeadError::Ended("closed without answering".into())),
                 Ok(Err(e)) => return Err(HeadError::Ended(e.to_string())),
@@ -356,7 +353,8 @@ where
 /// Sends one request (`head`, then its body from `cbuf` and the client) to an endpoint of
 /// `pool` and its response back. The request goes to the next endpoint when it could not be
 /// sent, or when a kept-alive connection turns out closed; once sent to a new connection, only
-/// idempotent requests are sent again.
+/// idempotent requests are sent again. Any read or write of either message may wait `idle`
+/// (`--idle-timeout`) for progress, as nginx's `proxy_read_timeout`.
 #[allow(clippy::too_many_arguments)]
 async fn exchange(
     client: &mut TcpStream,
@@ -366,6 +364,7 @@ async fn exchange(
     rhead: &mut Vec<u8>,
     pool: &Pool,
     upstreams: &Upstreams,
+    idle: Duration,
 ) -> Outcome {
     // What of the body is here already goes in the write of the head.
     let mut body = h1::Body::new(req.framing);
@@ -390,7 +389,7 @@ async fn exchange(
             }
         };
         if !matches!(
-            tokio::time::timeout(IDLE, up.io.write_all(head)).await,
+            tokio::time::timeout(idle, up.io.write_all(head)).await,
             Ok(Ok(()))
         ) {
             last = format!("{addr}: the request could not be sent");
@@ -403,7 +402,7 @@ async fn exchange(
         let (resp, sent) = {
             let (mut cr, mut cw) = client.split();
             let (mut ur, mut uw) = up.io.split();
-            let recv = response_head(&mut ur, &mut up.buf, &mut cw, req, rhead);
+            let recv = response_head(&mut ur, &mut up.buf, &mut cw, req, rhead, idle);
             tokio::pin!(recv);
             // The rest of the body goes while the endpoint may answer already (it may refuse
             // the request early, or ask for the body with 100 Continue).
@@ -411,7 +410,7 @@ async fn exchange(
                 ((&mut recv).await, true)
             } else {
                 let mut none = Vec::new();
-                let send = h1::relay(&mut body, cbuf, &mut cr, &mut uw, &mut none, IDLE);
+                let send = h1::relay(&mut body, cbuf, &mut cr, &mut uw, &mut none, idle);
                 tokio::select! {
                     biased;
                     r = &mut recv => (r, false),
@@ -442,7 +441,7 @@ async fn exchange(
                 return Outcome::Failed(502, last);
             }
             Err(HeadError::TimedOut) => {
-                return Outcome::Failed(504, format!("{addr}: no answer in {IDLE:?}"));
+                return Outcome::Failed(504, format!("{addr}: no answer in {idle:?}"));
             }
             Err(HeadError::Malformed(e)) => return Outcome::Failed(502, format!("{addr}: {e}")),
             Err(HeadError::ClientGone) => return Outcome::Closed,
@@ -458,7 +457,7 @@ async fn exchange(
             return Outcome::Closed;
         }
         let mut rbody = h1::Body::new(resp.framing);
-        if let Err(e) = h1::relay(&mut rbody, &mut up.buf, &mut up.io, client, rhead, IDLE).await {
+        if let Err(e) = h1::relay(&mut rbody, &mut up.buf, &mut up.io, client, rhead, idle).await {
             tracing::debug!(error = ?e, endpoint = %addr, "a response broke off");
             return Outcome::Closed;
         }
@@ -550,6 +549,7 @@ async fn serve(
                     &mut rhead,
                     &pool,
                     &upstreams,
+                    limits.idle_timeout,
                 )
                 .await
             }
