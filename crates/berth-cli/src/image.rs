@@ -203,6 +203,7 @@ pub async fn run(
                 credentials,
                 auth_hosts,
                 parallel: 3,
+                stall_timeout: None,
             };
             let rec = pull(&store, &reference, &opts, &progress_printer()).await?;
             writeln!(out, "pulled {} ({})", rec.name, rec.manifest)?;

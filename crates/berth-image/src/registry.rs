@@ -56,6 +56,36 @@ pub struct PullOptions {
     pub auth_hosts: Vec<String>,
     /// Layers downloaded at once.
     pub parallel: usize,
+    /// How long a registry may send nothing of a body it is answering before the pull fails
+    /// ([`DEFAULT_STALL`] when not set).
+    pub stall_timeout: Option<Duration>,
+}
+
+/// How long a registry may go silent in the middle of a body (its headers are bounded by the
+/// request's own 60 s): a registry that stops sending cannot hold a pull, and the pod waiting
+/// on it, for ever.
+pub const DEFAULT_STALL: Duration = Duration::from_secs(60);
+
+/// The next frame of a registry's body, or an error naming the registry once it has sent
+/// nothing for `stall`.
+async fn next_frame(
+    body: &mut hyper::body::Incoming,
+    stall: Duration,
+    registry: &str,
+    what: &str,
+) -> Result<Option<hyper::body::Frame<Bytes>>, ImageError> {
+    match tokio::time::timeout(stall, body.frame()).await {
+        Err(_) => Err(ImageError::Registry {
+            registry: registry.to_string(),
+            message: format!(
+                "sent nothing for {} s while sending {}; the registry stalled",
+                stall.as_secs(),
+                what.strip_suffix(" is").unwrap_or(what)
+            ),
+        }),
+        Ok(None) => Ok(None),
+        Ok(Some(f)) => f.map(Some).map_err(|e| unreachable_err(registry, e)),
+    }
 }
 
 /// What a pull reports while it runs.
@@ -131,6 +161,7 @@ struct Session {
     auth: Option<String>,
     creds: Option<(String, String)>,
     auth_hosts: Vec<String>,
+    stall: Duration,
 }
 
 /// A URL's scheme and its host and port (`host:port`, the default port filled in), lower
@@ -191,6 +222,7 @@ async fn read_limited(
     limit: u64,
     what: &str,
     registry: &str,
+    stall: Duration,
 ) -> Result<Bytes, ImageError> {
     let too_large = || ImageError::Registry {
         registry: registry.to_string(),
@@ -209,8 +241,7 @@ async fn read_limited(
     }
     let mut body = resp.into_body();
     let mut out = Vec::with_capacity(declared.unwrap_or(0) as usize);
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| unreachable_err(registry, e))?;
+    while let Some(frame) = next_frame(&mut body, stall, registry, what).await? {
         if let Ok(data) = frame.into_data() {
             if out.len() as u64 + data.len() as u64 > limit {
                 return Err(too_large());
@@ -310,8 +341,14 @@ impl Session {
                     }
                     return Err(self.denied(&why));
                 }
-                let body =
-                    read_limited(resp, MAX_TOKEN, "the token answer is", &self.registry).await?;
+                let body = read_limited(
+                    resp,
+                    MAX_TOKEN,
+                    "the token answer is",
+                    &self.registry,
+                    self.stall,
+                )
+                .await?;
                 let v: Value = serde_json::from_slice(&body)
                     .map_err(|e| self.denied(&format!("bad token answer: {e}")))?;
                 let token = v["token"]
@@ -378,7 +415,7 @@ impl Session {
         what: &str,
     ) -> Result<Bytes, ImageError> {
         let resp = self.get(path, accept).await?;
-        read_limited(resp, limit, what, &self.registry).await
+        read_limited(resp, limit, what, &self.registry, self.stall).await
     }
 }
 
@@ -451,6 +488,7 @@ pub async fn pull(
             }
             hosts
         },
+        stall: opts.stall_timeout.unwrap_or(DEFAULT_STALL),
     };
     let wanted = match (&reference.digest, &reference.tag) {
         (Some(d), _) => d.to_string(),
@@ -613,17 +651,18 @@ async fn download(
         digest: layer.digest.clone(),
         size: layer.size,
     });
-    let (resp, registry) = {
+    let (resp, registry, stall) = {
         let mut s = s.lock().await;
         (
             s.get(&format!("blobs/{}", layer.digest), None).await?,
             s.registry.clone(),
+            s.stall,
         )
     };
     let mut body = resp.into_body();
     let mut reported = 0;
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| unreachable_err(&registry, e))?;
+    let what = format!("layer {}", layer.digest);
+    while let Some(frame) = next_frame(&mut body, stall, &registry, &what).await? {
         if let Ok(data) = frame.into_data() {
             if w.written() + data.len() as u64 > layer.size {
                 return Err(ImageError::Registry {

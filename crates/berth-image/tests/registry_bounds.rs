@@ -18,6 +18,8 @@ enum Reply {
     Full(String),
     /// This head, then body bytes until the client stops reading.
     Endless(String),
+    /// This head and a few bytes of the body, then silence with the connection held open.
+    Stall(String),
 }
 
 /// A one-request-per-connection HTTP server: records each request head, answers with
@@ -59,6 +61,11 @@ async fn server(ip: &str, answer: impl Fn(&str) -> Reply + Send + Sync + 'static
                 match answer(&head) {
                     Reply::Full(r) => {
                         let _ = c.write_all(r.as_bytes()).await;
+                    }
+                    Reply::Stall(h) => {
+                        if c.write_all(format!("{h}{{\"sch").as_bytes()).await.is_ok() {
+                            std::future::pending::<()>().await;
+                        }
                     }
                     Reply::Endless(h) => {
                         if c.write_all(h.as_bytes()).await.is_err() {
@@ -316,4 +323,26 @@ async fn a_layer_longer_than_its_descriptor_is_refused() {
     );
     assert!(sent_when_stopped(&reg).await < 16 << 20);
     assert!(store.list().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_registry_that_goes_silent_mid_body_fails_the_pull() {
+    let reg = server("127.0.0.1", |_| {
+        Reply::Stall(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/vnd.oci.image.manifest.v1+json\r\nContent-Length: 4000\r\n\r\n".into(),
+        )
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = ImageStore::open(dir.path()).unwrap();
+    let r = Reference::parse(&format!("{}/team/app:1", reg.addr)).unwrap();
+    let o = PullOptions {
+        stall_timeout: Some(std::time::Duration::from_secs(1)),
+        ..opts(reg.addr)
+    };
+    let e = refused(&store, &r, &o).await;
+    assert!(
+        e.contains("sent nothing for 1 s while sending the manifest of") && e.contains("stalled"),
+        "{e}"
+    );
 }
