@@ -194,6 +194,15 @@ fn quoted<S: AsRef<str>>(items: &[S]) -> String {
         .join(", ")
 }
 
+/// The names of the containers whose security context `bad` picks.
+fn names_where(containers: &[(String, &Value)], bad: impl Fn(&Value) -> bool) -> Vec<String> {
+    containers
+        .iter()
+        .filter(|(_, sc)| bad(sc))
+        .map(|(n, _)| n.clone())
+        .collect()
+}
+
 /// `container "a"` or `containers "a", "b"`.
 fn containers_named(names: &[String]) -> String {
     let word = if names.len() == 1 {
@@ -265,11 +274,9 @@ pub fn check(level: Level, spec: &Value) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
 
     if restricted {
-        let bad: Vec<String> = containers
-            .iter()
-            .filter(|(_, sc)| sc_bool(sc, "allowPrivilegeEscalation") != Some(false))
-            .map(|(n, _)| n.clone())
-            .collect();
+        let bad: Vec<String> = names_where(&containers, |sc| {
+            sc_bool(sc, "allowPrivilegeEscalation") != Some(false)
+        });
         if !bad.is_empty() {
             out.push(format!(
                 "allowPrivilegeEscalation != false ({} must set securityContext.allowPrivilegeEscalation=false)",
@@ -440,11 +447,8 @@ pub fn check(level: Level, spec: &Value) -> Vec<String> {
         ));
     }
 
-    let privileged: Vec<String> = containers
-        .iter()
-        .filter(|(_, sc)| sc_bool(sc, "privileged") == Some(true))
-        .map(|(n, _)| n.clone())
-        .collect();
+    let privileged: Vec<String> =
+        names_where(&containers, |sc| sc_bool(sc, "privileged") == Some(true));
     if !privileged.is_empty() {
         out.push(format!(
             "privileged ({} must not set securityContext.privileged=true)",
@@ -506,36 +510,24 @@ pub fn check(level: Level, spec: &Value) -> Vec<String> {
         if pod_nonroot == Some(false) {
             details.push("pod must not set securityContext.runAsNonRoot=false".to_string());
         }
-        let explicit_false: Vec<String> = containers
-            .iter()
-            .filter(|(_, sc)| sc_bool(sc, "runAsNonRoot") == Some(false))
-            .map(|(n, _)| n.clone())
-            .collect();
+        let explicit_false: Vec<String> =
+            names_where(&containers, |sc| sc_bool(sc, "runAsNonRoot") == Some(false));
         if !explicit_false.is_empty() {
             details.push(format!(
                 "{} must not set securityContext.runAsNonRoot=false",
                 containers_named(&explicit_false)
             ));
         }
-        let unset: Vec<String> = containers
-            .iter()
-            .filter(|(_, sc)| {
-                let user = sc.get("runAsUser").and_then(Value::as_i64).or(pod_user);
-                sc_bool(sc, "runAsNonRoot").is_none()
-                    && pod_nonroot != Some(true)
-                    && user.is_none_or(|u| u == 0)
-            })
-            .map(|(n, _)| n.clone())
-            .collect();
+        let unset: Vec<String> = names_where(&containers, |sc| {
+            let user = sc.get("runAsUser").and_then(Value::as_i64).or(pod_user);
+            sc_bool(sc, "runAsNonRoot").is_none()
+                && pod_nonroot != Some(true)
+                && user.is_none_or(|u| u == 0)
+        });
         if !unset.is_empty() {
-            let word = if unset.len() == 1 {
-                "container"
-            } else {
-                "containers"
-            };
             details.push(format!(
-                "pod or {word} {} must set securityContext.runAsNonRoot=true",
-                quoted(&unset)
+                "pod or {} must set securityContext.runAsNonRoot=true",
+                containers_named(&unset)
             ));
         }
         if !details.is_empty() {
@@ -546,11 +538,9 @@ pub fn check(level: Level, spec: &Value) -> Vec<String> {
         if pod_user == Some(0) {
             details.push("pod must not set runAsUser=0".to_string());
         }
-        let root: Vec<String> = containers
-            .iter()
-            .filter(|(_, sc)| sc.get("runAsUser").and_then(Value::as_i64) == Some(0))
-            .map(|(n, _)| n.clone())
-            .collect();
+        let root: Vec<String> = names_where(&containers, |sc| {
+            sc.get("runAsUser").and_then(Value::as_i64) == Some(0)
+        });
         if !root.is_empty() {
             details.push(format!(
                 "{} must not set runAsUser=0",
@@ -571,11 +561,8 @@ pub fn check(level: Level, spec: &Value) -> Vec<String> {
             "pod must not set securityContext.seccompProfile.type to \"Unconfined\"".to_string(),
         );
     }
-    let unconfined: Vec<String> = containers
-        .iter()
-        .filter(|(_, sc)| seccomp_type(sc) == Some("Unconfined"))
-        .map(|(n, _)| n.clone())
-        .collect();
+    let unconfined: Vec<String> =
+        names_where(&containers, |sc| seccomp_type(sc) == Some("Unconfined"));
     if !unconfined.is_empty() {
         details.push(format!(
             "{} must not set securityContext.seccompProfile.type to \"Unconfined\"",
@@ -583,20 +570,11 @@ pub fn check(level: Level, spec: &Value) -> Vec<String> {
         ));
     }
     if restricted && pod_type.is_none() {
-        let unset: Vec<String> = containers
-            .iter()
-            .filter(|(_, sc)| seccomp_type(sc).is_none())
-            .map(|(n, _)| n.clone())
-            .collect();
+        let unset: Vec<String> = names_where(&containers, |sc| seccomp_type(sc).is_none());
         if !unset.is_empty() {
-            let word = if unset.len() == 1 {
-                "container"
-            } else {
-                "containers"
-            };
             details.push(format!(
-                "pod or {word} {} must set securityContext.seccompProfile.type to \"RuntimeDefault\" or \"Localhost\"",
-                quoted(&unset)
+                "pod or {} must set securityContext.seccompProfile.type to \"RuntimeDefault\" or \"Localhost\"",
+                containers_named(&unset)
             ));
         }
     }
