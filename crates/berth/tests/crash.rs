@@ -15,17 +15,6 @@ use serde_json::json;
 const ROUNDS: usize = 20;
 const WRITERS: usize = 8;
 
-fn admin_token(dir: &std::path::Path) -> String {
-    let text = std::fs::read_to_string(dir.join("tokens.csv")).unwrap();
-    text.lines()
-        .find(|l| l.contains(",admin,"))
-        .unwrap()
-        .split(',')
-        .next()
-        .unwrap()
-        .to_string()
-}
-
 #[test]
 fn acknowledged_writes_survive_sigkill() {
     let dir = tempfile::tempdir().unwrap();
@@ -39,7 +28,11 @@ fn acknowledged_writes_survive_sigkill() {
     let mut total_acked = 0;
     for round in 0..ROUNDS {
         let server = BerthProcess::start("server", dir.path());
-        let client = Client::new(&server.url, &admin_token(dir.path()), &server.ca_pem());
+        let client = Client::new(
+            &server.url,
+            &common::admin_token(dir.path()),
+            &server.ca_pem(),
+        );
         rt.block_on(async {
             // Everything acknowledged before is still there, with its last value.
             let pending = std::mem::take(&mut *in_flight.lock().unwrap());

@@ -51,17 +51,6 @@ fn kill(mut server: BerthProcess) {
     drop(server);
 }
 
-fn admin_token(dir: &std::path::Path) -> String {
-    let text = std::fs::read_to_string(dir.join("tokens.csv")).unwrap();
-    text.lines()
-        .find(|l| l.contains(",admin,"))
-        .unwrap()
-        .split(',')
-        .next()
-        .unwrap()
-        .to_string()
-}
-
 /// What the writes so far came to.
 #[derive(Default)]
 struct Ledger {
@@ -176,7 +165,7 @@ fn a_full_disk_loses_no_acknowledged_object() {
     let log = logs.path().join("server.log");
     let rt = tokio::runtime::Runtime::new().unwrap();
     let server = start(&data, &log);
-    let client = Client::new(&server.url, &admin_token(&data), &server.ca_pem());
+    let client = Client::new(&server.url, &common::admin_token(&data), &server.ca_pem());
     let mut l = Ledger::default();
     rt.block_on(async {
         let cm = resolve("cm").unwrap();
@@ -238,7 +227,7 @@ fn a_full_disk_loses_no_acknowledged_object() {
     kill(server);
 
     let server = start(&data, &log);
-    let client = Client::new(&server.url, &admin_token(&data), &server.ca_pem());
+    let client = Client::new(&server.url, &common::admin_token(&data), &server.ca_pem());
     rt.block_on(async {
         check(&client, &l, "after SIGKILL and restart").await;
         for _ in 0..5 {
@@ -252,7 +241,7 @@ fn a_full_disk_loses_no_acknowledged_object() {
     kill(server);
     let filler = fs.fill("filler");
     let server = start(&data, &log);
-    let client = Client::new(&server.url, &admin_token(&data), &server.ca_pem());
+    let client = Client::new(&server.url, &common::admin_token(&data), &server.ca_pem());
     rt.block_on(async {
         check(&client, &l, "restarted on a full disk").await;
         let mut refused = 0;
@@ -275,7 +264,7 @@ fn a_full_disk_loses_no_acknowledged_object() {
     });
     kill(server);
     let server = start(&data, &log);
-    let client = Client::new(&server.url, &admin_token(&data), &server.ca_pem());
+    let client = Client::new(&server.url, &common::admin_token(&data), &server.ca_pem());
     rt.block_on(check(&client, &l, "after the last SIGKILL"));
     kill(server);
     let text = std::fs::read_to_string(&log).unwrap();

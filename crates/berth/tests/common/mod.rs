@@ -255,3 +255,15 @@ pub fn curl_host(ns: &str, url: &str, host: &str) -> (u16, String) {
     let (body, code) = out.rsplit_once('\n').unwrap_or(("", "0"));
     (code.trim().parse().unwrap_or(0), body.to_string())
 }
+
+/// The admin token a server wrote into its data dir's `tokens.csv`.
+pub fn admin_token(dir: &std::path::Path) -> String {
+    let text = std::fs::read_to_string(dir.join("tokens.csv")).unwrap();
+    text.lines()
+        .find(|l| l.contains(",admin,"))
+        .unwrap()
+        .split(',')
+        .next()
+        .unwrap()
+        .to_string()
+}
