@@ -38,6 +38,18 @@ pub enum FsError {
     },
 }
 
+/// As an I/O error, for callers whose errors carry one: the message (which names the path and
+/// the component) is kept, and so is the kind of an I/O cause.
+impl From<FsError> for std::io::Error {
+    fn from(e: FsError) -> std::io::Error {
+        let kind = match &e {
+            FsError::Io { source, .. } => source.kind(),
+            _ => std::io::ErrorKind::Other,
+        };
+        std::io::Error::new(kind, e.to_string())
+    }
+}
+
 impl FsError {
     /// The error's own I/O cause, when it has one (disk full, for example).
     pub fn raw_os_error(&self) -> Option<i32> {

@@ -41,10 +41,12 @@ pub enum VolumeError {
 
 type Result<T> = std::result::Result<T, VolumeError>;
 
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> VolumeError + '_ {
+/// An error about `path` from anything that is an I/O error at heart (`std::io::Error`, an
+/// errno, a `berth_fs` refusal).
+fn io<E: Into<std::io::Error>>(path: &Path) -> impl FnOnce(E) -> VolumeError + '_ {
     move |source| VolumeError::Io {
         path: path.display().to_string(),
-        source,
+        source: source.into(),
     }
 }
 
@@ -110,25 +112,15 @@ pub fn empty_dir(pod_dir: &Path, name: &str, memory: bool, memory_limit: u64) ->
 pub fn set_group(dir: &Path, gid: u32, read_only: bool, recursive: bool) -> Result<()> {
     use rustix::fs::{AtFlags, FileType, Mode};
     use std::os::fd::AsFd;
-    let err = |p: &Path| {
-        let p = p.to_path_buf();
-        move |e: rustix::io::Errno| VolumeError::Io {
-            path: p.display().to_string(),
-            source: e.into(),
-        }
-    };
     let gid = Some(rustix::fs::Gid::from_raw(gid));
-    let root = berth_fs::open_root(dir).map_err(|e| VolumeError::Io {
-        path: dir.display().to_string(),
-        source: std::io::Error::other(e.to_string()),
-    })?;
-    rustix::fs::fchown(&root, None, gid).map_err(err(dir))?;
+    let root = berth_fs::open_root(dir).map_err(io(dir))?;
+    rustix::fs::fchown(&root, None, gid).map_err(io(dir))?;
     let top = if recursive && read_only {
         0o2750
     } else {
         0o2770
     };
-    rustix::fs::fchmod(&root, Mode::from(top)).map_err(err(dir))?;
+    rustix::fs::fchmod(&root, Mode::from(top)).map_err(io(dir))?;
     if !recursive {
         return Ok(());
     }
@@ -136,22 +128,21 @@ pub fn set_group(dir: &Path, gid: u32, read_only: bool, recursive: bool) -> Resu
     let mut stack = vec![(root, dir.to_path_buf())];
     while let Some((d, path)) = stack.pop() {
         let mut names = Vec::new();
-        for entry in rustix::fs::Dir::read_from(&d).map_err(err(&path))? {
-            let entry = entry.map_err(err(&path))?;
+        for entry in rustix::fs::Dir::read_from(&d).map_err(io(&path))? {
+            let entry = entry.map_err(io(&path))?;
             let name = entry.file_name().to_owned();
             if !matches!(name.to_bytes(), b"." | b"..") {
                 names.push(name);
             }
         }
         for name in names {
-            let st =
-                rustix::fs::statat(&d, &name, AtFlags::SYMLINK_NOFOLLOW).map_err(err(&path))?;
+            let st = rustix::fs::statat(&d, &name, AtFlags::SYMLINK_NOFOLLOW).map_err(io(&path))?;
             let kind = FileType::from_raw_mode(st.st_mode);
             if kind == FileType::Symlink {
                 continue;
             }
             rustix::fs::chownat(&d, &name, None, gid, AtFlags::SYMLINK_NOFOLLOW)
-                .map_err(err(&path))?;
+                .map_err(io(&path))?;
             let mode = st.st_mode & 0o7777;
             if kind == FileType::Directory {
                 let sub = berth_fs::open_dir(
@@ -159,18 +150,15 @@ pub fn set_group(dir: &Path, gid: u32, read_only: bool, recursive: bool) -> Resu
                     Path::new(std::ffi::OsStr::from_bytes(name.to_bytes())),
                     None,
                 )
-                .map_err(|e| VolumeError::Io {
-                    path: path.display().to_string(),
-                    source: std::io::Error::other(e.to_string()),
-                })?;
-                rustix::fs::fchmod(&sub, Mode::from(mode | 0o2550)).map_err(err(&path))?;
+                .map_err(io(&path))?;
+                rustix::fs::fchmod(&sub, Mode::from(mode | 0o2550)).map_err(io(&path))?;
                 let child = path.join(std::ffi::OsStr::from_bytes(name.to_bytes()));
                 stack.push((sub, child));
             } else if kind == FileType::RegularFile {
                 // Projected volumes are read-only to containers: nothing can swap this name
                 // for a link between the look above and this change.
                 rustix::fs::chmodat(&d, &name, Mode::from(mode | file_mask), AtFlags::empty())
-                    .map_err(err(&path))?;
+                    .map_err(io(&path))?;
             }
         }
     }
@@ -228,41 +216,30 @@ pub fn project(dir: &Path, files: &[File]) -> Result<()> {
     use rustix::fs::{AtFlags, Mode, OFlags};
     use std::ffi::OsStr;
     use std::os::fd::AsFd;
-    use std::os::unix::ffi::OsStrExt;
     for f in files {
         check_path(&f.path)?;
     }
     std::fs::create_dir_all(dir).map_err(io(dir))?;
-    let fs_err = |e: berth_fs::FsError| VolumeError::Io {
-        path: dir.display().to_string(),
-        source: std::io::Error::other(e.to_string()),
-    };
-    let errno = |what: &str| {
-        let path = dir.join(what);
-        move |e: rustix::io::Errno| VolumeError::Io {
-            path: path.display().to_string(),
-            source: e.into(),
-        }
-    };
-    let root = berth_fs::open_root(dir).map_err(fs_err)?;
+    let root = berth_fs::open_root(dir).map_err(io(dir))?;
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());
     let version = format!("..{nanos}");
-    rustix::fs::mkdirat(&root, version.as_str(), Mode::from(0o755)).map_err(errno(&version))?;
-    let vdir = berth_fs::open_dir(root.as_fd(), Path::new(&version), None).map_err(fs_err)?;
+    rustix::fs::mkdirat(&root, version.as_str(), Mode::from(0o755))
+        .map_err(io(&dir.join(&version)))?;
+    let vdir = berth_fs::open_dir(root.as_fd(), Path::new(&version), None).map_err(io(dir))?;
     for f in files {
         let rel = Path::new(&f.path);
         let (parent, name) = berth_fs::split(rel).ok_or(VolumeError::BadPath(f.path.clone()))?;
         let pdir =
-            berth_fs::open_dir(vdir.as_fd(), parent, Some(Mode::from(0o755))).map_err(fs_err)?;
+            berth_fs::open_dir(vdir.as_fd(), parent, Some(Mode::from(0o755))).map_err(io(dir))?;
         let fd = rustix::fs::openat(
             &pdir,
             name,
             OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
             Mode::from(0o600),
         )
-        .map_err(errno(&f.path))?;
+        .map_err(io(&dir.join(&f.path)))?;
         let mut file = std::fs::File::from(fd);
         std::io::Write::write_all(&mut file, &f.contents).map_err(io(&dir.join(&f.path)))?;
         file.set_permissions(std::fs::Permissions::from_mode(f.mode))
@@ -273,8 +250,9 @@ pub fn project(dir: &Path, files: &[File]) -> Result<()> {
         .map(|t| t.into_bytes())
         .filter(|t| is_version(t));
     let _ = rustix::fs::unlinkat(&root, "..data_tmp", AtFlags::empty());
-    rustix::fs::symlinkat(version.as_str(), &root, "..data_tmp").map_err(errno("..data_tmp"))?;
-    rustix::fs::renameat(&root, "..data_tmp", &root, "..data").map_err(errno("..data"))?;
+    rustix::fs::symlinkat(version.as_str(), &root, "..data_tmp")
+        .map_err(io(&dir.join("..data_tmp")))?;
+    rustix::fs::renameat(&root, "..data_tmp", &root, "..data").map_err(io(&dir.join("..data")))?;
     // Top-level names point through ..data, so they follow the swap.
     let mut tops: Vec<&str> = files
         .iter()
@@ -289,13 +267,17 @@ pub fn project(dir: &Path, files: &[File]) -> Result<()> {
     for top in &tops {
         if is_link(OsStr::new(top)).is_err() {
             rustix::fs::symlinkat(format!("..data/{top}").as_str(), &root, *top)
-                .map_err(errno(top))?;
+                .map_err(io(&dir.join(top)))?;
         }
     }
     // Names no longer projected go: only the links made here, never what they point at.
     let mut stale = Vec::new();
-    for e in rustix::fs::Dir::read_from(&root).map_err(errno("."))? {
-        let name = e.map_err(errno("."))?.file_name().to_bytes().to_vec();
+    for e in rustix::fs::Dir::read_from(&root).map_err(io(&dir.join(".")))? {
+        let name = e
+            .map_err(io(&dir.join(".")))?
+            .file_name()
+            .to_bytes()
+            .to_vec();
         let name = OsStr::from_bytes(&name).to_os_string();
         let n = name.as_bytes();
         if !n.starts_with(b"..") && n != b"." && !tops.iter().any(|t| t.as_bytes() == n) {
@@ -354,7 +336,7 @@ pub fn sub_path(volume: &Path, sub: &str, staging: &Path) -> Result<PathBuf> {
         }
         Err(e) => return Err(fs_err(e)),
     };
-    let st = rustix::fs::fstat(&target).map_err(|e| io(volume)(e.into()))?;
+    let st = rustix::fs::fstat(&target).map_err(io(volume))?;
     let is_dir = match FileType::from_raw_mode(st.st_mode) {
         FileType::Directory => true,
         FileType::RegularFile => false,
@@ -374,10 +356,7 @@ pub fn sub_path(volume: &Path, sub: &str, staging: &Path) -> Result<PathBuf> {
     }
     // The descriptor, not the path: what is mounted is exactly what was checked.
     let proc = format!("/proc/self/fd/{}", target.as_raw_fd());
-    rustix::mount::mount_bind(proc.as_str(), staging).map_err(|e| VolumeError::Io {
-        path: staging.display().to_string(),
-        source: e.into(),
-    })?;
+    rustix::mount::mount_bind(proc.as_str(), staging).map_err(io(staging))?;
     Ok(staging.to_path_buf())
 }
 
