@@ -74,7 +74,7 @@ impl Layout {
             ),
             e => ImageError::Io {
                 path: self.path.join(rel).display().to_string(),
-                source: std::io::Error::other(e.to_string()),
+                source: e.into(),
             },
         })
     }
