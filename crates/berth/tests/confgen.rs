@@ -112,6 +112,9 @@ spec:
     )
 }
 
+/// The backends: a threaded Python server with a listen backlog of 128 (Python's default of
+/// 5 overflows under wrk's load on a busy CI machine: dropped SYNs cost a second each, and a
+/// readiness probe that meets them times out, so both pods could leave the config at once).
 const BACKENDS: &str = r#"
 apiVersion: apps/v1
 kind: Deployment
@@ -127,7 +130,7 @@ spec:
       containers:
       - name: web
         image: host
-        command: ["/usr/bin/python3", "-c", "import http.server, os\nclass H(http.server.BaseHTTPRequestHandler):\n    protocol_version = 'HTTP/1.1'\n    def do_GET(self):\n        b = (os.environ['HOSTNAME'] + ' ' + os.environ.get('VERSION', '1')).encode()\n        self.send_response(200)\n        self.send_header('Content-Length', str(len(b)))\n        self.end_headers()\n        self.wfile.write(b)\n    def log_message(self, *a):\n        pass\nhttp.server.ThreadingHTTPServer(('', 8080), H).serve_forever()\n"]
+        command: ["/usr/bin/python3", "-c", "import http.server, os\nclass H(http.server.BaseHTTPRequestHandler):\n    protocol_version = 'HTTP/1.1'\n    def do_GET(self):\n        b = (os.environ['HOSTNAME'] + ' ' + os.environ.get('VERSION', '1')).encode()\n        self.send_response(200)\n        self.send_header('Content-Length', str(len(b)))\n        self.end_headers()\n        self.wfile.write(b)\n    def log_message(self, *a):\n        pass\nclass S(http.server.ThreadingHTTPServer):\n    request_queue_size = 128\nS(('', 8080), H).serve_forever()\n"]
         env:
         - {name: VIRTUAL_HOST, value: web.example.test}
         - {name: VERSION, value: "1"}
@@ -137,6 +140,19 @@ spec:
           periodSeconds: 1
         lifecycle:
           preStop: {sleep: {seconds: 1}}
+"#;
+
+/// A wrk script counting the answers by status (each thread's tally is read back in `done`).
+const TALLY: &str = r#"
+local threads = {}
+function setup(thread) table.insert(threads, thread) end
+codes = {}
+function response(status, headers, body) codes[status] = (codes[status] or 0) + 1 end
+function done(summary, latency, requests)
+  for _, t in ipairs(threads) do
+    for status, n in pairs(t:get("codes")) do io.write(string.format("status %d: %d\n", status, n)) end
+  end
+end
 "#;
 
 /// The upstream servers in the rendered config.
@@ -241,6 +257,9 @@ fn a_config_template_keeps_nginx_in_step_with_the_pods_and_never_serves_a_broken
 
     // Load through nginx from another machine of the underlay while the Deployment scales
     // up and down and rolls out a new version.
+    // A wrk script that tallies the answers by status, so a failure says which ones came.
+    let tally = dir.join("tally.lua");
+    std::fs::write(&tally, TALLY).unwrap();
     let wrk = Command::new("ip")
         .args([
             "netns",
@@ -250,7 +269,9 @@ fn a_config_template_keeps_nginx_in_step_with_the_pods_and_never_serves_a_broken
             "-t1",
             "-c8",
             "-d90s",
+            "-s",
         ])
+        .arg(&tally)
         .args(["-H", "Host: web.example.test", &url])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -296,7 +317,8 @@ fn a_config_template_keeps_nginx_in_step_with_the_pods_and_never_serves_a_broken
     assert!(requests > 100, "wrk made too few requests:\n{report}");
     assert!(
         !report.contains("Socket errors") && !report.contains("Non-2xx"),
-        "requests failed while scaling and rolling out:\n{report}"
+        "requests failed while scaling and rolling out:\n{report}\nnginx's error log:\n{}",
+        std::fs::read_to_string(dir.join("error.log")).unwrap_or_default()
     );
 
     // A template change nginx rejects: the old config stays and serves; the error is in the
