@@ -1,7 +1,7 @@
 //! One worker per pod: makes the runtime match the pod's spec (sandbox, containers, restarts
 //! with back-off), reports the pod's status, and stops the pod gracefully when it is deleted.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -330,6 +330,9 @@ struct PodVolumes {
     /// The pod's directory; `subPath` staging points go under it.
     dir: PathBuf,
     by_name: HashMap<String, (PathBuf, bool)>,
+    /// The emptyDirs each container's user is let into (`grant_user`) as it starts: those
+    /// of a pod without an fsGroup.
+    per_user: HashSet<String>,
 }
 
 /// Expands `$(VAR)` in a `subPathExpr` from the container's environment, as the kubelet
@@ -577,6 +580,14 @@ fn container_config(
             ("", expr) => expand_sub_path(expr, &env),
             (sub, _) => sub.to_string(),
         };
+        if volumes.per_user.contains(name) {
+            let acl = berth_runtime::volumes::grant_user(src, uid)
+                .map_err(|e| format!("volume mount {name:?}: {e}"))?;
+            if !acl {
+                tracing::warn!(volume = name, dir = %src.display(),
+                    "the filesystem has no POSIX ACLs: this emptyDir is writable by every user of the host");
+            }
+        }
         // A subPath is resolved inside the volume by descriptor and bind-mounted to a point
         // of berth's own, so a link the container plants in the volume leads nowhere else.
         let source = if sub.is_empty() {
@@ -696,6 +707,7 @@ fn sync_blocking(
     let mut volumes = PodVolumes {
         dir: dir.clone(),
         by_name: HashMap::new(),
+        per_user: HashSet::new(),
     };
     // The pod's fsGroup owns its emptyDirs and projected volumes (hostPaths stay as they are).
     let fs_group = pod
@@ -715,9 +727,12 @@ fn sync_blocking(
             let limit = quantity(ed, "/sizeLimit").map_or(0, |q| q.units_ceil().max(0) as u64);
             let p = berth_runtime::volumes::empty_dir(&dir, &name, memory, limit)
                 .map_err(|e| e.to_string())?;
-            if let Some(g) = fs_group {
-                berth_runtime::volumes::set_group(&p, g, false, false)
-                    .map_err(|e| e.to_string())?;
+            match fs_group {
+                Some(g) => berth_runtime::volumes::set_group(&p, g, false, false)
+                    .map_err(|e| e.to_string())?,
+                None => {
+                    volumes.per_user.insert(name.clone());
+                }
             }
             p
         } else if let Some(hp) = v.get("hostPath") {

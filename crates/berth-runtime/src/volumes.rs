@@ -79,9 +79,9 @@ pub fn empty_dir(pod_dir: &Path, name: &str, memory: bool, memory_limit: u64) ->
             .any(|l| l.split(' ').nth(4) == Some(&dir.display().to_string()));
         if !mounted {
             let opts = if memory_limit > 0 {
-                format!("mode=1777,size={memory_limit}")
+                format!("mode=0700,size={memory_limit}")
             } else {
-                "mode=1777".to_string()
+                "mode=0700".to_string()
             };
             mount(
                 Some("tmpfs"),
@@ -96,12 +96,91 @@ pub fn empty_dir(pod_dir: &Path, name: &str, memory: bool, memory_limit: u64) ->
             })?;
         }
     } else if made {
-        // Writable by whatever user the pod's containers run as (as Kubernetes makes it);
-        // the host's users cannot reach it through the data directory's 0700. A pod with an
-        // fsGroup gets 2770 instead (`set_group`).
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).map_err(io(&dir))?;
+        // Root's alone until the pod's users are let in: its fsGroup (`set_group`), or each
+        // container's user (`grant_user`). Never writable by every user of the host, as
+        // Kubernetes' 0777 emptyDirs are.
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).map_err(io(&dir))?;
     }
     Ok(dir)
+}
+
+/// POSIX ACL entry tags and the version of the `system.posix_acl_access` format.
+const ACL_VERSION: u32 = 2;
+const ACL_USER_OBJ: u16 = 0x01;
+const ACL_USER: u16 = 0x02;
+const ACL_GROUP_OBJ: u16 = 0x04;
+const ACL_MASK: u16 = 0x10;
+const ACL_OTHER: u16 = 0x20;
+const ACL_XATTR: &str = "system.posix_acl_access";
+
+/// The named users of an access ACL (`user:UID:...` entries), or none when there is no ACL
+/// or it cannot be read as one.
+fn acl_users(raw: &[u8]) -> Vec<u32> {
+    if raw.len() < 4 || u32::from_le_bytes([raw[0], raw[1], raw[2], raw[3]]) != ACL_VERSION {
+        return Vec::new();
+    }
+    raw[4..]
+        .chunks_exact(8)
+        .filter(|e| u16::from_le_bytes([e[0], e[1]]) == ACL_USER)
+        .map(|e| u32::from_le_bytes([e[4], e[5], e[6], e[7]]))
+        .collect()
+}
+
+/// An access ACL giving rwx to the owner and to each of `users`, and nothing to the owning
+/// group or to others: entries in the kernel's order (by tag, then id).
+fn acl_for(users: &[u32]) -> Vec<u8> {
+    let mut out = ACL_VERSION.to_le_bytes().to_vec();
+    let mut entry = |tag: u16, perm: u16, id: u32| {
+        out.extend_from_slice(&tag.to_le_bytes());
+        out.extend_from_slice(&perm.to_le_bytes());
+        out.extend_from_slice(&id.to_le_bytes());
+    };
+    const UNDEFINED: u32 = u32::MAX;
+    entry(ACL_USER_OBJ, 7, UNDEFINED);
+    for u in users {
+        entry(ACL_USER, 7, *u);
+    }
+    entry(ACL_GROUP_OBJ, 0, UNDEFINED);
+    entry(ACL_MASK, 7, UNDEFINED);
+    entry(ACL_OTHER, 0, UNDEFINED);
+    out
+}
+
+/// Lets the user `uid` (a container's) read and write an emptyDir of its pod without opening
+/// it to every user of the host: the directory keeps its owner (root) and no access for
+/// others, and gains a POSIX ACL entry `user:uid:rwx`, added once per user. Root owns it
+/// already. On a filesystem without ACLs the directory is opened to all instead (as
+/// Kubernetes makes every emptyDir) and `Ok(false)` says so. Works on a descriptor of the
+/// directory and follows no link.
+pub fn grant_user(dir: &Path, uid: u32) -> Result<bool> {
+    use rustix::fs::{Mode, XattrFlags};
+    let root = berth_fs::open_root(dir).map_err(io(dir))?;
+    let st = rustix::fs::fstat(&root).map_err(io(dir))?;
+    if uid == st.st_uid {
+        return Ok(true);
+    }
+    let open_to_all = || {
+        rustix::fs::fchmod(&root, Mode::from((st.st_mode & 0o7777) | 0o777))
+            .map(|()| false)
+            .map_err(io(dir))
+    };
+    let mut buf = vec![0u8; 4096];
+    let mut users = match rustix::fs::fgetxattr(&root, ACL_XATTR, &mut buf) {
+        Ok(n) => acl_users(&buf[..n]),
+        Err(rustix::io::Errno::NODATA) => Vec::new(),
+        Err(rustix::io::Errno::NOTSUP) => return open_to_all(),
+        Err(e) => return Err(io(dir)(e)),
+    };
+    if users.contains(&uid) {
+        return Ok(true);
+    }
+    users.push(uid);
+    users.sort_unstable();
+    match rustix::fs::fsetxattr(&root, ACL_XATTR, &acl_for(&users), XattrFlags::empty()) {
+        Ok(()) => Ok(true),
+        Err(rustix::io::Errno::NOTSUP) => open_to_all(),
+        Err(e) => Err(io(dir)(e)),
+    }
 }
 
 /// Gives a volume to the pod's `fsGroup`, as the kubelet does: the volume's directory (and,
@@ -468,6 +547,24 @@ mod tests {
         std::os::unix::fs::symlink(&victim, v.join(&current)).unwrap();
         project(&v, &[file("inner/precious", "overwritten")]).unwrap();
         intact();
+    }
+
+    #[test]
+    fn each_user_is_granted_once_and_others_get_nothing() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let v = empty_dir(d.path(), "scratch", false, 0).unwrap();
+        assert!(grant_user(&v, 0).unwrap(), "root owns it already");
+        for uid in [2000, 1000, 2000] {
+            assert!(grant_user(&v, uid).unwrap());
+        }
+        let mut buf = [0u8; 256];
+        let n = rustix::fs::getxattr(&v, ACL_XATTR, &mut buf).unwrap();
+        assert_eq!(acl_users(&buf[..n]), vec![1000, 2000]);
+        assert_eq!(&buf[..n], acl_for(&[1000, 2000]).as_slice());
+        let mode = std::fs::metadata(&v).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o770, "the group bits are the ACL's mask");
+        assert_eq!(acl_users(b"junk"), Vec::<u32>::new());
     }
 
     #[test]

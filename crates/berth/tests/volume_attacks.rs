@@ -183,12 +183,17 @@ kind: Pod
 metadata: {name: small}
 spec:
   securityContext: {runAsUser: 1000, runAsGroup: 1000}
-  volumes: [{name: scratch, emptyDir: {sizeLimit: 1Mi}}]
+  volumes: [{name: scratch, emptyDir: {sizeLimit: 1Mi}}, {name: mem, emptyDir: {medium: Memory}}]
   containers:
   - name: c
     image: host
-    command: ["sh", "-c", "echo mine > /scratch/note && echo wrote; trap 'exit 0' TERM; while true; do sleep 0.1; done"]
-    volumeMounts: [{name: scratch, mountPath: /scratch}]
+    command: ["sh", "-c", "echo mine > /scratch/note && echo mem > /mem/note && echo wrote; trap 'exit 0' TERM; while true; do sleep 0.1; done"]
+    volumeMounts: [{name: scratch, mountPath: /scratch}, {name: mem, mountPath: /mem}]
+  - name: d
+    image: host
+    securityContext: {runAsUser: 2000}
+    command: ["sh", "-c", "echo other > /scratch/other && echo mem > /mem/other && echo wrote; trap 'exit 0' TERM; while true; do sleep 0.1; done"]
+    volumeMounts: [{name: scratch, mountPath: /scratch}, {name: mem, mountPath: /mem}]
 "#;
     let (_dir, _up, kc, data) = cluster_with(manifest);
     let p = eventually(60, "the filler to be evicted", || {
@@ -203,13 +208,40 @@ spec:
     container_status(&kc, "filler", "c", "the filler's container to stop", |st| {
         st["state"]["terminated"].is_object()
     });
-    // A pod within its limit runs on, and a container user other than root can write to
-    // its emptyDir, which no unprivileged user of the host can reach.
+    // A pod within its limit runs on; its containers' users (two, neither root) can write
+    // to its emptyDirs, on disk and in memory, which no other user of the host can: not
+    // through the data directory, and not even from inside the directory.
     let uid = pod_uid(&kc, "small");
-    let note = data.join(format!("pods/{uid}/volumes/scratch/note"));
-    eventually(30, "the non-root container's file", || {
-        (std::fs::read_to_string(&note).ok()? == "mine\n").then_some(())
+    let volume = |name: &str| data.join(format!("pods/{uid}/volumes/{name}"));
+    let note = volume("scratch").join("note");
+    eventually(30, "the non-root containers' files", || {
+        let read = |v: &str, f: &str| std::fs::read_to_string(volume(v).join(f)).ok();
+        (read("scratch", "note")? == "mine\n"
+            && read("scratch", "other")? == "other\n"
+            && read("mem", "note")? == "mem\n"
+            && read("mem", "other")? == "mem\n")
+            .then_some(())
     });
+    use std::os::unix::fs::PermissionsExt;
+    for v in ["scratch", "mem"] {
+        let mode = std::fs::metadata(volume(v)).unwrap().permissions().mode();
+        assert_eq!(mode & 0o007, 0, "emptyDir {v} is {mode:o}");
+        let inside = std::process::Command::new("setpriv")
+            .args([
+                "--reuid=3000",
+                "--regid=3000",
+                "--clear-groups",
+                "touch",
+                "from-host",
+            ])
+            .current_dir(volume(v))
+            .output()
+            .unwrap();
+        assert!(
+            !inside.status.success(),
+            "a host user with its working directory in emptyDir {v} wrote there"
+        );
+    }
     assert_ne!(
         get_json(&kc, &["pod", "small"])["status"]["phase"],
         "Failed"
@@ -223,7 +255,6 @@ spec:
         !host_user.status.success(),
         "an unprivileged host user wrote into an emptyDir"
     );
-    use std::os::unix::fs::PermissionsExt;
     for private in [data.clone(), data.join("pods"), data.join("images")] {
         let mode = std::fs::metadata(&private).unwrap().permissions().mode();
         assert_eq!(mode & 0o077, 0, "{} is {mode:o}", private.display());
