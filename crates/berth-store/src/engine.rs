@@ -120,6 +120,11 @@ pub(crate) struct Engine {
     pub(crate) options: StoreOptions,
     shutdown: AtomicBool,
     threads: Mutex<Vec<JoinHandle<()>>>,
+    /// Fault injection for this crate's unit tests (etcd's failpoints in spirit): so many of
+    /// the next group commits fail their database commit, after their log append, with a
+    /// full disk. A real disk cannot be made to fail at exactly that step on demand.
+    #[cfg(test)]
+    pub(crate) fail_commits: std::sync::atomic::AtomicUsize,
 }
 
 fn db_err(path: &str) -> impl Fn(redb::Error) -> StoreError + '_ {
@@ -281,6 +286,8 @@ impl Engine {
             options,
             shutdown: AtomicBool::new(false),
             threads: Mutex::new(Vec::new()),
+            #[cfg(test)]
+            fail_commits: std::sync::atomic::AtomicUsize::new(0),
         });
         let mut state = WriterState {
             revision,
@@ -810,6 +817,16 @@ impl Engine {
                 // the log has cut off whatever part of the records reached it).
                 wal.append(&log).inspect_err(|_| log_failed = true)?;
                 state.dirty = true;
+            }
+            #[cfg(test)]
+            if self
+                .fail_commits
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+            {
+                drop(w);
+                let full = std::io::Error::from(std::io::ErrorKind::StorageFull);
+                return Err(crate::io_error(format!("database {}", self.path), &full));
             }
             tryd!(self, w.commit());
             Ok(())
@@ -1578,4 +1595,43 @@ enum Outcome {
     Txn(TxnResponse),
     Lease(u64),
     Compacted,
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+
+    use crate::{Origin, Store, StoreError, StoreOptions};
+
+    /// A group commit whose records reached the log but whose database commit failed is
+    /// answered with the error and cut from the log: neither the reopen that follows the
+    /// failure nor a restart replays it, and revisions stay gapless.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_commit_that_fails_after_its_log_append_leaves_nothing_to_replay() {
+        let d = tempfile::tempdir().unwrap();
+        let me = || Origin::new("alice", "create");
+        let s = Store::open(d.path(), StoreOptions::default()).unwrap();
+        s.put(b"/k/a", b"1", me()).await.unwrap();
+        s.engine.fail_commits.store(1, Ordering::SeqCst);
+        match s.put(b"/k/refused", b"2", me()).await {
+            Err(StoreError::DiskFull(m)) => assert!(m.contains("database"), "{m}"),
+            other => panic!("not a disk-full error: {other:?}"),
+        }
+        s.put(b"/k/c", b"3", me()).await.unwrap();
+        let check = |s: &Store, when: &str| {
+            assert!(s.get(b"/k/refused").unwrap().is_none(), "{when}: replayed");
+            assert_eq!(s.get(b"/k/a").unwrap().unwrap().value, b"1", "{when}");
+            let c = s.get(b"/k/c").unwrap().unwrap();
+            assert_eq!(
+                (c.value.as_slice(), c.mod_revision),
+                (&b"3"[..], 2),
+                "{when}"
+            );
+            assert_eq!(s.current_revision(), 2, "{when}");
+        };
+        check(&s, "after the failure");
+        drop(s);
+        let s = Store::open(d.path(), StoreOptions::default()).unwrap();
+        check(&s, "reopened");
+    }
 }

@@ -251,3 +251,58 @@ async fn fill_free_reopen(options: StoreOptions, roomy: bool) {
     let s = open();
     l.check(&s, "reopened after the full-disk open");
 }
+
+/// The log has room but the database does not (the log on a filesystem of its own, the
+/// database's full, and a page cache small enough that a write goes to the file): every
+/// write that cannot reach the database is refused with a disk-full error and leaves no
+/// record in the log, so no reopen or restart replays it; once space is freed, writes
+/// succeed again. (The commit that fails after its log append, which a real disk cannot be
+/// made to do on demand, is the engine's unit test with an injected failure.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_database_with_a_roomy_log_logs_no_refused_write() {
+    let db_fs = Tmpfs::mount("8m");
+    let log_fs = Tmpfs::mount("64m");
+    let dir = db_fs.path().join("store");
+    std::fs::create_dir(&dir).unwrap();
+    std::os::unix::fs::symlink(log_fs.path(), dir.join("wal")).unwrap();
+    let options = StoreOptions {
+        cache_size: 64 * 1024,
+        ..Default::default()
+    };
+    let open = || Store::open(&dir, options.clone()).unwrap();
+    let mut l = Ledger::default();
+    let s = open();
+    for _ in 0..10 {
+        assert!(l.put(&s).await, "a write with room to spare failed");
+    }
+    let log_size = || -> u64 {
+        std::fs::read_dir(log_fs.path())
+            .unwrap()
+            .map(|e| e.unwrap().metadata().unwrap().len())
+            .sum()
+    };
+    let filler = db_fs.fill("filler");
+    let mut refused = 0;
+    for _ in 0..40 {
+        let before = log_size();
+        if !l.put(&s).await {
+            refused += 1;
+            assert!(
+                log_size() <= before,
+                "a refused write left its record in the log"
+            );
+        }
+    }
+    assert!(
+        refused >= 20,
+        "only {refused} of 40 writes failed with the database's disk full"
+    );
+    std::fs::remove_file(&filler).unwrap();
+    for _ in 0..5 {
+        assert!(l.put(&s).await, "a write failed after space was freed");
+    }
+    l.check(&s, "freed");
+    drop(s);
+    let s = open();
+    l.check(&s, "reopened");
+}
