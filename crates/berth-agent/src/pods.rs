@@ -237,7 +237,7 @@ async fn projected(
         for (k, v) in data {
             let text = v.as_str().unwrap_or("");
             let bytes = if secret {
-                berth_api::validate::base64_decode(text).unwrap_or_default()
+                berth_api::base64::decode(text).unwrap_or_default()
             } else {
                 text.as_bytes().to_vec()
             };
@@ -248,7 +248,7 @@ async fn projected(
         for (k, v) in data {
             add(
                 k,
-                berth_api::validate::base64_decode(v.as_str().unwrap_or("")).unwrap_or_default(),
+                berth_api::base64::decode(v.as_str().unwrap_or("")).unwrap_or_default(),
             );
         }
     }
@@ -469,10 +469,8 @@ fn container_config(
         {
             let text = v.as_str().unwrap_or("");
             let value = if secret {
-                String::from_utf8_lossy(
-                    &berth_api::validate::base64_decode(text).unwrap_or_default(),
-                )
-                .into_owned()
+                String::from_utf8_lossy(&berth_api::base64::decode(text).unwrap_or_default())
+                    .into_owned()
             } else {
                 text.to_string()
             };
@@ -504,10 +502,10 @@ fn container_config(
                 })
                 .and_then(Value::as_str);
             match found {
-                Some(v) if secret => String::from_utf8_lossy(
-                    &berth_api::validate::base64_decode(v).unwrap_or_default(),
-                )
-                .into_owned(),
+                Some(v) if secret => {
+                    String::from_utf8_lossy(&berth_api::base64::decode(v).unwrap_or_default())
+                        .into_owned()
+                }
                 Some(v) => v.to_string(),
                 None if optional => continue,
                 None => {

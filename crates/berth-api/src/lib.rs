@@ -4,7 +4,9 @@
 //! it is a pure function of its inputs, so the API server, the CLI and future controllers share
 //! one definition of what a valid object is.
 
+pub mod base64;
 pub mod configtemplate;
+pub mod duration;
 pub mod kinds;
 pub mod manifest;
 pub mod names;

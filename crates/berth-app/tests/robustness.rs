@@ -252,7 +252,7 @@ const PLAIN: [&str; 3] = [
 ];
 
 fn base64(s: &str) -> String {
-    berth_api::validate::base64_encode(s.as_bytes())
+    berth_api::base64::encode(s.as_bytes())
 }
 
 /// Fails when `text` holds any of the Secret's values, plain or base64.

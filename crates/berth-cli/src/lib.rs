@@ -241,22 +241,6 @@ pub enum Verb {
     Version,
 }
 
-/// A duration as users write it: `7d`, `12h`, `30m`, `45s` (or bare seconds).
-pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
-    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration like 7d, 12h, 30m or 45s"))?;
-    let secs = match unit {
-        "d" => n * 86400,
-        "h" => n * 3600,
-        "m" => n * 60,
-        "s" | "" => n,
-        _ => return Err(format!("{s:?}: unknown unit {unit:?}; use d, h, m or s")),
-    };
-    Ok(std::time::Duration::from_secs(secs))
-}
-
 /// The default kubeconfig `berth up` writes: `$XDG_DATA_HOME/berth/kubeconfig.yaml`.
 pub fn default_data_dir() -> PathBuf {
     if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|x| !x.is_empty()) {
@@ -933,8 +917,8 @@ async fn describe(
         let kind_secret = kind.kind == "Secret" && k == "data";
         if kind_secret {
             for (dk, dv) in v.as_object().cloned().unwrap_or_default() {
-                let len = berth_api::validate::base64_decode(dv.as_str().unwrap_or(""))
-                    .map_or(0, |b| b.len());
+                let len =
+                    berth_api::base64::decode(dv.as_str().unwrap_or("")).map_or(0, |b| b.len());
                 writeln!(out, "  {dk}:  {len} bytes")?;
             }
             continue;

@@ -123,7 +123,8 @@ fn unreachable_err(registry: &str, e: impl std::fmt::Display) -> ImageError {
 }
 
 fn b64(s: &str) -> String {
-    berth_api::validate::base64_encode(s.as_bytes())
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(s)
 }
 
 /// Parses `Bearer realm="...",service="...",scope="..."` (or `Basic realm=...`).
