@@ -4,6 +4,7 @@ use std::io::Write;
 
 use serde_json::Value;
 
+use crate::apply::{Applied, Failed, apply_one};
 use crate::{Ctx, manifests, print};
 
 /// YAML of an object for diffs: without the fields that change on every write.
@@ -38,36 +39,11 @@ pub(crate) async fn diff(
 ) -> anyhow::Result<i32> {
     let mut changed = false;
     for it in items {
-        let ns = it.object.namespace().map(String::from);
-        let ns = ns.as_deref().filter(|_| it.kind.namespaced);
-        let name = it.object.name().to_string();
-        let desired = manifests::with_last_applied(&it.object);
-        let (live, merged) = match ctx.client.get(it.kind, ns, &name).await {
-            Err(e) if e.code() == Some(404) => (
-                Value::Null,
-                ctx.client
-                    .create(it.kind, ns, &desired.as_value(), "dryRun=All")
-                    .await?,
-            ),
-            Err(e) => return Err(e.into()),
-            Ok(live) => {
-                let patch = manifests::patch_against(&live, &desired);
-                let merged = if patch.is_empty() {
-                    live.clone()
-                } else {
-                    ctx.client
-                        .patch(
-                            it.kind,
-                            ns,
-                            &name,
-                            "application/merge-patch+json",
-                            &Value::Object(patch),
-                            "dryRun=All",
-                        )
-                        .await?
-                };
-                (live, merged)
-            }
+        let (live, merged) = match apply_one(ctx, &it, "dryRun=All").await {
+            Ok(Applied::Created(merged)) => (Value::Null, merged),
+            Ok(Applied::Unchanged(live)) => (live.clone(), live),
+            Ok(Applied::Configured { live, merged }) => (live, merged),
+            Err(Failed::Reading(e) | Failed::Writing(e)) => return Err(e.into()),
         };
         let mut merged = merged;
         if live.is_null() {
@@ -81,7 +57,7 @@ pub(crate) async fn diff(
         let (a, b) = (diffable(&live), diffable(&merged));
         if a != b {
             changed = true;
-            let label = format!("{}/{}", it.kind.qualified_singular(), name);
+            let label = format!("{}/{}", it.kind.qualified_singular(), it.object.name());
             write!(
                 out,
                 "{}",
