@@ -1,10 +1,9 @@
 //! Cluster objects: Events, Leases, Nodes (taints) and Namespaces.
 
+use super::walker::V;
 use crate::names;
 use crate::object::Object;
 use crate::status::FieldError;
-
-use super::walker::V;
 
 pub(super) fn validate_event(v: &mut V, obj: &Object) {
     match v.obj("involvedObject", obj.get("involvedObject")) {

@@ -3,11 +3,10 @@
 
 use serde_json::Value;
 
+use super::walker::V;
 use crate::names;
 use crate::object::Object;
 use crate::status::FieldError;
-
-use super::walker::V;
 
 fn check_base64(s: &str) -> Option<String> {
     crate::base64::decode(s)

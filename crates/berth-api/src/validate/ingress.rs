@@ -2,11 +2,10 @@
 
 use serde_json::Value;
 
+use super::walker::{V, describe};
 use crate::names;
 use crate::object::Object;
 use crate::status::FieldError;
-
-use super::walker::{V, describe};
 
 /// An Ingress backend: a Service and one of its ports (by number or name).
 fn validate_ingress_backend(v: &mut V, path: &str, b: Option<&Value>) {

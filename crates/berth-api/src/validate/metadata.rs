@@ -3,12 +3,11 @@
 
 use serde_json::Value;
 
+use super::walker::V;
 use crate::kinds::ResourceKind;
 use crate::names;
 use crate::object::Object;
 use crate::status::FieldError;
-
-use super::walker::V;
 
 /// Which name syntax a kind requires.
 fn name_check(kind: &ResourceKind) -> fn(&str) -> Option<String> {

@@ -4,12 +4,11 @@
 
 use serde_json::{Map, Value};
 
-use crate::names;
-use crate::status::FieldError;
-
 use super::MAX_INT32;
 use super::security::{validate_container_security, validate_pod_security};
 use super::walker::{V, describe};
+use crate::names;
+use crate::status::FieldError;
 
 fn validate_resources(v: &mut V, path: &str, r: Option<&Value>) {
     let Some(r) = v.obj(path, r) else { return };

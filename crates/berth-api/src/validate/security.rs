@@ -4,9 +4,8 @@
 
 use serde_json::{Map, Value};
 
-use crate::status::FieldError;
-
 use super::walker::V;
+use crate::status::FieldError;
 
 /// Container securityContext fields berth gives their real effect.
 const CONTAINER_SECURITY_FIELDS: &[&str] = &[

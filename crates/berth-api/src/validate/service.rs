@@ -3,12 +3,11 @@
 
 use serde_json::Value;
 
+use super::pod::validate_port_ref;
+use super::walker::{V, describe};
 use crate::names;
 use crate::object::Object;
 use crate::status::FieldError;
-
-use super::pod::validate_port_ref;
-use super::walker::{V, describe};
 
 pub(super) fn validate_service(v: &mut V, obj: &Object) {
     let Some(spec) = v.obj("spec", obj.get("spec")) else {

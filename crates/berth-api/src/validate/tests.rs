@@ -1,8 +1,9 @@
 //! Validation and defaulting, kind by kind, through the public entry points.
 
+use serde_json::json;
+
 use super::*;
 use crate::kinds::resolve;
-use serde_json::json;
 
 fn obj(v: Value) -> Object {
     Object::from_value(v).unwrap()

@@ -4,11 +4,10 @@
 
 use serde_json::Value;
 
+use super::walker::{V, describe};
 use crate::kinds::ResourceKind;
 use crate::object::Object;
 use crate::status::FieldError;
-
-use super::walker::{V, describe};
 
 fn immutable(v: &mut V, path: &str, old: Option<&Value>, new: Option<&Value>) {
     if old != new {

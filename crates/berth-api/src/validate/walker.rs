@@ -5,10 +5,9 @@
 
 use serde_json::{Map, Value};
 
+use super::MAX_INT32;
 use crate::quantity::Quantity;
 use crate::status::FieldError;
-
-use super::MAX_INT32;
 
 /// Collects field errors while walking an object.
 #[derive(Default)]

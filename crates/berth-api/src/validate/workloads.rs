@@ -3,14 +3,13 @@
 
 use serde_json::{Map, Value};
 
+use super::MAX_INT32;
+use super::pod::validate_pod_spec;
+use super::walker::{V, describe};
 use crate::names;
 use crate::object::Object;
 use crate::selector::LabelSelector;
 use crate::status::FieldError;
-
-use super::MAX_INT32;
-use super::pod::validate_pod_spec;
-use super::walker::{V, describe};
 
 fn validate_template(v: &mut V, kind: &str, spec: &Map<String, Value>) {
     let selector = match v.obj("spec.selector", spec.get("selector")) {
