@@ -12,11 +12,9 @@
 
 pub mod api;
 mod catalog;
-pub mod confgen;
 pub mod dns;
 mod h1;
 mod ingress;
-pub mod metrics;
 mod pods;
 mod probes;
 mod proxy;

@@ -10,7 +10,8 @@ use berth_client::Client;
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
-use crate::confgen::{self, Outcome, Sources};
+use berth_client::informer::key_of as key;
+use berth_confgen::{self as confgen, Outcome, Sources};
 
 struct Running {
     spec: Value,
@@ -118,14 +119,6 @@ impl confgen::Reporter for StatusReporter {
     }
 }
 
-fn key(o: &Value) -> String {
-    format!(
-        "{}/{}",
-        o["metadata"]["namespace"].as_str().unwrap_or(""),
-        o["metadata"]["name"].as_str().unwrap_or("")
-    )
-}
-
 /// Runs this node's ConfigTemplates until `stop`.
 pub(crate) async fn run(client: Client, node: String, stop: watch::Receiver<bool>) {
     let running: Mutex<HashMap<String, Running>> = Mutex::new(HashMap::new());
@@ -138,7 +131,7 @@ pub(crate) async fn run(client: Client, node: String, stop: watch::Receiver<bool
         if !mine {
             if let Some(old) = r.remove(&k) {
                 let _ = old.stop.send(true);
-                crate::metrics::forget("berth_configtemplate_healthy", ("template", &k));
+                berth_metrics::forget("berth_configtemplate_healthy", ("template", &k));
             }
             return;
         }

@@ -4,6 +4,7 @@
 
 pub mod informer;
 pub mod kubeconfig;
+pub mod probe;
 
 use std::time::Duration;
 

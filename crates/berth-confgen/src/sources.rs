@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 use std::time::Duration;
 
-use berth_client::{Client, Method};
+use berth_client::{Client, Method, informer};
 use serde_json::Value;
 use tokio::sync::watch;
 
@@ -45,14 +45,6 @@ pub struct View<'a> {
     pub objects: &'a ObjectMap,
     pub kv: &'a BTreeMap<String, String>,
     pub revision: u64,
-}
-
-fn obj_key(o: &Value) -> String {
-    format!(
-        "{}/{}",
-        o["metadata"]["namespace"].as_str().unwrap_or(""),
-        o["metadata"]["name"].as_str().unwrap_or("")
-    )
 }
 
 fn revision_of(o: &Value) -> u64 {
@@ -115,37 +107,34 @@ pub type Objects = Feed<ObjectMap>;
 pub fn follow_objects(client: &Client, stop: &watch::Receiver<bool>) -> Arc<Objects> {
     let feed = Objects::new(KINDS.len());
     for kind in KINDS {
-        let (feed, client, stop) = (feed.clone(), client.clone(), stop.clone());
+        let Some(resource) = berth_api::kinds::resolve(kind) else {
+            continue;
+        };
+        let watcher = informer::Watcher::new(client.clone(), resource);
+        let (feed, stop) = (feed.clone(), stop.clone());
         tokio::spawn(async move {
             let mut first = true;
-            crate::follow(
-                &client,
-                kind,
-                stop,
-                |items| {
+            informer::follow(watcher, stop, |ev| match ev {
+                informer::Event::Listed(items) => {
                     let top = items.iter().map(revision_of).max().unwrap_or(0);
                     feed.write(top, |d| {
                         let m = d.entry(kind).or_default();
                         m.clear();
                         for o in items {
-                            m.insert(obj_key(o), o.clone());
+                            m.insert(informer::key_of(&o), o);
                         }
                     });
                     if std::mem::take(&mut first) {
                         feed.part_synced();
                     }
-                },
-                |typ, o| {
-                    feed.write(revision_of(o), |d| {
-                        let m = d.entry(kind).or_default();
-                        if typ == "DELETED" {
-                            m.remove(&obj_key(o));
-                        } else {
-                            m.insert(obj_key(o), o.clone());
-                        }
-                    })
-                },
-            )
+                }
+                informer::Event::Applied(o) => feed.write(revision_of(&o), |d| {
+                    d.entry(kind).or_default().insert(informer::key_of(&o), o);
+                }),
+                informer::Event::Deleted(o) => feed.write(revision_of(&o), |d| {
+                    d.entry(kind).or_default().remove(&informer::key_of(&o));
+                }),
+            })
             .await
         });
     }
