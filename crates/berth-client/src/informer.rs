@@ -8,7 +8,8 @@
 //!   is opened again from the last version seen (resumed, not listed again); an `ERROR` event
 //!   (410 Gone when the server has compacted past the version, or anything else) or a watch
 //!   that cannot be opened starts over with a list. A list that fails is tried again after
-//!   [`RETRY`]. It never gives up; callers stop it by dropping it (every `await` in
+//!   [`RETRY`] (the first failure of an outage is a warning, the retries debug). It never
+//!   gives up; callers stop it by dropping it (every `await` in
 //!   [`Watcher::next`] may be cancelled: the state only changes once a step completes).
 //! - [`Writer`] applies a watcher's events to a cache, and [`Store`] reads it: one writer,
 //!   any number of cheap clonable readers, each woken on every change.
@@ -62,6 +63,9 @@ pub struct Watcher {
     query: String,
     bookmarks: bool,
     state: State,
+    /// Whether the last list failed: the first failure of an outage is a warning, the
+    /// retries while it lasts are debug.
+    failing: bool,
 }
 
 impl std::fmt::Debug for Watcher {
@@ -90,6 +94,7 @@ impl Watcher {
             query: String::new(),
             bookmarks: false,
             state: State::Empty,
+            failing: false,
         }
     }
 
@@ -134,11 +139,16 @@ impl Watcher {
                     {
                         Ok(l) => l,
                         Err(e) => {
-                            tracing::debug!(error = %e, kind = plural, "cannot list; retrying");
+                            if std::mem::replace(&mut self.failing, true) {
+                                tracing::debug!(error = %e, kind = plural, "cannot list; retrying");
+                            } else {
+                                tracing::warn!(error = %e, kind = plural, "cannot list; retrying");
+                            }
                             tokio::time::sleep(RETRY).await;
                             continue;
                         }
                     };
+                    self.failing = false;
                     let rv = resource_version(&list).unwrap_or("").to_string();
                     let items = match list {
                         Value::Object(mut m) => match m.remove("items") {
