@@ -59,7 +59,6 @@ enum State {
 pub struct Watcher {
     client: Client,
     kind: &'static ResourceKind,
-    ns: Option<String>,
     query: String,
     bookmarks: bool,
     state: State,
@@ -72,7 +71,6 @@ impl std::fmt::Debug for Watcher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Watcher")
             .field("kind", &self.kind.plural)
-            .field("ns", &self.ns)
             .field("query", &self.query)
             .finish()
     }
@@ -90,18 +88,11 @@ impl Watcher {
         Watcher {
             client,
             kind,
-            ns: None,
             query: String::new(),
             bookmarks: false,
             state: State::Empty,
             failing: false,
         }
-    }
-
-    /// Only the objects of one namespace.
-    pub fn namespace(mut self, ns: &str) -> Watcher {
-        self.ns = Some(ns.to_string());
-        self
     }
 
     /// Only the objects a raw selector query picks (`fieldSelector=...&labelSelector=...`),
@@ -132,11 +123,7 @@ impl Watcher {
         loop {
             match &mut self.state {
                 State::Empty => {
-                    let list = match self
-                        .client
-                        .list(self.kind, self.ns.as_deref(), &self.query)
-                        .await
-                    {
+                    let list = match self.client.list(self.kind, None, &self.query).await {
                         Ok(l) => l,
                         Err(e) => {
                             if std::mem::replace(&mut self.failing, true) {
@@ -167,11 +154,7 @@ impl Watcher {
                         parts.push("allowWatchBookmarks=true".into());
                     }
                     let query = self.joined(&parts);
-                    self.state = match self
-                        .client
-                        .watch(self.kind, self.ns.as_deref(), &query)
-                        .await
-                    {
+                    self.state = match self.client.watch(self.kind, None, &query).await {
                         Ok(stream) => State::Watching { rv, stream },
                         Err(e) => {
                             tracing::debug!(error = %e, kind = plural, "cannot watch; listing again");
@@ -293,13 +276,6 @@ impl Writer {
             self.cache.ready.store(true, Ordering::SeqCst);
         }
         self.cache.changed.send_modify(|n| *n += 1);
-    }
-
-    /// A reader of this writer's cache.
-    pub fn store(&self) -> Store {
-        Store {
-            cache: self.cache.clone(),
-        }
     }
 }
 

@@ -3,6 +3,9 @@
 //! generation's today); the node agent's API and `berth gen --metrics-listen` serve
 //! [`render`].
 //!
+//! API boundary: [`inc`], [`set`], [`forget`] and [`render`]; no IO, no async runtime (the CI
+//! purity check holds it so).
+//!
 //! Invariant: a series exists only once something set or incremented it, and goes when its
 //! object goes ([`forget`]).
 
