@@ -12,11 +12,9 @@
 
 pub mod api;
 mod catalog;
-pub mod confgen;
 pub mod dns;
 mod h1;
 mod ingress;
-pub mod metrics;
 mod pods;
 mod probes;
 mod proxy;
@@ -33,7 +31,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use berth_api::kinds::resolve;
-use berth_client::Client;
+use berth_client::{Client, informer};
 use berth_runtime::pod::{Dns, Runtime};
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, watch};
@@ -407,75 +405,47 @@ pub async fn run(
     let shared = Arc::new(pods::Shared::new(client.clone(), cfg.clone()));
     let mut workers: HashMap<String, mpsc::UnboundedSender<pods::Update>> = HashMap::new();
     let mut adopted: Vec<String> = recovered.adopted;
+    // Listed, then watched from the list's revision (with bookmarks, so a resumed watch
+    // starts from a recent one); a list tells which pods went away while we were not looking.
+    let mut pods = informer::Watcher::new(client.clone(), pods_kind)
+        .selector(&selector)
+        .bookmarks();
     loop {
-        // List, then watch from the list's revision; a broken watch lists again.
-        let list = match client.list(pods_kind, None, &selector).await {
-            Ok(l) => l,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot list this node's pods; retrying");
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
-                    _ = stop.changed() => break,
+        let ev = tokio::select! {
+            ev = pods.next() => ev,
+            _ = stop.changed() => return Ok(()),
+        };
+        match ev {
+            informer::Event::Listed(items) => {
+                let listed: Vec<String> = items
+                    .iter()
+                    .filter_map(|p| p["metadata"]["uid"].as_str().map(String::from))
+                    .collect();
+                for p in items {
+                    dispatch(&shared, &mut workers, pods::Update::Pod(p));
+                }
+                // Pods this node runs that the API no longer binds here: gone while we were
+                // away.
+                for uid in workers.keys().cloned().collect::<Vec<_>>() {
+                    if !listed.contains(&uid) {
+                        dispatch_gone(&mut workers, &uid);
+                    }
+                }
+                for uid in std::mem::take(&mut adopted) {
+                    if !listed.contains(&uid) {
+                        let s = shared.clone();
+                        tokio::spawn(async move { s.remove_sandbox(uid).await });
+                    }
                 }
             }
-        };
-        let rv = list["metadata"]["resourceVersion"]
-            .as_str()
-            .unwrap_or("")
-            .to_string();
-        let items = list["items"].as_array().cloned().unwrap_or_default();
-        let listed: Vec<String> = items
-            .iter()
-            .filter_map(|p| p["metadata"]["uid"].as_str().map(String::from))
-            .collect();
-        for p in items {
-            dispatch(&shared, &mut workers, pods::Update::Pod(p));
-        }
-        // Pods this node runs that the API no longer binds here: gone while we were away.
-        for uid in workers.keys().cloned().collect::<Vec<_>>() {
-            if !listed.contains(&uid) {
-                dispatch_gone(&mut workers, &uid);
-            }
-        }
-        for uid in std::mem::take(&mut adopted) {
-            if !listed.contains(&uid) {
-                let s = shared.clone();
-                tokio::spawn(async move { s.remove_sandbox(uid).await });
-            }
-        }
-        let mut stream = match client
-            .watch(
-                pods_kind,
-                None,
-                &format!("{selector}&resourceVersion={rv}&allowWatchBookmarks=true"),
-            )
-            .await
-        {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot watch this node's pods; listing again");
-                continue;
-            }
-        };
-        loop {
-            tokio::select! {
-                ev = stream.next() => match ev {
-                    Ok(Some(ev)) => match ev.typ.as_str() {
-                        "ADDED" | "MODIFIED" => dispatch(&shared, &mut workers, pods::Update::Pod(ev.object)),
-                        "DELETED" => {
-                            if let Some(uid) = ev.object["metadata"]["uid"].as_str() {
-                                dispatch_gone(&mut workers, uid);
-                            }
-                        }
-                        _ => {}
-                    },
-                    _ => break,
-                },
-                _ = stop.changed() => return Ok(()),
+            informer::Event::Applied(p) => dispatch(&shared, &mut workers, pods::Update::Pod(p)),
+            informer::Event::Deleted(p) => {
+                if let Some(uid) = p["metadata"]["uid"].as_str() {
+                    dispatch_gone(&mut workers, uid);
+                }
             }
         }
     }
-    Ok(())
 }
 
 fn dispatch(
@@ -506,47 +476,27 @@ fn dispatch_gone(workers: &mut HashMap<String, mpsc::UnboundedSender<pods::Updat
     }
 }
 
-/// Lists a kind (all namespaces) and follows it by watch, listing again when the watch breaks,
-/// until `stop`: `listed` gets every list's items, `event` every change after it
-/// (`ADDED`, `MODIFIED`, `DELETED`).
+/// Follows a kind (all namespaces) through berth-client's informer until `stop`: `listed`
+/// gets every list's items, `event` every change after it (`MODIFIED` for an object added
+/// or changed, `DELETED`).
+///
+/// A thin adapter kept so the files that call it need no change in this reshape; callers
+/// can take `berth_client::informer` directly.
 pub(crate) async fn follow(
     client: &Client,
     plural: &str,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
     mut listed: impl FnMut(&[Value]),
     mut event: impl FnMut(&str, &Value),
 ) {
     let Some(kind) = resolve(plural) else { return };
-    loop {
-        let list = match client.list(kind, None, "").await {
-            Ok(l) => l,
-            Err(e) => {
-                tracing::debug!(error = %e, "cannot list {plural}; retrying");
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
-                    _ = stop.changed() => return,
-                }
-            }
-        };
-        listed(list["items"].as_array().map(Vec::as_slice).unwrap_or(&[]));
-        let rv = list["metadata"]["resourceVersion"].as_str().unwrap_or("");
-        let Ok(mut stream) = client
-            .watch(kind, None, &format!("resourceVersion={rv}"))
-            .await
-        else {
-            continue;
-        };
-        loop {
-            tokio::select! {
-                ev = stream.next() => match ev {
-                    Ok(Some(ev)) if ev.typ != "BOOKMARK" && ev.typ != "ERROR" => event(&ev.typ, &ev.object),
-                    Ok(Some(_)) => {}
-                    _ => break,
-                },
-                _ = stop.changed() => return,
-            }
-        }
-    }
+    let watcher = informer::Watcher::new(client.clone(), kind);
+    informer::follow(watcher, stop, |ev| match ev {
+        informer::Event::Listed(items) => listed(&items),
+        informer::Event::Applied(o) => event("MODIFIED", &o),
+        informer::Event::Deleted(o) => event("DELETED", &o),
+    })
+    .await
 }
 
 /// Records an Event about an object, as the kubelet of this node.

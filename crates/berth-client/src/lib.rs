@@ -1,7 +1,10 @@
-//! A typed client for berth's (Kubernetes-shaped) API: kubeconfig loading, CRUD, watch, and
+//! A typed client for berth's (Kubernetes-shaped) API: kubeconfig loading, CRUD, watch, the
+//! one informer everything outside the server follows the cluster with ([`informer`]), and
 //! berth's history API.
 
+pub mod informer;
 pub mod kubeconfig;
+pub mod probe;
 
 use std::time::Duration;
 
