@@ -72,7 +72,7 @@ pub struct AgentConfig {
     pub cluster_dns: Option<std::net::Ipv4Addr>,
     /// The cluster's service range: blackholed on the node, so only the cluster IPs the proxy
     /// serves are reachable in it.
-    pub service_cidr: Option<berth_runtime::net::Ipv4Net>,
+    pub service_cidr: Option<berth_api::cidr::Ipv4Net>,
     /// How long the service proxy lets connections to an endpoint that went away go on.
     pub proxy_drain: Duration,
     /// How the service proxy relays established TCP connections.

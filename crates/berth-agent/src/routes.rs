@@ -16,9 +16,9 @@ use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
+use berth_api::cidr::Ipv4Net;
 use berth_api::kinds::resolve;
 use berth_client::Client;
-use berth_runtime::net::Ipv4Net;
 use berth_runtime::netlink::{Netlink, RouteTo};
 use serde_json::Value;
 use tokio::sync::watch;

@@ -68,11 +68,11 @@ pub struct ServerArgs {
     #[arg(long, value_name = "DURATION", default_value = "4s", value_parser = berth_api::duration::parse)]
     pub node_monitor_grace_period: Duration,
     /// The cluster's pod range: a node that names no --pod-cidr gets the next free /24 of it
-    #[arg(long, value_name = "CIDR", default_value = "10.42.0.0/16", value_parser = berth_apiserver::nodes::parse_cluster_cidr)]
-    pub cluster_cidr: (std::net::Ipv4Addr, u8),
+    #[arg(long, value_name = "CIDR", default_value = "10.42.0.0/16", value_parser = berth_api::cidr::Ipv4Net::parse_cluster)]
+    pub cluster_cidr: berth_api::cidr::Ipv4Net,
     /// Where Services' cluster IPs come from
-    #[arg(long, value_name = "CIDR", default_value = "10.43.0.0/16", value_parser = berth_apiserver::nodes::parse_cluster_cidr)]
-    pub service_cidr: (std::net::Ipv4Addr, u8),
+    #[arg(long, value_name = "CIDR", default_value = "10.43.0.0/16", value_parser = berth_api::cidr::Ipv4Net::parse_cluster)]
+    pub service_cidr: berth_api::cidr::Ipv4Net,
     /// How long after a node went NotReady its pods are replaced elsewhere
     #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = berth_api::duration::parse)]
     pub pod_eviction_timeout: Duration,
@@ -222,8 +222,8 @@ pub struct AgentArgs {
     #[arg(long, value_name = "DIR", env = "BERTH_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
     /// The cluster's service range (the server's --service-cidr): blackholed on this node
-    #[arg(long, value_name = "CIDR", default_value = "10.43.0.0/16", value_parser = berth_apiserver::nodes::parse_cluster_cidr)]
-    pub service_cidr: (std::net::Ipv4Addr, u8),
+    #[arg(long, value_name = "CIDR", default_value = "10.43.0.0/16", value_parser = berth_api::cidr::Ipv4Net::parse_cluster)]
+    pub service_cidr: berth_api::cidr::Ipv4Net,
     #[command(flatten)]
     pub limits: LimitArgs,
     #[command(flatten)]
@@ -327,7 +327,7 @@ async fn run_agent(args: AgentArgs) -> anyhow::Result<()> {
     let mut cfg = args
         .node
         .agent_config(&data_dir, ca, args.limits.limits())?;
-    cfg.service_cidr = Some(net_of(args.service_cidr));
+    cfg.service_cidr = Some(args.service_cidr);
     println!("berth agent {} joining {}", cfg.node_name, args.server);
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
     let agent = tokio::spawn(berth_agent::run(client, cfg, stop));
@@ -339,10 +339,6 @@ async fn run_agent(args: AgentArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-fn net_of((addr, prefix): (std::net::Ipv4Addr, u8)) -> berth_runtime::net::Ipv4Net {
-    berth_runtime::net::Ipv4Net { addr, prefix }
 }
 
 async fn wait_for_signal() {
@@ -382,7 +378,7 @@ async fn run_server(args: ServerArgs, all_in_one: bool) -> anyhow::Result<()> {
             args.node
                 .agent_config(&data_dir, Some(server.ca_pem.clone()), args.limits.limits())?;
         let mut cfg = cfg;
-        cfg.service_cidr = Some(net_of(args.service_cidr));
+        cfg.service_cidr = Some(args.service_cidr);
         let client =
             berth_client::Client::with_ca(&server.url, &server.token, Some(&server.ca_pem))?;
         tokio::spawn(async move {
