@@ -19,7 +19,7 @@ use std::time::Duration;
 use berth_api::cidr::Ipv4Net;
 use berth_api::kinds::resolve;
 use berth_client::Client;
-use berth_runtime::netlink::{Netlink, RouteTo};
+use berth_netlink::{Netlink, RouteTo};
 use serde_json::Value;
 use tokio::sync::watch;
 

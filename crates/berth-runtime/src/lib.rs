@@ -8,7 +8,6 @@ pub mod exec;
 pub mod host;
 pub mod logs;
 pub mod net;
-pub mod netlink;
 pub mod pod;
 pub mod pty;
 pub mod relay;

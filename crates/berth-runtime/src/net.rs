@@ -13,10 +13,9 @@ use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use berth_api::cidr::Ipv4Net;
+use berth_netlink::{Netlink, NetlinkError, RouteTo};
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use nix::sched::{CloneFlags, unshare};
-
-use crate::netlink::{Netlink, NetlinkError, RouteTo};
 
 #[derive(Debug, thiserror::Error)]
 pub enum NetError {
