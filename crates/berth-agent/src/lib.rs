@@ -11,18 +11,10 @@
 //!   longer binds to this node.
 
 pub mod api;
-mod catalog;
-pub mod dns;
-mod h1;
-mod ingress;
 mod pods;
 mod probes;
-mod proxy;
-mod routes;
 mod security;
 mod templates;
-
-pub use proxy::Relay as ProxyRelay;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -32,6 +24,7 @@ use std::time::Duration;
 use anyhow::Context;
 use berth_api::kinds::resolve;
 use berth_client::{Client, informer};
+use berth_net::{catalog, dns, ingress, proxy, routes};
 use berth_runtime::pod::{Dns, Runtime};
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, watch};
@@ -76,7 +69,7 @@ pub struct AgentConfig {
     /// How long the service proxy lets connections to an endpoint that went away go on.
     pub proxy_drain: Duration,
     /// How the service proxy relays established TCP connections.
-    pub proxy_relay: ProxyRelay,
+    pub proxy_relay: proxy::Relay,
     /// The port every address of the node serves the ingress on (0: no ingress).
     pub ingress_port: u16,
     /// What peers of the agent API, the ingress and DNS over TCP may hold: connections,
@@ -326,7 +319,11 @@ pub async fn run(
     {
         cfg.runtime.network.blackholes.push(services);
     }
-    tokio::spawn(routes::run(client.clone(), cfg.clone(), stop.clone()));
+    let route_opts = routes::Options {
+        range: cfg.runtime.network.range,
+        node_ip: cfg.node_ip.parse().ok(),
+    };
+    tokio::spawn(routes::run(client.clone(), route_opts, stop.clone()));
     // One view of Services and Endpoints for cluster DNS and the service proxy.
     let catalog = catalog::Shared::new(catalog::Catalog::default());
     catalog::follow(client.clone(), catalog.clone(), stop.clone());
@@ -474,29 +471,6 @@ fn dispatch_gone(workers: &mut HashMap<String, mpsc::UnboundedSender<pods::Updat
     if let Some(tx) = workers.remove(uid) {
         let _ = tx.send(pods::Update::Gone);
     }
-}
-
-/// Follows a kind (all namespaces) through berth-client's informer until `stop`: `listed`
-/// gets every list's items, `event` every change after it (`MODIFIED` for an object added
-/// or changed, `DELETED`).
-///
-/// A thin adapter kept so the files that call it need no change in this reshape; callers
-/// can take `berth_client::informer` directly.
-pub(crate) async fn follow(
-    client: &Client,
-    plural: &str,
-    stop: watch::Receiver<bool>,
-    mut listed: impl FnMut(&[Value]),
-    mut event: impl FnMut(&str, &Value),
-) {
-    let Some(kind) = resolve(plural) else { return };
-    let watcher = informer::Watcher::new(client.clone(), kind);
-    informer::follow(watcher, stop, |ev| match ev {
-        informer::Event::Listed(items) => listed(&items),
-        informer::Event::Applied(o) => event("MODIFIED", &o),
-        informer::Event::Deleted(o) => event("DELETED", &o),
-    })
-    .await
 }
 
 /// Records an Event about an object, as the kubelet of this node.

@@ -194,7 +194,7 @@ pub struct NodeArgs {
         env = "BERTH_PROXY_RELAY",
         default_value = "io-uring"
     )]
-    pub proxy_relay: berth_agent::ProxyRelay,
+    pub proxy_relay: berth_net::proxy::Relay,
     /// The port the node serves HTTP ingress on, on --node-ip (Ingress objects and pods'
     /// VIRTUAL_HOST); 0 turns the ingress off
     #[arg(
@@ -284,7 +284,7 @@ impl NodeArgs {
             cluster_ca_pem,
             range_given: self.net.pod_cidr.is_some(),
             dns_upstream: match self.dns_upstream.as_str() {
-                "host" => berth_agent::dns::host_upstreams(),
+                "host" => berth_net::dns::host_upstreams(),
                 "none" => Vec::new(),
                 list => list
                     .split(',')

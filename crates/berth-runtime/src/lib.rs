@@ -10,7 +10,6 @@ pub mod logs;
 pub mod net;
 pub mod pod;
 pub mod pty;
-pub mod relay;
 pub mod rootfs;
 pub mod seccomp;
 pub mod shim;

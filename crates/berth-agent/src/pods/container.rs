@@ -42,9 +42,9 @@ pub(super) fn pod_dns(cfg: &AgentConfig, pod: &Value) -> Dns {
         (_, Some(ip)) => Dns {
             nameservers: vec![ip.to_string()],
             searches: vec![
-                format!("{ns}.svc.{}", crate::dns::DOMAIN),
-                format!("svc.{}", crate::dns::DOMAIN),
-                crate::dns::DOMAIN.to_string(),
+                format!("{ns}.svc.{}", berth_net::dns::DOMAIN),
+                format!("svc.{}", berth_net::dns::DOMAIN),
+                berth_net::dns::DOMAIN.to_string(),
             ],
             options: vec!["ndots:5".into()],
         },
