@@ -10,11 +10,13 @@
 //!
 //! Architecture invariants:
 //! - This crate does not depend on the container runtime (`berth-runtime`, and so not on
-//!   libcontainer): it builds and its tests run without it (checked in `.ci/run`). Kernel
-//!   requests go through `berth-netlink`.
-//! - It reads the cluster only through the API client (`berth-client`), by list and watch;
-//!   it writes nothing to the API.
-//! - Every long-lived part ends when its stop signal turns true.
+//!   libcontainer): it builds and its tests run without it (checked in `.ci/run`). Netlink
+//!   requests (cluster IPs on the loopback, routes, VXLAN) go through `berth-netlink`.
+//! - It reads the cluster only through `berth-client`: its informer (list, then watch), one
+//!   watcher per kind, and a get of the node's own Node until the server has given it a pod
+//!   range. It writes nothing to the API.
+//! - Every part the agent starts ends when its stop signal turns true (the io_uring relay
+//!   threads are the process's, started on first use, and stay).
 
 pub mod catalog;
 pub mod dns;
