@@ -117,10 +117,7 @@ pub(super) fn sync_blocking(
             p
         } else if let Some(files) = projected_files.get(&name) {
             let p = dir.join("volumes").join(&name);
-            berth_runtime::volumes::project(&p, files).map_err(|e| e.to_string())?;
-            if let Some(g) = fs_group {
-                berth_runtime::volumes::set_group(&p, g, true, true).map_err(|e| e.to_string())?;
-            }
+            berth_runtime::volumes::project(&p, files, fs_group).map_err(|e| e.to_string())?;
             read_only = true;
             p
         } else {
