@@ -453,40 +453,27 @@ pub fn project(dir: &Path, files: &[File], group: Option<u32>) -> Result<()> {
                 .map_err(io(&dir.join(top)))?;
         }
     }
-    // Names no longer projected go: only the links made here, never what they point at.
-    let mut stale = Vec::new();
-    for e in rustix::fs::Dir::read_from(&root).map_err(io(&dir.join(".")))? {
-        let name = e
-            .map_err(io(&dir.join(".")))?
-            .file_name()
-            .to_bytes()
-            .to_vec();
-        let name = OsStr::from_bytes(&name).to_os_string();
-        let n = name.as_bytes();
-        if !n.starts_with(b"..") && n != b"." && !tops.iter().any(|t| t.as_bytes() == n) {
-            stale.push(name);
-        }
-    }
-    for name in stale {
-        if is_link(&name).unwrap_or(false) {
-            let _ = rustix::fs::unlinkat(&root, &name, AtFlags::empty());
-        }
-    }
-    // Versions before the previous one go. The previous one stays until the next change, so
+    // Names no longer projected go: only the links made here, never what they point at. So
+    // do versions before the previous one; the previous one stays until the next change, so
     // a reader that looked up `..data` just before the swap still finds its file.
-    let mut older = Vec::new();
+    let mut names = Vec::new();
     for e in rustix::fs::Dir::read_from(&root).map_err(io(&dir.join(".")))? {
-        let name = e
-            .map_err(io(&dir.join(".")))?
-            .file_name()
-            .to_bytes()
-            .to_vec();
-        if is_version(&name) && name != version.as_bytes() && Some(&name) != old.as_ref() {
-            older.push(name);
-        }
+        names.push(
+            e.map_err(io(&dir.join(".")))?
+                .file_name()
+                .to_bytes()
+                .to_vec(),
+        );
     }
-    for name in older {
-        let _ = berth_fs::remove_at(root.as_fd(), OsStr::from_bytes(&name));
+    for n in names {
+        let name = OsStr::from_bytes(&n);
+        if !n.starts_with(b"..") && n != b"." && !tops.iter().any(|t| t.as_bytes() == n) {
+            if is_link(name).unwrap_or(false) {
+                let _ = rustix::fs::unlinkat(&root, name, AtFlags::empty());
+            }
+        } else if is_version(&n) && n != version.as_bytes() && Some(&n) != old.as_ref() {
+            let _ = berth_fs::remove_at(root.as_fd(), name);
+        }
     }
     if let Some(gid) = group {
         group_dir(&root, dir, gid, 0o2750)?;
