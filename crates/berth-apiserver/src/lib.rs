@@ -8,6 +8,7 @@ pub mod auth;
 pub mod discovery;
 pub mod endpoints;
 pub mod error;
+pub mod events;
 pub mod files;
 pub mod gc;
 pub mod history;

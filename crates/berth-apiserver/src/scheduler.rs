@@ -374,7 +374,7 @@ fn flush(
             let ns = bound.namespace().unwrap_or("default");
             let node = str_at(bound, "/nodeName");
             let msg = format!("Successfully assigned {ns}/{} to {node}", bound.name());
-            event_object(bound, "default-scheduler", "Normal", "Scheduled", &msg)
+            crate::events::object(bound, "default-scheduler", "Normal", "Scheduled", &msg)
                 .map(|e| vec![(events, e)])
                 .unwrap_or_default()
         };
@@ -421,60 +421,7 @@ async fn set_unschedulable(registry: &Registry, pod: &Object, message: &str) {
     }
 }
 
-/// Records an Event about a pod.
-pub async fn event(registry: &Registry, pod: &Object, typ: &str, reason: &str, message: &str) {
-    event_from(registry, pod, "default-scheduler", typ, reason, message).await;
-}
-
-/// An Event about an object, reported by `component`.
-pub async fn event_from(
-    registry: &Registry,
-    pod: &Object,
-    component: &str,
-    typ: &str,
-    reason: &str,
-    message: &str,
-) {
-    let Some(kind) = berth_api::kinds::resolve("events") else {
-        return;
-    };
-    let Some(obj) = event_object(pod, component, typ, reason, message) else {
-        return;
-    };
-    if let Err(e) = registry
-        .create(
-            kind,
-            obj.namespace().map(String::from).as_deref(),
-            obj,
-            USER,
-            false,
-        )
-        .await
-    {
-        tracing::debug!(error = %e.0.message, "cannot record an event");
-    }
-}
-
-/// An Event about an object, as the scheduler reports it.
-fn event_object(
-    pod: &Object,
-    component: &str,
-    typ: &str,
-    reason: &str,
-    message: &str,
-) -> Option<Object> {
-    let mut b = [0u8; 4];
-    let _ = getrandom::fill(&mut b);
-    let suffix: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    let ns = pod.namespace().unwrap_or("default");
-    let t = berth_api::timefmt::now_rfc3339();
-    let ev = json!({
-        "apiVersion": "v1", "kind": "Event",
-        "metadata": {"name": format!("{}.{suffix}", pod.name()), "namespace": ns},
-        "involvedObject": {"apiVersion": "v1", "kind": pod.kind(), "namespace": ns, "name": pod.name(), "uid": pod.uid()},
-        "reason": reason, "message": message, "type": typ,
-        "source": {"component": component},
-        "firstTimestamp": t, "lastTimestamp": t, "count": 1,
-    });
-    Object::from_value(ev)
+/// Records an Event about an object, as the controllers report them.
+pub async fn event(registry: &Registry, about: &Object, typ: &str, reason: &str, message: &str) {
+    crate::events::record(registry, about, "default-scheduler", typ, reason, message).await;
 }
