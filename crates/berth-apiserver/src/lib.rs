@@ -6,24 +6,19 @@
 
 pub mod auth;
 pub mod discovery;
-pub mod endpoints;
 pub mod error;
 pub mod events;
 pub mod files;
-pub mod gc;
 pub mod history;
 pub mod kv;
-pub mod nodes;
 pub mod patch;
 pub mod podsecurity;
 pub mod proxy;
 mod ranges;
 pub mod registry;
-pub mod scheduler;
 pub mod server;
 pub mod tls;
 pub mod watch;
-pub mod workloads;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

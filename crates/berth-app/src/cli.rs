@@ -68,10 +68,10 @@ pub struct ServerArgs {
     #[arg(long, value_name = "DURATION", default_value = "4s", value_parser = parse_duration)]
     pub node_monitor_grace_period: Duration,
     /// The cluster's pod range: a node that names no --pod-cidr gets the next free /24 of it
-    #[arg(long, value_name = "CIDR", default_value = "10.42.0.0/16", value_parser = berth_apiserver::nodes::parse_cluster_cidr)]
+    #[arg(long, value_name = "CIDR", default_value = "10.42.0.0/16", value_parser = berth_controllers::nodes::parse_cluster_cidr)]
     pub cluster_cidr: (std::net::Ipv4Addr, u8),
     /// Where Services' cluster IPs come from
-    #[arg(long, value_name = "CIDR", default_value = "10.43.0.0/16", value_parser = berth_apiserver::nodes::parse_cluster_cidr)]
+    #[arg(long, value_name = "CIDR", default_value = "10.43.0.0/16", value_parser = berth_controllers::nodes::parse_cluster_cidr)]
     pub service_cidr: (std::net::Ipv4Addr, u8),
     /// How long after a node went NotReady its pods are replaced elsewhere
     #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = parse_duration)]
@@ -222,7 +222,7 @@ pub struct AgentArgs {
     #[arg(long, value_name = "DIR", env = "BERTH_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
     /// The cluster's service range (the server's --service-cidr): blackholed on this node
-    #[arg(long, value_name = "CIDR", default_value = "10.43.0.0/16", value_parser = berth_apiserver::nodes::parse_cluster_cidr)]
+    #[arg(long, value_name = "CIDR", default_value = "10.43.0.0/16", value_parser = berth_controllers::nodes::parse_cluster_cidr)]
     pub service_cidr: (std::net::Ipv4Addr, u8),
     #[command(flatten)]
     pub limits: LimitArgs,
@@ -368,7 +368,7 @@ async fn run_server(args: ServerArgs, all_in_one: bool) -> anyhow::Result<()> {
     opts.listen = args.api_listen;
     opts.retention = args.history_retention;
     opts.scheduling = args.scheduling;
-    opts.node_timing = berth_apiserver::nodes::Timing {
+    opts.node_timing = berth_controllers::nodes::Timing {
         grace: args.node_monitor_grace_period,
         eviction: args.pod_eviction_timeout,
         cluster_cidr: args.cluster_cidr,

@@ -87,7 +87,7 @@ async fn run(pods: usize) -> Run {
         .unwrap();
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
     let started = Instant::now();
-    let sched = tokio::spawn(berth_apiserver::scheduler::run(
+    let sched = tokio::spawn(berth_controllers::scheduler::run(
         registry.clone(),
         berth_scheduler::Strategy::Spread,
         stop,

@@ -16,22 +16,15 @@ use berth_store::EventType;
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
-use crate::registry::{DeleteOptions, Registry, decode};
+use berth_apiserver::registry::{DeleteOptions, Registry, decode};
+
+use crate::runtime::{Error, Key, key, pod_finished, pod_ready};
 
 const USER: &str = "system:controller:endpoint-controller";
 
-type Key = (String, String);
-
-fn key(o: &Object) -> Key {
-    (
-        o.namespace().unwrap_or("").to_string(),
-        o.name().to_string(),
-    )
-}
-
 /// Runs until `stop` turns true.
 pub async fn run(registry: Registry, stop: watch::Receiver<bool>) {
-    crate::gc::supervise("endpoints controller", stop, || run_once(&registry)).await
+    crate::runtime::supervise("endpoints controller", stop, || run_once(&registry)).await
 }
 
 #[derive(Default)]
@@ -47,8 +40,8 @@ struct Cache {
     registered: HashMap<Key, BTreeMap<String, Vec<u8>>>,
 }
 
-async fn run_once(registry: &Registry) -> Result<(), String> {
-    let (all, rev) = registry.all_objects(None).map_err(|e| e.0.message)?;
+async fn run_once(registry: &Registry) -> Result<(), Error> {
+    let (all, rev) = registry.all_objects(None).map_err(Error::List)?;
     let mut c = Cache::default();
     let mut queue: BTreeSet<Key> = BTreeSet::new();
     for o in all {
@@ -79,15 +72,12 @@ async fn run_once(registry: &Registry) -> Result<(), String> {
             }
         }
     }
-    let mut watcher = registry
-        .store
-        .watch(b"/registry/core/", rev + 1)
-        .map_err(|e| e.to_string())?;
+    let mut watcher = registry.store.watch(b"/registry/core/", rev + 1)?;
     loop {
         while let Some(k) = queue.pop_first() {
             reconcile(registry, &mut c, &k).await;
         }
-        let Some(batch) = watcher.next().await.map_err(|e| e.to_string())? else {
+        let Some(batch) = watcher.next().await? else {
             return Ok(());
         };
         for ev in batch.events.iter() {
@@ -197,12 +187,7 @@ pub fn subsets(svc: &Object, pods: &[&Object]) -> Value {
         if ip.is_empty() || p.deletion_timestamp().is_some() {
             continue;
         }
-        let phase = p
-            .get("status")
-            .and_then(|s| s.get("phase"))
-            .and_then(Value::as_str)
-            .unwrap_or("");
-        if matches!(phase, "Succeeded" | "Failed") {
+        if pod_finished(p) {
             continue;
         }
         let resolved: Vec<Value> = ports
@@ -246,7 +231,7 @@ pub fn subsets(svc: &Object, pods: &[&Object]) -> Value {
                 ports: resolved.clone(),
                 ..Default::default()
             });
-        if crate::workloads::pod_ready(p) || publish_not_ready {
+        if pod_ready(p) || publish_not_ready {
             g.ready.push(addr);
         } else {
             g.not_ready.push(addr);
@@ -316,7 +301,7 @@ async fn register(registry: &Registry, c: &mut Cache, k: &Key, want: BTreeMap<St
         return;
     }
     let dir = format!("/services/{}/{}", k.0, k.1);
-    match crate::kv::sync_dir(&registry.store, &dir, &want, USER).await {
+    match berth_apiserver::kv::sync_dir(&registry.store, &dir, &want, USER).await {
         Ok(()) if want.is_empty() => {
             c.registered.remove(k);
         }
@@ -447,7 +432,7 @@ async fn put(
     ns: &str,
     name: &str,
     obj: Object,
-) -> crate::error::ApiResult<Object> {
+) -> berth_apiserver::error::ApiResult<Object> {
     match registry
         .update(kind, Some(ns), name, obj.clone(), USER, "update", false)
         .await

@@ -16,7 +16,9 @@ use berth_api::object::Object;
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
-use crate::registry::{DeleteOptions, ListOptions, Registry};
+use berth_apiserver::registry::{DeleteOptions, ListOptions, Registry};
+
+use crate::runtime::{Error, pod_finished};
 
 const USER: &str = "system:node-controller";
 /// The taint an unreachable node gets.
@@ -44,9 +46,14 @@ impl Default for Timing {
     }
 }
 
+/// A range given on the command line that is not an IPv4 range holding whole /24s.
+#[derive(Debug, thiserror::Error)]
+#[error("{0:?} is not an IPv4 range like 10.42.0.0/16 (prefix 8 to 24)")]
+pub struct CidrError(pub String);
+
 /// Parses `10.42.0.0/16` (a prefix of 8 to 24 bits, so it holds whole /24s).
-pub fn parse_cluster_cidr(s: &str) -> Result<(Ipv4Addr, u8), String> {
-    let bad = || format!("{s:?} is not an IPv4 range like 10.42.0.0/16 (prefix 8 to 24)");
+pub fn parse_cluster_cidr(s: &str) -> Result<(Ipv4Addr, u8), CidrError> {
+    let bad = || CidrError(s.to_string());
     let (a, p) = s.split_once('/').ok_or_else(bad)?;
     let addr: Ipv4Addr = a.parse().map_err(|_| bad())?;
     let prefix: u8 = p.parse().map_err(|_| bad())?;
@@ -125,14 +132,14 @@ async fn allocate_cidrs(
 
 /// Runs until `stop` turns true.
 pub async fn run(registry: Registry, timing: Timing, stop: watch::Receiver<bool>) {
-    crate::gc::supervise("node lifecycle controller", stop, || {
+    crate::runtime::supervise("node lifecycle controller", stop, || {
         run_loop(&registry, timing)
     })
     .await
 }
 
 /// Looks at the nodes every half second; ends only when `supervise` drops it.
-async fn run_loop(registry: &Registry, timing: Timing) -> Result<(), String> {
+async fn run_loop(registry: &Registry, timing: Timing) -> Result<(), Error> {
     let mut not_ready_since: HashMap<String, Instant> = HashMap::new();
     loop {
         tick(registry, timing, &mut not_ready_since).await;
@@ -190,7 +197,7 @@ async fn tick(registry: &Registry, timing: Timing, not_ready_since: &mut HashMap
                 .or_insert_with(Instant::now);
             if ready != "Unknown" {
                 set_unreachable(registry, nodes_kind, &node, true).await;
-                crate::scheduler::event(
+                crate::runtime::event(
                     registry,
                     &node,
                     "Normal",
@@ -218,7 +225,7 @@ async fn tick(registry: &Registry, timing: Timing, not_ready_since: &mut HashMap
                     {
                         tracing::debug!(error = %e.0.message, "cannot evict a pod");
                     } else {
-                        crate::scheduler::event(
+                        crate::runtime::event(
                             registry,
                             p,
                             "Normal",
@@ -238,7 +245,7 @@ async fn tick(registry: &Registry, timing: Timing, not_ready_since: &mut HashMap
                 .is_some_and(|t| t.to_string().contains(UNREACHABLE));
             if ready == "Unknown" || tainted {
                 set_unreachable(registry, nodes_kind, &node, false).await;
-                crate::scheduler::event(
+                crate::runtime::event(
                     registry,
                     &node,
                     "Normal",
@@ -263,14 +270,7 @@ fn on_node(registry: &Registry, pods_kind: &berth_api::ResourceKind, node: &str)
         .map(|l| l.items)
         .unwrap_or_default()
         .into_iter()
-        .filter(|p| {
-            !matches!(
-                p.get("status")
-                    .and_then(|s| s.get("phase"))
-                    .and_then(Value::as_str),
-                Some("Succeeded" | "Failed")
-            )
-        })
+        .filter(|p| !pod_finished(p))
         .collect()
 }
 

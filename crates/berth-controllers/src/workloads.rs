@@ -19,7 +19,9 @@ use berth_store::EventType;
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
-use crate::registry::{DeleteOptions, Registry, decode};
+use berth_apiserver::registry::{DeleteOptions, Registry, decode};
+
+use crate::runtime::{Error, Key, key, pod_finished, pod_phase, pod_ready};
 
 const USER: &str = "system:controller:workloads";
 /// The label that ties a ReplicaSet (and its pods) to one version of a Deployment's template.
@@ -29,10 +31,8 @@ pub const REVISION: &str = "deployment.kubernetes.io/revision";
 
 /// Runs until `stop` turns true.
 pub async fn run(registry: Registry, stop: watch::Receiver<bool>) {
-    crate::gc::supervise("workload controllers", stop, || run_once(&registry)).await
+    crate::runtime::supervise("workload controllers", stop, || run_once(&registry)).await
 }
-
-type Key = (String, String);
 
 #[derive(Default)]
 struct Cache {
@@ -41,13 +41,6 @@ struct Cache {
     pods: BTreeMap<Key, Object>,
     /// Rollouts to look at again when their progress deadline passes.
     deadlines: BTreeMap<Key, tokio::time::Instant>,
-}
-
-fn key(o: &Object) -> Key {
-    (
-        o.namespace().unwrap_or("").to_string(),
-        o.name().to_string(),
-    )
 }
 
 fn controller_uid(o: &Object) -> Option<String> {
@@ -69,27 +62,9 @@ fn status_int(o: &Object, f: &str) -> i64 {
     int(o.get("status").and_then(|s| s.get(f)), 0)
 }
 
-fn pod_phase(p: &Object) -> &str {
-    p.get("status")
-        .and_then(|s| s.get("phase"))
-        .and_then(Value::as_str)
-        .unwrap_or("")
-}
-
-pub(crate) fn pod_ready(p: &Object) -> bool {
-    p.get("status")
-        .and_then(|s| s.get("conditions"))
-        .and_then(Value::as_array)
-        .is_some_and(|cs| {
-            cs.iter().any(|c| {
-                c.get("type") == Some(&json!("Ready")) && c.get("status") == Some(&json!("True"))
-            })
-        })
-}
-
 /// A pod that counts toward its ReplicaSet: not being deleted, not finished.
 fn pod_active(p: &Object) -> bool {
-    p.deletion_timestamp().is_none() && !matches!(pod_phase(p), "Succeeded" | "Failed")
+    p.deletion_timestamp().is_none() && !pod_finished(p)
 }
 
 fn owner_ref(o: &Object) -> Value {
@@ -166,8 +141,8 @@ fn after_secs(secs: u64) -> Option<tokio::time::Instant> {
     tokio::time::Instant::now().checked_add(Duration::from_secs(secs))
 }
 
-async fn run_once(registry: &Registry) -> Result<(), String> {
-    let (all, rev) = registry.all_objects(None).map_err(|e| e.0.message)?;
+async fn run_once(registry: &Registry) -> Result<(), Error> {
+    let (all, rev) = registry.all_objects(None).map_err(Error::List)?;
     let mut cache = Cache::default();
     let mut queue: BTreeSet<(u8, Key)> = BTreeSet::new();
     for o in all {
@@ -186,10 +161,7 @@ async fn run_once(registry: &Registry) -> Result<(), String> {
             _ => {}
         }
     }
-    let mut watcher = registry
-        .store
-        .watch(b"/registry/", rev + 1)
-        .map_err(|e| e.to_string())?;
+    let mut watcher = registry.store.watch(b"/registry/", rev + 1)?;
     loop {
         // ReplicaSets first (they make pods), then the Deployments over them.
         while let Some(item) = queue.pop_last() {
@@ -200,7 +172,7 @@ async fn run_once(registry: &Registry) -> Result<(), String> {
         }
         let next_deadline = cache.deadlines.values().min().copied();
         let batch = tokio::select! {
-            b = watcher.next() => b.map_err(|e| e.to_string())?,
+            b = watcher.next() => b?,
             _ = async {
                 match next_deadline {
                     Some(at) => tokio::time::sleep_until(at).await,
@@ -393,7 +365,7 @@ async fn reconcile_rs(
                 }
                 Err(e) => {
                     tracing::warn!(rs = rs.name(), error = %e.0.message, "cannot create a pod");
-                    crate::scheduler::event(
+                    crate::runtime::event(
                         registry,
                         &rs,
                         "Warning",
@@ -519,7 +491,7 @@ async fn reconcile_deployment(registry: &Registry, cache: &mut Cache, k: &Key) {
             match registry.create(rs_kind, Some(&ns), obj, USER, false).await {
                 Ok(created) => {
                     cache.replicasets.insert(key(&created), created.clone());
-                    crate::scheduler::event(
+                    crate::runtime::event(
                         registry,
                         &d,
                         "Normal",
@@ -790,7 +762,7 @@ async fn scale(registry: &Registry, cache: &mut Cache, d: &Object, rs: &Object, 
         .is_some()
     {
         let verb = if to > from { "up" } else { "down" };
-        crate::scheduler::event(
+        crate::runtime::event(
             registry,
             d,
             "Normal",

@@ -15,25 +15,20 @@ use berth_store::EventType;
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
-use crate::registry::{Registry, decode};
+use berth_apiserver::registry::{Registry, decode};
+
+use crate::runtime::{Error, Key, event, key, pod_finished};
 
 const USER: &str = "system:kube-scheduler";
 
 /// Runs until `stop` turns true.
 pub async fn run(registry: Registry, default: Strategy, stop: watch::Receiver<bool>) {
-    crate::gc::supervise("scheduler", stop, || run_once(&registry, default)).await
+    crate::runtime::supervise("scheduler", stop, || run_once(&registry, default)).await
 }
 
 fn str_at<'a>(o: &'a Object, ptr: &str) -> &'a str {
     o.0.get("spec")
         .and_then(|s| s.pointer(ptr))
-        .and_then(Value::as_str)
-        .unwrap_or("")
-}
-
-fn phase(o: &Object) -> &str {
-    o.get("status")
-        .and_then(|s| s.get("phase"))
         .and_then(Value::as_str)
         .unwrap_or("")
 }
@@ -50,7 +45,7 @@ fn wants_placement(o: &Object) -> bool {
 
 /// Whether a bound pod still takes room on its node.
 fn holds_room(o: &Object) -> bool {
-    !str_at(o, "/nodeName").is_empty() && !matches!(phase(o), "Succeeded" | "Failed")
+    !str_at(o, "/nodeName").is_empty() && !pod_finished(o)
 }
 
 #[derive(Default)]
@@ -65,7 +60,7 @@ struct State {
     /// Bound pods that take room: uid -> (node, what it requests).
     placed: HashMap<String, (String, PodInfo)>,
     /// Unbound pods by creation order (resourceVersion of creation) -> object.
-    pending: BTreeMap<(String, String), Object>,
+    pending: BTreeMap<Key, Object>,
     last: Option<String>,
     /// The message last reported per pending pod (so it is not reported again).
     reported: HashMap<String, String>,
@@ -75,13 +70,6 @@ struct State {
 }
 
 impl State {
-    fn key(o: &Object) -> (String, String) {
-        (
-            o.namespace().unwrap_or("").to_string(),
-            o.name().to_string(),
-        )
-    }
-
     fn node_mut(&mut self, name: &str) -> Option<&mut NodeInfo> {
         let i = *self.index.get(name)?;
         self.snapshot.nodes.get_mut(i)
@@ -119,10 +107,10 @@ impl State {
     fn pod_put(&mut self, o: &Object) -> bool {
         let uid = o.uid().to_string();
         if wants_placement(o) {
-            self.pending.insert(Self::key(o), o.clone());
+            self.pending.insert(key(o), o.clone());
             return false;
         }
-        self.pending.remove(&Self::key(o));
+        self.pending.remove(&key(o));
         self.reported.remove(&uid);
         if holds_room(o) {
             let node = str_at(o, "/nodeName").to_string();
@@ -151,7 +139,7 @@ impl State {
     }
 
     fn pod_deleted(&mut self, o: &Object) -> bool {
-        self.pending.remove(&Self::key(o));
+        self.pending.remove(&key(o));
         self.reported.remove(o.uid());
         let had = self.placed.contains_key(o.uid());
         self.unplace(o.uid());
@@ -182,8 +170,8 @@ impl State {
     }
 }
 
-async fn run_once(registry: &Registry, default: Strategy) -> Result<(), String> {
-    let (all, rev) = registry.all_objects(None).map_err(|e| e.0.message)?;
+async fn run_once(registry: &Registry, default: Strategy) -> Result<(), Error> {
+    let (all, rev) = registry.all_objects(None).map_err(Error::List)?;
     let mut st = State::default();
     st.snapshot.default_strategy = default;
     st.snapshot.nodes = all
@@ -195,10 +183,7 @@ async fn run_once(registry: &Registry, default: Strategy) -> Result<(), String> 
     for o in all.iter().filter(|o| o.kind() == "Pod") {
         st.pod_put(o);
     }
-    let mut watcher = registry
-        .store
-        .watch(b"/registry/", rev + 1)
-        .map_err(|e| e.to_string())?;
+    let mut watcher = registry.store.watch(b"/registry/", rev + 1)?;
     let mut random_state: u64 = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(1, |d| d.as_nanos() as u64)
@@ -207,7 +192,7 @@ async fn run_once(registry: &Registry, default: Strategy) -> Result<(), String> 
     loop {
         schedule(registry, &mut st, &mut random_state, retry_all).await;
         retry_all = false;
-        let Some(batch) = watcher.next().await.map_err(|e| e.to_string())? else {
+        let Some(batch) = watcher.next().await? else {
             return Ok(());
         };
         for ev in batch.events.iter() {
@@ -271,7 +256,7 @@ async fn schedule(registry: &Registry, st: &mut State, random_state: &mut u64, r
         match placed {
             Ok(node) => {
                 st.last = Some(node.clone());
-                st.pending.remove(&State::key(&pod));
+                st.pending.remove(&key(&pod));
                 st.place(pod.uid(), &node, info);
                 uids.push(pod.uid().to_string());
                 batch.push((pod, node));
@@ -374,7 +359,7 @@ fn flush(
             let ns = bound.namespace().unwrap_or("default");
             let node = str_at(bound, "/nodeName");
             let msg = format!("Successfully assigned {ns}/{} to {node}", bound.name());
-            crate::events::object(bound, "default-scheduler", "Normal", "Scheduled", &msg)
+            berth_apiserver::events::object(bound, "default-scheduler", "Normal", "Scheduled", &msg)
                 .map(|e| vec![(events, e)])
                 .unwrap_or_default()
         };
@@ -419,9 +404,4 @@ async fn set_unschedulable(registry: &Registry, pod: &Object, message: &str) {
     {
         tracing::debug!(error = %e.0.message, "cannot set PodScheduled");
     }
-}
-
-/// Records an Event about an object, as the controllers report them.
-pub async fn event(registry: &Registry, about: &Object, typ: &str, reason: &str, message: &str) {
-    crate::events::record(registry, about, "default-scheduler", typ, reason, message).await;
 }
