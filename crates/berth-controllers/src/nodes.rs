@@ -7,6 +7,11 @@
 //!
 //! Defaults are short (4 s + 2 s), so replacements run within 10 s of a node's death;
 //! Kubernetes' are 40 s and 5 min.
+//!
+//! It also gives each node that registers without a `spec.podCIDR` the next free /24 of the
+//! cluster's pod range, as kube-controller-manager's `--allocate-node-cidrs` does. (Services'
+//! cluster IPs and node ports are not this controller's: the registry allocates them in the
+//! Service's own write, `berth-apiserver`'s `ranges.rs`.)
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
