@@ -12,11 +12,10 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use berth_api::object::Object;
 use berth_api::selector::LabelSelector;
+use berth_apiserver::registry::{DeleteOptions, Registry, decode};
 use berth_store::EventType;
 use serde_json::{Value, json};
 use tokio::sync::watch;
-
-use berth_apiserver::registry::{DeleteOptions, Registry, decode};
 
 use crate::runtime::{Error, Key, key, pod_finished, pod_ready};
 
@@ -184,10 +183,7 @@ pub fn subsets(svc: &Object, pods: &[&Object]) -> Value {
             .and_then(|s| s.get("podIP"))
             .and_then(Value::as_str)
             .unwrap_or("");
-        if ip.is_empty() || p.deletion_timestamp().is_some() {
-            continue;
-        }
-        if pod_finished(p) {
+        if ip.is_empty() || p.deletion_timestamp().is_some() || pod_finished(p) {
             continue;
         }
         let resolved: Vec<Value> = ports

@@ -8,10 +8,9 @@ use std::collections::{HashMap, HashSet};
 
 use berth_api::ResourceKind;
 use berth_api::object::Object;
+use berth_apiserver::registry::{DeleteOptions, ListOptions, Registry};
 use berth_store::EventType;
 use tokio::sync::watch;
-
-use berth_apiserver::registry::{DeleteOptions, ListOptions, Registry};
 
 use crate::runtime::Error;
 

@@ -18,10 +18,9 @@ use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 use berth_api::object::Object;
+use berth_apiserver::registry::{DeleteOptions, ListOptions, Registry};
 use serde_json::{Value, json};
 use tokio::sync::watch;
-
-use berth_apiserver::registry::{DeleteOptions, ListOptions, Registry};
 
 use crate::runtime::{Error, pod_finished};
 

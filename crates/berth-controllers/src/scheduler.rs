@@ -10,12 +10,11 @@
 use std::collections::{BTreeMap, HashMap};
 
 use berth_api::object::Object;
+use berth_apiserver::registry::{Registry, decode};
 use berth_scheduler::{NodeInfo, PodInfo, Snapshot, Strategy};
 use berth_store::EventType;
 use serde_json::{Value, json};
 use tokio::sync::watch;
-
-use berth_apiserver::registry::{Registry, decode};
 
 use crate::runtime::{Error, Key, event, key, pod_finished};
 

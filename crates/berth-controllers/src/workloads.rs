@@ -15,11 +15,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use berth_api::object::Object;
+use berth_apiserver::registry::{DeleteOptions, Registry, decode};
 use berth_store::EventType;
 use serde_json::{Value, json};
 use tokio::sync::watch;
-
-use berth_apiserver::registry::{DeleteOptions, Registry, decode};
 
 use crate::runtime::{Error, Key, key, pod_finished, pod_phase, pod_ready};
 
