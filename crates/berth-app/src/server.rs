@@ -218,22 +218,29 @@ pub async fn start(opts: ServerOptions) -> anyhow::Result<RunningServer> {
         )
         .await
     }));
+    // One watch of every object, shared by the controllers below.
+    let informer = berth_controllers::informer::Informer::new(api.registry.clone());
+    tasks.push(tokio::spawn(informer.clone().run(stop_rx.clone())));
     tasks.push(tokio::spawn(berth_controllers::gc::run(
         api.registry.clone(),
+        informer.clone(),
         stop_rx.clone(),
     )));
     if opts.controllers {
         tasks.push(tokio::spawn(berth_controllers::scheduler::run(
             api.registry.clone(),
+            informer.clone(),
             opts.scheduling,
             stop_rx.clone(),
         )));
         tasks.push(tokio::spawn(berth_controllers::workloads::run(
             api.registry.clone(),
+            informer.clone(),
             stop_rx.clone(),
         )));
         tasks.push(tokio::spawn(berth_controllers::endpoints::run(
             api.registry.clone(),
+            informer,
             stop_rx.clone(),
         )));
         tasks.push(tokio::spawn(berth_controllers::nodes::run(

@@ -5,25 +5,30 @@
 //! that resolve them differently fall in different subsets). Terminating pods are left out.
 //! Services without a selector keep the Endpoints their users write.
 //!
-//! Invariant: it follows Services and Pods through one store watch into a cache, and writes
+//! Invariant: it follows Services and Pods through the informer into a cache, and writes
 //! an Endpoints object only when its content changes.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 
 use berth_api::object::Object;
 use berth_api::selector::LabelSelector;
-use berth_apiserver::registry::{DeleteOptions, Registry, decode};
+use berth_apiserver::registry::{DeleteOptions, Registry};
 use berth_store::EventType;
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
+use crate::informer::Informer;
 use crate::runtime::{Error, Key, key, pod_finished, pod_ready};
 
 const USER: &str = "system:controller:endpoint-controller";
 
 /// Runs until `stop` turns true.
-pub async fn run(registry: Registry, stop: watch::Receiver<bool>) {
-    crate::runtime::supervise("endpoints controller", stop, || run_once(&registry)).await
+pub async fn run(registry: Registry, informer: Arc<Informer>, stop: watch::Receiver<bool>) {
+    crate::runtime::supervise("endpoints controller", stop, || {
+        run_once(&registry, &informer)
+    })
+    .await
 }
 
 #[derive(Default)]
@@ -39,8 +44,8 @@ struct Cache {
     registered: HashMap<Key, BTreeMap<String, Vec<u8>>>,
 }
 
-async fn run_once(registry: &Registry) -> Result<(), Error> {
-    let (all, rev) = registry.all_objects(None).map_err(Error::List)?;
+async fn run_once(registry: &Registry, informer: &Informer) -> Result<(), Error> {
+    let (all, mut changes) = informer.list_and_watch()?;
     let mut c = Cache::default();
     let mut queue: BTreeSet<Key> = BTreeSet::new();
     for o in all {
@@ -71,15 +76,15 @@ async fn run_once(registry: &Registry) -> Result<(), Error> {
             }
         }
     }
-    let mut watcher = registry.store.watch(b"/registry/core/", rev + 1)?;
     loop {
         while let Some(k) = queue.pop_first() {
             reconcile(registry, &mut c, &k).await;
         }
-        let Some(batch) = watcher.next().await? else {
+        let Some(batch) = changes.next().await? else {
             return Ok(());
         };
-        for ev in batch.events.iter() {
+        for change in batch.changes() {
+            let ev = change.event;
             let k = &ev.kv.key;
             let (svc, pod, ep) = (
                 k.starts_with(b"/registry/core/services/"),
@@ -89,7 +94,9 @@ async fn run_once(registry: &Registry) -> Result<(), Error> {
             if !(svc || pod || ep) {
                 continue;
             }
-            let Ok(o) = decode(&ev.kv) else { continue };
+            let Some(o) = change.object().cloned() else {
+                continue;
+            };
             let put = ev.typ == EventType::Put;
             if svc {
                 queue.insert(key(&o));

@@ -1,10 +1,11 @@
 //! The garbage collector and the namespace controller: deletes dependents whose owners are
 //! gone (background cascading deletion) and empties namespaces being deleted.
 //!
-//! Invariants: it reads a cache fed by one store watch (no polling); it is idempotent, so a
+//! Invariants: it reads a cache fed by the informer's watch (no polling); it is idempotent, so a
 //! restart re-lists and finishes any cascade a crash interrupted.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use berth_api::ResourceKind;
 use berth_api::object::Object;
@@ -12,6 +13,7 @@ use berth_apiserver::registry::{DeleteOptions, ListOptions, Registry};
 use berth_store::EventType;
 use tokio::sync::watch;
 
+use crate::informer::Informer;
 use crate::runtime::Error;
 
 const USER: &str = "system:garbage-collector";
@@ -219,12 +221,12 @@ async fn finish_namespace(registry: &Registry, ns: &str) {
 }
 
 /// Runs until `stop` turns true.
-pub async fn run(registry: Registry, stop: watch::Receiver<bool>) {
-    crate::runtime::supervise("garbage collector", stop, || run_once(&registry)).await
+pub async fn run(registry: Registry, informer: Arc<Informer>, stop: watch::Receiver<bool>) {
+    crate::runtime::supervise("garbage collector", stop, || run_once(&registry, &informer)).await
 }
 
-async fn run_once(registry: &Registry) -> Result<(), Error> {
-    let (all, rev) = registry.all_objects(None).map_err(Error::List)?;
+async fn run_once(registry: &Registry, informer: &Informer) -> Result<(), Error> {
+    let (all, mut changes) = informer.list_and_watch()?;
     let mut g = Graph::default();
     let mut terminating: HashSet<String> = HashSet::new();
     for o in &all {
@@ -233,7 +235,6 @@ async fn run_once(registry: &Registry) -> Result<(), Error> {
             terminating.insert(o.name().to_string());
         }
     }
-    let mut watcher = registry.store.watch(b"/registry/", rev + 1)?;
     for r in g.all_orphans() {
         delete(registry, &r).await;
     }
@@ -241,10 +242,12 @@ async fn run_once(registry: &Registry) -> Result<(), Error> {
         finish_namespace(registry, &ns).await;
     }
     loop {
-        let Some(batch) = watcher.next().await? else {
+        let Some(batch) = changes.next().await? else {
             return Ok(());
         };
-        for ev in batch.events.iter() {
+        for change in batch.changes() {
+            let ev = change.event;
+            // The head only, from the raw bytes: no full decode of every write for this.
             let Some(obj) = Head::decode(&ev.kv.value) else {
                 continue;
             };

@@ -25,6 +25,9 @@ pub enum Error {
     /// compacted past, the store closed).
     #[error("the store watch failed: {0}")]
     Watch(#[from] StoreError),
+    /// The controller fell this many revisions behind the informer's watch: it lists again.
+    #[error("fell {0} revisions behind the informer")]
+    Lagged(u64),
 }
 
 /// How a supervised loop is started again after it failed, ended or panicked: the pause

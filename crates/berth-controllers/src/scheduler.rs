@@ -1,5 +1,5 @@
 //! The scheduler loop around the pure placement function (`berth-scheduler`): it follows
-//! pods and nodes through one store watch, places every unbound pod, and binds it through the
+//! pods and nodes through the informer, places every unbound pod, and binds it through the
 //! same code as the `binding` subresource. A pod that fits nowhere gets `PodScheduled=False`
 //! with Kubernetes' message and a `FailedScheduling` Event, and is tried again when a node or
 //! a placed pod changes — never in a busy loop.
@@ -8,21 +8,31 @@
 //! deleted or finishes, so two pods never both take a node's last room.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use berth_api::object::Object;
-use berth_apiserver::registry::{Registry, decode};
+use berth_apiserver::registry::Registry;
 use berth_scheduler::{NodeInfo, PodInfo, Snapshot, Strategy};
 use berth_store::EventType;
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
+use crate::informer::Informer;
 use crate::runtime::{Error, Key, event, key, pod_finished};
 
 const USER: &str = "system:kube-scheduler";
 
 /// Runs until `stop` turns true.
-pub async fn run(registry: Registry, default: Strategy, stop: watch::Receiver<bool>) {
-    crate::runtime::supervise("scheduler", stop, || run_once(&registry, default)).await
+pub async fn run(
+    registry: Registry,
+    informer: Arc<Informer>,
+    default: Strategy,
+    stop: watch::Receiver<bool>,
+) {
+    crate::runtime::supervise("scheduler", stop, || {
+        run_once(&registry, &informer, default)
+    })
+    .await
 }
 
 fn str_at<'a>(o: &'a Object, ptr: &str) -> &'a str {
@@ -169,8 +179,12 @@ impl State {
     }
 }
 
-async fn run_once(registry: &Registry, default: Strategy) -> Result<(), Error> {
-    let (all, rev) = registry.all_objects(None).map_err(Error::List)?;
+async fn run_once(
+    registry: &Registry,
+    informer: &Informer,
+    default: Strategy,
+) -> Result<(), Error> {
+    let (all, mut changes) = informer.list_and_watch()?;
     let mut st = State::default();
     st.snapshot.default_strategy = default;
     st.snapshot.nodes = all
@@ -182,7 +196,6 @@ async fn run_once(registry: &Registry, default: Strategy) -> Result<(), Error> {
     for o in all.iter().filter(|o| o.kind() == "Pod") {
         st.pod_put(o);
     }
-    let mut watcher = registry.store.watch(b"/registry/", rev + 1)?;
     let mut random_state: u64 = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(1, |d| d.as_nanos() as u64)
@@ -191,10 +204,11 @@ async fn run_once(registry: &Registry, default: Strategy) -> Result<(), Error> {
     loop {
         schedule(registry, &mut st, &mut random_state, retry_all).await;
         retry_all = false;
-        let Some(batch) = watcher.next().await? else {
+        let Some(batch) = changes.next().await? else {
             return Ok(());
         };
-        for ev in batch.events.iter() {
+        for change in batch.changes() {
+            let ev = change.event;
             // Only pods and nodes matter here (the Events it writes itself are most of the
             // rest): nothing else is decoded.
             if !(ev.kv.key.starts_with(b"/registry/core/pods/")
@@ -209,15 +223,15 @@ async fn run_once(registry: &Registry, default: Strategy) -> Result<(), Error> {
             {
                 continue;
             }
-            let Ok(obj) = decode(&ev.kv) else { continue };
+            let Some(obj) = change.object() else { continue };
             match (obj.kind(), ev.typ) {
                 ("Node", EventType::Put) => {
-                    st.node_put(&obj);
+                    st.node_put(obj);
                     retry_all = true;
                 }
                 ("Node", EventType::Delete) => st.node_deleted(obj.name()),
-                ("Pod", EventType::Put) => retry_all |= st.pod_put(&obj),
-                ("Pod", EventType::Delete) => retry_all |= st.pod_deleted(&obj),
+                ("Pod", EventType::Put) => retry_all |= st.pod_put(obj),
+                ("Pod", EventType::Delete) => retry_all |= st.pod_deleted(obj),
                 _ => {}
             }
         }

@@ -2,7 +2,7 @@
 //! template out through ReplicaSets (RollingUpdate with maxSurge/maxUnavailable, or
 //! Recreate), keep a revision history, and report status as Kubernetes does.
 //!
-//! Shape (kube-runtime's): one watch feeds a cache of Deployments, ReplicaSets and Pods; each
+//! Shape (kube-runtime's): the informer feeds a cache of Deployments, ReplicaSets and Pods; each
 //! change queues the objects it concerns (a pod → its ReplicaSet; a ReplicaSet → itself and
 //! its Deployment); a reconcile pass runs each queued object's pure decision against the
 //! cache and writes the result through the registry.
@@ -12,14 +12,16 @@
 //! brought back yet.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use berth_api::object::Object;
-use berth_apiserver::registry::{DeleteOptions, Registry, decode};
+use berth_apiserver::registry::{DeleteOptions, Registry};
 use berth_store::EventType;
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
+use crate::informer::Informer;
 use crate::runtime::{Error, Key, key, pod_finished, pod_phase, pod_ready};
 
 const USER: &str = "system:controller:workloads";
@@ -29,8 +31,11 @@ pub const HASH_LABEL: &str = "pod-template-hash";
 pub const REVISION: &str = "deployment.kubernetes.io/revision";
 
 /// Runs until `stop` turns true.
-pub async fn run(registry: Registry, stop: watch::Receiver<bool>) {
-    crate::runtime::supervise("workload controllers", stop, || run_once(&registry)).await
+pub async fn run(registry: Registry, informer: Arc<Informer>, stop: watch::Receiver<bool>) {
+    crate::runtime::supervise("workload controllers", stop, || {
+        run_once(&registry, &informer)
+    })
+    .await
 }
 
 #[derive(Default)]
@@ -140,8 +145,8 @@ fn after_secs(secs: u64) -> Option<tokio::time::Instant> {
     tokio::time::Instant::now().checked_add(Duration::from_secs(secs))
 }
 
-async fn run_once(registry: &Registry) -> Result<(), Error> {
-    let (all, rev) = registry.all_objects(None).map_err(Error::List)?;
+async fn run_once(registry: &Registry, informer: &Informer) -> Result<(), Error> {
+    let (all, mut changes) = informer.list_and_watch()?;
     let mut cache = Cache::default();
     let mut queue: BTreeSet<(u8, Key)> = BTreeSet::new();
     for o in all {
@@ -160,7 +165,6 @@ async fn run_once(registry: &Registry) -> Result<(), Error> {
             _ => {}
         }
     }
-    let mut watcher = registry.store.watch(b"/registry/", rev + 1)?;
     loop {
         // ReplicaSets first (they make pods), then the Deployments over them.
         while let Some(item) = queue.pop_last() {
@@ -171,7 +175,7 @@ async fn run_once(registry: &Registry) -> Result<(), Error> {
         }
         let next_deadline = cache.deadlines.values().min().copied();
         let batch = tokio::select! {
-            b = watcher.next() => b?,
+            b = changes.next() => b?,
             _ = async {
                 match next_deadline {
                     Some(at) => tokio::time::sleep_until(at).await,
@@ -195,8 +199,18 @@ async fn run_once(registry: &Registry) -> Result<(), Error> {
         let Some(batch) = batch else {
             return Ok(());
         };
-        for ev in batch.events.iter() {
-            let Ok(o) = decode(&ev.kv) else { continue };
+        for change in batch.changes() {
+            let ev = change.event;
+            // Only Deployments, ReplicaSets and Pods matter here: nothing else is decoded.
+            if !(ev.kv.key.starts_with(b"/registry/apps/deployments/")
+                || ev.kv.key.starts_with(b"/registry/apps/replicasets/")
+                || ev.kv.key.starts_with(b"/registry/core/pods/"))
+            {
+                continue;
+            }
+            let Some(o) = change.object().cloned() else {
+                continue;
+            };
             let put = ev.typ == EventType::Put;
             match o.kind() {
                 "Deployment" => {
