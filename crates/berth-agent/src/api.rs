@@ -114,7 +114,7 @@ pub(crate) async fn serve(
         .route("/containerLogs/{ns}/{pod}/{container}", get(container_logs))
         .route("/exec/{ns}/{pod}/{container}", get(exec).post(exec))
         .route("/stats/summary", get(summary))
-        .route("/metrics", get(|| async { crate::metrics::render() }))
+        .route("/metrics", get(|| async { berth_metrics::render() }))
         .with_state(api);
     berth_tls::serve(
         l.listener,

@@ -11,20 +11,10 @@
 //!   longer binds to this node.
 
 pub mod api;
-mod catalog;
-pub mod confgen;
-pub mod dns;
-mod h1;
-mod ingress;
-pub mod metrics;
 mod pods;
 mod probes;
-mod proxy;
-mod routes;
 mod security;
 mod templates;
-
-pub use proxy::Relay as ProxyRelay;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -33,7 +23,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use berth_api::kinds::resolve;
-use berth_client::Client;
+use berth_client::{Client, informer};
+use berth_net::{catalog, dns, ingress, proxy, routes};
 use berth_runtime::pod::{Dns, Runtime};
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, watch};
@@ -74,11 +65,11 @@ pub struct AgentConfig {
     pub cluster_dns: Option<std::net::Ipv4Addr>,
     /// The cluster's service range: blackholed on the node, so only the cluster IPs the proxy
     /// serves are reachable in it.
-    pub service_cidr: Option<berth_runtime::net::Ipv4Net>,
+    pub service_cidr: Option<berth_api::cidr::Ipv4Net>,
     /// How long the service proxy lets connections to an endpoint that went away go on.
     pub proxy_drain: Duration,
     /// How the service proxy relays established TCP connections.
-    pub proxy_relay: ProxyRelay,
+    pub proxy_relay: proxy::Relay,
     /// The port every address of the node serves the ingress on (0: no ingress).
     pub ingress_port: u16,
     /// What peers of the agent API, the ingress and DNS over TCP may hold: connections,
@@ -328,7 +319,11 @@ pub async fn run(
     {
         cfg.runtime.network.blackholes.push(services);
     }
-    tokio::spawn(routes::run(client.clone(), cfg.clone(), stop.clone()));
+    let route_opts = routes::Options {
+        range: cfg.runtime.network.range,
+        node_ip: cfg.node_ip.parse().ok(),
+    };
+    tokio::spawn(routes::run(client.clone(), route_opts, stop.clone()));
     // One view of Services and Endpoints for cluster DNS and the service proxy.
     let catalog = catalog::Shared::new(catalog::Catalog::default());
     catalog::follow(client.clone(), catalog.clone(), stop.clone());
@@ -407,75 +402,47 @@ pub async fn run(
     let shared = Arc::new(pods::Shared::new(client.clone(), cfg.clone()));
     let mut workers: HashMap<String, mpsc::UnboundedSender<pods::Update>> = HashMap::new();
     let mut adopted: Vec<String> = recovered.adopted;
+    // Listed, then watched from the list's revision (with bookmarks, so a resumed watch
+    // starts from a recent one); a list tells which pods went away while we were not looking.
+    let mut pods = informer::Watcher::new(client.clone(), pods_kind)
+        .selector(&selector)
+        .bookmarks();
     loop {
-        // List, then watch from the list's revision; a broken watch lists again.
-        let list = match client.list(pods_kind, None, &selector).await {
-            Ok(l) => l,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot list this node's pods; retrying");
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
-                    _ = stop.changed() => break,
+        let ev = tokio::select! {
+            ev = pods.next() => ev,
+            _ = stop.changed() => return Ok(()),
+        };
+        match ev {
+            informer::Event::Listed(items) => {
+                let listed: Vec<String> = items
+                    .iter()
+                    .filter_map(|p| p["metadata"]["uid"].as_str().map(String::from))
+                    .collect();
+                for p in items {
+                    dispatch(&shared, &mut workers, pods::Update::Pod(p));
+                }
+                // Pods this node runs that the API no longer binds here: gone while we were
+                // away.
+                for uid in workers.keys().cloned().collect::<Vec<_>>() {
+                    if !listed.contains(&uid) {
+                        dispatch_gone(&mut workers, &uid);
+                    }
+                }
+                for uid in std::mem::take(&mut adopted) {
+                    if !listed.contains(&uid) {
+                        let s = shared.clone();
+                        tokio::spawn(async move { s.remove_sandbox(uid).await });
+                    }
                 }
             }
-        };
-        let rv = list["metadata"]["resourceVersion"]
-            .as_str()
-            .unwrap_or("")
-            .to_string();
-        let items = list["items"].as_array().cloned().unwrap_or_default();
-        let listed: Vec<String> = items
-            .iter()
-            .filter_map(|p| p["metadata"]["uid"].as_str().map(String::from))
-            .collect();
-        for p in items {
-            dispatch(&shared, &mut workers, pods::Update::Pod(p));
-        }
-        // Pods this node runs that the API no longer binds here: gone while we were away.
-        for uid in workers.keys().cloned().collect::<Vec<_>>() {
-            if !listed.contains(&uid) {
-                dispatch_gone(&mut workers, &uid);
-            }
-        }
-        for uid in std::mem::take(&mut adopted) {
-            if !listed.contains(&uid) {
-                let s = shared.clone();
-                tokio::spawn(async move { s.remove_sandbox(uid).await });
-            }
-        }
-        let mut stream = match client
-            .watch(
-                pods_kind,
-                None,
-                &format!("{selector}&resourceVersion={rv}&allowWatchBookmarks=true"),
-            )
-            .await
-        {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot watch this node's pods; listing again");
-                continue;
-            }
-        };
-        loop {
-            tokio::select! {
-                ev = stream.next() => match ev {
-                    Ok(Some(ev)) => match ev.typ.as_str() {
-                        "ADDED" | "MODIFIED" => dispatch(&shared, &mut workers, pods::Update::Pod(ev.object)),
-                        "DELETED" => {
-                            if let Some(uid) = ev.object["metadata"]["uid"].as_str() {
-                                dispatch_gone(&mut workers, uid);
-                            }
-                        }
-                        _ => {}
-                    },
-                    _ => break,
-                },
-                _ = stop.changed() => return Ok(()),
+            informer::Event::Applied(p) => dispatch(&shared, &mut workers, pods::Update::Pod(p)),
+            informer::Event::Deleted(p) => {
+                if let Some(uid) = p["metadata"]["uid"].as_str() {
+                    dispatch_gone(&mut workers, uid);
+                }
             }
         }
     }
-    Ok(())
 }
 
 fn dispatch(
@@ -503,49 +470,6 @@ fn dispatch(
 fn dispatch_gone(workers: &mut HashMap<String, mpsc::UnboundedSender<pods::Update>>, uid: &str) {
     if let Some(tx) = workers.remove(uid) {
         let _ = tx.send(pods::Update::Gone);
-    }
-}
-
-/// Lists a kind (all namespaces) and follows it by watch, listing again when the watch breaks,
-/// until `stop`: `listed` gets every list's items, `event` every change after it
-/// (`ADDED`, `MODIFIED`, `DELETED`).
-pub(crate) async fn follow(
-    client: &Client,
-    plural: &str,
-    mut stop: watch::Receiver<bool>,
-    mut listed: impl FnMut(&[Value]),
-    mut event: impl FnMut(&str, &Value),
-) {
-    let Some(kind) = resolve(plural) else { return };
-    loop {
-        let list = match client.list(kind, None, "").await {
-            Ok(l) => l,
-            Err(e) => {
-                tracing::debug!(error = %e, "cannot list {plural}; retrying");
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
-                    _ = stop.changed() => return,
-                }
-            }
-        };
-        listed(list["items"].as_array().map(Vec::as_slice).unwrap_or(&[]));
-        let rv = list["metadata"]["resourceVersion"].as_str().unwrap_or("");
-        let Ok(mut stream) = client
-            .watch(kind, None, &format!("resourceVersion={rv}"))
-            .await
-        else {
-            continue;
-        };
-        loop {
-            tokio::select! {
-                ev = stream.next() => match ev {
-                    Ok(Some(ev)) if ev.typ != "BOOKMARK" && ev.typ != "ERROR" => event(&ev.typ, &ev.object),
-                    Ok(Some(_)) => {}
-                    _ => break,
-                },
-                _ = stop.changed() => return,
-            }
-        }
     }
 }
 

@@ -6,7 +6,6 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::AgentConfig;
 
@@ -257,7 +256,7 @@ pub(crate) async fn run_handler(
                 ))
             })
             .collect();
-        let code = http_status(&addr, path, &headers).await?;
+        let code = berth_client::probe::http_status(&addr, path, &headers).await?;
         if (200..400).contains(&code) {
             Ok(())
         } else {
@@ -272,41 +271,6 @@ pub(crate) async fn run_handler(
             format!("{addr}: timed out after {}s", timeout.as_secs()),
         ),
     }
-}
-
-/// One HTTP/1.1 GET of `path` at `addr` (`host:port`): the status code it answered.
-pub(crate) async fn http_status(
-    addr: &str,
-    path: &str,
-    headers: &[(String, String)],
-) -> Result<u16, String> {
-    let mut s = tokio::net::TcpStream::connect(addr)
-        .await
-        .map_err(|e| format!("dial tcp {addr}: {e}"))?;
-    let mut req = format!(
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: berth-probe/1.0\r\nAccept: */*\r\nConnection: close\r\n"
-    );
-    for (n, v) in headers {
-        req.push_str(&format!("{n}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    s.write_all(req.as_bytes())
-        .await
-        .map_err(|e| e.to_string())?;
-    let mut head = Vec::new();
-    let mut buf = [0u8; 512];
-    while !head.windows(2).any(|w| w == b"\r\n") && head.len() < 4096 {
-        let n = s.read(&mut buf).await.map_err(|e| e.to_string())?;
-        if n == 0 {
-            break;
-        }
-        head.extend_from_slice(&buf[..n]);
-    }
-    String::from_utf8_lossy(&head)
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| format!("no HTTP status from {addr}"))
 }
 
 impl Probes {

@@ -10,7 +10,8 @@ use berth_client::Client;
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
-use crate::confgen::{self, Outcome, Sources};
+use berth_client::informer::{self, key_of as key};
+use berth_confgen::{self as confgen, Outcome, Sources};
 
 struct Running {
     spec: Value,
@@ -118,14 +119,6 @@ impl confgen::Reporter for StatusReporter {
     }
 }
 
-fn key(o: &Value) -> String {
-    format!(
-        "{}/{}",
-        o["metadata"]["namespace"].as_str().unwrap_or(""),
-        o["metadata"]["name"].as_str().unwrap_or("")
-    )
-}
-
 /// Runs this node's ConfigTemplates until `stop`.
 pub(crate) async fn run(client: Client, node: String, stop: watch::Receiver<bool>) {
     let running: Mutex<HashMap<String, Running>> = Mutex::new(HashMap::new());
@@ -138,7 +131,7 @@ pub(crate) async fn run(client: Client, node: String, stop: watch::Receiver<bool
         if !mine {
             if let Some(old) = r.remove(&k) {
                 let _ = old.stop.send(true);
-                crate::metrics::forget("berth_configtemplate_healthy", ("template", &k));
+                berth_metrics::forget("berth_configtemplate_healthy", ("template", &k));
             }
             return;
         }
@@ -193,11 +186,12 @@ pub(crate) async fn run(client: Client, node: String, stop: watch::Receiver<bool
             confgen::run(k, spec, node, sources, reporter, rx).await;
         });
     };
-    crate::follow(
-        &client,
-        "configtemplates",
-        stop.clone(),
-        |items| {
+    let Some(kind) = berth_api::kinds::resolve("configtemplates") else {
+        return;
+    };
+    let watcher = informer::Watcher::new(client.clone(), kind);
+    informer::follow(watcher, stop.clone(), |ev| match ev {
+        informer::Event::Listed(items) => {
             let present: Vec<String> = items.iter().map(key).collect();
             let gone: Vec<String> = running
                 .lock()
@@ -210,12 +204,13 @@ pub(crate) async fn run(client: Client, node: String, stop: watch::Receiver<bool
                 let (ns, name) = k.split_once('/').unwrap_or(("", &k));
                 update(&json!({"metadata": {"namespace": ns, "name": name}}), true);
             }
-            for o in items {
+            for o in &items {
                 update(o, false);
             }
-        },
-        |typ, o| update(o, typ == "DELETED"),
-    )
+        }
+        informer::Event::Applied(o) => update(&o, false),
+        informer::Event::Deleted(o) => update(&o, true),
+    })
     .await;
     for (_, r) in running.lock().unwrap_or_else(|e| e.into_inner()).drain() {
         let _ = r.stop.send(true);

@@ -75,40 +75,6 @@ pub const MAX_OUTPUT: usize = 16 << 20;
 pub const DEFAULT_MIN_WAIT: Duration = Duration::from_millis(100);
 pub const DEFAULT_MAX_WAIT: Duration = Duration::from_secs(1);
 
-/// A duration as Kubernetes and Go write them: `150ms`, `2s`, `1m30s`, `1h`, `1.5s`.
-pub fn parse_duration(s: &str) -> Option<Duration> {
-    let mut total = 0f64;
-    let mut rest = s.trim();
-    if rest.is_empty() {
-        return None;
-    }
-    if rest == "0" {
-        return Some(Duration::ZERO);
-    }
-    while !rest.is_empty() {
-        let num_len = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        let n: f64 = rest[..num_len].parse().ok()?;
-        rest = &rest[num_len..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let scale = match &rest[..unit_len] {
-            "ns" => 1e-9,
-            "us" | "µs" => 1e-6,
-            "ms" => 1e-3,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            _ => return None,
-        };
-        rest = &rest[unit_len..];
-        total += n * scale;
-    }
-    (total.is_finite() && total < 1e9).then(|| Duration::from_secs_f64(total))
-}
-
 /// Checks a template's syntax; the error says where (line) and what.
 pub fn check_template(source: &str) -> Result<(), String> {
     let env = minijinja::Environment::new();
@@ -208,7 +174,7 @@ fn duration(
 ) -> Duration {
     match v {
         None | Some(Value::Null) => default,
-        Some(Value::String(s)) => parse_duration(s).unwrap_or_else(|| {
+        Some(Value::String(s)) => crate::duration::parse(s).unwrap_or_else(|_| {
             errs.push(FieldError::invalid(
                 path,
                 describe(&Value::String(s.clone())),
@@ -407,17 +373,6 @@ pub fn parse(
 mod tests {
     use super::*;
     use serde_json::json;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("150ms"), Some(Duration::from_millis(150)));
-        assert_eq!(parse_duration("1m30s"), Some(Duration::from_secs(90)));
-        assert_eq!(parse_duration("1.5s"), Some(Duration::from_millis(1500)));
-        assert_eq!(parse_duration("0"), Some(Duration::ZERO));
-        for bad in ["", "5", "s", "1x", "1e400s", "-1s"] {
-            assert_eq!(parse_duration(bad), None, "{bad}");
-        }
-    }
 
     #[test]
     fn specs_and_their_errors() {

@@ -1,10 +1,13 @@
-//! Kubernetes-shaped API types, the kind registry, selectors, quantities and validation.
+//! Kubernetes-shaped API types, the kind registry, selectors, quantities, CIDRs and validation.
 //!
 //! Architecture invariant: this crate does no IO and depends on no async runtime. Everything in
 //! it is a pure function of its inputs, so the API server, the CLI and future controllers share
 //! one definition of what a valid object is.
 
+pub mod base64;
+pub mod cidr;
 pub mod configtemplate;
+pub mod duration;
 pub mod kinds;
 pub mod manifest;
 pub mod names;

@@ -139,7 +139,7 @@ pub fn bootstrap_token(
     }
     let field = |k: &str| -> Option<String> {
         let v = obj.get("data")?.get(k)?.as_str()?;
-        String::from_utf8(berth_api::validate::base64_decode(v)?).ok()
+        String::from_utf8(berth_api::base64::decode(v)?).ok()
     };
     if !same(field("token-secret")?.as_bytes(), secret.as_bytes())
         || field("usage-bootstrap-authentication").as_deref() != Some("true")

@@ -91,7 +91,7 @@ pub fn entry(kv: &KeyValue) -> Value {
     });
     match std::str::from_utf8(&kv.value) {
         Ok(s) => e["value"] = json!(s),
-        Err(_) => e["valueBase64"] = json!(berth_api::validate::base64_encode(&kv.value)),
+        Err(_) => e["valueBase64"] = json!(berth_api::base64::encode(&kv.value)),
     }
     e
 }

@@ -49,7 +49,7 @@ pub struct ServerConfig {
     /// server runs without TLS.
     pub agent_client: Option<berth_tls::Identity>,
     /// Where Services' cluster IPs come from.
-    pub service_cidr: (std::net::Ipv4Addr, u8),
+    pub service_cidr: berth_api::cidr::Ipv4Net,
     /// How long a whole request body may take to arrive.
     pub body_timeout: Duration,
 }
@@ -61,7 +61,10 @@ impl Default for ServerConfig {
             bookmark_interval: Duration::from_secs(5),
             version: env!("CARGO_PKG_VERSION").to_string(),
             agent_client: None,
-            service_cidr: (std::net::Ipv4Addr::new(10, 43, 0, 0), 16),
+            service_cidr: berth_api::cidr::Ipv4Net {
+                addr: std::net::Ipv4Addr::new(10, 43, 0, 0),
+                prefix: 16,
+            },
             body_timeout: Duration::from_secs(60),
         }
     }

@@ -6,6 +6,7 @@
 //! never stored in the value; every write is a store transaction that compares the mod revision
 //! it read, so concurrent writers get 409 Conflict rather than lost updates.
 
+use berth_api::cidr::Ipv4Net;
 use berth_api::kinds::{self, ResourceKind};
 use berth_api::object::Object;
 use berth_api::selector::{FieldSelector, LabelSelector};
@@ -119,19 +120,22 @@ fn decode_continue(token: &str) -> ApiResult<(u64, Vec<u8>)> {
 pub struct Registry {
     pub store: Store,
     /// Where Services' cluster IPs come from (`--service-cidr`; 10.43.0.0/16 by default).
-    service_range: (std::net::Ipv4Addr, u8),
+    service_range: Ipv4Net,
 }
 
 impl Registry {
     pub fn new(store: Store) -> Self {
         Registry {
             store,
-            service_range: (std::net::Ipv4Addr::new(10, 43, 0, 0), 16),
+            service_range: Ipv4Net {
+                addr: std::net::Ipv4Addr::new(10, 43, 0, 0),
+                prefix: 16,
+            },
         }
     }
 
     /// The same, giving Services cluster IPs from `range`.
-    pub fn with_service_range(mut self, range: (std::net::Ipv4Addr, u8)) -> Self {
+    pub fn with_service_range(mut self, range: Ipv4Net) -> Self {
         self.service_range = range;
         self
     }
@@ -155,8 +159,7 @@ impl Registry {
         if asked.is_empty() {
             return Ok((true, None));
         }
-        let (base, prefix) = self.service_range;
-        let mask = u32::MAX << (32 - prefix);
+        let range = self.service_range;
         let ip: std::net::Ipv4Addr = asked.parse().map_err(|_| {
             ApiError::invalid(
                 kinds::resolve("services").unwrap_or(&kinds::KINDS[0]),
@@ -168,7 +171,7 @@ impl Registry {
                 )],
             )
         })?;
-        if u32::from(ip) & mask != u32::from(base) {
+        if !range.contains(ip) {
             return Err(ApiError::invalid(
                 kinds::resolve("services").unwrap_or(&kinds::KINDS[0]),
                 svc.name(),
@@ -176,7 +179,7 @@ impl Registry {
                     "spec.clusterIPs",
                     format!("[]string{{\"{asked}\"}}"),
                     &format!(
-                        "failed to allocate IP {asked}: the provided IP ({asked}) is not in the valid range. The range of valid IPs is {base}/{prefix}"
+                        "failed to allocate IP {asked}: the provided IP ({asked}) is not in the valid range. The range of valid IPs is {range}"
                     ),
                 )],
             ));
@@ -187,7 +190,7 @@ impl Registry {
     /// A free-looking address of the service range, at random from its upper part (the lower
     /// 256 are left for Services that name theirs, as Kubernetes' static band).
     fn random_service_ip(&self) -> std::net::Ipv4Addr {
-        let (base, prefix) = self.service_range;
+        let Ipv4Net { addr: base, prefix } = self.service_range;
         let size = 1u32 << (32 - prefix);
         let low = if size > 1024 { 256 } else { 2 };
         let mut b = [0u8; 4];

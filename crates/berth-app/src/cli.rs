@@ -55,7 +55,7 @@ pub struct ServerArgs {
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:6443")]
     pub api_listen: SocketAddr,
     /// How long the history of every object is kept (e.g. 7d, 12h, 30m)
-    #[arg(long, value_name = "DURATION", default_value = "7d", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "7d", value_parser = berth_api::duration::parse)]
     pub history_retention: Duration,
     /// Once ready, apply these manifests (files or directories), as `berth apply -f` would
     #[arg(long, value_name = "FILE")]
@@ -65,16 +65,16 @@ pub struct ServerArgs {
     #[arg(long, value_name = "STRATEGY", default_value = "spread", value_parser = parse_strategy)]
     pub scheduling: berth_scheduler::Strategy,
     /// How long a node may go without renewing its Lease before it is NotReady
-    #[arg(long, value_name = "DURATION", default_value = "4s", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "4s", value_parser = berth_api::duration::parse)]
     pub node_monitor_grace_period: Duration,
     /// The cluster's pod range: a node that names no --pod-cidr gets the next free /24 of it
-    #[arg(long, value_name = "CIDR", default_value = "10.42.0.0/16", value_parser = berth_controllers::nodes::parse_cluster_cidr)]
-    pub cluster_cidr: (std::net::Ipv4Addr, u8),
+    #[arg(long, value_name = "CIDR", default_value = "10.42.0.0/16", value_parser = berth_api::cidr::Ipv4Net::parse_cluster)]
+    pub cluster_cidr: berth_api::cidr::Ipv4Net,
     /// Where Services' cluster IPs come from
-    #[arg(long, value_name = "CIDR", default_value = "10.43.0.0/16", value_parser = berth_controllers::nodes::parse_cluster_cidr)]
-    pub service_cidr: (std::net::Ipv4Addr, u8),
+    #[arg(long, value_name = "CIDR", default_value = "10.43.0.0/16", value_parser = berth_api::cidr::Ipv4Net::parse_cluster)]
+    pub service_cidr: berth_api::cidr::Ipv4Net,
     /// How long after a node went NotReady its pods are replaced elsewhere
-    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = berth_api::duration::parse)]
     pub pod_eviction_timeout: Duration,
     #[command(flatten)]
     pub limits: LimitArgs,
@@ -152,7 +152,7 @@ pub struct NodeArgs {
     pub max_layer_size: u64,
     /// The first wait before restarting a crashed container (or pulling again); it doubles
     /// up to 5 min, as Kubernetes' (10s)
-    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = berth_api::duration::parse)]
     pub restart_backoff: Duration,
     /// A registry spoken to over plain HTTP (repeatable)
     #[arg(long, value_name = "HOST:PORT")]
@@ -181,7 +181,7 @@ pub struct NodeArgs {
         value_name = "DURATION",
         env = "BERTH_PROXY_DRAIN_TIMEOUT",
         default_value = "30s",
-        value_parser = parse_duration
+        value_parser = berth_api::duration::parse
     )]
     pub proxy_drain_timeout: Duration,
     /// How the service proxy relays the bytes of established cluster IP and node port
@@ -194,7 +194,7 @@ pub struct NodeArgs {
         env = "BERTH_PROXY_RELAY",
         default_value = "io-uring"
     )]
-    pub proxy_relay: berth_agent::ProxyRelay,
+    pub proxy_relay: berth_net::proxy::Relay,
     /// The port the node serves HTTP ingress on, on --node-ip (Ingress objects and pods'
     /// VIRTUAL_HOST); 0 turns the ingress off
     #[arg(
@@ -222,8 +222,8 @@ pub struct AgentArgs {
     #[arg(long, value_name = "DIR", env = "BERTH_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
     /// The cluster's service range (the server's --service-cidr): blackholed on this node
-    #[arg(long, value_name = "CIDR", default_value = "10.43.0.0/16", value_parser = berth_controllers::nodes::parse_cluster_cidr)]
-    pub service_cidr: (std::net::Ipv4Addr, u8),
+    #[arg(long, value_name = "CIDR", default_value = "10.43.0.0/16", value_parser = berth_api::cidr::Ipv4Net::parse_cluster)]
+    pub service_cidr: berth_api::cidr::Ipv4Net,
     #[command(flatten)]
     pub limits: LimitArgs,
     #[command(flatten)]
@@ -241,7 +241,7 @@ fn parse_size(s: &str) -> Result<u64, String> {
 
 /// A duration that is not zero (a zero timeout would close every connection).
 fn parse_timeout(s: &str) -> Result<Duration, String> {
-    let d = parse_duration(s)?;
+    let d = berth_api::duration::parse(s)?;
     if d.is_zero() {
         return Err(format!("{s:?}: a timeout must be longer than zero"));
     }
@@ -284,7 +284,7 @@ impl NodeArgs {
             cluster_ca_pem,
             range_given: self.net.pod_cidr.is_some(),
             dns_upstream: match self.dns_upstream.as_str() {
-                "host" => berth_agent::dns::host_upstreams(),
+                "host" => berth_net::dns::host_upstreams(),
                 "none" => Vec::new(),
                 list => list
                     .split(',')
@@ -327,7 +327,7 @@ async fn run_agent(args: AgentArgs) -> anyhow::Result<()> {
     let mut cfg = args
         .node
         .agent_config(&data_dir, ca, args.limits.limits())?;
-    cfg.service_cidr = Some(net_of(args.service_cidr));
+    cfg.service_cidr = Some(args.service_cidr);
     println!("berth agent {} joining {}", cfg.node_name, args.server);
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
     let agent = tokio::spawn(berth_agent::run(client, cfg, stop));
@@ -339,15 +339,6 @@ async fn run_agent(args: AgentArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-fn net_of((addr, prefix): (std::net::Ipv4Addr, u8)) -> berth_runtime::net::Ipv4Net {
-    berth_runtime::net::Ipv4Net { addr, prefix }
-}
-
-/// `7d`, `12h`, `30m`, `45s`.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    berth_cli::parse_duration(s)
 }
 
 async fn wait_for_signal() {
@@ -387,7 +378,7 @@ async fn run_server(args: ServerArgs, all_in_one: bool) -> anyhow::Result<()> {
             args.node
                 .agent_config(&data_dir, Some(server.ca_pem.clone()), args.limits.limits())?;
         let mut cfg = cfg;
-        cfg.service_cidr = Some(net_of(args.service_cidr));
+        cfg.service_cidr = Some(args.service_cidr);
         let client =
             berth_client::Client::with_ca(&server.url, &server.token, Some(&server.ca_pem))?;
         tokio::spawn(async move {

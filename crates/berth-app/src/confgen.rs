@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use berth_agent::confgen::{self, Outcome, Sources};
+use berth_confgen::{self as confgen, Outcome, Sources};
 use clap::Args;
 use serde_json::{Value, json};
 
@@ -186,7 +186,7 @@ pub async fn run(conn: &berth_cli::Conn, args: GenArgs) -> anyhow::Result<i32> {
             .with_context(|| format!("--metrics-listen {addr}"))?;
         let app = axum::Router::new().route(
             "/metrics",
-            axum::routing::get(|| async { berth_agent::metrics::render() }),
+            axum::routing::get(|| async { berth_metrics::render() }),
         );
         tokio::spawn(async move { axum::serve(listener, app).await });
     }

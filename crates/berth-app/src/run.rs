@@ -10,11 +10,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use berth_api::cidr::Ipv4Net;
 use berth_api::quantity::Quantity;
 use berth_image::ImageStore;
 use berth_runtime::ContainerSpec;
 use berth_runtime::logs::{Stream, parse_record};
-use berth_runtime::net::{Ipv4Net, Network};
+use berth_runtime::net::Network;
 use berth_runtime::pod::{ContainerConfig, Dns, PodConfig, Runtime, RuntimeError};
 use berth_runtime::shim::Status;
 use berth_runtime::spec::Mount;

@@ -30,7 +30,7 @@ pub struct ServerOptions {
     /// When a silent node is NotReady, and when its pods are replaced.
     pub node_timing: berth_controllers::nodes::Timing,
     /// Where Services' cluster IPs come from.
-    pub service_cidr: (std::net::Ipv4Addr, u8),
+    pub service_cidr: berth_api::cidr::Ipv4Net,
     /// What API clients may hold: connections, timeouts, descriptors.
     pub limits: berth_tls::ConnLimits,
 }
@@ -46,7 +46,10 @@ impl ServerOptions {
             controllers: true,
             scheduling: berth_scheduler::Strategy::Spread,
             node_timing: berth_controllers::nodes::Timing::default(),
-            service_cidr: (std::net::Ipv4Addr::new(10, 43, 0, 0), 16),
+            service_cidr: berth_api::cidr::Ipv4Net {
+                addr: std::net::Ipv4Addr::new(10, 43, 0, 0),
+                prefix: 16,
+            },
             limits: berth_tls::ConnLimits::default(),
         }
     }

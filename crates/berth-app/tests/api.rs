@@ -1532,7 +1532,7 @@ async fn bootstrap_tokens_authenticate_until_they_expire_or_go() {
     let c = &t.admin;
     let secrets = resolve("secrets").unwrap();
     let server = t.server.as_ref().unwrap();
-    let b64 = |s: &str| berth_api::validate::base64_encode(s.as_bytes());
+    let b64 = |s: &str| berth_api::base64::encode(s.as_bytes());
     let token = |id: &str, secret: &str, expiration: &str| {
         let mut data = json!({"token-id": b64(id), "token-secret": b64(secret),
             "usage-bootstrap-authentication": b64("true")});

@@ -252,7 +252,7 @@ const PLAIN: [&str; 3] = [
 ];
 
 fn base64(s: &str) -> String {
-    berth_api::validate::base64_encode(s.as_bytes())
+    berth_api::base64::encode(s.as_bytes())
 }
 
 /// Fails when `text` holds any of the Secret's values, plain or base64.
@@ -391,7 +391,7 @@ async fn history_of_a_secret_names_changed_keys_never_values() {
         }
     }
     let mut out = Vec::new();
-    let verb = berth_cli::Verb::Get {
+    let verb = berth_cli::Verb::Get(berth_cli::get::GetArgs {
         kind: "secret".into(),
         names: vec!["db".into()],
         selector: None,
@@ -401,7 +401,7 @@ async fn history_of_a_secret_names_changed_keys_never_values() {
         watch: false,
         revision: Some(rev.parse().unwrap()),
         at: None,
-    };
+    });
     berth_cli::run(&conn, verb, &mut out).await.unwrap();
     assert_no_values("berth get --revision", &String::from_utf8(out).unwrap());
 

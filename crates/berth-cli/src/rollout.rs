@@ -56,7 +56,7 @@ pub fn target(args: &[String]) -> anyhow::Result<(&'static ResourceKind, String)
 }
 
 fn seconds(s: &str) -> anyhow::Result<u64> {
-    crate::parse_duration(s)
+    berth_api::duration::parse(s)
         .map(|d| d.as_secs())
         .map_err(anyhow::Error::msg)
 }

@@ -119,7 +119,7 @@ pub struct LogArgs {
     #[arg(long, value_name = "N", allow_negative_numbers = true)]
     pub tail: Option<i64>,
     /// Only lines newer than this (e.g. 30s, 5m, 1h)
-    #[arg(long, value_name = "DURATION", value_parser = crate::parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = berth_api::duration::parse)]
     pub since: Option<std::time::Duration>,
     /// Only lines at or after this time (RFC 3339)
     #[arg(long, value_name = "TIME")]

@@ -5,8 +5,8 @@
 use std::io::Write;
 
 use anyhow::Context;
+use berth_api::base64;
 use berth_api::kinds;
-use berth_api::validate::{base64_decode, base64_encode};
 use berth_client::Client;
 use clap::Subcommand;
 use serde_json::{Value, json};
@@ -38,7 +38,7 @@ fn random(n: usize) -> String {
 }
 
 fn seconds(s: &str) -> anyhow::Result<u64> {
-    crate::parse_duration(s)
+    berth_api::duration::parse(s)
         .map(|d| d.as_secs())
         .map_err(anyhow::Error::msg)
 }
@@ -46,7 +46,7 @@ fn seconds(s: &str) -> anyhow::Result<u64> {
 fn field(secret: &Value, key: &str) -> String {
     secret["data"][key]
         .as_str()
-        .and_then(base64_decode)
+        .and_then(base64::decode)
         .map(|b| String::from_utf8_lossy(&b).into_owned())
         .unwrap_or_default()
 }
@@ -58,7 +58,7 @@ pub async fn run(client: &Client, cmd: TokenCmd, out: &mut dyn Write) -> anyhow:
             let (id, secret) = (random(6), random(16));
             let mut data = serde_json::Map::new();
             let mut put = |k: &str, v: &str| {
-                data.insert(k.into(), json!(base64_encode(v.as_bytes())));
+                data.insert(k.into(), json!(base64::encode(v.as_bytes())));
             };
             put("token-id", &id);
             put("token-secret", &secret);

@@ -116,7 +116,7 @@ impl KubeConfig {
             .unwrap_or("");
         let c = &cluster["cluster"];
         let ca_pem = if let Some(data) = c["certificate-authority-data"].as_str() {
-            let bytes = berth_api::validate::base64_decode(data.trim()).ok_or_else(|| {
+            let bytes = berth_api::base64::decode(data.trim()).ok_or_else(|| {
                 self.invalid(format!(
                     "cluster {cluster_name:?}: certificate-authority-data is not base64"
                 ))
@@ -154,8 +154,7 @@ impl KubeConfig {
 pub fn render(server: &str, ca_pem: &str, token: &str, user: &str) -> String {
     let mut cluster = json!({"server": server});
     if !ca_pem.is_empty() {
-        cluster["certificate-authority-data"] =
-            json!(berth_api::validate::base64_encode(ca_pem.as_bytes()));
+        cluster["certificate-authority-data"] = json!(berth_api::base64::encode(ca_pem.as_bytes()));
     }
     let doc = json!({
         "apiVersion": "v1",

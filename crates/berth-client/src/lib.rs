@@ -1,7 +1,10 @@
-//! A typed client for berth's (Kubernetes-shaped) API: kubeconfig loading, CRUD, watch, and
+//! A typed client for berth's (Kubernetes-shaped) API: kubeconfig loading, CRUD, watch, the
+//! one informer everything outside the server follows the cluster with ([`informer`]), and
 //! berth's history API.
 
+pub mod informer;
 pub mod kubeconfig;
+pub mod probe;
 
 use std::time::Duration;
 
@@ -208,39 +211,16 @@ pub struct Upgraded {
 impl Client {
     /// A client for `server` (http:// or https://) that trusts only `ca_pem` for TLS.
     pub fn with_ca(server: &str, token: &str, ca_pem: Option<&str>) -> Result<Self, ClientError> {
-        use rustls::pki_types::CertificateDer;
-        use rustls::pki_types::pem::PemObject;
-        let mut roots = rustls::RootCertStore::empty();
-        if let Some(pem) = ca_pem {
-            for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
-                let cert = cert.map_err(|e| ClientError::Protocol {
-                    path: "certificate-authority".into(),
-                    message: format!("not a PEM certificate: {e}"),
-                })?;
-                roots.add(cert).map_err(|e| ClientError::Protocol {
-                    path: "certificate-authority".into(),
-                    message: e.to_string(),
-                })?;
-            }
-        }
-        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-        let tls = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| ClientError::Protocol {
-                path: "tls".into(),
-                message: e.to_string(),
-            })?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        let mut http = HttpConnector::new();
-        http.set_nodelay(true);
-        http.set_connect_timeout(Some(Duration::from_secs(5)));
-        http.enforce_http(false);
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
+        let tls_error = |e: berth_tls::TlsError| ClientError::Protocol {
+            path: "certificate-authority".into(),
+            message: e.to_string(),
+        };
+        let roots = match ca_pem {
+            Some(pem) => berth_tls::roots(pem, "certificate-authority").map_err(tls_error)?,
+            None => rustls::RootCertStore::empty(),
+        };
+        let tls = berth_tls::client_config_from(roots, None).map_err(tls_error)?;
+        let connector = berth_tls::https_connector(tls, Duration::from_secs(5));
         Ok(Client {
             server: server.trim_end_matches('/').to_string(),
             token: token.to_string(),

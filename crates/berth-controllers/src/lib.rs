@@ -16,8 +16,7 @@
 //! API boundary: `informer::Informer` (made once per control plane, its `run` spawned beside
 //! the controllers) and each controller's `run(registry, [informer,] .., stop)`, which runs
 //! until `stop` turns true (restarting its loop after a back-off when it fails or panics);
-//! `nodes::Timing` and `nodes::parse_cluster_cidr` for the command line; `runtime` for a
-//! controller to come.
+//! `nodes::Timing` for the command line; `runtime` for a controller to come.
 //!
 //! Dependency on `berth-apiserver`, deliberate: controllers write through its `Registry`,
 //! the very write path HTTP requests take (validation, admission, defaulting, optimistic

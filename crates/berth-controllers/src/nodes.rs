@@ -17,6 +17,7 @@ use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
+use berth_api::cidr::Ipv4Net;
 use berth_api::object::Object;
 use berth_apiserver::registry::{DeleteOptions, ListOptions, Registry};
 use serde_json::{Value, json};
@@ -37,7 +38,7 @@ pub struct Timing {
     /// The cluster's pod range (`--cluster-cidr`): a node that registers without a
     /// `spec.podCIDR` gets the next free /24 of it, as kube-controller-manager's
     /// `--allocate-node-cidrs` does.
-    pub cluster_cidr: (Ipv4Addr, u8),
+    pub cluster_cidr: Ipv4Net,
 }
 
 impl Default for Timing {
@@ -45,31 +46,17 @@ impl Default for Timing {
         Timing {
             grace: Duration::from_secs(4),
             eviction: Duration::from_secs(2),
-            cluster_cidr: (Ipv4Addr::new(10, 42, 0, 0), 16),
+            cluster_cidr: Ipv4Net {
+                addr: Ipv4Addr::new(10, 42, 0, 0),
+                prefix: 16,
+            },
         }
     }
 }
 
-/// A range given on the command line that is not an IPv4 range holding whole /24s.
-#[derive(Debug, thiserror::Error)]
-#[error("{0:?} is not an IPv4 range like 10.42.0.0/16 (prefix 8 to 24)")]
-pub struct CidrError(pub String);
-
-/// Parses `10.42.0.0/16` (a prefix of 8 to 24 bits, so it holds whole /24s).
-pub fn parse_cluster_cidr(s: &str) -> Result<(Ipv4Addr, u8), CidrError> {
-    let bad = || CidrError(s.to_string());
-    let (a, p) = s.split_once('/').ok_or_else(bad)?;
-    let addr: Ipv4Addr = a.parse().map_err(|_| bad())?;
-    let prefix: u8 = p.parse().map_err(|_| bad())?;
-    if !(8..=24).contains(&prefix) {
-        return Err(bad());
-    }
-    let mask = u32::MAX << (32 - prefix);
-    Ok((Ipv4Addr::from(u32::from(addr) & mask), prefix))
-}
-
-/// The first /24 of `cluster` that none of `used` (CIDR strings) overlaps.
-pub fn next_node_cidr(cluster: (Ipv4Addr, u8), used: &[&str]) -> Option<String> {
+/// The first /24 of `cluster` (a range of [`Ipv4Net::CLUSTER_PREFIXES`]) that none of `used`
+/// (CIDR strings) overlaps.
+pub fn next_node_cidr(cluster: Ipv4Net, used: &[&str]) -> Option<String> {
     let taken: Vec<(u32, u32)> = used
         .iter()
         .filter_map(|c| {
@@ -84,8 +71,8 @@ pub fn next_node_cidr(cluster: (Ipv4Addr, u8), used: &[&str]) -> Option<String> 
             Some((a, a.saturating_add(size)))
         })
         .collect();
-    let base = u32::from(cluster.0);
-    let count = 1u32 << (24 - cluster.1);
+    let base = u32::from(cluster.network());
+    let count = 1u32 << (24 - cluster.prefix);
     (0..count)
         .map(|i| base + (i << 8))
         .find(|start| {
@@ -100,7 +87,7 @@ async fn allocate_cidrs(
     registry: &Registry,
     kind: &berth_api::ResourceKind,
     nodes: &[Object],
-    cluster: (Ipv4Addr, u8),
+    cluster: Ipv4Net,
 ) {
     let cidr_of = |n: &Object| {
         n.get("spec")
@@ -387,8 +374,8 @@ mod tests {
 
     #[test]
     fn node_ranges_are_the_free_24s_of_the_cluster_range() {
-        let c = parse_cluster_cidr("10.42.7.9/16").unwrap();
-        assert_eq!(c, (Ipv4Addr::new(10, 42, 0, 0), 16));
+        let c = Ipv4Net::parse_cluster("10.42.7.9/16").unwrap();
+        assert_eq!(c.to_string(), "10.42.0.0/16");
         assert_eq!(next_node_cidr(c, &[]).unwrap(), "10.42.0.0/24");
         assert_eq!(
             next_node_cidr(c, &["10.42.0.0/24", "10.42.2.0/24"]).unwrap(),
@@ -399,9 +386,9 @@ mod tests {
             next_node_cidr(c, &["10.42.0.0/23", "garbage"]).unwrap(),
             "10.42.2.0/24"
         );
-        let small = parse_cluster_cidr("10.9.0.0/24").unwrap();
+        let small = Ipv4Net::parse_cluster("10.9.0.0/24").unwrap();
         assert_eq!(next_node_cidr(small, &["10.9.0.0/24"]), None);
-        assert!(parse_cluster_cidr("10.0.0.0/25").is_err());
-        assert!(parse_cluster_cidr("nope").is_err());
+        assert!(Ipv4Net::parse_cluster("10.0.0.0/25").is_err());
+        assert!(Ipv4Net::parse_cluster("nope").is_err());
     }
 }

@@ -123,7 +123,8 @@ fn unreachable_err(registry: &str, e: impl std::fmt::Display) -> ImageError {
 }
 
 fn b64(s: &str) -> String {
-    berth_api::validate::base64_encode(s.as_bytes())
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(s)
 }
 
 /// Parses `Bearer realm="...",service="...",scope="..."` (or `Basic realm=...`).
@@ -420,39 +421,16 @@ impl Session {
 }
 
 fn client(opts: &PullOptions) -> Result<HttpClient, ImageError> {
-    use rustls::pki_types::CertificateDer;
-    use rustls::pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    if let Some(pem) = &opts.ca_pem {
-        for c in CertificateDer::pem_slice_iter(pem.as_bytes()) {
-            let c = c.map_err(|e| ImageError::Invalid {
-                what: "registry CA".into(),
-                why: e.to_string(),
-            })?;
-            roots.add(c).map_err(|e| ImageError::Invalid {
-                what: "registry CA".into(),
-                why: e.to_string(),
-            })?;
-        }
-    }
-    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| ImageError::Invalid {
-        what: "TLS".into(),
+    let tls_error = |e: berth_tls::TlsError| ImageError::Invalid {
+        what: "registry CA".into(),
         why: e.to_string(),
-    })?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    let mut http = HttpConnector::new();
-    http.enforce_http(false);
-    http.set_connect_timeout(Some(Duration::from_secs(10)));
-    let conn = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(tls)
-        .https_or_http()
-        .enable_http1()
-        .wrap_connector(http);
+    };
+    let roots = match &opts.ca_pem {
+        Some(pem) => berth_tls::roots(pem, "registry CA").map_err(tls_error)?,
+        None => rustls::RootCertStore::empty(),
+    };
+    let tls = berth_tls::client_config_from(roots, None).map_err(tls_error)?;
+    let conn = berth_tls::https_connector(tls, Duration::from_secs(10));
     Ok(Client::builder(TokioExecutor::new()).build(conn))
 }
 

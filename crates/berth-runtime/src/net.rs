@@ -8,16 +8,14 @@
 //!   without any other state, also after a crash.
 //! - A lease file is created with `O_EXCL`: two processes never hand out one address.
 
-use std::fmt;
 use std::net::Ipv4Addr;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 
+use berth_api::cidr::Ipv4Net;
+use berth_netlink::{Netlink, NetlinkError, RouteTo};
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use nix::sched::{CloneFlags, unshare};
-
-use crate::netlink::{Netlink, NetlinkError, RouteTo};
 
 #[derive(Debug, thiserror::Error)]
 pub enum NetError {
@@ -33,8 +31,6 @@ pub enum NetError {
     Sys { what: String, errno: nix::Error },
     #[error("no free address left in {0}: remove pods or give the node a larger range")]
     Exhausted(Ipv4Net),
-    #[error("{0:?} is not an IPv4 range like 10.42.0.0/24")]
-    BadRange(String),
 }
 
 type Result<T> = std::result::Result<T, NetError>;
@@ -43,40 +39,6 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> NetError + '_ {
     move |source| NetError::Io {
         path: path.display().to_string(),
         source,
-    }
-}
-
-/// An IPv4 range, `10.42.0.0/24`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct Ipv4Net {
-    pub addr: Ipv4Addr,
-    pub prefix: u8,
-}
-
-impl Ipv4Net {
-    pub fn network(self) -> Ipv4Addr {
-        Ipv4Addr::from(u32::from(self.addr) & self.mask())
-    }
-    fn mask(self) -> u32 {
-        if self.prefix == 0 {
-            0
-        } else {
-            u32::MAX << (32 - self.prefix)
-        }
-    }
-    pub fn contains(self, ip: Ipv4Addr) -> bool {
-        u32::from(ip) & self.mask() == u32::from(self.network())
-    }
-    /// The first host address: the bridge's (the pods' gateway).
-    pub fn gateway(self) -> Ipv4Addr {
-        Ipv4Addr::from(u32::from(self.network()) + 1)
-    }
-    /// Addresses pods may get: all but the network, the gateway and broadcast.
-    pub fn pod_addresses(self) -> impl Iterator<Item = Ipv4Addr> {
-        let first = u32::from(self.network()) + 2;
-        let last = u32::from(self.network()) | !self.mask();
-        (first..last).map(Ipv4Addr::from)
     }
 }
 
@@ -125,43 +87,6 @@ pub fn remove_labelled_addresses(label: &str) -> Result<()> {
         }
     }
     Ok(())
-}
-
-impl fmt::Display for Ipv4Net {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.addr, self.prefix)
-    }
-}
-
-impl FromStr for Ipv4Net {
-    type Err = NetError;
-    fn from_str(s: &str) -> Result<Ipv4Net> {
-        let bad = || NetError::BadRange(s.to_string());
-        let (a, p) = s.split_once('/').ok_or_else(bad)?;
-        let addr: Ipv4Addr = a.parse().map_err(|_| bad())?;
-        let prefix: u8 = p.parse().map_err(|_| bad())?;
-        if !(8..=30).contains(&prefix) {
-            return Err(bad());
-        }
-        let net = Ipv4Net { addr, prefix };
-        Ok(Ipv4Net {
-            addr: net.network(),
-            prefix,
-        })
-    }
-}
-
-impl TryFrom<String> for Ipv4Net {
-    type Error = NetError;
-    fn try_from(s: String) -> Result<Ipv4Net> {
-        s.parse()
-    }
-}
-
-impl From<Ipv4Net> for String {
-    fn from(n: Ipv4Net) -> String {
-        n.to_string()
-    }
 }
 
 /// A node's pod network: its bridge, its range, and where leases and namespaces live.
@@ -446,20 +371,9 @@ impl Network {
 mod tests {
     use super::*;
 
+    /// (The range arithmetic is tested with `Ipv4Net` in `berth_api::cidr`.)
     #[test]
-    fn ranges() {
-        let n: Ipv4Net = "10.42.3.7/24".parse().unwrap();
-        assert_eq!(n.to_string(), "10.42.3.0/24");
-        assert_eq!(n.gateway(), Ipv4Addr::new(10, 42, 3, 1));
-        let all: Vec<_> = n.pod_addresses().collect();
-        assert_eq!(all.len(), 253);
-        assert_eq!(all[0], Ipv4Addr::new(10, 42, 3, 2));
-        assert_eq!(*all.last().unwrap(), Ipv4Addr::new(10, 42, 3, 254));
-        assert!(n.contains(Ipv4Addr::new(10, 42, 3, 200)));
-        assert!(!n.contains(Ipv4Addr::new(10, 42, 4, 1)));
-        for bad in ["10.42.0.0", "10.42.0.0/33", "x/24", "10.0.0.0/31", ""] {
-            assert!(bad.parse::<Ipv4Net>().is_err(), "{bad}");
-        }
+    fn veth_names_fit() {
         assert!(host_veth_name("some-very-long-pod-id-0123456789").len() <= 15);
     }
 

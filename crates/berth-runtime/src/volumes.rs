@@ -187,22 +187,34 @@ pub fn grant_user(dir: &Path, uid: u32) -> Result<bool> {
 /// with `recursive`, everything in it) group-owned by `gid`; directories setgid, so what is
 /// made in them stays the group's; group access to match the owner's (files at least
 /// readable, and writable unless `read_only`). With a group, the top directory is 2770: not
-/// writable by others. Works on descriptors and leaves links alone.
+/// writable by others. Works on descriptors and leaves links alone. (Projected volumes get
+/// their group from `project` itself, before their files are swapped in.)
 pub fn set_group(dir: &Path, gid: u32, read_only: bool, recursive: bool) -> Result<()> {
-    use rustix::fs::{AtFlags, FileType, Mode};
-    use std::os::fd::AsFd;
-    let gid = Some(rustix::fs::Gid::from_raw(gid));
     let root = berth_fs::open_root(dir).map_err(io(dir))?;
-    rustix::fs::fchown(&root, None, gid).map_err(io(dir))?;
     let top = if recursive && read_only {
         0o2750
     } else {
         0o2770
     };
-    rustix::fs::fchmod(&root, Mode::from(top)).map_err(io(dir))?;
-    if !recursive {
-        return Ok(());
+    group_dir(&root, dir, gid, top)?;
+    if recursive {
+        group_below(root, dir, gid, read_only)?;
     }
+    Ok(())
+}
+
+/// One directory, by descriptor, group-owned by `gid` with `mode`.
+fn group_dir(d: &std::os::fd::OwnedFd, path: &Path, gid: u32, mode: u32) -> Result<()> {
+    let gid = Some(rustix::fs::Gid::from_raw(gid));
+    rustix::fs::fchown(d, None, gid).map_err(io(path))?;
+    rustix::fs::fchmod(d, rustix::fs::Mode::from(mode)).map_err(io(path))
+}
+
+/// Everything below the directory `root` group-owned by `gid`, as `set_group` describes.
+fn group_below(root: std::os::fd::OwnedFd, dir: &Path, gid: u32, read_only: bool) -> Result<()> {
+    use rustix::fs::{AtFlags, FileType, Mode};
+    use std::os::fd::AsFd;
+    let gid = Some(rustix::fs::Gid::from_raw(gid));
     let file_mask = if read_only { 0o440 } else { 0o660 };
     let mut stack = vec![(root, dir.to_path_buf())];
     while let Some((d, path)) = stack.pop() {
@@ -290,8 +302,11 @@ fn is_version(name: &[u8]) -> bool {
 }
 
 /// Writes `files` into `dir` as one atomic update: a new timestamped directory, the `..data`
-/// symlink swapped to it, top-level links for each file, and the previous set removed.
-pub fn project(dir: &Path, files: &[File]) -> Result<()> {
+/// symlink swapped to it, top-level links for each file, and the previous set removed. With
+/// `group` (the pod's `fsGroup`), the new files are the group's and readable by it (as
+/// `set_group` makes them) before they are swapped in, so a reader never meets a file it may
+/// not open; the volume's directory is then the group's too (2750).
+pub fn project(dir: &Path, files: &[File], group: Option<u32>) -> Result<()> {
     use rustix::fs::{AtFlags, Mode, OFlags};
     use std::ffi::OsStr;
     use std::os::fd::AsFd;
@@ -323,6 +338,11 @@ pub fn project(dir: &Path, files: &[File]) -> Result<()> {
         std::io::Write::write_all(&mut file, &f.contents).map_err(io(&dir.join(&f.path)))?;
         file.set_permissions(std::fs::Permissions::from_mode(f.mode))
             .map_err(io(&dir.join(&f.path)))?;
+    }
+    if let Some(gid) = group {
+        let vpath = dir.join(&version);
+        group_dir(&vdir, &vpath, gid, 0o2755)?;
+        group_below(vdir, &vpath, gid, true)?;
     }
     let old = rustix::fs::readlinkat(&root, "..data", Vec::new())
         .ok()
@@ -372,6 +392,9 @@ pub fn project(dir: &Path, files: &[File]) -> Result<()> {
         && old != version.as_bytes()
     {
         let _ = berth_fs::remove_at(root.as_fd(), OsStr::from_bytes(&old));
+    }
+    if let Some(gid) = group {
+        group_dir(&root, dir, gid, 0o2750)?;
     }
     Ok(())
 }
@@ -455,6 +478,7 @@ mod tests {
         project(
             &v,
             &[f("app.conf", "v1", 0o644), f("secret/key", "k1", 0o400)],
+            None,
         )
         .unwrap();
         assert_eq!(std::fs::read_to_string(v.join("app.conf")).unwrap(), "v1");
@@ -464,7 +488,7 @@ mod tests {
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o400);
-        project(&v, &[f("app.conf", "v2", 0o644)]).unwrap();
+        project(&v, &[f("app.conf", "v2", 0o644)], None).unwrap();
         assert_eq!(std::fs::read_to_string(v.join("app.conf")).unwrap(), "v2");
         assert!(
             !v.join("secret").exists(),
@@ -480,7 +504,7 @@ mod tests {
             .count();
         assert_eq!(versions, 1, "the previous version is removed");
         for bad in ["/etc/passwd", "../x", "a/../../x", "", "..data"] {
-            assert!(project(&v, &[f(bad, "x", 0o644)]).is_err(), "{bad}");
+            assert!(project(&v, &[f(bad, "x", 0o644)], None).is_err(), "{bad}");
         }
         assert!(named(dir.path(), "../etc").is_err());
         assert_eq!(
@@ -520,7 +544,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (victim, intact) = victim(dir.path());
         let v = dir.path().join("config");
-        project(&v, &[file("app.conf", "v1")]).unwrap();
+        project(&v, &[file("app.conf", "v1")], None).unwrap();
         // What a container with write access could do to the volume between two refreshes:
         // point ..data at a host directory, by absolute path and through a version-looking
         // link, and plant top-level names that are directories or links out.
@@ -531,7 +555,7 @@ mod tests {
             std::os::unix::fs::symlink(&victim, v.join("..123")).unwrap();
             std::os::unix::fs::symlink(victim.join("inner"), v.join("stale-link")).unwrap();
             std::fs::create_dir_all(v.join("stale-dir")).unwrap();
-            project(&v, &[file("app.conf", "v2")]).unwrap();
+            project(&v, &[file("app.conf", "v2")], None).unwrap();
             intact();
             assert_eq!(std::fs::read_to_string(v.join("app.conf")).unwrap(), "v2");
             assert!(
@@ -545,8 +569,53 @@ mod tests {
         let current = std::fs::read_link(v.join("..data")).unwrap();
         std::fs::remove_dir_all(v.join(&current)).unwrap();
         std::os::unix::fs::symlink(&victim, v.join(&current)).unwrap();
-        project(&v, &[file("inner/precious", "overwritten")]).unwrap();
+        project(&v, &[file("inner/precious", "overwritten")], None).unwrap();
         intact();
+    }
+
+    /// With an fsGroup, a refresh swaps in files the group can read already: a reader in the
+    /// group (uid 1000, group 3000, reading a 0400 file through the group) never meets one it
+    /// may not open, however often the volume is projected again.
+    #[test]
+    fn a_grouped_refresh_never_shows_a_file_its_group_cannot_read() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let d = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let v = d.path().join("sec");
+        let token = |n: usize| File {
+            path: "token".into(),
+            contents: format!("t{n}").into_bytes(),
+            mode: 0o400,
+        };
+        project(&v, &[token(0)], Some(3000)).unwrap();
+        let m = std::fs::metadata(v.join("token")).unwrap();
+        assert_eq!((m.gid(), m.permissions().mode() & 0o777), (3000, 0o440));
+        let dir = std::fs::metadata(&v).unwrap();
+        assert_eq!(
+            (dir.gid(), dir.permissions().mode() & 0o7777),
+            (3000, 0o2750)
+        );
+        let reader = std::process::Command::new("setpriv")
+            .args(["--reuid=1000", "--regid=1000", "--groups=3000", "sh", "-c"])
+            .arg("for i in $(seq 3000); do cat token >/dev/null || exit 1; done")
+            .current_dir(&v)
+            .spawn()
+            .unwrap();
+        let pid = reader.id();
+        let mut reader = reader;
+        let mut n = 0;
+        let status = loop {
+            n += 1;
+            project(&v, &[token(n)], Some(3000)).unwrap();
+            if let Some(st) = reader.try_wait().unwrap() {
+                break st;
+            }
+            assert!(n < 1_000_000, "the reader {pid} never finished");
+        };
+        assert!(
+            status.success(),
+            "the reader was refused a file ({n} refreshes)"
+        );
     }
 
     #[test]

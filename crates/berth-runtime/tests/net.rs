@@ -5,8 +5,8 @@ use std::io::{Read, Write};
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::path::Path;
 
+use berth_netlink::Netlink;
 use berth_runtime::net::{Network, host_veth_name};
-use berth_runtime::netlink::Netlink;
 
 /// Runs `f` on a thread inside the network namespace at `netns`.
 fn in_netns<T: Send + 'static>(netns: &Path, f: impl FnOnce() -> T + Send + 'static) -> T {

@@ -261,14 +261,41 @@ pub fn client_config(
     roots_pem: &str,
     id: Option<&Identity>,
 ) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+    client_config_from(roots(roots_pem, "certificate-authority")?, id)
+}
+
+/// A client configuration trusting only `roots` (none at all when it is empty: then only
+/// plain-HTTP peers can be reached), presenting `id` when given. The one TLS client setup of
+/// berth: the API client, image pulls and the server's calls to node agents.
+pub fn client_config_from(
+    roots: rustls::RootCertStore,
+    id: Option<&Identity>,
+) -> Result<Arc<rustls::ClientConfig>, TlsError> {
     let builder = rustls::ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots(roots_pem, "certificate-authority")?);
+        .with_root_certificates(roots);
     let config = match id {
         Some(id) => builder.with_client_auth_cert(id.chain.clone(), id.key.clone_key())?,
         None => builder.with_no_client_auth(),
     };
     Ok(Arc::new(config))
+}
+
+/// The connector of a pooled HTTP/1.1 client (hyper's) for `http://` and `https://` URLs:
+/// TLS with `tls`, `TCP_NODELAY`, and a connect that gives up after `connect_timeout`.
+pub fn https_connector(
+    tls: Arc<rustls::ClientConfig>,
+    connect_timeout: Duration,
+) -> hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector> {
+    let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(connect_timeout));
+    http.enforce_http(false);
+    hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(Arc::unwrap_or_clone(tls))
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http)
 }
 
 /// Serves `router` on `listener` (over TLS with `tls`, else plain HTTP/1.1) until `shutdown`

@@ -135,7 +135,7 @@ fn start_etcd(dir: &Path) -> Option<(Proc, String)> {
 }
 
 fn b64(s: &str) -> String {
-    berth_api::validate::base64_encode(s.as_bytes())
+    berth_api::base64::encode(s.as_bytes())
 }
 
 /// Runs `writers` loops of `op` for `RUN`; returns completed operations per second.

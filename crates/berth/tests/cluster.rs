@@ -637,7 +637,8 @@ spec:
   ports: [{name: http, port: 80, targetPort: http}]
 "#;
     let (_dir, _up, kc, _data) = cluster_with(manifest);
-    let endpoints = |kc: &Path| get_json(kc, &["endpoints", "web"]);
+    // The Endpoints object appears once the controller has seen the Service.
+    let endpoints = |kc: &Path| common::try_get_json(kc, &["endpoints", "web"]);
     let ips = |ep: &Value, field: &str| -> Vec<String> {
         ep["subsets"]
             .as_array()
@@ -649,7 +650,7 @@ spec:
     };
     // Running but not ready: listed as not ready, with the named port resolved.
     let ep = eventually(60, "two not-ready addresses", || {
-        let ep = endpoints(&kc);
+        let ep = endpoints(&kc)?;
         (ips(&ep, "notReadyAddresses").len() == 2).then_some(ep)
     });
     assert_eq!(ep["metadata"]["labels"]["tier"], "front");
@@ -672,7 +673,7 @@ spec:
     let o = berth(&kc, &["exec", &first, "--", "/usr/bin/touch", "/tmp/ready"]);
     assert!(o.status.success(), "{}", stderr(&o));
     eventually(20, "the ready pod among the addresses", || {
-        (ips(&endpoints(&kc), "addresses") == [first_ip.clone()]).then_some(())
+        (ips(&endpoints(&kc)?, "addresses") == [first_ip.clone()]).then_some(())
     });
 
     // The ready pod is registered under /services/NS/SVC/POD (the other is not ready).
@@ -722,7 +723,7 @@ spec:
     let o = berth(&kc, &["scale", "deploy/web", "--replicas", "1"]);
     assert!(o.status.success(), "{}", stderr(&o));
     eventually(30, "one pod left in the Endpoints", || {
-        let ep = endpoints(&kc);
+        let ep = endpoints(&kc)?;
         (ips(&ep, "addresses").len() + ips(&ep, "notReadyAddresses").len() == 1).then_some(())
     });
 

@@ -140,6 +140,7 @@ fn containers_of_a_pod_share_localhost_and_its_volumes() {
             contents: b"v1".to_vec(),
             mode: 0o444,
         }],
+        None,
     )
     .unwrap();
     let mounts = vec![
@@ -177,6 +178,7 @@ fn containers_of_a_pod_share_localhost_and_its_volumes() {
             contents: b"v2".to_vec(),
             mode: 0o444,
         }],
+        None,
     )
     .unwrap();
     n.rt.remove_container("p1", "client").unwrap();

@@ -217,6 +217,18 @@ pub fn get_json(kc: &Path, what: &[&str]) -> serde_json::Value {
     serde_json::from_str(&stdout(&o)).unwrap()
 }
 
+/// As `get_json`, for polling: `None` while the object does not exist yet (or the call
+/// fails), instead of failing the test.
+pub fn try_get_json(kc: &Path, what: &[&str]) -> Option<serde_json::Value> {
+    let mut args = vec!["get"];
+    args.extend_from_slice(what);
+    args.extend_from_slice(&["-o", "json"]);
+    let o = berth(kc, &args);
+    o.status
+        .success()
+        .then(|| serde_json::from_str(&stdout(&o)).ok())?
+}
+
 /// Polls until `f` gives a value (every 50 ms, at most `secs`).
 pub fn eventually<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + Duration::from_secs(secs);

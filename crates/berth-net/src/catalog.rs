@@ -1,5 +1,5 @@
-//! The agent's view of the cluster's Services and Endpoints, kept by one list+watch of each and
-//! shared by everything on the node that routes by them (cluster DNS, the service proxy).
+//! The agent's view of the cluster's Services and Endpoints, kept by one informer watcher
+//! (list+watch) of each and shared by everything on the node that routes by them (cluster DNS, the service proxy).
 //!
 //! Invariant: readers see whole objects (one lock per change); every change bumps a counter
 //! that followers wait on, so they re-read the view rather than track events themselves.
@@ -10,6 +10,7 @@ use std::sync::{Arc, RwLock, RwLockReadGuard};
 use std::time::Duration;
 
 use berth_client::Client;
+use berth_client::informer::{self, Event, Watcher};
 use serde_json::Value;
 use tokio::sync::watch;
 
@@ -93,11 +94,11 @@ pub(crate) struct VirtualHostPod {
 
 /// What the node knows of Services and their endpoints, Ingresses, and virtual-host pods.
 #[derive(Debug, Default)]
-pub(crate) struct Catalog {
-    pub services: HashMap<Key, Service>,
-    pub endpoints: HashMap<Key, Vec<Subset>>,
-    pub ingresses: HashMap<Key, Ingress>,
-    pub vhosts: HashMap<Key, VirtualHostPod>,
+pub struct Catalog {
+    pub(crate) services: HashMap<Key, Service>,
+    pub(crate) endpoints: HashMap<Key, Vec<Subset>>,
+    pub(crate) ingresses: HashMap<Key, Ingress>,
+    pub(crate) vhosts: HashMap<Key, VirtualHostPod>,
 }
 
 fn ingress_backend(ns: &str, b: &Value) -> Option<IngressBackend> {
@@ -160,7 +161,7 @@ fn lower(v: &Value, default: &str) -> String {
 }
 
 impl Catalog {
-    pub fn put_service(&mut self, o: &Value) {
+    pub(crate) fn put_service(&mut self, o: &Value) {
         let spec = &o["spec"];
         if spec["type"] == "ExternalName" {
             self.services.remove(&key(o));
@@ -195,7 +196,7 @@ impl Catalog {
         self.services.insert(key(o), svc);
     }
 
-    pub fn put_endpoints(&mut self, o: &Value) {
+    pub(crate) fn put_endpoints(&mut self, o: &Value) {
         let subsets = o["subsets"]
             .as_array()
             .into_iter()
@@ -224,7 +225,7 @@ impl Catalog {
         self.endpoints.insert(key(o), subsets);
     }
 
-    pub fn put_ingress(&mut self, o: &Value) {
+    pub(crate) fn put_ingress(&mut self, o: &Value) {
         let ns = o["metadata"]["namespace"].as_str().unwrap_or("");
         let mut ing = Ingress {
             default: ingress_backend(ns, &o["spec"]["defaultBackend"]),
@@ -251,7 +252,7 @@ impl Catalog {
     }
 
     /// Where a Service port (by number or name) sends traffic.
-    pub fn service_backends(&self, k: &Key, port: &PortRef) -> Vec<SocketAddr> {
+    pub(crate) fn service_backends(&self, k: &Key, port: &PortRef) -> Vec<SocketAddr> {
         let Some(svc) = self.services.get(k) else {
             return Vec::new();
         };
@@ -263,7 +264,7 @@ impl Catalog {
     }
 
     /// The addresses of a Service's ready endpoints, sorted, each once.
-    pub fn ready_ips(&self, k: &Key) -> Vec<Ipv4Addr> {
+    pub(crate) fn ready_ips(&self, k: &Key) -> Vec<Ipv4Addr> {
         let mut ips: Vec<Ipv4Addr> = self
             .endpoints
             .get(k)
@@ -278,7 +279,7 @@ impl Catalog {
 
     /// Where a Service port's traffic goes: each ready endpoint at the port of the same name
     /// and protocol, sorted.
-    pub fn backends(&self, k: &Key, port: &ServicePort) -> Vec<SocketAddr> {
+    pub(crate) fn backends(&self, k: &Key, port: &ServicePort) -> Vec<SocketAddr> {
         let mut out: Vec<SocketAddr> = self
             .endpoints
             .get(k)
@@ -303,7 +304,7 @@ impl Catalog {
 
 /// The catalog and its change counter.
 #[derive(Debug)]
-pub(crate) struct Shared {
+pub struct Shared {
     catalog: RwLock<Catalog>,
     changed: watch::Sender<u64>,
 }
@@ -316,7 +317,7 @@ impl Shared {
         })
     }
 
-    pub fn read(&self) -> RwLockReadGuard<'_, Catalog> {
+    pub(crate) fn read(&self) -> RwLockReadGuard<'_, Catalog> {
         self.catalog.read().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -331,46 +332,47 @@ impl Shared {
     }
 }
 
+/// Follows every object of `plural` with the client's informer until `stop`, on a task of
+/// its own.
+fn spawn_follow(
+    client: &Client,
+    plural: &str,
+    stop: &watch::Receiver<bool>,
+    on: impl FnMut(Event) + Send + 'static,
+) {
+    let Some(kind) = berth_api::kinds::resolve(plural) else {
+        return;
+    };
+    let watcher = Watcher::new(client.clone(), kind);
+    tokio::spawn(informer::follow(watcher, stop.clone(), on));
+}
+
 /// Keeps `shared` in step with Services and Endpoints (and, for the ingress, Ingresses and
 /// virtual-host pods), until `stop`.
-pub(crate) fn follow(client: Client, shared: Arc<Shared>, stop: watch::Receiver<bool>) {
+pub fn follow(client: Client, shared: Arc<Shared>, stop: watch::Receiver<bool>) {
     {
-        let (client, shared, stop) = (client.clone(), shared.clone(), stop.clone());
-        tokio::spawn(async move {
-            crate::follow(
-                &client,
-                "ingresses",
-                stop,
-                |items| {
-                    shared.write(|c| {
-                        c.ingresses.clear();
-                        for o in items {
-                            c.put_ingress(o);
-                        }
-                    })
-                },
-                |typ, o| {
-                    shared.write(|c| {
-                        if typ == "DELETED" {
-                            c.ingresses.remove(&key(o));
-                        } else {
-                            c.put_ingress(o);
-                        }
-                    })
-                },
-            )
-            .await
+        let shared = shared.clone();
+        spawn_follow(&client, "ingresses", &stop, move |ev| {
+            shared.write(|c| match ev {
+                Event::Listed(items) => {
+                    c.ingresses.clear();
+                    for o in &items {
+                        c.put_ingress(o);
+                    }
+                }
+                Event::Applied(o) => c.put_ingress(&o),
+                Event::Deleted(o) => {
+                    c.ingresses.remove(&key(&o));
+                }
+            })
         });
     }
     {
         // Pods change often; only a change of a pod's virtual-host entry is news.
-        let (client, shared, stop) = (client.clone(), shared.clone(), stop.clone());
-        tokio::spawn(async move {
-            crate::follow(
-                &client,
-                "pods",
-                stop,
-                |items| {
+        let shared = shared.clone();
+        spawn_follow(&client, "pods", &stop, move |ev| {
+            let (p, want) = match ev {
+                Event::Listed(items) => {
                     let vhosts: HashMap<Key, VirtualHostPod> = items
                         .iter()
                         .filter_map(|p| Some((key(p), virtual_host_pod(p)?)))
@@ -378,67 +380,55 @@ pub(crate) fn follow(client: Client, shared: Arc<Shared>, stop: watch::Receiver<
                     if shared.read().vhosts != vhosts {
                         shared.write(|c| c.vhosts = vhosts);
                     }
-                },
-                |typ, p| {
-                    let want = if typ == "DELETED" {
-                        None
-                    } else {
-                        virtual_host_pod(p)
-                    };
-                    let k = key(p);
-                    if shared.read().vhosts.get(&k) != want.as_ref() {
-                        shared.write(|c| match want {
-                            Some(v) => {
-                                c.vhosts.insert(k, v);
-                            }
-                            None => {
-                                c.vhosts.remove(&k);
-                            }
-                        });
+                    return;
+                }
+                Event::Applied(p) => {
+                    let want = virtual_host_pod(&p);
+                    (p, want)
+                }
+                Event::Deleted(p) => (p, None),
+            };
+            let k = key(&p);
+            if shared.read().vhosts.get(&k) != want.as_ref() {
+                shared.write(|c| match want {
+                    Some(v) => {
+                        c.vhosts.insert(k, v);
                     }
-                },
-            )
-            .await
+                    None => {
+                        c.vhosts.remove(&k);
+                    }
+                });
+            }
         });
     }
     for services in [true, false] {
-        let (client, shared, stop) = (client.clone(), shared.clone(), stop.clone());
+        let shared = shared.clone();
         let plural = if services { "services" } else { "endpoints" };
-        tokio::spawn(async move {
-            crate::follow(
-                &client,
-                plural,
-                stop,
-                |items| {
-                    shared.write(|c| {
+        spawn_follow(&client, plural, &stop, move |ev| {
+            shared.write(|c| match (ev, services) {
+                (Event::Listed(items), _) => {
+                    if services {
+                        c.services.clear();
+                    } else {
+                        c.endpoints.clear();
+                    }
+                    for o in &items {
                         if services {
-                            c.services.clear();
+                            c.put_service(o)
                         } else {
-                            c.endpoints.clear();
+                            c.put_endpoints(o)
                         }
-                        for o in items {
-                            if services {
-                                c.put_service(o)
-                            } else {
-                                c.put_endpoints(o)
-                            }
-                        }
-                    })
-                },
-                |typ, o| {
-                    shared.write(|c| match (typ, services) {
-                        ("DELETED", true) => {
-                            c.services.remove(&key(o));
-                        }
-                        ("DELETED", false) => {
-                            c.endpoints.remove(&key(o));
-                        }
-                        (_, true) => c.put_service(o),
-                        (_, false) => c.put_endpoints(o),
-                    })
-                },
-            )
-            .await
+                    }
+                }
+                (Event::Deleted(o), true) => {
+                    c.services.remove(&key(&o));
+                }
+                (Event::Deleted(o), false) => {
+                    c.endpoints.remove(&key(&o));
+                }
+                (Event::Applied(o), true) => c.put_service(&o),
+                (Event::Applied(o), false) => c.put_endpoints(&o),
+            })
         });
     }
 }

@@ -278,7 +278,7 @@ async fn forward(upstream: &[SocketAddr], query: &[u8]) -> Option<Vec<u8>> {
 }
 
 /// Serves cluster DNS on `addr` (UDP and TCP) until `stop`.
-pub(crate) async fn serve(
+pub async fn serve(
     zone: Arc<Shared>,
     addr: SocketAddr,
     upstream: Vec<SocketAddr>,

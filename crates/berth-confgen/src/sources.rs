@@ -1,7 +1,7 @@
 //! What templates render from: Pods, Services, Endpoints and Nodes of the cluster, and
 //! key/value prefixes, each listed then watched, held whole in memory. The objects are
-//! followed once per agent and shared by all its templates; each template follows its own
-//! key/value prefixes.
+//! followed once per agent (one berth-client informer cache per kind) and shared by all its
+//! templates; each template follows its own key/value prefixes.
 //!
 //! Invariant: nothing is rendered before every source has been read once (an empty first
 //! render would wipe a config); after that every change bumps a counter the engine waits on.
@@ -11,14 +11,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 use std::time::Duration;
 
-use berth_client::{Client, Method};
+use berth_client::{Client, Method, informer};
 use serde_json::Value;
 use tokio::sync::watch;
 
 /// The kinds templates see.
 pub const KINDS: [&str; 4] = ["pods", "services", "endpoints", "nodes"];
 
-/// Objects by kind and `namespace/name`.
+/// Objects by kind and `namespace/name`, owned (what [`Data`] holds).
 pub type ObjectMap = BTreeMap<&'static str, BTreeMap<String, Value>>;
 
 /// Objects and key/value entries, owned (for tests, and for sources that never change).
@@ -32,27 +32,20 @@ pub struct Data {
 impl Data {
     pub fn view(&self) -> View<'_> {
         View {
-            objects: &self.objects,
+            objects: self.objects.iter().map(|(k, m)| (*k, m)).collect(),
             kv: &self.kv,
             revision: self.revision,
         }
     }
 }
 
-/// What one render sees: objects, key/value entries, and the highest revision among them.
-#[derive(Debug, Clone, Copy)]
+/// What one render sees: objects (by kind), key/value entries, and the highest revision
+/// among them.
+#[derive(Debug, Clone)]
 pub struct View<'a> {
-    pub objects: &'a ObjectMap,
+    pub objects: BTreeMap<&'static str, &'a informer::Objects>,
     pub kv: &'a BTreeMap<String, String>,
     pub revision: u64,
-}
-
-fn obj_key(o: &Value) -> String {
-    format!(
-        "{}/{}",
-        o["metadata"]["namespace"].as_str().unwrap_or(""),
-        o["metadata"]["name"].as_str().unwrap_or("")
-    )
 }
 
 fn revision_of(o: &Value) -> u64 {
@@ -65,7 +58,7 @@ fn revision_of(o: &Value) -> u64 {
 /// Something followed: what it holds, a counter bumped on every change, and how many of its
 /// parts have been read once out of how many there are.
 #[derive(Debug)]
-pub struct Feed<T> {
+struct Feed<T> {
     data: RwLock<(T, u64)>,
     changed: watch::Sender<u64>,
     synced: AtomicUsize,
@@ -107,49 +100,61 @@ impl<T: Default> Feed<T> {
     }
 }
 
-/// Every Pod, Service, Endpoints and Node, listed then watched. One is enough for all the
-/// templates of an agent.
-pub type Objects = Feed<ObjectMap>;
+/// Every Pod, Service, Endpoints and Node, listed then watched: an informer cache per kind,
+/// and what they have in common (the highest revision applied, a change counter, how many
+/// have been listed once). One is enough for all the templates of an agent.
+#[derive(Debug)]
+pub struct Objects {
+    stores: Vec<(&'static str, informer::Store)>,
+    feed: Arc<Feed<()>>,
+}
+
+impl Objects {
+    /// Caches for `kinds`, and their writers.
+    fn new(kinds: &[&'static str]) -> (Objects, Vec<informer::Writer>) {
+        let (stores, writers) = kinds
+            .iter()
+            .map(|k| {
+                let (store, writer) = informer::store();
+                ((*k, store), writer)
+            })
+            .unzip();
+        let objects = Objects {
+            stores,
+            feed: Feed::new(kinds.len()),
+        };
+        (objects, writers)
+    }
+}
 
 /// Starts following the objects of [`KINDS`] through `client` until `stop`.
 pub fn follow_objects(client: &Client, stop: &watch::Receiver<bool>) -> Arc<Objects> {
-    let feed = Objects::new(KINDS.len());
-    for kind in KINDS {
-        let (feed, client, stop) = (feed.clone(), client.clone(), stop.clone());
+    let (objects, writers) = Objects::new(&KINDS);
+    for (kind, writer) in KINDS.into_iter().zip(writers) {
+        let Some(resource) = berth_api::kinds::resolve(kind) else {
+            continue;
+        };
+        let watcher = informer::Watcher::new(client.clone(), resource);
+        let (feed, stop) = (objects.feed.clone(), stop.clone());
         tokio::spawn(async move {
             let mut first = true;
-            crate::follow(
-                &client,
-                kind,
-                stop,
-                |items| {
+            // The cache is written first, then the revision raised and the change counted.
+            informer::reflect(watcher, writer, stop, |ev| match ev {
+                informer::Event::Listed(items) => {
                     let top = items.iter().map(revision_of).max().unwrap_or(0);
-                    feed.write(top, |d| {
-                        let m = d.entry(kind).or_default();
-                        m.clear();
-                        for o in items {
-                            m.insert(obj_key(o), o.clone());
-                        }
-                    });
+                    feed.write(top, |_| {});
                     if std::mem::take(&mut first) {
                         feed.part_synced();
                     }
-                },
-                |typ, o| {
-                    feed.write(revision_of(o), |d| {
-                        let m = d.entry(kind).or_default();
-                        if typ == "DELETED" {
-                            m.remove(&obj_key(o));
-                        } else {
-                            m.insert(obj_key(o), o.clone());
-                        }
-                    })
-                },
-            )
+                }
+                informer::Event::Applied(o) | informer::Event::Deleted(o) => {
+                    feed.write(revision_of(o), |_| {})
+                }
+            })
             .await
         });
     }
-    feed
+    Arc::new(objects)
 }
 
 /// The sources of one engine: the objects (its own, or its agent's shared ones) and its own
@@ -162,16 +167,17 @@ pub struct Sources {
 
 /// Holds the sources still while a render reads them.
 pub struct Reading<'a> {
-    objects: RwLockReadGuard<'a, (ObjectMap, u64)>,
+    objects: Vec<(&'static str, RwLockReadGuard<'a, informer::Objects>)>,
+    revision: u64,
     kv: RwLockReadGuard<'a, (BTreeMap<String, String>, u64)>,
 }
 
 impl Reading<'_> {
     pub fn view(&self) -> View<'_> {
         View {
-            objects: &self.objects.0,
+            objects: self.objects.iter().map(|(k, g)| (*k, &**g)).collect(),
             kv: &self.kv.0,
-            revision: self.objects.1.max(self.kv.1),
+            revision: self.revision.max(self.kv.1),
         }
     }
 }
@@ -228,29 +234,41 @@ impl Sources {
     /// Sources that hold `data` and never change (for tests of what is done with them).
     #[cfg(test)]
     pub fn fixed(data: Data) -> Arc<Sources> {
-        let (objects, kv) = (Feed::new(0), Feed::new(0));
-        objects.write(data.revision, |o| *o = data.objects);
+        let kinds: Vec<&'static str> = data.objects.keys().copied().collect();
+        let (objects, writers) = Objects::new(&kinds);
+        for (mut writer, items) in writers.into_iter().zip(data.objects.into_values()) {
+            writer.apply(&informer::Event::Listed(items.into_values().collect()));
+            objects.feed.part_synced();
+        }
+        objects.feed.write(data.revision, |_| {});
+        let kv = Feed::new(0);
         kv.write(data.revision, |k| *k = data.kv);
-        Arc::new(Sources { objects, kv })
+        Arc::new(Sources {
+            objects: Arc::new(objects),
+            kv,
+        })
     }
 
     pub fn read(&self) -> Reading<'_> {
+        // The caches first: the revision, read after, covers every change they hold.
+        let objects = &self.objects;
         Reading {
-            objects: self.objects.read(),
+            objects: objects.stores.iter().map(|(k, s)| (*k, s.read())).collect(),
+            revision: objects.feed.read().1,
             kv: self.kv.read(),
         }
     }
 
     pub fn subscribe(&self) -> Changes {
         Changes {
-            objects: self.objects.changed.subscribe(),
+            objects: self.objects.feed.changed.subscribe(),
             kv: self.kv.changed.subscribe(),
         }
     }
 
     /// Whether every source has been read once.
     pub fn synced(&self) -> bool {
-        self.objects.synced() && self.kv.synced()
+        self.objects.feed.synced() && self.kv.synced()
     }
 }
 

@@ -23,13 +23,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use berth_runtime::netlink::Netlink;
-use berth_runtime::relay::Relays;
+use berth_netlink::Netlink;
 use tokio::net::{TcpListener, TcpSocket, TcpStream, UdpSocket};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::catalog::{self, Key};
+use crate::relay::Relays;
 
 /// How long a connection attempt to one endpoint may take before the next is tried.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -462,7 +462,7 @@ impl State {
 }
 
 /// Serves the Services of `cat` until `stop`, then takes its addresses off the loopback.
-pub(crate) async fn run(
+pub async fn run(
     cat: Arc<catalog::Shared>,
     opts: Options,
     mut stop: watch::Receiver<bool>,

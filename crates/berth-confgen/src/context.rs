@@ -233,7 +233,7 @@ fn describe(e: Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::confgen::sources::Data;
+    use crate::sources::Data;
 
     fn data() -> Data {
         let mut d = Data::default();

@@ -570,7 +570,7 @@ async fn serve(
 }
 
 /// Serves the ingress on `addr` until `stop`, routing from `cat`.
-pub(crate) async fn run(
+pub async fn run(
     cat: Arc<catalog::Shared>,
     addr: SocketAddr,
     limits: berth_tls::ConnLimits,

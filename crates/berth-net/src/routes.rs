@@ -16,17 +16,25 @@ use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
+use berth_api::cidr::Ipv4Net;
 use berth_api::kinds::resolve;
 use berth_client::Client;
-use berth_runtime::net::Ipv4Net;
-use berth_runtime::netlink::{Netlink, RouteTo};
+use berth_client::informer::{self, Event, Watcher};
+use berth_netlink::{Netlink, RouteTo};
 use serde_json::Value;
 use tokio::sync::watch;
 
-use crate::AgentConfig;
+/// What the routes are kept for: this node.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    /// This node's pod range (never routed elsewhere).
+    pub range: Ipv4Net,
+    /// This node's address (`None` when it is not IPv4: then no tunnel can start here).
+    pub node_ip: Option<Ipv4Addr>,
+}
 
 /// Waits until the server has given this node its pod range.
-pub(crate) async fn allocated_range(
+pub async fn allocated_range(
     client: &Client,
     node: &str,
     stop: &mut watch::Receiver<bool>,
@@ -191,20 +199,18 @@ impl Routes {
 }
 
 /// Keeps the routes to other nodes' pods in step with the Nodes, until `stop`.
-pub(crate) async fn run(client: Client, cfg: AgentConfig, stop: watch::Receiver<bool>) {
-    let routes = Routes {
-        own: cfg.runtime.network.range,
-        own_ip: cfg.node_ip.parse().ok(),
+pub async fn run(client: Client, opts: Options, stop: watch::Receiver<bool>) {
+    let mut routes = Routes {
+        own: opts.range,
+        own_ip: opts.node_ip,
         installed: HashMap::new(),
         forwarding: false,
     };
-    let routes = std::sync::Mutex::new(routes);
-    crate::follow(
-        &client,
-        "nodes",
-        stop,
-        |items| {
-            let mut routes = routes.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(nodes) = resolve("nodes") else {
+        return;
+    };
+    informer::follow(Watcher::new(client, nodes), stop, |ev| match ev {
+        Event::Listed(items) => {
             let names: Vec<String> = items
                 .iter()
                 .filter_map(|n| n["metadata"]["name"].as_str().map(String::from))
@@ -218,18 +224,14 @@ pub(crate) async fn run(client: Client, cfg: AgentConfig, stop: watch::Receiver<
             for g in gone {
                 routes.set(&g, None);
             }
-            for n in items {
+            for n in &items {
                 routes.set(n["metadata"]["name"].as_str().unwrap_or(""), route_of(n));
             }
-        },
-        |typ, n| {
-            let name = n["metadata"]["name"].as_str().unwrap_or("");
-            let want = if typ == "DELETED" { None } else { route_of(n) };
-            routes
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .set(name, want);
-        },
-    )
+        }
+        Event::Applied(n) => {
+            routes.set(n["metadata"]["name"].as_str().unwrap_or(""), route_of(&n));
+        }
+        Event::Deleted(n) => routes.set(n["metadata"]["name"].as_str().unwrap_or(""), None),
+    })
     .await
 }

@@ -2,6 +2,13 @@
 //! checked, swapped in atomically, reloaded and probed. The same engine runs ConfigTemplates on
 //! their node's agent and `berth gen` on hosts outside the cluster.
 //!
+//! API boundary: [`Sources`] (what templates render from, followed through berth-client's
+//! informer, or shared by all the templates of a node with [`Sources::sharing`]), [`run`] (the
+//! engine until a stop signal), [`apply_once`] and [`synced`] (one round, for `berth gen
+//! --once`), and [`Reporter`], which the caller implements to say where outcomes go. The
+//! crate knows nothing of nodes or pods' runtime: which templates run where is the caller's
+//! business (the node agent's `templates` module), so it builds without the container runtime.
+//!
 //! Each round, after the sources change (debounced: once `min` passes without another change,
 //! and at most `max` after the first):
 //! 1. render; a template error, or output past 16 MiB (`MAX_OUTPUT`, stopped as it gets
@@ -18,7 +25,7 @@
 //! the terminal for `berth gen`) and to the metrics. A failure is tried again with a back-off
 //! from 1 s doubling to 1 min, and on every change; the engine never gives up.
 
-pub mod context;
+mod context;
 pub mod sources;
 
 use std::path::{Path, PathBuf};
@@ -162,7 +169,7 @@ async fn http_ok(url: &str) -> Result<(), String> {
     } else {
         format!("{authority}:80")
     };
-    match crate::probes::http_status(&addr, path, &[]).await {
+    match berth_client::probe::http_status(&addr, path, &[]).await {
         Ok(code) if (200..400).contains(&code) => Ok(()),
         Ok(code) => Err(format!("GET {url}: {code}")),
         Err(e) => Err(format!("GET {url}: {e}")),
@@ -343,13 +350,13 @@ fn measure(name: &str, outcome: &Outcome) {
         Outcome::Unchanged { .. } => "unchanged",
         Outcome::Failed { .. } => "failed",
     };
-    crate::metrics::inc(
+    berth_metrics::inc(
         "berth_configtemplate_rounds_total",
         "Rounds of config generation, by result",
         &[("template", name), ("result", result)],
     );
     let healthy = |v: f64| {
-        crate::metrics::set(
+        berth_metrics::set(
             "berth_configtemplate_healthy",
             "1 when the last round of config generation succeeded",
             &[("template", name)],
@@ -358,7 +365,7 @@ fn measure(name: &str, outcome: &Outcome) {
     };
     match outcome {
         Outcome::Failed { stage, .. } => {
-            crate::metrics::inc(
+            berth_metrics::inc(
                 "berth_configtemplate_failures_total",
                 "Failed rounds of config generation, by the step that failed",
                 &[("template", name), ("stage", stage.label())],
@@ -367,7 +374,7 @@ fn measure(name: &str, outcome: &Outcome) {
         }
         Outcome::Applied { revision, .. } | Outcome::Unchanged { revision } => {
             healthy(1.0);
-            crate::metrics::set(
+            berth_metrics::set(
                 "berth_configtemplate_rendered_revision",
                 "The cluster revision the file in place was rendered from",
                 &[("template", name)],

@@ -1,5 +1,13 @@
-//! The agent's metrics, in Prometheus' text exposition format: counters and gauges by name and
-//! labels, kept in one process-wide table.
+//! The process's metrics, in Prometheus' text exposition format: counters and gauges by name
+//! and labels, kept in one process-wide table. Each subsystem writes its own series (config
+//! generation's today); the node agent's API and `berth gen --metrics-listen` serve
+//! [`render`].
+//!
+//! API boundary: [`inc`], [`set`], [`forget`] and [`render`]; no IO, no async runtime (the CI
+//! purity check holds it so).
+//!
+//! Invariant: a series exists only once something set or incremented it, and goes when its
+//! object goes ([`forget`]).
 
 use std::collections::BTreeMap;
 use std::fmt::Write;

@@ -1,5 +1,12 @@
-//! A small synchronous rtnetlink client: the link, address and route requests the pod network
-//! needs (bridge, veth pair, move into a namespace, addresses, routes).
+//! A small synchronous rtnetlink client: the link, address and route requests a node's
+//! networking needs: for the pod network (bridge, veth pair, move into a namespace, addresses,
+//! routes; `berth-runtime`'s sandboxes), and for service traffic (labelled cluster IPs on the
+//! loopback, routes to other nodes' pods, VXLAN links, neighbours and FDB entries;
+//! `berth-net`).
+//!
+//! API boundary: [`Netlink`] (one socket, one method per request), [`RouteTo`] and
+//! [`NetlinkError`]. It is its own crate so both the container runtime and the traffic crate
+//! use it without depending on each other; it depends on nothing of berth's.
 //!
 //! Invariant: a `Netlink` socket talks to the network namespace it was created in, whatever
 //! namespace its thread enters later. The sandbox code relies on that to move a link out of

@@ -1,0 +1,41 @@
+//! Standard base64 with padding, as Kubernetes writes Secret data and kubeconfig
+//! certificates: the `base64` crate, configured once for the whole project. Decoding is as
+//! strict about padding as Go's `StdEncoding` and, like it, ignores bits past the last byte.
+
+use base64::Engine as _;
+use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+
+const STANDARD: GeneralPurpose = GeneralPurpose::new(
+    &base64::alphabet::STANDARD,
+    GeneralPurposeConfig::new()
+        .with_decode_padding_mode(DecodePaddingMode::RequireCanonical)
+        .with_decode_allow_trailing_bits(true),
+);
+
+/// Standard base64 with padding.
+pub fn encode(data: &[u8]) -> String {
+    STANDARD.encode(data)
+}
+
+/// Decodes standard base64 with padding; `None` when it is not.
+pub fn decode(s: &str) -> Option<Vec<u8>> {
+    STANDARD.decode(s).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_and_refuses_what_is_not_padded_base64() {
+        for s in ["", "a", "ab", "abc", "abcd", "hello world"] {
+            assert_eq!(decode(&encode(s.as_bytes())).unwrap(), s.as_bytes());
+        }
+        assert_eq!(encode(b"hello"), "aGVsbG8=");
+        for bad in ["a=bc", "abc", "====", "ab=c", "aGVsbG8", "aGVs bG8="] {
+            assert!(decode(bad).is_none(), "{bad}");
+        }
+        // Bits past the last byte are ignored, as Go's decoder ignores them.
+        assert_eq!(decode("QR==").unwrap(), b"A");
+    }
+}
