@@ -25,10 +25,8 @@ const USER: &str = "system:controller:endpoint-controller";
 
 /// Runs until `stop` turns true.
 pub async fn run(registry: Registry, informer: Arc<Informer>, stop: watch::Receiver<bool>) {
-    crate::runtime::supervise("endpoints controller", stop, || {
-        run_once(&registry, &informer)
-    })
-    .await
+    crate::runtime::supervise_informed("endpoints controller", registry, informer, stop, run_once)
+        .await
 }
 
 #[derive(Default)]

@@ -222,7 +222,8 @@ async fn finish_namespace(registry: &Registry, ns: &str) {
 
 /// Runs until `stop` turns true.
 pub async fn run(registry: Registry, informer: Arc<Informer>, stop: watch::Receiver<bool>) {
-    crate::runtime::supervise("garbage collector", stop, || run_once(&registry, &informer)).await
+    crate::runtime::supervise_informed("garbage collector", registry, informer, stop, run_once)
+        .await
 }
 
 async fn run_once(registry: &Registry, informer: &Informer) -> Result<(), Error> {

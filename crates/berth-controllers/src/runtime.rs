@@ -6,6 +6,7 @@
 //! (after an error or a panic) always rebuilds it from a fresh list; nothing survives a run
 //! but what the store holds.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use berth_api::object::Object;
@@ -14,6 +15,8 @@ use berth_apiserver::error::ApiError;
 use berth_store::StoreError;
 use serde_json::{Value, json};
 use tokio::sync::watch;
+
+use crate::informer::Informer;
 
 /// Why a controller's run ended; `supervise` logs it and starts the run again.
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +62,18 @@ where
     Fut: std::future::Future<Output = Result<(), Error>>,
 {
     supervise_with(what, stop, Backoff::default(), f).await
+}
+
+/// Runs a controller that follows the informer: `run_once(registry, informer)` under
+/// `supervise`, each run from a fresh list, until `stop` turns true.
+pub async fn supervise_informed(
+    what: &str,
+    registry: Registry,
+    informer: Arc<Informer>,
+    stop: watch::Receiver<bool>,
+    run_once: impl AsyncFn(&Registry, &Informer) -> Result<(), Error>,
+) {
+    supervise(what, stop, || run_once(&registry, &informer)).await
 }
 
 /// `supervise` with its back-off given.

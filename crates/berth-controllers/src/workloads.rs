@@ -32,10 +32,8 @@ pub const REVISION: &str = "deployment.kubernetes.io/revision";
 
 /// Runs until `stop` turns true.
 pub async fn run(registry: Registry, informer: Arc<Informer>, stop: watch::Receiver<bool>) {
-    crate::runtime::supervise("workload controllers", stop, || {
-        run_once(&registry, &informer)
-    })
-    .await
+    crate::runtime::supervise_informed("workload controllers", registry, informer, stop, run_once)
+        .await
 }
 
 #[derive(Default)]
