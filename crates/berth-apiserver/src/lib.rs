@@ -1,28 +1,29 @@
 //! berth's API server: Kubernetes paths, shapes and semantics over the revisioned store, plus
 //! berth's history API.
 //!
-//! API boundary: `ApiServer::new` + `router` (or `serve`). Everything else is reached through
-//! HTTP; the registry is public so in-process controllers can use the same write path.
+//! API boundary: `ApiServer::new` + `router` (served by `tls::serve`), and for the wiring
+//! `auth`, `files` and `tls`. Everything else is reached through HTTP, except what the
+//! in-process controllers (`berth-controllers`) use to take the same write path as a request:
+//! `Registry` (`registry`), its errors (`error`), Event recording (`events`) and the
+//! key/value tree's `kv::sync_dir`. `patch` and `server::route` are public for the benchmarks
+//! and the fuzz test. Discovery, history, Pod Security admission, node proxying and watch
+//! encoding are private: they are HTTP's business.
 
 pub mod auth;
-pub mod discovery;
-pub mod endpoints;
+mod discovery;
 pub mod error;
+pub mod events;
 pub mod files;
-pub mod gc;
-pub mod history;
+mod history;
 pub mod kv;
-pub mod nodes;
 pub mod patch;
-pub mod podsecurity;
-pub mod proxy;
+mod podsecurity;
+mod proxy;
 mod ranges;
 pub mod registry;
-pub mod scheduler;
 pub mod server;
 pub mod tls;
-pub mod watch;
-pub mod workloads;
+mod watch;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -76,7 +77,7 @@ pub struct ApiServer {
     pub auth: Authenticator,
     pub config: ServerConfig,
     /// Shared by every watch: each change is decoded and encoded once.
-    pub watch_cache: Arc<watch::EncodeCache>,
+    pub(crate) watch_cache: Arc<watch::EncodeCache>,
     ready: AtomicBool,
     /// Turns true when the server stops: open watches end, so clients re-watch elsewhere or
     /// later instead of holding the shutdown up.

@@ -122,7 +122,7 @@ pub fn admit(registry: &Registry, kind: &ResourceKind, obj: &Object) -> ApiResul
 pub async fn record(registry: &Registry, obj: &Object, admitted: Admitted) {
     if let Some(message) = admitted.audit {
         // Boxed: recording is itself a create (of an Event), which admits nothing further.
-        Box::pin(crate::scheduler::event_from(
+        Box::pin(crate::events::record(
             registry,
             obj,
             "pod-security-admission",

@@ -359,7 +359,7 @@ async fn run_server(args: ServerArgs, all_in_one: bool) -> anyhow::Result<()> {
     opts.listen = args.api_listen;
     opts.retention = args.history_retention;
     opts.scheduling = args.scheduling;
-    opts.node_timing = berth_apiserver::nodes::Timing {
+    opts.node_timing = berth_controllers::nodes::Timing {
         grace: args.node_monitor_grace_period,
         eviction: args.pod_eviction_timeout,
         cluster_cidr: args.cluster_cidr,

@@ -28,7 +28,7 @@ pub struct ServerOptions {
     /// How pods that name no strategy are placed.
     pub scheduling: berth_scheduler::Strategy,
     /// When a silent node is NotReady, and when its pods are replaced.
-    pub node_timing: berth_apiserver::nodes::Timing,
+    pub node_timing: berth_controllers::nodes::Timing,
     /// Where Services' cluster IPs come from.
     pub service_cidr: berth_api::cidr::Ipv4Net,
     /// What API clients may hold: connections, timeouts, descriptors.
@@ -45,7 +45,7 @@ impl ServerOptions {
             tls: true,
             controllers: true,
             scheduling: berth_scheduler::Strategy::Spread,
-            node_timing: berth_apiserver::nodes::Timing::default(),
+            node_timing: berth_controllers::nodes::Timing::default(),
             service_cidr: berth_api::cidr::Ipv4Net {
                 addr: std::net::Ipv4Addr::new(10, 43, 0, 0),
                 prefix: 16,
@@ -221,25 +221,32 @@ pub async fn start(opts: ServerOptions) -> anyhow::Result<RunningServer> {
         )
         .await
     }));
-    tasks.push(tokio::spawn(berth_apiserver::gc::run(
+    // One watch of every object, shared by the controllers below.
+    let informer = berth_controllers::informer::Informer::new(api.registry.clone());
+    tasks.push(tokio::spawn(informer.clone().run(stop_rx.clone())));
+    tasks.push(tokio::spawn(berth_controllers::gc::run(
         api.registry.clone(),
+        informer.clone(),
         stop_rx.clone(),
     )));
     if opts.controllers {
-        tasks.push(tokio::spawn(berth_apiserver::scheduler::run(
+        tasks.push(tokio::spawn(berth_controllers::scheduler::run(
             api.registry.clone(),
+            informer.clone(),
             opts.scheduling,
             stop_rx.clone(),
         )));
-        tasks.push(tokio::spawn(berth_apiserver::workloads::run(
+        tasks.push(tokio::spawn(berth_controllers::workloads::run(
             api.registry.clone(),
+            informer.clone(),
             stop_rx.clone(),
         )));
-        tasks.push(tokio::spawn(berth_apiserver::endpoints::run(
+        tasks.push(tokio::spawn(berth_controllers::endpoints::run(
             api.registry.clone(),
+            informer,
             stop_rx.clone(),
         )));
-        tasks.push(tokio::spawn(berth_apiserver::nodes::run(
+        tasks.push(tokio::spawn(berth_controllers::nodes::run(
             api.registry.clone(),
             opts.node_timing,
             stop_rx,

@@ -87,8 +87,12 @@ async fn run(pods: usize) -> Run {
         .unwrap();
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
     let started = Instant::now();
-    let sched = tokio::spawn(berth_apiserver::scheduler::run(
+    // The scheduler on an informer of its own, as the server runs it on the shared one.
+    let informer = berth_controllers::informer::Informer::new(registry.clone());
+    let informing = tokio::spawn(informer.clone().run(stop.clone()));
+    let sched = tokio::spawn(berth_controllers::scheduler::run(
         registry.clone(),
+        informer,
         berth_scheduler::Strategy::Spread,
         stop,
     ));
@@ -113,6 +117,7 @@ async fn run(pods: usize) -> Run {
     let steady = first.map_or(took, |f| f.elapsed());
     let _ = stop_tx.send(true);
     let _ = sched.await;
+    let _ = informing.await;
     server.shutdown().await;
     Run {
         rate: pods as f64 / took.as_secs_f64(),

@@ -7,6 +7,11 @@
 //!
 //! Defaults are short (4 s + 2 s), so replacements run within 10 s of a node's death;
 //! Kubernetes' are 40 s and 5 min.
+//!
+//! It also gives each node that registers without a `spec.podCIDR` the next free /24 of the
+//! cluster's pod range, as kube-controller-manager's `--allocate-node-cidrs` does. (Services'
+//! cluster IPs and node ports are not this controller's: the registry allocates them in the
+//! Service's own write, `berth-apiserver`'s `ranges.rs`.)
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
@@ -14,10 +19,11 @@ use std::time::{Duration, Instant};
 
 use berth_api::cidr::Ipv4Net;
 use berth_api::object::Object;
+use berth_apiserver::registry::{DeleteOptions, ListOptions, Registry};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
-use crate::registry::{DeleteOptions, ListOptions, Registry};
+use crate::runtime::{Error, pod_finished};
 
 const USER: &str = "system:node-controller";
 /// The taint an unreachable node gets.
@@ -117,14 +123,14 @@ async fn allocate_cidrs(
 
 /// Runs until `stop` turns true.
 pub async fn run(registry: Registry, timing: Timing, stop: watch::Receiver<bool>) {
-    crate::gc::supervise("node lifecycle controller", stop, || {
+    crate::runtime::supervise("node lifecycle controller", stop, || {
         run_loop(&registry, timing)
     })
     .await
 }
 
 /// Looks at the nodes every half second; ends only when `supervise` drops it.
-async fn run_loop(registry: &Registry, timing: Timing) -> Result<(), String> {
+async fn run_loop(registry: &Registry, timing: Timing) -> Result<(), Error> {
     let mut not_ready_since: HashMap<String, Instant> = HashMap::new();
     loop {
         tick(registry, timing, &mut not_ready_since).await;
@@ -182,7 +188,7 @@ async fn tick(registry: &Registry, timing: Timing, not_ready_since: &mut HashMap
                 .or_insert_with(Instant::now);
             if ready != "Unknown" {
                 set_unreachable(registry, nodes_kind, &node, true).await;
-                crate::scheduler::event(
+                crate::runtime::event(
                     registry,
                     &node,
                     "Normal",
@@ -210,7 +216,7 @@ async fn tick(registry: &Registry, timing: Timing, not_ready_since: &mut HashMap
                     {
                         tracing::debug!(error = %e.0.message, "cannot evict a pod");
                     } else {
-                        crate::scheduler::event(
+                        crate::runtime::event(
                             registry,
                             p,
                             "Normal",
@@ -230,7 +236,7 @@ async fn tick(registry: &Registry, timing: Timing, not_ready_since: &mut HashMap
                 .is_some_and(|t| t.to_string().contains(UNREACHABLE));
             if ready == "Unknown" || tainted {
                 set_unreachable(registry, nodes_kind, &node, false).await;
-                crate::scheduler::event(
+                crate::runtime::event(
                     registry,
                     &node,
                     "Normal",
@@ -255,14 +261,7 @@ fn on_node(registry: &Registry, pods_kind: &berth_api::ResourceKind, node: &str)
         .map(|l| l.items)
         .unwrap_or_default()
         .into_iter()
-        .filter(|p| {
-            !matches!(
-                p.get("status")
-                    .and_then(|s| s.get("phase"))
-                    .and_then(Value::as_str),
-                Some("Succeeded" | "Failed")
-            )
-        })
+        .filter(|p| !pod_finished(p))
         .collect()
 }
 

@@ -2,7 +2,7 @@
 //! template out through ReplicaSets (RollingUpdate with maxSurge/maxUnavailable, or
 //! Recreate), keep a revision history, and report status as Kubernetes does.
 //!
-//! Shape (kube-runtime's): one watch feeds a cache of Deployments, ReplicaSets and Pods; each
+//! Shape (kube-runtime's): the informer feeds a cache of Deployments, ReplicaSets and Pods; each
 //! change queues the objects it concerns (a pod → its ReplicaSet; a ReplicaSet → itself and
 //! its Deployment); a reconcile pass runs each queued object's pure decision against the
 //! cache and writes the result through the registry.
@@ -12,14 +12,17 @@
 //! brought back yet.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use berth_api::object::Object;
+use berth_apiserver::registry::{DeleteOptions, Registry};
 use berth_store::EventType;
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
-use crate::registry::{DeleteOptions, Registry, decode};
+use crate::informer::Informer;
+use crate::runtime::{Error, Key, key, pod_finished, pod_phase, pod_ready};
 
 const USER: &str = "system:controller:workloads";
 /// The label that ties a ReplicaSet (and its pods) to one version of a Deployment's template.
@@ -28,11 +31,10 @@ pub const HASH_LABEL: &str = "pod-template-hash";
 pub const REVISION: &str = "deployment.kubernetes.io/revision";
 
 /// Runs until `stop` turns true.
-pub async fn run(registry: Registry, stop: watch::Receiver<bool>) {
-    crate::gc::supervise("workload controllers", stop, || run_once(&registry)).await
+pub async fn run(registry: Registry, informer: Arc<Informer>, stop: watch::Receiver<bool>) {
+    crate::runtime::supervise_informed("workload controllers", registry, informer, stop, run_once)
+        .await
 }
-
-type Key = (String, String);
 
 #[derive(Default)]
 struct Cache {
@@ -41,13 +43,6 @@ struct Cache {
     pods: BTreeMap<Key, Object>,
     /// Rollouts to look at again when their progress deadline passes.
     deadlines: BTreeMap<Key, tokio::time::Instant>,
-}
-
-fn key(o: &Object) -> Key {
-    (
-        o.namespace().unwrap_or("").to_string(),
-        o.name().to_string(),
-    )
 }
 
 fn controller_uid(o: &Object) -> Option<String> {
@@ -69,27 +64,9 @@ fn status_int(o: &Object, f: &str) -> i64 {
     int(o.get("status").and_then(|s| s.get(f)), 0)
 }
 
-fn pod_phase(p: &Object) -> &str {
-    p.get("status")
-        .and_then(|s| s.get("phase"))
-        .and_then(Value::as_str)
-        .unwrap_or("")
-}
-
-pub(crate) fn pod_ready(p: &Object) -> bool {
-    p.get("status")
-        .and_then(|s| s.get("conditions"))
-        .and_then(Value::as_array)
-        .is_some_and(|cs| {
-            cs.iter().any(|c| {
-                c.get("type") == Some(&json!("Ready")) && c.get("status") == Some(&json!("True"))
-            })
-        })
-}
-
 /// A pod that counts toward its ReplicaSet: not being deleted, not finished.
 fn pod_active(p: &Object) -> bool {
-    p.deletion_timestamp().is_none() && !matches!(pod_phase(p), "Succeeded" | "Failed")
+    p.deletion_timestamp().is_none() && !pod_finished(p)
 }
 
 fn owner_ref(o: &Object) -> Value {
@@ -166,8 +143,8 @@ fn after_secs(secs: u64) -> Option<tokio::time::Instant> {
     tokio::time::Instant::now().checked_add(Duration::from_secs(secs))
 }
 
-async fn run_once(registry: &Registry) -> Result<(), String> {
-    let (all, rev) = registry.all_objects(None).map_err(|e| e.0.message)?;
+async fn run_once(registry: &Registry, informer: &Informer) -> Result<(), Error> {
+    let (all, mut changes) = informer.list_and_watch()?;
     let mut cache = Cache::default();
     let mut queue: BTreeSet<(u8, Key)> = BTreeSet::new();
     for o in all {
@@ -186,10 +163,6 @@ async fn run_once(registry: &Registry) -> Result<(), String> {
             _ => {}
         }
     }
-    let mut watcher = registry
-        .store
-        .watch(b"/registry/", rev + 1)
-        .map_err(|e| e.to_string())?;
     loop {
         // ReplicaSets first (they make pods), then the Deployments over them.
         while let Some(item) = queue.pop_last() {
@@ -200,7 +173,7 @@ async fn run_once(registry: &Registry) -> Result<(), String> {
         }
         let next_deadline = cache.deadlines.values().min().copied();
         let batch = tokio::select! {
-            b = watcher.next() => b.map_err(|e| e.to_string())?,
+            b = changes.next() => b?,
             _ = async {
                 match next_deadline {
                     Some(at) => tokio::time::sleep_until(at).await,
@@ -224,8 +197,18 @@ async fn run_once(registry: &Registry) -> Result<(), String> {
         let Some(batch) = batch else {
             return Ok(());
         };
-        for ev in batch.events.iter() {
-            let Ok(o) = decode(&ev.kv) else { continue };
+        for change in batch.changes() {
+            let ev = change.event;
+            // Only Deployments, ReplicaSets and Pods matter here: nothing else is decoded.
+            if !(ev.kv.key.starts_with(b"/registry/apps/deployments/")
+                || ev.kv.key.starts_with(b"/registry/apps/replicasets/")
+                || ev.kv.key.starts_with(b"/registry/core/pods/"))
+            {
+                continue;
+            }
+            let Some(o) = change.object().cloned() else {
+                continue;
+            };
             let put = ev.typ == EventType::Put;
             match o.kind() {
                 "Deployment" => {
@@ -393,7 +376,7 @@ async fn reconcile_rs(
                 }
                 Err(e) => {
                     tracing::warn!(rs = rs.name(), error = %e.0.message, "cannot create a pod");
-                    crate::scheduler::event(
+                    crate::runtime::event(
                         registry,
                         &rs,
                         "Warning",
@@ -519,7 +502,7 @@ async fn reconcile_deployment(registry: &Registry, cache: &mut Cache, k: &Key) {
             match registry.create(rs_kind, Some(&ns), obj, USER, false).await {
                 Ok(created) => {
                     cache.replicasets.insert(key(&created), created.clone());
-                    crate::scheduler::event(
+                    crate::runtime::event(
                         registry,
                         &d,
                         "Normal",
@@ -790,7 +773,7 @@ async fn scale(registry: &Registry, cache: &mut Cache, d: &Object, rs: &Object, 
         .is_some()
     {
         let verb = if to > from { "up" } else { "down" };
-        crate::scheduler::event(
+        crate::runtime::event(
             registry,
             d,
             "Normal",

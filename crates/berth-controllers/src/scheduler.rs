@@ -1,5 +1,5 @@
 //! The scheduler loop around the pure placement function (`berth-scheduler`): it follows
-//! pods and nodes through one store watch, places every unbound pod, and binds it through the
+//! pods and nodes through the informer, places every unbound pod, and binds it through the
 //! same code as the `binding` subresource. A pod that fits nowhere gets `PodScheduled=False`
 //! with Kubernetes' message and a `FailedScheduling` Event, and is tried again when a node or
 //! a placed pod changes — never in a busy loop.
@@ -8,32 +8,36 @@
 //! deleted or finishes, so two pods never both take a node's last room.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use berth_api::object::Object;
+use berth_apiserver::registry::Registry;
 use berth_scheduler::{NodeInfo, PodInfo, Snapshot, Strategy};
 use berth_store::EventType;
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
-use crate::registry::{Registry, decode};
+use crate::informer::Informer;
+use crate::runtime::{Error, Key, event, key, pod_finished};
 
 const USER: &str = "system:kube-scheduler";
 
 /// Runs until `stop` turns true.
-pub async fn run(registry: Registry, default: Strategy, stop: watch::Receiver<bool>) {
-    crate::gc::supervise("scheduler", stop, || run_once(&registry, default)).await
+pub async fn run(
+    registry: Registry,
+    informer: Arc<Informer>,
+    default: Strategy,
+    stop: watch::Receiver<bool>,
+) {
+    crate::runtime::supervise("scheduler", stop, || {
+        run_once(&registry, &informer, default)
+    })
+    .await
 }
 
 fn str_at<'a>(o: &'a Object, ptr: &str) -> &'a str {
     o.0.get("spec")
         .and_then(|s| s.pointer(ptr))
-        .and_then(Value::as_str)
-        .unwrap_or("")
-}
-
-fn phase(o: &Object) -> &str {
-    o.get("status")
-        .and_then(|s| s.get("phase"))
         .and_then(Value::as_str)
         .unwrap_or("")
 }
@@ -50,7 +54,7 @@ fn wants_placement(o: &Object) -> bool {
 
 /// Whether a bound pod still takes room on its node.
 fn holds_room(o: &Object) -> bool {
-    !str_at(o, "/nodeName").is_empty() && !matches!(phase(o), "Succeeded" | "Failed")
+    !str_at(o, "/nodeName").is_empty() && !pod_finished(o)
 }
 
 #[derive(Default)]
@@ -65,7 +69,7 @@ struct State {
     /// Bound pods that take room: uid -> (node, what it requests).
     placed: HashMap<String, (String, PodInfo)>,
     /// Unbound pods by creation order (resourceVersion of creation) -> object.
-    pending: BTreeMap<(String, String), Object>,
+    pending: BTreeMap<Key, Object>,
     last: Option<String>,
     /// The message last reported per pending pod (so it is not reported again).
     reported: HashMap<String, String>,
@@ -75,13 +79,6 @@ struct State {
 }
 
 impl State {
-    fn key(o: &Object) -> (String, String) {
-        (
-            o.namespace().unwrap_or("").to_string(),
-            o.name().to_string(),
-        )
-    }
-
     fn node_mut(&mut self, name: &str) -> Option<&mut NodeInfo> {
         let i = *self.index.get(name)?;
         self.snapshot.nodes.get_mut(i)
@@ -119,10 +116,10 @@ impl State {
     fn pod_put(&mut self, o: &Object) -> bool {
         let uid = o.uid().to_string();
         if wants_placement(o) {
-            self.pending.insert(Self::key(o), o.clone());
+            self.pending.insert(key(o), o.clone());
             return false;
         }
-        self.pending.remove(&Self::key(o));
+        self.pending.remove(&key(o));
         self.reported.remove(&uid);
         if holds_room(o) {
             let node = str_at(o, "/nodeName").to_string();
@@ -151,7 +148,7 @@ impl State {
     }
 
     fn pod_deleted(&mut self, o: &Object) -> bool {
-        self.pending.remove(&Self::key(o));
+        self.pending.remove(&key(o));
         self.reported.remove(o.uid());
         let had = self.placed.contains_key(o.uid());
         self.unplace(o.uid());
@@ -182,8 +179,12 @@ impl State {
     }
 }
 
-async fn run_once(registry: &Registry, default: Strategy) -> Result<(), String> {
-    let (all, rev) = registry.all_objects(None).map_err(|e| e.0.message)?;
+async fn run_once(
+    registry: &Registry,
+    informer: &Informer,
+    default: Strategy,
+) -> Result<(), Error> {
+    let (all, mut changes) = informer.list_and_watch()?;
     let mut st = State::default();
     st.snapshot.default_strategy = default;
     st.snapshot.nodes = all
@@ -195,10 +196,6 @@ async fn run_once(registry: &Registry, default: Strategy) -> Result<(), String> 
     for o in all.iter().filter(|o| o.kind() == "Pod") {
         st.pod_put(o);
     }
-    let mut watcher = registry
-        .store
-        .watch(b"/registry/", rev + 1)
-        .map_err(|e| e.to_string())?;
     let mut random_state: u64 = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(1, |d| d.as_nanos() as u64)
@@ -207,10 +204,11 @@ async fn run_once(registry: &Registry, default: Strategy) -> Result<(), String> 
     loop {
         schedule(registry, &mut st, &mut random_state, retry_all).await;
         retry_all = false;
-        let Some(batch) = watcher.next().await.map_err(|e| e.to_string())? else {
+        let Some(batch) = changes.next().await? else {
             return Ok(());
         };
-        for ev in batch.events.iter() {
+        for change in batch.changes() {
+            let ev = change.event;
             // Only pods and nodes matter here (the Events it writes itself are most of the
             // rest): nothing else is decoded.
             if !(ev.kv.key.starts_with(b"/registry/core/pods/")
@@ -225,15 +223,15 @@ async fn run_once(registry: &Registry, default: Strategy) -> Result<(), String> 
             {
                 continue;
             }
-            let Ok(obj) = decode(&ev.kv) else { continue };
+            let Some(obj) = change.object() else { continue };
             match (obj.kind(), ev.typ) {
                 ("Node", EventType::Put) => {
-                    st.node_put(&obj);
+                    st.node_put(obj);
                     retry_all = true;
                 }
                 ("Node", EventType::Delete) => st.node_deleted(obj.name()),
-                ("Pod", EventType::Put) => retry_all |= st.pod_put(&obj),
-                ("Pod", EventType::Delete) => retry_all |= st.pod_deleted(&obj),
+                ("Pod", EventType::Put) => retry_all |= st.pod_put(obj),
+                ("Pod", EventType::Delete) => retry_all |= st.pod_deleted(obj),
                 _ => {}
             }
         }
@@ -271,7 +269,7 @@ async fn schedule(registry: &Registry, st: &mut State, random_state: &mut u64, r
         match placed {
             Ok(node) => {
                 st.last = Some(node.clone());
-                st.pending.remove(&State::key(&pod));
+                st.pending.remove(&key(&pod));
                 st.place(pod.uid(), &node, info);
                 uids.push(pod.uid().to_string());
                 batch.push((pod, node));
@@ -374,7 +372,7 @@ fn flush(
             let ns = bound.namespace().unwrap_or("default");
             let node = str_at(bound, "/nodeName");
             let msg = format!("Successfully assigned {ns}/{} to {node}", bound.name());
-            event_object(bound, "default-scheduler", "Normal", "Scheduled", &msg)
+            berth_apiserver::events::object(bound, "default-scheduler", "Normal", "Scheduled", &msg)
                 .map(|e| vec![(events, e)])
                 .unwrap_or_default()
         };
@@ -419,62 +417,4 @@ async fn set_unschedulable(registry: &Registry, pod: &Object, message: &str) {
     {
         tracing::debug!(error = %e.0.message, "cannot set PodScheduled");
     }
-}
-
-/// Records an Event about a pod.
-pub async fn event(registry: &Registry, pod: &Object, typ: &str, reason: &str, message: &str) {
-    event_from(registry, pod, "default-scheduler", typ, reason, message).await;
-}
-
-/// An Event about an object, reported by `component`.
-pub async fn event_from(
-    registry: &Registry,
-    pod: &Object,
-    component: &str,
-    typ: &str,
-    reason: &str,
-    message: &str,
-) {
-    let Some(kind) = berth_api::kinds::resolve("events") else {
-        return;
-    };
-    let Some(obj) = event_object(pod, component, typ, reason, message) else {
-        return;
-    };
-    if let Err(e) = registry
-        .create(
-            kind,
-            obj.namespace().map(String::from).as_deref(),
-            obj,
-            USER,
-            false,
-        )
-        .await
-    {
-        tracing::debug!(error = %e.0.message, "cannot record an event");
-    }
-}
-
-/// An Event about an object, as the scheduler reports it.
-fn event_object(
-    pod: &Object,
-    component: &str,
-    typ: &str,
-    reason: &str,
-    message: &str,
-) -> Option<Object> {
-    let mut b = [0u8; 4];
-    let _ = getrandom::fill(&mut b);
-    let suffix: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    let ns = pod.namespace().unwrap_or("default");
-    let t = berth_api::timefmt::now_rfc3339();
-    let ev = json!({
-        "apiVersion": "v1", "kind": "Event",
-        "metadata": {"name": format!("{}.{suffix}", pod.name()), "namespace": ns},
-        "involvedObject": {"apiVersion": "v1", "kind": pod.kind(), "namespace": ns, "name": pod.name(), "uid": pod.uid()},
-        "reason": reason, "message": message, "type": typ,
-        "source": {"component": component},
-        "firstTimestamp": t, "lastTimestamp": t, "count": 1,
-    });
-    Object::from_value(ev)
 }

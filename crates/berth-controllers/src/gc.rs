@@ -1,18 +1,20 @@
 //! The garbage collector and the namespace controller: deletes dependents whose owners are
 //! gone (background cascading deletion) and empties namespaces being deleted.
 //!
-//! Invariants: it reads a cache fed by one store watch (no polling); it is idempotent, so a
+//! Invariants: it reads a cache fed by the informer's watch (no polling); it is idempotent, so a
 //! restart re-lists and finishes any cascade a crash interrupted.
 
 use std::collections::{HashMap, HashSet};
-use std::time::Duration;
+use std::sync::Arc;
 
 use berth_api::ResourceKind;
 use berth_api::object::Object;
+use berth_apiserver::registry::{DeleteOptions, ListOptions, Registry};
 use berth_store::EventType;
 use tokio::sync::watch;
 
-use crate::registry::{DeleteOptions, ListOptions, Registry};
+use crate::informer::Informer;
+use crate::runtime::Error;
 
 const USER: &str = "system:garbage-collector";
 
@@ -219,90 +221,13 @@ async fn finish_namespace(registry: &Registry, ns: &str) {
 }
 
 /// Runs until `stop` turns true.
-pub async fn run(registry: Registry, stop: watch::Receiver<bool>) {
-    supervise("garbage collector", stop, || run_once(&registry)).await
+pub async fn run(registry: Registry, informer: Arc<Informer>, stop: watch::Receiver<bool>) {
+    crate::runtime::supervise_informed("garbage collector", registry, informer, stop, run_once)
+        .await
 }
 
-/// How a supervised loop is started again after it failed, ended or panicked: the pause
-/// doubles from `first` up to `max`, and starts over from `first` once a run lasted
-/// `healthy` (kube-runtime's controllers back off the same way).
-#[derive(Debug, Clone, Copy)]
-pub struct Backoff {
-    pub first: Duration,
-    pub max: Duration,
-    pub healthy: Duration,
-}
-
-impl Default for Backoff {
-    fn default() -> Self {
-        Backoff {
-            first: Duration::from_millis(200),
-            max: Duration::from_secs(30),
-            healthy: Duration::from_secs(60),
-        }
-    }
-}
-
-/// Runs a controller's loop until `stop` turns true, starting it again (after a back-off,
-/// from a fresh list) whenever it ends, fails or panics. A panic is caught here, logged with
-/// its message, and ends only this loop's run: other controllers run on.
-pub async fn supervise<F, Fut>(what: &str, stop: watch::Receiver<bool>, f: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<(), String>>,
-{
-    supervise_with(what, stop, Backoff::default(), f).await
-}
-
-/// `supervise` with its back-off given.
-pub async fn supervise_with<F, Fut>(
-    what: &str,
-    mut stop: watch::Receiver<bool>,
-    backoff: Backoff,
-    mut f: F,
-) where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<(), String>>,
-{
-    use futures_util::FutureExt;
-    let mut pause = backoff.first;
-    loop {
-        if *stop.borrow() {
-            return;
-        }
-        let started = tokio::time::Instant::now();
-        // Unwind safety: a loop keeps its state (caches, queues) inside its own future, which
-        // the panic drops; the next run builds it again from a fresh list.
-        let run = std::panic::AssertUnwindSafe(f()).catch_unwind();
-        let outcome = tokio::select! {
-            r = run => r,
-            _ = stop.changed() => return,
-        };
-        if started.elapsed() >= backoff.healthy {
-            pause = backoff.first;
-        }
-        match outcome {
-            Ok(Ok(())) => tracing::info!("{what} ended; it starts again in {pause:?}"),
-            Ok(Err(e)) => tracing::warn!(error = %e, "{what} failed; it starts again in {pause:?}"),
-            Err(panic) => {
-                let message = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "a panic without a message".into());
-                tracing::error!(panic = %message, "{what} panicked; it starts again in {pause:?}");
-            }
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(pause) => {}
-            _ = stop.changed() => return,
-        }
-        pause = pause.saturating_mul(2).min(backoff.max);
-    }
-}
-
-async fn run_once(registry: &Registry) -> Result<(), String> {
-    let (all, rev) = registry.all_objects(None).map_err(|e| e.0.message)?;
+async fn run_once(registry: &Registry, informer: &Informer) -> Result<(), Error> {
+    let (all, mut changes) = informer.list_and_watch()?;
     let mut g = Graph::default();
     let mut terminating: HashSet<String> = HashSet::new();
     for o in &all {
@@ -311,10 +236,6 @@ async fn run_once(registry: &Registry) -> Result<(), String> {
             terminating.insert(o.name().to_string());
         }
     }
-    let mut watcher = registry
-        .store
-        .watch(b"/registry/", rev + 1)
-        .map_err(|e| e.to_string())?;
     for r in g.all_orphans() {
         delete(registry, &r).await;
     }
@@ -322,10 +243,12 @@ async fn run_once(registry: &Registry) -> Result<(), String> {
         finish_namespace(registry, &ns).await;
     }
     loop {
-        let Some(batch) = watcher.next().await.map_err(|e| e.to_string())? else {
+        let Some(batch) = changes.next().await? else {
             return Ok(());
         };
-        for ev in batch.events.iter() {
+        for change in batch.changes() {
+            let ev = change.event;
+            // The head only, from the raw bytes: no full decode of every write for this.
             let Some(obj) = Head::decode(&ev.kv.value) else {
                 continue;
             };
@@ -363,94 +286,5 @@ async fn run_once(registry: &Registry) -> Result<(), String> {
                 }
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::sync::atomic::{AtomicU64, Ordering};
-    use std::sync::{Arc, Mutex};
-
-    /// Polls `f` until it holds, or fails the test after 10 s.
-    async fn until(what: &str, f: impl Fn() -> bool) {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while !f() {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "timed out waiting for {what}"
-            );
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    }
-
-    #[tokio::test]
-    async fn a_panicking_loop_restarts_with_back_off_and_the_others_run_on() {
-        let (stop, rx) = watch::channel(false);
-        let backoff = Backoff {
-            first: Duration::from_millis(30),
-            max: Duration::from_millis(120),
-            healthy: Duration::from_secs(60),
-        };
-        // The faulty loop panics on its first four runs, then runs until stopped.
-        let starts: Arc<Mutex<Vec<tokio::time::Instant>>> = Arc::default();
-        let s = starts.clone();
-        let faulty = tokio::spawn(supervise_with("faulty", rx.clone(), backoff, move || {
-            let s = s.clone();
-            async move {
-                let n = {
-                    let mut s = s.lock().unwrap();
-                    s.push(tokio::time::Instant::now());
-                    s.len()
-                };
-                if n <= 4 {
-                    panic!("injected panic {n}");
-                }
-                std::future::pending::<Result<(), String>>().await
-            }
-        }));
-        // Another controller on the same runtime counts its ticks all along.
-        let ticks = Arc::new(AtomicU64::new(0));
-        let t = ticks.clone();
-        let other = tokio::spawn(supervise("other", rx.clone(), move || {
-            let t = t.clone();
-            async move {
-                loop {
-                    t.fetch_add(1, Ordering::Relaxed);
-                    tokio::time::sleep(Duration::from_millis(2)).await;
-                }
-            }
-        }));
-        until("the faulty loop's fifth run", || {
-            starts.lock().unwrap().len() == 5
-        })
-        .await;
-        let seen = ticks.load(Ordering::Relaxed);
-        until("the other loop to tick on", || {
-            ticks.load(Ordering::Relaxed) > seen + 10
-        })
-        .await;
-        let at = starts.lock().unwrap().clone();
-        // Each restart waited at least its pause, doubling up to the maximum.
-        for (i, want_ms) in [30u64, 60, 120, 120].into_iter().enumerate() {
-            let gap = at[i + 1] - at[i];
-            assert!(
-                gap >= Duration::from_millis(want_ms),
-                "restart {} came after {gap:?}, before its {want_ms} ms back-off",
-                i + 1
-            );
-        }
-        assert!(!faulty.is_finished() && !other.is_finished());
-        assert_eq!(starts.lock().unwrap().len(), 5, "the healthy run stays");
-        // Both end when told to.
-        stop.send_replace(true);
-        tokio::time::timeout(Duration::from_secs(10), faulty)
-            .await
-            .expect("the faulty loop stops")
-            .expect("the supervisor itself never panics");
-        tokio::time::timeout(Duration::from_secs(10), other)
-            .await
-            .expect("the other loop stops")
-            .unwrap();
     }
 }

@@ -5,33 +5,28 @@
 //! that resolve them differently fall in different subsets). Terminating pods are left out.
 //! Services without a selector keep the Endpoints their users write.
 //!
-//! Invariant: it follows Services and Pods through one store watch into a cache, and writes
+//! Invariant: it follows Services and Pods through the informer into a cache, and writes
 //! an Endpoints object only when its content changes.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 
 use berth_api::object::Object;
 use berth_api::selector::LabelSelector;
+use berth_apiserver::registry::{DeleteOptions, Registry};
 use berth_store::EventType;
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
-use crate::registry::{DeleteOptions, Registry, decode};
+use crate::informer::Informer;
+use crate::runtime::{Error, Key, key, pod_finished, pod_ready};
 
 const USER: &str = "system:controller:endpoint-controller";
 
-type Key = (String, String);
-
-fn key(o: &Object) -> Key {
-    (
-        o.namespace().unwrap_or("").to_string(),
-        o.name().to_string(),
-    )
-}
-
 /// Runs until `stop` turns true.
-pub async fn run(registry: Registry, stop: watch::Receiver<bool>) {
-    crate::gc::supervise("endpoints controller", stop, || run_once(&registry)).await
+pub async fn run(registry: Registry, informer: Arc<Informer>, stop: watch::Receiver<bool>) {
+    crate::runtime::supervise_informed("endpoints controller", registry, informer, stop, run_once)
+        .await
 }
 
 #[derive(Default)]
@@ -47,8 +42,8 @@ struct Cache {
     registered: HashMap<Key, BTreeMap<String, Vec<u8>>>,
 }
 
-async fn run_once(registry: &Registry) -> Result<(), String> {
-    let (all, rev) = registry.all_objects(None).map_err(|e| e.0.message)?;
+async fn run_once(registry: &Registry, informer: &Informer) -> Result<(), Error> {
+    let (all, mut changes) = informer.list_and_watch()?;
     let mut c = Cache::default();
     let mut queue: BTreeSet<Key> = BTreeSet::new();
     for o in all {
@@ -79,18 +74,15 @@ async fn run_once(registry: &Registry) -> Result<(), String> {
             }
         }
     }
-    let mut watcher = registry
-        .store
-        .watch(b"/registry/core/", rev + 1)
-        .map_err(|e| e.to_string())?;
     loop {
         while let Some(k) = queue.pop_first() {
             reconcile(registry, &mut c, &k).await;
         }
-        let Some(batch) = watcher.next().await.map_err(|e| e.to_string())? else {
+        let Some(batch) = changes.next().await? else {
             return Ok(());
         };
-        for ev in batch.events.iter() {
+        for change in batch.changes() {
+            let ev = change.event;
             let k = &ev.kv.key;
             let (svc, pod, ep) = (
                 k.starts_with(b"/registry/core/services/"),
@@ -100,7 +92,9 @@ async fn run_once(registry: &Registry) -> Result<(), String> {
             if !(svc || pod || ep) {
                 continue;
             }
-            let Ok(o) = decode(&ev.kv) else { continue };
+            let Some(o) = change.object().cloned() else {
+                continue;
+            };
             let put = ev.typ == EventType::Put;
             if svc {
                 queue.insert(key(&o));
@@ -194,15 +188,7 @@ pub fn subsets(svc: &Object, pods: &[&Object]) -> Value {
             .and_then(|s| s.get("podIP"))
             .and_then(Value::as_str)
             .unwrap_or("");
-        if ip.is_empty() || p.deletion_timestamp().is_some() {
-            continue;
-        }
-        let phase = p
-            .get("status")
-            .and_then(|s| s.get("phase"))
-            .and_then(Value::as_str)
-            .unwrap_or("");
-        if matches!(phase, "Succeeded" | "Failed") {
+        if ip.is_empty() || p.deletion_timestamp().is_some() || pod_finished(p) {
             continue;
         }
         let resolved: Vec<Value> = ports
@@ -246,7 +232,7 @@ pub fn subsets(svc: &Object, pods: &[&Object]) -> Value {
                 ports: resolved.clone(),
                 ..Default::default()
             });
-        if crate::workloads::pod_ready(p) || publish_not_ready {
+        if pod_ready(p) || publish_not_ready {
             g.ready.push(addr);
         } else {
             g.not_ready.push(addr);
@@ -316,7 +302,7 @@ async fn register(registry: &Registry, c: &mut Cache, k: &Key, want: BTreeMap<St
         return;
     }
     let dir = format!("/services/{}/{}", k.0, k.1);
-    match crate::kv::sync_dir(&registry.store, &dir, &want, USER).await {
+    match berth_apiserver::kv::sync_dir(&registry.store, &dir, &want, USER).await {
         Ok(()) if want.is_empty() => {
             c.registered.remove(k);
         }
@@ -447,7 +433,7 @@ async fn put(
     ns: &str,
     name: &str,
     obj: Object,
-) -> crate::error::ApiResult<Object> {
+) -> berth_apiserver::error::ApiResult<Object> {
     match registry
         .update(kind, Some(ns), name, obj.clone(), USER, "update", false)
         .await

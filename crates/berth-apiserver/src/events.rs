@@ -1,0 +1,66 @@
+//! Event recording: how anything inside the server (admission, the in-process controllers)
+//! reports an Event about an object. An Event is written through the registry like any other
+//! object, best effort: a failure to record one is logged and never fails what it reports on.
+
+use berth_api::object::Object;
+use serde_json::json;
+
+use crate::registry::Registry;
+
+/// The user every in-process Event is written as, whichever component reports it (history
+/// shows it as the writer). It is the scheduler's, where event recording began.
+const USER: &str = "system:kube-scheduler";
+
+/// Records an Event about `about`, reported by `component`.
+pub async fn record(
+    registry: &Registry,
+    about: &Object,
+    component: &str,
+    typ: &str,
+    reason: &str,
+    message: &str,
+) {
+    let Some(kind) = berth_api::kinds::resolve("events") else {
+        return;
+    };
+    let Some(obj) = object(about, component, typ, reason, message) else {
+        return;
+    };
+    if let Err(e) = registry
+        .create(
+            kind,
+            obj.namespace().map(String::from).as_deref(),
+            obj,
+            USER,
+            false,
+        )
+        .await
+    {
+        tracing::debug!(error = %e.0.message, "cannot record an event");
+    }
+}
+
+/// An Event about `about`, reported by `component`, for callers that write it themselves (the
+/// scheduler puts its Scheduled Events in the bindings' transaction).
+pub fn object(
+    about: &Object,
+    component: &str,
+    typ: &str,
+    reason: &str,
+    message: &str,
+) -> Option<Object> {
+    let mut b = [0u8; 4];
+    let _ = getrandom::fill(&mut b);
+    let suffix: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    let ns = about.namespace().unwrap_or("default");
+    let t = berth_api::timefmt::now_rfc3339();
+    let ev = json!({
+        "apiVersion": "v1", "kind": "Event",
+        "metadata": {"name": format!("{}.{suffix}", about.name()), "namespace": ns},
+        "involvedObject": {"apiVersion": "v1", "kind": about.kind(), "namespace": ns, "name": about.name(), "uid": about.uid()},
+        "reason": reason, "message": message, "type": typ,
+        "source": {"component": component},
+        "firstTimestamp": t, "lastTimestamp": t, "count": 1,
+    });
+    Object::from_value(ev)
+}
