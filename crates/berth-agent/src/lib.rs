@@ -61,8 +61,6 @@ pub struct AgentConfig {
     pub range_given: bool,
     /// Where names outside the cluster domain are asked (none: REFUSED).
     pub dns_upstream: Vec<std::net::SocketAddr>,
-    /// The address this node's cluster DNS answers on (its pods' gateway), once it serves.
-    pub cluster_dns: Option<std::net::Ipv4Addr>,
     /// The cluster's service range: blackholed on the node, so only the cluster IPs the proxy
     /// serves are reachable in it.
     pub service_cidr: Option<berth_api::cidr::Ipv4Net>,
@@ -307,20 +305,22 @@ pub async fn run(
         }
     };
     register(&client, &cfg, endpoint.as_ref()).await?;
-    let mut cfg = cfg;
+    // The runtime the pods get: with the range the server allocated (unless one was given)
+    // and the service range blackholed.
+    let mut runtime = cfg.runtime.clone();
     if !cfg.range_given {
         let range = routes::allocated_range(&client, &cfg.node_name, &mut stop).await?;
-        cfg.runtime.network.blackholes = berth_runtime::net::default_blackholes(range);
-        cfg.runtime.network.range = range;
+        runtime.network.blackholes = berth_runtime::net::default_blackholes(range);
+        runtime.network.range = range;
         tracing::info!(%range, "pod range allocated by the server");
     }
     if let Some(services) = cfg.service_cidr
-        && !cfg.runtime.network.blackholes.contains(&services)
+        && !runtime.network.blackholes.contains(&services)
     {
-        cfg.runtime.network.blackholes.push(services);
+        runtime.network.blackholes.push(services);
     }
     let route_opts = routes::Options {
-        range: cfg.runtime.network.range,
+        range: runtime.network.range,
         node_ip: cfg.node_ip.parse().ok(),
     };
     tokio::spawn(routes::run(client.clone(), route_opts, stop.clone()));
@@ -360,10 +360,11 @@ pub async fn run(
         });
     }
     // Cluster DNS on the pods' gateway address (the bridge's), for this node's pods.
-    let net = cfg.runtime.network.clone();
+    let net = runtime.network.clone();
+    let mut cluster_dns = None;
     match tokio::task::spawn_blocking(move || net.ensure_bridge()).await {
         Ok(Ok(_)) => {
-            let gw = cfg.runtime.network.range.gateway();
+            let gw = runtime.network.range.gateway();
             let addr = std::net::SocketAddr::from((gw, 53));
             let (zone, upstream, stop) = (catalog.clone(), cfg.dns_upstream.clone(), stop.clone());
             let limits = cfg.conn_limits;
@@ -377,7 +378,7 @@ pub async fn run(
                 }
             });
             if ready_rx.await.unwrap_or(false) {
-                cfg.cluster_dns = Some(gw);
+                cluster_dns = Some(gw);
             }
         }
         Ok(Err(e)) => tracing::warn!(error = %e, "cannot make the pod bridge; no cluster DNS"),
@@ -399,7 +400,18 @@ pub async fn run(
         "fieldSelector={}",
         berth_client::encode_query(&format!("spec.nodeName={}", cfg.node_name))
     );
-    let shared = Arc::new(pods::Shared::new(client.clone(), cfg.clone()));
+    let pod_opts = pods::Options {
+        node_ip: cfg.node_ip.clone(),
+        runtime,
+        data_dir: cfg.data_dir.clone(),
+        exec_command: cfg.exec_command.clone(),
+        dns: cfg.dns.clone(),
+        cluster_dns,
+        insecure_registries: cfg.insecure_registries.clone(),
+        max_layer_size: cfg.max_layer_size,
+        restart_backoff: cfg.restart_backoff,
+    };
+    let shared = Arc::new(pods::Shared::new(client.clone(), pod_opts));
     let mut workers: HashMap<String, mpsc::UnboundedSender<pods::Update>> = HashMap::new();
     let mut adopted: Vec<String> = recovered.adopted;
     // Listed, then watched from the list's revision (with bookmarks, so a resumed watch

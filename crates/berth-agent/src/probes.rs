@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::AgentConfig;
+use crate::pods::Options;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum Kind {
@@ -139,7 +139,7 @@ fn port_of(c: &Value, p: &Value) -> Option<u16> {
 
 /// Runs one probe once: (success, message).
 async fn run_once(
-    cfg: &AgentConfig,
+    cfg: &Options,
     pod_uid: &str,
     pod_ip: &str,
     c: &Value,
@@ -152,7 +152,7 @@ async fn run_once(
 /// Runs a handler (a probe's, or a lifecycle hook's: `exec`, `httpGet`, `tcpSocket`, or
 /// `sleep`) once, within `timeout`: (success, message).
 pub(crate) async fn run_handler(
-    cfg: &AgentConfig,
+    cfg: &Options,
     pod_uid: &str,
     pod_ip: &str,
     c: &Value,
@@ -278,7 +278,7 @@ impl Probes {
     /// nanoseconds) and gives the verdict.
     pub(crate) async fn check(
         &mut self,
-        cfg: &AgentConfig,
+        cfg: &Options,
         pod_uid: &str,
         pod_ip: &str,
         c: &Value,

@@ -300,7 +300,6 @@ impl NodeArgs {
                     })
                     .collect::<anyhow::Result<_>>()?,
             },
-            cluster_dns: None,
             service_cidr: None,
             proxy_drain: self.proxy_drain_timeout,
             proxy_relay: self.proxy_relay,

@@ -10,10 +10,10 @@ use berth_runtime::pod::{ContainerConfig, Dns};
 use berth_runtime::spec::Mount;
 use serde_json::Value;
 
+use super::Options;
 use super::image::Image;
 use super::s;
 use super::volumes::{PodVolumes, expand_sub_path};
-use crate::AgentConfig;
 
 pub(super) fn quantity(v: &Value, ptr: &str) -> Option<berth_api::quantity::Quantity> {
     v.pointer(ptr).and_then(|q| match q {
@@ -31,7 +31,7 @@ pub(super) fn host_network(pod: &Value) -> bool {
     pod.pointer("/spec/hostNetwork").and_then(Value::as_bool) == Some(true)
 }
 
-pub(super) fn pod_dns(cfg: &AgentConfig, pod: &Value) -> Dns {
+pub(super) fn pod_dns(cfg: &Options, pod: &Value) -> Dns {
     let ns = s(pod, "/metadata/namespace");
     let mut dns = match (s(pod, "/spec/dnsPolicy"), cfg.cluster_dns) {
         ("None", _) => Dns::default(),

@@ -21,8 +21,6 @@ use berth_runtime::shim::Status;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-use crate::AgentConfig;
-
 use self::image::{Pulled, resolve_image};
 use self::status::{same_status, status_of};
 use self::stop::{stop_gracefully, terminate};
@@ -35,9 +33,33 @@ pub(crate) enum Update {
     Gone,
 }
 
+/// What the pod workers need to know of their node, decided before the first worker starts
+/// (never changed after).
+#[derive(Debug, Clone)]
+pub(crate) struct Options {
+    /// The node's address (a host-network pod's IP, and its `hostIP`).
+    pub(crate) node_ip: String,
+    /// The runtime, with the node's pod range and blackholes settled.
+    pub(crate) runtime: berth_runtime::pod::Runtime,
+    /// Where images live.
+    pub(crate) data_dir: std::path::PathBuf,
+    /// The command that runs exec probes (the `berth` binary and its hidden role).
+    pub(crate) exec_command: Vec<String>,
+    /// Resolvers for pods that do not use cluster DNS.
+    pub(crate) dns: berth_runtime::pod::Dns,
+    /// The address this node's cluster DNS answers on, when it serves.
+    pub(crate) cluster_dns: Option<std::net::Ipv4Addr>,
+    /// Registries spoken to over plain HTTP when pulling.
+    pub(crate) insecure_registries: Vec<String>,
+    /// The most one image layer may take unpacked.
+    pub(crate) max_layer_size: u64,
+    /// The first crash-loop (and image pull) back-off.
+    pub(crate) restart_backoff: Duration,
+}
+
 pub(crate) struct Shared {
     client: Client,
-    cfg: AgentConfig,
+    cfg: Options,
 }
 
 /// Kubernetes' crash-loop back-off: restart at once the first time, then wait 10 s, 20 s,
@@ -45,7 +67,7 @@ pub(crate) struct Shared {
 pub const BACKOFF_MAX: Duration = Duration::from_secs(300);
 
 impl Shared {
-    pub(crate) fn new(client: Client, cfg: AgentConfig) -> Shared {
+    pub(crate) fn new(client: Client, cfg: Options) -> Shared {
         Shared { client, cfg }
     }
 

@@ -6,9 +6,9 @@ use std::collections::HashMap;
 use berth_runtime::shim::{ContainerState, Status};
 use serde_json::{Value, json};
 
+use super::Options;
 use super::sync::{Track, should_restart};
 use super::{containers, rfc3339, s};
-use crate::AgentConfig;
 
 pub(super) fn terminated(uid: &str, st: &ContainerState) -> Value {
     let mut t = json!({
@@ -30,7 +30,7 @@ pub(super) fn terminated(uid: &str, st: &ContainerState) -> Value {
 
 /// The pod's status as Kubernetes reports it.
 pub(super) fn status_of(
-    cfg: &AgentConfig,
+    cfg: &Options,
     pod: &Value,
     pod_ip: &str,
     states: &[ContainerState],

@@ -10,12 +10,12 @@ use berth_runtime::pod::{PodConfig, RuntimeError};
 use berth_runtime::shim::{ContainerState, Status};
 use serde_json::Value;
 
+use super::Options;
 use super::container::{container_config, host_network, hostname_of, pod_dns, quantity};
 use super::image::Image;
 use super::status::terminated;
 use super::volumes::PodVolumes;
 use super::{BACKOFF_MAX, containers, s};
-use crate::AgentConfig;
 
 /// What the worker remembers of one container between passes.
 #[derive(Debug, Default, Clone)]
@@ -44,7 +44,7 @@ pub(super) fn should_restart(policy: &str, st: &ContainerState) -> bool {
 /// One pass: the runtime made to match the spec. Blocking.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn sync_blocking(
-    cfg: &AgentConfig,
+    cfg: &Options,
     pod: &Value,
     images: &HashMap<String, Result<Image, (String, String)>>,
     projected_files: &HashMap<String, Vec<berth_runtime::volumes::File>>,

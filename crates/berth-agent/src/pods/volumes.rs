@@ -10,9 +10,9 @@ use berth_api::kinds::resolve;
 use berth_client::Client;
 use serde_json::Value;
 
+use super::Options;
 use super::container::quantity;
 use super::s;
-use crate::AgentConfig;
 
 /// Files of a ConfigMap or Secret volume.
 pub(super) async fn projected(
@@ -129,7 +129,7 @@ pub(super) const EMPTY_DIR_CHECK: Duration = Duration::from_secs(5);
 
 /// The kubelet's eviction message for the first disk emptyDir of `pod` that uses more than
 /// its `sizeLimit`, if any. Blocking: walks the volumes.
-pub(super) fn empty_dir_over_limit(cfg: &AgentConfig, pod: &Value) -> Option<String> {
+pub(super) fn empty_dir_over_limit(cfg: &Options, pod: &Value) -> Option<String> {
     let dir = cfg.runtime.pod_dir(s(pod, "/metadata/uid")).join("volumes");
     for v in pod
         .pointer("/spec/volumes")
