@@ -1,6 +1,8 @@
 //! Standard base64 with padding, as Kubernetes writes Secret data and kubeconfig
-//! certificates: the `base64` crate, configured once for the whole project. Decoding is as
-//! strict about padding as Go's `StdEncoding` and, like it, ignores bits past the last byte.
+//! certificates: the `base64` crate, configured once for everything that reads or writes
+//! API objects. Decoding is as strict about padding as Go's `StdEncoding` and, like it,
+//! ignores bits past the last byte. (`berth-image`, which does not depend on the API types,
+//! encodes its Basic credentials with the same crate's standard engine.)
 
 use base64::Engine as _;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
