@@ -20,7 +20,7 @@ use berth_api::cidr::Ipv4Net;
 use berth_api::kinds::resolve;
 use berth_client::Client;
 use berth_client::informer::{self, Event, Watcher};
-use berth_netlink::{Netlink, RouteTo};
+use berth_netlink::{Netlink, RouteTable, RouteTo};
 use serde_json::Value;
 use tokio::sync::watch;
 
@@ -99,7 +99,7 @@ struct Routes {
 
 impl Routes {
     /// The tunnel device, made (with this node's tunnel address) if need be.
-    fn tunnel(&self, nl: &mut Netlink) -> Result<u32, String> {
+    fn tunnel(&self, nl: &mut impl RouteTable) -> Result<u32, String> {
         let local = self
             .own_ip
             .ok_or("this node's address is not an IPv4 address, so no tunnel can start at it")?;
@@ -117,7 +117,7 @@ impl Routes {
         Ok(index)
     }
 
-    fn remove(&mut self, nl: &mut Netlink, name: &str) {
+    fn remove(&mut self, nl: &mut impl RouteTable, name: &str) {
         let Some((cidr, ip, via)) = self.installed.remove(name) else {
             return;
         };
@@ -141,7 +141,12 @@ impl Routes {
     }
 
     /// Routes `cidr` through the tunnel to the node at `ip`.
-    fn add_tunnel(&self, nl: &mut Netlink, cidr: Ipv4Net, ip: Ipv4Addr) -> Result<Via, String> {
+    fn add_tunnel(
+        &self,
+        nl: &mut impl RouteTable,
+        cidr: Ipv4Net,
+        ip: Ipv4Addr,
+    ) -> Result<Via, String> {
         let link = self.tunnel(nl)?;
         let mac = vtep_mac(cidr);
         nl.set_fdb(true, link, mac, ip).map_err(|e| e.to_string())?;
@@ -159,8 +164,16 @@ impl Routes {
         Ok(Via::Tunnel(link))
     }
 
+    /// What `name`'s pods need from this node: nothing for this node itself, or its range
+    /// and address.
+    fn wanted(&self, want: Option<(Ipv4Net, Ipv4Addr)>) -> Option<(Ipv4Net, Ipv4Addr)> {
+        want.filter(|(cidr, ip)| *cidr != self.own && Some(*ip) != self.own_ip)
+    }
+
+    /// Makes the route to `name`'s pods what the Node says, through the kernel's netlink
+    /// (with forwarding turned on once a route exists).
     fn set(&mut self, name: &str, want: Option<(Ipv4Net, Ipv4Addr)>) {
-        let want = want.filter(|(cidr, ip)| *cidr != self.own && Some(*ip) != self.own_ip);
+        let want = self.wanted(want);
         if self.installed.get(name).map(|(c, i, _)| (*c, *i)) == want {
             return;
         }
@@ -171,20 +184,30 @@ impl Routes {
                 return;
             }
         };
-        self.remove(&mut nl, name);
-        let Some((cidr, ip)) = want else { return };
-        if !self.forwarding {
+        if want.is_some() && !self.forwarding {
             match std::fs::write("/proc/sys/net/ipv4/ip_forward", "1") {
                 Ok(()) => self.forwarding = true,
                 Err(e) => tracing::warn!(error = %e, "cannot turn on forwarding for pod traffic"),
             }
         }
+        self.set_in(&mut nl, name, want);
+    }
+
+    /// As `set`, on `nl`: removes what was installed for `name`, then routes its range
+    /// directly when its address is on this node's link, else through the tunnel.
+    fn set_in(&mut self, nl: &mut impl RouteTable, name: &str, want: Option<(Ipv4Net, Ipv4Addr)>) {
+        let want = self.wanted(want);
+        if self.installed.get(name).map(|(c, i, _)| (*c, *i)) == want {
+            return;
+        }
+        self.remove(nl, name);
+        let Some((cidr, ip)) = want else { return };
         let via = match nl.add_route(cidr.network(), cidr.prefix, RouteTo::Gateway(ip)) {
             Ok(()) => Ok(Via::Direct),
             // Not on this node's subnet ("network unreachable", or "invalid gateway" when it
             // is reached through a router): through the tunnel.
             Err(e) if matches!(e.errno(), Some(libc::ENETUNREACH | libc::EINVAL)) => {
-                self.add_tunnel(&mut nl, cidr, ip)
+                self.add_tunnel(nl, cidr, ip)
             }
             Err(e) => Err(e.to_string()),
         };
@@ -234,4 +257,181 @@ pub async fn run(client: Client, opts: Options, stop: watch::Receiver<bool>) {
         Event::Deleted(n) => routes.set(n["metadata"]["name"].as_str().unwrap_or(""), None),
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A route table that records what it is asked and refuses gateways off its link, as the
+    /// kernel does (ENETUNREACH): no root needed.
+    #[derive(Default)]
+    struct Recorder {
+        on_link: Vec<Ipv4Addr>,
+        calls: Vec<String>,
+    }
+
+    fn refused(what: &str, errno: i32) -> berth_netlink::NetlinkError {
+        berth_netlink::NetlinkError {
+            what: what.into(),
+            source: std::io::Error::from_raw_os_error(errno),
+        }
+    }
+
+    impl RouteTable for Recorder {
+        fn add_route(
+            &mut self,
+            dst: Ipv4Addr,
+            prefix: u8,
+            to: RouteTo,
+        ) -> Result<(), berth_netlink::NetlinkError> {
+            if let RouteTo::Gateway(gw) = to
+                && !self.on_link.contains(&gw)
+            {
+                return Err(refused("add route", libc::ENETUNREACH));
+            }
+            self.calls.push(format!("add {dst}/{prefix} {to:?}"));
+            Ok(())
+        }
+        fn del_route(
+            &mut self,
+            dst: Ipv4Addr,
+            prefix: u8,
+            to: RouteTo,
+        ) -> Result<(), berth_netlink::NetlinkError> {
+            self.calls.push(format!("del {dst}/{prefix} {to:?}"));
+            Ok(())
+        }
+        fn set_neighbour(
+            &mut self,
+            add: bool,
+            index: u32,
+            ip: Ipv4Addr,
+            _mac: [u8; 6],
+        ) -> Result<(), berth_netlink::NetlinkError> {
+            self.calls.push(format!("neighbour {add} {index} {ip}"));
+            Ok(())
+        }
+        fn set_fdb(
+            &mut self,
+            add: bool,
+            index: u32,
+            _mac: [u8; 6],
+            dst: Ipv4Addr,
+        ) -> Result<(), berth_netlink::NetlinkError> {
+            self.calls.push(format!("fdb {add} {index} {dst}"));
+            Ok(())
+        }
+        fn ensure_vxlan(
+            &mut self,
+            name: &str,
+            vni: u32,
+            local: Ipv4Addr,
+            port: u16,
+            _mac: [u8; 6],
+        ) -> Result<u32, berth_netlink::NetlinkError> {
+            self.calls
+                .push(format!("vxlan {name} vni {vni} local {local} port {port}"));
+            Ok(7)
+        }
+        fn add_address(
+            &mut self,
+            index: u32,
+            addr: Ipv4Addr,
+            prefix: u8,
+        ) -> Result<(), berth_netlink::NetlinkError> {
+            self.calls.push(format!("address {index} {addr}/{prefix}"));
+            Ok(())
+        }
+    }
+
+    fn net(s: &str) -> Ipv4Net {
+        s.parse().unwrap()
+    }
+
+    fn routes() -> Routes {
+        Routes {
+            own: net("10.42.0.0/24"),
+            own_ip: Some(Ipv4Addr::new(192, 168, 1, 10)),
+            installed: HashMap::new(),
+            forwarding: true,
+        }
+    }
+
+    #[test]
+    fn a_node_on_the_link_is_routed_directly_and_its_route_goes_with_it() {
+        let mut r = routes();
+        let peer = Ipv4Addr::new(192, 168, 1, 11);
+        let mut nl = Recorder {
+            on_link: vec![peer],
+            ..Default::default()
+        };
+        r.set_in(&mut nl, "b", Some((net("10.42.1.0/24"), peer)));
+        r.set_in(&mut nl, "b", Some((net("10.42.1.0/24"), peer)));
+        r.set_in(&mut nl, "b", None);
+        assert_eq!(
+            nl.calls,
+            [
+                "add 10.42.1.0/24 Gateway(192.168.1.11)",
+                "del 10.42.1.0/24 Gateway(192.168.1.11)",
+            ],
+            "one add (the repeat changes nothing), one delete"
+        );
+        assert!(r.installed.is_empty());
+    }
+
+    #[test]
+    fn a_node_off_the_link_is_reached_through_the_tunnel_and_all_of_it_is_undone() {
+        let mut r = routes();
+        let far = Ipv4Addr::new(172, 16, 0, 5);
+        let mut nl = Recorder::default();
+        r.set_in(&mut nl, "c", Some((net("10.42.2.0/24"), far)));
+        assert_eq!(r.installed["c"].2, Via::Tunnel(7));
+        r.set_in(&mut nl, "c", None);
+        assert_eq!(
+            nl.calls,
+            [
+                "vxlan berth.vx vni 1 local 192.168.1.10 port 8472",
+                "address 7 10.42.0.0/32",
+                "fdb true 7 172.16.0.5",
+                "neighbour true 7 10.42.2.0",
+                "add 10.42.2.0/24 Onlink { gateway: 10.42.2.0, link: 7 }",
+                "del 10.42.2.0/24 Onlink { gateway: 10.42.2.0, link: 7 }",
+                "neighbour false 7 10.42.2.0",
+                "fdb false 7 172.16.0.5",
+            ]
+        );
+    }
+
+    #[test]
+    fn this_node_and_a_moved_node_are_handled() {
+        let mut r = routes();
+        let (a, b) = (
+            Ipv4Addr::new(192, 168, 1, 11),
+            Ipv4Addr::new(192, 168, 1, 12),
+        );
+        let mut nl = Recorder {
+            on_link: vec![a, b],
+            ..Default::default()
+        };
+        // This node's own range or address needs no route.
+        r.set_in(&mut nl, "self", Some((net("10.42.0.0/24"), a)));
+        r.set_in(
+            &mut nl,
+            "self2",
+            Some((net("10.42.9.0/24"), Ipv4Addr::new(192, 168, 1, 10))),
+        );
+        assert!(nl.calls.is_empty(), "{:?}", nl.calls);
+        // A node whose address changes: the old route goes before the new one comes.
+        r.set_in(&mut nl, "b", Some((net("10.42.1.0/24"), a)));
+        r.set_in(&mut nl, "b", Some((net("10.42.1.0/24"), b)));
+        assert_eq!(
+            nl.calls,
+            [
+                "add 10.42.1.0/24 Gateway(192.168.1.11)",
+                "del 10.42.1.0/24 Gateway(192.168.1.11)",
+                "add 10.42.1.0/24 Gateway(192.168.1.12)",
+            ]
+        );
+    }
 }

@@ -52,6 +52,54 @@ impl NetlinkError {
 
 type Result<T> = std::result::Result<T, NetlinkError>;
 
+/// The kernel seam of routing between nodes: the route, neighbour, forwarding-database and
+/// tunnel operations it makes. [`Netlink`] is the real one; a unit test gives a recording
+/// double, so the logic that picks direct routes or the tunnel runs without root (the root
+/// tests still prove the real calls). Errors carry the kernel's errno, as `Netlink`'s do.
+pub trait RouteTable {
+    fn add_route(&mut self, dst: Ipv4Addr, prefix: u8, to: RouteTo) -> Result<()>;
+    fn del_route(&mut self, dst: Ipv4Addr, prefix: u8, to: RouteTo) -> Result<()>;
+    fn set_neighbour(&mut self, add: bool, index: u32, ip: Ipv4Addr, mac: [u8; 6]) -> Result<()>;
+    fn set_fdb(&mut self, add: bool, index: u32, mac: [u8; 6], dst: Ipv4Addr) -> Result<()>;
+    fn ensure_vxlan(
+        &mut self,
+        name: &str,
+        vni: u32,
+        local: Ipv4Addr,
+        port: u16,
+        mac: [u8; 6],
+    ) -> Result<u32>;
+    fn add_address(&mut self, index: u32, addr: Ipv4Addr, prefix: u8) -> Result<()>;
+}
+
+impl RouteTable for Netlink {
+    fn add_route(&mut self, dst: Ipv4Addr, prefix: u8, to: RouteTo) -> Result<()> {
+        Netlink::add_route(self, dst, prefix, to)
+    }
+    fn del_route(&mut self, dst: Ipv4Addr, prefix: u8, to: RouteTo) -> Result<()> {
+        Netlink::del_route(self, dst, prefix, to)
+    }
+    fn set_neighbour(&mut self, add: bool, index: u32, ip: Ipv4Addr, mac: [u8; 6]) -> Result<()> {
+        Netlink::set_neighbour(self, add, index, ip, mac)
+    }
+    fn set_fdb(&mut self, add: bool, index: u32, mac: [u8; 6], dst: Ipv4Addr) -> Result<()> {
+        Netlink::set_fdb(self, add, index, mac, dst)
+    }
+    fn ensure_vxlan(
+        &mut self,
+        name: &str,
+        vni: u32,
+        local: Ipv4Addr,
+        port: u16,
+        mac: [u8; 6],
+    ) -> Result<u32> {
+        Netlink::ensure_vxlan(self, name, vni, local, port, mac)
+    }
+    fn add_address(&mut self, index: u32, addr: Ipv4Addr, prefix: u8) -> Result<()> {
+        Netlink::add_address(self, index, addr, prefix)
+    }
+}
+
 pub struct Netlink {
     socket: Socket,
     seq: u32,
