@@ -133,6 +133,21 @@ impl Netlink {
     }
 
     /// Sends one request and collects the replies up to its ACK (or the end of a dump).
+    /// A request for a state that may hold already: the kernel's refusal with `settled`
+    /// (EEXIST on an add, a not-found errno on a delete) is success.
+    fn request_settled(
+        &mut self,
+        what: impl Fn() -> String,
+        msg: RouteNetlinkMessage,
+        flags: u16,
+        settled: i32,
+    ) -> Result<()> {
+        match self.request(what, msg, flags) {
+            Err(e) if e.errno() == Some(settled) => Ok(()),
+            r => r.map(drop),
+        }
+    }
+
     fn request(
         &mut self,
         what: impl Fn() -> String,
@@ -314,26 +329,22 @@ impl Netlink {
         if let Some(l) = label {
             msg.attributes.push(AddressAttribute::Label(l.into()));
         }
-        match self.request(
+        self.request_settled(
             || format!("add address {addr}/{prefix} to link {index}"),
             RouteNetlinkMessage::NewAddress(msg),
             NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
-        ) {
-            Err(e) if e.errno() == Some(libc::EEXIST) => Ok(()),
-            r => r.map(drop),
-        }
+            libc::EEXIST,
+        )
     }
 
     /// Removes `addr/prefix` from a link; a missing one is fine.
     pub fn del_address(&mut self, index: u32, addr: Ipv4Addr, prefix: u8) -> Result<()> {
-        match self.request(
+        self.request_settled(
             || format!("delete address {addr}/{prefix} from link {index}"),
             RouteNetlinkMessage::DelAddress(Self::address_msg(index, addr, prefix)),
             NLM_F_ACK,
-        ) {
-            Err(e) if e.errno() == Some(libc::EADDRNOTAVAIL) => Ok(()),
-            r => r.map(drop),
-        }
+            libc::EADDRNOTAVAIL,
+        )
     }
 
     /// The IPv4 addresses of a link: (address, prefix length, label).
@@ -403,26 +414,22 @@ impl Netlink {
 
     /// Adds a route; one that exists already is fine.
     pub fn add_route(&mut self, dst: Ipv4Addr, prefix: u8, to: RouteTo) -> Result<()> {
-        match self.request(
+        self.request_settled(
             || format!("add route {dst}/{prefix} {to:?}"),
             RouteNetlinkMessage::NewRoute(Self::route_msg(dst, prefix, to)),
             NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
-        ) {
-            Err(e) if e.errno() == Some(libc::EEXIST) => Ok(()),
-            r => r.map(drop),
-        }
+            libc::EEXIST,
+        )
     }
 
     /// Deletes a route; a missing one is fine.
     pub fn del_route(&mut self, dst: Ipv4Addr, prefix: u8, to: RouteTo) -> Result<()> {
-        match self.request(
+        self.request_settled(
             || format!("delete route {dst}/{prefix}"),
             RouteNetlinkMessage::DelRoute(Self::route_msg(dst, prefix, to)),
             NLM_F_ACK,
-        ) {
-            Err(e) if e.errno() == Some(libc::ESRCH) => Ok(()),
-            r => r.map(drop),
-        }
+            libc::ESRCH,
+        )
     }
 
     /// The VXLAN device `name` (VNI `vni`, UDP `port`, sending from `local`, no learning: its
