@@ -671,10 +671,3 @@ impl Registry {
         Ok(gone)
     }
 }
-
-impl ApiError {
-    pub fn with_message(mut self, message: String) -> Self {
-        self.0.message = message;
-        self
-    }
-}
