@@ -82,6 +82,12 @@ impl ApiError {
         self
     }
 
+    /// The same error with `message` in place of its own.
+    pub fn with_message(mut self, message: String) -> Self {
+        self.0.message = message;
+        self
+    }
+
     pub fn code(&self) -> u16 {
         self.0.code
     }
