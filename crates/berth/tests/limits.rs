@@ -385,9 +385,13 @@ fn a_flood_to_the_descriptor_reserve_spares_the_nodes_pod_workers() {
         "the pod worker restarts the container during the flood",
         || (lines(&log) >= before + 2).then_some(()),
     );
-    assert!(
-        refuses(&addr),
-        "the flood still holds the reserve's edge after the restarts"
+    // Polled: the worker's own descriptors come and go with each restart, and a loaded
+    // machine may answer one probe late; a flood the server had dropped would never be
+    // refused again.
+    eventually(
+        10,
+        "the flood still holding the reserve's edge after the restarts",
+        || refuses(&addr).then_some(()),
     );
     // The established connection is served all along.
     let (status, body) = api
