@@ -382,8 +382,9 @@ fn holds(root: &std::os::fd::OwnedFd, files: &[File], group: Option<u32>) -> boo
 
 /// Writes `files` into `dir` as one atomic update: a new timestamped directory, the `..data`
 /// symlink swapped to it, top-level links for each file, and the previous set removed; when
-/// the volume holds these files already, nothing (the worker projects on every pass, and a
-/// swap is a moment when a reader holding the old version's path finds nothing). With
+/// the volume holds these files already, nothing (the worker projects each time it reads the
+/// files again, mostly unchanged, and a swap is a moment when a reader holding the old
+/// version's path finds nothing). With
 /// `group` (the pod's `fsGroup`), the new files are the group's and readable by it (as
 /// `set_group` makes them) before they are swapped in, so a reader never meets a file it may
 /// not open; the volume's directory is then the group's too (2750).
@@ -702,7 +703,7 @@ mod tests {
         );
     }
 
-    /// A refresh with the same files changes nothing (the worker projects on every pass); a
+    /// A refresh with the same files changes nothing (the worker reads them again every 10 s); a
     /// change swaps in a new version and keeps the one before it, and only that one.
     #[test]
     fn an_unchanged_refresh_swaps_nothing_and_one_old_version_stays() {

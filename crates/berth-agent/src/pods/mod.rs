@@ -326,7 +326,7 @@ pub(crate) async fn worker(
                     .map_err(|e| e.to_string());
                 return (states.map(|st| (pod_ip_then, st)), t2);
             }
-            let r = sync_blocking(&cfg, &p2, &images, &files, &refs, &mut t2, backoff);
+            let r = sync_blocking(&cfg, &p2, &images, &files, refresh, &refs, &mut t2, backoff);
             (r, t2)
         })
         .await;

@@ -48,6 +48,7 @@ pub(super) fn sync_blocking(
     pod: &Value,
     images: &HashMap<String, Result<Image, (String, String)>>,
     projected_files: &HashMap<String, Vec<berth_runtime::volumes::File>>,
+    files_refreshed: bool,
     refs: &HashMap<String, Value>,
     tracks: &mut HashMap<String, Track>,
     backoff_initial: Duration,
@@ -117,7 +118,11 @@ pub(super) fn sync_blocking(
             p
         } else if let Some(files) = projected_files.get(&name) {
             let p = dir.join("volumes").join(&name);
-            berth_runtime::volumes::project(&p, files, fs_group).map_err(|e| e.to_string())?;
+            // Written when the files were read again from the API (or never yet), not on
+            // every pass: between reads they are the same.
+            if files_refreshed || std::fs::symlink_metadata(p.join("..data")).is_err() {
+                berth_runtime::volumes::project(&p, files, fs_group).map_err(|e| e.to_string())?;
+            }
             read_only = true;
             p
         } else {
