@@ -170,11 +170,16 @@ impl Routes {
         want.filter(|(cidr, ip)| *cidr != self.own && Some(*ip) != self.own_ip)
     }
 
+    /// Whether what is installed for `name` is `want` already.
+    fn holds(&self, name: &str, want: Option<(Ipv4Net, Ipv4Addr)>) -> bool {
+        self.installed.get(name).map(|(c, i, _)| (*c, *i)) == want
+    }
+
     /// Makes the route to `name`'s pods what the Node says, through the kernel's netlink
     /// (with forwarding turned on once a route exists).
     fn set(&mut self, name: &str, want: Option<(Ipv4Net, Ipv4Addr)>) {
         let want = self.wanted(want);
-        if self.installed.get(name).map(|(c, i, _)| (*c, *i)) == want {
+        if self.holds(name, want) {
             return;
         }
         let mut nl = match Netlink::new() {
@@ -197,7 +202,7 @@ impl Routes {
     /// directly when its address is on this node's link, else through the tunnel.
     fn set_in(&mut self, nl: &mut impl RouteTable, name: &str, want: Option<(Ipv4Net, Ipv4Addr)>) {
         let want = self.wanted(want);
-        if self.installed.get(name).map(|(c, i, _)| (*c, *i)) == want {
+        if self.holds(name, want) {
             return;
         }
         self.remove(nl, name);

@@ -209,21 +209,23 @@ pub fn remove_node(data: &Path, bridge: &str, cidr: &str) {
 
 /// `berth get WHAT -o json`, parsed.
 pub fn get_json(kc: &Path, what: &[&str]) -> serde_json::Value {
+    let o = get_as_json(kc, what);
+    assert!(o.status.success(), "{}", stderr(&o));
+    serde_json::from_str(&stdout(&o)).unwrap()
+}
+
+/// `berth get WHAT -o json`, as it ran.
+fn get_as_json(kc: &Path, what: &[&str]) -> std::process::Output {
     let mut args = vec!["get"];
     args.extend_from_slice(what);
     args.extend_from_slice(&["-o", "json"]);
-    let o = berth(kc, &args);
-    assert!(o.status.success(), "{}", stderr(&o));
-    serde_json::from_str(&stdout(&o)).unwrap()
+    berth(kc, &args)
 }
 
 /// As `get_json`, for polling: `None` while the object does not exist yet (or the call
 /// fails), instead of failing the test.
 pub fn try_get_json(kc: &Path, what: &[&str]) -> Option<serde_json::Value> {
-    let mut args = vec!["get"];
-    args.extend_from_slice(what);
-    args.extend_from_slice(&["-o", "json"]);
-    let o = berth(kc, &args);
+    let o = get_as_json(kc, what);
     o.status
         .success()
         .then(|| serde_json::from_str(&stdout(&o)).ok())?
