@@ -620,3 +620,28 @@ mod warning_tests {
         assert_eq!(warning_text("not quoted"), "not quoted");
     }
 }
+
+#[cfg(test)]
+mod ca_tests {
+    use super::{Client, ClientError};
+
+    /// A kubeconfig's CA that holds no certificate (garbage, or an empty bundle) is refused
+    /// with an error naming it, instead of a client that trusts nothing and fails later.
+    #[test]
+    fn a_ca_bundle_without_a_certificate_is_refused_naming_it() {
+        for bad in [
+            "",
+            "not a certificate",
+            "-----BEGIN CERTIFICATE-----\nAAAA\n",
+        ] {
+            match Client::with_ca("https://127.0.0.1:6443", "t", Some(bad)) {
+                Err(ClientError::Protocol { path, .. }) => {
+                    assert_eq!(path, "certificate-authority", "{bad:?}")
+                }
+                Err(e) => panic!("{bad:?}: another error: {e}"),
+                Ok(_) => panic!("{bad:?}: accepted"),
+            }
+        }
+        assert!(Client::with_ca("http://127.0.0.1:8080", "t", None).is_ok());
+    }
+}
