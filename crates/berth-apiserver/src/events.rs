@@ -7,15 +7,25 @@ use serde_json::json;
 
 use crate::registry::Registry;
 
-/// The user every in-process Event is written as, whichever component reports it (history
-/// shows it as the writer). It is the scheduler's, where event recording began.
-const USER: &str = "system:kube-scheduler";
+/// Who reports an Event: the component it names (`source.component`, `reportingComponent`:
+/// kubectl's "From" column) and the user it is written as (history shows it as the writer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reporter {
+    pub component: &'static str,
+    pub user: &'static str,
+}
 
-/// Records an Event about `about`, reported by `component`.
+/// Pod Security admission, inside the server.
+pub const POD_SECURITY: Reporter = Reporter {
+    component: "pod-security-admission",
+    user: "system:apiserver",
+};
+
+/// Records an Event about `about`, reported by `by`.
 pub async fn record(
     registry: &Registry,
+    by: Reporter,
     about: &Object,
-    component: &str,
     typ: &str,
     reason: &str,
     message: &str,
@@ -23,7 +33,7 @@ pub async fn record(
     let Some(kind) = berth_api::kinds::resolve("events") else {
         return;
     };
-    let Some(obj) = object(about, component, typ, reason, message) else {
+    let Some(obj) = object(about, by.component, typ, reason, message) else {
         return;
     };
     if let Err(e) = registry
@@ -31,7 +41,7 @@ pub async fn record(
             kind,
             obj.namespace().map(String::from).as_deref(),
             obj,
-            USER,
+            by.user,
             false,
         )
         .await
@@ -59,7 +69,7 @@ pub fn object(
         "metadata": {"name": format!("{}.{suffix}", about.name()), "namespace": ns},
         "involvedObject": {"apiVersion": "v1", "kind": about.kind(), "namespace": ns, "name": about.name(), "uid": about.uid()},
         "reason": reason, "message": message, "type": typ,
-        "source": {"component": component},
+        "source": {"component": component}, "reportingComponent": component,
         "firstTimestamp": t, "lastTimestamp": t, "count": 1,
     });
     Object::from_value(ev)

@@ -124,8 +124,8 @@ pub async fn record(registry: &Registry, obj: &Object, admitted: Admitted) {
         // Boxed: recording is itself a create (of an Event), which admits nothing further.
         Box::pin(crate::events::record(
             registry,
+            crate::events::POD_SECURITY,
             obj,
-            "pod-security-admission",
             "Warning",
             "PodSecurityAudit",
             &message,

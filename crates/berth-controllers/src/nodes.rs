@@ -23,9 +23,14 @@ use berth_apiserver::registry::{DeleteOptions, ListOptions, Registry};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
-use crate::runtime::{Error, pod_finished};
+use crate::runtime::{Error, Reporter, pod_finished};
 
 const USER: &str = "system:node-controller";
+
+const REPORTER: Reporter = Reporter {
+    component: "node-controller",
+    user: USER,
+};
 /// The taint an unreachable node gets.
 pub const UNREACHABLE: &str = "node.kubernetes.io/unreachable";
 
@@ -190,6 +195,7 @@ async fn tick(registry: &Registry, timing: Timing, not_ready_since: &mut HashMap
                 set_unreachable(registry, nodes_kind, &node, true).await;
                 crate::runtime::event(
                     registry,
+                    REPORTER,
                     &node,
                     "Normal",
                     "NodeNotReady",
@@ -218,6 +224,7 @@ async fn tick(registry: &Registry, timing: Timing, not_ready_since: &mut HashMap
                     } else {
                         crate::runtime::event(
                             registry,
+                            REPORTER,
                             p,
                             "Normal",
                             "TaintManagerEviction",
@@ -238,6 +245,7 @@ async fn tick(registry: &Registry, timing: Timing, not_ready_since: &mut HashMap
                 set_unreachable(registry, nodes_kind, &node, false).await;
                 crate::runtime::event(
                     registry,
+                    REPORTER,
                     &node,
                     "Normal",
                     "NodeReady",

@@ -123,11 +123,19 @@ pub async fn supervise_with<F, Fut>(
     }
 }
 
-/// Records an Event about an object, as berth's controllers report them (component
-/// `default-scheduler`, the one every in-process controller has always named).
-pub async fn event(registry: &Registry, about: &Object, typ: &str, reason: &str, message: &str) {
-    berth_apiserver::events::record(registry, about, "default-scheduler", typ, reason, message)
-        .await;
+pub use berth_apiserver::events::Reporter;
+
+/// Records an Event about an object, reported by `by` (each controller names itself, as
+/// Kubernetes' do: `replicaset-controller`, `node-controller`, ...).
+pub async fn event(
+    registry: &Registry,
+    by: Reporter,
+    about: &Object,
+    typ: &str,
+    reason: &str,
+    message: &str,
+) {
+    berth_apiserver::events::record(registry, by, about, typ, reason, message).await;
 }
 
 /// An object's place in a controller's cache: (namespace, or "" for cluster objects; name).

@@ -18,9 +18,15 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 
 use crate::informer::Informer;
-use crate::runtime::{Error, Key, event, key, pod_finished};
+use crate::runtime::{Error, Key, Reporter, event, key, pod_finished};
 
 const USER: &str = "system:kube-scheduler";
+
+/// The scheduler's Events: the component Kubernetes' scheduler names.
+const REPORTER: Reporter = Reporter {
+    component: "default-scheduler",
+    user: USER,
+};
 
 /// Runs until `stop` turns true.
 pub async fn run(
@@ -286,7 +292,15 @@ async fn schedule(registry: &Registry, st: &mut State, random_state: &mut u64, r
             Err(u) => {
                 if st.reported.get(pod.uid()) != Some(&u.message) {
                     set_unschedulable(registry, &pod, &u.message).await;
-                    event(registry, &pod, "Warning", "FailedScheduling", &u.message).await;
+                    event(
+                        registry,
+                        REPORTER,
+                        &pod,
+                        "Warning",
+                        "FailedScheduling",
+                        &u.message,
+                    )
+                    .await;
                 }
                 st.reported.insert(pod.uid().to_string(), u.message);
             }
@@ -372,7 +386,7 @@ fn flush(
             let ns = bound.namespace().unwrap_or("default");
             let node = str_at(bound, "/nodeName");
             let msg = format!("Successfully assigned {ns}/{} to {node}", bound.name());
-            berth_apiserver::events::object(bound, "default-scheduler", "Normal", "Scheduled", &msg)
+            berth_apiserver::events::object(bound, REPORTER.component, "Normal", "Scheduled", &msg)
                 .map(|e| vec![(events, e)])
                 .unwrap_or_default()
         };

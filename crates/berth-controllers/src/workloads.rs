@@ -22,9 +22,21 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 
 use crate::informer::Informer;
-use crate::runtime::{Error, Key, key, pod_finished, pod_phase, pod_ready};
+use crate::runtime::{Error, Key, Reporter, key, pod_finished, pod_phase, pod_ready};
 
 const USER: &str = "system:controller:workloads";
+
+/// Events about ReplicaSets and their pods.
+const REPLICASETS: Reporter = Reporter {
+    component: "replicaset-controller",
+    user: USER,
+};
+
+/// Events about Deployments.
+const DEPLOYMENTS: Reporter = Reporter {
+    component: "deployment-controller",
+    user: USER,
+};
 /// The label that ties a ReplicaSet (and its pods) to one version of a Deployment's template.
 pub const HASH_LABEL: &str = "pod-template-hash";
 /// The revision a ReplicaSet stands for in its Deployment's history.
@@ -378,6 +390,7 @@ async fn reconcile_rs(
                     tracing::warn!(rs = rs.name(), error = %e.0.message, "cannot create a pod");
                     crate::runtime::event(
                         registry,
+                        REPLICASETS,
                         &rs,
                         "Warning",
                         "FailedCreate",
@@ -504,6 +517,7 @@ async fn reconcile_deployment(registry: &Registry, cache: &mut Cache, k: &Key) {
                     cache.replicasets.insert(key(&created), created.clone());
                     crate::runtime::event(
                         registry,
+                        DEPLOYMENTS,
                         &d,
                         "Normal",
                         "ScalingReplicaSet",
@@ -775,6 +789,7 @@ async fn scale(registry: &Registry, cache: &mut Cache, d: &Object, rs: &Object, 
         let verb = if to > from { "up" } else { "down" };
         crate::runtime::event(
             registry,
+            DEPLOYMENTS,
             d,
             "Normal",
             "ScalingReplicaSet",

@@ -300,6 +300,24 @@ fn a_deployment_keeps_its_replicas_and_rolls_out_without_losing_availability() {
         (d["status"]["readyReplicas"] == 3 && d["status"]["updatedReplicas"] == 3).then_some(d)
     });
     assert_eq!(d["status"]["conditions"][0]["status"], "True", "{d}");
+    // Each controller signs its Events, as Kubernetes' do (kubectl's "From" column).
+    let events = get_json(&kc, &["events"]);
+    let from = |reason: &str| -> Vec<String> {
+        let items = events["items"].as_array().unwrap();
+        let found: Vec<String> = items
+            .iter()
+            .filter(|e| e["reason"] == reason)
+            .map(|e| e["source"]["component"].as_str().unwrap_or("").to_string())
+            .collect();
+        assert!(!found.is_empty(), "no {reason} event in {events}");
+        found
+    };
+    assert!(
+        from("ScalingReplicaSet")
+            .iter()
+            .all(|c| c == "deployment-controller")
+    );
+    assert!(from("Scheduled").iter().all(|c| c == "default-scheduler"));
 
     // A pod that goes away is replaced.
     let victim = ready_pods(&kc)[0]["metadata"]["name"]
