@@ -324,9 +324,13 @@ pub async fn run(
         node_ip: cfg.node_ip.parse().ok(),
     };
     tokio::spawn(routes::run(client.clone(), route_opts, stop.clone()));
+    // One informer cache per kind for everything on this node that follows the whole
+    // cluster (the service catalog, config generation); the pod workers follow only this
+    // node's pods, with a watch of their own.
+    let informers = informer::Informers::new(client.clone(), stop.clone());
     // One view of Services and Endpoints for cluster DNS and the service proxy.
     let catalog = catalog::Shared::new(catalog::Catalog::default());
-    catalog::follow(client.clone(), catalog.clone(), stop.clone());
+    catalog::follow(&informers, catalog.clone(), stop.clone());
     {
         let opts = proxy::Options {
             drain: cfg.proxy_drain,
@@ -386,6 +390,7 @@ pub async fn run(
     }
     tokio::spawn(templates::run(
         client.clone(),
+        informers,
         cfg.node_name.clone(),
         stop.clone(),
     ));

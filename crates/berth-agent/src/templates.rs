@@ -120,9 +120,15 @@ impl confgen::Reporter for StatusReporter {
 }
 
 /// Runs this node's ConfigTemplates until `stop`.
-pub(crate) async fn run(client: Client, node: String, stop: watch::Receiver<bool>) {
+pub(crate) async fn run(
+    client: Client,
+    informers: informer::Informers,
+    node: String,
+    stop: watch::Receiver<bool>,
+) {
     let running: Mutex<HashMap<String, Running>> = Mutex::new(HashMap::new());
-    // The objects templates render from, followed once for all of them (from the first).
+    // The objects templates render from, followed once for all of them (from the first),
+    // in the node's shared informer caches.
     let objects: std::sync::OnceLock<Arc<confgen::sources::Objects>> = Default::default();
     let update = |o: &Value, gone: bool| {
         let k = key(o);
@@ -150,7 +156,7 @@ pub(crate) async fn run(client: Client, node: String, stop: watch::Receiver<bool
             },
         );
         let objects = objects
-            .get_or_init(|| confgen::sources::follow_objects(&client, &stop))
+            .get_or_init(|| confgen::sources::follow_objects(&informers, &stop))
             .clone();
         let (client, node, mut object) = (client.clone(), node.clone(), o.clone());
         object["apiVersion"] = json!("berth.dev/v1");
@@ -189,8 +195,8 @@ pub(crate) async fn run(client: Client, node: String, stop: watch::Receiver<bool
     let Some(kind) = berth_api::kinds::resolve("configtemplates") else {
         return;
     };
-    let watcher = informer::Watcher::new(client.clone(), kind);
-    informer::follow(watcher, stop.clone(), |ev| match ev {
+    let events = informers.store(kind).events();
+    informer::each(events, stop.clone(), |ev| match ev {
         informer::Event::Listed(items) => {
             let present: Vec<String> = items.iter().map(key).collect();
             let gone: Vec<String> = running
@@ -204,12 +210,12 @@ pub(crate) async fn run(client: Client, node: String, stop: watch::Receiver<bool
                 let (ns, name) = k.split_once('/').unwrap_or(("", &k));
                 update(&json!({"metadata": {"namespace": ns, "name": name}}), true);
             }
-            for o in &items {
+            for o in items {
                 update(o, false);
             }
         }
-        informer::Event::Applied(o) => update(&o, false),
-        informer::Event::Deleted(o) => update(&o, true),
+        informer::Event::Applied(o) => update(o, false),
+        informer::Event::Deleted(o) => update(o, true),
     })
     .await;
     for (_, r) in running.lock().unwrap_or_else(|e| e.into_inner()).drain() {

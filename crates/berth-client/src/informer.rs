@@ -15,19 +15,22 @@
 //!   any number of cheap clonable readers, each woken on every change.
 //! - [`follow`] is the loop most callers want: a watcher driven until a stop signal, its
 //!   events handed to a callback.
+//! - [`Informers`] keeps one reflector per kind for a whole process, shared: a node's
+//!   service catalog and its config generation read the same caches, and each follows the
+//!   changes through its own [`Store::events`] (the whole state first, then every change).
 //!
 //! Invariant: a [`Event::Listed`] carries the whole state at one revision and replaces what
 //! came before; the events after it are the changes after that revision, in order, none
 //! missed (resuming from the last version seen replays what happened while disconnected).
 
-use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock, RwLockReadGuard};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 use std::time::Duration;
 
 use berth_api::ResourceKind;
 use serde_json::Value;
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 
 use crate::{Client, WatchStream};
 
@@ -221,11 +224,35 @@ pub fn key_of(o: &Value) -> String {
 /// The objects a [`Store`] holds, by [`key_of`].
 pub type Objects = BTreeMap<String, Value>;
 
-#[derive(Debug, Default)]
+/// How many changes a [`Store::events`] subscriber may fall behind before it is handed the
+/// whole state again.
+const EVENTS_BEHIND: usize = 1024;
+
+#[derive(Debug)]
 struct Cache {
     objects: RwLock<Objects>,
     changed: watch::Sender<u64>,
+    /// Every change, for [`Store::events`]; sent while the objects are locked for writing, so
+    /// a subscriber that locks them to subscribe sees each change either in its first state
+    /// or as an event, never both and never neither. Taken (closing the channel) when the
+    /// writer goes.
+    events: Mutex<Option<broadcast::Sender<Arc<Event>>>>,
     ready: AtomicBool,
+    /// The highest `resourceVersion` applied, when they are numbers (berth's are); written
+    /// only with the objects locked for writing.
+    revision: AtomicU64,
+}
+
+impl Default for Cache {
+    fn default() -> Cache {
+        Cache {
+            objects: RwLock::default(),
+            changed: watch::channel(0).0,
+            events: Mutex::new(Some(broadcast::channel(EVENTS_BEHIND).0)),
+            ready: AtomicBool::new(false),
+            revision: AtomicU64::new(0),
+        }
+    }
 }
 
 /// Reads a cache a [`Writer`] keeps. Cheap to clone; every clone sees the same objects.
@@ -251,6 +278,25 @@ pub fn store() -> (Store, Writer) {
     )
 }
 
+impl Cache {
+    fn events(&self) -> std::sync::MutexGuard<'_, Option<broadcast::Sender<Arc<Event>>>> {
+        self.events.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Drop for Writer {
+    /// Ends every subscriber's [`Events`] (after what was sent before).
+    fn drop(&mut self) {
+        self.cache.events().take();
+    }
+}
+
+fn numeric_version(o: &Value) -> u64 {
+    resource_version(o)
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(0)
+}
+
 impl Writer {
     /// Applies an event: a list replaces everything, a change updates one object.
     pub fn apply(&mut self, ev: &Event) {
@@ -260,20 +306,31 @@ impl Writer {
                 .objects
                 .write()
                 .unwrap_or_else(|e| e.into_inner());
-            match ev {
+            let top = match ev {
                 Event::Listed(items) => {
                     *objects = items.iter().map(|o| (key_of(o), o.clone())).collect();
+                    items.iter().map(numeric_version).max().unwrap_or(0)
                 }
                 Event::Applied(o) => {
                     objects.insert(key_of(o), o.clone());
+                    numeric_version(o)
                 }
                 Event::Deleted(o) => {
                     objects.remove(&key_of(o));
+                    numeric_version(o)
                 }
+            };
+            self.cache.revision.fetch_max(top, Ordering::SeqCst);
+            if matches!(ev, Event::Listed(_)) {
+                self.cache.ready.store(true, Ordering::SeqCst);
             }
-        }
-        if matches!(ev, Event::Listed(_)) {
-            self.cache.ready.store(true, Ordering::SeqCst);
+            if let Some(events) = &*self.cache.events()
+                && events.receiver_count() > 0
+            {
+                // Only a subscriber lagging past the channel's bound misses it, and it is
+                // handed the whole state instead.
+                let _ = events.send(Arc::new(ev.clone()));
+            }
         }
         self.cache.changed.send_modify(|n| *n += 1);
     }
@@ -288,6 +345,35 @@ impl Store {
     /// Every object, held still while the guard lives (keep it short: the writer waits).
     pub fn read(&self) -> RwLockReadGuard<'_, Objects> {
         self.cache.objects.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The highest `resourceVersion` among the changes applied so far (0 when they are not
+    /// numbers). Read while a [`Store::read`] guard is held, it covers exactly what the
+    /// guard shows.
+    pub fn revision(&self) -> u64 {
+        self.cache.revision.load(Ordering::SeqCst)
+    }
+
+    /// Every change from now on, as [`Event`]s: first the whole state as one
+    /// [`Event::Listed`] (once a list has filled the cache), then each change in order. A
+    /// subscriber that falls more than a thousand changes behind is handed the whole state
+    /// again as a fresh `Listed`, which replaces all it had, as after a watcher's relist.
+    pub fn events(&self) -> Events {
+        let objects = self.read();
+        let rx = match &*self.cache.events() {
+            Some(events) => events.subscribe(),
+            // The writer is gone: a channel that is closed already.
+            None => broadcast::channel(1).1,
+        };
+        let first = self
+            .is_ready()
+            .then(|| Arc::new(Event::Listed(objects.values().cloned().collect())));
+        drop(objects);
+        Events {
+            store: self.clone(),
+            rx,
+            first,
+        }
     }
 
     /// Whether a list has filled it once.
@@ -309,6 +395,88 @@ impl Store {
                 std::future::pending::<()>().await;
             }
         }
+    }
+}
+
+/// The changes of a [`Store`], from [`Store::events`].
+#[derive(Debug)]
+pub struct Events {
+    store: Store,
+    rx: broadcast::Receiver<Arc<Event>>,
+    first: Option<Arc<Event>>,
+}
+
+impl Events {
+    /// The next change; `None` once the cache's writer is gone (its reflector stopped).
+    pub async fn next(&mut self) -> Option<Arc<Event>> {
+        loop {
+            if let Some(ev) = self.first.take() {
+                return Some(ev);
+            }
+            match self.rx.recv().await {
+                Ok(ev) => return Some(ev),
+                Err(broadcast::error::RecvError::Lagged(missed)) => {
+                    tracing::debug!(
+                        missed,
+                        "an informer subscriber fell behind; handing it the whole state"
+                    );
+                    *self = self.store.events();
+                }
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    }
+}
+
+/// Hands every change of `events` to `on` until `stop` turns true (or its sender goes, or
+/// the cache's writer does).
+pub async fn each(mut events: Events, mut stop: watch::Receiver<bool>, mut on: impl FnMut(&Event)) {
+    if *stop.borrow() {
+        return;
+    }
+    loop {
+        tokio::select! {
+            ev = events.next() => match ev {
+                Some(ev) => on(&ev),
+                None => return,
+            },
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// One reflector per kind, shared by everything in a process that follows that kind: the
+/// first [`Informers::store`] of a kind starts it (on the current tokio runtime), and it
+/// runs until the stop signal it was made with.
+#[derive(Debug, Clone)]
+pub struct Informers {
+    client: Client,
+    stop: watch::Receiver<bool>,
+    stores: Arc<Mutex<HashMap<(&'static str, &'static str), Store>>>,
+}
+
+impl Informers {
+    pub fn new(client: Client, stop: watch::Receiver<bool>) -> Informers {
+        Informers {
+            client,
+            stop,
+            stores: Arc::default(),
+        }
+    }
+
+    /// The cache of every object of `kind` (all namespaces), kept by the one reflector of
+    /// that kind.
+    pub fn store(&self, kind: &'static ResourceKind) -> Store {
+        let mut stores = self.stores.lock().unwrap_or_else(|e| e.into_inner());
+        stores
+            .entry((kind.group, kind.plural))
+            .or_insert_with(|| {
+                let (store, writer) = store();
+                let watcher = Watcher::new(self.client.clone(), kind);
+                tokio::spawn(reflect(watcher, writer, self.stop.clone(), |_| {}));
+                store
+            })
+            .clone()
     }
 }
 
@@ -493,6 +661,104 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(store.get("default/a"), Some(pod("a", "2")));
+        let _ = stop_tx.send(true);
+        tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(*seen.lock().unwrap(), [Event::Listed(vec![pod("a", "2")])]);
+    }
+
+    async fn next_event(e: &mut Events) -> Option<Event> {
+        tokio::time::timeout(Duration::from_secs(10), e.next())
+            .await
+            .expect("an event in time")
+            .map(|ev| (*ev).clone())
+    }
+
+    #[tokio::test]
+    async fn a_subscriber_gets_the_whole_state_then_each_change_once() {
+        let (store, mut writer) = store();
+        // Before any list: nothing first; the list arrives as the first event.
+        let mut early = store.events();
+        writer.apply(&Event::Listed(vec![pod("a", "5"), pod("b", "9")]));
+        assert_eq!(
+            next_event(&mut early).await,
+            Some(Event::Listed(vec![pod("a", "5"), pod("b", "9")]))
+        );
+        writer.apply(&Event::Applied(pod("a", "11")));
+        // After it: the state as it is now, then only what comes after.
+        let mut late = store.events();
+        writer.apply(&Event::Deleted(pod("b", "12")));
+        assert_eq!(
+            next_event(&mut late).await,
+            Some(Event::Listed(vec![pod("a", "11"), pod("b", "9")]))
+        );
+        assert_eq!(
+            next_event(&mut late).await,
+            Some(Event::Deleted(pod("b", "12")))
+        );
+        assert_eq!(
+            next_event(&mut early).await,
+            Some(Event::Applied(pod("a", "11")))
+        );
+        assert_eq!(
+            next_event(&mut early).await,
+            Some(Event::Deleted(pod("b", "12")))
+        );
+        assert_eq!(store.revision(), 12);
+        // The writer gone: the subscribers end.
+        drop(writer);
+        assert_eq!(next_event(&mut early).await, None);
+        assert_eq!(next_event(&mut late).await, None);
+    }
+
+    #[tokio::test]
+    async fn a_subscriber_that_falls_behind_is_handed_the_whole_state_again() {
+        let (store, mut writer) = store();
+        writer.apply(&Event::Listed(vec![]));
+        let mut slow = store.events();
+        assert_eq!(next_event(&mut slow).await, Some(Event::Listed(vec![])));
+        for i in 0..EVENTS_BEHIND + 10 {
+            writer.apply(&Event::Applied(pod(&format!("p{i:05}"), &i.to_string())));
+        }
+        match next_event(&mut slow).await {
+            Some(Event::Listed(items)) => assert_eq!(items.len(), EVENTS_BEHIND + 10),
+            other => panic!("expected the whole state, got {other:?}"),
+        }
+        writer.apply(&Event::Deleted(pod("p00000", "99999")));
+        assert_eq!(
+            next_event(&mut slow).await,
+            Some(Event::Deleted(pod("p00000", "99999")))
+        );
+    }
+
+    #[tokio::test]
+    async fn informers_run_one_reflector_per_kind_for_all_their_users() {
+        let fake = Arc::new(Fake::default());
+        *fake.list.lock().unwrap() =
+            json!({"metadata": {"resourceVersion": "3"}, "items": [pod("a", "2")]});
+        let client = serve(fake.clone()).await;
+        let kind = berth_api::kinds::resolve("pods").unwrap();
+        let (stop_tx, stop) = watch::channel(false);
+        let informers = Informers::new(client, stop.clone());
+        let (one, two) = (informers.store(kind), informers.clone().store(kind));
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let task = {
+            let seen = seen.clone();
+            tokio::spawn(each(two.events(), stop, move |e| {
+                seen.lock().unwrap().push(e.clone())
+            }))
+        };
+        tokio::time::timeout(Duration::from_secs(10), one.wait_ready())
+            .await
+            .unwrap();
+        assert_eq!(two.get("default/a"), Some(pod("a", "2")));
+        assert_eq!(
+            fake.lists.lock().unwrap().len(),
+            1,
+            "one list for both users"
+        );
         let _ = stop_tx.send(true);
         tokio::time::timeout(Duration::from_secs(10), task)
             .await

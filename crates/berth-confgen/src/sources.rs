@@ -11,7 +11,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 use std::time::Duration;
 
-use berth_client::{Client, Method, informer};
+use berth_client::informer::{self, Informers};
+use berth_client::{Client, Method};
 use serde_json::Value;
 use tokio::sync::watch;
 
@@ -46,13 +47,6 @@ pub struct View<'a> {
     pub objects: BTreeMap<&'static str, &'a informer::Objects>,
     pub kv: &'a BTreeMap<String, String>,
     pub revision: u64,
-}
-
-fn revision_of(o: &Value) -> u64 {
-    o["metadata"]["resourceVersion"]
-        .as_str()
-        .and_then(|r| r.parse().ok())
-        .unwrap_or(0)
 }
 
 /// Something followed: what it holds, a counter bumped on every change, and how many of its
@@ -100,61 +94,46 @@ impl<T: Default> Feed<T> {
     }
 }
 
-/// Every Pod, Service, Endpoints and Node, listed then watched: an informer cache per kind,
-/// and what they have in common (the highest revision applied, a change counter, how many
-/// have been listed once). One is enough for all the templates of an agent.
+/// Every Pod, Service, Endpoints and Node, listed then watched: the process's shared
+/// informer cache per kind, and what they have in common (a change counter, how many have
+/// been listed once). One is enough for all the templates of an agent, and its caches are
+/// the ones its service catalog reads.
 #[derive(Debug)]
 pub struct Objects {
     stores: Vec<(&'static str, informer::Store)>,
     feed: Arc<Feed<()>>,
 }
 
-impl Objects {
-    /// Caches for `kinds`, and their writers.
-    fn new(kinds: &[&'static str]) -> (Objects, Vec<informer::Writer>) {
-        let (stores, writers) = kinds
-            .iter()
-            .map(|k| {
-                let (store, writer) = informer::store();
-                ((*k, store), writer)
-            })
-            .unzip();
-        let objects = Objects {
-            stores,
-            feed: Feed::new(kinds.len()),
-        };
-        (objects, writers)
-    }
-}
-
-/// Starts following the objects of [`KINDS`] through `client` until `stop`.
-pub fn follow_objects(client: &Client, stop: &watch::Receiver<bool>) -> Arc<Objects> {
-    let (objects, writers) = Objects::new(&KINDS);
-    for (kind, writer) in KINDS.into_iter().zip(writers) {
-        let Some(resource) = berth_api::kinds::resolve(kind) else {
-            continue;
-        };
-        let watcher = informer::Watcher::new(client.clone(), resource);
-        let (feed, stop) = (objects.feed.clone(), stop.clone());
+/// Follows the objects of [`KINDS`] through `informers` until `stop`.
+pub fn follow_objects(informers: &Informers, stop: &watch::Receiver<bool>) -> Arc<Objects> {
+    let stores: Vec<_> = KINDS
+        .into_iter()
+        .filter_map(|k| Some((k, informers.store(berth_api::kinds::resolve(k)?))))
+        .collect();
+    let feed = Feed::new(stores.len());
+    for (_, store) in &stores {
+        let (feed, store, mut stop) = (feed.clone(), store.clone(), stop.clone());
         tokio::spawn(async move {
-            let mut first = true;
-            // The cache is written first, then the revision raised and the change counted.
-            informer::reflect(watcher, writer, stop, |ev| match ev {
-                informer::Event::Listed(items) => {
-                    let top = items.iter().map(revision_of).max().unwrap_or(0);
-                    feed.write(top, |_| {});
-                    if std::mem::take(&mut first) {
-                        feed.part_synced();
-                    }
+            // The cache is written first, then the change counted.
+            let mut changed = store.subscribe();
+            tokio::select! {
+                _ = store.wait_ready() => {}
+                _ = stop.changed() => return,
+            }
+            feed.part_synced();
+            feed.write(0, |_| {});
+            loop {
+                tokio::select! {
+                    r = changed.changed() => match r {
+                        Ok(()) => feed.write(0, |_| {}),
+                        Err(_) => return,
+                    },
+                    _ = stop.changed() => return,
                 }
-                informer::Event::Applied(o) | informer::Event::Deleted(o) => {
-                    feed.write(revision_of(o), |_| {})
-                }
-            })
-            .await
+            }
         });
     }
-    Arc::new(objects)
+    Arc::new(Objects { stores, feed })
 }
 
 /// The sources of one engine: the objects (its own, or its agent's shared ones) and its own
@@ -208,7 +187,8 @@ impl Sources {
     /// Starts following the cluster through `client` (objects, and the key prefixes `kv`)
     /// until `stop`.
     pub fn start(client: Client, kv: &[String], stop: watch::Receiver<bool>) -> Arc<Sources> {
-        let objects = follow_objects(&client, &stop);
+        let informers = Informers::new(client.clone(), stop.clone());
+        let objects = follow_objects(&informers, &stop);
         Sources::sharing(objects, client, kv, stop)
     }
 
@@ -234,27 +214,35 @@ impl Sources {
     /// Sources that hold `data` and never change (for tests of what is done with them).
     #[cfg(test)]
     pub fn fixed(data: Data) -> Arc<Sources> {
-        let kinds: Vec<&'static str> = data.objects.keys().copied().collect();
-        let (objects, writers) = Objects::new(&kinds);
-        for (mut writer, items) in writers.into_iter().zip(data.objects.into_values()) {
+        let (mut stores, feed) = (Vec::new(), Feed::new(data.objects.len()));
+        for (kind, items) in data.objects {
+            let (store, mut writer) = informer::store();
             writer.apply(&informer::Event::Listed(items.into_values().collect()));
-            objects.feed.part_synced();
+            feed.part_synced();
+            stores.push((kind, store));
         }
-        objects.feed.write(data.revision, |_| {});
+        feed.write(data.revision, |_| {});
         let kv = Feed::new(0);
         kv.write(data.revision, |k| *k = data.kv);
         Arc::new(Sources {
-            objects: Arc::new(objects),
+            objects: Arc::new(Objects { stores, feed }),
             kv,
         })
     }
 
     pub fn read(&self) -> Reading<'_> {
-        // The caches first: the revision, read after, covers every change they hold.
+        // The caches first: their revisions, read while they are held, cover exactly what
+        // they hold.
         let objects = &self.objects;
+        let guards: Vec<_> = objects.stores.iter().map(|(k, s)| (*k, s.read())).collect();
+        let revision = objects
+            .stores
+            .iter()
+            .map(|(_, s)| s.revision())
+            .fold(objects.feed.read().1, u64::max);
         Reading {
-            objects: objects.stores.iter().map(|(k, s)| (*k, s.read())).collect(),
-            revision: objects.feed.read().1,
+            objects: guards,
+            revision,
             kv: self.kv.read(),
         }
     }

@@ -9,8 +9,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 use std::time::Duration;
 
-use berth_client::Client;
-use berth_client::informer::{self, Event, Watcher};
+use berth_client::informer::{self, Event, Informers};
 use serde_json::Value;
 use tokio::sync::watch;
 
@@ -332,37 +331,37 @@ impl Shared {
     }
 }
 
-/// Follows every object of `plural` with the client's informer until `stop`, on a task of
-/// its own.
+/// Follows every object of `plural` through the process's shared informer of that kind
+/// until `stop`, on a task of its own.
 fn spawn_follow(
-    client: &Client,
+    informers: &Informers,
     plural: &str,
     stop: &watch::Receiver<bool>,
-    on: impl FnMut(Event) + Send + 'static,
+    on: impl FnMut(&Event) + Send + 'static,
 ) {
     let Some(kind) = berth_api::kinds::resolve(plural) else {
         return;
     };
-    let watcher = Watcher::new(client.clone(), kind);
-    tokio::spawn(informer::follow(watcher, stop.clone(), on));
+    let events = informers.store(kind).events();
+    tokio::spawn(informer::each(events, stop.clone(), on));
 }
 
 /// Keeps `shared` in step with Services and Endpoints (and, for the ingress, Ingresses and
 /// virtual-host pods), until `stop`.
-pub fn follow(client: Client, shared: Arc<Shared>, stop: watch::Receiver<bool>) {
+pub fn follow(informers: &Informers, shared: Arc<Shared>, stop: watch::Receiver<bool>) {
     {
         let shared = shared.clone();
-        spawn_follow(&client, "ingresses", &stop, move |ev| {
+        spawn_follow(informers, "ingresses", &stop, move |ev| {
             shared.write(|c| match ev {
                 Event::Listed(items) => {
                     c.ingresses.clear();
-                    for o in &items {
+                    for o in items {
                         c.put_ingress(o);
                     }
                 }
-                Event::Applied(o) => c.put_ingress(&o),
+                Event::Applied(o) => c.put_ingress(o),
                 Event::Deleted(o) => {
-                    c.ingresses.remove(&key(&o));
+                    c.ingresses.remove(&key(o));
                 }
             })
         });
@@ -370,7 +369,7 @@ pub fn follow(client: Client, shared: Arc<Shared>, stop: watch::Receiver<bool>) 
     {
         // Pods change often; only a change of a pod's virtual-host entry is news.
         let shared = shared.clone();
-        spawn_follow(&client, "pods", &stop, move |ev| {
+        spawn_follow(informers, "pods", &stop, move |ev| {
             let (p, want) = match ev {
                 Event::Listed(items) => {
                     let vhosts: HashMap<Key, VirtualHostPod> = items
@@ -382,13 +381,10 @@ pub fn follow(client: Client, shared: Arc<Shared>, stop: watch::Receiver<bool>) 
                     }
                     return;
                 }
-                Event::Applied(p) => {
-                    let want = virtual_host_pod(&p);
-                    (p, want)
-                }
+                Event::Applied(p) => (p, virtual_host_pod(p)),
                 Event::Deleted(p) => (p, None),
             };
-            let k = key(&p);
+            let k = key(p);
             if shared.read().vhosts.get(&k) != want.as_ref() {
                 shared.write(|c| match want {
                     Some(v) => {
@@ -404,7 +400,7 @@ pub fn follow(client: Client, shared: Arc<Shared>, stop: watch::Receiver<bool>) 
     for services in [true, false] {
         let shared = shared.clone();
         let plural = if services { "services" } else { "endpoints" };
-        spawn_follow(&client, plural, &stop, move |ev| {
+        spawn_follow(informers, plural, &stop, move |ev| {
             shared.write(|c| match (ev, services) {
                 (Event::Listed(items), _) => {
                     if services {
@@ -412,7 +408,7 @@ pub fn follow(client: Client, shared: Arc<Shared>, stop: watch::Receiver<bool>) 
                     } else {
                         c.endpoints.clear();
                     }
-                    for o in &items {
+                    for o in items {
                         if services {
                             c.put_service(o)
                         } else {
@@ -421,13 +417,13 @@ pub fn follow(client: Client, shared: Arc<Shared>, stop: watch::Receiver<bool>) 
                     }
                 }
                 (Event::Deleted(o), true) => {
-                    c.services.remove(&key(&o));
+                    c.services.remove(&key(o));
                 }
                 (Event::Deleted(o), false) => {
-                    c.endpoints.remove(&key(&o));
+                    c.endpoints.remove(&key(o));
                 }
-                (Event::Applied(o), true) => c.put_service(&o),
-                (Event::Applied(o), false) => c.put_endpoints(&o),
+                (Event::Applied(o), true) => c.put_service(o),
+                (Event::Applied(o), false) => c.put_endpoints(o),
             })
         });
     }
