@@ -492,21 +492,12 @@ fn dispatch_gone(workers: &mut HashMap<String, mpsc::UnboundedSender<pods::Updat
 
 /// Records an Event about an object, as the kubelet of this node.
 pub(crate) async fn event(client: &Client, obj: &Value, typ: &str, reason: &str, message: &str) {
-    let Some(events) = resolve("events") else {
+    let (Some(events), Some(about)) = (resolve("events"), obj.as_object()) else {
         return;
     };
-    let ns = obj["metadata"]["namespace"].as_str().unwrap_or("default");
-    let name = obj["metadata"]["name"].as_str().unwrap_or("");
     let nanos = berth_api::timefmt::now_nanos();
-    let now = berth_api::timefmt::rfc3339_from_nanos(nanos);
-    let ev = json!({
-        "apiVersion": "v1", "kind": "Event",
-        "metadata": {"name": format!("{name}.{nanos:x}"), "namespace": ns},
-        "involvedObject": {"apiVersion": obj["apiVersion"], "kind": obj["kind"], "namespace": ns, "name": name, "uid": obj["metadata"]["uid"]},
-        "reason": reason, "message": message, "type": typ,
-        "source": {"component": "kubelet"},
-        "firstTimestamp": now, "lastTimestamp": now, "count": 1,
-    });
+    let ev = berth_api::object::event(about, "kubelet", typ, reason, message, nanos);
+    let ns = ev["metadata"]["namespace"].as_str().unwrap_or("default");
     if let Err(e) = client.create(events, Some(ns), &ev, "").await {
         tracing::debug!(error = %e, "cannot record an event");
     }

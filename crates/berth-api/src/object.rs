@@ -202,6 +202,11 @@ impl Object {
         self.0.get(field)
     }
 
+    /// The status (`True`, `False`, `Unknown`) of its condition `typ` (see [`condition`]).
+    pub fn condition(&self, typ: &str) -> Option<&str> {
+        condition(self.0.get("status")?, typ)
+    }
+
     /// Everything but `metadata` and `status`: what a change to bumps `generation`.
     pub fn desired_state(&self) -> Map<String, Value> {
         self.0
@@ -242,6 +247,49 @@ impl Object {
     }
 }
 
+/// The status (`True`, `False`, `Unknown`) of the condition `typ` in an object's `status`
+/// (`status.conditions[type=typ].status`), when it has one.
+pub fn condition<'a>(status: &'a Value, typ: &str) -> Option<&'a str> {
+    status["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == typ)?["status"]
+        .as_str()
+}
+
+/// Whether an object's condition `typ` is `True` (a pod or node that is `Ready`).
+pub fn condition_true(object: &Value, typ: &str) -> bool {
+    condition(&object["status"], typ) == Some("True")
+}
+
+/// An Event about `about` (the object it references by apiVersion, kind, namespace, name and
+/// uid), reported by `component`, at `nanos` since the epoch. Named `NAME.NANOS_HEX` in the
+/// object's namespace (`default` for cluster objects), as Kubernetes' recorder names them.
+pub fn event(
+    about: &Map<String, Value>,
+    component: &str,
+    typ: &str,
+    reason: &str,
+    message: &str,
+    nanos: u64,
+) -> Value {
+    let meta = about.get("metadata").unwrap_or(&Value::Null);
+    let ns = meta["namespace"].as_str().unwrap_or("default");
+    let name = meta["name"].as_str().unwrap_or("");
+    let now = crate::timefmt::rfc3339_from_nanos(nanos);
+    serde_json::json!({
+        "apiVersion": "v1", "kind": "Event",
+        "metadata": {"name": format!("{name}.{nanos:x}"), "namespace": ns},
+        "involvedObject": {
+            "apiVersion": about.get("apiVersion"), "kind": about.get("kind"),
+            "namespace": ns, "name": name, "uid": meta["uid"],
+        },
+        "reason": reason, "message": message, "type": typ,
+        "source": {"component": component}, "reportingComponent": component,
+        "firstTimestamp": now, "lastTimestamp": now, "count": 1,
+    })
+}
+
 /// A Node's `InternalIP` address (where other nodes and the API server reach it).
 pub fn node_internal_ip(node: &Value) -> Option<&str> {
     node["status"]["addresses"]
@@ -249,4 +297,61 @@ pub fn node_internal_ip(node: &Value) -> Option<&str> {
         .iter()
         .find(|a| a["type"] == "InternalIP")?["address"]
         .as_str()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn conditions_are_read_by_type() {
+        let pod = json!({"status": {"conditions": [
+            {"type": "PodScheduled", "status": "True"},
+            {"type": "Ready", "status": "False"}]}});
+        assert_eq!(condition(&pod["status"], "Ready"), Some("False"));
+        assert!(condition_true(&pod, "PodScheduled"));
+        assert!(!condition_true(&pod, "Ready"));
+        assert!(!condition_true(&json!({}), "Ready"));
+        assert!(!condition_true(
+            &json!({"status": {"conditions": "no"}}),
+            "Ready"
+        ));
+        let o = Object::from_value(json!({"apiVersion": "v1", "kind": "Node",
+            "metadata": {"name": "n"}, "status": pod["status"]}))
+        .unwrap();
+        assert_eq!(o.condition("Ready"), Some("False"));
+        assert_eq!(o.condition("Gone"), None);
+    }
+
+    #[test]
+    fn an_event_references_its_object_and_names_its_reporter() {
+        let d = json!({"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "web", "namespace": "shop", "uid": "u1"}});
+        let e = event(
+            d.as_object().unwrap(),
+            "deployment-controller",
+            "Normal",
+            "ScalingReplicaSet",
+            "up",
+            255,
+        );
+        assert_eq!(
+            e["metadata"],
+            json!({"name": "web.ff", "namespace": "shop"})
+        );
+        assert_eq!(
+            e["involvedObject"],
+            json!({"apiVersion": "apps/v1", "kind": "Deployment", "namespace": "shop", "name": "web", "uid": "u1"})
+        );
+        assert_eq!(e["source"]["component"], "deployment-controller");
+        assert_eq!(e["reportingComponent"], "deployment-controller");
+        assert_eq!(e["firstTimestamp"], e["lastTimestamp"]);
+        // A cluster object's Events go to `default`.
+        let n = json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1"}});
+        assert_eq!(
+            event(n.as_object().unwrap(), "c", "Normal", "R", "m", 1)["metadata"]["namespace"],
+            "default"
+        );
+    }
 }

@@ -250,12 +250,9 @@ pub fn row(kind: &ResourceKind, o: &Value, wide: bool, now: u64) -> Vec<String> 
             ]
         }
         "ConfigTemplate" => {
-            let applied = o["status"]["conditions"]
-                .as_array()
-                .and_then(|cs| cs.iter().find(|c| c["type"] == "Applied"))
-                .map_or("Unknown".to_string(), |c| {
-                    c["status"].as_str().unwrap_or("Unknown").to_string()
-                });
+            let applied = crate::object::condition(&o["status"], "Applied")
+                .unwrap_or("Unknown")
+                .to_string();
             vec![
                 name,
                 s(o, &["spec", "nodeName"]).to_string(),
@@ -281,10 +278,7 @@ pub fn row(kind: &ResourceKind, o: &Value, wide: bool, now: u64) -> Vec<String> 
         ],
         "Namespace" => vec![name, s(o, &["status", "phase"]).to_string(), age],
         "Node" => {
-            let ready = o["status"]["conditions"]
-                .as_array()
-                .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"))
-                .map(|c| c["status"] == "True");
+            let ready = crate::object::condition(&o["status"], "Ready").map(|c| c == "True");
             let mut status = match ready {
                 Some(true) => "Ready".to_string(),
                 Some(false) => "NotReady".into(),

@@ -3,7 +3,6 @@
 //! object, best effort: a failure to record one is logged and never fails what it reports on.
 
 use berth_api::object::Object;
-use serde_json::json;
 
 use crate::registry::Registry;
 
@@ -59,18 +58,8 @@ pub fn object(
     reason: &str,
     message: &str,
 ) -> Option<Object> {
-    let mut b = [0u8; 4];
-    let _ = getrandom::fill(&mut b);
-    let suffix: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    let ns = about.namespace().unwrap_or("default");
-    let t = berth_api::timefmt::now_rfc3339();
-    let ev = json!({
-        "apiVersion": "v1", "kind": "Event",
-        "metadata": {"name": format!("{}.{suffix}", about.name()), "namespace": ns},
-        "involvedObject": {"apiVersion": "v1", "kind": about.kind(), "namespace": ns, "name": about.name(), "uid": about.uid()},
-        "reason": reason, "message": message, "type": typ,
-        "source": {"component": component}, "reportingComponent": component,
-        "firstTimestamp": t, "lastTimestamp": t, "count": 1,
-    });
-    Object::from_value(ev)
+    let nanos = berth_api::timefmt::now_nanos();
+    Object::from_value(berth_api::object::event(
+        &about.0, component, typ, reason, message, nanos,
+    ))
 }

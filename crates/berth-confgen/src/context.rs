@@ -20,6 +20,7 @@
 use std::collections::BTreeMap;
 
 use berth_api::configtemplate::MAX_OUTPUT;
+use berth_api::object::condition_true;
 use minijinja::{Environment, Error, ErrorKind, Value as J, value::Serde};
 use serde_json::{Value, json};
 
@@ -42,12 +43,7 @@ fn pod_view(p: &Value) -> Value {
             ports.push(port.clone());
         }
     }
-    let ready = p["status"]["conditions"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .any(|c| c["type"] == "Ready" && c["status"] == "True")
-        && p["metadata"]["deletionTimestamp"].is_null();
+    let ready = condition_true(p, "Ready") && p["metadata"]["deletionTimestamp"].is_null();
     json!({
         "name": p["metadata"]["name"], "namespace": p["metadata"]["namespace"],
         "ip": p["status"]["podIP"], "node": p["spec"]["nodeName"], "phase": p["status"]["phase"],
@@ -105,11 +101,7 @@ pub fn build(data: &View<'_>, namespaces: &[String], node: &str) -> Value {
         .into_iter()
         .map(|n| {
             let ip = berth_api::object::node_internal_ip(n);
-            let ready = n["status"]["conditions"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .any(|c| c["type"] == "Ready" && c["status"] == "True");
+            let ready = condition_true(n, "Ready");
             json!({"name": n["metadata"]["name"], "ip": ip, "ready": ready,
                 "unschedulable": n["spec"]["unschedulable"] == true, "labels": n["metadata"]["labels"], "object": n})
         })

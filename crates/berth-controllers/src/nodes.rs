@@ -144,14 +144,7 @@ async fn run_loop(registry: &Registry, timing: Timing) -> Result<(), Error> {
 }
 
 fn ready_status(node: &Object) -> String {
-    node.get("status")
-        .and_then(|s| s.get("conditions"))
-        .and_then(Value::as_array)
-        .and_then(|cs| cs.iter().find(|c| c.get("type") == Some(&json!("Ready"))))
-        .and_then(|c| c.get("status"))
-        .and_then(Value::as_str)
-        .unwrap_or("Unknown")
-        .to_string()
+    node.condition("Ready").unwrap_or("Unknown").to_string()
 }
 
 async fn tick(registry: &Registry, timing: Timing, not_ready_since: &mut HashMap<String, Instant>) {
@@ -286,9 +279,7 @@ async fn set_unreachable(
         .and_then(Value::as_array)
         .cloned()
         .unwrap_or_default();
-    let was_ready = conditions
-        .iter()
-        .any(|c| c.get("type") == Some(&json!("Ready")) && c.get("status") == Some(&json!("True")));
+    let was_ready = node.condition("Ready") == Some("True");
     // A node coming back whose agent already said Ready keeps that condition.
     let keep = !unreachable && was_ready;
     conditions.retain(|c| c.get("type") != Some(&json!("Ready")) || keep);

@@ -13,7 +13,7 @@ use berth_api::object::Object;
 use berth_apiserver::Registry;
 use berth_apiserver::error::ApiError;
 use berth_store::StoreError;
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::sync::watch;
 
 use crate::informer::Informer;
@@ -164,14 +164,7 @@ pub fn pod_finished(p: &Object) -> bool {
 
 /// Whether a pod's `Ready` condition is `True`.
 pub fn pod_ready(p: &Object) -> bool {
-    p.get("status")
-        .and_then(|s| s.get("conditions"))
-        .and_then(Value::as_array)
-        .is_some_and(|cs| {
-            cs.iter().any(|c| {
-                c.get("type") == Some(&json!("Ready")) && c.get("status") == Some(&json!("True"))
-            })
-        })
+    p.condition("Ready") == Some("True")
 }
 
 #[cfg(test)]

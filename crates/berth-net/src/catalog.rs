@@ -116,11 +116,9 @@ fn ingress_backend(ns: &str, b: &Value) -> Option<IngressBackend> {
 
 /// The virtual-host entry of a pod: when it is ready, has an address and names hosts.
 pub(crate) fn virtual_host_pod(p: &Value) -> Option<VirtualHostPod> {
-    let ready = p["status"]["conditions"]
-        .as_array()?
-        .iter()
-        .any(|c| c["type"] == "Ready" && c["status"] == "True");
-    if !ready || !p["metadata"]["deletionTimestamp"].is_null() {
+    if !berth_api::object::condition_true(p, "Ready")
+        || !p["metadata"]["deletionTimestamp"].is_null()
+    {
         return None;
     }
     let ip: Ipv4Addr = p["status"]["podIP"].as_str()?.parse().ok()?;

@@ -285,13 +285,7 @@ impl NodeInfo {
     pub fn from_object(node: &Object) -> NodeInfo {
         let spec = node.get("spec").cloned().unwrap_or(Value::Null);
         let status = node.get("status").cloned().unwrap_or(Value::Null);
-        let ready = status
-            .get("conditions")
-            .and_then(Value::as_array)
-            .is_some_and(|cs| {
-                cs.iter()
-                    .any(|c| s(c, "type") == "Ready" && s(c, "status") == "True")
-            });
+        let ready = berth_api::object::condition(&status, "Ready") == Some("True");
         let taints = spec
             .get("taints")
             .and_then(Value::as_array)
