@@ -14,6 +14,7 @@ pub mod names;
 pub mod object;
 pub mod podsecurity;
 pub mod quantity;
+pub mod rbac;
 pub mod selector;
 pub mod status;
 pub mod table;

@@ -1,0 +1,795 @@
+//! RBAC as Kubernetes evaluates it (`rbac.authorization.k8s.io/v1`): which requests a policy
+//! rule allows, which subjects a binding names, and whether one set of rules covers another
+//! (the check that stops anyone granting what they do not hold).
+//!
+//! Pure: the server keeps the Roles and bindings and asks here. The semantics are
+//! Kubernetes', so that policies written for it mean the same on berth:
+//! - a rule allows a resource request when its verbs, API groups, resources and resource
+//!   names all match (`*` matches any; `*/scale` matches the `scale` subresource of any
+//!   resource; no resource names means every name), and a non-resource request (`/healthz`)
+//!   when its verbs and URLs match (`/apis/*` matches every path under `/apis/`);
+//! - rules only ever allow: there is no deny, so the union of every bound rule is what a
+//!   user may do;
+//! - owner rules cover servant rules when every single permission in the servant rules
+//!   (one verb on one resource of one group, with one name if names are given) is allowed
+//!   by one owner rule on its own.
+
+pub mod defaults;
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde_json::Value;
+
+/// One rule of a Role or ClusterRole.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PolicyRule {
+    pub verbs: Vec<String>,
+    pub api_groups: Vec<String>,
+    pub resources: Vec<String>,
+    pub resource_names: Vec<String>,
+    pub non_resource_urls: Vec<String>,
+}
+
+fn strings(v: &Value) -> Vec<String> {
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s.as_str().map(String::from))
+        .collect()
+}
+
+fn has(set: &[String], s: &str) -> bool {
+    set.iter().any(|x| x == s)
+}
+
+impl PolicyRule {
+    /// A rule from its JSON (`{"verbs": [...], "apiGroups": [...], ...}`); fields that are
+    /// missing or not lists of strings are empty (validation refuses them before they are
+    /// stored).
+    pub fn from_value(v: &Value) -> PolicyRule {
+        PolicyRule {
+            verbs: strings(&v["verbs"]),
+            api_groups: strings(&v["apiGroups"]),
+            resources: strings(&v["resources"]),
+            resource_names: strings(&v["resourceNames"]),
+            non_resource_urls: strings(&v["nonResourceURLs"]),
+        }
+    }
+
+    /// The rule as JSON, with only the fields it has (as Kubernetes writes rules).
+    pub fn to_value(&self) -> Value {
+        let mut m = serde_json::Map::new();
+        for (k, v) in [
+            ("verbs", &self.verbs),
+            ("apiGroups", &self.api_groups),
+            ("resources", &self.resources),
+            ("resourceNames", &self.resource_names),
+            ("nonResourceURLs", &self.non_resource_urls),
+        ] {
+            if !v.is_empty() || k == "verbs" {
+                m.insert(
+                    k.into(),
+                    v.iter().map(|s| Value::from(s.as_str())).collect(),
+                );
+            }
+        }
+        Value::Object(m)
+    }
+
+    /// A rule from string slices (for the built-in roles).
+    pub fn new(verbs: &[&str], api_groups: &[&str], resources: &[&str]) -> PolicyRule {
+        let own = |s: &[&str]| s.iter().map(|x| x.to_string()).collect();
+        PolicyRule {
+            verbs: own(verbs),
+            api_groups: own(api_groups),
+            resources: own(resources),
+            ..PolicyRule::default()
+        }
+    }
+
+    /// A non-resource rule from string slices.
+    pub fn urls(verbs: &[&str], urls: &[&str]) -> PolicyRule {
+        let own = |s: &[&str]| s.iter().map(|x| x.to_string()).collect();
+        PolicyRule {
+            verbs: own(verbs),
+            non_resource_urls: own(urls),
+            ..PolicyRule::default()
+        }
+    }
+
+    /// The same rule limited to `names`.
+    pub fn names(mut self, names: &[&str]) -> PolicyRule {
+        self.resource_names = names.iter().map(|x| x.to_string()).collect();
+        self
+    }
+
+    /// Whether this rule allows `request`.
+    pub fn allows(&self, request: &Request) -> bool {
+        let verb = |v: &str| has(&self.verbs, "*") || has(&self.verbs, v);
+        match request {
+            Request::Resource(r) => {
+                verb(&r.verb)
+                    && (has(&self.api_groups, "*") || has(&self.api_groups, &r.api_group))
+                    && self.resource_matches(&r.resource, &r.subresource)
+                    && (self.resource_names.is_empty()
+                        || (!r.name.is_empty() && has(&self.resource_names, &r.name)))
+            }
+            Request::NonResource { verb: v, path } => {
+                verb(v) && self.non_resource_urls.iter().any(|u| url_covers(u, path))
+            }
+        }
+    }
+
+    fn resource_matches(&self, resource: &str, subresource: &str) -> bool {
+        self.resources.iter().any(|r| {
+            r == "*"
+                || (subresource.is_empty() && r == resource)
+                || (!subresource.is_empty()
+                    && (r.strip_prefix(resource).and_then(|x| x.strip_prefix('/'))
+                        == Some(subresource)
+                        || r.strip_prefix("*/") == Some(subresource)))
+        })
+    }
+}
+
+/// Whether the rule URL `rule` matches the request path `path`: equal, `*`, or a prefix
+/// ending in `*`.
+fn url_covers(rule: &str, path: &str) -> bool {
+    rule == "*"
+        || rule == path
+        || rule
+            .strip_suffix('*')
+            .is_some_and(|prefix| path.starts_with(prefix))
+}
+
+/// A request about a resource: `get pods/log NAME in NS`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ResourceRequest {
+    pub verb: String,
+    pub api_group: String,
+    pub resource: String,
+    pub subresource: String,
+    /// Empty for cluster-scoped resources and for requests across all namespaces.
+    pub namespace: String,
+    /// Empty for requests on a collection (`list`, `create`, ...).
+    pub name: String,
+}
+
+/// What a request asks to do, as an authorizer sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    Resource(ResourceRequest),
+    /// A path outside the resource tree (`/healthz`, `/version`, `/apis`).
+    NonResource {
+        verb: String,
+        path: String,
+    },
+}
+
+impl Request {
+    /// The namespace the request is in ("" when cluster-wide).
+    pub fn namespace(&self) -> &str {
+        match self {
+            Request::Resource(r) => &r.namespace,
+            Request::NonResource { .. } => "",
+        }
+    }
+
+    /// How kube-apiserver words a refusal of it for `user` (`User "alice" cannot list
+    /// resource "secrets" in API group "" in the namespace "shop"`).
+    pub fn forbidden_message(&self, user: &str) -> String {
+        match self {
+            Request::Resource(r) => {
+                let resource = if r.subresource.is_empty() {
+                    r.resource.clone()
+                } else {
+                    format!("{}/{}", r.resource, r.subresource)
+                };
+                let scope = if r.namespace.is_empty() {
+                    "at the cluster scope".to_string()
+                } else {
+                    format!("in the namespace \"{}\"", r.namespace)
+                };
+                format!(
+                    "User \"{user}\" cannot {} resource \"{resource}\" in API group \"{}\" {scope}",
+                    r.verb, r.api_group
+                )
+            }
+            Request::NonResource { verb, path } => {
+                format!("User \"{user}\" cannot {verb} path \"{path}\"")
+            }
+        }
+    }
+}
+
+/// Who a request comes from, as authenticated.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct User {
+    pub name: String,
+    pub groups: Vec<String>,
+}
+
+/// The user name a ServiceAccount authenticates as.
+pub fn service_account_user(namespace: &str, name: &str) -> String {
+    format!("system:serviceaccount:{namespace}:{name}")
+}
+
+/// Whether a binding's subject (`{"kind": "User"|"Group"|"ServiceAccount", "name", ...}`)
+/// names `user`. A ServiceAccount subject without a namespace is in the binding's own.
+pub fn subject_matches(subject: &Value, user: &User, binding_namespace: &str) -> bool {
+    let name = subject["name"].as_str().unwrap_or("");
+    match subject["kind"].as_str() {
+        Some("User") => !name.is_empty() && user.name == name,
+        Some("Group") => !name.is_empty() && has(&user.groups, name),
+        Some("ServiceAccount") => {
+            let ns = subject["namespace"]
+                .as_str()
+                .filter(|n| !n.is_empty())
+                .unwrap_or(binding_namespace);
+            !name.is_empty() && !ns.is_empty() && user.name == service_account_user(ns, name)
+        }
+        _ => false,
+    }
+}
+
+/// One permission: the unit [`covers`] compares.
+fn breakdown(rule: &PolicyRule) -> Vec<PolicyRule> {
+    let one = |s: &String| vec![s.clone()];
+    let mut out = Vec::new();
+    for group in &rule.api_groups {
+        for resource in &rule.resources {
+            for verb in &rule.verbs {
+                let base = PolicyRule {
+                    verbs: one(verb),
+                    api_groups: one(group),
+                    resources: one(resource),
+                    ..PolicyRule::default()
+                };
+                if rule.resource_names.is_empty() {
+                    out.push(base);
+                } else {
+                    for name in &rule.resource_names {
+                        out.push(PolicyRule {
+                            resource_names: one(name),
+                            ..base.clone()
+                        });
+                    }
+                }
+            }
+        }
+    }
+    for url in &rule.non_resource_urls {
+        for verb in &rule.verbs {
+            out.push(PolicyRule {
+                verbs: one(verb),
+                non_resource_urls: one(url),
+                ..PolicyRule::default()
+            });
+        }
+    }
+    out
+}
+
+/// Whether `owner` holds every permission of the single permission `sub`.
+fn rule_covers(owner: &PolicyRule, sub: &PolicyRule) -> bool {
+    let all = |set: &[String], want: &[String]| has(set, "*") || want.iter().all(|w| has(set, w));
+    let resources = sub.resources.iter().all(|r| {
+        has(&owner.resources, "*")
+            || has(&owner.resources, r)
+            || r.split_once('/')
+                .is_some_and(|(_, sub)| has(&owner.resources, &format!("*/{sub}")))
+    });
+    let urls = sub
+        .non_resource_urls
+        .iter()
+        .all(|u| owner.non_resource_urls.iter().any(|o| url_covers(o, u)));
+    let names = owner.resource_names.is_empty()
+        || (!sub.resource_names.is_empty()
+            && sub
+                .resource_names
+                .iter()
+                .all(|n| has(&owner.resource_names, n)));
+    all(&owner.verbs, &sub.verbs)
+        && all(&owner.api_groups, &sub.api_groups)
+        && resources
+        && urls
+        && names
+}
+
+/// Whether `owner` rules hold every permission `servant` rules grant; when not, the single
+/// permissions they lack (what an escalation refusal lists).
+pub fn covers(owner: &[PolicyRule], servant: &[PolicyRule]) -> Result<(), Vec<PolicyRule>> {
+    let missing: Vec<PolicyRule> = servant
+        .iter()
+        .flat_map(breakdown)
+        .filter(|sub| !owner.iter().any(|o| rule_covers(o, sub)))
+        .collect();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(missing)
+    }
+}
+
+/// A permission as kube-apiserver lists it in an escalation refusal:
+/// `{APIGroups:["apps"], Resources:["deployments"], Verbs:["delete"]}`.
+pub fn describe(rule: &PolicyRule) -> String {
+    let list = |v: &[String]| {
+        v.iter()
+            .map(|s| format!("{s:?}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let mut parts = Vec::new();
+    if !rule.api_groups.is_empty() || !rule.resources.is_empty() {
+        parts.push(format!("APIGroups:[{}]", list(&rule.api_groups)));
+        parts.push(format!("Resources:[{}]", list(&rule.resources)));
+    }
+    if !rule.resource_names.is_empty() {
+        parts.push(format!("ResourceNames:[{}]", list(&rule.resource_names)));
+    }
+    if !rule.non_resource_urls.is_empty() {
+        parts.push(format!(
+            "NonResourceURLs:[{}]",
+            list(&rule.non_resource_urls)
+        ));
+    }
+    parts.push(format!("Verbs:[{}]", list(&rule.verbs)));
+    format!("{{{}}}", parts.join(", "))
+}
+
+/// A binding's reference to the role it grants.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoleRef {
+    /// `Role` (in the binding's namespace) or `ClusterRole`.
+    pub kind: String,
+    pub name: String,
+}
+
+#[derive(Debug, Clone)]
+struct Binding {
+    subjects: Vec<Value>,
+    role: RoleRef,
+}
+
+impl Binding {
+    fn from_value(o: &Value) -> Binding {
+        Binding {
+            subjects: o["subjects"].as_array().cloned().unwrap_or_default(),
+            role: RoleRef {
+                kind: o["roleRef"]["kind"].as_str().unwrap_or("").to_string(),
+                name: o["roleRef"]["name"].as_str().unwrap_or("").to_string(),
+            },
+        }
+    }
+}
+
+/// Why a request was allowed: the binding and role that allowed it (kube-apiserver's audit
+/// annotation `authorization.k8s.io/reason`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Allowed {
+    /// `ClusterRoleBinding` or `RoleBinding`.
+    pub binding_kind: &'static str,
+    /// `NAMESPACE/NAME` for RoleBindings, `NAME` for ClusterRoleBindings.
+    pub binding: String,
+    pub role: RoleRef,
+}
+
+impl std::fmt::Display for Allowed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "RBAC: allowed by {} \"{}\" of {} \"{}\"",
+            self.binding_kind, self.binding, self.role.kind, self.role.name
+        )
+    }
+}
+
+/// The Roles, ClusterRoles and their bindings in force, indexed for the authorizer: each
+/// object is put in as it is written and taken out as it is deleted.
+#[derive(Debug, Clone, Default)]
+pub struct Policy {
+    cluster_roles: HashMap<String, Vec<PolicyRule>>,
+    roles: HashMap<(String, String), Vec<PolicyRule>>,
+    cluster_bindings: BTreeMap<String, Binding>,
+    /// By namespace, then name.
+    bindings: HashMap<String, BTreeMap<String, Binding>>,
+}
+
+/// The kinds a [`Policy`] holds.
+pub const POLICY_KINDS: [&str; 4] = ["Role", "ClusterRole", "RoleBinding", "ClusterRoleBinding"];
+
+fn rules_of(o: &Value) -> Vec<PolicyRule> {
+    o["rules"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(PolicyRule::from_value)
+        .collect()
+}
+
+impl Policy {
+    /// Puts in (or replaces) an object of one of the [`POLICY_KINDS`]; other kinds are
+    /// ignored.
+    pub fn put(&mut self, o: &Value) {
+        let ns = o["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        let name = o["metadata"]["name"].as_str().unwrap_or("").to_string();
+        match o["kind"].as_str() {
+            Some("ClusterRole") => {
+                self.cluster_roles.insert(name, rules_of(o));
+            }
+            Some("Role") => {
+                self.roles.insert((ns, name), rules_of(o));
+            }
+            Some("ClusterRoleBinding") => {
+                self.cluster_bindings.insert(name, Binding::from_value(o));
+            }
+            Some("RoleBinding") => {
+                self.bindings
+                    .entry(ns)
+                    .or_default()
+                    .insert(name, Binding::from_value(o));
+            }
+            _ => {}
+        }
+    }
+
+    /// Takes out the object `kind` `namespace/name`.
+    pub fn remove(&mut self, kind: &str, namespace: &str, name: &str) {
+        match kind {
+            "ClusterRole" => {
+                self.cluster_roles.remove(name);
+            }
+            "Role" => {
+                self.roles
+                    .remove(&(namespace.to_string(), name.to_string()));
+            }
+            "ClusterRoleBinding" => {
+                self.cluster_bindings.remove(name);
+            }
+            "RoleBinding" => {
+                if let Some(b) = self.bindings.get_mut(namespace) {
+                    b.remove(name);
+                    if b.is_empty() {
+                        self.bindings.remove(namespace);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The rules a role reference grants in `namespace` (a Role is looked up there); none
+    /// when the role does not exist (a binding may name a role before it is made).
+    pub fn role_rules(&self, role: &RoleRef, namespace: &str) -> &[PolicyRule] {
+        let rules = match role.kind.as_str() {
+            "ClusterRole" => self.cluster_roles.get(&role.name),
+            "Role" => self.roles.get(&(namespace.to_string(), role.name.clone())),
+            _ => None,
+        };
+        rules.map_or(&[], Vec::as_slice)
+    }
+
+    /// The bindings that apply in `namespace` ("" for cluster-wide requests): every
+    /// ClusterRoleBinding, then the RoleBindings of that namespace; each with its kind, the
+    /// namespace its roles are looked up in, and its name.
+    fn applicable<'a>(
+        &'a self,
+        namespace: &'a str,
+    ) -> impl Iterator<Item = (&'static str, &'a str, &'a str, &'a Binding)> + 'a {
+        let cluster = self
+            .cluster_bindings
+            .iter()
+            .map(|(n, b)| ("ClusterRoleBinding", "", n.as_str(), b));
+        let local = (!namespace.is_empty())
+            .then(|| self.bindings.get(namespace))
+            .flatten()
+            .into_iter()
+            .flatten()
+            .map(move |(n, b)| ("RoleBinding", namespace, n.as_str(), b));
+        cluster.chain(local)
+    }
+
+    /// What allows `user` to make `request`, if anything does (no rule denies: what no
+    /// binding allows is refused).
+    pub fn authorize(&self, user: &User, request: &Request) -> Option<Allowed> {
+        self.applicable(request.namespace())
+            .find(|(_, ns, _, b)| {
+                b.subjects.iter().any(|s| subject_matches(s, user, ns))
+                    && self
+                        .role_rules(&b.role, ns)
+                        .iter()
+                        .any(|r| r.allows(request))
+            })
+            .map(|(kind, ns, name, b)| Allowed {
+                binding_kind: kind,
+                binding: if ns.is_empty() {
+                    name.to_string()
+                } else {
+                    format!("{ns}/{name}")
+                },
+                role: b.role.clone(),
+            })
+    }
+
+    /// Every rule bound to `user` that applies in `namespace` ("" for the cluster-wide ones
+    /// only): what `SelfSubjectRulesReview` lists and what an escalation check compares.
+    pub fn rules_for(&self, user: &User, namespace: &str) -> Vec<PolicyRule> {
+        self.applicable(namespace)
+            .filter(|(_, ns, _, b)| b.subjects.iter().any(|s| subject_matches(s, user, ns)))
+            .flat_map(|(_, ns, _, b)| self.role_rules(&b.role, ns).to_vec())
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn get(group: &str, resource: &str, sub: &str, ns: &str, name: &str) -> Request {
+        Request::Resource(ResourceRequest {
+            verb: "get".into(),
+            api_group: group.into(),
+            resource: resource.into(),
+            subresource: sub.into(),
+            namespace: ns.into(),
+            name: name.into(),
+        })
+    }
+
+    #[test]
+    fn rules_match_as_kubernetes_matches_them() {
+        let pods = PolicyRule::new(&["get", "list"], &[""], &["pods"]);
+        assert!(pods.allows(&get("", "pods", "", "a", "p")));
+        // A subresource is not its resource.
+        assert!(!pods.allows(&get("", "pods", "log", "a", "p")));
+        assert!(!pods.allows(&get("apps", "pods", "", "a", "p")));
+        let log = PolicyRule::new(&["get"], &[""], &["pods/log"]);
+        assert!(log.allows(&get("", "pods", "log", "a", "p")));
+        assert!(!log.allows(&get("", "pods", "", "a", "p")));
+        assert!(!log.allows(&get("", "pods", "exec", "a", "p")));
+        let scale = PolicyRule::new(&["get"], &["*"], &["*/scale"]);
+        assert!(scale.allows(&get("apps", "deployments", "scale", "a", "d")));
+        assert!(!scale.allows(&get("apps", "deployments", "", "a", "d")));
+        let all = PolicyRule::new(&["*"], &["*"], &["*"]);
+        assert!(all.allows(&get("x", "y", "z", "", "")));
+        // Names: a named rule allows only those names, never a collection.
+        let one = PolicyRule::new(&["get", "list"], &[""], &["secrets"]).names(&["s1"]);
+        assert!(one.allows(&get("", "secrets", "", "a", "s1")));
+        assert!(!one.allows(&get("", "secrets", "", "a", "s2")));
+        assert!(!one.allows(&get("", "secrets", "", "a", "")));
+        // Non-resource URLs, with a trailing star as a prefix.
+        let urls = PolicyRule::urls(&["get"], &["/healthz", "/apis/*"]);
+        let path = |p: &str| Request::NonResource {
+            verb: "get".into(),
+            path: p.into(),
+        };
+        assert!(urls.allows(&path("/healthz")));
+        assert!(urls.allows(&path("/apis/apps/v1")));
+        assert!(!urls.allows(&path("/apis")));
+        assert!(!urls.allows(&path("/healthz/etcd")));
+        assert!(!urls.allows(&get("", "pods", "", "", "")));
+        assert!(!pods.allows(&path("/api/v1/pods")));
+    }
+
+    #[test]
+    fn subjects_name_users_groups_and_service_accounts() {
+        let alice = User {
+            name: "alice".into(),
+            groups: vec!["dev".into()],
+        };
+        assert!(subject_matches(
+            &json!({"kind": "User", "name": "alice"}),
+            &alice,
+            "x"
+        ));
+        assert!(subject_matches(
+            &json!({"kind": "Group", "name": "dev"}),
+            &alice,
+            "x"
+        ));
+        assert!(!subject_matches(
+            &json!({"kind": "Group", "name": "ops"}),
+            &alice,
+            "x"
+        ));
+        assert!(!subject_matches(
+            &json!({"kind": "User", "name": ""}),
+            &User::default(),
+            "x"
+        ));
+        let sa = User {
+            name: "system:serviceaccount:shop:web".into(),
+            groups: vec![],
+        };
+        let subject = json!({"kind": "ServiceAccount", "name": "web"});
+        assert!(subject_matches(&subject, &sa, "shop"));
+        assert!(!subject_matches(&subject, &sa, "other"));
+        let elsewhere = json!({"kind": "ServiceAccount", "name": "web", "namespace": "shop"});
+        assert!(subject_matches(&elsewhere, &sa, "other"));
+    }
+
+    #[test]
+    fn covering_needs_every_single_permission() {
+        let edit = vec![
+            PolicyRule::new(
+                &["get", "list", "watch", "create", "delete"],
+                &[""],
+                &["pods"],
+            ),
+            PolicyRule::new(&["get"], &[""], &["pods/log"]),
+            PolicyRule::urls(&["get"], &["/apis/*"]),
+        ];
+        assert!(
+            covers(
+                &edit,
+                &[PolicyRule::new(&["get", "delete"], &[""], &["pods"])]
+            )
+            .is_ok()
+        );
+        assert!(covers(&edit, &[PolicyRule::urls(&["get"], &["/apis/apps"])]).is_ok());
+        let wants = [PolicyRule::new(
+            &["get", "update"],
+            &["", "apps"],
+            &["pods", "pods/log"],
+        )];
+        let missing = covers(&edit, &wants).unwrap_err();
+        let described: Vec<String> = missing.iter().map(describe).collect();
+        assert_eq!(
+            described,
+            [
+                r#"{APIGroups:[""], Resources:["pods"], Verbs:["update"]}"#,
+                r#"{APIGroups:[""], Resources:["pods/log"], Verbs:["update"]}"#,
+                r#"{APIGroups:["apps"], Resources:["pods"], Verbs:["get"]}"#,
+                r#"{APIGroups:["apps"], Resources:["pods"], Verbs:["update"]}"#,
+                r#"{APIGroups:["apps"], Resources:["pods/log"], Verbs:["get"]}"#,
+                r#"{APIGroups:["apps"], Resources:["pods/log"], Verbs:["update"]}"#,
+            ]
+        );
+        // A star covers anything; names narrow the owner, not the servant.
+        let root = [
+            PolicyRule::new(&["*"], &["*"], &["*"]),
+            PolicyRule::urls(&["*"], &["*"]),
+        ];
+        assert!(covers(&root, &edit).is_ok());
+        let named = [PolicyRule::new(&["get"], &[""], &["secrets"]).names(&["a"])];
+        assert!(
+            covers(
+                &named,
+                &[PolicyRule::new(&["get"], &[""], &["secrets"]).names(&["a"])]
+            )
+            .is_ok()
+        );
+        assert!(covers(&named, &[PolicyRule::new(&["get"], &[""], &["secrets"])]).is_err());
+        assert!(
+            covers(
+                &named,
+                &[PolicyRule::new(&["get"], &[""], &["secrets"]).names(&["b"])]
+            )
+            .is_err()
+        );
+        // A subresource wildcard covers that subresource of every resource.
+        let scale = [PolicyRule::new(&["update"], &["apps"], &["*/scale"])];
+        assert!(
+            covers(
+                &scale,
+                &[PolicyRule::new(
+                    &["update"],
+                    &["apps"],
+                    &["deployments/scale"]
+                )]
+            )
+            .is_ok()
+        );
+        assert!(
+            covers(
+                &scale,
+                &[PolicyRule::new(&["update"], &["apps"], &["deployments"])]
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn refusals_are_worded_as_kube_apiserver_words_them() {
+        let r = Request::Resource(ResourceRequest {
+            verb: "list".into(),
+            resource: "secrets".into(),
+            namespace: "shop".into(),
+            ..ResourceRequest::default()
+        });
+        assert_eq!(
+            r.forbidden_message("alice"),
+            r#"User "alice" cannot list resource "secrets" in API group "" in the namespace "shop""#
+        );
+        let n = Request::Resource(ResourceRequest {
+            verb: "patch".into(),
+            resource: "nodes".into(),
+            subresource: "status".into(),
+            name: "n1".into(),
+            ..ResourceRequest::default()
+        });
+        assert_eq!(
+            n.forbidden_message("bob"),
+            r#"User "bob" cannot patch resource "nodes/status" in API group "" at the cluster scope"#
+        );
+    }
+
+    #[test]
+    fn rules_round_trip_through_json() {
+        let v = json!({"verbs": ["get"], "apiGroups": [""], "resources": ["pods"], "resourceNames": ["a"]});
+        let r = PolicyRule::from_value(&v);
+        assert_eq!(r, PolicyRule::new(&["get"], &[""], &["pods"]).names(&["a"]));
+        assert_eq!(r.to_value(), v);
+    }
+
+    #[test]
+    fn a_policy_allows_through_cluster_and_namespace_bindings_only() {
+        let mut p = Policy::default();
+        p.put(&json!({"kind": "ClusterRole", "metadata": {"name": "view"},
+            "rules": [{"verbs": ["get", "list"], "apiGroups": [""], "resources": ["pods"]}]}));
+        p.put(
+            &json!({"kind": "Role", "metadata": {"name": "secrets", "namespace": "shop"},
+            "rules": [{"verbs": ["get"], "apiGroups": [""], "resources": ["secrets"]}]}),
+        );
+        p.put(
+            &json!({"kind": "RoleBinding", "metadata": {"name": "alice-view", "namespace": "shop"},
+            "roleRef": {"kind": "ClusterRole", "name": "view"},
+            "subjects": [{"kind": "User", "name": "alice"}]}),
+        );
+        p.put(&json!({"kind": "RoleBinding", "metadata": {"name": "alice-secrets", "namespace": "shop"},
+            "roleRef": {"kind": "Role", "name": "secrets"},
+            "subjects": [{"kind": "User", "name": "alice"}]}));
+        p.put(
+            &json!({"kind": "ClusterRoleBinding", "metadata": {"name": "ops-view"},
+            "roleRef": {"kind": "ClusterRole", "name": "view"},
+            "subjects": [{"kind": "Group", "name": "ops"}]}),
+        );
+        let alice = User {
+            name: "alice".into(),
+            groups: vec![],
+        };
+        let ops = User {
+            name: "olga".into(),
+            groups: vec!["ops".into()],
+        };
+        let list = |resource: &str, ns: &str| {
+            Request::Resource(ResourceRequest {
+                verb: "list".into(),
+                resource: resource.into(),
+                namespace: ns.into(),
+                ..ResourceRequest::default()
+            })
+        };
+        // A RoleBinding grants a ClusterRole's rules in its namespace only.
+        let why = p.authorize(&alice, &list("pods", "shop")).unwrap();
+        assert_eq!(
+            why.to_string(),
+            r#"RBAC: allowed by RoleBinding "shop/alice-view" of ClusterRole "view""#
+        );
+        assert!(p.authorize(&alice, &list("pods", "other")).is_none());
+        assert!(p.authorize(&alice, &list("pods", "")).is_none());
+        assert!(
+            p.authorize(&alice, &get("", "secrets", "", "shop", "s"))
+                .is_some()
+        );
+        assert!(p.authorize(&alice, &list("secrets", "shop")).is_none());
+        // A ClusterRoleBinding grants everywhere, all namespaces at once included.
+        assert!(p.authorize(&ops, &list("pods", "")).is_some());
+        assert!(p.authorize(&ops, &list("pods", "other")).is_some());
+        assert_eq!(p.rules_for(&alice, "shop").len(), 2);
+        assert!(p.rules_for(&alice, "other").is_empty());
+        // Deleting the role takes its grant away; a binding to a missing role grants nothing.
+        p.remove("Role", "shop", "secrets");
+        assert!(
+            p.authorize(&alice, &get("", "secrets", "", "shop", "s"))
+                .is_none()
+        );
+        p.remove("RoleBinding", "shop", "alice-view");
+        assert!(p.authorize(&alice, &list("pods", "shop")).is_none());
+    }
+}
