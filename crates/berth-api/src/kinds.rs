@@ -183,6 +183,51 @@ pub static KINDS: &[ResourceKind] = &[
         [],
         false
     ),
+    kind!(
+        "",
+        "ServiceAccount",
+        "serviceaccounts",
+        "serviceaccount",
+        true,
+        ["sa"],
+        false
+    ),
+    kind!(
+        "rbac.authorization.k8s.io",
+        "Role",
+        "roles",
+        "role",
+        true,
+        [],
+        false
+    ),
+    kind!(
+        "rbac.authorization.k8s.io",
+        "RoleBinding",
+        "rolebindings",
+        "rolebinding",
+        true,
+        [],
+        false
+    ),
+    kind!(
+        "rbac.authorization.k8s.io",
+        "ClusterRole",
+        "clusterroles",
+        "clusterrole",
+        false,
+        [],
+        false
+    ),
+    kind!(
+        "rbac.authorization.k8s.io",
+        "ClusterRoleBinding",
+        "clusterrolebindings",
+        "clusterrolebinding",
+        false,
+        [],
+        false
+    ),
 ];
 
 /// Finds a kind by `apiVersion` and `kind`, as written in a manifest.

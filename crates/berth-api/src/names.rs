@@ -48,6 +48,24 @@ pub fn dns1123_subdomain(s: &str) -> Option<String> {
     })
 }
 
+/// A name that is one segment of a URL path, as RBAC objects' names are (`system:node` is
+/// one): not `.` or `..`, without `/` or `%`, at most 253 characters.
+pub fn path_segment_name(s: &str) -> Option<String> {
+    if s.is_empty() {
+        return Some("must not be empty".into());
+    }
+    if s.len() > 253 {
+        return Some("must be no more than 253 characters".into());
+    }
+    if s == "." || s == ".." {
+        return Some(format!("may not be '{s}'"));
+    }
+    ['/', '%']
+        .into_iter()
+        .find(|c| s.contains(*c))
+        .map(|c| format!("may not contain '{c}'"))
+}
+
 fn qualified_name_part(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63

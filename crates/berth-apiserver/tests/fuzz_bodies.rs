@@ -139,6 +139,15 @@ fn fixture(kind: &str) -> Value {
         "ConfigTemplate" => {
             json!({"apiVersion": "berth.dev/v1", "kind": "ConfigTemplate", "metadata": {"name": "f"}, "spec": {"nodeName": "n", "destination": "/tmp/f.conf", "template": "{% for s in services %}{{ s.name }}{% endfor %}", "debounce": {"min": "10ms", "max": "1s"}, "check": {"command": ["true"]}, "probe": {"httpGet": {"url": "http://127.0.0.1/"}}}})
         }
+        "ServiceAccount" => {
+            json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "f"}, "automountServiceAccountToken": false})
+        }
+        "Role" | "ClusterRole" => {
+            json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": kind, "metadata": {"name": "f"}, "rules": [{"verbs": ["get"], "apiGroups": [""], "resources": ["pods"], "resourceNames": ["a"]}]})
+        }
+        "RoleBinding" | "ClusterRoleBinding" => {
+            json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": kind, "metadata": {"name": "f"}, "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "view"}, "subjects": [{"kind": "User", "name": "alice"}, {"kind": "ServiceAccount", "name": "web", "namespace": "default"}]})
+        }
         _ => {
             json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "f"}, "data": {"k": "v"}})
         }

@@ -58,6 +58,15 @@ fn fixture(kind: &str, name: &str) -> Value {
         "ConfigTemplate" => {
             json!({"apiVersion": "berth.dev/v1", "kind": "ConfigTemplate", "metadata": {"name": name, "labels": {"t": "1"}}, "spec": {"nodeName": "n1", "destination": "/tmp/x.conf", "template": "{{ services|length }}"}})
         }
+        "ServiceAccount" => {
+            json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": name, "labels": {"t": "1"}}, "automountServiceAccountToken": false})
+        }
+        "Role" | "ClusterRole" => {
+            json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": kind, "metadata": {"name": name, "labels": {"t": "1"}}, "rules": [{"verbs": ["get", "list"], "apiGroups": [""], "resources": ["pods", "pods/log"]}]})
+        }
+        "RoleBinding" | "ClusterRoleBinding" => {
+            json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": kind, "metadata": {"name": name, "labels": {"t": "1"}}, "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "view"}, "subjects": [{"kind": "Group", "name": "auditors"}, {"kind": "ServiceAccount", "name": "ci", "namespace": "default"}]})
+        }
         other => panic!("no fixture for {other}"),
     }
 }

@@ -122,6 +122,25 @@ pub fn apply_defaults(kind: &ResourceKind, obj: &mut Object) {
                 }
             }
         }
+        "RoleBinding" | "ClusterRoleBinding" => {
+            // Users and groups are RBAC's own subjects (ServiceAccounts are core's).
+            if let Some(Value::Array(subjects)) = map.get_mut("subjects") {
+                for s in subjects {
+                    if let Value::Object(s) = s
+                        && matches!(
+                            s.get("kind").and_then(Value::as_str),
+                            Some("User" | "Group")
+                        )
+                        && s.get("apiGroup")
+                            .and_then(Value::as_str)
+                            .unwrap_or("")
+                            .is_empty()
+                    {
+                        s.insert("apiGroup".into(), "rbac.authorization.k8s.io".into());
+                    }
+                }
+            }
+        }
         "Namespace" => {
             if let Value::Object(st) = map
                 .entry("status")

@@ -14,6 +14,7 @@ fn name_check(kind: &ResourceKind) -> fn(&str) -> Option<String> {
     match kind.kind {
         "Namespace" => names::dns1123_label,
         "Service" => names::dns1035_label,
+        "Role" | "ClusterRole" | "RoleBinding" | "ClusterRoleBinding" => names::path_segment_name,
         _ => names::dns1123_subdomain,
     }
 }

@@ -3,7 +3,7 @@
 //! The entry points are here (`validate_create`, `validate_update` in `update`,
 //! `apply_defaults` in `defaults`); `walker` is the error-collecting reader they share, and
 //! each kind family has its file: `metadata`, `pod` (with `security`), `workloads`,
-//! `service`, `ingress`, `config`, `cluster`.
+//! `service`, `ingress`, `config`, `cluster`, `rbac`.
 //!
 //! Invariant: `validate_create` and `validate_update` report every error they find, not just
 //! the first, and never panic on any JSON input (fuzzed in `tests/fuzz_bodies.rs` of the API
@@ -15,6 +15,7 @@ mod defaults;
 mod ingress;
 mod metadata;
 mod pod;
+mod rbac;
 mod security;
 mod service;
 #[cfg(test)]
@@ -74,6 +75,11 @@ fn validate_spec(v: &mut V, kind: &ResourceKind, obj: &Object) {
         "Lease" => cluster::validate_lease(v, obj),
         "Node" => cluster::validate_node(v, obj),
         "Namespace" => cluster::validate_namespace(v, obj),
+        "Role" => rbac::validate_role(v, obj),
+        "ClusterRole" => rbac::validate_cluster_role(v, obj),
+        "RoleBinding" => rbac::validate_role_binding(v, obj),
+        "ClusterRoleBinding" => rbac::validate_cluster_role_binding(v, obj),
+        "ServiceAccount" => rbac::validate_service_account(v, obj),
         _ => {}
     }
 }

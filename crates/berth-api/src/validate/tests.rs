@@ -360,3 +360,86 @@ fn defaults_like_kubernetes() {
         "Always"
     );
 }
+
+#[test]
+fn rbac_objects_are_checked_as_kube_apiserver_checks_them() {
+    // Kubernetes' own default roles and bindings are valid, colons in names and all.
+    let defaults = crate::rbac::defaults::cluster_roles()
+        .into_iter()
+        .chain(crate::rbac::defaults::cluster_role_bindings());
+    for d in defaults {
+        let o = obj(d);
+        let kind = resolve(o.kind()).unwrap();
+        assert_eq!(validate_create(kind, &o), vec![], "{}", o.name());
+    }
+    let role = obj(
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+        "metadata": {"name": "a/b", "namespace": "shop"},
+        "rules": [
+            {"apiGroups": [""], "resources": ["pods"]},
+            {"verbs": ["get"], "nonResourceURLs": ["/healthz"]},
+            {"verbs": ["get"], "apiGroups": [""]},
+            {"verbs": ["get", 7], "resources": ["pods"]},
+        ]}),
+    );
+    let errs = validate_create(resolve("roles").unwrap(), &role);
+    assert_eq!(
+        fields(&errs),
+        [
+            "metadata.name",
+            "rules[0].verbs",
+            "rules[1].nonResourceURLs",
+            "rules[2].resources",
+            "rules[3].verbs[1]",
+            "rules[3].apiGroups",
+        ],
+        "{errs:?}"
+    );
+    assert!(
+        errs[2]
+            .message
+            .contains("namespaced rules cannot apply to non-resource URLs")
+    );
+    let binding = obj(
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+        "metadata": {"name": "b"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "x"},
+        "subjects": [
+            {"kind": "ServiceAccount", "name": "web"},
+            {"kind": "Robot", "name": "r2"},
+            {"kind": "User", "apiGroup": "rbac.authorization.k8s.io"},
+        ]}),
+    );
+    let errs = validate_create(resolve("clusterrolebindings").unwrap(), &binding);
+    assert_eq!(
+        fields(&errs),
+        [
+            "roleRef.kind",
+            "subjects[0].namespace",
+            "subjects[1].kind",
+            "subjects[2].name"
+        ],
+        "{errs:?}"
+    );
+    // Users and groups get RBAC's API group by default.
+    let mut rb = obj(
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+        "metadata": {"name": "alice", "namespace": "shop"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "view"},
+        "subjects": [{"kind": "User", "name": "alice"}, {"kind": "ServiceAccount", "name": "web"}]}),
+    );
+    let kind = resolve("rolebindings").unwrap();
+    apply_defaults(kind, &mut rb);
+    assert_eq!(
+        rb.get("subjects").unwrap()[0]["apiGroup"],
+        "rbac.authorization.k8s.io"
+    );
+    assert!(rb.get("subjects").unwrap()[1].get("apiGroup").is_none());
+    assert_eq!(validate_create(kind, &rb), vec![]);
+    // What a binding grants never changes.
+    let mut wider = rb.clone();
+    wider.0["roleRef"]["name"] = json!("admin");
+    let errs = validate_update(kind, &rb, &wider);
+    assert_eq!(fields(&errs), ["roleRef"]);
+    assert!(errs[0].message.contains("cannot change roleRef"));
+}

@@ -78,6 +78,16 @@ pub fn validate_update(kind: &ResourceKind, old: &Object, new: &Object) -> Vec<F
                 immutable(&mut v, "spec.clusterIP", ip(old).as_ref(), ip(new).as_ref());
             }
         }
+        "RoleBinding" | "ClusterRoleBinding" if old.get("roleRef") != new.get("roleRef") => {
+            // What a binding grants is fixed: a new role takes a new binding (kubectl
+            // apply's --force, or delete and create), so no one can widen a grant they
+            // were allowed to make.
+            v.push(FieldError::invalid(
+                "roleRef",
+                describe(new.get("roleRef").unwrap_or(&Value::Null)),
+                "cannot change roleRef",
+            ));
+        }
         "ConfigMap" | "Secret" if old.get("immutable") == Some(&Value::Bool(true)) => {
             for f in ["data", "binaryData", "immutable"] {
                 if old.get(f) != new.get(f) {
