@@ -192,7 +192,7 @@ pub async fn start(opts: ServerOptions) -> anyhow::Result<RunningServer> {
     let api = ApiServer::new(store.clone(), auth, config);
     api.bootstrap()
         .await
-        .map_err(|e| anyhow::anyhow!("cannot create the default namespaces: {}", e.0.message))?;
+        .map_err(|e| anyhow::anyhow!("cannot create the default namespaces: {e}"))?;
     let kubeconfig = opts.data_dir.join("kubeconfig.yaml");
     let rendered = berth_client::kubeconfig::render(&url, &ca_pem, &token, ADMIN_USER);
     if let Err(e) = berth_apiserver::files::write_private(&kubeconfig, &rendered) {

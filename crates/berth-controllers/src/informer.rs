@@ -97,7 +97,7 @@ impl Feed {
     /// every revision after the list, since `start` is at most one past the list's.
     fn from_now(registry: &Registry) -> Feed {
         Feed {
-            start: registry.store.current_revision() + 1,
+            start: registry.revision() + 1,
             tx: broadcast::Sender::new(CAPACITY),
         }
     }
@@ -128,7 +128,7 @@ impl Informer {
         };
         let result = async {
             // From the feed's start: the store replays what came before this watch began.
-            let mut watcher = self.registry.store.watch(b"/registry/", start)?;
+            let mut watcher = self.registry.watch_objects(start)?;
             while let Some(batch) = watcher.next().await? {
                 // No subscriber yet is no error: the first one lists what it missed.
                 let _ = tx.send(Arc::new(Batch::new(batch)));

@@ -121,7 +121,7 @@ async fn allocate_cidrs(
             .await
         {
             Ok(_) => used.push(cidr),
-            Err(e) => tracing::debug!(error = %e.0.message, "cannot give a node its pod range"),
+            Err(e) => tracing::debug!(error = %e, "cannot give a node its pod range"),
         }
     }
 }
@@ -220,7 +220,7 @@ async fn tick(registry: &Registry, timing: Timing, not_ready_since: &mut HashMap
                         )
                         .await
                     {
-                        tracing::debug!(error = %e.0.message, "cannot evict a pod");
+                        tracing::debug!(error = %e, "cannot evict a pod");
                     } else {
                         crate::runtime::event(
                             registry,

@@ -22,7 +22,7 @@ use crate::informer::Informer;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The first list of the cluster's objects, from which a run builds its cache, failed.
-    #[error("cannot list the cluster's objects: {}", .0.0.message)]
+    #[error("cannot list the cluster's objects: {0}")]
     List(ApiError),
     /// The store refused the watch a run follows, or the watch broke (cut off as too slow,
     /// compacted past, the store closed).

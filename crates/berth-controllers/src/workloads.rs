@@ -315,7 +315,7 @@ async fn patch_status(registry: &Registry, kind: &str, o: &Object, status: Value
         )
         .await
     {
-        tracing::debug!(error = %e.0.message, "cannot update {kind} status");
+        tracing::debug!(error = %e, "cannot update {kind} status");
     }
 }
 
@@ -387,14 +387,14 @@ async fn reconcile_rs(
                     cache.pods.insert(key(&created), created);
                 }
                 Err(e) => {
-                    tracing::warn!(rs = rs.name(), error = %e.0.message, "cannot create a pod");
+                    tracing::warn!(rs = rs.name(), error = %e, "cannot create a pod");
                     crate::runtime::event(
                         registry,
                         REPLICASETS,
                         &rs,
                         "Warning",
                         "FailedCreate",
-                        &format!("Error creating: {}", e.0.message),
+                        &format!("Error creating: {e}"),
                     )
                     .await;
                     break;
@@ -424,7 +424,7 @@ async fn reconcile_rs(
                     }
                     cache.pods.insert(key(&gone), gone);
                 }
-                Err(e) => tracing::debug!(error = %e.0.message, "cannot delete a pod"),
+                Err(e) => tracing::debug!(error = %e, "cannot delete a pod"),
             }
         }
     }
@@ -527,7 +527,7 @@ async fn reconcile_deployment(registry: &Registry, cache: &mut Cache, k: &Key) {
                     created
                 }
                 Err(e) => {
-                    tracing::warn!(deployment = d.name(), error = %e.0.message, "cannot create a replica set");
+                    tracing::warn!(deployment = d.name(), error = %e, "cannot create a replica set");
                     return;
                 }
             }
@@ -774,7 +774,7 @@ async fn set_rs(
             Some(updated)
         }
         Err(e) => {
-            tracing::debug!(error = %e.0.message, "cannot update a replica set");
+            tracing::debug!(error = %e, "cannot update a replica set");
             None
         }
     }
