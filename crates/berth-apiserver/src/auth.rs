@@ -116,7 +116,7 @@ impl Authenticator {
 /// authenticator reads it: the Secret `kube-system/bootstrap-token-<id>` of type
 /// `bootstrap.kubernetes.io/token`, its `token-secret`, unexpired, usable for authentication.
 /// Nodes join with these instead of the admin token (`berth token create`).
-pub fn bootstrap_token(
+pub(crate) fn bootstrap_token(
     registry: &crate::registry::Registry,
     header: Option<&str>,
 ) -> Option<UserInfo> {

@@ -30,14 +30,14 @@ use crate::error::{ApiError, ApiResult};
 use crate::registry::Registry;
 
 /// Where the tree lives in the store.
-pub const STORE_PREFIX: &str = "/kv";
+const STORE_PREFIX: &str = "/kv";
 /// The largest value.
-pub const MAX_VALUE: usize = 512 * 1024;
+const MAX_VALUE: usize = 512 * 1024;
 /// The longest key.
 const MAX_KEY: usize = 1024;
 
 /// A key from the URL's path segments: `/a/b/c`, checked.
-pub fn key_of(segments: &[&str]) -> ApiResult<String> {
+pub(crate) fn key_of(segments: &[&str]) -> ApiResult<String> {
     for s in segments {
         let bad = |why: &str| {
             Err(ApiError::bad_request(format!(
@@ -82,7 +82,7 @@ fn dir_prefix(key: &str) -> Vec<u8> {
 }
 
 /// A stored entry as the API shows it.
-pub fn entry(kv: &KeyValue) -> Value {
+fn entry(kv: &KeyValue) -> Value {
     let key = String::from_utf8_lossy(&kv.key[STORE_PREFIX.len()..]).into_owned();
     let mut e = json!({
         "key": key,
@@ -142,7 +142,7 @@ fn cas_failed(key: &str, want: u64, now: Option<&KeyValue>) -> ApiError {
 }
 
 /// Serves one request on the tree.
-pub async fn handle(
+pub(crate) async fn handle(
     store: &Store,
     method: &Method,
     key: &str,
@@ -259,7 +259,7 @@ fn range_all(store: &Store, prefix: &[u8]) -> ApiResult<(u64, Vec<KeyValue>)> {
 }
 
 /// Writes a value (unless it is the value the key has), guarded by `cas`.
-pub async fn put(
+async fn put(
     store: &Store,
     key: &str,
     value: &[u8],
@@ -310,7 +310,7 @@ pub async fn put(
 }
 
 /// Deletes a key (and with `recurse` everything under it); how many went, and the index.
-pub async fn delete(
+async fn delete(
     store: &Store,
     key: &str,
     recurse: bool,

@@ -169,7 +169,7 @@ struct Subset {
 }
 
 /// The subsets a Service's pods make.
-pub fn subsets(svc: &Object, pods: &[&Object]) -> Value {
+fn subsets(svc: &Object, pods: &[&Object]) -> Value {
     let spec = svc.get("spec").cloned().unwrap_or_default();
     let publish_not_ready = spec
         .get("publishNotReadyAddresses")

@@ -35,6 +35,6 @@ pub mod endpoints;
 pub mod gc;
 pub mod informer;
 pub mod nodes;
-pub mod runtime;
+mod runtime;
 pub mod scheduler;
 pub mod workloads;

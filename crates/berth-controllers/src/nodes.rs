@@ -32,7 +32,7 @@ const REPORTER: Reporter = Reporter {
     user: USER,
 };
 /// The taint an unreachable node gets.
-pub const UNREACHABLE: &str = "node.kubernetes.io/unreachable";
+const UNREACHABLE: &str = "node.kubernetes.io/unreachable";
 
 /// How long a node may go without renewing its Lease, and how long after that its pods go;
 /// and the range nodes get their pod ranges from.
@@ -61,7 +61,7 @@ impl Default for Timing {
 
 /// The first /24 of `cluster` (a range of [`Ipv4Net::CLUSTER_PREFIXES`]) that none of `used`
 /// (CIDR strings) overlaps.
-pub fn next_node_cidr(cluster: Ipv4Net, used: &[&str]) -> Option<String> {
+fn next_node_cidr(cluster: Ipv4Net, used: &[&str]) -> Option<String> {
     let taken: Vec<(u32, u32)> = used
         .iter()
         .filter_map(|c| {

@@ -34,9 +34,10 @@ mod pods;
 mod scale;
 mod services;
 
-pub use cascade::Propagation;
+pub(crate) use cascade::Propagation;
 pub use generic::{DeleteOptions, decode};
-pub use list::{ListOptions, ListResult, list_body};
+pub(crate) use list::list_body;
+pub use list::{ListOptions, ListResult};
 
 /// Where every kind's objects live in the store (`ResourceKind::key_prefix` is under it).
 const OBJECTS_PREFIX: &[u8] = b"/registry/";
