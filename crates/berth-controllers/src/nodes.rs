@@ -60,31 +60,22 @@ impl Default for Timing {
 }
 
 /// The first /24 of `cluster` (a range of [`Ipv4Net::CLUSTER_PREFIXES`]) that none of `used`
-/// (CIDR strings) overlaps.
+/// (CIDR strings, any prefix; what is not one is skipped) overlaps.
 fn next_node_cidr(cluster: Ipv4Net, used: &[&str]) -> Option<String> {
-    let taken: Vec<(u32, u32)> = used
+    // Parsed as ranges, host bits cleared: a node's `10.42.0.5/24` holds 10.42.0.0/24.
+    let taken: Vec<Ipv4Net> = used
         .iter()
-        .filter_map(|c| {
-            let (a, p) = c.split_once('/')?;
-            let a: u32 = a.parse::<Ipv4Addr>().ok()?.into();
-            let p: u32 = p.parse().ok().filter(|p| *p <= 32)?;
-            let size = if p == 0 {
-                u32::MAX
-            } else {
-                (1u32 << (32 - p)) - 1
-            };
-            Some((a, a.saturating_add(size)))
-        })
+        .filter_map(|c| Ipv4Net::parse(c, 0..=32, "10.42.0.0/24").ok())
         .collect();
     let base = u32::from(cluster.network());
     let count = 1u32 << (24 - cluster.prefix);
     (0..count)
-        .map(|i| base + (i << 8))
-        .find(|start| {
-            let end = start + 255;
-            taken.iter().all(|(a, b)| end < *a || *start > *b)
+        .map(|i| Ipv4Net {
+            addr: Ipv4Addr::from(base + (i << 8)),
+            prefix: 24,
         })
-        .map(|start| format!("{}/24", Ipv4Addr::from(start)))
+        .find(|n| !taken.iter().any(|t| t.overlaps(*n)))
+        .map(|n| n.to_string())
 }
 
 /// Gives every node without a pod range the next free one.
@@ -396,6 +387,13 @@ mod tests {
         );
         let small = Ipv4Net::parse_cluster("10.9.0.0/24").unwrap();
         assert_eq!(next_node_cidr(small, &["10.9.0.0/24"]), None);
+        // A range written with host bits is the range they lie in, not one shifted by them.
+        assert_eq!(
+            next_node_cidr(c, &["10.42.0.5/24"]).unwrap(),
+            "10.42.1.0/24"
+        );
+        // A range holding the whole cluster range leaves nothing.
+        assert_eq!(next_node_cidr(c, &["0.0.0.0/0"]), None);
         assert!(Ipv4Net::parse_cluster("10.0.0.0/25").is_err());
         assert!(Ipv4Net::parse_cluster("nope").is_err());
     }
