@@ -95,7 +95,8 @@ pub const ADMIN_USER: &str = "admin";
 fn ensure_tokens(dir: &Path) -> anyhow::Result<(Authenticator, String)> {
     let path = dir.join("tokens.csv");
     if !path.exists() {
-        let token = berth_apiserver::auth::generate_token();
+        let token = berth_apiserver::auth::generate_token()
+            .context("cannot make the admin token: the OS gave no randomness")?;
         write_private(
             &path,
             &format!(
