@@ -78,6 +78,11 @@ impl Ipv4Net {
     pub fn contains(self, ip: Ipv4Addr) -> bool {
         u32::from(ip) & self.mask() == u32::from(self.network())
     }
+    /// Whether the two ranges share an address. CIDR ranges nest or are apart, so they share
+    /// one exactly when one holds the other's network address.
+    pub fn overlaps(self, other: Ipv4Net) -> bool {
+        self.contains(other.network()) || other.contains(self.network())
+    }
     /// The first host address: the bridge's (the pods' gateway).
     pub fn gateway(self) -> Ipv4Addr {
         Ipv4Addr::from(u32::from(self.network()) + 1)
@@ -135,6 +140,22 @@ mod tests {
         for bad in ["10.42.0.0", "10.42.0.0/33", "x/24", "10.0.0.0/31", ""] {
             assert!(bad.parse::<Ipv4Net>().is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn ranges_overlap_when_one_holds_the_other() {
+        let net = |s: &str| Ipv4Net::parse(s, 0..=32, "10.42.0.0/24").unwrap();
+        let n = net("10.42.1.0/24");
+        assert!(n.overlaps(n));
+        assert!(n.overlaps(net("10.42.0.0/16")) && net("10.42.0.0/16").overlaps(n));
+        assert!(n.overlaps(net("10.42.1.128/25")) && net("10.42.1.128/25").overlaps(n));
+        assert!(n.overlaps(net("10.42.1.77/32")));
+        assert!(n.overlaps(net("0.0.0.0/0")));
+        assert!(!n.overlaps(net("10.42.0.0/24")) && !n.overlaps(net("10.42.2.0/24")));
+        assert!(!n.overlaps(net("10.42.0.0/31")));
+        // Host bits are cleared on parsing: `10.42.0.200/23` is 10.42.0.0/23.
+        assert!(n.overlaps(net("10.42.0.200/23")));
+        assert!(!n.overlaps(net("10.42.2.200/23")));
     }
 
     #[test]

@@ -116,7 +116,7 @@ impl Authenticator {
 /// authenticator reads it: the Secret `kube-system/bootstrap-token-<id>` of type
 /// `bootstrap.kubernetes.io/token`, its `token-secret`, unexpired, usable for authentication.
 /// Nodes join with these instead of the admin token (`berth token create`).
-pub fn bootstrap_token(
+pub(crate) fn bootstrap_token(
     registry: &crate::registry::Registry,
     header: Option<&str>,
 ) -> Option<UserInfo> {
@@ -172,16 +172,26 @@ pub fn bootstrap_token(
     })
 }
 
-/// A new random token: 32 bytes, hex.
-pub fn generate_token() -> String {
+/// A new random token: 32 bytes, hex. When the OS gives no randomness this is an error, never
+/// a token: the zeros left in the buffer would make one anybody could guess.
+pub fn generate_token() -> Result<String, getrandom::Error> {
     let mut b = [0u8; 32];
-    let _ = getrandom::fill(&mut b);
-    b.iter().map(|x| format!("{x:02x}")).collect()
+    getrandom::fill(&mut b)?;
+    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn generated_tokens_are_64_hex_digits_and_differ() {
+        let (a, b) = (generate_token().unwrap(), generate_token().unwrap());
+        assert_eq!(a.len(), 64);
+        assert!(a.bytes().all(|c| c.is_ascii_hexdigit()));
+        assert_ne!(a, b);
+        assert_ne!(a, "0".repeat(64));
+    }
 
     #[test]
     fn reads_kube_token_files() {

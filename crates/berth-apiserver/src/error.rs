@@ -5,9 +5,10 @@ use axum::response::{IntoResponse, Response};
 use berth_api::{FieldError, ResourceKind, Status};
 use berth_store::StoreError;
 
-/// A failed request, already worded for the client.
+/// A failed request, already worded for the client. Shown (`Display`) as its message; the
+/// whole `Status` is `status()`.
 #[derive(Debug, Clone)]
-pub struct ApiError(pub Box<Status>);
+pub struct ApiError(pub(crate) Box<Status>);
 
 pub type ApiResult<T> = Result<T, ApiError>;
 
@@ -91,7 +92,20 @@ impl ApiError {
     pub fn code(&self) -> u16 {
         self.0.code
     }
+
+    /// The `Status` a client would get.
+    pub fn status(&self) -> &Status {
+        &self.0
+    }
 }
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0.message)
+    }
+}
+
+impl std::error::Error for ApiError {}
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {

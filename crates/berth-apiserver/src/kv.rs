@@ -27,16 +27,17 @@ use bytes::Bytes;
 use serde_json::{Value, json};
 
 use crate::error::{ApiError, ApiResult};
+use crate::registry::Registry;
 
 /// Where the tree lives in the store.
-pub const STORE_PREFIX: &str = "/kv";
+const STORE_PREFIX: &str = "/kv";
 /// The largest value.
-pub const MAX_VALUE: usize = 512 * 1024;
+const MAX_VALUE: usize = 512 * 1024;
 /// The longest key.
 const MAX_KEY: usize = 1024;
 
 /// A key from the URL's path segments: `/a/b/c`, checked.
-pub fn key_of(segments: &[&str]) -> ApiResult<String> {
+pub(crate) fn key_of(segments: &[&str]) -> ApiResult<String> {
     for s in segments {
         let bad = |why: &str| {
             Err(ApiError::bad_request(format!(
@@ -81,7 +82,7 @@ fn dir_prefix(key: &str) -> Vec<u8> {
 }
 
 /// A stored entry as the API shows it.
-pub fn entry(kv: &KeyValue) -> Value {
+fn entry(kv: &KeyValue) -> Value {
     let key = String::from_utf8_lossy(&kv.key[STORE_PREFIX.len()..]).into_owned();
     let mut e = json!({
         "key": key,
@@ -141,7 +142,7 @@ fn cas_failed(key: &str, want: u64, now: Option<&KeyValue>) -> ApiError {
 }
 
 /// Serves one request on the tree.
-pub async fn handle(
+pub(crate) async fn handle(
     store: &Store,
     method: &Method,
     key: &str,
@@ -258,7 +259,7 @@ fn range_all(store: &Store, prefix: &[u8]) -> ApiResult<(u64, Vec<KeyValue>)> {
 }
 
 /// Writes a value (unless it is the value the key has), guarded by `cas`.
-pub async fn put(
+async fn put(
     store: &Store,
     key: &str,
     value: &[u8],
@@ -309,7 +310,7 @@ pub async fn put(
 }
 
 /// Deletes a key (and with `recurse` everything under it); how many went, and the index.
-pub async fn delete(
+async fn delete(
     store: &Store,
     key: &str,
     recurse: bool,
@@ -354,14 +355,29 @@ pub async fn delete(
     Ok((keys.len(), r.revision))
 }
 
+/// Every key under `dir` (at any depth), by its name below `dir` (`a/b` for `DIR/a/b`), with
+/// its value. For controllers that own a directory: what they wrote before a restart.
+pub fn list_dir(registry: &Registry, dir: &str) -> ApiResult<BTreeMap<String, Vec<u8>>> {
+    let prefix = dir_prefix(dir);
+    let (_, have) = range_all(&registry.store, &prefix)?;
+    Ok(have
+        .into_iter()
+        .map(|kv| {
+            let name = String::from_utf8_lossy(&kv.key[prefix.len()..]).into_owned();
+            (name, kv.value)
+        })
+        .collect())
+}
+
 /// Makes the keys directly under `dir` exactly `want` (name → value) in one transaction,
 /// writing only what differs from what is stored. For controllers that own a directory.
 pub async fn sync_dir(
-    store: &Store,
+    registry: &Registry,
     dir: &str,
     want: &BTreeMap<String, Vec<u8>>,
     user: &str,
 ) -> ApiResult<()> {
+    let store = &registry.store;
     let prefix = dir_prefix(dir);
     let (_, have) = range_all(store, &prefix)?;
     let mut txn = Txn::default();
@@ -517,5 +533,44 @@ mod tests {
         assert!(key_of(&["a/b"]).is_err());
         assert!(key_of(&["a\u{1}"]).is_err());
         assert!(key_of(&[&"x".repeat(2000)]).is_err());
+    }
+
+    #[tokio::test]
+    async fn a_synced_directory_lists_back_by_name_and_objects_stay_apart() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), berth_store::StoreOptions::default()).unwrap();
+        let registry = Registry::new(store.clone());
+        let want: BTreeMap<String, Vec<u8>> = [
+            ("a".to_string(), b"1".to_vec()),
+            ("b".to_string(), b"2".to_vec()),
+        ]
+        .into();
+        sync_dir(&registry, "/services/ns/svc", &want, "test")
+            .await
+            .unwrap();
+        let rev = registry.revision();
+        assert!(store.get(b"/kv/services/ns/svc/a").unwrap().is_some());
+        let listed = list_dir(&registry, "/services").unwrap();
+        assert_eq!(
+            listed.keys().collect::<Vec<_>>(),
+            ["ns/svc/a", "ns/svc/b"],
+            "names below the directory, the store's prefix hidden"
+        );
+        // The same content again writes nothing; an empty one clears the directory.
+        sync_dir(&registry, "/services/ns/svc", &want, "test")
+            .await
+            .unwrap();
+        assert_eq!(registry.revision(), rev);
+        sync_dir(&registry, "/services/ns/svc", &BTreeMap::new(), "test")
+            .await
+            .unwrap();
+        assert!(list_dir(&registry, "/services").unwrap().is_empty());
+        // The key/value tree's writes are not changes to objects.
+        let mut objects = registry.watch_objects(1).unwrap();
+        store.close();
+        assert!(
+            !matches!(objects.next().await, Ok(Some(_))),
+            "no object changed"
+        );
     }
 }

@@ -4,8 +4,10 @@
 //! API boundary: `ApiServer::new` + `router` (served by `tls::serve`), and for the wiring
 //! `auth`, `files` and `tls`. Everything else is reached through HTTP, except what the
 //! in-process controllers (`berth-controllers`) use to take the same write path as a request:
-//! `Registry` (`registry`), its errors (`error`), Event recording (`events`) and the
-//! key/value tree's `kv::sync_dir`. `patch` and `server::route` are public for the benchmarks
+//! `Registry` (`registry`; `revision` and `watch_objects` for their informer), its errors
+//! (`error`), Event recording (`events`) and the key/value tree's `kv::{list_dir, sync_dir}`.
+//! The store under the `Registry` is this crate's own (`pub(crate)`), so where objects and
+//! keys live in it is decided here. `patch` and `server::route` are public for the benchmarks
 //! and the fuzz test. Discovery, history, Pod Security admission, node proxying and watch
 //! encoding are private: they are HTTP's business.
 

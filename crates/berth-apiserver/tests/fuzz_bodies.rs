@@ -160,9 +160,9 @@ fn check(r: Result<Object, berth_apiserver::error::ApiError>) {
             (400..500).contains(&e.code()),
             "a bad body must get a 4xx, got {}: {}",
             e.code(),
-            e.0.message
+            e
         );
-        assert_eq!(e.0.kind, "Status");
+        assert_eq!(e.status().kind, "Status");
     }
 }
 

@@ -95,7 +95,8 @@ pub const ADMIN_USER: &str = "admin";
 fn ensure_tokens(dir: &Path) -> anyhow::Result<(Authenticator, String)> {
     let path = dir.join("tokens.csv");
     if !path.exists() {
-        let token = berth_apiserver::auth::generate_token();
+        let token = berth_apiserver::auth::generate_token()
+            .context("cannot make the admin token: the OS gave no randomness")?;
         write_private(
             &path,
             &format!(
@@ -192,7 +193,7 @@ pub async fn start(opts: ServerOptions) -> anyhow::Result<RunningServer> {
     let api = ApiServer::new(store.clone(), auth, config);
     api.bootstrap()
         .await
-        .map_err(|e| anyhow::anyhow!("cannot create the default namespaces: {}", e.0.message))?;
+        .map_err(|e| anyhow::anyhow!("cannot create the default namespaces: {e}"))?;
     let kubeconfig = opts.data_dir.join("kubeconfig.yaml");
     let rendered = berth_client::kubeconfig::render(&url, &ca_pem, &token, ADMIN_USER);
     if let Err(e) = berth_apiserver::files::write_private(&kubeconfig, &rendered) {

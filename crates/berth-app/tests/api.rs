@@ -1304,7 +1304,7 @@ async fn bindings_in_one_transaction_fall_back_one_by_one_on_a_conflict() {
     assert!(
         r[0].is_ok(),
         "{:?}",
-        r[0].as_ref().err().map(|e| &e.0.message)
+        r[0].as_ref().err().map(ToString::to_string)
     );
     assert_eq!(r[1].as_ref().unwrap_err().code(), 409);
     assert_eq!(get("c").into_value()["spec"]["nodeName"], "n2");

@@ -28,13 +28,15 @@ pub enum TokenCmd {
     Delete { token: String },
 }
 
-fn random(n: usize) -> String {
+/// `n` random characters of `[a-z0-9]`. When the OS gives no randomness this is an error,
+/// never a token: the zeros left in the buffer would make one anybody could guess.
+fn random(n: usize) -> anyhow::Result<String> {
     const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
     let mut b = vec![0u8; n];
-    let _ = getrandom::fill(&mut b);
-    b.iter()
+    getrandom::fill(&mut b).context("cannot make a token: the OS gave no randomness")?;
+    Ok(b.iter()
         .map(|x| ALPHABET[*x as usize % ALPHABET.len()] as char)
-        .collect()
+        .collect())
 }
 
 fn seconds(s: &str) -> anyhow::Result<u64> {
@@ -55,7 +57,7 @@ pub async fn run(client: &Client, cmd: TokenCmd, out: &mut dyn Write) -> anyhow:
     let secrets = kinds::resolve("secrets").context("secret kind")?;
     match cmd {
         TokenCmd::Create { ttl, description } => {
-            let (id, secret) = (random(6), random(16));
+            let (id, secret) = (random(6)?, random(16)?);
             let mut data = serde_json::Map::new();
             let mut put = |k: &str, v: &str| {
                 data.insert(k.into(), json!(base64::encode(v.as_bytes())));

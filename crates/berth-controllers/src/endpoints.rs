@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use berth_api::object::Object;
 use berth_api::selector::LabelSelector;
+use berth_apiserver::kv;
 use berth_apiserver::registry::{DeleteOptions, Registry};
 use berth_store::EventType;
 use serde_json::{Value, json};
@@ -63,9 +64,8 @@ async fn run_once(registry: &Registry, informer: &Informer) -> Result<(), Error>
         }
     }
     // Registrations of Services that went while the server was down go too.
-    if let Ok(page) = registry.store.range(REGISTRATIONS.as_bytes(), None, 0) {
-        for kv in page.kvs {
-            let rest = String::from_utf8_lossy(&kv.key[REGISTRATIONS.len()..]).into_owned();
+    if let Ok(have) = kv::list_dir(registry, REGISTRATIONS) {
+        for rest in have.keys() {
             let mut parts = rest.splitn(3, '/');
             if let (Some(ns), Some(svc), Some(_)) = (parts.next(), parts.next(), parts.next()) {
                 let k = (ns.to_string(), svc.to_string());
@@ -169,7 +169,7 @@ struct Subset {
 }
 
 /// The subsets a Service's pods make.
-pub fn subsets(svc: &Object, pods: &[&Object]) -> Value {
+fn subsets(svc: &Object, pods: &[&Object]) -> Value {
     let spec = svc.get("spec").cloned().unwrap_or_default();
     let publish_not_ready = spec
         .get("publishNotReadyAddresses")
@@ -266,8 +266,8 @@ pub fn subsets(svc: &Object, pods: &[&Object]) -> Value {
     )
 }
 
-/// Where ready pods of Services are registered in the key/value tree (store keys).
-const REGISTRATIONS: &str = "/kv/services/";
+/// Where ready pods of Services are registered in the key/value tree: `NS/SVC/POD` under it.
+const REGISTRATIONS: &str = "/services";
 
 /// The key/value registrations of a Service's ready pods: `POD` → its address, ports, node
 /// and labels (JSON).
@@ -301,15 +301,15 @@ async fn register(registry: &Registry, c: &mut Cache, k: &Key, want: BTreeMap<St
     if c.registered.get(k) == Some(&want) {
         return;
     }
-    let dir = format!("/services/{}/{}", k.0, k.1);
-    match berth_apiserver::kv::sync_dir(&registry.store, &dir, &want, USER).await {
+    let dir = format!("{REGISTRATIONS}/{}/{}", k.0, k.1);
+    match kv::sync_dir(registry, &dir, &want, USER).await {
         Ok(()) if want.is_empty() => {
             c.registered.remove(k);
         }
         Ok(()) => {
             c.registered.insert(k.clone(), want);
         }
-        Err(e) => tracing::debug!(error = %e.0.message, "cannot register a Service's pods"),
+        Err(e) => tracing::debug!(error = %e, "cannot register a Service's pods"),
     }
 }
 
@@ -330,7 +330,7 @@ async fn reconcile(registry: &Registry, c: &mut Cache, k: &Key) {
             {
                 Ok(_) => {}
                 Err(e) if e.code() == 404 => {}
-                Err(e) => tracing::debug!(error = %e.0.message, "cannot delete Endpoints"),
+                Err(e) => tracing::debug!(error = %e, "cannot delete Endpoints"),
             }
         }
         return;
@@ -383,7 +383,7 @@ async fn reconcile(registry: &Registry, c: &mut Cache, k: &Key) {
             c.written.insert(k.clone(), want);
             sync_slices(registry, c, k, &slices).await;
         }
-        Err(e) => tracing::debug!(error = %e.0.message, "cannot write Endpoints"),
+        Err(e) => tracing::debug!(error = %e, "cannot write Endpoints"),
     }
 }
 
@@ -484,7 +484,7 @@ async fn sync_slices(registry: &Registry, c: &mut Cache, k: &Key, want: &[Value]
         };
         let r = put(registry, kind, &k.0, &name(w), obj).await;
         if let Err(e) = r {
-            tracing::debug!(error = %e.0.message, "cannot write an EndpointSlice");
+            tracing::debug!(error = %e, "cannot write an EndpointSlice");
         }
     }
     if !want.is_empty() {

@@ -178,7 +178,7 @@ async fn delete(registry: &Registry, r: &Ref) {
         Ok(_) => tracing::debug!(kind = r.kind.kind, name = %r.name, "garbage-collected"),
         Err(e) if e.code() == 404 => {}
         Err(e) => {
-            tracing::warn!(kind = r.kind.kind, name = %r.name, error = %e.0.message, "garbage collection failed")
+            tracing::warn!(kind = r.kind.kind, name = %r.name, error = %e, "garbage collection failed")
         }
     }
 }

@@ -31,7 +31,7 @@ const CAPACITY: usize = 10_000;
 /// One revision as the informer hands it out: the store's events, each object decoded once, on
 /// first use.
 #[derive(Debug)]
-pub struct Batch {
+pub(crate) struct Batch {
     inner: Arc<WatchBatch>,
     objects: Vec<OnceLock<Option<Object>>>,
 }
@@ -59,7 +59,7 @@ impl Batch {
 
 /// One change to one key.
 #[derive(Debug, Clone, Copy)]
-pub struct Change<'a> {
+pub(crate) struct Change<'a> {
     /// What the store recorded: the key, its raw value (for a delete, the last one) and
     /// revisions.
     pub event: &'a Event,
@@ -97,7 +97,7 @@ impl Feed {
     /// every revision after the list, since `start` is at most one past the list's.
     fn from_now(registry: &Registry) -> Feed {
         Feed {
-            start: registry.store.current_revision() + 1,
+            start: registry.revision() + 1,
             tx: broadcast::Sender::new(CAPACITY),
         }
     }
@@ -128,7 +128,7 @@ impl Informer {
         };
         let result = async {
             // From the feed's start: the store replays what came before this watch began.
-            let mut watcher = self.registry.store.watch(b"/registry/", start)?;
+            let mut watcher = self.registry.watch_objects(start)?;
             while let Some(batch) = watcher.next().await? {
                 // No subscriber yet is no error: the first one lists what it missed.
                 let _ = tx.send(Arc::new(Batch::new(batch)));
@@ -144,14 +144,14 @@ impl Informer {
 
     /// A new subscription, to be followed by a list (`Subscription::listed`): it receives every
     /// revision the informer forwards from now on.
-    pub fn subscribe(&self) -> Subscription {
+    pub(crate) fn subscribe(&self) -> Subscription {
         let rx = self.feed().tx.subscribe();
         Subscription { rx, after: 0 }
     }
 
     /// Subscribes, then lists every object: the objects and a subscription that goes on from
     /// the list's revision. Every controller's run starts here.
-    pub fn list_and_watch(&self) -> Result<(Vec<Object>, Subscription), Error> {
+    pub(crate) fn list_and_watch(&self) -> Result<(Vec<Object>, Subscription), Error> {
         let mut sub = self.subscribe();
         let (all, rev) = self.registry.all_objects(None).map_err(Error::List)?;
         sub.listed(rev);
@@ -161,7 +161,7 @@ impl Informer {
 
 /// One controller's view of the informer's revisions.
 #[derive(Debug)]
-pub struct Subscription {
+pub(crate) struct Subscription {
     rx: broadcast::Receiver<Arc<Batch>>,
     /// Revisions up to here are in the subscriber's list already.
     after: u64,

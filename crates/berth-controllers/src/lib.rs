@@ -13,17 +13,19 @@
 //! - `runtime`: what they share (supervision with back-off, the error a run ends with, Event
 //!   recording, object keys, pod readiness).
 //!
-//! API boundary: `informer::Informer` (made once per control plane, its `run` spawned beside
-//! the controllers) and each controller's `run(registry, [informer,] .., stop)`, which runs
-//! until `stop` turns true (restarting its loop after a back-off when it fails or panics);
-//! `nodes::Timing` for the command line; `runtime` for a controller to come.
+//! API boundary: `informer::Informer::{new, run}` (made once per control plane, its `run`
+//! spawned beside the controllers) and each controller's `run(registry, [informer,] .., stop)`,
+//! which runs until `stop` turns true (restarting its loop after a back-off when it fails or
+//! panics); `nodes::Timing` for the command line. `runtime`, the informer's subscriptions and
+//! each controller's helpers are the crate's own.
 //!
 //! Dependency on `berth-apiserver`, deliberate: controllers write through its `Registry`,
 //! the very write path HTTP requests take (validation, admission, defaulting, optimistic
 //! concurrency, Service ranges, the binding subresource), so a controller can do nothing a
-//! client could not; they read the store under it (`Registry::store`) by list and watch.
-//! They use the registry's public API only (`Registry`, `registry::{DeleteOptions,
-//! ListOptions, decode}`, `error::ApiError`, `events`, `kv::sync_dir`).
+//! client could not; they read by its lists and its watch of every object
+//! (`Registry::watch_objects`), never the store under it. They use the registry's public API
+//! only (`Registry`, `registry::{DeleteOptions, ListOptions, ListResult, decode}`,
+//! `error::{ApiError, ApiResult}`, `events`, `kv::{list_dir, sync_dir}`).
 //!
 //! Invariants: every controller follows the store through the informer from the revision of
 //! its list, seeing each later revision once and in order (only the node lifecycle
@@ -35,6 +37,6 @@ pub mod endpoints;
 pub mod gc;
 pub mod informer;
 pub mod nodes;
-pub mod runtime;
+mod runtime;
 pub mod scheduler;
 pub mod workloads;

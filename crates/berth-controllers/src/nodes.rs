@@ -32,7 +32,7 @@ const REPORTER: Reporter = Reporter {
     user: USER,
 };
 /// The taint an unreachable node gets.
-pub const UNREACHABLE: &str = "node.kubernetes.io/unreachable";
+const UNREACHABLE: &str = "node.kubernetes.io/unreachable";
 
 /// How long a node may go without renewing its Lease, and how long after that its pods go;
 /// and the range nodes get their pod ranges from.
@@ -60,31 +60,22 @@ impl Default for Timing {
 }
 
 /// The first /24 of `cluster` (a range of [`Ipv4Net::CLUSTER_PREFIXES`]) that none of `used`
-/// (CIDR strings) overlaps.
-pub fn next_node_cidr(cluster: Ipv4Net, used: &[&str]) -> Option<String> {
-    let taken: Vec<(u32, u32)> = used
+/// (CIDR strings, any prefix; what is not one is skipped) overlaps.
+fn next_node_cidr(cluster: Ipv4Net, used: &[&str]) -> Option<String> {
+    // Parsed as ranges, host bits cleared: a node's `10.42.0.5/24` holds 10.42.0.0/24.
+    let taken: Vec<Ipv4Net> = used
         .iter()
-        .filter_map(|c| {
-            let (a, p) = c.split_once('/')?;
-            let a: u32 = a.parse::<Ipv4Addr>().ok()?.into();
-            let p: u32 = p.parse().ok().filter(|p| *p <= 32)?;
-            let size = if p == 0 {
-                u32::MAX
-            } else {
-                (1u32 << (32 - p)) - 1
-            };
-            Some((a, a.saturating_add(size)))
-        })
+        .filter_map(|c| Ipv4Net::parse(c, 0..=32, "10.42.0.0/24").ok())
         .collect();
     let base = u32::from(cluster.network());
     let count = 1u32 << (24 - cluster.prefix);
     (0..count)
-        .map(|i| base + (i << 8))
-        .find(|start| {
-            let end = start + 255;
-            taken.iter().all(|(a, b)| end < *a || *start > *b)
+        .map(|i| Ipv4Net {
+            addr: Ipv4Addr::from(base + (i << 8)),
+            prefix: 24,
         })
-        .map(|start| format!("{}/24", Ipv4Addr::from(start)))
+        .find(|n| !taken.iter().any(|t| t.overlaps(*n)))
+        .map(|n| n.to_string())
 }
 
 /// Gives every node without a pod range the next free one.
@@ -121,7 +112,7 @@ async fn allocate_cidrs(
             .await
         {
             Ok(_) => used.push(cidr),
-            Err(e) => tracing::debug!(error = %e.0.message, "cannot give a node its pod range"),
+            Err(e) => tracing::debug!(error = %e, "cannot give a node its pod range"),
         }
     }
 }
@@ -213,7 +204,7 @@ async fn tick(registry: &Registry, timing: Timing, not_ready_since: &mut HashMap
                         )
                         .await
                     {
-                        tracing::debug!(error = %e.0.message, "cannot evict a pod");
+                        tracing::debug!(error = %e, "cannot evict a pod");
                     } else {
                         crate::runtime::event(
                             registry,
@@ -387,6 +378,13 @@ mod tests {
         );
         let small = Ipv4Net::parse_cluster("10.9.0.0/24").unwrap();
         assert_eq!(next_node_cidr(small, &["10.9.0.0/24"]), None);
+        // A range written with host bits is the range they lie in, not one shifted by them.
+        assert_eq!(
+            next_node_cidr(c, &["10.42.0.5/24"]).unwrap(),
+            "10.42.1.0/24"
+        );
+        // A range holding the whole cluster range leaves nothing.
+        assert_eq!(next_node_cidr(c, &["0.0.0.0/0"]), None);
         assert!(Ipv4Net::parse_cluster("10.0.0.0/25").is_err());
         assert!(Ipv4Net::parse_cluster("nope").is_err());
     }

@@ -20,9 +20,9 @@ use crate::informer::Informer;
 
 /// Why a controller's run ended; `supervise` logs it and starts the run again.
 #[derive(Debug, thiserror::Error)]
-pub enum Error {
+pub(crate) enum Error {
     /// The first list of the cluster's objects, from which a run builds its cache, failed.
-    #[error("cannot list the cluster's objects: {}", .0.0.message)]
+    #[error("cannot list the cluster's objects: {0}")]
     List(ApiError),
     /// The store refused the watch a run follows, or the watch broke (cut off as too slow,
     /// compacted past, the store closed).
@@ -37,10 +37,10 @@ pub enum Error {
 /// doubles from `first` up to `max`, and starts over from `first` once a run lasted
 /// `healthy` (kube-runtime's controllers back off the same way).
 #[derive(Debug, Clone, Copy)]
-pub struct Backoff {
-    pub first: Duration,
-    pub max: Duration,
-    pub healthy: Duration,
+struct Backoff {
+    first: Duration,
+    max: Duration,
+    healthy: Duration,
 }
 
 impl Default for Backoff {
@@ -56,7 +56,7 @@ impl Default for Backoff {
 /// Runs a controller's loop until `stop` turns true, starting it again (after a back-off,
 /// from a fresh list) whenever it ends, fails or panics. A panic is caught here, logged with
 /// its message, and ends only this loop's run: other controllers run on.
-pub async fn supervise<F, Fut>(what: &str, stop: watch::Receiver<bool>, f: F)
+pub(crate) async fn supervise<F, Fut>(what: &str, stop: watch::Receiver<bool>, f: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<(), Error>>,
@@ -66,7 +66,7 @@ where
 
 /// Runs a controller that follows the informer: `run_once(registry, informer)` under
 /// `supervise`, each run from a fresh list, until `stop` turns true.
-pub async fn supervise_informed(
+pub(crate) async fn supervise_informed(
     what: &str,
     registry: Registry,
     informer: Arc<Informer>,
@@ -77,7 +77,7 @@ pub async fn supervise_informed(
 }
 
 /// `supervise` with its back-off given.
-pub async fn supervise_with<F, Fut>(
+async fn supervise_with<F, Fut>(
     what: &str,
     mut stop: watch::Receiver<bool>,
     backoff: Backoff,
@@ -123,11 +123,11 @@ pub async fn supervise_with<F, Fut>(
     }
 }
 
-pub use berth_apiserver::events::Reporter;
+pub(crate) use berth_apiserver::events::Reporter;
 
 /// Records an Event about an object, reported by `by` (each controller names itself, as
 /// Kubernetes' do: `replicaset-controller`, `node-controller`, ...).
-pub async fn event(
+pub(crate) async fn event(
     registry: &Registry,
     by: Reporter,
     about: &Object,
@@ -139,10 +139,10 @@ pub async fn event(
 }
 
 /// An object's place in a controller's cache: (namespace, or "" for cluster objects; name).
-pub type Key = (String, String);
+pub(crate) type Key = (String, String);
 
 /// The cache key of an object.
-pub fn key(o: &Object) -> Key {
+pub(crate) fn key(o: &Object) -> Key {
     (
         o.namespace().unwrap_or("").to_string(),
         o.name().to_string(),
@@ -150,7 +150,7 @@ pub fn key(o: &Object) -> Key {
 }
 
 /// A pod's `status.phase` ("" before the agent reports one).
-pub fn pod_phase(p: &Object) -> &str {
+pub(crate) fn pod_phase(p: &Object) -> &str {
     p.get("status")
         .and_then(|s| s.get("phase"))
         .and_then(Value::as_str)
@@ -158,12 +158,12 @@ pub fn pod_phase(p: &Object) -> &str {
 }
 
 /// Whether a pod has run to its end (Succeeded or Failed): it takes no room and serves nothing.
-pub fn pod_finished(p: &Object) -> bool {
+pub(crate) fn pod_finished(p: &Object) -> bool {
     matches!(pod_phase(p), "Succeeded" | "Failed")
 }
 
 /// Whether a pod's `Ready` condition is `True`.
-pub fn pod_ready(p: &Object) -> bool {
+pub(crate) fn pod_ready(p: &Object) -> bool {
     p.condition("Ready") == Some("True")
 }
 

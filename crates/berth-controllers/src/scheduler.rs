@@ -403,7 +403,7 @@ fn flush(
                     )
                 }
                 Err(e) => {
-                    tracing::debug!(error = %e.0.message, "binding failed");
+                    tracing::debug!(error = %e, "binding failed");
                     (uid, None)
                 }
             })
@@ -429,6 +429,6 @@ async fn set_unschedulable(registry: &Registry, pod: &Object, message: &str) {
         )
         .await
     {
-        tracing::debug!(error = %e.0.message, "cannot set PodScheduled");
+        tracing::debug!(error = %e, "cannot set PodScheduled");
     }
 }

@@ -38,9 +38,9 @@ const DEPLOYMENTS: Reporter = Reporter {
     user: USER,
 };
 /// The label that ties a ReplicaSet (and its pods) to one version of a Deployment's template.
-pub const HASH_LABEL: &str = "pod-template-hash";
+const HASH_LABEL: &str = "pod-template-hash";
 /// The revision a ReplicaSet stands for in its Deployment's history.
-pub const REVISION: &str = "deployment.kubernetes.io/revision";
+const REVISION: &str = "deployment.kubernetes.io/revision";
 
 /// Runs until `stop` turns true.
 pub async fn run(registry: Registry, informer: Arc<Informer>, stop: watch::Receiver<bool>) {
@@ -98,7 +98,7 @@ fn suffix(len: usize) -> String {
 }
 
 /// A stable hash of a pod template (FNV-1a over its canonical JSON), as the label value.
-pub fn template_hash(template: &Value) -> String {
+fn template_hash(template: &Value) -> String {
     let mut h: u64 = 0xcbf29ce484222325;
     for b in serde_json::to_vec(&canonical(template)).unwrap_or_default() {
         h ^= b as u64;
@@ -134,7 +134,7 @@ fn template_sans_hash(t: Option<&Value>) -> Value {
 /// Kubernetes' `intstr` against a total: an int, or a percentage rounded up (surge) or down
 /// (unavailable). Saturating: a stored object from before validation held its numbers to
 /// int32 cannot overflow it.
-pub fn scaled(v: Option<&Value>, total: i64, default_pct: i64, round_up: bool) -> i64 {
+fn scaled(v: Option<&Value>, total: i64, default_pct: i64, round_up: bool) -> i64 {
     let pct = match v {
         Some(Value::Number(n)) => return n.as_i64().unwrap_or(0),
         Some(Value::String(s)) if s.ends_with('%') => {
@@ -315,7 +315,7 @@ async fn patch_status(registry: &Registry, kind: &str, o: &Object, status: Value
         )
         .await
     {
-        tracing::debug!(error = %e.0.message, "cannot update {kind} status");
+        tracing::debug!(error = %e, "cannot update {kind} status");
     }
 }
 
@@ -387,14 +387,14 @@ async fn reconcile_rs(
                     cache.pods.insert(key(&created), created);
                 }
                 Err(e) => {
-                    tracing::warn!(rs = rs.name(), error = %e.0.message, "cannot create a pod");
+                    tracing::warn!(rs = rs.name(), error = %e, "cannot create a pod");
                     crate::runtime::event(
                         registry,
                         REPLICASETS,
                         &rs,
                         "Warning",
                         "FailedCreate",
-                        &format!("Error creating: {}", e.0.message),
+                        &format!("Error creating: {e}"),
                     )
                     .await;
                     break;
@@ -424,7 +424,7 @@ async fn reconcile_rs(
                     }
                     cache.pods.insert(key(&gone), gone);
                 }
-                Err(e) => tracing::debug!(error = %e.0.message, "cannot delete a pod"),
+                Err(e) => tracing::debug!(error = %e, "cannot delete a pod"),
             }
         }
     }
@@ -527,7 +527,7 @@ async fn reconcile_deployment(registry: &Registry, cache: &mut Cache, k: &Key) {
                     created
                 }
                 Err(e) => {
-                    tracing::warn!(deployment = d.name(), error = %e.0.message, "cannot create a replica set");
+                    tracing::warn!(deployment = d.name(), error = %e, "cannot create a replica set");
                     return;
                 }
             }
@@ -774,7 +774,7 @@ async fn set_rs(
             Some(updated)
         }
         Err(e) => {
-            tracing::debug!(error = %e.0.message, "cannot update a replica set");
+            tracing::debug!(error = %e, "cannot update a replica set");
             None
         }
     }

@@ -169,14 +169,12 @@ fn validate_binding(v: &mut V, obj: &Object, namespaced: bool) {
                     v.push(FieldError::required(format!("{p}.namespace")));
                 }
             }
-            Some("User" | "Group") => {
-                if group != RBAC_GROUP {
-                    v.push(FieldError::not_supported(
-                        format!("{p}.apiGroup"),
-                        group,
-                        &[RBAC_GROUP],
-                    ));
-                }
+            Some("User" | "Group") if group != RBAC_GROUP => {
+                v.push(FieldError::not_supported(
+                    format!("{p}.apiGroup"),
+                    group,
+                    &[RBAC_GROUP],
+                ));
             }
             _ => {}
         }

@@ -14,7 +14,7 @@ use crate::error::{ApiError, ApiResult};
 
 /// How a delete treats the object's dependents.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Propagation {
+pub(crate) enum Propagation {
     Orphan,
     Background,
     Foreground,

@@ -17,14 +17,17 @@ use super::{Propagation, Registry};
 use crate::error::{ApiError, ApiResult};
 use crate::ranges;
 
+/// How a delete goes (Kubernetes' `DeleteOptions`). Other crates delete with the default
+/// (background propagation, no preconditions, the pod's own grace period); a request's options
+/// are read from it by the HTTP side.
 #[derive(Debug, Clone, Default)]
 pub struct DeleteOptions {
-    pub propagation: Option<Propagation>,
-    pub precondition_uid: Option<String>,
-    pub precondition_rv: Option<String>,
-    pub dry_run: bool,
+    pub(crate) propagation: Option<Propagation>,
+    pub(crate) precondition_uid: Option<String>,
+    pub(crate) precondition_rv: Option<String>,
+    pub(crate) dry_run: bool,
     /// Seconds a running pod gets to stop; `None` = its `terminationGracePeriodSeconds`.
-    pub grace_period: Option<i64>,
+    pub(crate) grace_period: Option<i64>,
 }
 
 /// Decodes a stored value into an object carrying its resource version.
@@ -84,7 +87,7 @@ impl Registry {
         }
     }
 
-    pub fn get_at(
+    pub(crate) fn get_at(
         &self,
         kind: &ResourceKind,
         ns: Option<&str>,
@@ -464,7 +467,7 @@ impl Registry {
     }
 
     /// PUT of the `status` subresource: only status changes.
-    pub async fn update_status(
+    pub(crate) async fn update_status(
         &self,
         kind: &ResourceKind,
         url_ns: Option<&str>,

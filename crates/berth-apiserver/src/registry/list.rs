@@ -61,7 +61,7 @@ fn decode_continue(token: &str) -> ApiResult<(u64, Vec<u8>)> {
 
 impl Registry {
     /// The store prefix a list or watch covers.
-    pub fn prefix(kind: &ResourceKind, ns: Option<&str>) -> Vec<u8> {
+    pub(crate) fn prefix(kind: &ResourceKind, ns: Option<&str>) -> Vec<u8> {
         match ns {
             Some(ns) if kind.namespaced => format!("{}{ns}/", kind.key_prefix()).into_bytes(),
             _ => kind.key_prefix().into_bytes(),
@@ -160,7 +160,7 @@ impl Registry {
 }
 
 /// Builds `{kind: XList, apiVersion, metadata: {resourceVersion, continue}, items}`.
-pub fn list_body(kind: &ResourceKind, r: ListResult) -> Value {
+pub(crate) fn list_body(kind: &ResourceKind, r: ListResult) -> Value {
     let mut meta = Map::new();
     meta.insert(
         "resourceVersion".into(),

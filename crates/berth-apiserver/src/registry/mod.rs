@@ -24,7 +24,7 @@
 //! - `scale.rs`: the `scale` subresource (`autoscaling/v1` `Scale`).
 
 use berth_api::cidr::Ipv4Net;
-use berth_store::Store;
+use berth_store::{Store, StoreError, Watcher};
 
 mod cascade;
 mod generic;
@@ -34,14 +34,20 @@ mod pods;
 mod scale;
 mod services;
 
-pub use cascade::Propagation;
+pub(crate) use cascade::Propagation;
 pub use generic::{DeleteOptions, decode};
-pub use list::{ListOptions, ListResult, list_body};
+pub(crate) use list::list_body;
+pub use list::{ListOptions, ListResult};
+
+/// Where every kind's objects live in the store (`ResourceKind::key_prefix` is under it).
+const OBJECTS_PREFIX: &[u8] = b"/registry/";
 
 /// A handle on the store that speaks objects.
 #[derive(Clone, Debug)]
 pub struct Registry {
-    pub store: Store,
+    /// The store itself is the API server's: other crates read and write through the methods,
+    /// so the tree's layout (where objects and keys live) stays this crate's business.
+    pub(crate) store: Store,
     /// Where Services' cluster IPs come from (`--service-cidr`; 10.43.0.0/16 by default).
     service_range: Ipv4Net,
 }
@@ -58,8 +64,20 @@ impl Registry {
     }
 
     /// The same, giving Services cluster IPs from `range`.
-    pub fn with_service_range(mut self, range: Ipv4Net) -> Self {
+    pub(crate) fn with_service_range(mut self, range: Ipv4Net) -> Self {
         self.service_range = range;
         self
+    }
+
+    /// The store's revision now: a list read now is at this revision or a later one.
+    pub fn revision(&self) -> u64 {
+        self.store.current_revision()
+    }
+
+    /// Every change to the cluster's objects from revision `start` on, one batch per revision
+    /// (the store replays those it still keeps before `start` is reached). Only objects: the
+    /// key/value tree's changes are not in it.
+    pub fn watch_objects(&self, start: u64) -> Result<Watcher, StoreError> {
+        self.store.watch(OBJECTS_PREFIX, start)
     }
 }

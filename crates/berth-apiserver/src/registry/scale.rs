@@ -11,7 +11,7 @@ use crate::error::{ApiError, ApiResult};
 
 impl Registry {
     /// The `scale` subresource: an `autoscaling/v1` `Scale` view of a workload.
-    pub fn get_scale(
+    pub(crate) fn get_scale(
         &self,
         kind: &ResourceKind,
         ns: Option<&str>,
@@ -28,7 +28,7 @@ impl Registry {
     }
 
     /// PUT (or the result of a PATCH) of the `scale` subresource: sets `spec.replicas`.
-    pub async fn update_scale(
+    pub(crate) async fn update_scale(
         &self,
         kind: &ResourceKind,
         ns: Option<&str>,
