@@ -26,18 +26,13 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use berth_api::wellknown::EXEC_PROTOCOLS;
 use berth_runtime::logs;
 use berth_runtime::pod::Runtime;
 use berth_runtime::shim::Status;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-
-/// The annotation on a Node that holds its agent's CA certificate (PEM).
-pub const CA_ANNOTATION: &str = "berth.dev/agent-ca";
-
-/// WebSocket subprotocols of exec, newest first.
-pub const EXEC_PROTOCOLS: [&str; 2] = ["v5.channel.k8s.io", "v4.channel.k8s.io"];
 
 struct Api {
     rt: Runtime,
@@ -57,16 +52,14 @@ pub(crate) struct Listening {
 
 /// Binds the agent API on the node's address and makes its certificates.
 pub(crate) async fn bind(
-    node_ip: &str,
+    node_ip: std::net::Ipv4Addr,
     port: u16,
     node_name: &str,
     cluster_ca_pem: &str,
     limits: berth_tls::ConnLimits,
 ) -> anyhow::Result<Listening> {
     use anyhow::Context;
-    let ip: std::net::IpAddr = node_ip
-        .parse()
-        .with_context(|| format!("--node-ip {node_ip:?} is not an IP address"))?;
+    let ip = std::net::IpAddr::V4(node_ip);
     let listener = tokio::net::TcpListener::bind(SocketAddr::new(ip, port))
         .await
         .with_context(|| {

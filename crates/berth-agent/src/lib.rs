@@ -10,7 +10,7 @@
 //! - On start it adopts the pods whose shims still run and removes the ones the API no
 //!   longer binds to this node.
 
-pub mod api;
+mod api;
 mod pods;
 mod probes;
 mod security;
@@ -34,7 +34,7 @@ use tokio::sync::{mpsc, watch};
 pub struct AgentConfig {
     pub node_name: String,
     /// The node's address others reach it at.
-    pub node_ip: String,
+    pub node_ip: std::net::Ipv4Addr,
     pub runtime: Runtime,
     /// Where images live.
     pub data_dir: PathBuf,
@@ -103,7 +103,7 @@ fn node_status(cfg: &AgentConfig) -> Value {
         "capacity": capacity,
         "allocatable": capacity,
         "addresses": [
-            {"type": "InternalIP", "address": cfg.node_ip},
+            {"type": "InternalIP", "address": cfg.node_ip.to_string()},
             {"type": "Hostname", "address": cfg.node_name},
         ],
         "conditions": [{
@@ -139,7 +139,8 @@ async fn register(
     let mut labels = serde_json::Map::new();
     labels.insert("kubernetes.io/hostname".into(), json!(name));
     labels.insert("kubernetes.io/os".into(), json!("linux"));
-    let annotations = json!({api::CA_ANNOTATION: api.map(|a| a.ca_pem.clone())});
+    let annotations =
+        json!({berth_api::wellknown::AGENT_CA_ANNOTATION: api.map(|a| a.ca_pem.clone())});
     let spec = if cfg.range_given {
         let cidr = cfg.runtime.network.range.to_string();
         json!({"podCIDR": cidr, "podCIDRs": [cidr]})
@@ -277,7 +278,7 @@ pub async fn run(
     let endpoint = match &cfg.cluster_ca_pem {
         Some(ca) => {
             let l = api::bind(
-                &cfg.node_ip,
+                cfg.node_ip,
                 cfg.agent_port,
                 &cfg.node_name,
                 ca,
@@ -321,7 +322,7 @@ pub async fn run(
     }
     let route_opts = routes::Options {
         range: runtime.network.range,
-        node_ip: cfg.node_ip.parse().ok(),
+        node_ip: cfg.node_ip,
     };
     tokio::spawn(routes::run(client.clone(), route_opts, stop.clone()));
     // One informer cache per kind for everything on this node that follows the whole
@@ -329,17 +330,14 @@ pub async fn run(
     // node's pods, with a watch of their own.
     let informers = informer::Informers::new(client.clone(), stop.clone());
     // One view of Services and Endpoints for cluster DNS and the service proxy.
-    let catalog = catalog::Shared::new(catalog::Catalog::default());
+    let catalog = catalog::Shared::new();
     catalog::follow(&informers, catalog.clone(), stop.clone());
     {
         let opts = proxy::Options {
             drain: cfg.proxy_drain,
             relay: cfg.proxy_relay,
-            label: berth_runtime::net::service_address_label(&cfg.data_dir),
-            node_ip: cfg
-                .node_ip
-                .parse()
-                .unwrap_or(std::net::Ipv4Addr::UNSPECIFIED),
+            label: proxy::service_address_label(&cfg.data_dir),
+            node_ip: cfg.node_ip,
         };
         let (catalog, stop) = (catalog.clone(), stop.clone());
         tokio::spawn(async move {
@@ -352,11 +350,7 @@ pub async fn run(
         let (catalog, stop, limits) = (catalog.clone(), stop.clone(), cfg.conn_limits);
         // On the node's address (not all addresses, where it would take port 80 from every
         // cluster IP on the loopback).
-        let ip: std::net::Ipv4Addr = cfg
-            .node_ip
-            .parse()
-            .unwrap_or(std::net::Ipv4Addr::UNSPECIFIED);
-        let addr = std::net::SocketAddr::from((ip, cfg.ingress_port));
+        let addr = std::net::SocketAddr::from((cfg.node_ip, cfg.ingress_port));
         tokio::spawn(async move {
             if let Err(e) = ingress::run(catalog, addr, limits, stop).await {
                 tracing::warn!(error = %format!("{e:#}"), "no ingress on this node");
@@ -406,7 +400,7 @@ pub async fn run(
         berth_client::encode_query(&format!("spec.nodeName={}", cfg.node_name))
     );
     let pod_opts = pods::Options {
-        node_ip: cfg.node_ip.clone(),
+        node_ip: cfg.node_ip,
         runtime,
         data_dir: cfg.data_dir.clone(),
         exec_command: cfg.exec_command.clone(),

@@ -129,7 +129,7 @@ pub(crate) async fn run(
     let running: Mutex<HashMap<String, Running>> = Mutex::new(HashMap::new());
     // The objects templates render from, followed once for all of them (from the first),
     // in the node's shared informer caches.
-    let objects: std::sync::OnceLock<Arc<confgen::sources::Objects>> = Default::default();
+    let objects: std::sync::OnceLock<Arc<confgen::Objects>> = Default::default();
     let update = |o: &Value, gone: bool| {
         let k = key(o);
         let mine = !gone && o["spec"]["nodeName"].as_str() == Some(node.as_str());
@@ -137,7 +137,7 @@ pub(crate) async fn run(
         if !mine {
             if let Some(old) = r.remove(&k) {
                 let _ = old.stop.send(true);
-                berth_metrics::forget("berth_configtemplate_healthy", ("template", &k));
+                confgen::forget_metrics(&k);
             }
             return;
         }
@@ -156,7 +156,7 @@ pub(crate) async fn run(
             },
         );
         let objects = objects
-            .get_or_init(|| confgen::sources::follow_objects(&informers, &stop))
+            .get_or_init(|| confgen::follow_objects(&informers, &stop))
             .clone();
         let (client, node, mut object) = (client.clone(), node.clone(), o.clone());
         object["apiVersion"] = json!("berth.dev/v1");

@@ -21,6 +21,7 @@ pub mod table;
 pub mod timefmt;
 pub mod url;
 pub mod validate;
+pub mod wellknown;
 
 pub use kinds::{KINDS, ResourceKind};
 pub use object::Object;

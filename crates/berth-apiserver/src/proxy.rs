@@ -14,6 +14,7 @@ use axum::body::Body;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use berth_api::kinds::resolve;
+use berth_api::wellknown::AGENT_CA_ANNOTATION;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
@@ -21,9 +22,6 @@ use serde_json::{Value, json};
 
 use crate::ApiServer;
 use crate::error::{ApiError, ApiResult};
-
-/// The Node annotation holding its agent's CA (kept in step with the agent's).
-pub const AGENT_CA_ANNOTATION: &str = "berth.dev/agent-ca";
 
 fn unavailable(message: String) -> ApiError {
     ApiError::new(503, "ServiceUnavailable", message)

@@ -143,7 +143,7 @@ pub struct NodeArgs {
     pub node_name: Option<String>,
     /// The address other nodes reach this one at
     #[arg(long, value_name = "IP", default_value = "127.0.0.1")]
-    pub node_ip: String,
+    pub node_ip: std::net::Ipv4Addr,
     #[command(flatten)]
     pub net: crate::run::NetArgs,
     /// The most one image layer may take once unpacked (bytes, or a quantity such as 20Gi);
@@ -271,7 +271,7 @@ impl NodeArgs {
         };
         Ok(berth_agent::AgentConfig {
             node_name,
-            node_ip: self.node_ip.clone(),
+            node_ip: self.node_ip,
             runtime,
             data_dir: data_dir.to_path_buf(),
             exec_command: vec![exe.display().to_string(), crate::run::EXEC_ROLE.into()],

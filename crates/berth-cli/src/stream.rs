@@ -7,6 +7,7 @@ use std::io::Write;
 use anyhow::{Context, anyhow, bail};
 use berth_api::kinds;
 use berth_api::url::encode;
+use berth_api::wellknown::EXEC_PROTOCOLS;
 use berth_client::Client;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
@@ -521,10 +522,8 @@ pub async fn exec(client: &Client, ns: &str, a: ExecArgs) -> anyhow::Result<i32>
         q.join("&")
     );
     let key = tokio_tungstenite::tungstenite::handshake::client::generate_key();
-    let up = client
-        .websocket(&path, &["v5.channel.k8s.io", "v4.channel.k8s.io"], &key)
-        .await?;
-    let v5 = up.protocol.as_deref() == Some("v5.channel.k8s.io");
+    let up = client.websocket(&path, &EXEC_PROTOCOLS, &key).await?;
+    let v5 = up.protocol.as_deref() == Some(EXEC_PROTOCOLS[0]);
     let ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
         up.io,
         tokio_tungstenite::tungstenite::protocol::Role::Client,

@@ -215,12 +215,9 @@ impl Client {
             path: "certificate-authority".into(),
             message: e.to_string(),
         };
-        let roots = match ca_pem {
-            Some(pem) => berth_tls::roots(pem, "certificate-authority").map_err(tls_error)?,
-            None => rustls::RootCertStore::empty(),
-        };
-        let tls = berth_tls::client_config_from(roots, None).map_err(tls_error)?;
-        let connector = berth_tls::https_connector(tls, Duration::from_secs(5));
+        let connector =
+            berth_tls::connector_trusting(ca_pem, "certificate-authority", Duration::from_secs(5))
+                .map_err(tls_error)?;
         Ok(Client {
             server: server.trim_end_matches('/').to_string(),
             token: token.to_string(),

@@ -3,9 +3,11 @@
 //! their node's agent and `berth gen` on hosts outside the cluster.
 //!
 //! API boundary: [`Sources`] (what templates render from, followed through berth-client's
-//! informer, or shared by all the templates of a node with [`Sources::sharing`]), [`run`] (the
-//! engine until a stop signal), [`apply_once`] and [`synced`] (one round, for `berth gen
-//! --once`), and [`Reporter`], which the caller implements to say where outcomes go. The
+//! informer, or shared by all the templates of a node with [`Sources::sharing`] over the
+//! [`Objects`] that [`follow_objects`] keeps), [`run`] (the engine until a stop signal),
+//! [`apply_once`] and [`synced`] (one round, for `berth gen --once`), [`forget_metrics`] (a
+//! template that went), and [`Reporter`], which the caller implements to say where outcomes
+//! go. How sources are followed (`sources`) and rendered (`context`) is internal. The
 //! crate knows nothing of nodes or pods' runtime: which templates run where is the caller's
 //! business (the node agent's `templates` module), so it builds without the container runtime.
 //!
@@ -26,7 +28,7 @@
 //! from 1 s doubling to 1 min, and on every change; the engine never gives up.
 
 mod context;
-pub mod sources;
+mod sources;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -35,7 +37,7 @@ use std::time::{Duration, Instant};
 use berth_api::configtemplate::{Command, ConfigTemplateSpec, Probe, ProbeAction};
 use tokio::sync::watch;
 
-pub use sources::Sources;
+pub use sources::{Objects, Sources, follow_objects};
 
 /// Where a round failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -384,6 +386,19 @@ fn measure(name: &str, outcome: &Outcome) {
     }
 }
 
+/// Drops every series [`run`] keeps of the template `name` (its rounds, failures, health
+/// and rendered revision): for a template that is gone, so its series go with it.
+pub fn forget_metrics(name: &str) {
+    for series in [
+        "berth_configtemplate_rounds_total",
+        "berth_configtemplate_failures_total",
+        "berth_configtemplate_healthy",
+        "berth_configtemplate_rendered_revision",
+    ] {
+        berth_metrics::forget(series, ("template", name));
+    }
+}
+
 /// Waits for the next round: a change, debounced (or, after a failure, the back-off's end,
 /// whichever comes first). `false` when `stop` ends it.
 async fn next_round(
@@ -644,5 +659,43 @@ mod tests {
             (before.ino(), before.mtime_nsec())
         );
         assert!(!sibling(&dest, "berth-new").exists());
+    }
+
+    #[test]
+    fn a_forgotten_template_leaves_no_series() {
+        let failed = Outcome::Failed {
+            stage: Stage::Check,
+            message: "refused".into(),
+            revision: 3,
+            restored: false,
+        };
+        // Every series a template can have: a failure, then a success.
+        for name in ["ns/gone", "ns/kept"] {
+            measure(name, &failed);
+            measure(
+                name,
+                &Outcome::Applied {
+                    revision: 4,
+                    bytes: 1,
+                },
+            );
+        }
+        let text = berth_metrics::render();
+        for series in [
+            "berth_configtemplate_rounds_total",
+            "berth_configtemplate_failures_total",
+            "berth_configtemplate_healthy",
+            "berth_configtemplate_rendered_revision",
+        ] {
+            assert!(
+                text.contains(&format!("{series}{{template=\"ns/gone\"")),
+                "{series}: {text}"
+            );
+        }
+        forget_metrics("ns/gone");
+        let text = berth_metrics::render();
+        assert!(!text.contains("template=\"ns/gone\""), "{text}");
+        // Only the template that went.
+        assert_eq!(text.matches("template=\"ns/kept\"").count(), 5, "{text}");
     }
 }

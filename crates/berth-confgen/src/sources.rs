@@ -9,20 +9,20 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard};
-use std::time::Duration;
 
 use berth_client::informer::{self, Informers};
 use berth_client::{Client, Method};
-use serde_json::Value;
 use tokio::sync::watch;
 
 /// The kinds templates see.
 pub const KINDS: [&str; 4] = ["pods", "services", "endpoints", "nodes"];
 
 /// Objects by kind and `namespace/name`, owned (what [`Data`] holds).
-pub type ObjectMap = BTreeMap<&'static str, BTreeMap<String, Value>>;
+#[cfg(test)]
+pub type ObjectMap = BTreeMap<&'static str, BTreeMap<String, serde_json::Value>>;
 
-/// Objects and key/value entries, owned (for tests, and for sources that never change).
+/// Objects and key/value entries, owned: the sources of tests, which never change.
+#[cfg(test)]
 #[derive(Debug, Default)]
 pub struct Data {
     pub objects: ObjectMap,
@@ -30,6 +30,7 @@ pub struct Data {
     pub revision: u64,
 }
 
+#[cfg(test)]
 impl Data {
     pub fn view(&self) -> View<'_> {
         View {
@@ -296,19 +297,28 @@ async fn follow_kv(
             Err(e) => {
                 tracing::debug!(error = %e, prefix, "cannot read key/value prefix; retrying");
                 tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                    _ = tokio::time::sleep(informer::RETRY) => continue,
                     _ = stop.changed() => return,
                 }
             }
         };
-        let Ok(mut stream) = client
+        let mut stream = match client
             .json_lines(&berth_client::kv_path(
                 &prefix,
                 &format!("watch=1&recurse=1&index={index}"),
             ))
             .await
-        else {
-            continue;
+        {
+            Ok(stream) => stream,
+            Err(e) => {
+                // Read again, but not at once: a server that lists and will not watch would
+                // otherwise be asked in a tight loop.
+                tracing::debug!(error = %e, prefix, "cannot watch key/value prefix; reading again");
+                tokio::select! {
+                    _ = tokio::time::sleep(informer::RETRY) => continue,
+                    _ = stop.changed() => return,
+                }
+            }
         };
         loop {
             let ev = tokio::select! {

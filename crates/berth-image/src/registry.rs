@@ -425,12 +425,12 @@ fn client(opts: &PullOptions) -> Result<HttpClient, ImageError> {
         what: "registry CA".into(),
         why: e.to_string(),
     };
-    let roots = match &opts.ca_pem {
-        Some(pem) => berth_tls::roots(pem, "registry CA").map_err(tls_error)?,
-        None => rustls::RootCertStore::empty(),
-    };
-    let tls = berth_tls::client_config_from(roots, None).map_err(tls_error)?;
-    let conn = berth_tls::https_connector(tls, Duration::from_secs(10));
+    let conn = berth_tls::connector_trusting(
+        opts.ca_pem.as_deref(),
+        "registry CA",
+        Duration::from_secs(10),
+    )
+    .map_err(tls_error)?;
     Ok(Client::builder(TokioExecutor::new()).build(conn))
 }
 

@@ -93,7 +93,7 @@ pub(crate) struct VirtualHostPod {
 
 /// What the node knows of Services and their endpoints, Ingresses, and virtual-host pods.
 #[derive(Debug, Default)]
-pub struct Catalog {
+pub(crate) struct Catalog {
     pub(crate) services: HashMap<Key, Service>,
     pub(crate) endpoints: HashMap<Key, Vec<Subset>>,
     pub(crate) ingresses: HashMap<Key, Ingress>,
@@ -307,7 +307,13 @@ pub struct Shared {
 }
 
 impl Shared {
-    pub fn new(catalog: Catalog) -> Arc<Shared> {
+    /// An empty catalog, for [`follow`] to fill.
+    pub fn new() -> Arc<Shared> {
+        Shared::holding(Catalog::default())
+    }
+
+    /// A catalog holding `catalog` from the start (tests' fixed zones).
+    pub(crate) fn holding(catalog: Catalog) -> Arc<Shared> {
         Arc::new(Shared {
             catalog: RwLock::new(catalog),
             changed: watch::channel(0).0,
@@ -324,7 +330,7 @@ impl Shared {
     }
 
     /// A receiver that wakes on every change.
-    pub fn subscribe(&self) -> watch::Receiver<u64> {
+    pub(crate) fn subscribe(&self) -> watch::Receiver<u64> {
         self.changed.subscribe()
     }
 }

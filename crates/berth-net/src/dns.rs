@@ -381,14 +381,48 @@ async fn serve_tcp(
         let Some(out) = reply(zone, upstream, &query).await else {
             return Ok(());
         };
-        let mut framed = (out.len() as u16).to_be_bytes().to_vec();
-        framed.extend_from_slice(&out);
+        let framed = tcp_framed(out);
         tokio::time::timeout(limits.idle_timeout, conn.write_all(&framed))
             .await
             .map_err(|_| {
                 std::io::Error::new(std::io::ErrorKind::TimedOut, "the client took no reply")
             })??;
     }
+}
+
+/// A reply as DNS over TCP sends it: its two-byte length, then the message. A message
+/// longer than a length can say goes without its records and with TC set; one that cannot
+/// even be read back for that goes as a bare SERVFAIL under its ID. Never a length that does
+/// not match what follows (hickory stops the messages it encodes at 65535 bytes, and
+/// forwarded answers are at most 4096, but the framing does not lean on either).
+fn tcp_framed(out: Vec<u8>) -> Vec<u8> {
+    let max = usize::from(u16::MAX);
+    let out = if out.len() <= max {
+        out
+    } else {
+        Message::from_vec(&out)
+            .ok()
+            .and_then(|mut m| {
+                m.take_answers();
+                m.take_name_servers();
+                m.take_additionals();
+                m.set_truncated(true);
+                m.to_vec().ok()
+            })
+            .filter(|m| m.len() <= max)
+            .unwrap_or_else(|| {
+                let mut r = Message::new();
+                r.set_id(u16::from_be_bytes([out[0], out[1]]))
+                    .set_message_type(MessageType::Response)
+                    .set_response_code(ResponseCode::ServFail);
+                // A header alone always encodes.
+                r.to_vec().unwrap_or_default()
+            })
+    };
+    let mut framed = Vec::with_capacity(2 + out.len());
+    framed.extend_from_slice(&(out.len() as u16).to_be_bytes());
+    framed.extend_from_slice(&out);
+    framed
 }
 
 /// The upstream resolvers of `/etc/resolv.conf` (port 53).
@@ -520,7 +554,7 @@ mod tests {
             flips in proptest::collection::vec((0usize..64, proptest::prelude::any::<u8>()), 0..6),
             cut in 0usize..80,
         ) {
-            let z = Shared::new(zone());
+            let z = Shared::holding(zone());
             let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
             rt.block_on(async {
                 let _ = reply(&z, &[], &bytes).await;
@@ -618,7 +652,7 @@ mod tests {
 
     #[tokio::test]
     async fn forwarded_queries_take_only_the_genuine_answer() {
-        let z = Shared::new(zone());
+        let z = Shared::holding(zone());
         let (up, mut asked) = resolver(true).await;
         let mut ids = HashSet::new();
         let mut ports = HashSet::new();
@@ -641,7 +675,7 @@ mod tests {
 
     #[tokio::test]
     async fn forgeries_alone_are_no_answer() {
-        let z = Shared::new(zone());
+        let z = Shared::holding(zone());
         let (up, mut asked) = resolver(false).await;
         let q = query(9, "example.com.");
         let out = reply(&z, &[up], &q.to_vec().unwrap()).await.unwrap();
@@ -654,7 +688,7 @@ mod tests {
 
     #[tokio::test]
     async fn replies_and_refusals_on_the_wire() {
-        let z = Shared::new(zone());
+        let z = Shared::holding(zone());
         let mut q = Message::new();
         q.set_id(7).set_recursion_desired(true);
         q.add_query(hickory_proto::op::Query::query(
@@ -684,6 +718,43 @@ mod tests {
         assert!(reply(&z, &[], &[1, 2, 3]).await.is_none());
     }
 
+    #[test]
+    fn a_reply_too_long_for_tcp_goes_truncated_or_as_servfail() {
+        let framed_len = |f: &[u8]| usize::from(u16::from_be_bytes([f[0], f[1]]));
+        // Fits: as it is.
+        let small = query(3, "web.default.svc.cluster.local.").to_vec().unwrap();
+        let f = tcp_framed(small.clone());
+        assert_eq!((framed_len(&f), &f[2..]), (small.len(), &small[..]));
+        // 5000 addresses (16 bytes each, past 65535), written by hand: hickory's encoder
+        // itself stops at 65535. The records go, TC is set.
+        let mut big = query(4, "db.prod.svc.cluster.local.");
+        big.set_message_type(MessageType::Response);
+        let mut big = big.to_vec().unwrap();
+        big[6..8].copy_from_slice(&5000u16.to_be_bytes());
+        for i in 0..5000u32 {
+            // The question's name (a pointer to offset 12), A, IN, TTL 5, 4 bytes.
+            big.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 5, 0, 4]);
+            big.extend_from_slice(&(0x0a2a_0000 + i).to_be_bytes());
+        }
+        assert!(big.len() > 65535, "{}", big.len());
+        assert_eq!(Message::from_vec(&big).unwrap().answers().len(), 5000);
+        let f = tcp_framed(big);
+        assert_eq!(framed_len(&f), f.len() - 2);
+        let m = Message::from_vec(&f[2..]).unwrap();
+        assert_eq!(m.id(), 4);
+        assert!(m.truncated());
+        assert!(m.answers().is_empty());
+        assert_eq!(m.queries().len(), 1, "the question stays");
+        // Unreadable and too long: a bare SERVFAIL under its ID.
+        let mut junk = vec![0xffu8; 70_000];
+        junk[..2].copy_from_slice(&[0x12, 0x34]);
+        let f = tcp_framed(junk);
+        assert_eq!(framed_len(&f), f.len() - 2);
+        let m = Message::from_vec(&f[2..]).unwrap();
+        assert_eq!(m.id(), 0x1234);
+        assert_eq!(m.response_code(), ResponseCode::ServFail);
+    }
+
     /// DNS over TCP on a loopback port of the test's own, through the node's accept loop.
     async fn tcp_server(limits: berth_tls::ConnLimits) -> (SocketAddr, watch::Sender<bool>) {
         let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -697,7 +768,7 @@ mod tests {
         let (stop, stopped) = watch::channel(false);
         tokio::spawn(accept_tcp(
             l,
-            Shared::new(zone()),
+            Shared::holding(zone()),
             Arc::new(Vec::new()),
             stopped,
         ));

@@ -19,11 +19,12 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use berth_netlink::Netlink;
+use berth_netlink::{Netlink, NetlinkError};
 use tokio::net::{TcpListener, TcpSocket, TcpStream, UdpSocket};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -356,17 +357,30 @@ fn set_addresses(lo: u32, label: &str, add: &[Ipv4Addr], del: &[Ipv4Addr]) {
     }
 }
 
-/// The addresses carrying this agent's label.
-fn own_addresses(lo: u32, label: &str) -> Vec<Ipv4Addr> {
-    Netlink::new()
-        .and_then(|mut nl| nl.addresses(lo))
-        .map(|a| {
-            a.into_iter()
-                .filter(|(_, _, l)| l == label)
-                .map(|(ip, _, _)| ip)
-                .collect()
-        })
-        .unwrap_or_default()
+/// The label of the cluster IPs a node agent over `data_dir` puts on the loopback
+/// ([`Options::label`]): one per data directory, so agents sharing a network namespace
+/// (tests) keep to their own.
+pub fn service_address_label(data_dir: &Path) -> String {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in data_dir.as_os_str().as_encoded_bytes() {
+        h = (h ^ u32::from(*b)).wrapping_mul(0x0100_0193);
+    }
+    format!("lo:b{h:08x}")
+}
+
+/// Removes the loopback addresses labelled `label`: what an earlier run left (an agent
+/// killed before it could clean up), or, for a test, what its agents served.
+pub fn remove_labelled_addresses(label: &str) -> Result<(), NetlinkError> {
+    let mut nl = Netlink::new()?;
+    let Some(lo) = nl.link_index("lo")? else {
+        return Ok(());
+    };
+    for (ip, prefix, l) in nl.addresses(lo)? {
+        if l == label {
+            nl.del_address(lo, ip, prefix)?;
+        }
+    }
+    Ok(())
 }
 
 impl State {
@@ -476,11 +490,11 @@ pub async fn run(
     // What an earlier run left: the sync adds back what is still wanted.
     {
         let label = label.clone();
-        tokio::task::spawn_blocking(move || {
-            let stale = own_addresses(lo, &label);
-            set_addresses(lo, &label, &[], &stale);
-        })
-        .await?;
+        if let Err(e) =
+            tokio::task::spawn_blocking(move || remove_labelled_addresses(&label)).await?
+        {
+            tracing::warn!(error = %e, "cannot remove the service addresses an earlier run left");
+        }
     }
     // Chosen (and started) once, so whether io_uring can be used is said when the agent starts.
     let relay = opts.relay;

@@ -29,8 +29,8 @@ use tokio::sync::watch;
 pub struct Options {
     /// This node's pod range (never routed elsewhere).
     pub range: Ipv4Net,
-    /// This node's address (`None` when it is not IPv4: then no tunnel can start here).
-    pub node_ip: Option<Ipv4Addr>,
+    /// This node's address (where its tunnel starts).
+    pub node_ip: Ipv4Addr,
 }
 
 /// Waits until the server has given this node its pod range.
@@ -91,7 +91,7 @@ enum Via {
 
 struct Routes {
     own: Ipv4Net,
-    own_ip: Option<Ipv4Addr>,
+    own_ip: Ipv4Addr,
     /// Node name -> the route installed for it.
     installed: HashMap<String, (Ipv4Net, Ipv4Addr, Via)>,
     forwarding: bool,
@@ -100,9 +100,7 @@ struct Routes {
 impl Routes {
     /// The tunnel device, made (with this node's tunnel address) if need be.
     fn tunnel(&self, nl: &mut impl RouteTable) -> Result<u32, String> {
-        let local = self
-            .own_ip
-            .ok_or("this node's address is not an IPv4 address, so no tunnel can start at it")?;
+        let local = self.own_ip;
         let index = nl
             .ensure_vxlan(
                 VXLAN_DEVICE,
@@ -167,7 +165,7 @@ impl Routes {
     /// What `name`'s pods need from this node: nothing for this node itself, or its range
     /// and address.
     fn wanted(&self, want: Option<(Ipv4Net, Ipv4Addr)>) -> Option<(Ipv4Net, Ipv4Addr)> {
-        want.filter(|(cidr, ip)| *cidr != self.own && Some(*ip) != self.own_ip)
+        want.filter(|(cidr, ip)| *cidr != self.own && *ip != self.own_ip)
     }
 
     /// Whether what is installed for `name` is `want` already.
@@ -357,7 +355,7 @@ mod tests {
     fn routes() -> Routes {
         Routes {
             own: net("10.42.0.0/24"),
-            own_ip: Some(Ipv4Addr::new(192, 168, 1, 10)),
+            own_ip: Ipv4Addr::new(192, 168, 1, 10),
             installed: HashMap::new(),
             forwarding: true,
         }

@@ -541,26 +541,4 @@ impl Netlink {
             ],
         )
     }
-
-    /// Names of every link in this namespace.
-    pub fn link_names(&mut self) -> Result<Vec<(u32, String)>> {
-        let replies = self.request(
-            || "list links".into(),
-            RouteNetlinkMessage::GetLink(LinkMessage::default()),
-            NLM_F_DUMP,
-        )?;
-        Ok(replies
-            .into_iter()
-            .filter_map(|r| match r {
-                RouteNetlinkMessage::NewLink(l) => {
-                    let name = l.attributes.iter().find_map(|a| match a {
-                        LinkAttribute::IfName(n) => Some(n.clone()),
-                        _ => None,
-                    })?;
-                    Some((l.header.index, name))
-                }
-                _ => None,
-            })
-            .collect())
-    }
 }

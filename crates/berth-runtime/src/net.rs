@@ -64,31 +64,6 @@ pub fn default_blackholes(range: Ipv4Net) -> Vec<Ipv4Net> {
     }
 }
 
-/// The label of the cluster IPs a node agent over `data_dir` puts on the loopback: one per
-/// data directory, so agents sharing a network namespace (tests) keep to their own.
-pub fn service_address_label(data_dir: &std::path::Path) -> String {
-    let mut h: u32 = 0x811c_9dc5;
-    for b in data_dir.as_os_str().as_encoded_bytes() {
-        h = (h ^ u32::from(*b)).wrapping_mul(0x0100_0193);
-    }
-    format!("lo:b{h:08x}")
-}
-
-/// Removes the loopback addresses labelled `label` (what an agent killed before it could
-/// clean up left behind).
-pub fn remove_labelled_addresses(label: &str) -> Result<()> {
-    let mut nl = Netlink::new()?;
-    let Some(lo) = nl.link_index("lo")? else {
-        return Ok(());
-    };
-    for (ip, prefix, l) in nl.addresses(lo)? {
-        if l == label {
-            nl.del_address(lo, ip, prefix)?;
-        }
-    }
-    Ok(())
-}
-
 /// A node's pod network: its bridge, its range, and where leases and namespaces live.
 #[derive(Debug, Clone)]
 pub struct Network {

@@ -298,6 +298,27 @@ pub fn https_connector(
         .wrap_connector(http)
 }
 
+/// The connector of a client that presents no certificate and trusts only the certificates
+/// of `ca_pem` (none at all without it: then only plain-HTTP peers can be reached); `what`
+/// names the bundle in errors. The API client's and image pulls' one TLS setup.
+pub fn connector_trusting(
+    ca_pem: Option<&str>,
+    what: &str,
+    connect_timeout: Duration,
+) -> Result<
+    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+    TlsError,
+> {
+    let roots = match ca_pem {
+        Some(pem) => roots(pem, what)?,
+        None => rustls::RootCertStore::empty(),
+    };
+    Ok(https_connector(
+        client_config_from(roots, None)?,
+        connect_timeout,
+    ))
+}
+
 /// Serves `router` on `listener` (over TLS with `tls`, else plain HTTP/1.1) until `shutdown`
 /// resolves; then stops accepting and gives open connections up to `drain` to finish.
 /// Connections may upgrade (WebSockets). Every connection runs under the listener's

@@ -38,7 +38,7 @@ pub(crate) enum Update {
 #[derive(Debug, Clone)]
 pub(crate) struct Options {
     /// The node's address (a host-network pod's IP, and its `hostIP`).
-    pub(crate) node_ip: String,
+    pub(crate) node_ip: std::net::Ipv4Addr,
     /// The runtime, with the node's pod range and blackholes settled.
     pub(crate) runtime: berth_runtime::pod::Runtime,
     /// Where images live.

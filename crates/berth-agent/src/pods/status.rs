@@ -170,7 +170,7 @@ pub(super) fn status_of(
             cond("ContainersReady", ready),
             cond("Ready", ready),
         ],
-        "hostIP": cfg.node_ip,
+        "hostIP": cfg.node_ip.to_string(),
         "podIP": pod_ip,
         "podIPs": if pod_ip.is_empty() { json!([]) } else { json!([{"ip": pod_ip}]) },
         "startTime": start_time,

@@ -76,7 +76,7 @@ pub(super) fn sync_blocking(
     let pod_ip = record
         .network
         .as_ref()
-        .map_or_else(|| cfg.node_ip.clone(), |n| n.ip.to_string());
+        .map_or_else(|| cfg.node_ip.to_string(), |n| n.ip.to_string());
     // Volumes: made once per pod, refreshed projections every pass.
     let dir = rt.pod_dir(&uid);
     let mut volumes = PodVolumes {

@@ -202,9 +202,8 @@ pub fn remove_node(data: &Path, bridge: &str, cidr: &str) {
     }
     let _ = rt.network.remove_bridge();
     // The cluster IPs its proxy served on this machine's loopback.
-    let _ = berth_runtime::net::remove_labelled_addresses(
-        &berth_runtime::net::service_address_label(data),
-    );
+    let _ =
+        berth_net::proxy::remove_labelled_addresses(&berth_net::proxy::service_address_label(data));
 }
 
 /// `berth get WHAT -o json`, parsed.
