@@ -48,6 +48,25 @@ pub fn dns1123_subdomain(s: &str) -> Option<String> {
     })
 }
 
+/// The alphabet Kubernetes draws generated names' suffixes and template hashes from: no
+/// vowels (no words) and no characters that look alike.
+pub const SAFE_ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+
+/// A name suffix of one [`SAFE_ALPHABET`] character per byte of `random`.
+pub fn safe_suffix(random: &[u8]) -> String {
+    random
+        .iter()
+        .map(|b| SAFE_ALPHABET[*b as usize % SAFE_ALPHABET.len()] as char)
+        .collect()
+}
+
+/// FNV-1a (64 bits): a hash that is the same across versions, processes and machines.
+pub fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf29ce484222325, |h, b| {
+        (h ^ *b as u64).wrapping_mul(0x100000001b3)
+    })
+}
+
 /// A name that is one segment of a URL path, as RBAC objects' names are (`system:node` is
 /// one): not `.` or `..`, without `/` or `%`, at most 253 characters.
 pub fn path_segment_name(s: &str) -> Option<String> {

@@ -45,6 +45,7 @@ struct Cache {
 
 async fn run_once(registry: &Registry, informer: &Informer) -> Result<(), Error> {
     let (all, mut changes) = informer.list_and_watch()?;
+    let prefixes = ["services", "pods", "endpoints"].map(crate::informer::key_prefix);
     let mut c = Cache::default();
     let mut queue: BTreeSet<Key> = BTreeSet::new();
     for o in all {
@@ -85,9 +86,9 @@ async fn run_once(registry: &Registry, informer: &Informer) -> Result<(), Error>
             let ev = change.event;
             let k = &ev.kv.key;
             let (svc, pod, ep) = (
-                k.starts_with(b"/registry/core/services/"),
-                k.starts_with(b"/registry/core/pods/"),
-                k.starts_with(b"/registry/core/endpoints/"),
+                k.starts_with(&prefixes[0]),
+                k.starts_with(&prefixes[1]),
+                k.starts_with(&prefixes[2]),
             );
             if !(svc || pod || ep) {
                 continue;

@@ -57,6 +57,13 @@ impl Batch {
     }
 }
 
+/// The store key prefix of the objects of `plural` (from `ResourceKind::key_prefix`, so no
+/// controller spells out the store's layout); for a plural berth does not serve, a prefix no
+/// key has (keys start with `/`).
+pub(crate) fn key_prefix(plural: &str) -> Vec<u8> {
+    berth_api::kinds::resolve(plural).map_or_else(|| vec![0], |k| k.key_prefix().into_bytes())
+}
+
 /// One change to one key.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Change<'a> {

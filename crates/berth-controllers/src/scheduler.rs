@@ -191,6 +191,7 @@ async fn run_once(
     default: Strategy,
 ) -> Result<(), Error> {
     let (all, mut changes) = informer.list_and_watch()?;
+    let watched = ["pods", "nodes"].map(crate::informer::key_prefix);
     let mut st = State::default();
     st.snapshot.default_strategy = default;
     st.snapshot.nodes = all
@@ -217,9 +218,7 @@ async fn run_once(
             let ev = change.event;
             // Only pods and nodes matter here (the Events it writes itself are most of the
             // rest): nothing else is decoded.
-            if !(ev.kv.key.starts_with(b"/registry/core/pods/")
-                || ev.kv.key.starts_with(b"/registry/core/nodes/"))
-            {
+            if !watched.iter().any(|p| ev.kv.key.starts_with(p)) {
                 continue;
             }
             // A binding of its own coming back changes nothing it does not know.

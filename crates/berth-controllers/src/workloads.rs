@@ -88,25 +88,12 @@ fn owner_ref(o: &Object) -> Value {
     }])
 }
 
-fn suffix(len: usize) -> String {
-    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
-    let mut b = vec![0u8; len];
-    let _ = getrandom::fill(&mut b);
-    b.iter()
-        .map(|x| ALPHABET[*x as usize % ALPHABET.len()] as char)
-        .collect()
-}
-
 /// A stable hash of a pod template (FNV-1a over its canonical JSON), as the label value.
 fn template_hash(template: &Value) -> String {
-    let mut h: u64 = 0xcbf29ce484222325;
-    for b in serde_json::to_vec(&canonical(template)).unwrap_or_default() {
-        h ^= b as u64;
-        h = h.wrapping_mul(0x100000001b3);
-    }
-    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    use berth_api::names::{SAFE_ALPHABET, fnv1a};
+    let h = fnv1a(&serde_json::to_vec(&canonical(template)).unwrap_or_default());
     (0..10)
-        .map(|i| ALPHABET[((h >> (i * 6)) % ALPHABET.len() as u64) as usize] as char)
+        .map(|i| SAFE_ALPHABET[((h >> (i * 6)) % SAFE_ALPHABET.len() as u64) as usize] as char)
         .collect()
 }
 
@@ -157,6 +144,7 @@ fn after_secs(secs: u64) -> Option<tokio::time::Instant> {
 
 async fn run_once(registry: &Registry, informer: &Informer) -> Result<(), Error> {
     let (all, mut changes) = informer.list_and_watch()?;
+    let watched = ["deployments", "replicasets", "pods"].map(crate::informer::key_prefix);
     let mut cache = Cache::default();
     let mut queue: BTreeSet<(u8, Key)> = BTreeSet::new();
     for o in all {
@@ -212,10 +200,7 @@ async fn run_once(registry: &Registry, informer: &Informer) -> Result<(), Error>
         for change in batch.changes() {
             let ev = change.event;
             // Only Deployments, ReplicaSets and Pods matter here: nothing else is decoded.
-            if !(ev.kv.key.starts_with(b"/registry/apps/deployments/")
-                || ev.kv.key.starts_with(b"/registry/apps/replicasets/")
-                || ev.kv.key.starts_with(b"/registry/core/pods/"))
-            {
+            if !watched.iter().any(|p| ev.kv.key.starts_with(p)) {
                 continue;
             }
             let Some(o) = change.object().cloned() else {
@@ -369,12 +354,13 @@ async fn reconcile_rs(
             .unwrap_or_default();
         for _ in 0..diff {
             let mut meta = template.get("metadata").cloned().unwrap_or(json!({}));
-            let name = format!("{}-{}", rs.name(), suffix(5));
-            meta["name"] = json!(name);
+            // Named by the server from `generateName`, as Kubernetes' ReplicaSet controller
+            // names its pods.
+            meta["generateName"] = json!(format!("{}-", rs.name()));
             meta["namespace"] = json!(ns);
             meta["ownerReferences"] = owner_ref(&rs);
             if let Some(m) = meta.as_object_mut() {
-                m.remove("generateName");
+                m.remove("name");
                 m.remove("uid");
                 m.remove("resourceVersion");
             }

@@ -90,12 +90,8 @@ pub struct PodNetwork {
 
 /// The host side's name of a pod's veth (at most 15 bytes, as the kernel requires).
 pub fn host_veth_name(pod: &str) -> String {
-    // FNV-1a: stable across versions and processes.
-    let mut h: u64 = 0xcbf29ce484222325;
-    for b in pod.bytes() {
-        h ^= b as u64;
-        h = h.wrapping_mul(0x100000001b3);
-    }
+    // Stable across versions and processes: a restarted agent finds the veths it made.
+    let h = berth_api::names::fnv1a(pod.as_bytes());
     format!("vb{:012x}", h & 0xffff_ffff_ffff)
 }
 

@@ -50,15 +50,12 @@ pub(super) fn encode(obj: &Object) -> Vec<u8> {
     serde_json::to_vec(&o.0).unwrap_or_default()
 }
 
+/// Five random characters for a `generateName`, as Kubernetes makes them. Without the OS's
+/// randomness they would repeat; a repeat is refused as AlreadyExists, never overwrites.
 fn random_suffix() -> String {
-    // The alphabet Kubernetes uses for generated names: no vowels, no look-alikes.
-    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
     let mut bytes = [0u8; 5];
     let _ = getrandom::fill(&mut bytes);
-    bytes
-        .iter()
-        .map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char)
-        .collect()
+    berth_api::names::safe_suffix(&bytes)
 }
 
 impl Registry {
