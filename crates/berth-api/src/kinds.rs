@@ -57,6 +57,12 @@ impl ResourceKind {
     }
 
     /// Whether the kind has a `scale` subresource (`kubectl scale`).
+    /// Whether it is a review (an access review, `SelfSubjectReview`): a question created and
+    /// answered in one request, never stored, with `create` its only verb.
+    pub fn is_review(&self) -> bool {
+        matches!(self.group, "authorization.k8s.io" | "authentication.k8s.io")
+    }
+
     pub fn has_scale(&self) -> bool {
         matches!(self.kind, "Deployment" | "ReplicaSet")
     }
@@ -224,6 +230,51 @@ pub static KINDS: &[ResourceKind] = &[
         "ClusterRoleBinding",
         "clusterrolebindings",
         "clusterrolebinding",
+        false,
+        [],
+        false
+    ),
+    kind!(
+        "authorization.k8s.io",
+        "SelfSubjectAccessReview",
+        "selfsubjectaccessreviews",
+        "",
+        false,
+        [],
+        false
+    ),
+    kind!(
+        "authorization.k8s.io",
+        "SelfSubjectRulesReview",
+        "selfsubjectrulesreviews",
+        "",
+        false,
+        [],
+        false
+    ),
+    kind!(
+        "authorization.k8s.io",
+        "SubjectAccessReview",
+        "subjectaccessreviews",
+        "",
+        false,
+        [],
+        false
+    ),
+    kind!(
+        "authorization.k8s.io",
+        "LocalSubjectAccessReview",
+        "localsubjectaccessreviews",
+        "",
+        true,
+        [],
+        false
+    ),
+    kind!(
+        "authentication.k8s.io",
+        "SelfSubjectReview",
+        "selfsubjectreviews",
+        "",
         false,
         [],
         false

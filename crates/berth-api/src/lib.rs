@@ -13,6 +13,7 @@ pub mod manifest;
 pub mod names;
 pub mod object;
 pub mod podsecurity;
+pub mod protobuf;
 pub mod quantity;
 pub mod rbac;
 pub mod selector;

@@ -99,6 +99,13 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
         return None;
     }
     for k in kinds {
+        if k.is_review() {
+            resources.push(json!({
+                "name": k.plural, "singularName": k.singular, "namespaced": k.namespaced,
+                "kind": k.kind, "verbs": ["create"],
+            }));
+            continue;
+        }
         resources.push(json!({
             "name": k.plural,
             "singularName": k.singular,

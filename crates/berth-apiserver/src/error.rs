@@ -13,7 +13,7 @@ pub struct ApiError(pub(crate) Box<Status>);
 pub type ApiResult<T> = Result<T, ApiError>;
 
 impl ApiError {
-    fn from_status(s: Status) -> Self {
+    pub(crate) fn from_status(s: Status) -> Self {
         ApiError(Box::new(s))
     }
 

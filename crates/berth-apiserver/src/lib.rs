@@ -12,6 +12,7 @@
 //! encoding are private: they are HTTP's business.
 
 pub mod auth;
+pub mod authz;
 mod discovery;
 pub mod error;
 pub mod events;
@@ -23,6 +24,7 @@ mod podsecurity;
 mod proxy;
 mod ranges;
 pub mod registry;
+mod reviews;
 pub mod server;
 pub mod tls;
 mod watch;
@@ -78,6 +80,8 @@ pub struct ApiServer {
     pub registry: Registry,
     pub auth: Authenticator,
     pub config: ServerConfig,
+    /// The RBAC policy in force.
+    pub(crate) authz: Arc<authz::Authorizer>,
     /// Shared by every watch: each change is decoded and encoded once.
     pub(crate) watch_cache: Arc<watch::EncodeCache>,
     ready: AtomicBool,
@@ -92,6 +96,7 @@ impl ApiServer {
             registry: Registry::new(store).with_service_range(config.service_cidr),
             auth,
             config,
+            authz: Arc::default(),
             watch_cache: Arc::default(),
             ready: AtomicBool::new(false),
             stopping: tokio::sync::watch::Sender::new(false),
@@ -112,9 +117,18 @@ impl ApiServer {
         self.ready.load(Ordering::Acquire)
     }
 
-    /// Creates the default namespaces; the server reports ready after this.
+    /// Creates the default namespaces and RBAC policy, and starts following the policy (on
+    /// the current tokio runtime, until shutdown); the server reports ready after this.
     pub async fn bootstrap(&self) -> Result<(), error::ApiError> {
         self.registry.ensure_default_namespaces().await?;
+        self.registry.ensure_default_rbac().await?;
+        // Loaded once here so the first request is decided on the policy just written.
+        self.authz.load_now(&self.registry.store)?;
+        tokio::spawn(
+            self.authz
+                .clone()
+                .follow(self.registry.store.clone(), self.stopping()),
+        );
         self.ready.store(true, Ordering::Release);
         Ok(())
     }

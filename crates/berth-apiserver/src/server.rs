@@ -242,7 +242,17 @@ fn parse_body(headers: &HeaderMap, body: &[u8]) -> ApiResult<Object> {
         .get("content-type")
         .and_then(|v| v.to_str().ok())
         .unwrap_or("application/json");
-    let value: Value = if ct.contains("yaml") {
+    let value: Value = if ct.starts_with(berth_api::protobuf::CONTENT_TYPE) {
+        // kubectl posts RBAC bindings in protobuf; other kinds are refused with a 415 that
+        // says to send JSON.
+        berth_api::protobuf::decode(body).map_err(|e| {
+            ApiError::new(
+                415,
+                "UnsupportedMediaType",
+                format!("the protobuf request body cannot be read: {e}"),
+            )
+        })?
+    } else if ct.contains("yaml") {
         let text = std::str::from_utf8(body)
             .map_err(|_| ApiError::bad_request("the YAML body is not UTF-8"))?;
         serde_saphyr_value(text)?
@@ -513,14 +523,43 @@ async fn dispatch(
         .auth
         .authenticate(auth)
         .or_else(|| crate::auth::bootstrap_token(&s.registry, auth));
-    let Some(user) = user else {
+    let Some(mut user) = user else {
         return Err(ApiError::new(
             401,
             "Unauthorized",
             "Unauthorized: a valid bearer token is required (see the kubeconfig that `berth up` wrote)",
         ));
     };
+    // Every authenticated caller is in this group, as in Kubernetes (the discovery roles are
+    // bound to it).
+    if !user.groups.iter().any(|g| g == "system:authenticated") {
+        user.groups.push("system:authenticated".into());
+    }
     let q = parse_query(raw);
+    if let Some(request) = crate::authz::attributes(method, &r, path, &q) {
+        s.authz.check(&user, &request)?;
+    }
+    let requester = user.clone();
+    crate::authz::as_requester(requester, s.authz.clone(), async {
+        serve(s, method, r, path, raw, &q, headers, body, upgrade, &user).await
+    })
+    .await
+}
+
+/// Answers an authenticated and authorized request.
+#[allow(clippy::too_many_arguments)]
+async fn serve(
+    s: &ApiServer,
+    method: &Method,
+    r: Route,
+    path: &str,
+    raw: Option<&str>,
+    q: &HashMap<String, String>,
+    headers: &HeaderMap,
+    body: Body,
+    upgrade: Option<hyper::upgrade::OnUpgrade>,
+    user: &UserInfo,
+) -> ApiResult<Response> {
     let ok = |v: Value| Ok(json_response(StatusCode::OK, &v));
     match (method, r) {
         (&Method::GET, Route::Api) => ok(discovery::api_versions()),
@@ -552,11 +591,11 @@ async fn dispatch(
                 serde_json::json!({"swagger": "2.0", "info": {"title": "berth", "version": s.config.version}, "paths": {}, "definitions": {}}),
             )
         }
-        (&Method::GET, Route::History) => ok(history::history(&s.registry, &q)?),
-        (&Method::GET, Route::Revisions) => ok(history::revisions(&s.registry, &q)?),
-        (&Method::GET, Route::Export) => ok(history::export(&s.registry, &q)?),
+        (&Method::GET, Route::History) => ok(history::history(&s.registry, q)?),
+        (&Method::GET, Route::Revisions) => ok(history::revisions(&s.registry, q)?),
+        (&Method::GET, Route::Export) => ok(history::export(&s.registry, q)?),
         (&Method::GET, Route::Metrics { resource, ns, name }) => {
-            ok(crate::proxy::metrics(s, &resource, ns.as_deref(), name.as_deref(), &q).await?)
+            ok(crate::proxy::metrics(s, &resource, ns.as_deref(), name.as_deref(), q).await?)
         }
         (
             &Method::GET,
@@ -566,7 +605,7 @@ async fn dispatch(
                 name,
                 sub: Some(sub),
             },
-        ) if kind.kind == "Pod" && sub == "log" => crate::proxy::logs(s, &ns, &name, &q).await,
+        ) if kind.kind == "Pod" && sub == "log" => crate::proxy::logs(s, &ns, &name, q).await,
         (
             &Method::GET | &Method::POST,
             Route::Object {
@@ -587,15 +626,19 @@ async fn dispatch(
                 &s.registry.store,
                 m,
                 &key,
-                &q,
+                q,
                 body,
                 &user.name,
                 s.stopping(),
             )
             .await
         }
+        (m, Route::Collection { kind, ns }) if kind.is_review() => {
+            let body = read_body(s, body).await?;
+            crate::reviews::answer(s, m, kind, ns.as_deref(), &body, user)
+        }
         (m, Route::Collection { kind, ns }) => {
-            collection(s, m, kind, ns, &q, headers, body, &user).await
+            collection(s, m, kind, ns, q, headers, body, user).await
         }
         (
             m,
@@ -605,7 +648,7 @@ async fn dispatch(
                 name,
                 sub,
             },
-        ) => object(s, m, kind, ns, name, sub, &q, headers, body, &user).await,
+        ) => object(s, m, kind, ns, name, sub, q, headers, body, user).await,
         (m, _) => Err(ApiError::new(
             405,
             "MethodNotAllowed",

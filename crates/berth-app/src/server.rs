@@ -230,6 +230,12 @@ pub async fn start(opts: ServerOptions) -> anyhow::Result<RunningServer> {
         informer.clone(),
         stop_rx.clone(),
     )));
+    // RBAC's own: the roles a user binds to are as the aggregation makes them.
+    tasks.push(tokio::spawn(berth_controllers::rbac::run(
+        api.registry.clone(),
+        informer.clone(),
+        stop_rx.clone(),
+    )));
     if opts.controllers {
         tasks.push(tokio::spawn(berth_controllers::scheduler::run(
             api.registry.clone(),

@@ -7,6 +7,7 @@
 //! Output goes to the writer a verb is given, so tests read exactly what a user sees.
 
 mod apply;
+pub mod auth;
 pub mod delete;
 mod describe;
 mod diff;
@@ -199,6 +200,12 @@ pub enum Verb {
         #[command(subcommand)]
         cmd: kv::KvCmd,
     },
+    /// What you may do, and who the server takes you for (`berth auth can-i create pods`,
+    /// `berth auth whoami`)
+    Auth {
+        #[command(subcommand)]
+        cmd: auth::AuthCmd,
+    },
     /// List the kinds the server serves
     ApiResources,
     /// Show client and server versions
@@ -298,6 +305,10 @@ pub async fn run(conn: &Conn, verb: Verb, out: &mut dyn Write) -> anyhow::Result
         Verb::Kv { cmd } => {
             let ctx = connect(conn)?;
             kv::run(&ctx.client, cmd, out).await
+        }
+        Verb::Auth { cmd } => {
+            let ctx = connect(conn)?;
+            auth::run(&ctx.client, &ctx.namespace, cmd, out).await
         }
         Verb::Logs(args) => {
             let ctx = connect(conn)?;

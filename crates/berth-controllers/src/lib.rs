@@ -9,6 +9,8 @@
 //! - `nodes`: node lifecycle (a silent node's taint, its pods' eviction) and each node's pod
 //!   range;
 //! - `gc`: the garbage collector and the namespace controller;
+//! - `rbac`: ClusterRole aggregation (`admin`, `edit`, `view` from the roles labelled for
+//!   them);
 //! - `informer`: the one store watch they all follow, each write decoded at most once;
 //! - `runtime`: what they share (supervision with back-off, the error a run ends with, Event
 //!   recording, object keys, pod readiness).
@@ -37,6 +39,7 @@ pub mod endpoints;
 pub mod gc;
 pub mod informer;
 pub mod nodes;
+pub mod rbac;
 mod runtime;
 pub mod scheduler;
 pub mod workloads;

@@ -253,7 +253,7 @@ fn history_shows_authors_and_diffs_and_export_rebuilds_the_state() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("a");
     std::fs::create_dir_all(&data).unwrap();
-    std::fs::write(data.join("tokens.csv"), "admin-token-0000000000,admin,1\nalice-token-000000000,alice,2\nbob-token-00000000000,bob,3\n").unwrap();
+    std::fs::write(data.join("tokens.csv"), "admin-token-0000000000,admin,1,system:masters\nalice-token-000000000,alice,2,system:masters\nbob-token-00000000000,bob,3,system:masters\n").unwrap();
     let server = BerthProcess::start("server", &data);
     let alice = kubeconfig_for(dir.path(), &server, "alice", "alice-token-000000000");
     let bob = kubeconfig_for(dir.path(), &server, "bob", "bob-token-00000000000");

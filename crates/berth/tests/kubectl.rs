@@ -3,24 +3,9 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
-use common::BerthProcess;
-
-fn kubectl(home: &Path, kubeconfig: &Path, args: &[&str]) -> Output {
-    let bin = ["/usr/bin/kubectl", "/usr/local/bin/kubectl"]
-        .into_iter()
-        .find(|p| Path::new(p).exists())
-        .expect("kubectl is part of this machine image (see docs/testing.md); install it to run this test");
-    Command::new(bin)
-        .args(args)
-        .env("KUBECONFIG", kubeconfig)
-        // A cache directory of its own: discovery must come from this server.
-        .env("HOME", home)
-        .output()
-        .expect("run kubectl")
-}
+use common::{BerthProcess, kubectl};
 
 fn out(o: &Output) -> String {
     assert!(

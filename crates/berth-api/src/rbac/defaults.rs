@@ -7,6 +7,9 @@
 //! berth's own resources, and where they differ from what one might expect:
 //! - ConfigTemplates run their `check` and `reload` commands as root on a node: `view` reads
 //!   them, and only `cluster-admin` writes them.
+//! - Node agents (group `system:nodes`) hold `system:node` (the kubelet's), `system:node-proxier`
+//!   (kube-proxy's) and `berth:node` (Ingresses for the ingress, ConfigTemplates and the
+//!   key/value tree for config generation).
 //! - `metrics.k8s.io` (pods, nodes) is readable by `view`, `edit` and `admin`, through the
 //!   `system:aggregated-metrics-reader` role metrics-server installs in Kubernetes.
 
@@ -248,6 +251,65 @@ pub fn cluster_roles() -> Vec<Value> {
             ],
         ),
         cluster_role(
+            "system:node",
+            &[],
+            vec![
+                rule(&["create"], "authentication.k8s.io", &["tokenreviews"]),
+                rule(
+                    &["create"],
+                    "authorization.k8s.io",
+                    &["localsubjectaccessreviews", "subjectaccessreviews"],
+                ),
+                rule(READ, "", &["services"]),
+                rule(&["create", "get", "list", "watch"], "", &["nodes"]),
+                rule(&["patch", "update"], "", &["nodes/status"]),
+                rule(&["patch", "update"], "", &["nodes"]),
+                rule(&["create", "patch", "update"], "", &["events"]),
+                rule(READ, "", &["pods"]),
+                rule(&["create", "delete"], "", &["pods"]),
+                rule(&["patch", "update"], "", &["pods/status"]),
+                rule(&["create"], "", &["pods/eviction"]),
+                rule(READ, "", &["configmaps", "secrets"]),
+                rule(&["get"], "", &["persistentvolumeclaims"]),
+                rule(&["get"], "", &["endpoints"]),
+                rule(
+                    &["create", "get", "list", "watch"],
+                    "certificates.k8s.io",
+                    &["certificatesigningrequests"],
+                ),
+                rule(
+                    &["create", "delete", "get", "patch", "update"],
+                    "coordination.k8s.io",
+                    &["leases"],
+                ),
+                rule(&["create"], "", &["serviceaccounts/token"]),
+            ],
+        ),
+        cluster_role(
+            "system:node-proxier",
+            &[],
+            vec![
+                rule(&["list", "watch"], "", &["endpoints", "services"]),
+                rule(READ, "", &["nodes"]),
+                rule(&["create", "patch", "update"], "", &["events"]),
+                rule(&["list", "watch"], "discovery.k8s.io", &["endpointslices"]),
+            ],
+        ),
+        cluster_role(
+            "berth:node",
+            &[],
+            vec![
+                rule(&["list", "watch"], "networking.k8s.io", &["ingresses"]),
+                rule(READ, "berth.dev", &["configtemplates"]),
+                rule(
+                    &["patch", "update"],
+                    "berth.dev",
+                    &["configtemplates/status"],
+                ),
+                rule(READ, "kv.berth.dev", &["keys"]),
+            ],
+        ),
+        cluster_role(
             "system:public-info-viewer",
             &[],
             vec![PolicyRule::urls(
@@ -283,6 +345,12 @@ pub fn cluster_role_bindings() -> Vec<Value> {
             "system:public-info-viewer",
             &["system:authenticated", "system:unauthenticated"],
         ),
+        // A node agent is the kubelet, kube-proxy and an ingress controller in one: it
+        // holds their three roles. (Kubernetes leaves `system:node` unbound and lets its
+        // Node authorizer decide; until berth's does, the role is bound to the nodes.)
+        cluster_role_binding("system:node", &["system:nodes"]),
+        cluster_role_binding("system:node-proxier", &["system:nodes"]),
+        cluster_role_binding("berth:node", &["system:nodes"]),
     ]
 }
 

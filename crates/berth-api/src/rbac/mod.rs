@@ -167,6 +167,26 @@ pub enum Request {
 }
 
 impl Request {
+    /// A resource request: `verb` on `group`'s `resource` (`subresource`), in `namespace`,
+    /// named `name` (each "" when there is none).
+    pub fn resource(
+        verb: &str,
+        group: &str,
+        resource: &str,
+        subresource: &str,
+        namespace: &str,
+        name: &str,
+    ) -> Request {
+        Request::Resource(ResourceRequest {
+            verb: verb.into(),
+            api_group: group.into(),
+            resource: resource.into(),
+            subresource: subresource.into(),
+            namespace: namespace.into(),
+            name: name.into(),
+        })
+    }
+
     /// The namespace the request is in ("" when cluster-wide).
     pub fn namespace(&self) -> &str {
         match self {
@@ -226,7 +246,13 @@ pub fn subject_matches(subject: &Value, user: &User, binding_namespace: &str) ->
                 .as_str()
                 .filter(|n| !n.is_empty())
                 .unwrap_or(binding_namespace);
-            !name.is_empty() && !ns.is_empty() && user.name == service_account_user(ns, name)
+            !name.is_empty()
+                && !ns.is_empty()
+                && user
+                    .name
+                    .strip_prefix("system:serviceaccount:")
+                    .and_then(|rest| rest.split_once(':'))
+                    == Some((ns, name))
         }
         _ => false,
     }
@@ -390,7 +416,8 @@ impl std::fmt::Display for Allowed {
 #[derive(Debug, Clone, Default)]
 pub struct Policy {
     cluster_roles: HashMap<String, Vec<PolicyRule>>,
-    roles: HashMap<(String, String), Vec<PolicyRule>>,
+    /// By namespace, then name.
+    roles: HashMap<String, HashMap<String, Vec<PolicyRule>>>,
     cluster_bindings: BTreeMap<String, Binding>,
     /// By namespace, then name.
     bindings: HashMap<String, BTreeMap<String, Binding>>,
@@ -422,7 +449,7 @@ impl Policy {
                 self.cluster_roles.insert(name, rules_of(o));
             }
             Some("Role") => {
-                self.roles.insert((ns, name), rules_of(o));
+                self.roles.entry(ns).or_default().insert(name, rules_of(o));
             }
             Some("ClusterRoleBinding") => {
                 self.cluster_bindings.insert(name, Binding::from_value(o));
@@ -444,8 +471,12 @@ impl Policy {
                 self.cluster_roles.remove(name);
             }
             "Role" => {
-                self.roles
-                    .remove(&(namespace.to_string(), name.to_string()));
+                if let Some(r) = self.roles.get_mut(namespace) {
+                    r.remove(name);
+                    if r.is_empty() {
+                        self.roles.remove(namespace);
+                    }
+                }
             }
             "ClusterRoleBinding" => {
                 self.cluster_bindings.remove(name);
@@ -467,7 +498,7 @@ impl Policy {
     pub fn role_rules(&self, role: &RoleRef, namespace: &str) -> &[PolicyRule] {
         let rules = match role.kind.as_str() {
             "ClusterRole" => self.cluster_roles.get(&role.name),
-            "Role" => self.roles.get(&(namespace.to_string(), role.name.clone())),
+            "Role" => self.roles.get(namespace).and_then(|r| r.get(&role.name)),
             _ => None,
         };
         rules.map_or(&[], Vec::as_slice)
@@ -531,14 +562,7 @@ mod tests {
     use serde_json::json;
 
     fn get(group: &str, resource: &str, sub: &str, ns: &str, name: &str) -> Request {
-        Request::Resource(ResourceRequest {
-            verb: "get".into(),
-            api_group: group.into(),
-            resource: resource.into(),
-            subresource: sub.into(),
-            namespace: ns.into(),
-            name: name.into(),
-        })
+        Request::resource("get", group, resource, sub, ns, name)
     }
 
     #[test]

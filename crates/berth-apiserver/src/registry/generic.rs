@@ -114,6 +114,7 @@ impl Registry {
     ) -> ApiResult<Object> {
         let (key, mut obj) = self.prepare_create(kind, url_ns, obj)?;
         self.check_namespace_open(obj.namespace()).await?;
+        crate::authz::admit_rbac(kind, &obj)?;
         let admitted = crate::podsecurity::admit(self, kind, &obj)?;
         if dry_run {
             return Ok(obj);
@@ -198,6 +199,13 @@ impl Registry {
         url_ns: Option<&str>,
         mut obj: Object,
     ) -> ApiResult<(Vec<u8>, Object)> {
+        if kind.is_review() {
+            return Err(ApiError::new(
+                405,
+                "MethodNotAllowed",
+                format!("{} are answered, not stored", kind.plural),
+            ));
+        }
         Self::check_type(kind, &obj)?;
         let ns = Self::bind_namespace(kind, url_ns, &mut obj)?;
         if obj.name().is_empty()
@@ -384,6 +392,13 @@ impl Registry {
         verb: &str,
         dry_run: bool,
     ) -> ApiResult<Object> {
+        if kind.is_review() {
+            return Err(ApiError::new(
+                405,
+                "MethodNotAllowed",
+                format!("{} are answered, not stored", kind.plural),
+            ));
+        }
         Self::check_type(kind, &obj)?;
         let ns = Self::bind_namespace(kind, url_ns, &mut obj)?;
         let (key, kv, old) = self.load_for_update(kind, ns.as_deref(), name)?;
@@ -434,6 +449,7 @@ impl Registry {
         if kind.kind == "Namespace" {
             crate::podsecurity::check_existing_pods(self, &old, &obj)?;
         }
+        crate::authz::admit_rbac(kind, &obj)?;
         if kind.has_status && obj.desired_state() != old.desired_state() {
             obj.set_meta("generation", old.generation() + 1);
         }
@@ -478,6 +494,13 @@ impl Registry {
                 404,
                 "NotFound",
                 format!("{} has no status subresource", kind.qualified_plural()),
+            ));
+        }
+        if kind.is_review() {
+            return Err(ApiError::new(
+                405,
+                "MethodNotAllowed",
+                format!("{} are answered, not stored", kind.plural),
             ));
         }
         Self::check_type(kind, &obj)?;

@@ -31,6 +31,7 @@ mod generic;
 mod list;
 mod namespaces;
 mod pods;
+mod rbac;
 mod scale;
 mod services;
 

@@ -18,6 +18,7 @@ pub struct TestServer {
 
 pub const ALICE_TOKEN: &str = "alice-token-0123456789";
 pub const BOB_TOKEN: &str = "bob-token-0123456789";
+pub const CAROL_TOKEN: &str = "carol-token-0123456789";
 
 impl TestServer {
     pub async fn start() -> TestServer {
@@ -28,7 +29,11 @@ impl TestServer {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(
             dir.path().join("tokens.csv"),
-            format!("admin-token-0123456789,admin,1\n{ALICE_TOKEN},alice,2\n{BOB_TOKEN},bob,3\n"),
+            // alice and bob are cluster admins too (the tests that need them tell writers
+            // apart); carol holds only what RBAC tests bind to her.
+            format!(
+                "admin-token-0123456789,admin,1,system:masters\n{ALICE_TOKEN},alice,2,system:masters\n{BOB_TOKEN},bob,3,system:masters\n{CAROL_TOKEN},carol,4\n"
+            ),
         )
         .unwrap();
         let mut opts = ServerOptions::new(dir.path());

@@ -168,6 +168,21 @@ pub fn stderr(o: &Output) -> String {
 }
 
 /// Writes a kubeconfig for another user of the same server.
+/// kubectl (as shipped on this kind of machine) with `kubeconfig`, and `home` as its home (a
+/// cache directory of its own: discovery must come from the server under test).
+pub fn kubectl(home: &Path, kubeconfig: &Path, args: &[&str]) -> std::process::Output {
+    let bin = ["/usr/bin/kubectl", "/usr/local/bin/kubectl"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .expect("kubectl is part of this machine image (see docs/testing.md); install it to run this test");
+    Command::new(bin)
+        .args(args)
+        .env("KUBECONFIG", kubeconfig)
+        .env("HOME", home)
+        .output()
+        .expect("run kubectl")
+}
+
 pub fn kubeconfig_for(dir: &Path, server: &BerthProcess, user: &str, token: &str) -> PathBuf {
     let p = dir.join(format!("{user}.kubeconfig"));
     let url = &server.url;

@@ -1,0 +1,526 @@
+//! Authorization: whether the caller of a request may make it, by RBAC (Kubernetes' Roles,
+//! ClusterRoles and their bindings, evaluated by `berth_api::rbac`).
+//!
+//! - [`attributes`] turns a routed request into what RBAC decides on (verb, API group,
+//!   resource, subresource, namespace, name; or a non-resource path), as kube-apiserver's
+//!   request info does: GET of an object is `get`, of a collection `list` (`watch` with
+//!   `watch=1`), POST `create`, PUT `update`, PATCH `patch`, DELETE `delete` (of a collection,
+//!   `deletecollection`); a pod's `exec` is `create` on `pods/exec` whatever the method.
+//! - [`Authorizer`] holds the roles and bindings in force, read from the store when the
+//!   server starts and kept in step by a watch of them; a change is in force once that
+//!   watch has delivered it (milliseconds), as with kube-apiserver's informers.
+//! - The group `system:masters` may do anything without a binding (kube-apiserver's
+//!   privileged group): the admin is never locked out by a broken policy.
+//!
+//! Invariant: a request is refused unless a rule allows it; nothing allows by default.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use axum::http::Method;
+use berth_api::rbac::{self, Allowed, Policy, Request, ResourceRequest};
+use berth_store::{EventType, Store, StoreError};
+use serde_json::Value;
+
+use crate::auth::UserInfo;
+use crate::error::ApiError;
+use crate::server::Route;
+
+/// The group that may do anything.
+pub const MASTERS: &str = "system:masters";
+
+/// The store prefix of the four RBAC kinds.
+const RBAC_PREFIX: &[u8] = b"/registry/rbac.authorization.k8s.io/";
+
+/// What a routed request asks to do; `None` for what needs no authorization (health and
+/// version, open to anyone).
+pub fn attributes(
+    method: &Method,
+    route: &Route,
+    path: &str,
+    q: &HashMap<String, String>,
+) -> Option<Request> {
+    let watch = q.get("watch").is_some_and(|w| w == "1" || w == "true");
+    let verb = |collection: bool| -> &'static str {
+        match *method {
+            Method::GET | Method::HEAD if collection && watch => "watch",
+            Method::GET | Method::HEAD if collection => "list",
+            Method::GET | Method::HEAD => "get",
+            Method::POST => "create",
+            Method::PUT => "update",
+            Method::PATCH => "patch",
+            Method::DELETE if collection => "deletecollection",
+            Method::DELETE => "delete",
+            _ => "unknown",
+        }
+    };
+    let resource = Request::resource;
+    let non_resource = || Request::NonResource {
+        verb: verb(false).to_string(),
+        path: path.to_string(),
+    };
+    Some(match route {
+        Route::Health | Route::Version => return None,
+        Route::Api | Route::Apis | Route::Group(_) | Route::Resources { .. } | Route::OpenApiV2 => {
+            non_resource()
+        }
+        Route::Collection { kind, ns } => resource(
+            verb(true),
+            kind.group,
+            kind.plural,
+            "",
+            ns.as_deref().unwrap_or(""),
+            "",
+        ),
+        Route::Object {
+            kind,
+            ns,
+            name,
+            sub,
+        } => {
+            let sub = sub.as_deref().unwrap_or("");
+            // Exec (and attach) start a process whichever method carries them: `create`, as
+            // kube-apiserver authorizes them.
+            let v = if kind.kind == "Pod" && matches!(sub, "exec" | "attach" | "portforward") {
+                "create"
+            } else {
+                verb(false)
+            };
+            resource(
+                v,
+                kind.group,
+                kind.plural,
+                sub,
+                ns.as_deref().unwrap_or(""),
+                name,
+            )
+        }
+        Route::NodeProxy { node, .. } => resource(verb(false), "", "nodes", "proxy", "", node),
+        Route::Metrics {
+            resource: r,
+            ns,
+            name,
+        } => resource(
+            verb(name.is_none()),
+            "metrics.k8s.io",
+            r,
+            "",
+            ns.as_deref().unwrap_or(""),
+            name.as_deref().unwrap_or(""),
+        ),
+        // berth's own APIs: the history of objects (it shows Secrets' values), the export of
+        // the whole cluster, and the key/value tree, whose key is the resource name.
+        Route::History => resource(verb(true), "berth.dev", "history", "", "", ""),
+        Route::Revisions => resource(verb(true), "berth.dev", "revisions", "", "", ""),
+        Route::Export => resource(verb(true), "berth.dev", "export", "", "", ""),
+        Route::Kv(key) => {
+            let recurse = q.get("recurse").is_some_and(|r| r == "1" || r == "true");
+            resource(verb(recurse), "kv.berth.dev", "keys", "", "", key)
+        }
+    })
+}
+
+/// The message of a refusal, as kube-apiserver words it: `pods "web" is forbidden: User
+/// "alice" cannot get resource "pods" in API group "" in the namespace "shop"`.
+pub fn forbidden(user: &str, request: &Request) -> ApiError {
+    let why = request.forbidden_message(user);
+    let Request::Resource(r) = request else {
+        return ApiError::forbidden(format!("forbidden: {why}"));
+    };
+    let what = if r.api_group.is_empty() {
+        r.resource.clone()
+    } else {
+        format!("{}.{}", r.resource, r.api_group)
+    };
+    let message = if r.name.is_empty() {
+        format!("{what} is forbidden: {why}")
+    } else {
+        format!("{what} \"{}\" is forbidden: {why}", r.name)
+    };
+    ApiError::from_status(
+        berth_api::Status::failure(403, "Forbidden", message).with_details(
+            &r.api_group,
+            &r.resource,
+            &r.name,
+        ),
+    )
+}
+
+tokio::task_local! {
+    /// Who the request being handled comes from, for the checks made where the object is
+    /// written (escalation); unset for the in-process controllers, which are trusted.
+    static REQUESTER: (UserInfo, Arc<Authorizer>);
+}
+
+/// Runs a request's handling as `user`.
+pub async fn as_requester<F: std::future::Future>(
+    user: UserInfo,
+    authz: Arc<Authorizer>,
+    f: F,
+) -> F::Output {
+    REQUESTER.scope((user, authz), f).await
+}
+
+/// Refuses a Role, ClusterRole or binding that would grant its writer permissions the writer
+/// does not hold (kube-apiserver's escalation check): a role's rules must be covered by the
+/// writer's own rules in its namespace (cluster-wide ones for a ClusterRole) unless the
+/// writer may `escalate` it; a binding's role likewise unless the writer may `bind` it. An
+/// aggregated ClusterRole takes `escalate`. Other kinds, and writes from outside a request,
+/// pass.
+pub(crate) fn admit_rbac(
+    kind: &berth_api::ResourceKind,
+    obj: &berth_api::Object,
+) -> Result<(), ApiError> {
+    if kind.group != "rbac.authorization.k8s.io" {
+        return Ok(());
+    }
+    let Ok(Some(refusal)) = REQUESTER.try_with(|(user, authz)| authz.escalation(kind, obj, user))
+    else {
+        return Ok(());
+    };
+    Err(refusal)
+}
+
+fn refuse(kind: &berth_api::ResourceKind, obj: &berth_api::Object, why: String) -> ApiError {
+    ApiError::forbidden(format!(
+        "{}.{} \"{}\" is forbidden: {why}",
+        kind.plural,
+        kind.group,
+        obj.name()
+    ))
+    .with_details(kind, obj.name())
+}
+
+/// The roles and bindings in force, and the decisions made from them.
+#[derive(Debug, Default)]
+pub struct Authorizer {
+    policy: RwLock<Policy>,
+}
+
+fn user_of(u: &UserInfo) -> rbac::User {
+    rbac::User {
+        name: u.name.clone(),
+        groups: u.groups.clone(),
+    }
+}
+
+impl Authorizer {
+    /// Whether `user` may make `request`: what allowed it (`None` for `system:masters`), or
+    /// the 403 to answer.
+    pub fn check(&self, user: &UserInfo, request: &Request) -> Result<Option<Allowed>, ApiError> {
+        if user.groups.iter().any(|g| g == MASTERS) {
+            return Ok(None);
+        }
+        match self.read().authorize(&user_of(user), request) {
+            Some(allowed) => Ok(Some(allowed)),
+            None => Err(forbidden(&user.name, request)),
+        }
+    }
+
+    /// Whether `user` may make `request` (for access reviews).
+    pub fn allows(&self, user: &UserInfo, request: &Request) -> Option<String> {
+        if user.groups.iter().any(|g| g == MASTERS) {
+            return Some(format!("allowed by the group {MASTERS}"));
+        }
+        self.read()
+            .authorize(&user_of(user), request)
+            .map(|a| a.to_string())
+    }
+
+    /// Every rule bound to `user` in `namespace` (and cluster-wide); a member of
+    /// `system:masters` holds every permission.
+    pub fn rules_for(&self, user: &UserInfo, namespace: &str) -> Vec<rbac::PolicyRule> {
+        if user.groups.iter().any(|g| g == MASTERS) {
+            return vec![
+                rbac::PolicyRule::new(&["*"], &["*"], &["*"]),
+                rbac::PolicyRule::urls(&["*"], &["*"]),
+            ];
+        }
+        self.read().rules_for(&user_of(user), namespace)
+    }
+
+    /// The rules a role reference grants in `namespace`.
+    pub fn role_rules(&self, role: &rbac::RoleRef, namespace: &str) -> Vec<rbac::PolicyRule> {
+        self.read().role_rules(role, namespace).to_vec()
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Policy> {
+        self.policy.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Reads every role and binding as of now; returns the revision read.
+    fn load(&self, store: &Store) -> Result<u64, StoreError> {
+        let all = store.range(RBAC_PREFIX, None, 0)?;
+        let mut policy = Policy::default();
+        for kv in &all.kvs {
+            if let Ok(v) = serde_json::from_slice::<Value>(&kv.value) {
+                policy.put(&v);
+            }
+        }
+        *self.policy.write().unwrap_or_else(|e| e.into_inner()) = policy;
+        Ok(all.revision)
+    }
+
+    /// Loads the policy, then keeps it in step with the store until `stop` (a watch that
+    /// breaks, or falls behind, loads it again).
+    pub async fn follow(
+        self: Arc<Self>,
+        store: Store,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) {
+        loop {
+            let from = match self.load(&store) {
+                Ok(rev) => rev + 1,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the RBAC policy; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                        _ = stop.changed() => return,
+                    }
+                }
+            };
+            let Ok(mut watch) = store.watch(RBAC_PREFIX, from) else {
+                continue;
+            };
+            loop {
+                let batch = tokio::select! {
+                    b = watch.next() => b,
+                    _ = stop.changed() => return,
+                };
+                let batch = match batch {
+                    Ok(Some(b)) => b,
+                    Ok(None) => return,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "the RBAC watch broke; reading the policy again");
+                        break;
+                    }
+                };
+                let mut policy = self.policy.write().unwrap_or_else(|e| e.into_inner());
+                for ev in &batch.events {
+                    let Ok(v) = serde_json::from_slice::<Value>(&ev.kv.value) else {
+                        continue;
+                    };
+                    match ev.typ {
+                        EventType::Put => policy.put(&v),
+                        EventType::Delete => policy.remove(
+                            v["kind"].as_str().unwrap_or(""),
+                            v["metadata"]["namespace"].as_str().unwrap_or(""),
+                            v["metadata"]["name"].as_str().unwrap_or(""),
+                        ),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Why writing `obj` would be an escalation for `user`, if it would (see [`admit_rbac`]).
+    fn escalation(
+        &self,
+        kind: &berth_api::ResourceKind,
+        obj: &berth_api::Object,
+        user: &UserInfo,
+    ) -> Option<ApiError> {
+        if user.groups.iter().any(|g| g == MASTERS) {
+            return None;
+        }
+        let ns = obj.namespace().unwrap_or("");
+        let may = |verb: &str, resource: &str, name: &str| {
+            self.allows(
+                user,
+                &Request::Resource(ResourceRequest {
+                    verb: verb.into(),
+                    api_group: "rbac.authorization.k8s.io".into(),
+                    resource: resource.into(),
+                    namespace: ns.into(),
+                    name: name.into(),
+                    ..ResourceRequest::default()
+                }),
+            )
+            .is_some()
+        };
+        let value = obj.as_value();
+        let granted = match kind.kind {
+            "Role" | "ClusterRole" => {
+                if may("escalate", kind.plural, obj.name()) {
+                    return None;
+                }
+                if obj.get("aggregationRule").is_some_and(|a| !a.is_null()) {
+                    return Some(refuse(
+                        kind,
+                        obj,
+                        "must have cluster-admin privileges to use the aggregationRule".into(),
+                    ));
+                }
+                value["rules"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(rbac::PolicyRule::from_value)
+                    .collect::<Vec<_>>()
+            }
+            "RoleBinding" | "ClusterRoleBinding" => {
+                let role = rbac::RoleRef {
+                    kind: value["roleRef"]["kind"].as_str().unwrap_or("").into(),
+                    name: value["roleRef"]["name"].as_str().unwrap_or("").into(),
+                };
+                let plural = if role.kind == "Role" {
+                    "roles"
+                } else {
+                    "clusterroles"
+                };
+                if may("bind", plural, &role.name) {
+                    return None;
+                }
+                self.role_rules(&role, ns)
+            }
+            _ => return None,
+        };
+        let held = self.rules_for(user, ns);
+        let missing = rbac::covers(&held, &granted).err()?;
+        let list: Vec<String> = missing.iter().map(rbac::describe).collect();
+        Some(refuse(
+            kind,
+            obj,
+            format!(
+                "user {:?} (groups=[{}]) is attempting to grant RBAC permissions not currently held:\n{}",
+                user.name,
+                user.groups
+                    .iter()
+                    .map(|g| format!("{g:?}"))
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                list.join("\n")
+            ),
+        ))
+    }
+
+    /// Loads the policy once, now (for a server that serves before its follower runs).
+    pub fn load_now(&self, store: &Store) -> Result<(), StoreError> {
+        self.load(store).map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::server::route;
+
+    fn attrs(method: Method, path_and_query: &str) -> Option<Request> {
+        let (path, query) = path_and_query
+            .split_once('?')
+            .unwrap_or((path_and_query, ""));
+        let q: HashMap<String, String> = berth_api::url::query_pairs(Some(query))
+            .into_iter()
+            .collect();
+        attributes(&method, &route(path).unwrap(), path, &q)
+    }
+
+    #[test]
+    fn requests_map_to_kubernetes_verbs_and_resources() {
+        let cases: &[(Method, &str, [&str; 6])] = &[
+            (
+                Method::GET,
+                "/api/v1/namespaces/shop/pods",
+                ["list", "", "pods", "", "shop", ""],
+            ),
+            (
+                Method::GET,
+                "/api/v1/pods?watch=1",
+                ["watch", "", "pods", "", "", ""],
+            ),
+            (
+                Method::GET,
+                "/api/v1/namespaces/shop/pods/web",
+                ["get", "", "pods", "", "shop", "web"],
+            ),
+            (
+                Method::GET,
+                "/api/v1/namespaces/shop/pods/web/log",
+                ["get", "", "pods", "log", "shop", "web"],
+            ),
+            (
+                Method::GET,
+                "/api/v1/namespaces/shop/pods/web/exec",
+                ["create", "", "pods", "exec", "shop", "web"],
+            ),
+            (
+                Method::POST,
+                "/apis/apps/v1/namespaces/shop/deployments",
+                ["create", "apps", "deployments", "", "shop", ""],
+            ),
+            (
+                Method::PUT,
+                "/apis/apps/v1/namespaces/shop/deployments/d/scale",
+                ["update", "apps", "deployments", "scale", "shop", "d"],
+            ),
+            (
+                Method::PATCH,
+                "/api/v1/nodes/n1/status",
+                ["patch", "", "nodes", "status", "", "n1"],
+            ),
+            (
+                Method::DELETE,
+                "/api/v1/namespaces/shop/secrets",
+                ["deletecollection", "", "secrets", "", "shop", ""],
+            ),
+            (
+                Method::DELETE,
+                "/api/v1/namespaces/shop/secrets/s",
+                ["delete", "", "secrets", "", "shop", "s"],
+            ),
+            (
+                Method::GET,
+                "/api/v1/nodes/n1/proxy/metrics",
+                ["get", "", "nodes", "proxy", "", "n1"],
+            ),
+            (
+                Method::GET,
+                "/apis/metrics.k8s.io/v1beta1/namespaces/shop/pods",
+                ["list", "metrics.k8s.io", "pods", "", "shop", ""],
+            ),
+            (
+                Method::PUT,
+                "/apis/kv.berth.dev/v1/keys/app/a",
+                ["update", "kv.berth.dev", "keys", "", "", "/app/a"],
+            ),
+        ];
+        for (method, path, [verb, group, resource, sub, ns, name]) in cases {
+            assert_eq!(
+                attrs(method.clone(), path),
+                Some(Request::resource(verb, group, resource, sub, ns, name)),
+                "{method} {path}"
+            );
+        }
+        assert_eq!(
+            attrs(Method::GET, "/apis/apps/v1"),
+            Some(Request::NonResource {
+                verb: "get".into(),
+                path: "/apis/apps/v1".into()
+            })
+        );
+        assert_eq!(attrs(Method::GET, "/healthz"), None);
+        assert_eq!(attrs(Method::GET, "/version"), None);
+    }
+
+    #[test]
+    fn refusals_read_as_kube_apiserver_writes_them() {
+        let e = forbidden(
+            "alice",
+            &Request::resource("list", "", "secrets", "", "shop", ""),
+        );
+        assert_eq!(e.code(), 403);
+        assert_eq!(
+            e.to_string(),
+            r#"secrets is forbidden: User "alice" cannot list resource "secrets" in API group "" in the namespace "shop""#
+        );
+        let e = forbidden(
+            "bob",
+            &Request::resource("delete", "apps", "deployments", "", "shop", "web"),
+        );
+        assert_eq!(
+            e.to_string(),
+            r#"deployments.apps "web" is forbidden: User "bob" cannot delete resource "deployments" in API group "apps" in the namespace "shop""#
+        );
+    }
+}

@@ -1,0 +1,443 @@
+//! Who may do what, through kubectl (a real client) against `berth server`: the default roles
+//! mean what they mean in Kubernetes, refusals are worded as kube-apiserver words them,
+//! `kubectl auth can-i` and `whoami` answer truthfully, and no one grants what they do not
+//! hold.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Output;
+
+use common::{BerthProcess, eventually, kubeconfig_for, kubectl};
+
+const USERS: &[(&str, &str)] = &[
+    ("vera", "vera-token-0123456789"),
+    ("eddie", "eddie-token-0123456789"),
+    ("adam", "adam-token-0123456789"),
+    ("nobody", "nobody-token-0123456789"),
+];
+
+struct Cluster {
+    _dir: tempfile::TempDir,
+    _server: BerthProcess,
+    home: PathBuf,
+    admin: PathBuf,
+    users: Vec<(String, PathBuf)>,
+}
+
+impl Cluster {
+    fn start() -> Cluster {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        std::fs::create_dir_all(&data).unwrap();
+        let mut tokens = String::from("admin-token-0123456789,admin,1,system:masters\n");
+        for (i, (user, token)) in USERS.iter().enumerate() {
+            tokens.push_str(&format!("{token},{user},{}\n", i + 2));
+        }
+        std::fs::write(data.join("tokens.csv"), tokens).unwrap();
+        let server = BerthProcess::start("server", &data);
+        let admin = kubeconfig_for(dir.path(), &server, "admin", "admin-token-0123456789");
+        let users = USERS
+            .iter()
+            .map(|(u, t)| (u.to_string(), kubeconfig_for(dir.path(), &server, u, t)))
+            .collect();
+        let home = dir.path().join("home");
+        std::fs::create_dir_all(&home).unwrap();
+        Cluster {
+            _dir: dir,
+            _server: server,
+            home,
+            admin,
+            users,
+        }
+    }
+
+    fn as_user(&self, user: &str, args: &[&str]) -> Output {
+        let kc = if user == "admin" {
+            &self.admin
+        } else {
+            &self.users.iter().find(|(u, _)| u == user).unwrap().1
+        };
+        kubectl(&self.home, kc, args)
+    }
+
+    /// Runs as the admin and insists it works.
+    fn admin(&self, args: &[&str]) -> String {
+        let o = self.as_user("admin", args);
+        assert!(o.status.success(), "{args:?}: {}", text(&o));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    /// Binds `role` to `user` in every namespace (a ClusterRoleBinding named `USER-ROLE`).
+    fn bind_cluster_wide(&self, role: &str, user: &str) {
+        let (name, role_arg, user_arg) = (
+            format!("{user}-{role}"),
+            format!("--clusterrole={role}"),
+            format!("--user={user}"),
+        );
+        self.admin(&["create", "clusterrolebinding", &name, &role_arg, &user_arg]);
+    }
+
+    fn apply(&self, user: &str, manifest: &str) -> Output {
+        let path = self.home.join(format!("{user}-manifest.yaml"));
+        std::fs::write(&path, manifest).unwrap();
+        self.as_user(
+            user,
+            &["apply", "--validate=false", "-f", path.to_str().unwrap()],
+        )
+    }
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// Polls until `user` running `args` succeeds (`want`) or fails, as a new binding or role
+/// takes effect within moments of its write.
+fn settles(c: &Cluster, user: &str, args: &[&str], want: bool) -> Output {
+    eventually(10, &format!("{user} {args:?} to be {want}"), || {
+        let o = c.as_user(user, args);
+        (o.status.success() == want).then_some(o)
+    })
+}
+
+fn forbidden(o: &Output) -> String {
+    assert!(!o.status.success(), "expected a refusal: {}", text(o));
+    let e = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(e.contains("is forbidden"), "{e}");
+    e
+}
+
+fn binding(
+    kind: &str,
+    name: &str,
+    ns: Option<&str>,
+    role_kind: &str,
+    role: &str,
+    user: &str,
+) -> String {
+    let ns = ns.map_or(String::new(), |n| format!("\n  namespace: {n}"));
+    format!(
+        "apiVersion: rbac.authorization.k8s.io/v1\nkind: {kind}\nmetadata:\n  name: {name}{ns}\nroleRef:\n  apiGroup: rbac.authorization.k8s.io\n  kind: {role_kind}\n  name: {role}\nsubjects:\n- kind: User\n  name: {user}\n"
+    )
+}
+
+#[test]
+fn the_default_roles_allow_what_kubernetes_allows_and_refusals_read_like_kubernetes() {
+    let c = Cluster::start();
+    c.admin(&["create", "namespace", "shop"]);
+    c.admin(&["create", "namespace", "other"]);
+    c.admin(&[
+        "-n",
+        "shop",
+        "create",
+        "configmap",
+        "menu",
+        "--from-literal=soup=tomato",
+    ]);
+    c.admin(&[
+        "-n",
+        "shop",
+        "create",
+        "secret",
+        "generic",
+        "till",
+        "--from-literal=pin=1234",
+    ]);
+
+    // Before any binding: authenticated, but allowed nothing beyond discovery.
+    let e = forbidden(&c.as_user("vera", &["get", "configmaps", "-n", "shop"]));
+    assert!(
+        e.contains(r#"configmaps is forbidden: User "vera" cannot list resource "configmaps" in API group "" in the namespace "shop""#),
+        "{e}"
+    );
+    let o = c.as_user("vera", &["api-resources", "--api-group=apps", "-o", "name"]);
+    assert!(
+        o.status.success(),
+        "discovery is open to every user: {}",
+        text(&o)
+    );
+
+    // view, cluster-wide: reads everything but Secrets, changes nothing.
+    c.bind_cluster_wide("view", "vera");
+    let got = settles(&c, "vera", &["get", "configmaps", "-n", "shop"], true);
+    assert!(text(&got).contains("menu"), "{}", text(&got));
+    assert!(c.as_user("vera", &["get", "pods", "-A"]).status.success());
+    let e = forbidden(&c.as_user("vera", &["get", "secret", "till", "-n", "shop"]));
+    assert!(
+        e.contains(r#"secrets "till" is forbidden: User "vera" cannot get resource "secrets" in API group "" in the namespace "shop""#),
+        "{e}"
+    );
+    let e = forbidden(&c.as_user("vera", &["delete", "configmap", "menu", "-n", "shop"]));
+    assert!(e.contains(r#"cannot delete resource "configmaps""#), "{e}");
+    // Nothing a refused request asked for happened.
+    assert!(
+        c.admin(&["get", "configmap", "menu", "-n", "shop"])
+            .contains("menu")
+    );
+
+    // edit, in one namespace: writes there (Secrets included), nowhere else, and no RBAC.
+    c.admin(&[
+        "-n",
+        "shop",
+        "create",
+        "rolebinding",
+        "eddie-edit",
+        "--clusterrole=edit",
+        "--user=eddie",
+    ]);
+    settles(
+        &c,
+        "eddie",
+        &["-n", "shop", "create", "deployment", "web", "--image=host"],
+        true,
+    );
+    assert!(
+        c.as_user("eddie", &["-n", "shop", "get", "secret", "till"])
+            .status
+            .success()
+    );
+    let e = forbidden(&c.as_user(
+        "eddie",
+        &["-n", "other", "create", "deployment", "web", "--image=host"],
+    ));
+    assert!(
+        e.contains(r#"deployments.apps is forbidden: User "eddie" cannot create resource "deployments" in API group "apps" in the namespace "other""#),
+        "{e}"
+    );
+    forbidden(&c.as_user("eddie", &["get", "nodes"]));
+    forbidden(&c.as_user(
+        "eddie",
+        &[
+            "-n",
+            "shop",
+            "create",
+            "rolebinding",
+            "x",
+            "--clusterrole=view",
+            "--user=vera",
+        ],
+    ));
+
+    // kubectl auth can-i and whoami say the same.
+    let can = |user: &str, args: &[&str]| {
+        let mut all = vec!["auth", "can-i"];
+        all.extend_from_slice(args);
+        let o = c.as_user(user, &all);
+        (
+            String::from_utf8_lossy(&o.stdout).trim().to_string(),
+            o.status.success(),
+        )
+    };
+    for (user, question, answer) in [
+        ("eddie", "create deployments -n shop", "yes"),
+        ("eddie", "create deployments -n other", "no"),
+        ("eddie", "get secrets -n shop", "yes"),
+        ("vera", "get secrets -n shop", "no"),
+        ("vera", "get pods/log -n shop", "yes"),
+        ("vera", "create pods/exec -n shop", "no"),
+    ] {
+        let args: Vec<&str> = question.split(' ').collect();
+        assert_eq!(
+            can(user, &args),
+            (answer.to_string(), answer == "yes"),
+            "{user}: can-i {question}"
+        );
+    }
+    assert_eq!(can("admin", &["delete", "nodes"]), ("yes".into(), true));
+    let list = c.as_user("eddie", &["auth", "can-i", "--list", "-n", "shop"]);
+    let list = text(&list);
+    assert!(
+        list.contains("deployments.apps")
+            && list.contains("selfsubjectaccessreviews.authorization.k8s.io"),
+        "{list}"
+    );
+    let other = text(&c.as_user("eddie", &["auth", "can-i", "--list", "-n", "other"]));
+    assert!(!other.contains("deployments.apps"), "{other}");
+    let me = text(&c.as_user("eddie", &["auth", "whoami", "-o", "json"]));
+    let me: serde_json::Value = serde_json::from_str(&me).unwrap();
+    assert_eq!(me["status"]["userInfo"]["username"], "eddie", "{me}");
+    assert_eq!(
+        me["status"]["userInfo"]["groups"],
+        serde_json::json!(["system:authenticated"]),
+        "{me}"
+    );
+
+    // berth's own CLI asks the same questions.
+    let eddie = &c.users.iter().find(|(u, _)| u == "eddie").unwrap().1;
+    let berth = |args: &[&str]| {
+        let o = common::berth(eddie, args);
+        (
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            o.status.code(),
+        )
+    };
+    assert_eq!(
+        berth(&["auth", "can-i", "create", "deployments", "-n", "shop"]),
+        ("yes\n".into(), Some(0))
+    );
+    assert_eq!(
+        berth(&["auth", "can-i", "delete", "secret/till", "-n", "other"]),
+        ("no\n".into(), Some(1))
+    );
+    let (me, code) = berth(&["auth", "whoami"]);
+    assert_eq!(code, Some(0));
+    assert!(
+        me.contains("Username") && me.contains("eddie") && me.contains("[system:authenticated]"),
+        "{me}"
+    );
+    let (rules, _) = berth(&["auth", "can-i", "--list", "-n", "shop"]);
+    assert!(
+        rules.starts_with("Resources") && rules.contains("deployments.apps"),
+        "{rules}"
+    );
+
+    // A binding taken away takes its grant with it.
+    c.admin(&["-n", "shop", "delete", "rolebinding", "eddie-edit"]);
+    settles(&c, "eddie", &["-n", "shop", "get", "deployments"], false);
+}
+
+#[test]
+fn no_one_grants_what_they_do_not_hold() {
+    let c = Cluster::start();
+    c.admin(&["create", "namespace", "shop"]);
+    // adam administers shop: he may grant there what he holds.
+    c.admin(&[
+        "-n",
+        "shop",
+        "create",
+        "rolebinding",
+        "adam-admin",
+        "--clusterrole=admin",
+        "--user=adam",
+    ]);
+    let view = binding(
+        "RoleBinding",
+        "vera-view",
+        Some("shop"),
+        "ClusterRole",
+        "view",
+        "vera",
+    );
+    let o = eventually(10, "adam to hold admin in shop", || {
+        let o = c.apply("adam", &view);
+        o.status.success().then_some(o)
+    });
+    assert!(text(&o).contains("created"), "{}", text(&o));
+    settles(&c, "vera", &["-n", "shop", "get", "pods"], true);
+
+    // Not cluster-admin, not even in his own namespace.
+    let root = binding(
+        "RoleBinding",
+        "vera-root",
+        Some("shop"),
+        "ClusterRole",
+        "cluster-admin",
+        "vera",
+    );
+    let e = forbidden(&c.apply("adam", &root));
+    assert!(
+        e.contains(r#"rolebindings.rbac.authorization.k8s.io "vera-root" is forbidden: user "adam" (groups=["system:authenticated"]) is attempting to grant RBAC permissions not currently held"#),
+        "{e}"
+    );
+    // Not a Role with more than he holds (nodes are cluster-wide; he holds none).
+    let role = "apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata:\n  name: spy\n  namespace: shop\nrules:\n- apiGroups: [\"\"]\n  resources: [\"pods\", \"nodes\"]\n  verbs: [\"get\", \"list\"]\n";
+    let e = forbidden(&c.apply("adam", role));
+    assert!(
+        e.contains(r#"{APIGroups:[""], Resources:["nodes"], Verbs:["get"]}"#),
+        "{e}"
+    );
+    // A Role within what he holds is fine.
+    let fine = role.replace(", \"nodes\"", "");
+    let o = c.apply("adam", &fine);
+    assert!(o.status.success(), "{}", text(&o));
+    // Not a ClusterRoleBinding at all (admin is a namespace's role).
+    let cluster = binding(
+        "ClusterRoleBinding",
+        "vera-everywhere",
+        None,
+        "ClusterRole",
+        "view",
+        "vera",
+    );
+    let e = forbidden(&c.apply("adam", &cluster));
+    assert!(
+        e.contains(r#"clusterrolebindings.rbac.authorization.k8s.io "vera-everywhere" is forbidden: User "adam""#),
+        "{e}"
+    );
+    // And none of the refused writes happened.
+    let bindings = c.admin(&[
+        "get",
+        "rolebindings,clusterrolebindings",
+        "-A",
+        "-o",
+        "name",
+    ]);
+    assert!(
+        !bindings.contains("vera-root") && !bindings.contains("vera-everywhere"),
+        "{bindings}"
+    );
+    let roles = c.admin(&[
+        "-n",
+        "shop",
+        "get",
+        "role",
+        "spy",
+        "-o",
+        "jsonpath={.rules[0].resources}",
+    ]);
+    assert_eq!(roles, r#"["pods"]"#);
+
+    // An unbound user may ask about themselves and nothing else.
+    let o = c.as_user("nobody", &["auth", "can-i", "list", "pods", "-A"]);
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "no");
+    forbidden(&c.as_user("nobody", &["get", "pods", "-A"]));
+}
+
+#[test]
+fn the_admins_group_needs_no_binding_and_the_default_roles_are_kubernetes_own() {
+    let c = Cluster::start();
+    // A broken policy cannot lock the admin out: system:masters needs no binding.
+    c.admin(&["delete", "clusterrolebinding", "cluster-admin"]);
+    let o = c.as_user("admin", &["get", "secrets", "-A"]);
+    assert!(o.status.success(), "{}", text(&o));
+    // The default roles are there, aggregated as in Kubernetes.
+    let view = c.admin(&["get", "clusterrole", "view", "-o", "json"]);
+    let view: serde_json::Value = serde_json::from_str(&view).unwrap();
+    let rules = view["rules"].as_array().unwrap();
+    assert!(
+        rules.iter().any(|r| r["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|x| x == "deployments")),
+        "{view}"
+    );
+    let labels = c.admin(&[
+        "get",
+        "clusterrole",
+        "edit",
+        "-o",
+        "jsonpath={.metadata.labels}",
+    ]);
+    assert!(
+        labels.contains("rbac.authorization.k8s.io/aggregate-to-admin"),
+        "{labels}"
+    );
+
+    // A role labelled for view is folded into it (and so into edit and admin), and taken
+    // out when it goes.
+    c.bind_cluster_wide("view", "vera");
+    settles(&c, "vera", &["get", "pods", "-A"], true);
+    forbidden(&c.as_user("vera", &["get", "leases", "-A"]));
+    let extra = "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata:\n  name: lease-reader\n  labels:\n    rbac.authorization.k8s.io/aggregate-to-view: \"true\"\nrules:\n- apiGroups: [coordination.k8s.io]\n  resources: [leases]\n  verbs: [get, list, watch]\n";
+    let o = c.apply("admin", extra);
+    assert!(o.status.success(), "{}", text(&o));
+    settles(&c, "vera", &["get", "leases", "-A"], true);
+    c.admin(&["delete", "clusterrole", "lease-reader"]);
+    settles(&c, "vera", &["get", "leases", "-A"], false);
+}
