@@ -79,7 +79,7 @@ pub(crate) async fn bind(
         &[ip],
         berth_tls::Usage::Server,
     )?;
-    let config = berth_tls::server_config(&id, Some(cluster_ca_pem))?;
+    let config = berth_tls::server_config(&id, berth_tls::ClientAuth::Required(cluster_ca_pem))?;
     Ok(Listening {
         port,
         ca_pem: ca.pem.clone(),

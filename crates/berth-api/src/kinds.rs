@@ -235,6 +235,15 @@ pub static KINDS: &[ResourceKind] = &[
         false
     ),
     kind!(
+        "certificates.k8s.io",
+        "CertificateSigningRequest",
+        "certificatesigningrequests",
+        "certificatesigningrequest",
+        false,
+        ["csr"],
+        true
+    ),
+    kind!(
         "authorization.k8s.io",
         "SelfSubjectAccessReview",
         "selfsubjectaccessreviews",

@@ -153,10 +153,9 @@ pub(crate) fn bootstrap_token(
             return None;
         }
     }
-    let mut groups = vec![
-        "system:bootstrappers".to_string(),
-        "system:nodes".to_string(),
-    ];
+    // A bootstrapper may ask for a node identity and nothing more (`system:node-bootstrapper`):
+    // a node works as `system:node:NAME` with the certificate it gets.
+    let mut groups = vec!["system:bootstrappers".to_string()];
     if let Some(extra) = field("auth-extra-groups") {
         groups.extend(
             extra

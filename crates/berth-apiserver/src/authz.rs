@@ -162,6 +162,12 @@ pub async fn as_requester<F: std::future::Future>(
     REQUESTER.scope((user, authz), f).await
 }
 
+/// Who the request being handled comes from; `None` outside a request (the in-process
+/// controllers).
+pub(crate) fn requester() -> Option<UserInfo> {
+    REQUESTER.try_with(|(user, _)| user.clone()).ok()
+}
+
 /// Refuses a Role, ClusterRole or binding that would grant its writer permissions the writer
 /// does not hold (kube-apiserver's escalation check): a role's rules must be covered by the
 /// writer's own rules in its namespace (cluster-wide ones for a ClusterRole) unless the

@@ -443,6 +443,12 @@ pub async fn handle(State(s): State<Arc<ApiServer>>, req: axum::extract::Request
     let (mut parts, body) = req.into_parts();
     // Exec upgrades the connection; only its handler takes the upgrade.
     let upgrade = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
+    // The client certificate the connection presented, verified against the cluster CA.
+    let cert_user = parts
+        .extensions
+        .get::<berth_tls::ConnInfo>()
+        .and_then(|c| c.client_cert.as_ref())
+        .and_then(|der| berth_tls::client_subject(der));
     let (method, uri, headers) = (parts.method, parts.uri, parts.headers);
     let raw = uri.query().map(String::from);
     let path = uri.path().to_string();
@@ -454,6 +460,7 @@ pub async fn handle(State(s): State<Arc<ApiServer>>, req: axum::extract::Request
         &headers,
         body,
         upgrade,
+        cert_user,
     ))
     .await;
     let mut resp = result.unwrap_or_else(IntoResponse::into_response);
@@ -499,6 +506,7 @@ async fn dispatch(
     headers: &HeaderMap,
     body: Body,
     upgrade: Option<hyper::upgrade::OnUpgrade>,
+    cert_user: Option<(String, Vec<String>)>,
 ) -> ApiResult<Response> {
     let r = route(path)?;
     match r {
@@ -518,10 +526,16 @@ async fn dispatch(
         }
         _ => {}
     }
+    // As kube-apiserver: a client certificate of the cluster CA (its CN the user, its Os the
+    // groups), else a bearer token (the token file, then bootstrap tokens).
     let auth = headers.get("authorization").and_then(|v| v.to_str().ok());
-    let user = s
-        .auth
-        .authenticate(auth)
+    let user = cert_user
+        .map(|(name, groups)| UserInfo {
+            name,
+            uid: String::new(),
+            groups,
+        })
+        .or_else(|| s.auth.authenticate(auth))
         .or_else(|| crate::auth::bootstrap_token(&s.registry, auth));
     let Some(mut user) = user else {
         return Err(ApiError::new(
@@ -794,6 +808,18 @@ async fn object(
             StatusCode::CREATED,
             &serde_json::json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
         ));
+    }
+    if sub.as_deref() == Some("approval")
+        && kind.kind == "CertificateSigningRequest"
+        && *m == Method::PUT
+    {
+        let body = read_body(s, body).await?;
+        let asked = parse_body(headers, &body)?;
+        let out = s
+            .registry
+            .approve_csr(kind, &name, &asked, &user.name)
+            .await?;
+        return Ok(json_response(StatusCode::OK, &out.as_value()));
     }
     let status = match sub.as_deref() {
         None => false,

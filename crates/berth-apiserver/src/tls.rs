@@ -22,6 +22,8 @@ pub struct Pki {
     pub server_config: Arc<rustls::ServerConfig>,
     /// What the server presents to node agents.
     pub agent_client: Identity,
+    /// The CA itself, for signing what it approves (node agents' client certificates).
+    pub ca: Arc<Ca>,
 }
 
 /// Loads (or makes, on first start) the CA in `dir`, and issues a serving certificate for
@@ -45,7 +47,12 @@ pub fn ensure(dir: &Path, extra_ips: &[IpAddr]) -> Result<Pki, TlsError> {
     )?;
     Ok(Pki {
         ca_pem: ca.pem.clone(),
-        server_config: berth_tls::server_config(&serving, None)?,
+        // Clients may authenticate with a certificate of the cluster CA (node agents do).
+        server_config: berth_tls::server_config(
+            &serving,
+            berth_tls::ClientAuth::Optional(&ca.pem),
+        )?,
         agent_client: ca.issue(AGENT_CLIENT_USER, &[], &[], Usage::Client)?,
+        ca: Arc::new(ca),
     })
 }

@@ -33,6 +33,8 @@ pub struct ServerOptions {
     pub service_cidr: berth_api::cidr::Ipv4Net,
     /// What API clients may hold: connections, timeouts, descriptors.
     pub limits: berth_tls::ConnLimits,
+    /// The longest a node agent's client certificate is valid (agents renew theirs before).
+    pub node_cert_lifetime: Duration,
 }
 
 impl ServerOptions {
@@ -51,6 +53,7 @@ impl ServerOptions {
                 prefix: 16,
             },
             limits: berth_tls::ConnLimits::default(),
+            node_cert_lifetime: Duration::from_secs(7 * 24 * 3600),
         }
     }
 }
@@ -183,6 +186,12 @@ pub async fn start(opts: ServerOptions) -> anyhow::Result<RunningServer> {
     };
     let url = format!("{}://{reach}", if pki.is_some() { "https" } else { "http" });
     let ca_pem = pki.as_ref().map(|p| p.ca_pem.clone()).unwrap_or_default();
+    let signer = pki.as_ref().map(|p| {
+        std::sync::Arc::new(berth_controllers::csr::Signer {
+            ca: p.ca.clone(),
+            max_lifetime: opts.node_cert_lifetime,
+        })
+    });
     let config = ServerConfig {
         bookmark_interval: opts.bookmark_interval,
         agent_client: pki.as_ref().map(|p| p.agent_client.clone()),
@@ -193,7 +202,7 @@ pub async fn start(opts: ServerOptions) -> anyhow::Result<RunningServer> {
     let api = ApiServer::new(store.clone(), auth, config);
     api.bootstrap()
         .await
-        .map_err(|e| anyhow::anyhow!("cannot create the default namespaces: {e}"))?;
+        .map_err(|e| anyhow::anyhow!("cannot create the default namespaces and roles: {e}"))?;
     let kubeconfig = opts.data_dir.join("kubeconfig.yaml");
     let rendered = berth_client::kubeconfig::render(&url, &ca_pem, &token, ADMIN_USER);
     if let Err(e) = berth_apiserver::files::write_private(&kubeconfig, &rendered) {
@@ -230,6 +239,16 @@ pub async fn start(opts: ServerOptions) -> anyhow::Result<RunningServer> {
         informer.clone(),
         stop_rx.clone(),
     )));
+    // Node identities: certificate requests approved and signed (with TLS only: without it
+    // there is no CA and nothing to present a certificate over).
+    if let Some(signer) = signer {
+        tasks.push(tokio::spawn(berth_controllers::csr::run(
+            api.registry.clone(),
+            informer.clone(),
+            signer,
+            stop_rx.clone(),
+        )));
+    }
     // RBAC's own: the roles a user binds to are as the aggregation makes them.
     tasks.push(tokio::spawn(berth_controllers::rbac::run(
         api.registry.clone(),

@@ -9,6 +9,8 @@
 //! - `nodes`: node lifecycle (a silent node's taint, its pods' eviction) and each node's pod
 //!   range;
 //! - `gc`: the garbage collector and the namespace controller;
+//! - `csr`: approves node agents' certificate requests and signs approved ones (node
+//!   identities);
 //! - `rbac`: ClusterRole aggregation (`admin`, `edit`, `view` from the roles labelled for
 //!   them);
 //! - `informer`: the one store watch they all follow, each write decoded at most once;
@@ -35,6 +37,7 @@
 //! idempotent, so a restart re-lists and finishes what a crash interrupted; no controller
 //! reaches into another's file: what two share is in `runtime` or `informer`.
 
+pub mod csr;
 pub mod endpoints;
 pub mod gc;
 pub mod informer;

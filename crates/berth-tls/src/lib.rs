@@ -15,7 +15,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
+use axum::{Extension, Router};
 use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
 use rcgen::{
@@ -212,6 +212,30 @@ impl Ca {
     }
 }
 
+impl Ca {
+    /// Signs a certificate signing request (PEM) as a client certificate valid for
+    /// `lifetime`, naming the subject the request asks for (check it first: see
+    /// [`request_subject`]); returns the certificate, PEM.
+    pub fn sign_client_request(&self, csr_pem: &str, lifetime: Duration) -> Result<String, TlsError> {
+        let mut csr = rcgen::CertificateSigningRequestParams::from_pem(csr_pem)?;
+        let p = &mut csr.params;
+        // Only the subject is taken from the request; what the certificate may do is ours.
+        p.subject_alt_names.clear();
+        p.custom_extensions.clear();
+        p.is_ca = IsCa::ExplicitNoCa;
+        p.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
+        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let now = time_now();
+        // A little back-dated, for clocks a little behind.
+        p.not_before = now - Duration::from_secs(300);
+        p.not_after = now + lifetime;
+        Ok(csr.signed_by(&self.issuer)?.pem())
+    }
+}
+
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
@@ -231,25 +255,44 @@ pub fn roots(pem: &str, what: &str) -> Result<rustls::RootCertStore, TlsError> {
     Ok(roots)
 }
 
-/// A server configuration presenting `id`; with `client_ca_pem`, every client must present
-/// a certificate issued by that CA.
+/// Which client certificates a server asks for.
+#[derive(Debug, Clone, Copy)]
+pub enum ClientAuth<'a> {
+    /// None (clients authenticate otherwise, or not at all).
+    None,
+    /// Every client must present one issued by this CA (PEM).
+    Required(&'a str),
+    /// A client may present one issued by this CA; one that presents another is refused.
+    Optional(&'a str),
+}
+
+/// A server configuration presenting `id`, asking clients for certificates as `client_auth`
+/// says.
 pub fn server_config(
     id: &Identity,
-    client_ca_pem: Option<&str>,
+    client_auth: ClientAuth<'_>,
 ) -> Result<Arc<rustls::ServerConfig>, TlsError> {
     let builder = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?;
-    let builder = match client_ca_pem {
-        Some(pem) => {
-            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-                Arc::new(roots(pem, "client CA")?),
-                provider(),
-            )
-            .build()
-            .map_err(|e| rustls::Error::General(e.to_string()))?;
-            builder.with_client_cert_verifier(verifier)
-        }
-        None => builder.with_no_client_auth(),
+    let verifier = |pem: &str| -> Result<_, TlsError> {
+        Ok(rustls::server::WebPkiClientVerifier::builder_with_provider(
+            Arc::new(roots(pem, "client CA")?),
+            provider(),
+        ))
+    };
+    let builder = match client_auth {
+        ClientAuth::None => builder.with_no_client_auth(),
+        ClientAuth::Required(pem) => builder.with_client_cert_verifier(
+            verifier(pem)?
+                .build()
+                .map_err(|e| rustls::Error::General(e.to_string()))?,
+        ),
+        ClientAuth::Optional(pem) => builder.with_client_cert_verifier(
+            verifier(pem)?
+                .allow_unauthenticated()
+                .build()
+                .map_err(|e| rustls::Error::General(e.to_string()))?,
+        ),
     };
     let mut config = builder.with_single_cert(id.chain.clone(), id.key.clone_key())?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
@@ -319,6 +362,153 @@ pub fn connector_trusting(
     ))
 }
 
+/// What a request's connection is: the peer's address, and the client certificate it
+/// presented (verified against the server's client CA during the handshake), a request
+/// extension on every request [`serve`] serves.
+#[derive(Debug, Clone)]
+pub struct ConnInfo {
+    pub peer: std::net::SocketAddr,
+    pub client_cert: Option<CertificateDer<'static>>,
+}
+
+/// The user a client certificate names, as kube-apiserver reads one: its subject's common name
+/// is the user, each organization a group. `None` when it names no user.
+pub fn client_subject(der: &[u8]) -> Option<(String, Vec<String>)> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let subject = cert.subject();
+    let user = subject.iter_common_name().next()?.as_str().ok()?.to_string();
+    let groups = subject
+        .iter_organization()
+        .filter_map(|o| o.as_str().ok().map(String::from))
+        .collect();
+    (!user.is_empty()).then_some((user, groups))
+}
+
+/// A new private key and a certificate signing request (PKCS#10) for `user` in `groups`,
+/// both PEM: what a node agent sends to get its client certificate.
+pub fn certificate_request(user: &str, groups: &[&str]) -> Result<(String, String), TlsError> {
+    let mut p = CertificateParams::new(Vec::<String>::new())?;
+    p.distinguished_name = rcgen::DistinguishedName::new();
+    p.distinguished_name.push(DnType::CommonName, user);
+    for g in groups {
+        p.distinguished_name.push(DnType::OrganizationName, *g);
+    }
+    let key = KeyPair::generate()?;
+    let csr = p.serialize_request(&key)?;
+    Ok((key.serialize_pem(), csr.pem()?))
+}
+
+/// The user and groups a certificate signing request asks for (its signature checked).
+pub fn request_subject(csr_pem: &str) -> Result<(String, Vec<String>), TlsError> {
+    let csr = rcgen::CertificateSigningRequestParams::from_pem(csr_pem)?;
+    let mut user = None;
+    let mut groups = Vec::new();
+    for (typ, value) in csr.params.distinguished_name.iter() {
+        let text = match value {
+            rcgen::DnValue::PrintableString(s) => s.as_str().to_string(),
+            rcgen::DnValue::Utf8String(s) => s.clone(),
+            other => format!("{other:?}"),
+        };
+        match typ {
+            DnType::CommonName => user = Some(text),
+            DnType::OrganizationName => groups.push(text),
+            _ => {}
+        }
+    }
+    let user = user.ok_or_else(|| TlsError::Pem {
+        path: "certificate request".into(),
+        message: "it names no user (no common name)".into(),
+    })?;
+    Ok((user, groups))
+}
+
+/// Loads a certificate chain and its key from PEM (a node agent's saved identity).
+impl Identity {
+    pub fn from_pem(cert_pem: &str, key_pem: &str, what: &str) -> Result<Identity, TlsError> {
+        let chain = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(pem_err(what))?;
+        if chain.is_empty() {
+            return Err(TlsError::Pem {
+                path: what.into(),
+                message: "no certificate in it".into(),
+            });
+        }
+        let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(pem_err(what))?;
+        Ok(Identity { chain, key })
+    }
+
+    /// When its certificate stops being valid, in seconds since the epoch.
+    pub fn not_after(&self) -> Option<i64> {
+        let (_, cert) = x509_parser::parse_x509_certificate(self.chain.first()?).ok()?;
+        Some(cert.validity().not_after.timestamp())
+    }
+
+    /// When its certificate started being valid, in seconds since the epoch.
+    pub fn not_before(&self) -> Option<i64> {
+        let (_, cert) = x509_parser::parse_x509_certificate(self.chain.first()?).ok()?;
+        Some(cert.validity().not_before.timestamp())
+    }
+}
+
+/// A client certificate that can be replaced while clients use it (a node agent's, rotated
+/// before it expires): each new TLS connection presents the current one.
+#[derive(Debug)]
+pub struct ClientCert {
+    current: std::sync::RwLock<Arc<rustls::sign::CertifiedKey>>,
+}
+
+fn certified(id: &Identity) -> Result<Arc<rustls::sign::CertifiedKey>, TlsError> {
+    let key = provider().key_provider.load_private_key(id.key.clone_key())?;
+    Ok(Arc::new(rustls::sign::CertifiedKey::new(id.chain.clone(), key)))
+}
+
+impl ClientCert {
+    pub fn new(id: &Identity) -> Result<Arc<ClientCert>, TlsError> {
+        Ok(Arc::new(ClientCert {
+            current: std::sync::RwLock::new(certified(id)?),
+        }))
+    }
+
+    /// Presents `id` from the next connection on.
+    pub fn replace(&self, id: &Identity) -> Result<(), TlsError> {
+        let next = certified(id)?;
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = next;
+        Ok(())
+    }
+}
+
+impl rustls::client::ResolvesClientCert for ClientCert {
+    fn resolve(
+        &self,
+        _root_hint_subjects: &[&[u8]],
+        _sigschemes: &[rustls::SignatureScheme],
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        Some(self.current.read().unwrap_or_else(|e| e.into_inner()).clone())
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
+
+/// The connector of a client that trusts only `ca_pem` and presents `cert`'s current
+/// certificate.
+pub fn connector_presenting(
+    ca_pem: &str,
+    cert: Arc<ClientCert>,
+    connect_timeout: Duration,
+) -> Result<
+    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+    TlsError,
+> {
+    let config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots(ca_pem, "certificate-authority")?)
+        .with_client_cert_resolver(cert);
+    Ok(https_connector(Arc::new(config), connect_timeout))
+}
+
 /// Serves `router` on `listener` (over TLS with `tls`, else plain HTTP/1.1) until `shutdown`
 /// resolves; then stops accepting and gives open connections up to `drain` to finish.
 /// Connections may upgrade (WebSockets). Every connection runs under the listener's
@@ -345,7 +535,7 @@ pub async fn serve(
         };
         let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
-        let service = TowerToHyperService::new(router.clone());
+        let router = router.clone();
         let (alive, stopping) = (alive.clone(), stopping.clone());
         tokio::spawn(async move {
             let (_alive, _permit) = (alive, permit);
@@ -367,9 +557,26 @@ pub async fn serve(
                             return;
                         }
                     };
+                    let info = ConnInfo {
+                        peer,
+                        client_cert: tls
+                            .get_ref()
+                            .1
+                            .peer_certificates()
+                            .and_then(|c| c.first())
+                            .map(|c| c.clone().into_owned()),
+                    };
+                    let service = TowerToHyperService::new(router.layer(Extension(info)));
                     serve_connection(TokioIo::new(tls), service, timer, &limits, stopping).await
                 }
-                None => serve_connection(TokioIo::new(io), service, timer, &limits, stopping).await,
+                None => {
+                    let info = ConnInfo {
+                        peer,
+                        client_cert: None,
+                    };
+                    let service = TowerToHyperService::new(router.layer(Extension(info)));
+                    serve_connection(TokioIo::new(io), service, timer, &limits, stopping).await
+                }
             };
             if let Err(e) = ended {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
@@ -431,7 +638,7 @@ mod tests {
             .unwrap();
         let client = a.issue("berth-apiserver", &[], &[], Usage::Client).unwrap();
         assert_eq!(server.chain.len(), 2);
-        server_config(&server, Some(&a.pem)).unwrap();
+        server_config(&server, ClientAuth::Required(&a.pem)).unwrap();
         client_config(&a.pem, Some(&client)).unwrap();
         assert!(roots("not pem", "x").is_err());
     }

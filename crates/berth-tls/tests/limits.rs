@@ -228,7 +228,7 @@ async fn a_tls_handshake_never_finished_is_dropped_while_real_clients_get_in() {
             handshake_timeout: Duration::from_millis(700),
             ..limits()
         },
-        Some(berth_tls::server_config(&id, None).unwrap()),
+        Some(berth_tls::server_config(&id, berth_tls::ClientAuth::None).unwrap()),
     )
     .await;
     // Silent, and a ClientHello's first bytes then nothing.

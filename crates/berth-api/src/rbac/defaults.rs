@@ -286,6 +286,15 @@ pub fn cluster_roles() -> Vec<Value> {
             ],
         ),
         cluster_role(
+            "system:node-bootstrapper",
+            &[],
+            vec![rule(
+                &["create", "get", "list", "watch"],
+                "certificates.k8s.io",
+                &["certificatesigningrequests"],
+            )],
+        ),
+        cluster_role(
             "system:node-proxier",
             &[],
             vec![
@@ -351,6 +360,8 @@ pub fn cluster_role_bindings() -> Vec<Value> {
         cluster_role_binding("system:node", &["system:nodes"]),
         cluster_role_binding("system:node-proxier", &["system:nodes"]),
         cluster_role_binding("berth:node", &["system:nodes"]),
+        // A join token asks for a node identity and can do nothing else.
+        cluster_role_binding("system:node-bootstrapper", &["system:bootstrappers"]),
     ]
 }
 

@@ -31,6 +31,7 @@ use crate::object::Object;
 use crate::status::FieldError;
 
 pub use defaults::apply_defaults;
+pub use rbac::SIGNERS;
 pub use security::CAPABILITIES;
 pub use update::validate_update;
 
@@ -80,6 +81,7 @@ fn validate_spec(v: &mut V, kind: &ResourceKind, obj: &Object) {
         "RoleBinding" => rbac::validate_role_binding(v, obj),
         "ClusterRoleBinding" => rbac::validate_cluster_role_binding(v, obj),
         "ServiceAccount" => rbac::validate_service_account(v, obj),
+        "CertificateSigningRequest" => rbac::validate_csr(v, obj),
         _ => {}
     }
 }

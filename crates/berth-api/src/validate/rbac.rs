@@ -1,4 +1,5 @@
-//! RBAC objects (Roles, ClusterRoles, their bindings) and ServiceAccounts, checked as
+//! RBAC objects (Roles, ClusterRoles, their bindings), ServiceAccounts and
+//! CertificateSigningRequests (how nodes get their identities), checked as
 //! kube-apiserver checks them: every rule names its verbs and either resources (with API
 //! groups) or non-resource URLs (ClusterRoles only); every binding refers to a role and names
 //! subjects of a kind it knows.
@@ -200,5 +201,48 @@ pub(super) fn validate_service_account(v: &mut V, obj: &Object) {
                 v.str(&format!("{list}[{i}].name"), m.get("name"));
             }
         }
+    }
+}
+
+/// The signers berth's control plane runs (`kube-apiserver-client-kubelet` for node
+/// agents, approved automatically; `kube-apiserver-client` for users, approved by an admin).
+pub const SIGNERS: &[&str] = &[
+    "kubernetes.io/kube-apiserver-client-kubelet",
+    "kubernetes.io/kube-apiserver-client",
+];
+
+/// Kubernetes' key usages a client certificate may ask for.
+const USAGES: &[&str] = &["digital signature", "key encipherment", "client auth"];
+
+pub(super) fn validate_csr(v: &mut V, obj: &Object) {
+    let Some(spec) = v.obj("spec", obj.get("spec")) else {
+        v.push(FieldError::required("spec"));
+        return;
+    };
+    if let Some(r) = v.req_str("spec.request", spec.get("request")) {
+        let pem = crate::base64::decode(r).and_then(|b| String::from_utf8(b).ok());
+        if !pem.is_some_and(|p| p.contains("-----BEGIN CERTIFICATE REQUEST-----")) {
+            v.push(FieldError::invalid(
+                "spec.request",
+                "<the request>",
+                "must be a base64-encoded PEM certificate request (-----BEGIN CERTIFICATE REQUEST-----)",
+            ));
+        }
+    }
+    if spec.get("signerName").is_none() {
+        v.push(FieldError::required("spec.signerName"));
+    }
+    v.one_of("spec.signerName", spec.get("signerName"), SIGNERS);
+    for (i, u) in v.arr("spec.usages", spec.get("usages")).iter().enumerate() {
+        v.one_of(&format!("spec.usages[{i}]"), Some(u), USAGES);
+    }
+    if let Some(n) = v.int("spec.expirationSeconds", spec.get("expirationSeconds"))
+        && n < 600
+    {
+        v.push(FieldError::invalid(
+            "spec.expirationSeconds",
+            n,
+            "may not specify a duration less than 600 seconds (10 minutes)",
+        ));
     }
 }

@@ -221,6 +221,7 @@ impl Registry {
         if kind.has_status && kind.kind != "Node" {
             obj.0.remove("status");
         }
+        Self::prepare_csr(kind, &mut obj)?;
         validate::apply_defaults(kind, &mut obj);
         let errs = validate::validate_create(kind, &obj);
         if !errs.is_empty() {
@@ -392,13 +393,6 @@ impl Registry {
         verb: &str,
         dry_run: bool,
     ) -> ApiResult<Object> {
-        if kind.is_review() {
-            return Err(ApiError::new(
-                405,
-                "MethodNotAllowed",
-                format!("{} are answered, not stored", kind.plural),
-            ));
-        }
         Self::check_type(kind, &obj)?;
         let ns = Self::bind_namespace(kind, url_ns, &mut obj)?;
         let (key, kv, old) = self.load_for_update(kind, ns.as_deref(), name)?;
@@ -494,13 +488,6 @@ impl Registry {
                 404,
                 "NotFound",
                 format!("{} has no status subresource", kind.qualified_plural()),
-            ));
-        }
-        if kind.is_review() {
-            return Err(ApiError::new(
-                405,
-                "MethodNotAllowed",
-                format!("{} are answered, not stored", kind.plural),
             ));
         }
         Self::check_type(kind, &obj)?;

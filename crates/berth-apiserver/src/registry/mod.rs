@@ -27,6 +27,7 @@ use berth_api::cidr::Ipv4Net;
 use berth_store::{Store, StoreError, Watcher};
 
 mod cascade;
+mod csr;
 mod generic;
 mod list;
 mod namespaces;
@@ -36,6 +37,7 @@ mod scale;
 mod services;
 
 pub(crate) use cascade::Propagation;
+pub use csr::requested_subject;
 pub use generic::{DeleteOptions, decode};
 pub(crate) use list::list_body;
 pub use list::{ListOptions, ListResult};
