@@ -33,6 +33,14 @@ pub fn rfc3339_nanos_from_nanos(nanos: u64) -> String {
         .unwrap_or_else(|| "1970-01-01T00:00:00Z".into())
 }
 
+/// Formats unix nanoseconds as an RFC 3339 UTC timestamp with exactly six fractional digits,
+/// as Kubernetes writes a `MicroTime` (audit events' timestamps).
+pub fn rfc3339_micros_from_nanos(nanos: u64) -> String {
+    let seconds = rfc3339_from_nanos(nanos);
+    let base = seconds.strip_suffix('Z').unwrap_or(&seconds);
+    format!("{base}.{:06}Z", (nanos % 1_000_000_000) / 1_000)
+}
+
 /// Parses an RFC 3339 timestamp into unix nanoseconds.
 pub fn parse_rfc3339(s: &str) -> Result<u64, String> {
     let t = OffsetDateTime::parse(s, &Rfc3339).map_err(|e| {
@@ -61,6 +69,16 @@ pub fn short_age(seconds: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn micro_times_have_six_digits() {
+        let n = parse_rfc3339("2026-11-27T10:00:00Z").unwrap();
+        assert_eq!(
+            rfc3339_micros_from_nanos(n + 1_234_567),
+            "2026-11-27T10:00:00.001234Z"
+        );
+        assert_eq!(rfc3339_micros_from_nanos(n), "2026-11-27T10:00:00.000000Z");
+    }
 
     #[test]
     fn round_trip() {

@@ -114,6 +114,9 @@ pub fn attributes(
         Route::History => resource(verb(true), "berth.dev", "history", "", "", ""),
         Route::Revisions => resource(verb(true), "berth.dev", "revisions", "", "", ""),
         Route::Export => resource(verb(true), "berth.dev", "export", "", "", ""),
+        // The audit log names who was refused what: `get` on `audit`, cluster-admin's alone
+        // among the default roles.
+        Route::Audit => resource(verb(false), "berth.dev", "audit", "", "", ""),
         Route::Kv(key) => {
             let recurse = q.get("recurse").is_some_and(|r| r == "1" || r == "true");
             resource(verb(recurse), "kv.berth.dev", "keys", "", "", key)

@@ -94,6 +94,7 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
             json!({"name": "history", "singularName": "history", "namespaced": false, "kind": "ObjectHistory", "verbs": ["get"]}),
             json!({"name": "revisions", "singularName": "revision", "namespaced": false, "kind": "RevisionList", "verbs": ["list"]}),
             json!({"name": "export", "singularName": "export", "namespaced": false, "kind": "List", "verbs": ["get"]}),
+            json!({"name": "audit", "singularName": "audit", "namespaced": false, "kind": "EventList", "verbs": ["get"]}),
         ]);
     } else if kinds.is_empty() {
         return None;

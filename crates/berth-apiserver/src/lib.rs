@@ -2,7 +2,7 @@
 //! berth's history API.
 //!
 //! API boundary: `ApiServer::new` + `router` (served by `tls::serve`), and for the wiring
-//! `auth`, `files` and `tls`. Everything else is reached through HTTP, except what the
+//! `audit::{AuditConfig, Sink}`, `auth`, `files` and `tls`. Everything else is reached through HTTP, except what the
 //! in-process controllers (`berth-controllers`) use to take the same write path as a request:
 //! `Registry` (`registry`; `revision` and `watch_objects` for their informer), its errors
 //! (`error`), Event recording (`events`) and the key/value tree's `kv::{list_dir, sync_dir}`.
@@ -11,6 +11,7 @@
 //! and the fuzz test. Discovery, history, Pod Security admission, node proxying and watch
 //! encoding are private: they are HTTP's business.
 
+pub mod audit;
 pub mod auth;
 pub mod authz;
 mod discovery;
@@ -56,6 +57,8 @@ pub struct ServerConfig {
     pub service_cidr: berth_api::cidr::Ipv4Net,
     /// How long a whole request body may take to arrive.
     pub body_timeout: Duration,
+    /// Where the audit log goes; none: nothing is audited.
+    pub audit: Option<audit::AuditConfig>,
 }
 
 impl Default for ServerConfig {
@@ -70,6 +73,7 @@ impl Default for ServerConfig {
                 prefix: 16,
             },
             body_timeout: Duration::from_secs(60),
+            audit: None,
         }
     }
 }
@@ -84,6 +88,8 @@ pub struct ApiServer {
     pub(crate) authz: Arc<authz::Authorizer>,
     /// Shared by every watch: each change is decoded and encoded once.
     pub(crate) watch_cache: Arc<watch::EncodeCache>,
+    /// Where refused requests, reads of Secrets and writes are recorded.
+    pub audit: Arc<audit::AuditLog>,
     ready: AtomicBool,
     /// Turns true when the server stops: open watches end, so clients re-watch elsewhere or
     /// later instead of holding the shutdown up.
@@ -92,12 +98,14 @@ pub struct ApiServer {
 
 impl ApiServer {
     pub fn new(store: Store, auth: Authenticator, config: ServerConfig) -> Arc<Self> {
+        let audit = Arc::new(audit::AuditLog::start(config.audit.clone()));
         Arc::new(ApiServer {
             registry: Registry::new(store).with_service_range(config.service_cidr),
             auth,
             config,
             authz: Arc::default(),
             watch_cache: Arc::default(),
+            audit,
             ready: AtomicBool::new(false),
             stopping: tokio::sync::watch::Sender::new(false),
         })

@@ -47,6 +47,8 @@ pub enum Route {
     History,
     Revisions,
     Export,
+    /// The audit log's recent events.
+    Audit,
     /// The key/value tree: a key.
     Kv(String),
     /// `nodes/NAME/proxy/PATH`: a GET passed to the node's agent (metrics, stats, health).
@@ -103,6 +105,7 @@ pub fn route(path: &str) -> ApiResult<Route> {
         ["apis", "berth.dev", "v1", "history"] => return Ok(Route::History),
         ["apis", "berth.dev", "v1", "revisions"] => return Ok(Route::Revisions),
         ["apis", "berth.dev", "v1", "export"] => return Ok(Route::Export),
+        ["apis", "berth.dev", "v1", "audit"] => return Ok(Route::Audit),
         ["api", "v1", "nodes", node, "proxy", rest @ ..] => {
             return Ok(Route::NodeProxy {
                 node: node.to_string(),
@@ -440,19 +443,21 @@ fn delete_options(q: &HashMap<String, String>, body: &[u8]) -> ApiResult<DeleteO
 /// The one handler: authenticates, routes and answers every request.
 pub async fn handle(State(s): State<Arc<ApiServer>>, req: axum::extract::Request) -> Response {
     let started = std::time::Instant::now();
+    let received = berth_api::timefmt::now_nanos();
     let (mut parts, body) = req.into_parts();
     // Exec upgrades the connection; only its handler takes the upgrade.
     let upgrade = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
-    // The client certificate the connection presented, verified against the cluster CA.
-    let cert_user = parts
-        .extensions
-        .get::<berth_tls::ConnInfo>()
+    // The connection's peer and the client certificate it presented (verified against the
+    // cluster CA), put on every request by the accept loop (`berth_tls::serve`).
+    let conn = parts.extensions.get::<berth_tls::ConnInfo>();
+    let source_ip = conn.map(|c| c.peer.ip());
+    let cert_user = conn
         .and_then(|c| c.client_cert.as_ref())
         .and_then(|der| berth_tls::client_subject(der));
     let (method, uri, headers) = (parts.method, parts.uri, parts.headers);
     let raw = uri.query().map(String::from);
     let path = uri.path().to_string();
-    let (result, warnings) = crate::podsecurity::scope(dispatch(
+    let ((result, warnings), facts) = crate::audit::scope(crate::podsecurity::scope(dispatch(
         &s,
         &method,
         &path,
@@ -461,13 +466,39 @@ pub async fn handle(State(s): State<Arc<ApiServer>>, req: axum::extract::Request
         body,
         upgrade,
         cert_user,
-    ))
+    )))
     .await;
-    let mut resp = result.unwrap_or_else(IntoResponse::into_response);
+    let (mut resp, failure) = match result {
+        Ok(resp) => (resp, None),
+        Err(e) => {
+            let status = e.status().clone();
+            (e.into_response(), Some(status))
+        }
+    };
     for w in warnings {
         if let Ok(v) = axum::http::HeaderValue::from_str(&crate::podsecurity::header_value(&w)) {
             resp.headers_mut().append("warning", v);
         }
+    }
+    let seen = || crate::audit::Seen {
+        uri: uri.to_string(),
+        user_agent: headers
+            .get("user-agent")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string(),
+        source_ip,
+        received_nanos: received,
+    };
+    let code = resp.status().as_u16();
+    if let Some(pending) = crate::audit::pending(&s.audit, facts, seen, code, failure.as_ref()) {
+        // Written once the body has been sent or dropped: a watch's event when it ends.
+        resp = resp.map(|body| {
+            Body::new(http_body_util::BodyExt::map_frame(body, move |frame| {
+                pending.hold();
+                frame
+            }))
+        });
     }
     tracing::debug!(method = %method, path = %path, status = resp.status().as_u16(), elapsed_us = started.elapsed().as_micros() as u64, "request");
     resp
@@ -477,7 +508,7 @@ pub async fn handle(State(s): State<Arc<ApiServer>>, req: axum::extract::Request
 /// body timeout (a client trickling it holds nothing longer).
 async fn read_body(s: &ApiServer, body: Body) -> ApiResult<bytes::Bytes> {
     let limit = s.config.body_timeout;
-    tokio::time::timeout(limit, axum::body::to_bytes(body, s.config.max_body_bytes))
+    let body = tokio::time::timeout(limit, axum::body::to_bytes(body, s.config.max_body_bytes))
         .await
         .map_err(|_| {
             ApiError::new(
@@ -495,7 +526,9 @@ async fn read_body(s: &ApiServer, body: Body) -> ApiResult<bytes::Bytes> {
                     s.config.max_body_bytes
                 ),
             )
-        })
+        })?;
+    crate::audit::note_body(&body);
+    Ok(body)
 }
 
 async fn dispatch(
@@ -526,6 +559,13 @@ async fn dispatch(
         }
         _ => {}
     }
+    let q = parse_query(raw);
+    let request = crate::authz::attributes(method, &r, path, &q);
+    let content_type = headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    crate::audit::note_request(&r, path, request.as_ref(), content_type);
     // As kube-apiserver: a client certificate of the cluster CA (its CN the user, its Os the
     // groups), else a bearer token (the token file, then bootstrap tokens).
     let auth = headers.get("authorization").and_then(|v| v.to_str().ok());
@@ -549,9 +589,15 @@ async fn dispatch(
     if !user.groups.iter().any(|g| g == "system:authenticated") {
         user.groups.push("system:authenticated".into());
     }
-    let q = parse_query(raw);
-    if let Some(request) = crate::authz::attributes(method, &r, path, &q) {
-        s.authz.check(&user, &request)?;
+    crate::audit::note_user(&user);
+    if let Some(request) = &request {
+        match s.authz.check(&user, request) {
+            Ok(allowed) => crate::audit::note_decision(crate::audit::Decision::Allow(allowed)),
+            Err(e) => {
+                crate::audit::note_decision(crate::audit::Decision::Forbid);
+                return Err(e);
+            }
+        }
     }
     let requester = user.clone();
     crate::authz::as_requester(requester, s.authz.clone(), async {
@@ -608,6 +654,13 @@ async fn serve(
         (&Method::GET, Route::History) => ok(history::history(&s.registry, q)?),
         (&Method::GET, Route::Revisions) => ok(history::revisions(&s.registry, q)?),
         (&Method::GET, Route::Export) => ok(history::export(&s.registry, q)?),
+        (&Method::GET, Route::Audit) => {
+            let limit = query_int(q, "limit", 1, 10_000)?.unwrap_or(100) as usize;
+            let items = s.audit.recent(truthy(q, "denied"), limit).await?;
+            ok(
+                serde_json::json!({"kind": "EventList", "apiVersion": "audit.k8s.io/v1", "metadata": {}, "items": items}),
+            )
+        }
         (&Method::GET, Route::Metrics { resource, ns, name }) => {
             ok(crate::proxy::metrics(s, &resource, ns.as_deref(), name.as_deref(), q).await?)
         }
@@ -1008,6 +1061,7 @@ mod tests {
         );
         assert_eq!(route("/apis/berth.dev/v1/history").unwrap(), Route::History);
         assert_eq!(route("/openapi/v2").unwrap(), Route::OpenApiV2);
+        assert_eq!(route("/apis/berth.dev/v1/audit").unwrap(), Route::Audit);
     }
 
     #[test]

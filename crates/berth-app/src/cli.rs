@@ -76,6 +76,16 @@ pub struct ServerArgs {
     /// How long after a node went NotReady its pods are replaced elsewhere
     #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = berth_api::duration::parse)]
     pub pod_eviction_timeout: Duration,
+    /// Where the audit log goes (JSON lines of audit.k8s.io/v1 Events: refused requests,
+    /// reads of Secrets, writes), `-` for standard output [default: DATA_DIR/audit/audit.log]
+    #[arg(long, value_name = "FILE")]
+    pub audit_log_path: Option<PathBuf>,
+    /// Rotate the audit log once it would pass this many MiB
+    #[arg(long, value_name = "MIB", default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
+    pub audit_log_maxsize: u64,
+    /// How many rotated audit logs are kept (audit.log.1 is the newest); 0 keeps none
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    pub audit_log_maxbackup: usize,
     #[command(flatten)]
     pub limits: LimitArgs,
     /// `berth up` only: the node's settings
@@ -365,6 +375,15 @@ async fn run_server(args: ServerArgs, all_in_one: bool) -> anyhow::Result<()> {
     };
     opts.service_cidr = args.service_cidr;
     opts.limits = args.limits.limits();
+    if let Some(path) = args.audit_log_path {
+        opts.audit.sink = if path.as_os_str() == "-" {
+            berth_apiserver::audit::Sink::Stdout
+        } else {
+            berth_apiserver::audit::Sink::File(path)
+        };
+    }
+    opts.audit.max_bytes = args.audit_log_maxsize.saturating_mul(1024 * 1024);
+    opts.audit.max_backups = args.audit_log_maxbackup;
     let server = start(opts).await?;
     let (agent_stop, agent_stop_rx) = tokio::sync::watch::channel(false);
     if all_in_one {

@@ -35,6 +35,8 @@ pub struct ServerOptions {
     pub limits: berth_tls::ConnLimits,
     /// The longest a node agent's client certificate is valid (agents renew theirs before).
     pub node_cert_lifetime: Duration,
+    /// The audit log: where, rotated when, how many old files kept.
+    pub audit: berth_apiserver::audit::AuditConfig,
 }
 
 impl ServerOptions {
@@ -54,6 +56,9 @@ impl ServerOptions {
             },
             limits: berth_tls::ConnLimits::default(),
             node_cert_lifetime: Duration::from_secs(7 * 24 * 3600),
+            audit: berth_apiserver::audit::AuditConfig::file(
+                data_dir.join("audit").join("audit.log"),
+            ),
         }
     }
 }
@@ -133,6 +138,14 @@ pub async fn start(opts: ServerOptions) -> anyhow::Result<RunningServer> {
     berth_fs::private_dir(&opts.data_dir)
         .with_context(|| format!("cannot create data directory {}", opts.data_dir.display()))?;
     let (auth, token) = ensure_tokens(&opts.data_dir)?;
+    // The audit log names users, paths and request bodies: its directory is root's alone.
+    if let berth_apiserver::audit::Sink::File(path) = &opts.audit.sink
+        && let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+    {
+        berth_fs::private_dir(dir).with_context(|| {
+            format!("cannot create the audit log's directory {}", dir.display())
+        })?;
+    }
     let store_dir = opts.data_dir.join("store");
     berth_fs::private_dir(&store_dir)
         .with_context(|| format!("cannot create {}", store_dir.display()))?;
@@ -197,6 +210,7 @@ pub async fn start(opts: ServerOptions) -> anyhow::Result<RunningServer> {
         agent_client: pki.as_ref().map(|p| p.agent_client.clone()),
         service_cidr: opts.service_cidr,
         body_timeout: opts.limits.body_timeout,
+        audit: Some(opts.audit.clone()),
         ..Default::default()
     };
     let api = ApiServer::new(store.clone(), auth, config);

@@ -372,6 +372,7 @@ async fn history_of_a_secret_names_changed_keys_never_values() {
             let mut out = Vec::new();
             let verb = berth_cli::Verb::History {
                 target: vec!["secret/db".into()],
+                denied: false,
                 diff,
                 status: false,
                 limit: 50,

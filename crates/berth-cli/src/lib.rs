@@ -1,6 +1,7 @@
 //! The kubectl-like verbs of `berth`, one file per verb (or family of verbs): `apply`, `get`,
-//! `describe`, `delete`, `diff`, `history`, `export`, `discovery` (api-resources, version),
-//! `rollout` (and scale), `nodes` (cordon, uncordon, drain), `stream` (logs, exec, top), `kv`,
+//! `describe`, `delete`, `diff`, `history` (`denied`: its refusals from the audit log),
+//! `export`, `discovery` (api-resources, version), `rollout` (and scale), `nodes` (cordon,
+//! uncordon, drain), `stream` (logs, exec, top), `kv`,
 //! `tokens`, `image`. Here: the verbs' flags (`Verb`), the connection they share, and `run`,
 //! which sends each verb to its file.
 //!
@@ -9,6 +10,7 @@
 mod apply;
 pub mod auth;
 pub mod delete;
+mod denied;
 mod describe;
 mod diff;
 mod discovery;
@@ -90,10 +92,13 @@ pub enum Verb {
         files: Vec<String>,
     },
     /// Who changed an object, when and how (`berth history deploy/web --diff`); with no
-    /// object, the cluster's recent revisions
+    /// object, the cluster's recent revisions; with `--denied`, the requests the API refused
     History {
         /// KIND/NAME, or KIND NAME
         target: Vec<String>,
+        /// The recent requests the API refused (401, 403), from its audit log (cluster-admin)
+        #[arg(long, conflicts_with_all = ["target", "diff", "status"])]
+        denied: bool,
         /// Show what each revision changed
         #[arg(long)]
         diff: bool,
@@ -101,7 +106,7 @@ pub enum Verb {
         /// reporting), not the desired state
         #[arg(long)]
         status: bool,
-        /// With no object: how many recent revisions to show
+        /// With no object: how many recent revisions (or refusals) to show
         #[arg(long, default_value_t = 50)]
         limit: u64,
         /// Print the history document instead of a table (times with nanoseconds)
@@ -376,12 +381,16 @@ pub async fn run(conn: &Conn, verb: Verb, out: &mut dyn Write) -> anyhow::Result
         }
         Verb::History {
             target,
+            denied,
             diff,
             status,
             limit,
             output,
         } => {
             let ctx = connect(conn)?;
+            if denied {
+                return denied::denied(&ctx, limit, output, out).await;
+            }
             history::history(&ctx, target, diff, status, limit, output, out).await
         }
         Verb::Export {

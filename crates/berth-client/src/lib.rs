@@ -568,6 +568,16 @@ impl Client {
         self.json(Method::GET, &path, None).await
     }
 
+    /// The audit log's recent events (`denied=1&limit=N`), an `audit.k8s.io/v1` `EventList`.
+    pub async fn audit(&self, query: &str) -> Result<Value, ClientError> {
+        self.json(
+            Method::GET,
+            &format!("/apis/berth.dev/v1/audit?{query}"),
+            None,
+        )
+        .await
+    }
+
     pub async fn revisions(&self, query: &str) -> Result<Value, ClientError> {
         self.json(
             Method::GET,

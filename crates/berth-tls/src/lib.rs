@@ -511,7 +511,8 @@ pub fn connector_presenting(
 
 /// Serves `router` on `listener` (over TLS with `tls`, else plain HTTP/1.1) until `shutdown`
 /// resolves; then stops accepting and gives open connections up to `drain` to finish.
-/// Connections may upgrade (WebSockets). Every connection runs under the listener's
+/// Connections may upgrade (WebSockets). Each request carries its peer's address as axum's
+/// `ConnectInfo<SocketAddr>` extension. Every connection runs under the listener's
 /// [`limits::ConnLimits`]: the TLS handshake, each request head and each idle wait between
 /// requests are timed, and so is a write the client does not take.
 pub async fn serve(

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::process::Output;
 
 use common::{BerthProcess, eventually, kubeconfig_for, kubectl};
+use serde_json::Value;
 
 const USERS: &[(&str, &str)] = &[
     ("vera", "vera-token-0123456789"),
@@ -18,8 +19,8 @@ const USERS: &[(&str, &str)] = &[
 ];
 
 struct Cluster {
-    _dir: tempfile::TempDir,
-    _server: BerthProcess,
+    dir: tempfile::TempDir,
+    server: BerthProcess,
     home: PathBuf,
     admin: PathBuf,
     users: Vec<(String, PathBuf)>,
@@ -44,8 +45,8 @@ impl Cluster {
         let home = dir.path().join("home");
         std::fs::create_dir_all(&home).unwrap();
         Cluster {
-            _dir: dir,
-            _server: server,
+            dir,
+            server,
             home,
             admin,
             users,
@@ -440,4 +441,213 @@ fn the_admins_group_needs_no_binding_and_the_default_roles_are_kubernetes_own() 
     settles(&c, "vera", &["get", "leases", "-A"], true);
     c.admin(&["delete", "clusterrole", "lease-reader"]);
     settles(&c, "vera", &["get", "leases", "-A"], false);
+}
+
+/// The audit log's events, once `want` finds what it waits for in them.
+fn audited(c: &Cluster, what: &str, want: impl Fn(&[Value]) -> bool) -> (String, Vec<Value>) {
+    let path = c.server.data_dir.join("audit").join("audit.log");
+    eventually(10, what, || {
+        let text = std::fs::read_to_string(&path).ok()?;
+        let events: Vec<Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("each line is one JSON event"))
+            .collect();
+        want(&events).then_some((text, events))
+    })
+}
+
+fn find(events: &[Value], f: impl Fn(&Value) -> bool) -> Option<&Value> {
+    events.iter().find(|e| f(e))
+}
+
+#[test]
+fn refusals_secret_reads_and_writes_are_audited_and_only_admins_see_the_refusals() {
+    use std::os::unix::fs::PermissionsExt;
+    let c = Cluster::start();
+    let pin = "s3cr3t-pin-4711";
+    c.admin(&["create", "namespace", "shop"]);
+    c.admin(&[
+        "-n",
+        "shop",
+        "create",
+        "secret",
+        "generic",
+        "till",
+        &format!("--from-literal=pin={pin}"),
+    ]);
+    c.admin(&["-n", "shop", "get", "secret", "till", "-o", "yaml"]);
+    c.admin(&[
+        "-n",
+        "shop",
+        "create",
+        "configmap",
+        "menu",
+        "--from-literal=soup=tomato",
+    ]);
+    forbidden(&c.as_user("nobody", &["-n", "shop", "get", "secret", "till"]));
+    forbidden(&c.as_user("nobody", &["-n", "shop", "delete", "configmap", "menu"]));
+    let stranger = kubeconfig_for(
+        c.dir.path(),
+        &c.server,
+        "mallory",
+        "no-such-token-0123456789",
+    );
+    let o = kubectl(&c.home, &stranger, &["-n", "shop", "get", "pods"]);
+    assert!(!o.status.success(), "{}", text(&o));
+
+    let refused_get = |e: &Value| {
+        e["user"]["username"] == "nobody"
+            && e["verb"] == "get"
+            && e["responseStatus"]["code"] == 403
+    };
+    let (log, events) = audited(
+        &c,
+        "the refusals and the Secret's reads in the audit log",
+        |ev| {
+            find(ev, refused_get).is_some()
+                && find(ev, |e| {
+                    e["verb"] == "delete" && e["responseStatus"]["code"] == 403
+                })
+                .is_some()
+                && find(ev, |e| e["responseStatus"]["code"] == 401).is_some()
+                && find(ev, |e| {
+                    e["user"]["username"] == "admin"
+                        && e["verb"] == "get"
+                        && e["objectRef"]["resource"] == "secrets"
+                })
+                .is_some()
+                && find(ev, |e| {
+                    e["verb"] == "create" && e["objectRef"]["resource"] == "configmaps"
+                })
+                .is_some()
+        },
+    );
+
+    let e = find(&events, refused_get).unwrap();
+    assert_eq!(e["kind"], "Event", "{e}");
+    assert_eq!(e["apiVersion"], "audit.k8s.io/v1");
+    assert_eq!(e["level"], "Metadata");
+    assert_eq!(e["stage"], "ResponseComplete");
+    assert_eq!(
+        e["objectRef"],
+        serde_json::json!({"resource": "secrets", "namespace": "shop", "name": "till", "apiVersion": "v1"})
+    );
+    assert_eq!(e["annotations"]["authorization.k8s.io/decision"], "forbid");
+    assert!(
+        e["responseStatus"]["message"]
+            .as_str()
+            .unwrap()
+            .contains(r#"User "nobody" cannot get resource "secrets""#),
+        "{e}"
+    );
+    assert_eq!(e["sourceIPs"], serde_json::json!(["127.0.0.1"]));
+    assert!(
+        e["userAgent"].as_str().unwrap().starts_with("kubectl"),
+        "{e}"
+    );
+    assert_eq!(e["requestURI"], "/api/v1/namespaces/shop/secrets/till");
+    assert!(uuid_like(e["auditID"].as_str().unwrap()), "{e}");
+    assert!(
+        e["user"]["groups"]
+            .as_array()
+            .unwrap()
+            .contains(&Value::from("system:authenticated"))
+    );
+
+    let d = find(&events, |e| {
+        e["verb"] == "delete" && e["responseStatus"]["code"] == 403
+    })
+    .unwrap();
+    assert_eq!(d["objectRef"]["name"], "menu");
+    assert_eq!(d["objectRef"]["resource"], "configmaps");
+
+    let unauthorized = find(&events, |e| e["responseStatus"]["code"] == 401).unwrap();
+    assert_eq!(
+        unauthorized["user"],
+        serde_json::json!({}),
+        "{unauthorized}"
+    );
+    assert!(unauthorized.get("annotations").is_none());
+
+    let read = find(&events, |e| {
+        e["user"]["username"] == "admin"
+            && e["verb"] == "get"
+            && e["objectRef"]["resource"] == "secrets"
+    })
+    .unwrap();
+    assert_eq!(read["level"], "Metadata");
+    assert_eq!(read["responseStatus"]["code"], 200);
+    assert_eq!(
+        read["annotations"]["authorization.k8s.io/decision"],
+        "allow"
+    );
+    assert!(read.get("responseObject").is_none() && read.get("requestObject").is_none());
+    let create_secret = find(&events, |e| {
+        e["verb"] == "create" && e["objectRef"]["resource"] == "secrets"
+    })
+    .unwrap();
+    assert_eq!(create_secret["level"], "Metadata");
+    assert!(create_secret.get("requestObject").is_none());
+    // The Secret's value is nowhere in the log, in plain text or in base64.
+    let b64 = "czNjcjN0LXBpbi00NzEx";
+    assert!(
+        !log.contains(pin) && !log.contains(b64),
+        "a Secret's data leaked into the audit log"
+    );
+    // A write of another kind carries its body.
+    let cm = find(&events, |e| {
+        e["verb"] == "create" && e["objectRef"]["resource"] == "configmaps"
+    })
+    .unwrap();
+    assert_eq!(cm["level"], "Request");
+    assert_eq!(cm["requestObject"]["data"]["soup"], "tomato", "{cm}");
+
+    let audit_dir = c.server.data_dir.join("audit");
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&audit_dir), 0o700);
+    assert_eq!(mode(&audit_dir.join("audit.log")), 0o600);
+
+    // The view of refusals: the admin's, as a table and as the events themselves.
+    let o = common::berth(&c.admin, &["history", "--denied"]);
+    let table = text(&o);
+    assert!(o.status.success(), "{table}");
+    assert!(table.starts_with("TIME"), "{table}");
+    let row = table
+        .lines()
+        .find(|l| l.contains("secrets shop/till"))
+        .unwrap_or_else(|| panic!("no refusal of the Secret in:\n{table}"));
+    assert!(
+        row.contains("nobody") && row.contains(" get ") && row.contains("403"),
+        "{row}"
+    );
+    assert!(
+        table
+            .lines()
+            .any(|l| l.contains("(unknown)") && l.contains("401")),
+        "{table}"
+    );
+    assert!(!table.contains(" 200 "), "only refusals: {table}");
+    let o = common::berth(
+        &c.admin,
+        &["history", "--denied", "--limit", "1", "-o", "json"],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let list: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(list["kind"], "EventList");
+    assert_eq!(list["items"].as_array().unwrap().len(), 1);
+    // Anyone else is refused it (and that refusal is audited in its turn).
+    let vera = &c.users.iter().find(|(u, _)| u == "vera").unwrap().1;
+    c.bind_cluster_wide("view", "vera");
+    let o = common::berth(vera, &["history", "--denied"]);
+    assert!(!o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains(r#"audit.berth.dev is forbidden: User "vera" cannot get resource "audit" in API group "berth.dev""#),
+        "{}",
+        text(&o)
+    );
+}
+
+fn uuid_like(s: &str) -> bool {
+    let parts: Vec<usize> = s.split('-').map(str::len).collect();
+    parts == [8, 4, 4, 4, 12] && s.bytes().all(|b| b == b'-' || b.is_ascii_hexdigit())
 }
