@@ -11,6 +11,7 @@
 //!   longer binds to this node.
 
 mod api;
+mod identity;
 mod pods;
 mod probes;
 mod security;
@@ -268,6 +269,27 @@ pub async fn run(
     cfg: AgentConfig,
     mut stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
+    // A join token is traded for this node's own identity before anything else is done.
+    let node_pki = cfg.data_dir.join("pki");
+    let server = client.server().to_string();
+    let (client, renewal) = identity::client(
+        client,
+        &server,
+        cfg.cluster_ca_pem.as_deref(),
+        &cfg.node_name,
+        &node_pki,
+    )
+    .await?;
+    if let Some((cert, id)) = renewal {
+        tokio::spawn(identity::renew(
+            client.clone(),
+            cert,
+            id,
+            cfg.node_name.clone(),
+            node_pki,
+            stop.clone(),
+        ));
+    }
     let rt = cfg.runtime.clone();
     let recovered = tokio::task::spawn_blocking(move || rt.recover())
         .await

@@ -161,8 +161,8 @@ impl AuditLog {
 /// What the authorizer decided.
 #[derive(Debug, Clone)]
 pub(crate) enum Decision {
-    /// Allowed by a binding, or (`None`) by the group `system:masters`.
-    Allow(Option<berth_api::rbac::Allowed>),
+    /// Allowed, and why (the binding and role, the Node authorizer, `system:masters`).
+    Allow(String),
     Forbid,
 }
 
@@ -407,13 +407,9 @@ fn event(
     e.insert("stageTimestamp".into(), json!(received));
     let mut annotations = Map::new();
     match &facts.decision {
-        Some(Decision::Allow(allowed)) => {
-            let reason = allowed.as_ref().map_or_else(
-                || format!("allowed by the group {}", crate::authz::MASTERS),
-                ToString::to_string,
-            );
+        Some(Decision::Allow(reason)) => {
             put(&mut annotations, "authorization.k8s.io/decision", "allow");
-            put(&mut annotations, "authorization.k8s.io/reason", &reason);
+            put(&mut annotations, "authorization.k8s.io/reason", reason);
         }
         Some(Decision::Forbid) => {
             put(&mut annotations, "authorization.k8s.io/decision", "forbid");
@@ -766,14 +762,17 @@ mod tests {
             "/api/v1/namespaces/shop/configmaps",
             Some("bob"),
         );
-        f.decision = Some(Decision::Allow(Some(berth_api::rbac::Allowed {
-            binding_kind: "ClusterRoleBinding",
-            binding: "bob-edit".into(),
-            role: berth_api::rbac::RoleRef {
-                kind: "ClusterRole".into(),
-                name: "edit".into(),
-            },
-        })));
+        f.decision = Some(Decision::Allow(
+            berth_api::rbac::Allowed {
+                binding_kind: "ClusterRoleBinding",
+                binding: "bob-edit".into(),
+                role: berth_api::rbac::RoleRef {
+                    kind: "ClusterRole".into(),
+                    name: "edit".into(),
+                },
+            }
+            .to_string(),
+        ));
         let e = event("Request", f, seen(), 201, None).finish();
         assert_eq!(e["requestObject"]["data"]["k"], "v");
         assert_eq!(e["annotations"]["authorization.k8s.io/decision"], "allow");

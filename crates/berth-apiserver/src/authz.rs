@@ -19,7 +19,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use axum::http::Method;
-use berth_api::rbac::{self, Allowed, Policy, Request, ResourceRequest};
+use berth_api::rbac::{self, Policy, Request, ResourceRequest};
 use berth_store::{EventType, Store, StoreError};
 use serde_json::Value;
 
@@ -171,6 +171,21 @@ pub(crate) fn requester() -> Option<UserInfo> {
     REQUESTER.try_with(|(user, _)| user.clone()).ok()
 }
 
+/// NodeRestriction for the write being made: a node identity writes only its own objects
+/// (see `nodeauthz::admit`); other writers, and writes from outside a request, pass.
+pub(crate) fn admit_node(
+    kind: &berth_api::ResourceKind,
+    old: Option<&berth_api::Object>,
+    new: Option<&berth_api::Object>,
+) -> Result<(), ApiError> {
+    let Ok(Some(node)) =
+        REQUESTER.try_with(|(user, _)| crate::nodeauthz::node_of(user).map(str::to_string))
+    else {
+        return Ok(());
+    };
+    crate::nodeauthz::admit(&node, kind, old, new)
+}
+
 /// Refuses a Role, ClusterRole or binding that would grant its writer permissions the writer
 /// does not hold (kube-apiserver's escalation check): a role's rules must be covered by the
 /// writer's own rules in its namespace (cluster-wide ones for a ClusterRole) unless the
@@ -201,10 +216,11 @@ fn refuse(kind: &berth_api::ResourceKind, obj: &berth_api::Object, why: String) 
     .with_details(kind, obj.name())
 }
 
-/// The roles and bindings in force, and the decisions made from them.
+/// The roles and bindings in force, the Node authorizer, and the decisions made from them.
 #[derive(Debug, Default)]
 pub struct Authorizer {
     policy: RwLock<Policy>,
+    pub(crate) nodes: Arc<crate::nodeauthz::NodeAuthorizer>,
 }
 
 fn user_of(u: &UserInfo) -> rbac::User {
@@ -215,22 +231,23 @@ fn user_of(u: &UserInfo) -> rbac::User {
 }
 
 impl Authorizer {
-    /// Whether `user` may make `request`: what allowed it (`None` for `system:masters`), or
-    /// the 403 to answer.
-    pub fn check(&self, user: &UserInfo, request: &Request) -> Result<Option<Allowed>, ApiError> {
-        if user.groups.iter().any(|g| g == MASTERS) {
-            return Ok(None);
-        }
-        match self.read().authorize(&user_of(user), request) {
-            Some(allowed) => Ok(Some(allowed)),
-            None => Err(forbidden(&user.name, request)),
-        }
+    /// Whether `user` may make `request`: why (the binding and role, the Node authorizer,
+    /// or the group `system:masters`), or the 403 to answer.
+    pub fn check(&self, user: &UserInfo, request: &Request) -> Result<String, ApiError> {
+        self.allows(user, request)
+            .ok_or_else(|| forbidden(&user.name, request))
     }
 
-    /// Whether `user` may make `request` (for access reviews).
+    /// Why `user` may make `request`, if anything allows it: the group `system:masters`, the
+    /// Node authorizer (for node identities), or RBAC.
     pub fn allows(&self, user: &UserInfo, request: &Request) -> Option<String> {
         if user.groups.iter().any(|g| g == MASTERS) {
             return Some(format!("allowed by the group {MASTERS}"));
+        }
+        if let Some(node) = crate::nodeauthz::node_of(user)
+            && let Some(why) = self.nodes.allows(node, request)
+        {
+            return Some(why);
         }
         self.read()
             .authorize(&user_of(user), request)

@@ -20,6 +20,7 @@ pub mod events;
 pub mod files;
 mod history;
 pub mod kv;
+pub mod nodeauthz;
 pub mod patch;
 mod podsecurity;
 mod proxy;
@@ -132,6 +133,13 @@ impl ApiServer {
         self.registry.ensure_default_rbac().await?;
         // Loaded once here so the first request is decided on the policy just written.
         self.authz.load_now(&self.registry.store)?;
+        self.authz.nodes.load_now(&self.registry.store)?;
+        tokio::spawn(
+            self.authz
+                .nodes
+                .clone()
+                .follow(self.registry.store.clone(), self.stopping()),
+        );
         tokio::spawn(
             self.authz
                 .clone()

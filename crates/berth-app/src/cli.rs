@@ -76,6 +76,10 @@ pub struct ServerArgs {
     /// How long after a node went NotReady its pods are replaced elsewhere
     #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = berth_api::duration::parse)]
     pub pod_eviction_timeout: Duration,
+    /// The longest a node agent's client certificate is valid (agents renew theirs at 70-90 %
+    /// of its life): how long a stolen node certificate is good for
+    #[arg(long, value_name = "DURATION", default_value = "7d", value_parser = berth_api::duration::parse)]
+    pub node_cert_lifetime: Duration,
     /// Where the audit log goes (JSON lines of audit.k8s.io/v1 Events: refused requests,
     /// reads of Secrets, writes), `-` for standard output [default: DATA_DIR/audit/audit.log]
     #[arg(long, value_name = "FILE")]
@@ -384,6 +388,7 @@ async fn run_server(args: ServerArgs, all_in_one: bool) -> anyhow::Result<()> {
     }
     opts.audit.max_bytes = args.audit_log_maxsize.saturating_mul(1024 * 1024);
     opts.audit.max_backups = args.audit_log_maxbackup;
+    opts.node_cert_lifetime = args.node_cert_lifetime;
     let server = start(opts).await?;
     let (agent_stop, agent_stop_rx) = tokio::sync::watch::channel(false);
     if all_in_one {

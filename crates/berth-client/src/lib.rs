@@ -218,7 +218,15 @@ impl Client {
         let connector =
             berth_tls::connector_trusting(ca_pem, "certificate-authority", Duration::from_secs(5))
                 .map_err(tls_error)?;
-        Ok(Client {
+        Ok(Client::from_connector(server, token, connector))
+    }
+
+    fn from_connector(
+        server: &str,
+        token: &str,
+        connector: hyper_rustls::HttpsConnector<HttpConnector>,
+    ) -> Client {
+        Client {
             server: server.trim_end_matches('/').to_string(),
             token: token.to_string(),
             // Idle connections are dropped well before the server closes them (its
@@ -229,7 +237,22 @@ impl Client {
                 .pool_idle_timeout(Duration::from_secs(30))
                 .build(connector),
             print_warnings: false,
-        })
+        }
+    }
+
+    /// A client for `server` that trusts only `ca_pem` and authenticates with `cert`'s
+    /// current client certificate (a node agent's identity, which it renews in place).
+    pub fn with_client_cert(
+        server: &str,
+        ca_pem: &str,
+        cert: std::sync::Arc<berth_tls::ClientCert>,
+    ) -> Result<Self, ClientError> {
+        let connector = berth_tls::connector_presenting(ca_pem, cert, Duration::from_secs(5))
+            .map_err(|e| ClientError::Protocol {
+                path: "certificate-authority".into(),
+                message: e.to_string(),
+            })?;
+        Ok(Client::from_connector(server, "", connector))
     }
 
     /// Prints the warnings servers send (`Warning: ...` on stderr), as a command line tool

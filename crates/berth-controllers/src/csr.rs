@@ -147,7 +147,10 @@ fn decide(registry: &Registry, csr: &Object) -> Option<(bool, &'static str, Stri
         .filter_map(Value::as_str)
         .collect();
     if !usages.contains(&"client auth") {
-        return deny("BadUsages", "a node's request must ask for client auth".into());
+        return deny(
+            "BadUsages",
+            "a node's request must ask for client auth".into(),
+        );
     }
     let requester = spec_str(csr, "username");
     let requester_groups: Vec<&str> = csr
@@ -159,7 +162,11 @@ fn decide(registry: &Registry, csr: &Object) -> Option<(bool, &'static str, Stri
         .filter_map(Value::as_str)
         .collect();
     if requester == user {
-        return Some((true, "AutoApproved", format!("renewal of {user}'s own certificate")));
+        return Some((
+            true,
+            "AutoApproved",
+            format!("renewal of {user}'s own certificate"),
+        ));
     }
     if requester_groups.contains(&"system:bootstrappers") {
         let nodes = berth_api::kinds::resolve("nodes")?;
@@ -232,13 +239,22 @@ async fn handle(registry: &Registry, signer: &Signer, csr: &Object) {
         Ok(cert) => json!({"certificate": berth_api::base64::encode(cert.as_bytes())}),
         Err(e) => {
             let mut cs = conditions(csr);
-            cs.push(json!({"type": "Failed", "status": "True", "reason": "SignerFailed",
-                "message": e.to_string(), "lastUpdateTime": berth_api::timefmt::now_rfc3339()}));
+            cs.push(
+                json!({"type": "Failed", "status": "True", "reason": "SignerFailed",
+                "message": e.to_string(), "lastUpdateTime": berth_api::timefmt::now_rfc3339()}),
+            );
             json!({"conditions": cs})
         }
     };
     if let Err(e) = registry
-        .merge_patch(kind, None, csr.name(), &json!({"status": status}), USER, true)
+        .merge_patch(
+            kind,
+            None,
+            csr.name(),
+            &json!({"status": status}),
+            USER,
+            true,
+        )
         .await
     {
         tracing::debug!(csr = csr.name(), error = %e, "cannot write a signed certificate");

@@ -216,7 +216,11 @@ impl Ca {
     /// Signs a certificate signing request (PEM) as a client certificate valid for
     /// `lifetime`, naming the subject the request asks for (check it first: see
     /// [`request_subject`]); returns the certificate, PEM.
-    pub fn sign_client_request(&self, csr_pem: &str, lifetime: Duration) -> Result<String, TlsError> {
+    pub fn sign_client_request(
+        &self,
+        csr_pem: &str,
+        lifetime: Duration,
+    ) -> Result<String, TlsError> {
         let mut csr = rcgen::CertificateSigningRequestParams::from_pem(csr_pem)?;
         let p = &mut csr.params;
         // Only the subject is taken from the request; what the certificate may do is ours.
@@ -229,8 +233,9 @@ impl Ca {
         ];
         p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         let now = time_now();
-        // A little back-dated, for clocks a little behind.
-        p.not_before = now - Duration::from_secs(300);
+        // A little back-dated, for clocks a little behind (5 min, as Kubernetes' signer; a
+        // tenth of a short lifetime, whose renewal is reckoned from its start).
+        p.not_before = now - Duration::from_secs(300).min(lifetime / 10);
         p.not_after = now + lifetime;
         Ok(csr.signed_by(&self.issuer)?.pem())
     }
@@ -376,7 +381,12 @@ pub struct ConnInfo {
 pub fn client_subject(der: &[u8]) -> Option<(String, Vec<String>)> {
     let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
     let subject = cert.subject();
-    let user = subject.iter_common_name().next()?.as_str().ok()?.to_string();
+    let user = subject
+        .iter_common_name()
+        .next()?
+        .as_str()
+        .ok()?
+        .to_string();
     let groups = subject
         .iter_organization()
         .filter_map(|o| o.as_str().ok().map(String::from))
@@ -459,8 +469,13 @@ pub struct ClientCert {
 }
 
 fn certified(id: &Identity) -> Result<Arc<rustls::sign::CertifiedKey>, TlsError> {
-    let key = provider().key_provider.load_private_key(id.key.clone_key())?;
-    Ok(Arc::new(rustls::sign::CertifiedKey::new(id.chain.clone(), key)))
+    let key = provider()
+        .key_provider
+        .load_private_key(id.key.clone_key())?;
+    Ok(Arc::new(rustls::sign::CertifiedKey::new(
+        id.chain.clone(),
+        key,
+    )))
 }
 
 impl ClientCert {
@@ -484,7 +499,12 @@ impl rustls::client::ResolvesClientCert for ClientCert {
         _root_hint_subjects: &[&[u8]],
         _sigschemes: &[rustls::SignatureScheme],
     ) -> Option<Arc<rustls::sign::CertifiedKey>> {
-        Some(self.current.read().unwrap_or_else(|e| e.into_inner()).clone())
+        Some(
+            self.current
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
+        )
     }
 
     fn has_certs(&self) -> bool {

@@ -7,9 +7,9 @@
 //! berth's own resources, and where they differ from what one might expect:
 //! - ConfigTemplates run their `check` and `reload` commands as root on a node: `view` reads
 //!   them, and only `cluster-admin` writes them.
-//! - Node agents (group `system:nodes`) hold `system:node` (the kubelet's), `system:node-proxier`
-//!   (kube-proxy's) and `berth:node` (Ingresses for the ingress, ConfigTemplates and the
-//!   key/value tree for config generation).
+//! - Node agents (group `system:nodes`) are authorized as kubelets by the Node authorizer and
+//!   hold `system:node-proxier` (kube-proxy's) and `berth:node` (Ingresses for the ingress,
+//!   ConfigTemplates and the key/value tree for config generation).
 //! - `metrics.k8s.io` (pods, nodes) is readable by `view`, `edit` and `admin`, through the
 //!   `system:aggregated-metrics-reader` role metrics-server installs in Kubernetes.
 
@@ -250,41 +250,17 @@ pub fn cluster_roles() -> Vec<Value> {
                 ),
             ],
         ),
-        cluster_role(
-            "system:node",
-            &[],
-            vec![
-                rule(&["create"], "authentication.k8s.io", &["tokenreviews"]),
-                rule(
-                    &["create"],
-                    "authorization.k8s.io",
-                    &["localsubjectaccessreviews", "subjectaccessreviews"],
-                ),
-                rule(READ, "", &["services"]),
-                rule(&["create", "get", "list", "watch"], "", &["nodes"]),
-                rule(&["patch", "update"], "", &["nodes/status"]),
-                rule(&["patch", "update"], "", &["nodes"]),
-                rule(&["create", "patch", "update"], "", &["events"]),
-                rule(READ, "", &["pods"]),
-                rule(&["create", "delete"], "", &["pods"]),
-                rule(&["patch", "update"], "", &["pods/status"]),
-                rule(&["create"], "", &["pods/eviction"]),
+        cluster_role("system:node", &[], {
+            // What the Node authorizer allows a node only through its pods, listed here as
+            // Kubernetes lists them in the role.
+            let mut rules = node_rules();
+            rules.extend([
                 rule(READ, "", &["configmaps", "secrets"]),
                 rule(&["get"], "", &["persistentvolumeclaims"]),
-                rule(&["get"], "", &["endpoints"]),
-                rule(
-                    &["create", "get", "list", "watch"],
-                    "certificates.k8s.io",
-                    &["certificatesigningrequests"],
-                ),
-                rule(
-                    &["create", "delete", "get", "patch", "update"],
-                    "coordination.k8s.io",
-                    &["leases"],
-                ),
                 rule(&["create"], "", &["serviceaccounts/token"]),
-            ],
-        ),
+            ]);
+            rules
+        }),
         cluster_role(
             "system:node-bootstrapper",
             &[],
@@ -329,6 +305,40 @@ pub fn cluster_roles() -> Vec<Value> {
     ]
 }
 
+/// What every kubelet does, the Node authorizer's static rules (Kubernetes' `system:node`
+/// role without what a node reaches only through its pods: Secrets, ConfigMaps,
+/// PersistentVolumeClaims and ServiceAccount tokens).
+pub fn node_rules() -> Vec<PolicyRule> {
+    vec![
+        rule(&["create"], "authentication.k8s.io", &["tokenreviews"]),
+        rule(
+            &["create"],
+            "authorization.k8s.io",
+            &["localsubjectaccessreviews", "subjectaccessreviews"],
+        ),
+        rule(READ, "", &["services"]),
+        rule(&["create", "get", "list", "watch"], "", &["nodes"]),
+        rule(&["patch", "update"], "", &["nodes/status"]),
+        rule(&["patch", "update"], "", &["nodes"]),
+        rule(&["create", "patch", "update"], "", &["events"]),
+        rule(READ, "", &["pods"]),
+        rule(&["create", "delete"], "", &["pods"]),
+        rule(&["patch", "update"], "", &["pods/status"]),
+        rule(&["create"], "", &["pods/eviction"]),
+        rule(&["get"], "", &["endpoints"]),
+        rule(
+            &["create", "get", "list", "watch"],
+            "certificates.k8s.io",
+            &["certificatesigningrequests"],
+        ),
+        rule(
+            &["create", "delete", "get", "patch", "update"],
+            "coordination.k8s.io",
+            &["leases"],
+        ),
+    ]
+}
+
 fn cluster_role_binding(role: &str, groups: &[&str]) -> Value {
     let subjects: Vec<Value> = groups
         .iter()
@@ -354,10 +364,10 @@ pub fn cluster_role_bindings() -> Vec<Value> {
             "system:public-info-viewer",
             &["system:authenticated", "system:unauthenticated"],
         ),
-        // A node agent is the kubelet, kube-proxy and an ingress controller in one: it
-        // holds their three roles. (Kubernetes leaves `system:node` unbound and lets its
-        // Node authorizer decide; until berth's does, the role is bound to the nodes.)
-        cluster_role_binding("system:node", &["system:nodes"]),
+        // A node agent is the kubelet, kube-proxy and an ingress controller in one: the Node
+        // authorizer allows what a kubelet does (so `system:node` is bound to no one, as in
+        // Kubernetes), and the nodes hold kube-proxy's role and berth's.
+        cluster_role_binding("system:node", &[]),
         cluster_role_binding("system:node-proxier", &["system:nodes"]),
         cluster_role_binding("berth:node", &["system:nodes"]),
         // A join token asks for a node identity and can do nothing else.

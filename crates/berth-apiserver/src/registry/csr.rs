@@ -77,7 +77,11 @@ impl Registry {
             if !matches!(t, "Approved" | "Denied") || decided(&had, t) {
                 continue;
             }
-            let other = if t == "Approved" { "Denied" } else { "Approved" };
+            let other = if t == "Approved" {
+                "Denied"
+            } else {
+                "Approved"
+            };
             if decided(&conditions, other) {
                 return Err(ApiError::invalid(
                     kind,

@@ -115,6 +115,7 @@ impl Registry {
         let (key, mut obj) = self.prepare_create(kind, url_ns, obj)?;
         self.check_namespace_open(obj.namespace()).await?;
         crate::authz::admit_rbac(kind, &obj)?;
+        crate::authz::admit_node(kind, None, Some(&obj))?;
         let admitted = crate::podsecurity::admit(self, kind, &obj)?;
         if dry_run {
             return Ok(obj);
@@ -444,6 +445,7 @@ impl Registry {
             crate::podsecurity::check_existing_pods(self, &old, &obj)?;
         }
         crate::authz::admit_rbac(kind, &obj)?;
+        crate::authz::admit_node(kind, Some(&old), Some(&obj))?;
         if kind.has_status && obj.desired_state() != old.desired_state() {
             obj.set_meta("generation", old.generation() + 1);
         }
@@ -511,6 +513,7 @@ impl Registry {
                 )],
             ));
         }
+        crate::authz::admit_node(kind, Some(&old), Some(&new))?;
         self.commit_update(kind, key, &kv, &old, new, user, "update-status", dry_run)
             .await
     }
@@ -633,6 +636,7 @@ impl Registry {
         {
             return Err(ApiError::conflict(kind, name));
         }
+        crate::authz::admit_node(kind, Some(&old), None)?;
         if kind.kind == "Namespace" {
             return self
                 .delete_namespace(key, &kv, old, user, opts.dry_run)

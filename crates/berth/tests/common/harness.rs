@@ -285,8 +285,13 @@ impl Harness {
         ip(&["-n", ns, "route", "add", &to, "via", &via]);
     }
 
-    fn ca_file(&self) -> PathBuf {
+    pub fn ca_file(&self) -> PathBuf {
         self.dir.path().join("server/pki/ca.crt")
+    }
+
+    /// The join token the nodes were started with.
+    pub fn join_token(&self) -> &str {
+        &self.token
     }
 
     /// Waits until `n` nodes report Ready.
