@@ -5,7 +5,8 @@
 //! `auth`, `files` and `tls`. Everything else is reached through HTTP, except what the
 //! in-process controllers (`berth-controllers`) use to take the same write path as a request:
 //! `Registry` (`registry`; `revision` and `watch_objects` for their informer), its errors
-//! (`error`), Event recording (`events`) and the key/value tree's `kv::{list_dir, sync_dir}`.
+//! (`error`), Event recording (`events`) and the key/value tree's `kv::{list_dir, sync_dir}`;
+//! for the wiring also `encryption` (the `EncryptionConfiguration` file, read at start).
 //! The store under the `Registry` is this crate's own (`pub(crate)`), so where objects and
 //! keys live in it is decided here. `patch` and `server::route` are public for the benchmarks
 //! and the fuzz test. Discovery, history, Pod Security admission, node proxying and watch
@@ -14,6 +15,7 @@
 pub mod auth;
 pub mod authz;
 mod discovery;
+pub mod encryption;
 pub mod error;
 pub mod events;
 pub mod files;
@@ -56,6 +58,9 @@ pub struct ServerConfig {
     pub service_cidr: berth_api::cidr::Ipv4Net,
     /// How long a whole request body may take to arrive.
     pub body_timeout: Duration,
+    /// Encryption at rest of the resources it names (`--encryption-provider-config`);
+    /// identity for everything by default.
+    pub encryption: Arc<encryption::Transformer>,
 }
 
 impl Default for ServerConfig {
@@ -70,6 +75,7 @@ impl Default for ServerConfig {
                 prefix: 16,
             },
             body_timeout: Duration::from_secs(60),
+            encryption: Arc::default(),
         }
     }
 }
@@ -93,7 +99,9 @@ pub struct ApiServer {
 impl ApiServer {
     pub fn new(store: Store, auth: Authenticator, config: ServerConfig) -> Arc<Self> {
         Arc::new(ApiServer {
-            registry: Registry::new(store).with_service_range(config.service_cidr),
+            registry: Registry::new(store)
+                .with_service_range(config.service_cidr)
+                .with_encryption(config.encryption.clone()),
             auth,
             config,
             authz: Arc::default(),
@@ -123,11 +131,11 @@ impl ApiServer {
         self.registry.ensure_default_namespaces().await?;
         self.registry.ensure_default_rbac().await?;
         // Loaded once here so the first request is decided on the policy just written.
-        self.authz.load_now(&self.registry.store)?;
+        self.authz.load_now(&self.registry)?;
         tokio::spawn(
             self.authz
                 .clone()
-                .follow(self.registry.store.clone(), self.stopping()),
+                .follow(self.registry.clone(), self.stopping()),
         );
         self.ready.store(true, Ordering::Release);
         Ok(())

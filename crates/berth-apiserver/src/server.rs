@@ -593,7 +593,14 @@ async fn serve(
         }
         (&Method::GET, Route::History) => ok(history::history(&s.registry, q)?),
         (&Method::GET, Route::Revisions) => ok(history::revisions(&s.registry, q)?),
-        (&Method::GET, Route::Export) => ok(history::export(&s.registry, q)?),
+        (&Method::GET, Route::Export) => {
+            // Secrets go into an export only for a requester who may read them.
+            let may_get = |ns: &str, name: &str| {
+                let get = berth_api::rbac::Request::resource("get", "", "secrets", "", ns, name);
+                s.authz.allows(user, &get).is_some()
+            };
+            ok(history::export(&s.registry, q, &may_get)?)
+        }
         (&Method::GET, Route::Metrics { resource, ns, name }) => {
             ok(crate::proxy::metrics(s, &resource, ns.as_deref(), name.as_deref(), q).await?)
         }

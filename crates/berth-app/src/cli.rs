@@ -76,6 +76,11 @@ pub struct ServerArgs {
     /// How long after a node went NotReady its pods are replaced elsewhere
     #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = berth_api::duration::parse)]
     pub pod_eviction_timeout: Duration,
+    /// Kubernetes' EncryptionConfiguration file: which resources are encrypted at rest, with
+    /// which keys (default DATA_DIR/encryption.yaml, written at first start with a fresh
+    /// AES-GCM key for Secrets; it must be 0600)
+    #[arg(long, value_name = "FILE")]
+    pub encryption_provider_config: Option<PathBuf>,
     #[command(flatten)]
     pub limits: LimitArgs,
     /// `berth up` only: the node's settings
@@ -365,6 +370,7 @@ async fn run_server(args: ServerArgs, all_in_one: bool) -> anyhow::Result<()> {
     };
     opts.service_cidr = args.service_cidr;
     opts.limits = args.limits.limits();
+    opts.encryption_config = args.encryption_provider_config.clone();
     let server = start(opts).await?;
     let (agent_stop, agent_stop_rx) = tokio::sync::watch::channel(false);
     if all_in_one {
