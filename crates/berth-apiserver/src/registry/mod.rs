@@ -9,6 +9,7 @@
 //! Laid out as kube-apiserver's registry is: the generic store, and each kind's strategy
 //! beside it. Every file adds an `impl Registry` block; helpers a sibling needs are
 //! `pub(super)`.
+//!
 //! Every object value is written and read through the registry's `encryption::Transformer`
 //! (`encode`, `decode_stored`, and `ObjectWatcher` for watches), so no reader sees ciphertext
 //! and the store holds no plaintext of the resources the encryption config names.
