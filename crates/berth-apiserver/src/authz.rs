@@ -20,7 +20,9 @@ use std::time::Duration;
 
 use axum::http::Method;
 use berth_api::rbac::{self, Policy, Request, ResourceRequest};
-use berth_store::{EventType, Store, StoreError};
+use berth_store::{EventType, StoreError};
+
+use crate::registry::Registry;
 use serde_json::Value;
 
 use crate::auth::UserInfo;
@@ -276,12 +278,19 @@ impl Authorizer {
     }
 
     /// Reads every role and binding as of now; returns the revision read.
-    fn load(&self, store: &Store) -> Result<u64, StoreError> {
-        let all = store.range(RBAC_PREFIX, None, 0)?;
+    /// (Through the registry: RBAC objects are encrypted too if the encryption config names
+    /// them.)
+    fn load(&self, registry: &Registry) -> Result<u64, StoreError> {
+        let all = registry.store.range(RBAC_PREFIX, None, 0)?;
         let mut policy = Policy::default();
         for kv in &all.kvs {
-            if let Ok(v) = serde_json::from_slice::<Value>(&kv.value) {
-                policy.put(&v);
+            match registry.values.open(&kv.key, &kv.value) {
+                Ok(o) => {
+                    if let Ok(v) = serde_json::from_slice::<Value>(&o.value) {
+                        policy.put(&v);
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "an RBAC object is left out of the policy"),
             }
         }
         *self.policy.write().unwrap_or_else(|e| e.into_inner()) = policy;
@@ -292,11 +301,11 @@ impl Authorizer {
     /// breaks, or falls behind, loads it again).
     pub async fn follow(
         self: Arc<Self>,
-        store: Store,
+        registry: Registry,
         mut stop: tokio::sync::watch::Receiver<bool>,
     ) {
         loop {
-            let from = match self.load(&store) {
+            let from = match self.load(&registry) {
                 Ok(rev) => rev + 1,
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot read the RBAC policy; retrying");
@@ -306,7 +315,7 @@ impl Authorizer {
                     }
                 }
             };
-            let Ok(mut watch) = store.watch(RBAC_PREFIX, from) else {
+            let Ok(mut watch) = registry.watch_prefix(RBAC_PREFIX, from) else {
                 continue;
             };
             loop {
@@ -422,8 +431,8 @@ impl Authorizer {
     }
 
     /// Loads the policy once, now (for a server that serves before its follower runs).
-    pub fn load_now(&self, store: &Store) -> Result<(), StoreError> {
-        self.load(store).map(|_| ())
+    pub fn load_now(&self, registry: &Registry) -> Result<(), StoreError> {
+        self.load(registry).map(|_| ())
     }
 }
 

@@ -7,7 +7,10 @@
 //! an object's history by `(hidden, version N)`, N counting the values the key has had, with
 //! each revision's `dataChanges` naming the keys added, changed or removed; in an object at
 //! one revision by `(hidden)`. `export` leaves Secrets out (listing them in
-//! `omittedSecrets`) unless `includeSecrets` asks for them, which only the current state may.
+//! `omittedSecrets`) unless `includeSecrets` asks for them, which only the current state may,
+//! and even then leaves out (in `forbiddenSecrets`) those the requester may not `get`.
+//! Values are read through the registry, decrypted; a revision that does not decrypt shows
+//! its error instead of the object.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -18,7 +21,7 @@ use berth_store::EventType;
 use serde_json::{Value, json};
 
 use crate::error::{ApiError, ApiResult};
-use crate::registry::{Registry, decode};
+use crate::registry::Registry;
 
 /// Picks the revision a request means: `revision=N`, or the last one at or before `at=TIME`.
 pub fn resolve_revision(
@@ -182,7 +185,10 @@ pub fn history(registry: &Registry, q: &HashMap<String, String>) -> ApiResult<Va
     let items: Vec<Value> = entries
         .into_iter()
         .map(|e| {
-            let mut obj = decode(&e.kv).map(Object::into_value).unwrap_or(Value::Null);
+            let (mut obj, unreadable) = match registry.decode_stored(&e.kv) {
+                Ok(o) => (o.into_value(), None),
+                Err(err) => (Value::Null, Some(err.to_string())),
+            };
             if let Some(m) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
                 m.insert(
                     "resourceVersion".into(),
@@ -205,6 +211,9 @@ pub fn history(registry: &Registry, q: &HashMap<String, String>) -> ApiResult<Va
                 }
             }
             item["object"] = obj;
+            if let Some(err) = unreadable {
+                item["error"] = Value::String(err);
+            }
             item
         })
         .collect();
@@ -280,8 +289,14 @@ const KIND_ORDER: &[&str] = &[
 /// as a `List`: no status, no server-set fields, nothing a controller made (it would make it
 /// again), no runtime state. Secrets are left out and named in `omittedSecrets`, unless
 /// `includeSecrets` asks for the current ones (never a past revision's: history serves no
-/// Secret's values).
-pub fn export(registry: &Registry, q: &HashMap<String, String>) -> ApiResult<Value> {
+/// Secret's values); those `may_get_secret(namespace, name)` refuses the requester are left
+/// out all the same and named in `forbiddenSecrets`. Objects whose values do not decrypt are
+/// named, with the reason, in `unreadable`.
+pub fn export(
+    registry: &Registry,
+    q: &HashMap<String, String>,
+    may_get_secret: &dyn Fn(&str, &str) -> bool,
+) -> ApiResult<Value> {
     let rev = resolve_revision(registry, q)?;
     let include_secrets = match q.get("includeSecrets").map(String::as_str) {
         None | Some("false") => false,
@@ -297,8 +312,9 @@ pub fn export(registry: &Registry, q: &HashMap<String, String>) -> ApiResult<Val
             "includeSecrets exports only the current state: history serves no past Secret's values",
         ));
     }
-    let (all, rev) = registry.all_objects(rev)?;
+    let (all, unreadable, rev) = registry.all_readable_objects(rev)?;
     let mut omitted = Vec::new();
+    let mut forbidden = Vec::new();
     let mut items: Vec<Object> = all
         .into_iter()
         .filter(|o| {
@@ -308,11 +324,20 @@ pub fn export(registry: &Registry, q: &HashMap<String, String>) -> ApiResult<Val
                 && !is_untouched_system_namespace(o)
         })
         .filter(|o| {
-            let keep = include_secrets || o.kind() != "Secret";
-            if !keep {
-                omitted.push(format!("{}/{}", o.namespace().unwrap_or(""), o.name()));
+            if o.kind() != "Secret" {
+                return true;
             }
-            keep
+            let ns = o.namespace().unwrap_or("");
+            let name = format!("{ns}/{}", o.name());
+            if !include_secrets {
+                omitted.push(name);
+                false
+            } else if !may_get_secret(ns, o.name()) {
+                forbidden.push(name);
+                false
+            } else {
+                true
+            }
         })
         .map(|o| {
             let mut m = o.to_desired_manifest();
@@ -348,6 +373,8 @@ pub fn export(registry: &Registry, q: &HashMap<String, String>) -> ApiResult<Val
         "apiVersion": "v1",
         "metadata": {"resourceVersion": rev.to_string()},
         "omittedSecrets": omitted,
+        "forbiddenSecrets": forbidden,
+        "unreadable": unreadable,
         "items": items.into_iter().map(Object::into_value).collect::<Vec<_>>(),
     }))
 }

@@ -5,7 +5,8 @@
 //! `audit::{AuditConfig, Sink}`, `auth`, `files` and `tls`. Everything else is reached through HTTP, except what the
 //! in-process controllers (`berth-controllers`) use to take the same write path as a request:
 //! `Registry` (`registry`; `revision` and `watch_objects` for their informer), its errors
-//! (`error`), Event recording (`events`) and the key/value tree's `kv::{list_dir, sync_dir}`.
+//! (`error`), Event recording (`events`) and the key/value tree's `kv::{list_dir, sync_dir}`;
+//! for the wiring also `encryption` (the `EncryptionConfiguration` file, read at start).
 //! The store under the `Registry` is this crate's own (`pub(crate)`), so where objects and
 //! keys live in it is decided here. `patch` and `server::route` are public for the benchmarks
 //! and the fuzz test. Discovery, history, Pod Security admission, node proxying and watch
@@ -15,6 +16,7 @@ pub mod audit;
 pub mod auth;
 pub mod authz;
 mod discovery;
+pub mod encryption;
 pub mod error;
 pub mod events;
 pub mod files;
@@ -60,6 +62,9 @@ pub struct ServerConfig {
     pub body_timeout: Duration,
     /// Where the audit log goes; none: nothing is audited.
     pub audit: Option<audit::AuditConfig>,
+    /// Encryption at rest of the resources it names (`--encryption-provider-config`);
+    /// identity for everything by default.
+    pub encryption: Arc<encryption::Transformer>,
 }
 
 impl Default for ServerConfig {
@@ -75,6 +80,7 @@ impl Default for ServerConfig {
             },
             body_timeout: Duration::from_secs(60),
             audit: None,
+            encryption: Arc::default(),
         }
     }
 }
@@ -101,7 +107,9 @@ impl ApiServer {
     pub fn new(store: Store, auth: Authenticator, config: ServerConfig) -> Arc<Self> {
         let audit = Arc::new(audit::AuditLog::start(config.audit.clone()));
         Arc::new(ApiServer {
-            registry: Registry::new(store).with_service_range(config.service_cidr),
+            registry: Registry::new(store)
+                .with_service_range(config.service_cidr)
+                .with_encryption(config.encryption.clone()),
             auth,
             config,
             authz: Arc::default(),
@@ -132,18 +140,18 @@ impl ApiServer {
         self.registry.ensure_default_namespaces().await?;
         self.registry.ensure_default_rbac().await?;
         // Loaded once here so the first request is decided on the policy just written.
-        self.authz.load_now(&self.registry.store)?;
-        self.authz.nodes.load_now(&self.registry.store)?;
+        self.authz.load_now(&self.registry)?;
+        self.authz.nodes.load_now(&self.registry)?;
         tokio::spawn(
             self.authz
                 .nodes
                 .clone()
-                .follow(self.registry.store.clone(), self.stopping()),
+                .follow(self.registry.clone(), self.stopping()),
         );
         tokio::spawn(
             self.authz
                 .clone()
-                .follow(self.registry.store.clone(), self.stopping()),
+                .follow(self.registry.clone(), self.stopping()),
         );
         self.ready.store(true, Ordering::Release);
         Ok(())

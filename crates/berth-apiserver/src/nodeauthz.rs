@@ -24,11 +24,12 @@ use std::time::Duration;
 
 use berth_api::object::Object;
 use berth_api::rbac::{PolicyRule, Request};
-use berth_store::{EventType, Store, StoreError};
+use berth_store::{EventType, StoreError};
 use serde_json::Value;
 
 use crate::auth::UserInfo;
 use crate::error::ApiError;
+use crate::registry::Registry;
 
 /// The group every node identity is in.
 pub const NODES: &str = "system:nodes";
@@ -184,12 +185,20 @@ impl NodeAuthorizer {
             .then(|| format!("node authorizer: what node {node} needs"))
     }
 
-    fn load(&self, store: &Store) -> Result<u64, StoreError> {
-        let all = store.range(PODS_PREFIX, None, 0)?;
+    fn load(&self, registry: &Registry) -> Result<u64, StoreError> {
+        let all = registry.store.range(PODS_PREFIX, None, 0)?;
         let mut graph = Graph::default();
         for kv in &all.kvs {
-            if let Ok(v) = serde_json::from_slice::<Value>(&kv.value) {
-                graph.put(&v);
+            // Through the registry's transformer: pods may be encrypted at rest too.
+            match registry.values.open(&kv.key, &kv.value) {
+                Ok(o) => {
+                    if let Ok(v) = serde_json::from_slice::<Value>(&o.value) {
+                        graph.put(&v);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "a pod is left out of the node authorizer's graph")
+                }
             }
         }
         *self.graph.write().unwrap_or_else(|e| e.into_inner()) = graph;
@@ -197,18 +206,18 @@ impl NodeAuthorizer {
     }
 
     /// Loads the graph now (before the first request).
-    pub fn load_now(&self, store: &Store) -> Result<(), StoreError> {
-        self.load(store).map(|_| ())
+    pub fn load_now(&self, registry: &Registry) -> Result<(), StoreError> {
+        self.load(registry).map(|_| ())
     }
 
     /// Keeps the graph in step with the store's pods until `stop`.
     pub async fn follow(
         self: Arc<Self>,
-        store: Store,
+        registry: Registry,
         mut stop: tokio::sync::watch::Receiver<bool>,
     ) {
         loop {
-            let from = match self.load(&store) {
+            let from = match self.load(&registry) {
                 Ok(rev) => rev + 1,
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot read the pods for the node authorizer; retrying");
@@ -218,7 +227,7 @@ impl NodeAuthorizer {
                     }
                 }
             };
-            let Ok(mut watch) = store.watch(PODS_PREFIX, from) else {
+            let Ok(mut watch) = registry.watch_prefix(PODS_PREFIX, from) else {
                 continue;
             };
             loop {

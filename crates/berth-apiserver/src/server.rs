@@ -653,7 +653,14 @@ async fn serve(
         }
         (&Method::GET, Route::History) => ok(history::history(&s.registry, q)?),
         (&Method::GET, Route::Revisions) => ok(history::revisions(&s.registry, q)?),
-        (&Method::GET, Route::Export) => ok(history::export(&s.registry, q)?),
+        (&Method::GET, Route::Export) => {
+            // Secrets go into an export only for a requester who may read them.
+            let may_get = |ns: &str, name: &str| {
+                let get = berth_api::rbac::Request::resource("get", "", "secrets", "", ns, name);
+                s.authz.allows(user, &get).is_some()
+            };
+            ok(history::export(&s.registry, q, &may_get)?)
+        }
         (&Method::GET, Route::Audit) => {
             let limit = query_int(q, "limit", 1, 10_000)?.unwrap_or(100) as usize;
             let items = s.audit.recent(truthy(q, "denied"), limit).await?;

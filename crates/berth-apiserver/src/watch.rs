@@ -135,7 +135,7 @@ pub fn start(registry: Registry, mut p: WatchParams) -> Result<Response, ApiErro
         }
     };
     let (tx, rx) = mpsc::channel::<Result<Bytes, Infallible>>(256);
-    let watcher = registry.store.watch(&prefix, start);
+    let watcher = registry.watch_prefix(&prefix, start);
     tokio::spawn(async move {
         let mut watcher = match watcher {
             Ok(w) => w,

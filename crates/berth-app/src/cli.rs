@@ -90,6 +90,11 @@ pub struct ServerArgs {
     /// How many rotated audit logs are kept (audit.log.1 is the newest); 0 keeps none
     #[arg(long, value_name = "N", default_value_t = 5)]
     pub audit_log_maxbackup: usize,
+    /// Kubernetes' EncryptionConfiguration file: which resources are encrypted at rest, with
+    /// which keys (default DATA_DIR/encryption.yaml, written at first start with a fresh
+    /// AES-GCM key for Secrets; it must be 0600)
+    #[arg(long, value_name = "FILE")]
+    pub encryption_provider_config: Option<PathBuf>,
     #[command(flatten)]
     pub limits: LimitArgs,
     /// `berth up` only: the node's settings
@@ -389,6 +394,7 @@ async fn run_server(args: ServerArgs, all_in_one: bool) -> anyhow::Result<()> {
     opts.audit.max_bytes = args.audit_log_maxsize.saturating_mul(1024 * 1024);
     opts.audit.max_backups = args.audit_log_maxbackup;
     opts.node_cert_lifetime = args.node_cert_lifetime;
+    opts.encryption_config = args.encryption_provider_config.clone();
     let server = start(opts).await?;
     let (agent_stop, agent_stop_rx) = tokio::sync::watch::channel(false);
     if all_in_one {

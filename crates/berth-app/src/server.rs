@@ -37,6 +37,9 @@ pub struct ServerOptions {
     pub node_cert_lifetime: Duration,
     /// The audit log: where, rotated when, how many old files kept.
     pub audit: berth_apiserver::audit::AuditConfig,
+    /// The encryption config (`--encryption-provider-config`); `None` is
+    /// `DATA_DIR/encryption.yaml`, written with a fresh key for Secrets when absent.
+    pub encryption_config: Option<PathBuf>,
 }
 
 impl ServerOptions {
@@ -59,6 +62,7 @@ impl ServerOptions {
             audit: berth_apiserver::audit::AuditConfig::file(
                 data_dir.join("audit").join("audit.log"),
             ),
+            encryption_config: None,
         }
     }
 }
@@ -132,6 +136,29 @@ pub fn write_private(path: &Path, content: &str) -> anyhow::Result<()> {
         .with_context(|| format!("cannot write {}", path.display()))
 }
 
+/// Reads the encryption config before anything is served; the default file is written at
+/// first start (a fresh AES-GCM key for Secrets), a file named by the flag must exist.
+/// Says whether it wrote the file.
+fn load_encryption(
+    opts: &ServerOptions,
+) -> anyhow::Result<(
+    std::sync::Arc<berth_apiserver::encryption::Transformer>,
+    bool,
+)> {
+    use berth_apiserver::encryption::{DEFAULT_FILE, Transformer};
+    let (path, create) = match &opts.encryption_config {
+        Some(p) => (p.clone(), false),
+        None => (opts.data_dir.join(DEFAULT_FILE), true),
+    };
+    let (values, created) = Transformer::load_or_create(&path, create)
+        .map_err(|e| anyhow::anyhow!("encryption at rest: {e}"))?;
+    if created {
+        tracing::info!(path = %path.display(), "wrote a new encryption config: Secrets are encrypted at rest with a fresh AES-GCM key; keep a copy of the file apart from the data directory");
+    }
+    tracing::info!(path = %path.display(), providers = %values.describe(), "encryption at rest");
+    Ok((std::sync::Arc::new(values), created))
+}
+
 /// Starts the control plane and returns once it is ready to serve.
 pub async fn start(opts: ServerOptions) -> anyhow::Result<RunningServer> {
     // The data directory holds the store (with every Secret), tokens and keys: root's alone.
@@ -146,6 +173,7 @@ pub async fn start(opts: ServerOptions) -> anyhow::Result<RunningServer> {
             format!("cannot create the audit log's directory {}", dir.display())
         })?;
     }
+    let (encryption, new_key) = load_encryption(&opts)?;
     let store_dir = opts.data_dir.join("store");
     berth_fs::private_dir(&store_dir)
         .with_context(|| format!("cannot create {}", store_dir.display()))?;
@@ -211,12 +239,28 @@ pub async fn start(opts: ServerOptions) -> anyhow::Result<RunningServer> {
         service_cidr: opts.service_cidr,
         body_timeout: opts.limits.body_timeout,
         audit: Some(opts.audit.clone()),
+        encryption: encryption.clone(),
         ..Default::default()
     };
     let api = ApiServer::new(store.clone(), auth, config);
     api.bootstrap()
         .await
         .map_err(|e| anyhow::anyhow!("cannot create the default namespaces and roles: {e}"))?;
+    if new_key {
+        // Secrets stored before this start (a data directory from before encryption at rest)
+        // are encrypted now, not at their next change.
+        let n = api
+            .registry
+            .rewrite_stale("system:berth")
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot encrypt the Secrets stored before: {e}"))?;
+        if n > 0 {
+            tracing::info!(
+                objects = n,
+                "encrypted the objects stored before encryption at rest was on"
+            );
+        }
+    }
     let kubeconfig = opts.data_dir.join("kubeconfig.yaml");
     let rendered = berth_client::kubeconfig::render(&url, &ca_pem, &token, ADMIN_USER);
     if let Err(e) = berth_apiserver::files::write_private(&kubeconfig, &rendered) {

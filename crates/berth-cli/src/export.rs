@@ -1,5 +1,6 @@
 //! `berth export`: the whole desired state as one multi-document manifest, now or as of a
-//! past revision or time; Secrets only on request, and only current ones.
+//! past revision or time; Secrets only on request, only current ones, and only those the
+//! caller may read (the others are named on stderr).
 
 use std::io::Write;
 
@@ -34,6 +35,17 @@ pub(crate) async fn export(
             "# left out: secret {} (Secrets are exported only with --include-secrets, at the current revision)",
             s.as_str().unwrap_or("?")
         )?;
+    }
+    // Asked for, but not the caller's to read, or not readable at all: said on stderr, so the
+    // manifest on stdout stays whole and the user still learns what is missing.
+    for s in list["forbiddenSecrets"].as_array().into_iter().flatten() {
+        eprintln!(
+            "warning: left out secret {}: you may not get Secrets in its namespace",
+            s.as_str().unwrap_or("?")
+        );
+    }
+    for e in list["unreadable"].as_array().into_iter().flatten() {
+        eprintln!("warning: left out: {}", e.as_str().unwrap_or("?"));
     }
     for it in items {
         writeln!(out, "---")?;

@@ -1,8 +1,8 @@
 //! The kubectl-like verbs of `berth`, one file per verb (or family of verbs): `apply`, `get`,
 //! `describe`, `delete`, `diff`, `history` (`denied`: its refusals from the audit log),
 //! `export`, `discovery` (api-resources, version), `rollout` (and scale), `nodes` (cordon,
-//! uncordon, drain), `stream` (logs, exec, top), `kv`,
-//! `tokens`, `image`. Here: the verbs' flags (`Verb`), the connection they share, and `run`,
+//! uncordon, drain), `stream` (logs, exec, top), `kv`, `tokens`, `image`, `secrets` (rotate),
+//! `auth` (can-i, whoami). Here: the verbs' flags (`Verb`), the connection they share, and `run`,
 //! which sends each verb to its file.
 //!
 //! Output goes to the writer a verb is given, so tests read exactly what a user sees.
@@ -23,6 +23,7 @@ pub mod manifests;
 pub mod nodes;
 pub mod print;
 pub mod rollout;
+pub mod secrets;
 pub mod stream;
 pub mod tokens;
 
@@ -211,6 +212,12 @@ pub enum Verb {
         #[command(subcommand)]
         cmd: auth::AuthCmd,
     },
+    /// Secrets encrypted at rest: `berth secrets rotate` moves every Secret to the current
+    /// first key of the server's encryption config
+    Secrets {
+        #[command(subcommand)]
+        cmd: secrets::SecretsCmd,
+    },
     /// List the kinds the server serves
     ApiResources,
     /// Show client and server versions
@@ -314,6 +321,10 @@ pub async fn run(conn: &Conn, verb: Verb, out: &mut dyn Write) -> anyhow::Result
         Verb::Auth { cmd } => {
             let ctx = connect(conn)?;
             auth::run(&ctx.client, &ctx.namespace, cmd, out).await
+        }
+        Verb::Secrets { cmd } => {
+            let ctx = connect(conn)?;
+            secrets::run(&ctx.client, cmd, out).await
         }
         Verb::Logs(args) => {
             let ctx = connect(conn)?;

@@ -30,7 +30,9 @@ pub struct DeleteOptions {
     pub(crate) grace_period: Option<i64>,
 }
 
-/// Decodes a stored value into an object carrying its resource version.
+/// Decodes a plaintext value (one from `Registry::watch_objects`) into an object carrying
+/// its resource version. Values read from the store itself go through
+/// `Registry::decode_stored`, which decrypts first.
 pub fn decode(kv: &KeyValue) -> ApiResult<Object> {
     let v: Value = serde_json::from_slice(&kv.value).map_err(|e| {
         ApiError::internal(format!(
@@ -44,7 +46,7 @@ pub fn decode(kv: &KeyValue) -> ApiResult<Object> {
     Ok(obj)
 }
 
-pub(super) fn encode(obj: &Object) -> Vec<u8> {
+fn encode_plain(obj: &Object) -> Vec<u8> {
     let mut o = obj.clone();
     o.remove_meta("resourceVersion");
     serde_json::to_vec(&o.0).unwrap_or_default()
@@ -59,6 +61,73 @@ fn random_suffix() -> String {
 }
 
 impl Registry {
+    /// The bytes stored for `obj` at `key`: its JSON, without the resource version, encrypted
+    /// when the encryption config names its resource.
+    pub(super) fn encode(&self, key: &[u8], obj: &Object) -> ApiResult<Vec<u8>> {
+        self.values
+            .seal(key, encode_plain(obj))
+            .map_err(ApiError::internal)
+    }
+
+    /// Decodes a value read from the store, decrypting it first; a value that does not
+    /// decrypt is a 500 naming the object and the key.
+    pub(crate) fn decode_stored(&self, kv: &KeyValue) -> ApiResult<Object> {
+        if !crate::encryption::is_sealed(&kv.value) {
+            return decode(kv);
+        }
+        let opened = self
+            .values
+            .open(&kv.key, &kv.value)
+            .map_err(|e| ApiError::internal(e.0))?;
+        decode(&KeyValue {
+            value: opened.value.into_owned(),
+            ..kv.clone()
+        })
+    }
+
+    /// Writes again, unchanged, every object of the resources the encryption config names
+    /// that was stored with another key or before encryption was on (as the server does at
+    /// the start that first writes the config); returns how many. Objects that do not
+    /// decrypt are left as they are.
+    pub async fn rewrite_stale(&self, user: &str) -> ApiResult<usize> {
+        let mut rewritten = 0;
+        for kind in berth_api::KINDS {
+            let prefix = kind.key_prefix().into_bytes();
+            if !self.values.covers(&prefix) {
+                continue;
+            }
+            for kv in self.store.range(&prefix, None, 0)?.kvs {
+                if !self.values.is_stale(&kv.key, &kv.value) {
+                    continue;
+                }
+                let Ok(obj) = self.decode_stored(&kv) else {
+                    continue;
+                };
+                let txn = Txn::default()
+                    .when(Compare::mod_revision(
+                        kv.key.clone(),
+                        CompareOp::Equal,
+                        kv.mod_revision,
+                    ))
+                    .then(Op::Put {
+                        value: self.encode(&kv.key, &obj)?,
+                        key: kv.key,
+                        lease: kv.lease,
+                    });
+                // A concurrent write lost the race to nobody: it was encrypted anyway.
+                if self
+                    .store
+                    .txn(txn, Origin::new(user, "rewrite"))
+                    .await?
+                    .succeeded
+                {
+                    rewritten += 1;
+                }
+            }
+        }
+        Ok(rewritten)
+    }
+
     pub(super) fn key(kind: &ResourceKind, ns: Option<&str>, name: &str) -> Vec<u8> {
         kind.key(ns, name).into_bytes()
     }
@@ -79,7 +148,7 @@ impl Registry {
 
     pub fn get(&self, kind: &ResourceKind, ns: Option<&str>, name: &str) -> ApiResult<Object> {
         match self.store.get(&Self::key(kind, ns, name))? {
-            Some(kv) => decode(&kv),
+            Some(kv) => self.decode_stored(&kv),
             None => Err(ApiError::not_found(kind, name)),
         }
     }
@@ -92,7 +161,7 @@ impl Registry {
         revision: u64,
     ) -> ApiResult<Object> {
         match self.store.get_at(&Self::key(kind, ns, name), revision)? {
-            Some(kv) => decode(&kv),
+            Some(kv) => self.decode_stored(&kv),
             None => Err(ApiError::new(
                 404,
                 "NotFound",
@@ -150,7 +219,7 @@ impl Registry {
             }
             let txn = txn.then(Op::Put {
                 key: key.clone(),
-                value: encode(&obj),
+                value: self.encode(&key, &obj)?,
                 lease: 0,
             });
             let r = self.store.txn(txn, Origin::new(user, "create")).await?;
@@ -263,7 +332,9 @@ impl Registry {
     ) -> ApiResult<Object> {
         let name = old.name().to_string();
         new.set_meta("resourceVersion", old.resource_version().to_string());
-        if &new == old {
+        // An object last written with another key (or before encryption was on) is written
+        // again even unchanged: that is how rotation reaches every object.
+        if &new == old && !self.values.is_stale(&key, &old_kv.value) {
             return Ok(new);
         }
         // Deleting an object waits for its finalizers; the update that removes the last one
@@ -301,9 +372,10 @@ impl Registry {
         if kind.kind == "Service" {
             txn = ranges::transition(txn, Some(old), Some(&new));
         }
+        let value = self.encode(&key, &new)?;
         let txn = txn.then(Op::Put {
             key,
-            value: encode(&new),
+            value,
             lease: 0,
         });
         let r = self.store.txn(txn, Origin::new(user, verb)).await?;
@@ -353,7 +425,7 @@ impl Registry {
             .store
             .get(&key)?
             .ok_or_else(|| ApiError::not_found(kind, name))?;
-        let obj = decode(&kv)?;
+        let obj = self.decode_stored(&kv)?;
         Ok((key, kv, obj))
     }
 

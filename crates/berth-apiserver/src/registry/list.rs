@@ -8,7 +8,7 @@ use berth_api::object::Object;
 use berth_api::selector::{FieldSelector, LabelSelector};
 use serde_json::{Map, Value, json};
 
-use super::{Registry, decode};
+use super::Registry;
 use crate::error::{ApiError, ApiResult};
 
 /// What a list returns: the items, the revision read, and a continue token.
@@ -74,6 +74,18 @@ impl Registry {
         ns: Option<&str>,
         opts: &ListOptions,
     ) -> ApiResult<ListResult> {
+        self.list_inner(kind, ns, opts, None)
+    }
+
+    /// A list; with `unreadable`, objects whose value does not decrypt are left out and their
+    /// errors pushed there instead of failing the list.
+    fn list_inner(
+        &self,
+        kind: &ResourceKind,
+        ns: Option<&str>,
+        opts: &ListOptions,
+        mut unreadable: Option<&mut Vec<String>>,
+    ) -> ApiResult<ListResult> {
         let prefix = Self::prefix(kind, ns);
         let (mut revision, mut after) = match &opts.continue_token {
             Some(t) => {
@@ -109,7 +121,14 @@ impl Registry {
             revision.get_or_insert(page.revision);
             let mut stopped_at: Option<Vec<u8>> = None;
             for kv in &page.kvs {
-                let obj = decode(kv)?;
+                let obj = match (self.decode_stored(kv), unreadable.as_deref_mut()) {
+                    (Ok(obj), _) => obj,
+                    (Err(e), Some(skipped)) => {
+                        skipped.push(e.to_string());
+                        continue;
+                    }
+                    (Err(e), None) => return Err(e),
+                };
                 if opts.labels.matches(&obj.labels()) && opts.fields.matches(&obj.as_value()) {
                     items.push(obj);
                     if opts.limit > 0 && items.len() == opts.limit {
@@ -139,23 +158,39 @@ impl Registry {
         }
     }
 
-    /// Every stored object, for the garbage collector's initial scan and for export.
+    /// Every stored object, for the controllers' informer and for export. An object whose
+    /// value does not decrypt (its key removed from the encryption config) is left out and
+    /// logged, so one such Secret does not stop every controller.
     pub fn all_objects(&self, revision: Option<u64>) -> ApiResult<(Vec<Object>, u64)> {
+        let (out, unreadable, rev) = self.all_readable_objects(revision)?;
+        for e in unreadable {
+            tracing::warn!(error = %e, "an object is left out: its value does not decrypt");
+        }
+        Ok((out, rev))
+    }
+
+    /// Every stored object that reads, with the errors of those that do not decrypt.
+    pub(crate) fn all_readable_objects(
+        &self,
+        revision: Option<u64>,
+    ) -> ApiResult<(Vec<Object>, Vec<String>, u64)> {
         let mut out = Vec::new();
+        let mut unreadable = Vec::new();
         let mut rev = revision;
         for kind in berth_api::KINDS {
-            let r = self.list(
+            let r = self.list_inner(
                 kind,
                 None,
                 &ListOptions {
                     at_revision: rev,
                     ..Default::default()
                 },
+                Some(&mut unreadable),
             )?;
             rev.get_or_insert(r.revision);
             out.extend(r.items);
         }
-        Ok((out, rev.unwrap_or(0)))
+        Ok((out, unreadable, rev.unwrap_or(0)))
     }
 }
 

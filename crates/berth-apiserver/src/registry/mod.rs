@@ -9,6 +9,11 @@
 //! Laid out as kube-apiserver's registry is: the generic store, and each kind's strategy
 //! beside it. Every file adds an `impl Registry` block; helpers a sibling needs are
 //! `pub(super)`.
+//!
+//! Every object value is written and read through the registry's `encryption::Transformer`
+//! (`encode`, `decode_stored`, and `ObjectWatcher` for watches), so no reader sees ciphertext
+//! and the store holds no plaintext of the resources the encryption config names.
+//!
 //! - `generic.rs`: the kind-independent store: keys, encode/decode, get, create, update,
 //!   update_status, patch, delete (with `DeleteOptions`), the compare-and-write every write
 //!   goes through.
@@ -23,8 +28,12 @@
 //!   one, and the namespaces every cluster starts with.
 //! - `scale.rs`: the `scale` subresource (`autoscaling/v1` `Scale`).
 
+use std::sync::Arc;
+
 use berth_api::cidr::Ipv4Net;
-use berth_store::{Store, StoreError, Watcher};
+use berth_store::{KeyValue, Store, StoreError, WatchBatch, Watcher};
+
+use crate::encryption::{self, Transformer};
 
 mod cascade;
 mod csr;
@@ -53,6 +62,9 @@ pub struct Registry {
     pub(crate) store: Store,
     /// Where Services' cluster IPs come from (`--service-cidr`; 10.43.0.0/16 by default).
     service_range: Ipv4Net,
+    /// Encrypts the values of the resources the encryption config names, and decrypts
+    /// whatever is read; identity for everything when there is no config.
+    pub(crate) values: Arc<Transformer>,
 }
 
 impl Registry {
@@ -63,7 +75,14 @@ impl Registry {
                 addr: std::net::Ipv4Addr::new(10, 43, 0, 0),
                 prefix: 16,
             },
+            values: Arc::default(),
         }
+    }
+
+    /// The same, encrypting and decrypting object values with `values`.
+    pub fn with_encryption(mut self, values: Arc<Transformer>) -> Self {
+        self.values = values;
+        self
     }
 
     /// The same, giving Services cluster IPs from `range`.
@@ -80,7 +99,77 @@ impl Registry {
     /// Every change to the cluster's objects from revision `start` on, one batch per revision
     /// (the store replays those it still keeps before `start` is reached). Only objects: the
     /// key/value tree's changes are not in it.
-    pub fn watch_objects(&self, start: u64) -> Result<Watcher, StoreError> {
-        self.store.watch(OBJECTS_PREFIX, start)
+    pub fn watch_objects(&self, start: u64) -> Result<ObjectWatcher, StoreError> {
+        self.watch_prefix(OBJECTS_PREFIX, start)
+    }
+
+    /// Every change under `prefix` from revision `start` on, values decrypted.
+    pub(crate) fn watch_prefix(
+        &self,
+        prefix: &[u8],
+        start: u64,
+    ) -> Result<ObjectWatcher, StoreError> {
+        Ok(ObjectWatcher {
+            inner: self.store.watch(prefix, start)?,
+            values: self.values.clone(),
+        })
+    }
+}
+
+/// A store watch whose values are plaintext: encrypted ones are opened as they arrive (a
+/// revision with none is passed on as the store made it). A value that does not open is
+/// logged, naming the object and the key, and handed on empty, so every reader skips it as
+/// it skips any value that is not an object, rather than stop the watch for everything else.
+pub struct ObjectWatcher {
+    inner: Watcher,
+    values: Arc<Transformer>,
+}
+
+impl std::fmt::Debug for ObjectWatcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ObjectWatcher")
+    }
+}
+
+impl ObjectWatcher {
+    /// The next revision's changes, as `Watcher::next`.
+    pub async fn next(&mut self) -> Result<Option<Arc<WatchBatch>>, StoreError> {
+        let Some(batch) = self.inner.next().await? else {
+            return Ok(None);
+        };
+        let sealed = |kv: &KeyValue| encryption::is_sealed(&kv.value);
+        if !batch
+            .events
+            .iter()
+            .any(|e| sealed(&e.kv) || e.prev.as_ref().is_some_and(sealed))
+        {
+            return Ok(Some(batch));
+        }
+        let mut opened = (*batch).clone();
+        for e in &mut opened.events {
+            self.open(&mut e.kv);
+            if let Some(prev) = &mut e.prev {
+                self.open(prev);
+            }
+        }
+        Ok(Some(Arc::new(opened)))
+    }
+
+    /// As `Watcher::progress`.
+    pub fn progress(&self) -> Option<u64> {
+        self.inner.progress()
+    }
+
+    fn open(&self, kv: &mut KeyValue) {
+        if !encryption::is_sealed(&kv.value) {
+            return;
+        }
+        kv.value = match self.values.open(&kv.key, &kv.value) {
+            Ok(o) => o.value.into_owned(),
+            Err(e) => {
+                tracing::warn!(error = %e, revision = kv.mod_revision, "a watched value does not decrypt; watchers skip it");
+                Vec::new()
+            }
+        };
     }
 }

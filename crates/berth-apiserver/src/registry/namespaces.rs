@@ -6,7 +6,7 @@ use berth_api::kinds::{self, ResourceKind};
 use berth_api::object::Object;
 use serde_json::json;
 
-use super::{Registry, decode};
+use super::Registry;
 use crate::error::{ApiError, ApiResult};
 
 impl Registry {
@@ -41,7 +41,7 @@ impl Registry {
         match self.store.get(&Self::key(nsk, None, ns))? {
             None => Err(ApiError::not_found(nsk, ns)),
             Some(kv) => {
-                let obj = decode(&kv)?;
+                let obj = self.decode_stored(&kv)?;
                 if obj.deletion_timestamp().is_some() {
                     Err(ApiError::forbidden(format!(
                         "unable to create new content in namespace {ns} because it is being terminated"

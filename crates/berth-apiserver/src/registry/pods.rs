@@ -8,7 +8,7 @@ use berth_api::timefmt;
 use berth_store::{Compare, CompareOp, Op, Origin, Txn};
 use serde_json::{Value, json};
 
-use super::{Registry, generic::encode};
+use super::Registry;
 use crate::error::{ApiError, ApiResult};
 
 impl Registry {
@@ -126,24 +126,31 @@ impl Registry {
         for (i, (pod, node)) in bindings.iter().enumerate() {
             // The caller's copy of the pod is the base; the compare refuses it if it is stale.
             let seen: u64 = pod.resource_version().parse().unwrap_or(0);
-            match Self::bound(pod, node) {
-                Ok(bound) => {
-                    let key = Self::key(kind, pod.namespace(), pod.name());
+            // The pod's value is sealed (when its kind is encrypted) before it joins the batch.
+            let bound = Self::bound(pod, node).and_then(|b| {
+                let key = Self::key(kind, pod.namespace(), pod.name());
+                let value = self.encode(&key, &b)?;
+                Ok((key, value, b))
+            });
+            match bound {
+                Ok((key, value, bound)) => {
                     txn = txn
                         .when(Compare::mod_revision(key.clone(), CompareOp::Equal, seen))
                         .then(Op::Put {
                             key,
-                            value: encode(&bound),
+                            value,
                             lease: 0,
                         });
                     for (kind, obj) in also(&bound) {
                         let ns = obj.namespace().map(String::from);
-                        if let Ok((key, obj)) = self.prepare_create(kind, ns.as_deref(), obj) {
+                        if let Ok((key, obj)) = self.prepare_create(kind, ns.as_deref(), obj)
+                            && let Ok(value) = self.encode(&key, &obj)
+                        {
                             txn = txn
                                 .when(Compare::mod_revision(key.clone(), CompareOp::Equal, 0))
                                 .then(Op::Put {
                                     key,
-                                    value: encode(&obj),
+                                    value,
                                     lease: 0,
                                 });
                         }
