@@ -142,6 +142,13 @@ fn fixture(kind: &str) -> Value {
         "ServiceAccount" => {
             json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "f"}, "automountServiceAccountToken": false})
         }
+        "CertificateSigningRequest" => {
+            let (_, csr) =
+                berth_tls::certificate_request("system:node:f", &["system:nodes"]).unwrap();
+            json!({"apiVersion": "certificates.k8s.io/v1", "kind": "CertificateSigningRequest", "metadata": {"name": "f"},
+                "spec": {"request": berth_api::base64::encode(csr.as_bytes()), "signerName": "kubernetes.io/kube-apiserver-client-kubelet",
+                    "usages": ["digital signature", "client auth"]}})
+        }
         "Role" | "ClusterRole" => {
             json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": kind, "metadata": {"name": "f"}, "rules": [{"verbs": ["get"], "apiGroups": [""], "resources": ["pods"], "resourceNames": ["a"]}]})
         }

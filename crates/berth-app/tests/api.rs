@@ -61,6 +61,13 @@ fn fixture(kind: &str, name: &str) -> Value {
         "ServiceAccount" => {
             json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": name, "labels": {"t": "1"}}, "automountServiceAccountToken": false})
         }
+        "CertificateSigningRequest" => {
+            let (_, csr) =
+                berth_tls::certificate_request(&format!("user-{name}"), &["dev"]).unwrap();
+            json!({"apiVersion": "certificates.k8s.io/v1", "kind": "CertificateSigningRequest", "metadata": {"name": name, "labels": {"t": "1"}},
+                "spec": {"request": berth_api::base64::encode(csr.as_bytes()), "signerName": "kubernetes.io/kube-apiserver-client",
+                    "usages": ["digital signature", "client auth"]}})
+        }
         "Role" | "ClusterRole" => {
             json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": kind, "metadata": {"name": name, "labels": {"t": "1"}}, "rules": [{"verbs": ["get", "list"], "apiGroups": [""], "resources": ["pods", "pods/log"]}]})
         }
@@ -1569,61 +1576,67 @@ async fn bootstrap_tokens_authenticate_until_they_expire_or_go() {
     .await
     .unwrap();
     let as_token = |tok: &str| Client::new(&server.url, tok, &server.ca_pem);
-    let nodes = resolve("nodes").unwrap();
     let code = |r: Result<Value, berth_client::ClientError>| {
         r.map(|_| 200).unwrap_or_else(|e| e.code().unwrap_or(0))
     };
-    assert_eq!(
-        code(
-            as_token("abc123.0123456789abcdef")
-                .list(nodes, None, "")
+    // Who a token is: a SelfSubjectReview any authenticated caller may make.
+    let review = resolve("selfsubjectreviews").unwrap();
+    let whoami = |tok: &str| {
+        let client = as_token(tok);
+        async move {
+            client
+                .create(
+                    review,
+                    None,
+                    &json!({"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"}),
+                    "",
+                )
                 .await
-        ),
-        200
+        }
+    };
+    let me = whoami("abc123.0123456789abcdef").await.unwrap();
+    assert_eq!(
+        me["status"]["userInfo"]["username"], "system:bootstrap:abc123",
+        "{me}"
     );
     assert_eq!(
-        code(
-            as_token("abc123.0123456789abcdeX")
-                .list(nodes, None, "")
-                .await
-        ),
-        401
+        me["status"]["userInfo"]["groups"],
+        json!(["system:bootstrappers", "system:authenticated"]),
+        "{me}"
     );
-    assert_eq!(
-        code(
-            as_token("abc123.fffffffffffffff0")
-                .list(nodes, None, "")
-                .await
-        ),
-        401
-    );
-    assert_eq!(
-        code(
-            as_token("old456.0123456789abcdef")
-                .list(nodes, None, "")
-                .await
-        ),
-        401,
-        "expired"
-    );
-    // It holds a node's permissions, not an admin's.
+    for (tok, why) in [
+        ("abc123.0123456789abcdeX", "a wrong secret"),
+        ("abc123.fffffffffffffff0", "another secret"),
+        ("old456.0123456789abcdef", "expired"),
+    ] {
+        assert_eq!(code(whoami(tok).await), 401, "{why}");
+    }
+    // It may ask for a node identity and nothing else: no reads, no other writes.
+    let nodes = resolve("nodes").unwrap();
     let cm = resolve("cm").unwrap();
+    let joiner = as_token("abc123.0123456789abcdef");
+    assert_eq!(code(joiner.list(nodes, None, "").await), 403);
     assert_eq!(
         code(
-            as_token("abc123.0123456789abcdef")
+            joiner
                 .create(cm, Some("default"), &fixture("ConfigMap", "by-node"), "")
                 .await
         ),
         403
     );
     // The author of a change made with it is the bootstrap user.
-    let events = resolve("events").unwrap();
-    as_token("abc123.0123456789abcdef")
-        .create(events, Some("default"), &fixture("Event", "by-node"), "")
+    let csrs = resolve("csr").unwrap();
+    joiner
+        .create(
+            csrs,
+            None,
+            &fixture("CertificateSigningRequest", "by-node"),
+            "",
+        )
         .await
         .unwrap();
     let h = c
-        .history("resource=events&namespace=default&name=by-node")
+        .history("resource=certificatesigningrequests&name=by-node")
         .await
         .unwrap();
     assert_eq!(h["items"][0]["user"], "system:bootstrap:abc123", "{h}");
@@ -1631,14 +1644,7 @@ async fn bootstrap_tokens_authenticate_until_they_expire_or_go() {
     c.delete(secrets, Some("kube-system"), "bootstrap-token-abc123", "")
         .await
         .unwrap();
-    assert_eq!(
-        code(
-            as_token("abc123.0123456789abcdef")
-                .list(nodes, None, "")
-                .await
-        ),
-        401
-    );
+    assert_eq!(code(whoami("abc123.0123456789abcdef").await), 401);
     t.stop().await;
 }
 
