@@ -74,6 +74,10 @@ pub struct AgentConfig {
     /// What peers of the agent API, the ingress and DNS over TCP may hold: connections,
     /// timeouts, descriptors.
     pub conn_limits: berth_tls::ConnLimits,
+    /// The directories ConfigTemplates may write into (`--config-template-dir`, absolute):
+    /// a template whose destination is elsewhere is not rendered. Published on the Node for
+    /// the API server's admission.
+    pub config_template_dirs: Vec<PathBuf>,
 }
 
 fn micro_time_now() -> String {
@@ -140,8 +144,15 @@ async fn register(
     let mut labels = serde_json::Map::new();
     labels.insert("kubernetes.io/hostname".into(), json!(name));
     labels.insert("kubernetes.io/os".into(), json!("linux"));
-    let annotations =
-        json!({berth_api::wellknown::AGENT_CA_ANNOTATION: api.map(|a| a.ca_pem.clone())});
+    let dirs: Vec<String> = cfg
+        .config_template_dirs
+        .iter()
+        .map(|d| d.display().to_string())
+        .collect();
+    let annotations = json!({
+        berth_api::wellknown::AGENT_CA_ANNOTATION: api.map(|a| a.ca_pem.clone()),
+        berth_api::wellknown::CONFIG_TEMPLATE_DIRS_ANNOTATION: json!(dirs).to_string(),
+    });
     let spec = if cfg.range_given {
         let cidr = cfg.runtime.network.range.to_string();
         json!({"podCIDR": cidr, "podCIDRs": [cidr]})
@@ -156,7 +167,8 @@ async fn register(
     match client.create(nodes, None, &node, "").await {
         Ok(_) => {}
         Err(e) if e.code() == Some(409) => {
-            // A node that joins again has a new agent CA (made at every start).
+            // A node that joins again has a new agent CA (made at every start), and may have
+            // other template directories.
             client
                 .patch(
                     nodes,
@@ -408,6 +420,7 @@ pub async fn run(
         client.clone(),
         informers,
         cfg.node_name.clone(),
+        cfg.config_template_dirs.clone().into(),
         stop.clone(),
     ));
     tokio::spawn(heartbeat(

@@ -369,6 +369,47 @@ pub fn parse(
     })
 }
 
+impl ConfigTemplateSpec {
+    /// Whether the template runs anything on its node: a check, a reload or a probe that
+    /// execs (each runs as root there).
+    pub fn has_commands(&self) -> bool {
+        self.check.is_some()
+            || self.reload.is_some()
+            || self
+                .probe
+                .as_ref()
+                .is_some_and(|p| matches!(p.action, ProbeAction::Exec(_)))
+    }
+}
+
+/// `path` as its normal components (an absolute path, `.` and repeated `/` dropped); `None`
+/// when it is relative or climbs with `..`, which nothing allowed may do.
+fn components(path: &str) -> Option<Vec<&str>> {
+    if !path.starts_with('/') {
+        return None;
+    }
+    let mut out = Vec::new();
+    for c in path.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => return None,
+            c => out.push(c),
+        }
+    }
+    Some(out)
+}
+
+/// The directory of `dirs` that `destination` lies beneath (strictly: a file inside it, at
+/// any depth), compared as normalized absolute paths, component by component (`/etc/nginx`
+/// holds `/etc/nginx/nginx.conf`, not `/etc/nginx2/x`). Lexical only: the agent also opens
+/// the destination's directory beneath the one found, so no symbolic link leads out.
+pub fn allowed_dir<'a, S: AsRef<str>>(destination: &str, dirs: &'a [S]) -> Option<&'a str> {
+    let dest = components(destination)?;
+    dirs.iter()
+        .map(AsRef::as_ref)
+        .find(|d| components(d).is_some_and(|dir| dest.len() > dir.len() && dest.starts_with(&dir)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -406,5 +447,47 @@ mod tests {
         }
         let t = errs.iter().find(|e| e.field == "spec.template").unwrap();
         assert!(t.message.contains("line 1"), "{}", t.message);
+    }
+
+    #[test]
+    fn destinations_are_beneath_a_directory_by_whole_components() {
+        let dirs = ["/var/lib/berth/templates", "/etc/nginx/"];
+        assert_eq!(
+            allowed_dir("/etc/nginx/nginx.conf", &dirs),
+            Some("/etc/nginx/")
+        );
+        assert_eq!(
+            allowed_dir("/var/lib/berth/templates/a/b.conf", &dirs),
+            Some("/var/lib/berth/templates")
+        );
+        assert_eq!(allowed_dir("//etc/./nginx//x", &dirs), Some("/etc/nginx/"));
+        for outside in [
+            "/etc/nginx2/x",
+            "/etc/nginx",
+            "/etc/nginx/../shadow",
+            "/etc/passwd",
+            "etc/nginx/x",
+        ] {
+            assert_eq!(allowed_dir(outside, &dirs), None, "{outside}");
+        }
+        assert_eq!(allowed_dir::<&str>("/etc/x", &[]), None);
+        // A directory given with `..` allows nothing rather than something unexpected.
+        assert_eq!(allowed_dir("/etc/x", &["/tmp/../etc"]), None);
+    }
+
+    #[test]
+    fn commands_are_checks_reloads_and_exec_probes() {
+        let spec = |extra: serde_json::Value| {
+            let mut v = json!({"nodeName": "n", "destination": "/x/y", "template": "a"});
+            for (k, x) in extra.as_object().unwrap() {
+                v[k] = x.clone();
+            }
+            parse(Some(&v), true).unwrap()
+        };
+        assert!(!spec(json!({})).has_commands());
+        assert!(!spec(json!({"probe": {"httpGet": {"url": "http://127.0.0.1/"}}})).has_commands());
+        assert!(spec(json!({"check": {"command": ["true"]}})).has_commands());
+        assert!(spec(json!({"reload": {"command": ["true"]}})).has_commands());
+        assert!(spec(json!({"probe": {"exec": {"command": ["true"]}}})).has_commands());
     }
 }

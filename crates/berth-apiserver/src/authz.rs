@@ -120,10 +120,42 @@ pub fn attributes(
         // among the default roles.
         Route::Audit => resource(verb(false), "berth.dev", "audit", "", "", ""),
         Route::Kv(key) => {
-            let recurse = q.get("recurse").is_some_and(|r| r == "1" || r == "true");
-            resource(verb(recurse), "kv.berth.dev", "keys", "", "", key)
+            // The flags as `kv::handle` reads them (present and not false), so what is
+            // authorized is what is served.
+            let flag = |f: &str| q.get(f).is_some_and(|v| v != "false" && v != "0");
+            let beneath = flag("recurse") || flag("list");
+            let (name, sub) = kv_name(key, beneath);
+            let v = match *method {
+                Method::GET | Method::HEAD if beneath && flag("watch") => "watch",
+                _ => verb(beneath),
+            };
+            resource(v, rbac::KV_GROUP, "keys", sub, "", &name)
         }
     })
+}
+
+/// The key/value tree the endpoints controller keeps (`/services/NS/SVC/POD`): the
+/// subresource `keys/services`, so that a rule on `keys` (`edit`'s, or one naming `/*`) does
+/// not reach it.
+const KV_SERVICES: &str = "/services";
+
+/// The resource name and subresource a key/value request is authorized as: the key itself;
+/// for a request on everything beneath it (a recursive read, watch or delete, or a listing of
+/// its names) the prefix `KEY/*` (`/*` for the root), which only a rule naming that prefix
+/// or a wider one allows. A request that reaches into `/services` (a key there, or the whole
+/// tree) is on `keys/services`.
+fn kv_name(key: &str, beneath: bool) -> (String, &'static str) {
+    let services = key == KV_SERVICES
+        || key
+            .strip_prefix(KV_SERVICES)
+            .is_some_and(|rest| rest.starts_with('/'))
+        || (beneath && key == "/");
+    let name = if beneath {
+        format!("{}/*", key.trim_end_matches('/'))
+    } else {
+        key.to_string()
+    };
+    (name, if services { "services" } else { "" })
 }
 
 /// The message of a refusal, as kube-apiserver words it: `pods "web" is forbidden: User
@@ -206,6 +238,82 @@ pub(crate) fn admit_rbac(
         return Ok(());
     };
     Err(refusal)
+}
+
+/// The subresources of `configtemplates` whose `create` a writer needs besides the write
+/// itself (an extra check in admission, as kube-apiserver's `bind`/`escalate` and PSP's
+/// `use`): `commands` for a template that runs commands as root on its node, `anywhere` for
+/// one whose destination is outside the directories its node's agent renders into.
+pub const CT_COMMANDS: &str = "commands";
+pub const CT_ANYWHERE: &str = "anywhere";
+
+/// Refuses a ConfigTemplate created, or its spec changed, by a writer who lacks what the new
+/// spec needs: `create` on `configtemplates/commands` (group `berth.dev`) when it has a check,
+/// a reload or an exec probe (commands run as root on the node); `create` on
+/// `configtemplates/anywhere` when its destination is not beneath a directory its node
+/// publishes in the `berth.dev/config-template-dirs` annotation (a Node that does not exist
+/// or publishes none allows nowhere). A change of the metadata only needs neither; writes
+/// from outside a request (the controllers) pass.
+pub(crate) fn admit_config_template(
+    registry: &Registry,
+    kind: &berth_api::ResourceKind,
+    old: Option<&berth_api::Object>,
+    new: &berth_api::Object,
+) -> Result<(), ApiError> {
+    if kind.group != "berth.dev" || kind.kind != "ConfigTemplate" {
+        return Ok(());
+    }
+    if old.is_some_and(|o| o.get("spec") == new.get("spec")) {
+        return Ok(());
+    }
+    let Ok((user, authz)) = REQUESTER.try_with(|(u, a)| (u.clone(), a.clone())) else {
+        return Ok(());
+    };
+    // An invalid spec was refused by validation already.
+    let Ok(spec) = berth_api::configtemplate::parse(new.get("spec"), true) else {
+        return Ok(());
+    };
+    let ns = new.namespace().unwrap_or("");
+    let need = |sub: &str, why: String| -> Result<(), ApiError> {
+        let request = Request::resource("create", kind.group, kind.plural, sub, ns, new.name());
+        match authz.check(&user, &request) {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let message = format!("{e}: {why}");
+                Err(e.with_message(message))
+            }
+        }
+    };
+    if spec.has_commands() {
+        need(
+            CT_COMMANDS,
+            "the template runs commands (check, reload or an exec probe) as root on its node"
+                .into(),
+        )?;
+    }
+    let node = spec.node_name.as_deref().unwrap_or("");
+    let dirs: Vec<String> = berth_api::kinds::resolve("nodes")
+        .and_then(|nodes| registry.get(nodes, None, node).ok())
+        .and_then(|n| {
+            let a = n.annotations();
+            serde_json::from_str(a.get(berth_api::wellknown::CONFIG_TEMPLATE_DIRS_ANNOTATION)?).ok()
+        })
+        .unwrap_or_default();
+    if berth_api::configtemplate::allowed_dir(&spec.destination, &dirs).is_none() {
+        need(
+            CT_ANYWHERE,
+            format!(
+                "the destination {} is outside the directories node {node:?} renders templates into ({})",
+                spec.destination,
+                if dirs.is_empty() {
+                    "none known".to_string()
+                } else {
+                    dirs.join(", ")
+                }
+            ),
+        )?;
+    }
+    Ok(())
 }
 
 fn refuse(kind: &berth_api::ResourceKind, obj: &berth_api::Object, why: String) -> ApiError {
@@ -519,6 +627,48 @@ mod tests {
                 "/apis/kv.berth.dev/v1/keys/app/a",
                 ["update", "kv.berth.dev", "keys", "", "", "/app/a"],
             ),
+            (
+                Method::GET,
+                "/apis/kv.berth.dev/v1/keys/app?recurse=1",
+                ["list", "kv.berth.dev", "keys", "", "", "/app/*"],
+            ),
+            (
+                Method::GET,
+                "/apis/kv.berth.dev/v1/keys/app?watch=1&recurse",
+                ["watch", "kv.berth.dev", "keys", "", "", "/app/*"],
+            ),
+            (
+                Method::GET,
+                "/apis/kv.berth.dev/v1/keys/app?list",
+                ["list", "kv.berth.dev", "keys", "", "", "/app/*"],
+            ),
+            (
+                Method::DELETE,
+                "/apis/kv.berth.dev/v1/keys/app?recurse=true",
+                ["deletecollection", "kv.berth.dev", "keys", "", "", "/app/*"],
+            ),
+            (
+                Method::PUT,
+                "/apis/kv.berth.dev/v1/keys/services/shop/web/p1",
+                [
+                    "update",
+                    "kv.berth.dev",
+                    "keys",
+                    "services",
+                    "",
+                    "/services/shop/web/p1",
+                ],
+            ),
+            (
+                Method::PUT,
+                "/apis/kv.berth.dev/v1/keys/servicesx",
+                ["update", "kv.berth.dev", "keys", "", "", "/servicesx"],
+            ),
+            (
+                Method::GET,
+                "/apis/kv.berth.dev/v1/keys/?recurse=1",
+                ["list", "kv.berth.dev", "keys", "services", "", "/*"],
+            ),
         ];
         for (method, path, [verb, group, resource, sub, ns, name]) in cases {
             assert_eq!(
@@ -556,6 +706,128 @@ mod tests {
         assert_eq!(
             e.to_string(),
             r#"deployments.apps "web" is forbidden: User "bob" cannot delete resource "deployments" in API group "apps" in the namespace "shop""#
+        );
+    }
+
+    #[tokio::test]
+    async fn config_templates_with_commands_or_outside_the_node_take_their_own_permission() {
+        let dir = tempfile::tempdir().unwrap();
+        let store =
+            berth_store::Store::open(dir.path(), berth_store::StoreOptions::default()).unwrap();
+        let registry = Registry::new(store);
+        let nodes = berth_api::kinds::resolve("nodes").unwrap();
+        let node = serde_json::json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1",
+            "annotations": {berth_api::wellknown::CONFIG_TEMPLATE_DIRS_ANNOTATION: "[\"/srv/t\"]"}}});
+        registry
+            .create(
+                nodes,
+                None,
+                berth_api::Object::from_value(node).unwrap(),
+                "test",
+                false,
+            )
+            .await
+            .unwrap();
+        let authz = Arc::new(Authorizer::default());
+        // ops may run commands, not write anywhere.
+        authz
+            .policy
+            .write()
+            .unwrap()
+            .put(&serde_json::json!({"kind": "ClusterRole",
+            "metadata": {"name": "commands"}, "rules": [{"verbs": ["create"],
+            "apiGroups": ["berth.dev"], "resources": ["configtemplates/commands"]}]}));
+        authz
+            .policy
+            .write()
+            .unwrap()
+            .put(&serde_json::json!({"kind": "ClusterRoleBinding",
+            "metadata": {"name": "ops"}, "roleRef": {"kind": "ClusterRole", "name": "commands"},
+            "subjects": [{"kind": "User", "name": "ops"}]}));
+        let kind = berth_api::kinds::resolve("configtemplates").unwrap();
+        let template = |destination: &str, reload: bool| {
+            let mut spec = serde_json::json!({"nodeName": "n1", "destination": destination,
+                "template": "x"});
+            if reload {
+                spec["reload"] = serde_json::json!({"command": ["/bin/true"]});
+            }
+            berth_api::Object::from_value(serde_json::json!({"apiVersion": "berth.dev/v1",
+                "kind": "ConfigTemplate", "metadata": {"name": "t", "namespace": "shop"},
+                "spec": spec}))
+            .unwrap()
+        };
+        let admit = |user: &str, groups: &[&str], old: Option<berth_api::Object>, new| {
+            let user = UserInfo {
+                name: user.into(),
+                uid: String::new(),
+                groups: groups.iter().map(|g| g.to_string()).collect(),
+            };
+            let (registry, authz) = (registry.clone(), authz.clone());
+            async move {
+                as_requester(user, authz, async {
+                    admit_config_template(&registry, kind, old.as_ref(), &new)
+                })
+                .await
+            }
+        };
+        let inside = template("/srv/t/a.conf", false);
+        let commands = template("/srv/t/a.conf", true);
+        let outside = template("/etc/a.conf", false);
+        assert!(admit("eddie", &[], None, inside.clone()).await.is_ok());
+        let e = admit("eddie", &[], None, commands.clone())
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), 403);
+        assert!(
+            e.to_string().starts_with(r#"configtemplates.berth.dev "t" is forbidden: User "eddie" cannot create resource "configtemplates/commands" in API group "berth.dev" in the namespace "shop": the template runs commands"#),
+            "{e}"
+        );
+        let e = admit("eddie", &[], None, outside.clone())
+            .await
+            .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains(r#"cannot create resource "configtemplates/anywhere""#)
+                && e.to_string().contains("/etc/a.conf")
+                && e.to_string().contains("/srv/t"),
+            "{e}"
+        );
+        // A change that leaves the spec alone needs neither; one that changes it does.
+        assert!(
+            admit("eddie", &[], Some(commands.clone()), commands.clone())
+                .await
+                .is_ok()
+        );
+        let mut changed = commands.clone();
+        changed.0["spec"]["template"] = "y".into();
+        assert!(
+            admit("eddie", &[], Some(commands.clone()), changed)
+                .await
+                .is_err()
+        );
+        assert!(
+            admit("eddie", &[], Some(commands.clone()), inside.clone())
+                .await
+                .is_ok()
+        );
+        // A node that publishes no directories allows nowhere.
+        let mut elsewhere = inside.clone();
+        elsewhere.0["spec"]["nodeName"] = "n2".into();
+        assert!(admit("eddie", &[], None, elsewhere).await.is_err());
+        // Holders of the permission, the admins' group and the controllers pass.
+        assert!(admit("ops", &[], None, commands.clone()).await.is_ok());
+        assert!(
+            admit("ops", &[], None, template("/etc/a.conf", true))
+                .await
+                .is_err()
+        );
+        assert!(
+            admit("root", &[MASTERS], None, template("/etc/a.conf", true))
+                .await
+                .is_ok()
+        );
+        assert!(
+            admit_config_template(&registry, kind, None, &template("/etc/a.conf", true)).is_ok()
         );
     }
 }

@@ -223,6 +223,11 @@ pub struct NodeArgs {
         default_value_t = 80
     )]
     pub ingress_port: u16,
+    /// A directory this node's ConfigTemplates may write into (repeatable; default
+    /// DATA_DIR/templates): a template whose destination is elsewhere is not rendered. Add
+    /// /etc/nginx and the like for services configured from the cluster
+    #[arg(long, value_name = "DIR")]
+    pub config_template_dir: Vec<PathBuf>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -324,7 +329,28 @@ impl NodeArgs {
             proxy_relay: self.proxy_relay,
             ingress_port: self.ingress_port,
             conn_limits,
+            config_template_dirs: self.template_dirs(data_dir)?,
         })
+    }
+
+    /// The directories ConfigTemplates may write into: those given, or DATA_DIR/templates.
+    fn template_dirs(&self, data_dir: &std::path::Path) -> anyhow::Result<Vec<PathBuf>> {
+        if self.config_template_dir.is_empty() {
+            return Ok(vec![std::path::absolute(data_dir.join("templates"))?]);
+        }
+        self.config_template_dir
+            .iter()
+            .map(|d| {
+                let ok = d.is_absolute()
+                    && !d.components().any(|c| c == std::path::Component::ParentDir);
+                anyhow::ensure!(
+                    ok,
+                    "--config-template-dir {} must be an absolute path without ..",
+                    d.display()
+                );
+                Ok(d.clone())
+            })
+            .collect()
     }
 }
 

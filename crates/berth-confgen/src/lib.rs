@@ -42,6 +42,9 @@ pub use sources::{Objects, Sources, follow_objects};
 /// Where a round failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stage {
+    /// The destination is not one the caller lets templates write (the node agent's
+    /// `--config-template-dir`); the engine itself never reports it.
+    Destination,
     Render,
     Write,
     Check,
@@ -53,6 +56,7 @@ impl Stage {
     /// The reason an Event and a condition give.
     pub fn reason(self) -> &'static str {
         match self {
+            Stage::Destination => "DestinationNotAllowed",
             Stage::Render => "RenderFailed",
             Stage::Write => "WriteFailed",
             Stage::Check => "CheckFailed",
@@ -63,6 +67,7 @@ impl Stage {
 
     fn label(self) -> &'static str {
         match self {
+            Stage::Destination => "destination",
             Stage::Render => "render",
             Stage::Write => "write",
             Stage::Check => "check",

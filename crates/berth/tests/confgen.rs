@@ -254,6 +254,37 @@ fn a_config_template_keeps_nginx_in_step_with_the_pods_and_never_serves_a_broken
         )
     };
     wait_marks(2);
+    // A template outside the node's template directories (--config-template-dir, the
+    // harness's directory, which the node publishes) is not rendered, and says why.
+    let node = get_json(&kc, &["node", "node-a"]);
+    let dirs = node["metadata"]["annotations"]["berth.dev/config-template-dirs"].clone();
+    assert_eq!(
+        dirs.as_str(),
+        Some(serde_json::json!([h.dir.path()]).to_string().as_str()),
+        "{node}"
+    );
+    let outside = format!("/etc/berth-test-{}.conf", std::process::id());
+    let third = h.dir.path().join("outside.yaml");
+    std::fs::write(
+        &third,
+        format!(
+            "apiVersion: berth.dev/v1\nkind: ConfigTemplate\nmetadata: {{name: outside}}\nspec:\n  nodeName: node-a\n  destination: {outside}\n  template: x\n"
+        ),
+    )
+    .unwrap();
+    let o = berth(&kc, &["apply", "-f", third.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let condition = eventually(30, "the outside template to be refused", || {
+        let c = get_json(&kc, &["configtemplate", "outside"])["status"]["conditions"][0].clone();
+        (c["reason"] == "DestinationNotAllowed").then_some(c)
+    });
+    assert_eq!(condition["status"], "False", "{condition}");
+    let message = condition["message"].as_str().unwrap_or("");
+    assert!(
+        message.contains(&outside) && message.contains(&h.dir.path().display().to_string()),
+        "{message}"
+    );
+    assert!(!Path::new(&outside).exists());
 
     // Load through nginx from another machine of the underlay while the Deployment scales
     // up and down and rolls out a new version.

@@ -1,14 +1,15 @@
 //! Who may do what, through kubectl (a real client) against `berth server`: the default roles
 //! mean what they mean in Kubernetes, refusals are worded as kube-apiserver words them,
-//! `kubectl auth can-i` and `whoami` answer truthfully, and no one grants what they do not
-//! hold.
+//! `kubectl auth can-i` and `whoami` answer truthfully, no one grants what they do not
+//! hold, ConfigTemplates that run commands or write outside a node's template directories take
+//! a permission of their own, and the key/value tree is authorized by key prefix.
 
 mod common;
 
 use std::path::PathBuf;
 use std::process::Output;
 
-use common::{BerthProcess, eventually, kubeconfig_for, kubectl};
+use common::{BerthProcess, berth, eventually, kubeconfig_for, kubectl};
 use serde_json::Value;
 
 const USERS: &[(&str, &str)] = &[
@@ -54,12 +55,7 @@ impl Cluster {
     }
 
     fn as_user(&self, user: &str, args: &[&str]) -> Output {
-        let kc = if user == "admin" {
-            &self.admin
-        } else {
-            &self.users.iter().find(|(u, _)| u == user).unwrap().1
-        };
-        kubectl(&self.home, kc, args)
+        kubectl(&self.home, self.kubeconfig(user), args)
     }
 
     /// Runs as the admin and insists it works.
@@ -86,6 +82,20 @@ impl Cluster {
             user,
             &["apply", "--validate=false", "-f", path.to_str().unwrap()],
         )
+    }
+    fn kubeconfig(&self, user: &str) -> &PathBuf {
+        if user == "admin" {
+            &self.admin
+        } else {
+            &self.users.iter().find(|(u, _)| u == user).unwrap().1
+        }
+    }
+
+    /// `berth kv ARGS` as `user`.
+    fn kv(&self, user: &str, args: &[&str]) -> Output {
+        let mut all = vec!["kv"];
+        all.extend_from_slice(args);
+        berth(self.kubeconfig(user), &all)
     }
 }
 
@@ -650,4 +660,199 @@ fn refusals_secret_reads_and_writes_are_audited_and_only_admins_see_the_refusals
 fn uuid_like(s: &str) -> bool {
     let parts: Vec<usize> = s.split('-').map(str::len).collect();
     parts == [8, 4, 4, 4, 12] && s.bytes().all(|b| b == b'-' || b.is_ascii_hexdigit())
+}
+
+/// A ConfigTemplate for node-a in shop, writing `destination`, with `extra` spec lines.
+fn config_template(name: &str, destination: &str, extra: &str) -> String {
+    format!(
+        "apiVersion: berth.dev/v1\nkind: ConfigTemplate\nmetadata:\n  name: {name}\n  namespace: shop\nspec:\n  nodeName: node-a\n  destination: {destination}\n  template: \"{{{{ pods|length }}}}\"\n{extra}"
+    )
+}
+
+#[test]
+fn config_templates_with_commands_or_outside_the_nodes_directories_are_cluster_admins_alone() {
+    let c = Cluster::start();
+    c.admin(&["create", "namespace", "shop"]);
+    // node-a's agent renders into /srv/templates (what an agent publishes when it registers).
+    let node = "apiVersion: v1\nkind: Node\nmetadata:\n  name: node-a\n  annotations:\n    berth.dev/config-template-dirs: '[\"/srv/templates\"]'\n";
+    let o = c.apply("admin", node);
+    assert!(o.status.success(), "{}", text(&o));
+    c.admin(&[
+        "-n",
+        "shop",
+        "create",
+        "rolebinding",
+        "eddie-edit",
+        "--clusterrole=edit",
+        "--user=eddie",
+    ]);
+    // edit writes a template that runs nothing, inside the node's directories.
+    let plain = config_template("plain", "/srv/templates/app/plain.conf", "");
+    eventually(10, "eddie to create a plain template", || {
+        c.apply("eddie", &plain).status.success().then_some(())
+    });
+    // Commands (a reload, a check, an exec probe) are another permission, on create and on
+    // a change that adds them.
+    for (name, extra) in [
+        ("reloads", "  reload: {command: [/bin/true]}\n"),
+        (
+            "checks",
+            "  check: {command: [/bin/true, \"{candidate}\"]}\n",
+        ),
+        ("plain", "  probe: {exec: {command: [/bin/true]}}\n"),
+    ] {
+        let e = forbidden(&c.apply(
+            "eddie",
+            &config_template(name, "/srv/templates/app/x.conf", extra),
+        ));
+        assert!(
+            e.contains(&format!(r#"configtemplates.berth.dev "{name}" is forbidden: User "eddie" cannot create resource "configtemplates/commands" in API group "berth.dev" in the namespace "shop""#)),
+            "{e}"
+        );
+        assert!(e.contains("runs commands"), "{e}");
+    }
+    // So is a destination outside them (or on a node that publishes none).
+    for (name, destination) in [
+        ("etc", "/etc/cron.d/x"),
+        ("climbs", "/srv/templates/../../etc/x"),
+        ("near", "/srv/templates2/x"),
+    ] {
+        let o = c.apply("eddie", &config_template(name, destination, ""));
+        assert!(!o.status.success(), "{destination}: {}", text(&o));
+        if !destination.contains("..") {
+            let e = forbidden(&o);
+            assert!(
+                e.contains(
+                    r#"cannot create resource "configtemplates/anywhere" in API group "berth.dev""#
+                ) && e.contains(destination)
+                    && e.contains("/srv/templates"),
+                "{e}"
+            );
+        }
+    }
+    let e = forbidden(&c.apply(
+        "eddie",
+        &config_template("plain", "/srv/templates/app/plain.conf", "").replace("node-a", "node-b"),
+    ));
+    assert!(e.contains("configtemplates/anywhere"), "{e}");
+    // cluster-admin holds both; a template that has commands is then cluster-admin's to
+    // change, though edit may still delete it.
+    let admins = config_template(
+        "reloads",
+        "/etc/nginx/nginx.conf",
+        "  reload: {command: [/usr/sbin/nginx, -s, reload]}\n",
+    );
+    let o = c.apply("admin", &admins);
+    assert!(o.status.success(), "{}", text(&o));
+    let e = forbidden(&c.apply("eddie", &admins.replace("pods|length", "services|length")));
+    assert!(e.contains("configtemplates/commands"), "{e}");
+    let o = c.as_user(
+        "eddie",
+        &["-n", "shop", "label", "configtemplate", "reloads", "a=b"],
+    );
+    assert!(o.status.success(), "a label is not the spec: {}", text(&o));
+    for (user, want) in [("eddie", "no"), ("admin", "yes")] {
+        let o = c.as_user(
+            user,
+            &[
+                "-n",
+                "shop",
+                "auth",
+                "can-i",
+                "create",
+                "configtemplates.berth.dev",
+                "--subresource=commands",
+            ],
+        );
+        assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), want, "{user}");
+    }
+    let o = c.as_user(
+        "eddie",
+        &["-n", "shop", "delete", "configtemplate", "reloads"],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+}
+
+#[test]
+fn the_key_value_tree_is_authorized_by_key_prefix() {
+    let c = Cluster::start();
+    for (key, value) in [("/other/y", "o"), ("/app/x", "a0")] {
+        let o = c.kv("admin", &["put", key, value]);
+        assert!(o.status.success(), "{}", text(&o));
+    }
+    // nobody holds keys under /app (a prefix rule) and nothing else.
+    let role = "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata:\n  name: app-keys\nrules:\n- apiGroups: [kv.berth.dev]\n  resources: [keys]\n  resourceNames: [\"/app/*\"]\n  verbs: [get, list, watch, update, delete, deletecollection]\n";
+    let o = c.apply("admin", role);
+    assert!(o.status.success(), "{}", text(&o));
+    c.bind_cluster_wide("app-keys", "nobody");
+    eventually(10, "nobody to write /app/x", || {
+        c.kv("nobody", &["put", "/app/x", "a1"])
+            .status
+            .success()
+            .then_some(())
+    });
+    let o = c.kv("nobody", &["get", "/app/x"]);
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout).trim(),
+        "a1",
+        "{}",
+        text(&o)
+    );
+    let o = c.kv("nobody", &["put", "/app/deeper/z", "z"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = c.kv("nobody", &["ls", "-R", "/app"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("/app/deeper/z"),
+        "{}",
+        text(&o)
+    );
+    let o = c.kv("nobody", &["get", "/other/y"]);
+    assert!(!o.status.success(), "{}", text(&o));
+    let e = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(
+        e.contains(r#"keys.kv.berth.dev "/other/y" is forbidden: User "nobody" cannot get resource "keys" in API group "kv.berth.dev" at the cluster scope"#),
+        "{e}"
+    );
+    for args in [
+        &["put", "/other/y", "n"][..],
+        &["put", "/apple", "n"],
+        &["put", "/services/shop/web/p1", "10.0.0.1"],
+        &["ls", "-R", "/"],
+    ] {
+        let o = c.kv("nobody", args);
+        assert!(!o.status.success(), "{args:?}: {}", text(&o));
+        assert!(
+            String::from_utf8_lossy(&o.stderr).contains("forbidden"),
+            "{args:?}: {}",
+            text(&o)
+        );
+    }
+    // edit (cluster-wide) writes the tree but for the endpoints controller's /services,
+    // which it reads.
+    c.bind_cluster_wide("edit", "eddie");
+    eventually(10, "eddie to write /other/y", || {
+        c.kv("eddie", &["put", "/other/y", "e"])
+            .status
+            .success()
+            .then_some(())
+    });
+    let o = c.kv("eddie", &["put", "/services/shop/web/p1", "10.0.0.1"]);
+    assert!(!o.status.success(), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains(r#"cannot update resource "keys/services""#),
+        "{}",
+        text(&o)
+    );
+    let o = c.kv("eddie", &["ls", "-R", "/"]);
+    assert!(o.status.success(), "{}", text(&o));
+    // view reads it all.
+    c.bind_cluster_wide("view", "vera");
+    eventually(10, "vera to read the tree", || {
+        c.kv("vera", &["ls", "-R", "/"])
+            .status
+            .success()
+            .then_some(())
+    });
+    assert!(!c.kv("vera", &["put", "/app/x", "v"]).status.success());
 }

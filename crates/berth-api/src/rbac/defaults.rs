@@ -5,8 +5,16 @@
 //! `admin`, `edit` and `view` from the roles labelled for them.
 //!
 //! berth's own resources, and where they differ from what one might expect:
-//! - ConfigTemplates run their `check` and `reload` commands as root on a node: `view` reads
-//!   them, and only `cluster-admin` writes them.
+//! - berth's resources reach `view`, `edit` and `admin` through roles of berth's own
+//!   (`berth:aggregate-to-view`, `berth:aggregate-to-edit`), so Kubernetes' `system:aggregate-to-*`
+//!   roles keep exactly Kubernetes' rules.
+//! - ConfigTemplates write files on a node and may run commands there as root: `view` reads
+//!   them and `edit` writes them, but a template with commands (`configtemplates/commands`) or
+//!   with a destination outside the node's template directories (`configtemplates/anywhere`)
+//!   takes a permission only `cluster-admin` holds (checked in admission by the API server).
+//! - The key/value tree (`keys` in `kv.berth.dev`, named by key path, `/app/*` a prefix):
+//!   `view` reads it and `edit` writes it, except the `/services` tree the endpoints
+//!   controller keeps (the subresource `keys/services`), which `edit` only reads.
 //! - Node agents (group `system:nodes`) are authorized as kubelets by the Node authorizer and
 //!   hold `system:node-proxier` (kube-proxy's) and `berth:node` (Ingresses for the ingress,
 //!   ConfigTemplates and the key/value tree for config generation).
@@ -202,11 +210,26 @@ pub fn cluster_roles() -> Vec<Value> {
                     "networking.k8s.io",
                     &["ingresses", "ingresses/status"],
                 ),
+            ],
+        ),
+        cluster_role(
+            "berth:aggregate-to-edit",
+            &[to("edit")],
+            vec![
+                rule(WRITE, "berth.dev", &["configtemplates"]),
+                rule(WRITE, super::KV_GROUP, &["keys"]),
+            ],
+        ),
+        cluster_role(
+            "berth:aggregate-to-view",
+            &[to("view")],
+            vec![
                 rule(
                     READ,
                     "berth.dev",
                     &["configtemplates", "configtemplates/status"],
                 ),
+                rule(READ, super::KV_GROUP, &["keys", "keys/services"]),
             ],
         ),
         cluster_role(
@@ -291,7 +314,7 @@ pub fn cluster_roles() -> Vec<Value> {
                     "berth.dev",
                     &["configtemplates/status"],
                 ),
-                rule(READ, "kv.berth.dev", &["keys"]),
+                rule(READ, super::KV_GROUP, &["keys", "keys/services"]),
             ],
         ),
         cluster_role(
@@ -503,7 +526,8 @@ mod tests {
         assert!(!can(&p, "view", "get", "", "secrets"));
         assert!(!can(&p, "view", "create", "", "pods/exec"));
         assert!(!can(&p, "view", "delete", "", "pods"));
-        // edit: view plus writes, Secrets and exec; no RBAC and no ConfigTemplates.
+        // edit: view plus writes, Secrets and exec; no RBAC, ConfigTemplates without
+        // commands and inside the node's directories, the key/value tree but `/services`.
         assert!(can(&p, "edit", "list", "", "pods"));
         assert!(can(&p, "edit", "delete", "", "pods"));
         assert!(can(&p, "edit", "get", "", "secrets"));
@@ -516,7 +540,30 @@ mod tests {
             "rbac.authorization.k8s.io",
             "rolebindings"
         ));
-        assert!(!can(&p, "edit", "create", "berth.dev", "configtemplates"));
+        assert!(can(&p, "edit", "create", "berth.dev", "configtemplates"));
+        assert!(can(&p, "edit", "update", "berth.dev", "configtemplates"));
+        assert!(can(&p, "edit", "delete", "berth.dev", "configtemplates"));
+        assert!(!can(
+            &p,
+            "edit",
+            "update",
+            "berth.dev",
+            "configtemplates/status"
+        ));
+        for sub in ["configtemplates/commands", "configtemplates/anywhere"] {
+            for role in ["view", "edit", "admin"] {
+                assert!(!can(&p, role, "create", "berth.dev", sub), "{role} {sub}");
+            }
+            assert!(can(&p, "cluster-admin", "create", "berth.dev", sub));
+        }
+        assert!(can(&p, "view", "get", "kv.berth.dev", "keys"));
+        assert!(can(&p, "view", "list", "kv.berth.dev", "keys/services"));
+        assert!(!can(&p, "view", "update", "kv.berth.dev", "keys"));
+        assert!(can(&p, "edit", "update", "kv.berth.dev", "keys"));
+        assert!(can(&p, "edit", "deletecollection", "kv.berth.dev", "keys"));
+        assert!(can(&p, "edit", "get", "kv.berth.dev", "keys/services"));
+        assert!(!can(&p, "edit", "update", "kv.berth.dev", "keys/services"));
+        assert!(!can(&p, "admin", "delete", "kv.berth.dev", "keys/services"));
         assert!(!can(&p, "edit", "update", "", "endpoints"));
         // admin: edit plus the namespace's RBAC.
         assert!(can(&p, "admin", "delete", "", "pods"));
@@ -534,7 +581,7 @@ mod tests {
             "rbac.authorization.k8s.io",
             "clusterroles"
         ));
-        assert!(!can(&p, "admin", "create", "berth.dev", "configtemplates"));
+        assert!(can(&p, "admin", "create", "berth.dev", "configtemplates"));
         assert!(!can(
             &p,
             "admin",

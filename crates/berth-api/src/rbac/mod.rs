@@ -8,6 +8,11 @@
 //!   names all match (`*` matches any; `*/scale` matches the `scale` subresource of any
 //!   resource; no resource names means every name), and a non-resource request (`/healthz`)
 //!   when its verbs and URLs match (`/apis/*` matches every path under `/apis/`);
+//! - berth's key/value tree (`keys` in `kv.berth.dev`) names its resources by key path, and
+//!   there a resource name ending in `/*` is a prefix: `/app/*` matches the key `/app` and
+//!   every key beneath it (`/app/x`, `/app/x/y`, and the name `/app/*` a recursive read,
+//!   watch or delete of `/app` is authorized as), never `/apple`; `/*` matches every key.
+//!   Elsewhere names match whole, as in Kubernetes;
 //! - rules only ever allow: there is no deny, so the union of every bound rule is what a
 //!   user may do;
 //! - owner rules cover servant rules when every single permission in the servant rules
@@ -40,6 +45,24 @@ fn strings(v: &Value) -> Vec<String> {
 
 fn has(set: &[String], s: &str) -> bool {
     set.iter().any(|x| x == s)
+}
+
+/// The API group of berth's key/value tree, whose resource `keys` is named by key path.
+pub const KV_GROUP: &str = "kv.berth.dev";
+
+/// Whether a rule's resource name `rule` matches the name `name` of a request on `resource`
+/// (with its subresource, `keys/services`) in `group`: equal, or for the key/value tree a
+/// prefix `P/*` that `name` is `P` or lies beneath.
+fn name_matches(rule: &str, name: &str, group: &str, resource: &str) -> bool {
+    rule == name
+        || (group == KV_GROUP
+            && (resource == "keys" || resource.starts_with("keys/"))
+            && rule.strip_suffix("/*").is_some_and(|prefix| {
+                name == prefix
+                    || name
+                        .strip_prefix(prefix)
+                        .is_some_and(|rest| rest.starts_with('/'))
+            }))
 }
 
 impl PolicyRule {
@@ -112,7 +135,11 @@ impl PolicyRule {
                     && (has(&self.api_groups, "*") || has(&self.api_groups, &r.api_group))
                     && self.resource_matches(&r.resource, &r.subresource)
                     && (self.resource_names.is_empty()
-                        || (!r.name.is_empty() && has(&self.resource_names, &r.name)))
+                        || (!r.name.is_empty()
+                            && self
+                                .resource_names
+                                .iter()
+                                .any(|n| name_matches(n, &r.name, &r.api_group, &r.resource))))
             }
             Request::NonResource { verb: v, path } => {
                 verb(v) && self.non_resource_urls.iter().any(|u| url_covers(u, path))
@@ -309,12 +336,19 @@ fn rule_covers(owner: &PolicyRule, sub: &PolicyRule) -> bool {
         .non_resource_urls
         .iter()
         .all(|u| owner.non_resource_urls.iter().any(|o| url_covers(o, u)));
+    // `sub` is one permission: one group and one resource.
+    let (group, resource) = (
+        sub.api_groups.first().map_or("", String::as_str),
+        sub.resources.first().map_or("", String::as_str),
+    );
     let names = owner.resource_names.is_empty()
         || (!sub.resource_names.is_empty()
-            && sub
-                .resource_names
-                .iter()
-                .all(|n| has(&owner.resource_names, n)));
+            && sub.resource_names.iter().all(|n| {
+                owner
+                    .resource_names
+                    .iter()
+                    .any(|o| name_matches(o, n, group, resource))
+            }));
     all(&owner.verbs, &sub.verbs)
         && all(&owner.api_groups, &sub.api_groups)
         && resources
@@ -815,5 +849,52 @@ mod tests {
         );
         p.remove("RoleBinding", "shop", "alice-view");
         assert!(p.authorize(&alice, &list("pods", "shop")).is_none());
+    }
+
+    #[test]
+    fn key_names_ending_in_a_star_are_prefixes_of_the_key_value_tree_only() {
+        let app = PolicyRule::new(&["get", "list", "update"], &[KV_GROUP], &["keys"])
+            .names(&["/app/*", "/one"]);
+        let key = |verb: &str, name: &str| Request::resource(verb, KV_GROUP, "keys", "", "", name);
+        for allowed in ["/app", "/app/x", "/app/x/y", "/app/*", "/app/x/*", "/one"] {
+            assert!(app.allows(&key("get", allowed)), "{allowed}");
+        }
+        for refused in ["/apple", "/other/y", "/", "/*", "/one/x", "/one/*", ""] {
+            assert!(!app.allows(&key("get", refused)), "{refused}");
+        }
+        // The `/services` tree is the subresource `keys/services`: a rule on `keys` does not
+        // reach it, whatever its names.
+        let all = PolicyRule::new(&["get"], &[KV_GROUP], &["keys"]).names(&["/*"]);
+        assert!(all.allows(&key("get", "/x/y")));
+        assert!(!all.allows(&Request::resource(
+            "get",
+            KV_GROUP,
+            "keys",
+            "services",
+            "",
+            "/services/a"
+        )));
+        // Elsewhere a star is just a character of a name.
+        let secrets = PolicyRule::new(&["get"], &[""], &["secrets"]).names(&["app/*"]);
+        assert!(!secrets.allows(&get("", "secrets", "", "a", "app/x")));
+        // Covering follows the same prefixes: `/app/*` may grant `/app/x` and `/app/x/*`.
+        assert!(
+            covers(
+                std::slice::from_ref(&app),
+                &[
+                    PolicyRule::new(&["get"], &[KV_GROUP], &["keys"])
+                        .names(&["/app/x", "/app/x/*"])
+                ]
+            )
+            .is_ok()
+        );
+        assert!(
+            covers(
+                std::slice::from_ref(&app),
+                &[PolicyRule::new(&["get"], &[KV_GROUP], &["keys"]).names(&["/*"])]
+            )
+            .is_err()
+        );
+        assert!(covers(&[app], &[PolicyRule::new(&["get"], &[KV_GROUP], &["keys"])]).is_err());
     }
 }

@@ -185,6 +185,7 @@ impl Registry {
         self.check_namespace_open(obj.namespace()).await?;
         crate::authz::admit_rbac(kind, &obj)?;
         crate::authz::admit_node(kind, None, Some(&obj))?;
+        crate::authz::admit_config_template(self, kind, None, &obj)?;
         let admitted = crate::podsecurity::admit(self, kind, &obj)?;
         if dry_run {
             return Ok(obj);
@@ -518,6 +519,7 @@ impl Registry {
         }
         crate::authz::admit_rbac(kind, &obj)?;
         crate::authz::admit_node(kind, Some(&old), Some(&obj))?;
+        crate::authz::admit_config_template(self, kind, Some(&old), &obj)?;
         if kind.has_status && obj.desired_state() != old.desired_state() {
             obj.set_meta("generation", old.generation() + 1);
         }

@@ -107,6 +107,10 @@ fn spawn_agent(url: &str, token: &str, ca: &Path, node: &mut Node) {
         // Cluster DNS answers cluster names only: nothing is forwarded off the machine.
         .args(["--dns-upstream", "none"])
         .args(["--proxy-drain-timeout", "3s"])
+        // Tests render ConfigTemplates into the harness's directory (the nodes' data dirs
+        // are in it too).
+        .arg("--config-template-dir")
+        .arg(node.data.parent().expect("the harness directory"))
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
