@@ -10,8 +10,10 @@
 //! - `GET /stats/summary`: kubelet's summary shape (node and pods, CPU in nanocores and
 //!   memory working set), for the metrics API and `berth top`.
 //!
-//! Every caller must present a client certificate issued by the cluster CA (the API server
-//! does); the agent's serving certificate comes from a CA of its own, made at each start and
+//! Every caller must present a client certificate issued by the cluster CA, and logs, exec
+//! and stats answer only the API server's (`berth_tls::AGENT_CLIENT_USER`): nodes' and users'
+//! certificates come from the same CA, and reach pods only through the API server, which
+//! authorizes them. The agent's serving certificate comes from a CA of its own, made at each start and
 //! published on its Node for the API server to trust.
 
 use std::collections::HashMap;
@@ -103,10 +105,11 @@ pub(crate) async fn serve(
         samples: Mutex::new(HashMap::new()),
     });
     let router = Router::new()
-        .route("/healthz", get(|| async { "ok" }))
         .route("/containerLogs/{ns}/{pod}/{container}", get(container_logs))
         .route("/exec/{ns}/{pod}/{container}", get(exec).post(exec))
         .route("/stats/summary", get(summary))
+        .route_layer(axum::middleware::from_fn(only_the_api_server))
+        .route("/healthz", get(|| async { "ok" }))
         .route("/metrics", get(|| async { berth_metrics::render() }))
         .with_state(api);
     berth_tls::serve(
@@ -119,6 +122,26 @@ pub(crate) async fn serve(
         Duration::from_secs(1),
     )
     .await;
+}
+
+/// Lets through only requests whose client certificate is the API server's.
+async fn only_the_api_server(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let user = req
+        .extensions()
+        .get::<berth_tls::ConnInfo>()
+        .and_then(|c| c.client_cert.as_ref())
+        .and_then(|der| berth_tls::client_subject(der))
+        .map(|(user, _)| user);
+    if user.as_deref() != Some(berth_tls::AGENT_CLIENT_USER) {
+        return text(
+            StatusCode::FORBIDDEN,
+            "only the API server may call this; use the API (kubectl logs, exec, top)",
+        );
+    }
+    next.run(req).await
 }
 
 fn text(code: StatusCode, msg: impl Into<String>) -> Response {

@@ -1,10 +1,21 @@
-//! Bearer-token authentication from a static token file, as kube-apiserver's
-//! `--token-auth-file` reads it: `token,user,uid,"group1,group2"` per line.
+//! Authentication of bearer tokens and the checks on client certificates:
+//! - a static token file, as kube-apiserver's `--token-auth-file` reads it:
+//!   `token,user,uid,"group1,group2"` per line;
+//! - bootstrap tokens (join tokens, `berth token create`): Secrets `bootstrap-token-ID`;
+//! - user tokens (`berth user create --token`): Secrets `user-token-ID` of type
+//!   `berth.dev/user-token` holding the user, groups, expiry and only a SHA-256 hash of the
+//!   token's secret half, so a token dies with its Secret and reading Secrets reveals none;
+//! - revoked client certificates (`berth user revoke`): the fingerprints in the ConfigMap
+//!   `kube-system/berth-revoked-certificates`, refused although the TLS handshake verified them.
 //!
-//! TLS client certificates and RBAC come later; they will sit beside this as further
-//! authenticators and an authorizer, without changing the handlers.
+//! A client certificate's user is read in `server.rs` (its CN and Os); which of these is tried
+//! in which order is `dispatch`'s.
 
+use std::collections::HashSet;
 use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use sha2::Digest;
 
 /// Who a request comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,7 +44,20 @@ pub enum AuthError {
 #[derive(Debug, Clone, Default)]
 pub struct Authenticator {
     tokens: Vec<(Vec<u8>, UserInfo)>,
+    /// The revoked certificates' fingerprints, as read at a store revision: read again only
+    /// when the store has moved on, so a certificate request usually costs no read.
+    revoked: Arc<Mutex<Option<Revoked>>>,
 }
+
+/// The revoked certificates' fingerprints, and the store revision they were read at.
+type Revoked = (u64, HashSet<String>);
+
+/// The ConfigMap in `kube-system` whose keys are revoked client certificates' fingerprints
+/// (`berth_tls::fingerprint`), each valued with the user and when the certificate expires.
+pub const REVOKED_CERTIFICATES: &str = "berth-revoked-certificates";
+
+/// The type of the Secrets that hold user tokens.
+pub const USER_TOKEN_TYPE: &str = "berth.dev/user-token";
 
 fn split_csv(line: &str) -> Vec<String> {
     let mut out = Vec::new();
@@ -112,6 +136,99 @@ impl Authenticator {
     }
 }
 
+impl Authenticator {
+    /// Whether the client certificate `der` was revoked (`berth user revoke`). Read through
+    /// the registry (so also where the ConfigMaps are encrypted), again whenever the store's
+    /// revision has changed since the last read; a revocation is in force from the next request.
+    pub(crate) fn revoked(&self, registry: &crate::registry::Registry, der: &[u8]) -> bool {
+        let revision = registry.revision();
+        let mut cache = self.revoked.lock().unwrap_or_else(|e| e.into_inner());
+        if cache.as_ref().is_none_or(|(r, _)| *r != revision) {
+            let fingerprints = berth_api::kinds::resolve("configmaps")
+                .and_then(|kind| {
+                    registry
+                        .get(kind, Some("kube-system"), REVOKED_CERTIFICATES)
+                        .ok()
+                })
+                .and_then(|cm| {
+                    cm.get("data")
+                        .and_then(|d| d.as_object())
+                        .map(|d| d.keys().cloned().collect())
+                })
+                .unwrap_or_default();
+            *cache = Some((revision, fingerprints));
+        }
+        cache
+            .as_ref()
+            .is_some_and(|(_, set)| !set.is_empty() && set.contains(&berth_tls::fingerprint(der)))
+    }
+}
+
+/// The SHA-256 of a user token's secret half, lowercase hex: all its Secret keeps of it.
+pub fn user_token_hash(secret: &str) -> String {
+    sha2::Sha256::digest(secret.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Whether `s` is `n` characters of `[a-z0-9]`: the shape of token ids and secrets.
+fn token_part(s: &str, n: usize) -> bool {
+    s.len() == n
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+}
+
+/// The user behind a user token (`ID.SECRET`, 8 and 32 characters of `[a-z0-9]`, made by
+/// `berth user create --token`): the Secret `kube-system/user-token-ID` of type
+/// `berth.dev/user-token`, whose `token-hash` is the SHA-256 of SECRET (compared in constant
+/// time), unexpired. Deleting the Secret revokes the token from the next request on.
+pub(crate) fn user_token(
+    registry: &crate::registry::Registry,
+    header: Option<&str>,
+) -> Option<UserInfo> {
+    let token = header?.strip_prefix("Bearer ")?.trim();
+    let (id, secret) = token.split_once('.')?;
+    if !token_part(id, 8) || !token_part(secret, 32) {
+        return None;
+    }
+    let kind = berth_api::kinds::resolve("secrets")?;
+    let obj = registry
+        .get(kind, Some("kube-system"), &format!("user-token-{id}"))
+        .ok()?;
+    if obj.get("type").and_then(|t| t.as_str()) != Some(USER_TOKEN_TYPE) {
+        return None;
+    }
+    let field = |k: &str| -> Option<String> {
+        let v = obj.get("data")?.get(k)?.as_str()?;
+        String::from_utf8(berth_api::base64::decode(v)?).ok()
+    };
+    if !same(
+        field("token-hash")?.as_bytes(),
+        user_token_hash(secret).as_bytes(),
+    ) {
+        return None;
+    }
+    if let Some(exp) = field("expiration") {
+        let exp = berth_api::timefmt::parse_rfc3339(&exp).ok()?;
+        if berth_api::timefmt::now_nanos() >= exp {
+            return None;
+        }
+    }
+    let name = field("user").filter(|u| !u.is_empty())?;
+    let groups = field("groups")
+        .unwrap_or_default()
+        .split(',')
+        .map(str::to_string)
+        .filter(|g| !g.is_empty())
+        .collect();
+    Some(UserInfo {
+        name,
+        uid: String::new(),
+        groups,
+    })
+}
+
 /// The user behind a bootstrap token (`abcdef.0123456789abcdef`), as Kubernetes' bootstrap
 /// authenticator reads it: the Secret `kube-system/bootstrap-token-<id>` of type
 /// `bootstrap.kubernetes.io/token`, its `token-secret`, unexpired, usable for authentication.
@@ -122,12 +239,7 @@ pub(crate) fn bootstrap_token(
 ) -> Option<UserInfo> {
     let token = header?.strip_prefix("Bearer ")?.trim();
     let (id, secret) = token.split_once('.')?;
-    let valid = |s: &str, n: usize| {
-        s.len() == n
-            && s.bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
-    };
-    if !valid(id, 6) || !valid(secret, 16) {
+    if !token_part(id, 6) || !token_part(secret, 16) {
         return None;
     }
     let kind = berth_api::kinds::resolve("secrets")?;
@@ -190,6 +302,14 @@ mod tests {
         assert!(a.bytes().all(|c| c.is_ascii_hexdigit()));
         assert_ne!(a, b);
         assert_ne!(a, "0".repeat(64));
+    }
+
+    #[test]
+    fn user_token_hashes_are_sha256() {
+        assert_eq!(
+            user_token_hash("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
     }
 
     #[test]

@@ -451,8 +451,11 @@ pub async fn handle(State(s): State<Arc<ApiServer>>, req: axum::extract::Request
     // cluster CA), put on every request by the accept loop (`berth_tls::serve`).
     let conn = parts.extensions.get::<berth_tls::ConnInfo>();
     let source_ip = conn.map(|c| c.peer.ip());
+    // A revoked certificate (`berth user revoke`) names nobody: the request goes on as if it
+    // had presented none.
     let cert_user = conn
         .and_then(|c| c.client_cert.as_ref())
+        .filter(|der| !s.auth.revoked(&s.registry, der))
         .and_then(|der| berth_tls::client_subject(der));
     let (method, uri, headers) = (parts.method, parts.uri, parts.headers);
     let raw = uri.query().map(String::from);
@@ -567,7 +570,7 @@ async fn dispatch(
         .unwrap_or("");
     crate::audit::note_request(&r, path, request.as_ref(), content_type);
     // As kube-apiserver: a client certificate of the cluster CA (its CN the user, its Os the
-    // groups), else a bearer token (the token file, then bootstrap tokens).
+    // groups), else a bearer token (the token file, then bootstrap tokens, then user tokens).
     let auth = headers.get("authorization").and_then(|v| v.to_str().ok());
     let user = cert_user
         .map(|(name, groups)| UserInfo {
@@ -576,7 +579,8 @@ async fn dispatch(
             groups,
         })
         .or_else(|| s.auth.authenticate(auth))
-        .or_else(|| crate::auth::bootstrap_token(&s.registry, auth));
+        .or_else(|| crate::auth::bootstrap_token(&s.registry, auth))
+        .or_else(|| crate::auth::user_token(&s.registry, auth));
     let Some(mut user) = user else {
         return Err(ApiError::new(
             401,

@@ -12,7 +12,7 @@ use std::sync::Arc;
 pub use berth_tls::{Ca, Identity, TlsError, Usage, serve};
 
 /// The user the API server is when it calls node agents.
-const AGENT_CLIENT_USER: &str = "berth-apiserver-agent-client";
+use berth_tls::AGENT_CLIENT_USER;
 
 /// The cluster's CA and the server's TLS configuration.
 #[derive(Debug, Clone)]

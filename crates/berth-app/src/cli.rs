@@ -80,6 +80,10 @@ pub struct ServerArgs {
     /// of its life): how long a stolen node certificate is good for
     #[arg(long, value_name = "DURATION", default_value = "7d", value_parser = berth_api::duration::parse)]
     pub node_cert_lifetime: Duration,
+    /// The longest a user's client certificate is valid (`berth user create`; its --ttl asks
+    /// for less): until then a certificate is refused only once `berth user revoke` lists it
+    #[arg(long, value_name = "DURATION", default_value = "30d", value_parser = berth_api::duration::parse)]
+    pub user_cert_lifetime: Duration,
     /// Where the audit log goes (JSON lines of audit.k8s.io/v1 Events: refused requests,
     /// reads of Secrets, writes), `-` for standard output [default: DATA_DIR/audit/audit.log]
     #[arg(long, value_name = "FILE")]
@@ -420,6 +424,7 @@ async fn run_server(args: ServerArgs, all_in_one: bool) -> anyhow::Result<()> {
     opts.audit.max_bytes = args.audit_log_maxsize.saturating_mul(1024 * 1024);
     opts.audit.max_backups = args.audit_log_maxbackup;
     opts.node_cert_lifetime = args.node_cert_lifetime;
+    opts.user_cert_lifetime = args.user_cert_lifetime;
     opts.encryption_config = args.encryption_provider_config.clone();
     let server = start(opts).await?;
     let (agent_stop, agent_stop_rx) = tokio::sync::watch::channel(false);
@@ -494,12 +499,16 @@ async fn run_server(args: ServerArgs, all_in_one: bool) -> anyhow::Result<()> {
         println!("  kubectl set env deploy/demo GREETING=hi      # a rolling update");
         println!("  berth rollout status deploy/demo; berth rollout undo deploy/demo");
         println!("  berth get events; berth history deploy/demo --diff");
+        println!(
+            "  berth user create alice --role view -n default  # alice.kubeconfig: a read-only user to hand out"
+        );
     } else {
         println!("  berth get namespaces");
         println!("  berth apply -f examples/demo.yaml");
         println!("  berth get deploy,svc,cm -o wide  # what you applied");
         println!("  berth history deploy/demo --diff # who changed it, and how");
         println!("  berth export > state.yaml        # the whole desired state");
+        println!("  berth user create alice --role edit -n default  # alice.kubeconfig, for alice");
     }
     println!("(kubectl works too: it reads the same kubeconfig.)");
     println!();

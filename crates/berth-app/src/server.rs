@@ -35,6 +35,8 @@ pub struct ServerOptions {
     pub limits: berth_tls::ConnLimits,
     /// The longest a node agent's client certificate is valid (agents renew theirs before).
     pub node_cert_lifetime: Duration,
+    /// The longest a user's client certificate (`berth user create`) is valid.
+    pub user_cert_lifetime: Duration,
     /// The audit log: where, rotated when, how many old files kept.
     pub audit: berth_apiserver::audit::AuditConfig,
     /// The encryption config (`--encryption-provider-config`); `None` is
@@ -59,6 +61,7 @@ impl ServerOptions {
             },
             limits: berth_tls::ConnLimits::default(),
             node_cert_lifetime: Duration::from_secs(7 * 24 * 3600),
+            user_cert_lifetime: Duration::from_secs(30 * 24 * 3600),
             audit: berth_apiserver::audit::AuditConfig::file(
                 data_dir.join("audit").join("audit.log"),
             ),
@@ -231,6 +234,7 @@ pub async fn start(opts: ServerOptions) -> anyhow::Result<RunningServer> {
         std::sync::Arc::new(berth_controllers::csr::Signer {
             ca: p.ca.clone(),
             max_lifetime: opts.node_cert_lifetime,
+            max_user_lifetime: opts.user_cert_lifetime,
         })
     });
     let config = ServerConfig {

@@ -2,7 +2,7 @@
 //! `describe`, `delete`, `diff`, `history` (`denied`: its refusals from the audit log),
 //! `export`, `discovery` (api-resources, version), `rollout` (and scale), `nodes` (cordon,
 //! uncordon, drain), `stream` (logs, exec, top), `kv`, `tokens`, `image`, `secrets` (rotate),
-//! `auth` (can-i, whoami). Here: the verbs' flags (`Verb`), the connection they share, and `run`,
+//! `auth` (can-i, whoami), `users` (user create, list, revoke). Here: the verbs' flags (`Verb`), the connection they share, and `run`,
 //! which sends each verb to its file.
 //!
 //! Output goes to the writer a verb is given, so tests read exactly what a user sees.
@@ -26,6 +26,7 @@ pub mod rollout;
 pub mod secrets;
 pub mod stream;
 pub mod tokens;
+pub mod users;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -212,6 +213,12 @@ pub enum Verb {
         #[command(subcommand)]
         cmd: auth::AuthCmd,
     },
+    /// People's identities: `berth user create alice --role view -n shop` writes
+    /// alice.kubeconfig (a client certificate, or with --token a revocable token); list, revoke
+    User {
+        #[command(subcommand)]
+        cmd: users::UserCmd,
+    },
     /// Secrets encrypted at rest: `berth secrets rotate` moves every Secret to the current
     /// first key of the server's encryption config
     Secrets {
@@ -321,6 +328,21 @@ pub async fn run(conn: &Conn, verb: Verb, out: &mut dyn Write) -> anyhow::Result
         Verb::Auth { cmd } => {
             let ctx = connect(conn)?;
             auth::run(&ctx.client, &ctx.namespace, cmd, out).await
+        }
+        Verb::User { cmd } => {
+            let cfg = KubeConfig::discover(
+                conn.kubeconfig.as_deref(),
+                &default_data_dir().join("kubeconfig.yaml"),
+            )?;
+            let current = cfg.current()?;
+            let client = Client::from_kubeconfig(&cfg)?.printing_warnings();
+            let user_conn = users::Conn {
+                client: &client,
+                namespace: conn.namespace.as_deref(),
+                server: &current.server,
+                ca_pem: current.ca_pem.as_deref().unwrap_or(""),
+            };
+            users::run(&user_conn, cmd, out).await
         }
         Verb::Secrets { cmd } => {
             let ctx = connect(conn)?;

@@ -24,6 +24,10 @@ pub struct Context {
     pub namespace: String,
     /// The CA that signs the server's certificate, PEM.
     pub ca_pem: Option<String>,
+    /// The user's client certificate and its key, PEM (`client-certificate[-data]`,
+    /// `client-key[-data]`): the identity `berth user create` hands out.
+    pub client_cert_pem: Option<String>,
+    pub client_key_pem: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -110,33 +114,22 @@ impl KubeConfig {
             .as_str()
             .ok_or_else(|| self.invalid(format!("cluster {cluster_name:?} has no server")))?;
         let user_name = ctx["user"].as_str().unwrap_or("");
-        let token = self
+        let user = self
             .named("users", user_name)
-            .and_then(|u| u["user"]["token"].as_str())
-            .unwrap_or("");
+            .map(|u| &u["user"])
+            .unwrap_or(&Value::Null);
+        let token = user["token"].as_str().unwrap_or("");
         let c = &cluster["cluster"];
-        let ca_pem = if let Some(data) = c["certificate-authority-data"].as_str() {
-            let bytes = berth_api::base64::decode(data.trim()).ok_or_else(|| {
-                self.invalid(format!(
-                    "cluster {cluster_name:?}: certificate-authority-data is not base64"
-                ))
-            })?;
-            Some(String::from_utf8(bytes).map_err(|_| {
-                self.invalid(format!(
-                    "cluster {cluster_name:?}: certificate-authority-data is not PEM text"
-                ))
-            })?)
-        } else if let Some(file) = c["certificate-authority"].as_str() {
-            let path = self.path.parent().unwrap_or(Path::new(".")).join(file);
-            Some(std::fs::read_to_string(&path).map_err(|e| {
-                self.invalid(format!(
-                    "cannot read certificate-authority {}: {e}",
-                    path.display()
-                ))
-            })?)
-        } else {
-            None
-        };
+        let what = format!("cluster {cluster_name:?}");
+        let ca_pem = self.pem(c, "certificate-authority", &what)?;
+        let what = format!("user {user_name:?}");
+        let client_cert_pem = self.pem(user, "client-certificate", &what)?;
+        let client_key_pem = self.pem(user, "client-key", &what)?;
+        if client_cert_pem.is_some() != client_key_pem.is_some() {
+            return Err(self.invalid(format!(
+                "{what} has a client certificate or key without the other"
+            )));
+        }
         Ok(Context {
             server: server.to_string(),
             token: token.to_string(),
@@ -146,12 +139,68 @@ impl KubeConfig {
                 .unwrap_or("default")
                 .to_string(),
             ca_pem,
+            client_cert_pem,
+            client_key_pem,
+        })
+    }
+
+    /// A PEM field as kubectl reads it: `FIELD-data` (base64) in the file, else `FIELD`, a
+    /// file named relative to the kubeconfig's directory.
+    fn pem(&self, v: &Value, field: &str, what: &str) -> Result<Option<String>, KubeconfigError> {
+        if let Some(data) = v[format!("{field}-data")].as_str() {
+            let bytes = berth_api::base64::decode(data.trim())
+                .ok_or_else(|| self.invalid(format!("{what}: {field}-data is not base64")))?;
+            return String::from_utf8(bytes)
+                .map(Some)
+                .map_err(|_| self.invalid(format!("{what}: {field}-data is not PEM text")));
+        }
+        let Some(file) = v[field].as_str() else {
+            return Ok(None);
+        };
+        let path = self.path.parent().unwrap_or(Path::new(".")).join(file);
+        std::fs::read_to_string(&path).map(Some).map_err(|e| {
+            self.invalid(format!(
+                "{what}: cannot read {field} {}: {e}",
+                path.display()
+            ))
         })
     }
 }
 
 /// The kubeconfig `berth up` writes: one cluster (with its CA), one user, one context.
 pub fn render(server: &str, ca_pem: &str, token: &str, user: &str) -> String {
+    render_user(server, ca_pem, user, json!({"token": token}), "default")
+}
+
+/// A kubeconfig for `user` who authenticates with a client certificate (PEM, with its key),
+/// as `berth user create` writes it.
+pub fn render_client_cert(
+    server: &str,
+    ca_pem: &str,
+    user: &str,
+    cert_pem: &str,
+    key_pem: &str,
+    namespace: &str,
+) -> String {
+    let creds = json!({
+        "client-certificate-data": berth_api::base64::encode(cert_pem.as_bytes()),
+        "client-key-data": berth_api::base64::encode(key_pem.as_bytes()),
+    });
+    render_user(server, ca_pem, user, creds, namespace)
+}
+
+/// A kubeconfig for `user` who authenticates with a bearer token, in `namespace`.
+pub fn render_token(
+    server: &str,
+    ca_pem: &str,
+    user: &str,
+    token: &str,
+    namespace: &str,
+) -> String {
+    render_user(server, ca_pem, user, json!({"token": token}), namespace)
+}
+
+fn render_user(server: &str, ca_pem: &str, user: &str, creds: Value, namespace: &str) -> String {
     let mut cluster = json!({"server": server});
     if !ca_pem.is_empty() {
         cluster["certificate-authority-data"] = json!(berth_api::base64::encode(ca_pem.as_bytes()));
@@ -160,8 +209,8 @@ pub fn render(server: &str, ca_pem: &str, token: &str, user: &str) -> String {
         "apiVersion": "v1",
         "kind": "Config",
         "clusters": [{"name": "berth", "cluster": cluster}],
-        "users": [{"name": user, "user": {"token": token}}],
-        "contexts": [{"name": "berth", "context": {"cluster": "berth", "user": user, "namespace": "default"}}],
+        "users": [{"name": user, "user": creds}],
+        "contexts": [{"name": "berth", "context": {"cluster": "berth", "user": user, "namespace": namespace}}],
         "current-context": "berth",
         "preferences": {},
     });
@@ -186,8 +235,35 @@ mod tests {
                 token: "abc".into(),
                 namespace: "default".into(),
                 ca_pem: Some(ca.into()),
+                client_cert_pem: None,
+                client_key_pem: None,
             }
         );
+        let cert = "-----BEGIN CERTIFICATE-----\nuser\n-----END CERTIFICATE-----\n";
+        let key = "-----BEGIN PRIVATE KEY-----\nkey\n-----END PRIVATE KEY-----\n";
+        std::fs::write(
+            &p,
+            render_client_cert("https://127.0.0.1:6443", ca, "alice", cert, key, "shop"),
+        )
+        .unwrap();
+        let c = KubeConfig::load(&p).unwrap().current().unwrap();
+        assert_eq!(c.token, "");
+        assert_eq!(c.namespace, "shop");
+        assert_eq!(c.client_cert_pem.as_deref(), Some(cert));
+        assert_eq!(c.client_key_pem.as_deref(), Some(key));
+        // The file forms, relative to the kubeconfig.
+        std::fs::write(dir.join("alice.crt"), cert).unwrap();
+        std::fs::write(dir.join("alice.key"), key).unwrap();
+        let mut doc = KubeConfig::load(&p).unwrap().doc;
+        doc["users"][0]["user"] =
+            json!({"client-certificate": "alice.crt", "client-key": "alice.key"});
+        std::fs::write(&p, serde_json::to_string(&doc).unwrap()).unwrap();
+        let c = KubeConfig::load(&p).unwrap().current().unwrap();
+        assert_eq!(c.client_cert_pem.as_deref(), Some(cert));
+        assert_eq!(c.client_key_pem.as_deref(), Some(key));
+        doc["users"][0]["user"] = json!({"client-certificate": "alice.crt"});
+        std::fs::write(&p, serde_json::to_string(&doc).unwrap()).unwrap();
+        assert!(KubeConfig::load(&p).unwrap().current().is_err());
         let _ = std::fs::remove_dir_all(dir);
     }
 

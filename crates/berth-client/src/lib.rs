@@ -271,10 +271,28 @@ impl Client {
             .expect("a client without a CA always builds")
     }
 
-    /// From a kubeconfig's current context.
+    /// From a kubeconfig's current context: its client certificate when it has one (with the
+    /// cluster's CA, which such a context needs), else its token.
     pub fn from_kubeconfig(cfg: &KubeConfig) -> Result<Self, ClientError> {
         let ctx = cfg.current()?;
-        Client::with_ca(&ctx.server, &ctx.token, ctx.ca_pem.as_deref())
+        let (Some(cert), Some(key)) = (&ctx.client_cert_pem, &ctx.client_key_pem) else {
+            return Client::with_ca(&ctx.server, &ctx.token, ctx.ca_pem.as_deref());
+        };
+        let tls_error = |e: berth_tls::TlsError| ClientError::Protocol {
+            path: "client-certificate".into(),
+            message: e.to_string(),
+        };
+        let id =
+            berth_tls::Identity::from_pem(cert, key, "client-certificate").map_err(tls_error)?;
+        let cert = berth_tls::ClientCert::new(&id).map_err(tls_error)?;
+        let ca = ctx.ca_pem.as_deref().ok_or_else(|| ClientError::Protocol {
+            path: "certificate-authority".into(),
+            message: "a client certificate needs the cluster's certificate-authority".into(),
+        })?;
+        let mut client = Client::with_client_cert(&ctx.server, ca, cert)?;
+        // A context may name a token beside its certificate; kubectl sends both.
+        client.token = ctx.token;
+        Ok(client)
     }
 
     pub fn server(&self) -> &str {

@@ -12,8 +12,12 @@
 //! - from anyone else: left for an admin.
 //!
 //! Signing: every approved request of a signer berth runs gets a client certificate naming
-//! what it asked for, valid for its `spec.expirationSeconds` or the server's limit, whichever
-//! is shorter.
+//! what it asked for, valid for its `spec.expirationSeconds` or the server's limit for its
+//! signer (`--node-cert-lifetime` for nodes, `--user-cert-lifetime` for
+//! `kube-apiserver-client`, users'), whichever is shorter.
+//!
+//! A user's request naming `berth_tls::AGENT_CLIENT_USER`, the API server's identity toward
+//! node agents, fails instead of being signed.
 //!
 //! Invariant: a certificate is only ever written for a request that is Approved and not
 //! Denied, and only once.
@@ -38,13 +42,17 @@ pub const KUBELET_SIGNER: &str = "kubernetes.io/kube-apiserver-client-kubelet";
 /// What signs: the cluster CA, and the longest a certificate may live.
 pub struct Signer {
     pub ca: Arc<berth_tls::Ca>,
+    /// Nodes' certificates (`kube-apiserver-client-kubelet`).
     pub max_lifetime: Duration,
+    /// Users' certificates (`kube-apiserver-client`).
+    pub max_user_lifetime: Duration,
 }
 
 impl std::fmt::Debug for Signer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Signer")
             .field("max_lifetime", &self.max_lifetime)
+            .field("max_user_lifetime", &self.max_user_lifetime)
             .finish_non_exhaustive()
     }
 }
@@ -224,7 +232,12 @@ async fn handle(registry: &Registry, signer: &Signer, csr: &Object) {
         .and_then(|s| s.get("expirationSeconds"))
         .and_then(Value::as_u64)
         .map(Duration::from_secs);
-    let lifetime = asked.map_or(signer.max_lifetime, |a| a.min(signer.max_lifetime));
+    let max = if spec_str(csr, "signerName") == KUBELET_SIGNER {
+        signer.max_lifetime
+    } else {
+        signer.max_user_lifetime
+    };
+    let lifetime = asked.map_or(max, |a| a.min(max));
     let pem = match csr
         .get("spec")
         .and_then(|s| s.get("request"))
@@ -235,13 +248,27 @@ async fn handle(registry: &Registry, signer: &Signer, csr: &Object) {
         Some(p) => p,
         None => return,
     };
-    let status = match signer.ca.sign_client_request(&pem, lifetime) {
+    // The API server's identity toward agents is not anybody's to have.
+    let reserved = spec_str(csr, "signerName") != KUBELET_SIGNER
+        && requested_subject(csr).is_some_and(|(user, _)| user == berth_tls::AGENT_CLIENT_USER);
+    let signed = if reserved {
+        Err(format!(
+            "{} is the API server's own identity toward node agents",
+            berth_tls::AGENT_CLIENT_USER
+        ))
+    } else {
+        signer
+            .ca
+            .sign_client_request(&pem, lifetime)
+            .map_err(|e| e.to_string())
+    };
+    let status = match signed {
         Ok(cert) => json!({"certificate": berth_api::base64::encode(cert.as_bytes())}),
         Err(e) => {
             let mut cs = conditions(csr);
             cs.push(
                 json!({"type": "Failed", "status": "True", "reason": "SignerFailed",
-                "message": e.to_string(), "lastUpdateTime": berth_api::timefmt::now_rfc3339()}),
+                "message": e, "lastUpdateTime": berth_api::timefmt::now_rfc3339()}),
             );
             json!({"conditions": cs})
         }

@@ -394,8 +394,36 @@ pub fn client_subject(der: &[u8]) -> Option<(String, Vec<String>)> {
     (!user.is_empty()).then_some((user, groups))
 }
 
+/// The user (CN) of the API server's client certificate toward node agents: the only
+/// certificate an agent's logs, exec and stats answer, although every client certificate of
+/// the cluster CA (nodes', users') passes its handshake. The certificate controller never
+/// signs a user's request naming it.
+pub const AGENT_CLIENT_USER: &str = "berth-apiserver-agent-client";
+
+/// A certificate's SHA-256 fingerprint (of its DER), lowercase hex: how a revoked client
+/// certificate is named (`berth user revoke`; the API server refuses the ones it lists).
+pub fn fingerprint(der: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(der)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The fingerprint and end of validity (seconds since the epoch) of the first certificate in
+/// `pem` (a signed CertificateSigningRequest's `status.certificate`).
+pub fn certificate_facts(pem: &str) -> Option<(String, i64)> {
+    let der = CertificateDer::pem_slice_iter(pem.as_bytes())
+        .next()?
+        .ok()?;
+    let (_, cert) = x509_parser::parse_x509_certificate(&der).ok()?;
+    Some((fingerprint(&der), cert.validity().not_after.timestamp()))
+}
+
 /// A new private key and a certificate signing request (PKCS#10) for `user` in `groups`,
-/// both PEM: what a node agent sends to get its client certificate.
+/// both PEM: what a node agent sends to get its client certificate. rcgen keeps one value per
+/// attribute type, so of several groups only the last is in the request (and in a certificate
+/// signed from any request): callers ask for at most one.
 pub fn certificate_request(user: &str, groups: &[&str]) -> Result<(String, String), TlsError> {
     let mut p = CertificateParams::new(Vec::<String>::new())?;
     p.distinguished_name = rcgen::DistinguishedName::new();
@@ -662,5 +690,32 @@ mod tests {
         server_config(&server, ClientAuth::Required(&a.pem)).unwrap();
         client_config(&a.pem, Some(&client)).unwrap();
         assert!(roots("not pem", "x").is_err());
+    }
+
+    #[test]
+    fn a_signed_request_names_its_subject_fingerprint_and_end() {
+        let ca = Ca::generate("berth-ca").unwrap();
+        let (_key, csr) = certificate_request("alice", &["dev"]).unwrap();
+        assert_eq!(
+            request_subject(&csr).unwrap(),
+            ("alice".into(), vec!["dev".into()])
+        );
+        let pem = ca
+            .sign_client_request(&csr, Duration::from_secs(3600))
+            .unwrap();
+        let (fp, not_after) = certificate_facts(&pem).unwrap();
+        let der = CertificateDer::pem_slice_iter(pem.as_bytes())
+            .next()
+            .unwrap()
+            .unwrap();
+        assert_eq!(fp, fingerprint(&der));
+        assert_eq!(fp.len(), 64);
+        assert_eq!(
+            client_subject(&der).unwrap(),
+            ("alice".into(), vec!["dev".into()])
+        );
+        let now = time_now().unix_timestamp();
+        assert!((now + 3590..=now + 3610).contains(&not_after));
+        assert!(certificate_facts("not pem").is_none());
     }
 }

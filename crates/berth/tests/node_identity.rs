@@ -239,6 +239,39 @@ fn a_join_token_buys_one_node_identity_which_renews_itself() {
     let b = get_json(admin, &["node", "node-b"]);
     assert!(b["metadata"]["labels"]["stolen"].is_null(), "{b}");
 
+    // The agent API answers only the API server's certificate: the node's own, of the same
+    // CA, gets neither logs nor exec of a pod (from where the API server calls it).
+    let node = get_json(admin, &["node", "node-a"]);
+    let port = node["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"].clone();
+    let ip = node["status"]["addresses"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|a| a["type"] == "InternalIP")
+        .and_then(|a| a["address"].as_str())
+        .unwrap_or_else(|| panic!("no address on {node}"))
+        .to_string();
+    for path in [
+        "/containerLogs/default/uses-mine/c",
+        "/exec/default/uses-mine/c?command=id&output=1",
+    ] {
+        let o = std::process::Command::new("ip")
+            .args(["netns", "exec", &h.server_netns(), "curl", "-sSk"])
+            .args(["-o", "/dev/null", "-w", "%{http_code}", "--cert"])
+            .arg(pki.join("node-client.crt"))
+            .arg("--key")
+            .arg(pki.join("node-client.key"))
+            .arg(format!("https://{ip}:{port}{path}"))
+            .output()
+            .expect("curl");
+        assert_eq!(
+            String::from_utf8_lossy(&o.stdout),
+            "403",
+            "{path}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+
     // Before its certificate runs out, the node asks for a new one with the old, and keeps
     // working past the first one's end.
     let cert = h.nodes[0].data.join("pki/node-client.crt");
