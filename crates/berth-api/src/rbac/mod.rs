@@ -21,7 +21,7 @@
 
 pub mod defaults;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde_json::Value;
 
@@ -408,20 +408,8 @@ pub struct RoleRef {
 
 #[derive(Debug, Clone)]
 struct Binding {
-    subjects: Vec<Value>,
+    subjects: Vec<SubjectKey>,
     role: RoleRef,
-}
-
-impl Binding {
-    fn from_value(o: &Value) -> Binding {
-        Binding {
-            subjects: o["subjects"].as_array().cloned().unwrap_or_default(),
-            role: RoleRef {
-                kind: o["roleRef"]["kind"].as_str().unwrap_or("").to_string(),
-                name: o["roleRef"]["name"].as_str().unwrap_or("").to_string(),
-            },
-        }
-    }
 }
 
 /// Why a request was allowed: the binding and role that allowed it (kube-apiserver's audit
@@ -446,15 +434,47 @@ impl std::fmt::Display for Allowed {
 }
 
 /// The Roles, ClusterRoles and their bindings in force, indexed for the authorizer: each
-/// object is put in as it is written and taken out as it is deleted.
+/// object is put in as it is written and taken out as it is deleted. Bindings are also
+/// indexed by subject, so a decision looks only at the bindings that name the user or one of
+/// its groups, however many bindings there are.
 #[derive(Debug, Clone, Default)]
 pub struct Policy {
     cluster_roles: HashMap<String, Vec<PolicyRule>>,
     /// By namespace, then name.
     roles: HashMap<String, HashMap<String, Vec<PolicyRule>>>,
-    cluster_bindings: BTreeMap<String, Binding>,
-    /// By namespace, then name.
+    /// By namespace ("" for ClusterRoleBindings), then name.
     bindings: HashMap<String, BTreeMap<String, Binding>>,
+    /// The bindings that name each subject.
+    by_subject: HashMap<SubjectKey, BTreeSet<BindingKey>>,
+}
+
+/// A binding's place: its namespace ("" for a ClusterRoleBinding) and name.
+type BindingKey = (String, String);
+
+/// Who a subject matches: a user name (ServiceAccounts by the user name they authenticate
+/// as) or a group.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum SubjectKey {
+    User(String),
+    Group(String),
+}
+
+/// The key a subject of a binding in `binding_ns` is indexed by (see [`subject_matches`]);
+/// `None` for a subject that can match no one.
+fn subject_key(subject: &Value, binding_ns: &str) -> Option<SubjectKey> {
+    let name = subject["name"].as_str().filter(|n| !n.is_empty())?;
+    match subject["kind"].as_str()? {
+        "User" => Some(SubjectKey::User(name.to_string())),
+        "Group" => Some(SubjectKey::Group(name.to_string())),
+        "ServiceAccount" => {
+            let ns = subject["namespace"]
+                .as_str()
+                .filter(|n| !n.is_empty())
+                .unwrap_or(binding_ns);
+            (!ns.is_empty()).then(|| SubjectKey::User(service_account_user(ns, name)))
+        }
+        _ => None,
+    }
 }
 
 /// The kinds a [`Policy`] holds.
@@ -485,16 +505,54 @@ impl Policy {
             Some("Role") => {
                 self.roles.entry(ns).or_default().insert(name, rules_of(o));
             }
-            Some("ClusterRoleBinding") => {
-                self.cluster_bindings.insert(name, Binding::from_value(o));
-            }
-            Some("RoleBinding") => {
-                self.bindings
-                    .entry(ns)
-                    .or_default()
-                    .insert(name, Binding::from_value(o));
-            }
+            Some("ClusterRoleBinding") => self.put_binding(String::new(), name, o),
+            Some("RoleBinding") if !ns.is_empty() => self.put_binding(ns, name, o),
             _ => {}
+        }
+    }
+
+    fn put_binding(&mut self, ns: String, name: String, o: &Value) {
+        self.remove_binding(&ns, &name);
+        let subjects: Vec<SubjectKey> = o["subjects"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|s| subject_key(s, &ns))
+            .collect();
+        for s in &subjects {
+            self.by_subject
+                .entry(s.clone())
+                .or_default()
+                .insert((ns.clone(), name.clone()));
+        }
+        let binding = Binding {
+            subjects,
+            role: RoleRef {
+                kind: o["roleRef"]["kind"].as_str().unwrap_or("").to_string(),
+                name: o["roleRef"]["name"].as_str().unwrap_or("").to_string(),
+            },
+        };
+        self.bindings.entry(ns).or_default().insert(name, binding);
+    }
+
+    fn remove_binding(&mut self, ns: &str, name: &str) {
+        let Some(bindings) = self.bindings.get_mut(ns) else {
+            return;
+        };
+        let Some(old) = bindings.remove(name) else {
+            return;
+        };
+        if bindings.is_empty() {
+            self.bindings.remove(ns);
+        }
+        let key = (ns.to_string(), name.to_string());
+        for s in old.subjects {
+            if let Some(keys) = self.by_subject.get_mut(&s) {
+                keys.remove(&key);
+                if keys.is_empty() {
+                    self.by_subject.remove(&s);
+                }
+            }
         }
     }
 
@@ -512,17 +570,8 @@ impl Policy {
                     }
                 }
             }
-            "ClusterRoleBinding" => {
-                self.cluster_bindings.remove(name);
-            }
-            "RoleBinding" => {
-                if let Some(b) = self.bindings.get_mut(namespace) {
-                    b.remove(name);
-                    if b.is_empty() {
-                        self.bindings.remove(namespace);
-                    }
-                }
-            }
+            "ClusterRoleBinding" => self.remove_binding("", name),
+            "RoleBinding" if !namespace.is_empty() => self.remove_binding(namespace, name),
             _ => {}
         }
     }
@@ -538,41 +587,46 @@ impl Policy {
         rules.map_or(&[], Vec::as_slice)
     }
 
-    /// The bindings that apply in `namespace` ("" for cluster-wide requests): every
-    /// ClusterRoleBinding, then the RoleBindings of that namespace; each with its kind, the
-    /// namespace its roles are looked up in, and its name.
-    fn applicable<'a>(
-        &'a self,
-        namespace: &'a str,
-    ) -> impl Iterator<Item = (&'static str, &'a str, &'a str, &'a Binding)> + 'a {
-        let cluster = self
-            .cluster_bindings
-            .iter()
-            .map(|(n, b)| ("ClusterRoleBinding", "", n.as_str(), b));
-        let local = (!namespace.is_empty())
-            .then(|| self.bindings.get(namespace))
-            .flatten()
+    /// The bindings that name `user` (or one of its groups) and apply in `namespace` ("" for
+    /// cluster-wide requests): its ClusterRoleBindings, then its RoleBindings of that
+    /// namespace, each in name order.
+    fn bound(&self, user: &User, namespace: &str) -> Vec<(&BindingKey, &Binding)> {
+        let keys = std::iter::once(SubjectKey::User(user.name.clone()))
+            .chain(user.groups.iter().map(|g| SubjectKey::Group(g.clone())));
+        let mut found: BTreeSet<&BindingKey> = BTreeSet::new();
+        for k in keys {
+            if let Some(bindings) = self.by_subject.get(&k) {
+                found.extend(
+                    bindings.iter().filter(|(ns, _)| {
+                        ns.is_empty() || (!namespace.is_empty() && ns == namespace)
+                    }),
+                );
+            }
+        }
+        found
             .into_iter()
-            .flatten()
-            .map(move |(n, b)| ("RoleBinding", namespace, n.as_str(), b));
-        cluster.chain(local)
+            .filter_map(|key| Some((key, self.bindings.get(&key.0)?.get(&key.1)?)))
+            .collect()
     }
 
     /// What allows `user` to make `request`, if anything does (no rule denies: what no
     /// binding allows is refused).
     pub fn authorize(&self, user: &User, request: &Request) -> Option<Allowed> {
-        self.applicable(request.namespace())
-            .find(|(_, ns, _, b)| {
-                b.subjects.iter().any(|s| subject_matches(s, user, ns))
-                    && self
-                        .role_rules(&b.role, ns)
-                        .iter()
-                        .any(|r| r.allows(request))
+        self.bound(user, request.namespace())
+            .into_iter()
+            .find(|((ns, _), b)| {
+                self.role_rules(&b.role, ns)
+                    .iter()
+                    .any(|r| r.allows(request))
             })
-            .map(|(kind, ns, name, b)| Allowed {
-                binding_kind: kind,
+            .map(|((ns, name), b)| Allowed {
+                binding_kind: if ns.is_empty() {
+                    "ClusterRoleBinding"
+                } else {
+                    "RoleBinding"
+                },
                 binding: if ns.is_empty() {
-                    name.to_string()
+                    name.clone()
                 } else {
                     format!("{ns}/{name}")
                 },
@@ -583,9 +637,9 @@ impl Policy {
     /// Every rule bound to `user` that applies in `namespace` ("" for the cluster-wide ones
     /// only): what `SelfSubjectRulesReview` lists and what an escalation check compares.
     pub fn rules_for(&self, user: &User, namespace: &str) -> Vec<PolicyRule> {
-        self.applicable(namespace)
-            .filter(|(_, ns, _, b)| b.subjects.iter().any(|s| subject_matches(s, user, ns)))
-            .flat_map(|(_, ns, _, b)| self.role_rules(&b.role, ns).to_vec())
+        self.bound(user, namespace)
+            .into_iter()
+            .flat_map(|((ns, _), b)| self.role_rules(&b.role, ns).to_vec())
             .collect()
     }
 }
@@ -849,6 +903,18 @@ mod tests {
         );
         p.remove("RoleBinding", "shop", "alice-view");
         assert!(p.authorize(&alice, &list("pods", "shop")).is_none());
+        // A binding written again with other subjects stops granting the old ones.
+        p.put(
+            &json!({"kind": "ClusterRoleBinding", "metadata": {"name": "ops-view"},
+            "roleRef": {"kind": "ClusterRole", "name": "view"},
+            "subjects": [{"kind": "ServiceAccount", "name": "ci", "namespace": "build"}]}),
+        );
+        assert!(p.authorize(&ops, &list("pods", "")).is_none());
+        let ci = User {
+            name: "system:serviceaccount:build:ci".into(),
+            groups: vec![],
+        };
+        assert!(p.authorize(&ci, &list("pods", "shop")).is_some());
     }
 
     #[test]
