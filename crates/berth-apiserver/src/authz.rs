@@ -16,17 +16,15 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
 
 use axum::http::Method;
 use berth_api::rbac::{self, Policy, Request, ResourceRequest};
 use berth_store::{EventType, StoreError};
-
-use crate::registry::Registry;
 use serde_json::Value;
 
 use crate::auth::UserInfo;
 use crate::error::ApiError;
+use crate::registry::Registry;
 use crate::server::Route;
 
 /// The group that may do anything.
@@ -388,21 +386,12 @@ impl Authorizer {
     /// Reads every role and binding as of now; returns the revision read.
     /// (Through the registry: RBAC objects are encrypted too if the encryption config names
     /// them.)
-    fn load(&self, registry: &Registry) -> Result<u64, StoreError> {
-        let all = registry.store.range(RBAC_PREFIX, None, 0)?;
+    fn set(&self, objects: Vec<Value>) {
         let mut policy = Policy::default();
-        for kv in &all.kvs {
-            match registry.values.open(&kv.key, &kv.value) {
-                Ok(o) => {
-                    if let Ok(v) = serde_json::from_slice::<Value>(&o.value) {
-                        policy.put(&v);
-                    }
-                }
-                Err(e) => tracing::warn!(error = %e, "an RBAC object is left out of the policy"),
-            }
+        for o in &objects {
+            policy.put(o);
         }
         *self.policy.write().unwrap_or_else(|e| e.into_inner()) = policy;
-        Ok(all.revision)
     }
 
     /// Loads the policy, then keeps it in step with the store until `stop` (a watch that
@@ -410,41 +399,18 @@ impl Authorizer {
     pub async fn follow(
         self: Arc<Self>,
         registry: Registry,
-        mut stop: tokio::sync::watch::Receiver<bool>,
+        stop: tokio::sync::watch::Receiver<bool>,
     ) {
-        loop {
-            let from = match self.load(&registry) {
-                Ok(rev) => rev + 1,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot read the RBAC policy; retrying");
-                    tokio::select! {
-                        _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
-                        _ = stop.changed() => return,
-                    }
-                }
-            };
-            let Ok(mut watch) = registry.watch_prefix(RBAC_PREFIX, from) else {
-                continue;
-            };
-            loop {
-                let batch = tokio::select! {
-                    b = watch.next() => b,
-                    _ = stop.changed() => return,
-                };
-                let batch = match batch {
-                    Ok(Some(b)) => b,
-                    Ok(None) => return,
-                    Err(e) => {
-                        tracing::debug!(error = %e, "the RBAC watch broke; reading the policy again");
-                        break;
-                    }
-                };
+        crate::registry::follow_values(
+            &registry,
+            RBAC_PREFIX,
+            "the RBAC policy",
+            stop,
+            |all| self.set(all),
+            |changes| {
                 let mut policy = self.policy.write().unwrap_or_else(|e| e.into_inner());
-                for ev in &batch.events {
-                    let Ok(v) = serde_json::from_slice::<Value>(&ev.kv.value) else {
-                        continue;
-                    };
-                    match ev.typ {
+                for (typ, v) in changes {
+                    match typ {
                         EventType::Put => policy.put(&v),
                         EventType::Delete => policy.remove(
                             v["kind"].as_str().unwrap_or(""),
@@ -453,8 +419,9 @@ impl Authorizer {
                         ),
                     }
                 }
-            }
-        }
+            },
+        )
+        .await
     }
 
     /// Why writing `obj` would be an escalation for `user`, if it would (see [`admit_rbac`]).
@@ -540,7 +507,9 @@ impl Authorizer {
 
     /// Loads the policy once, now (for a server that serves before its follower runs).
     pub fn load_now(&self, registry: &Registry) -> Result<(), StoreError> {
-        self.load(registry).map(|_| ())
+        let (all, _) = registry.values_under(RBAC_PREFIX, "the RBAC policy")?;
+        self.set(all);
+        Ok(())
     }
 }
 

@@ -20,7 +20,6 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
 
 use berth_api::object::Object;
 use berth_api::rbac::{PolicyRule, Request};
@@ -185,67 +184,37 @@ impl NodeAuthorizer {
             .then(|| format!("node authorizer: what node {node} needs"))
     }
 
-    fn load(&self, registry: &Registry) -> Result<u64, StoreError> {
-        let all = registry.store.range(PODS_PREFIX, None, 0)?;
+    fn set(&self, pods: Vec<Value>) {
         let mut graph = Graph::default();
-        for kv in &all.kvs {
-            // Through the registry's transformer: pods may be encrypted at rest too.
-            match registry.values.open(&kv.key, &kv.value) {
-                Ok(o) => {
-                    if let Ok(v) = serde_json::from_slice::<Value>(&o.value) {
-                        graph.put(&v);
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "a pod is left out of the node authorizer's graph")
-                }
-            }
+        for p in &pods {
+            graph.put(p);
         }
         *self.graph.write().unwrap_or_else(|e| e.into_inner()) = graph;
-        Ok(all.revision)
     }
 
     /// Loads the graph now (before the first request).
     pub fn load_now(&self, registry: &Registry) -> Result<(), StoreError> {
-        self.load(registry).map(|_| ())
+        let (pods, _) = registry.values_under(PODS_PREFIX, "the node authorizer's graph")?;
+        self.set(pods);
+        Ok(())
     }
 
     /// Keeps the graph in step with the store's pods until `stop`.
     pub async fn follow(
         self: Arc<Self>,
         registry: Registry,
-        mut stop: tokio::sync::watch::Receiver<bool>,
+        stop: tokio::sync::watch::Receiver<bool>,
     ) {
-        loop {
-            let from = match self.load(&registry) {
-                Ok(rev) => rev + 1,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot read the pods for the node authorizer; retrying");
-                    tokio::select! {
-                        _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
-                        _ = stop.changed() => return,
-                    }
-                }
-            };
-            let Ok(mut watch) = registry.watch_prefix(PODS_PREFIX, from) else {
-                continue;
-            };
-            loop {
-                let batch = tokio::select! {
-                    b = watch.next() => b,
-                    _ = stop.changed() => return,
-                };
-                let batch = match batch {
-                    Ok(Some(b)) => b,
-                    Ok(None) => return,
-                    Err(_) => break,
-                };
+        crate::registry::follow_values(
+            &registry,
+            PODS_PREFIX,
+            "the node authorizer's graph",
+            stop,
+            |pods| self.set(pods),
+            |changes| {
                 let mut graph = self.graph.write().unwrap_or_else(|e| e.into_inner());
-                for ev in &batch.events {
-                    let Ok(v) = serde_json::from_slice::<Value>(&ev.kv.value) else {
-                        continue;
-                    };
-                    match ev.typ {
+                for (typ, v) in changes {
+                    match typ {
                         EventType::Put => graph.put(&v),
                         EventType::Delete => graph.remove(&(
                             v["metadata"]["namespace"]
@@ -256,8 +225,9 @@ impl NodeAuthorizer {
                         )),
                     }
                 }
-            }
-        }
+            },
+        )
+        .await
     }
 }
 

@@ -116,6 +116,87 @@ impl Registry {
     }
 }
 
+/// One change to a value [`follow_values`] follows: written (its new value) or deleted (its
+/// last).
+pub(crate) type ValueChange = (berth_store::EventType, serde_json::Value);
+
+impl Registry {
+    /// Every object under `prefix`, as plaintext JSON, and the revision read; what does not
+    /// open or parse is left out (logged, naming `what` it is left out of).
+    pub(crate) fn values_under(
+        &self,
+        prefix: &[u8],
+        what: &str,
+    ) -> Result<(Vec<serde_json::Value>, u64), StoreError> {
+        let all = self.store.range(prefix, None, 0)?;
+        let values = all
+            .kvs
+            .iter()
+            .filter_map(|kv| match self.values.open(&kv.key, &kv.value) {
+                Ok(o) => serde_json::from_slice(&o.value).ok(),
+                Err(e) => {
+                    tracing::warn!(error = %e, "an object is left out of {what}");
+                    None
+                }
+            })
+            .collect();
+        Ok((values, all.revision))
+    }
+}
+
+/// Keeps something built from the objects under `prefix` in step with the store until `stop`
+/// turns true (or the store closes): `reset` gets every object (at the start, and again
+/// whenever the watch breaks or falls behind), `apply` every later revision's changes, in
+/// order. What the RBAC policy and the Node authorizer's pod graph are kept by.
+pub(crate) async fn follow_values(
+    registry: &Registry,
+    prefix: &[u8],
+    what: &str,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+    mut reset: impl FnMut(Vec<serde_json::Value>),
+    mut apply: impl FnMut(Vec<ValueChange>),
+) {
+    loop {
+        let from = match registry.values_under(prefix, what) {
+            Ok((values, rev)) => {
+                reset(values);
+                rev + 1
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read {what}; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => continue,
+                    _ = stop.changed() => return,
+                }
+            }
+        };
+        let Ok(mut watch) = registry.watch_prefix(prefix, from) else {
+            continue;
+        };
+        loop {
+            let batch = tokio::select! {
+                b = watch.next() => b,
+                _ = stop.changed() => return,
+            };
+            let batch = match batch {
+                Ok(Some(b)) => b,
+                Ok(None) => return,
+                Err(e) => {
+                    tracing::debug!(error = %e, "the watch of {what} broke; reading it again");
+                    break;
+                }
+            };
+            apply(
+                batch
+                    .events
+                    .iter()
+                    .filter_map(|ev| Some((ev.typ, serde_json::from_slice(&ev.kv.value).ok()?)))
+                    .collect(),
+            );
+        }
+    }
+}
+
 /// A store watch whose values are plaintext: encrypted ones are opened as they arrive (a
 /// revision with none is passed on as the store made it). A value that does not open is
 /// logged, naming the object and the key, and handed on empty, so every reader skips it as
