@@ -329,6 +329,11 @@ pub async fn start(opts: ServerOptions) -> anyhow::Result<RunningServer> {
             informer.clone(),
             stop_rx.clone(),
         )));
+        tasks.push(tokio::spawn(berth_controllers::serviceaccounts::run(
+            api.registry.clone(),
+            informer.clone(),
+            stop_rx.clone(),
+        )));
         tasks.push(tokio::spawn(berth_controllers::endpoints::run(
             api.registry.clone(),
             informer,

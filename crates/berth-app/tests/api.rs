@@ -2005,3 +2005,29 @@ async fn pods_a_controller_makes_are_checked_when_made() {
     assert_eq!(pods["items"].as_array().unwrap().len(), 0, "{pods}");
     t.stop().await;
 }
+
+#[tokio::test]
+async fn every_namespace_has_a_default_service_account() {
+    let t = TestServer::start_with(|o| o.controllers = true).await;
+    let c = &t.admin;
+    let (nsk, sa) = (resolve("ns").unwrap(), resolve("sa").unwrap());
+    // The namespaces a cluster starts with, and one made later.
+    c.create(nsk, None, &fixture("Namespace", "team"), "")
+        .await
+        .unwrap();
+    for ns in ["default", "kube-system", "team"] {
+        eventually(10, &format!("{ns}'s default ServiceAccount"), || async {
+            c.get(sa, Some(ns), "default").await.ok().map(|_| ())
+        })
+        .await;
+    }
+    // Deleted while its namespace lives, it comes back (a new object, a new uid).
+    let before = c.get(sa, Some("team"), "default").await.unwrap();
+    c.delete(sa, Some("team"), "default", "").await.unwrap();
+    let after = eventually(10, "the default ServiceAccount made again", || async {
+        c.get(sa, Some("team"), "default").await.ok()
+    })
+    .await;
+    assert_ne!(after["metadata"]["uid"], before["metadata"]["uid"]);
+    t.stop().await;
+}

@@ -11,6 +11,7 @@
 //! - `gc`: the garbage collector and the namespace controller;
 //! - `csr`: approves node agents' certificate requests and signs approved ones (node
 //!   identities);
+//! - `serviceaccounts`: every namespace's `default` ServiceAccount;
 //! - `rbac`: ClusterRole aggregation (`admin`, `edit`, `view` from the roles labelled for
 //!   them);
 //! - `informer`: the one store watch they all follow, each write decoded at most once;
@@ -45,4 +46,5 @@ pub mod nodes;
 pub mod rbac;
 mod runtime;
 pub mod scheduler;
+pub mod serviceaccounts;
 pub mod workloads;
