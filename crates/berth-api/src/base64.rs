@@ -24,6 +24,18 @@ pub fn decode(s: &str) -> Option<Vec<u8>> {
     STANDARD.decode(s).ok()
 }
 
+/// URL-safe base64 without padding, as JSON Web Tokens write their parts.
+pub fn encode_url(data: &[u8]) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(data)
+}
+
+/// Decodes URL-safe base64 without padding; `None` when it is not.
+pub fn decode_url(s: &str) -> Option<Vec<u8>> {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(s)
+        .ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -29,6 +29,7 @@ mod proxy;
 mod ranges;
 pub mod registry;
 mod reviews;
+pub mod satoken;
 pub mod server;
 pub mod tls;
 mod watch;
@@ -58,6 +59,8 @@ pub struct ServerConfig {
     pub agent_client: Option<berth_tls::Identity>,
     /// Where Services' cluster IPs come from.
     pub service_cidr: berth_api::cidr::Ipv4Net,
+    /// What signs ServiceAccount tokens (none without TLS: then there are none).
+    pub sa_signer: Option<Arc<satoken::Signer>>,
     /// How long a whole request body may take to arrive.
     pub body_timeout: Duration,
     /// Where the audit log goes; none: nothing is audited.
@@ -74,6 +77,7 @@ impl Default for ServerConfig {
             bookmark_interval: Duration::from_secs(5),
             version: env!("CARGO_PKG_VERSION").to_string(),
             agent_client: None,
+            sa_signer: None,
             service_cidr: berth_api::cidr::Ipv4Net {
                 addr: std::net::Ipv4Addr::new(10, 43, 0, 0),
                 prefix: 16,

@@ -578,6 +578,7 @@ async fn dispatch(
             uid: String::new(),
             groups,
         })
+        .or_else(|| sa_token(s, auth))
         .or_else(|| s.auth.authenticate(auth))
         .or_else(|| crate::auth::bootstrap_token(&s.registry, auth))
         .or_else(|| crate::auth::user_token(&s.registry, auth));
@@ -608,6 +609,75 @@ async fn dispatch(
         serve(s, method, r, path, raw, &q, headers, body, upgrade, &user).await
     })
     .await
+}
+
+/// The ServiceAccount a bearer token of the JSON Web Token shape authenticates, if it does.
+fn sa_token(s: &ApiServer, header: Option<&str>) -> Option<UserInfo> {
+    let token = header?.strip_prefix("Bearer ")?.trim();
+    if !crate::satoken::looks_like_jwt(token) {
+        return None;
+    }
+    let now = berth_api::timefmt::now_nanos() / 1_000_000_000;
+    s.config
+        .sa_signer
+        .as_ref()?
+        .authenticate(&s.registry, token, now)
+}
+
+/// Issues a ServiceAccount token (`serviceaccounts/NAME/token`, a TokenRequest).
+fn token_request(
+    s: &ApiServer,
+    kind: &'static ResourceKind,
+    ns: &str,
+    name: &str,
+    body: &[u8],
+    headers: &HeaderMap,
+) -> ApiResult<Response> {
+    use crate::satoken::{DEFAULT_SECONDS, ISSUER, MAX_SECONDS, MIN_SECONDS};
+    let Some(signer) = s.config.sa_signer.as_ref() else {
+        return Err(ApiError::new(
+            404,
+            "NotFound",
+            "this server issues no ServiceAccount tokens (it serves without TLS)",
+        ));
+    };
+    let sa = s.registry.get(kind, Some(ns), name)?;
+    let request = if body.is_empty() {
+        serde_json::json!({})
+    } else {
+        parse_body(headers, body)?.into_value()
+    };
+    let spec = &request["spec"];
+    let audiences: Vec<String> = match spec["audiences"].as_array() {
+        Some(a) if !a.is_empty() => a
+            .iter()
+            .filter_map(|x| x.as_str().map(String::from))
+            .collect(),
+        _ => vec![ISSUER.to_string()],
+    };
+    let seconds = match spec["expirationSeconds"].as_u64() {
+        None => DEFAULT_SECONDS,
+        Some(n) if n < MIN_SECONDS => {
+            return Err(ApiError::bad_request(format!(
+                "spec.expirationSeconds: Invalid value: {n}: may not specify a duration less than {MIN_SECONDS} seconds"
+            )));
+        }
+        Some(n) => n.min(MAX_SECONDS),
+    };
+    let now = berth_api::timefmt::now_nanos() / 1_000_000_000;
+    let token = signer
+        .issue(ns, name, sa.uid(), &audiences, now, seconds)
+        .map_err(ApiError::internal)?;
+    let expires = berth_api::timefmt::rfc3339_from_nanos((now + seconds) * 1_000_000_000);
+    Ok(json_response(
+        StatusCode::CREATED,
+        &serde_json::json!({
+            "apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+            "metadata": {"name": name, "namespace": ns},
+            "spec": {"audiences": audiences, "expirationSeconds": seconds},
+            "status": {"token": token, "expirationTimestamp": expires},
+        }),
+    ))
 }
 
 /// Answers an authenticated and authorized request.
@@ -872,6 +942,17 @@ async fn object(
             StatusCode::CREATED,
             &serde_json::json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
         ));
+    }
+    if sub.as_deref() == Some("token") && kind.kind == "ServiceAccount" && *m == Method::POST {
+        let body = read_body(s, body).await?;
+        return token_request(
+            s,
+            kind,
+            ns.as_deref().unwrap_or("default"),
+            &name,
+            &body,
+            headers,
+        );
     }
     if sub.as_deref() == Some("approval")
         && kind.kind == "CertificateSigningRequest"

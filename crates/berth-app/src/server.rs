@@ -240,6 +240,13 @@ pub async fn start(opts: ServerOptions) -> anyhow::Result<RunningServer> {
     let config = ServerConfig {
         bookmark_interval: opts.bookmark_interval,
         agent_client: pki.as_ref().map(|p| p.agent_client.clone()),
+        sa_signer: match &pki {
+            Some(_) => Some(std::sync::Arc::new(
+                berth_apiserver::satoken::Signer::load_or_create(&opts.data_dir.join("pki"))
+                    .map_err(|e| anyhow::anyhow!("ServiceAccount token key: {e}"))?,
+            )),
+            None => None,
+        },
         service_cidr: opts.service_cidr,
         body_timeout: opts.limits.body_timeout,
         audit: Some(opts.audit.clone()),

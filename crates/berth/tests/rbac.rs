@@ -856,3 +856,80 @@ fn the_key_value_tree_is_authorized_by_key_prefix() {
     });
     assert!(!c.kv("vera", &["put", "/app/x", "v"]).status.success());
 }
+
+#[test]
+fn service_account_tokens_authenticate_their_account_until_it_goes() {
+    let c = Cluster::start();
+    c.admin(&["create", "namespace", "shop"]);
+    c.admin(&["-n", "shop", "create", "serviceaccount", "ci"]);
+    c.admin(&[
+        "-n",
+        "shop",
+        "create",
+        "rolebinding",
+        "ci-view",
+        "--clusterrole=view",
+        "--serviceaccount=shop:ci",
+    ]);
+    // kubectl create token: a TokenRequest, answered with a signed, expiring token.
+    let token = c.admin(&["-n", "shop", "create", "token", "ci", "--duration=10m"]);
+    let token = token.trim();
+    assert_eq!(token.split('.').count(), 3, "{token}");
+    let kc = kubeconfig_for(c.dir.path(), &c.server, "ci", token);
+    let as_ci = |args: &[&str]| kubectl(&c.home, &kc, args);
+    let me = as_ci(&["auth", "whoami", "-o", "json"]);
+    let me: serde_json::Value = serde_json::from_slice(&me.stdout).unwrap();
+    assert_eq!(
+        me["status"]["userInfo"]["username"], "system:serviceaccount:shop:ci",
+        "{me}"
+    );
+    assert_eq!(
+        me["status"]["userInfo"]["groups"],
+        serde_json::json!([
+            "system:serviceaccounts",
+            "system:serviceaccounts:shop",
+            "system:authenticated"
+        ]),
+        "{me}"
+    );
+    // It holds what its account is bound to.
+    eventually(10, "the account's binding in force", || {
+        as_ci(&["-n", "shop", "get", "pods"])
+            .status
+            .success()
+            .then_some(())
+    });
+    let e = forbidden(&as_ci(&["-n", "shop", "get", "secrets"]));
+    assert!(
+        e.contains(r#"User "system:serviceaccount:shop:ci" cannot list resource "secrets""#),
+        "{e}"
+    );
+    // A token whose signature does not hold is no token.
+    let forged = format!("{}x", &token[..token.len() - 1]);
+    let kc_forged = kubeconfig_for(c.dir.path(), &c.server, "forged", &forged);
+    let o = kubectl(&c.home, &kc_forged, &["-n", "shop", "get", "pods"]);
+    assert!(
+        !o.status.success() && text(&o).contains("Unauthorized"),
+        "{}",
+        text(&o)
+    );
+    // Deleting the account, even to make one of the same name, revokes its tokens.
+    c.admin(&["-n", "shop", "delete", "serviceaccount", "ci"]);
+    c.admin(&["-n", "shop", "create", "serviceaccount", "ci"]);
+    let o = as_ci(&["-n", "shop", "get", "pods"]);
+    assert!(
+        !o.status.success() && text(&o).contains("Unauthorized"),
+        "{}",
+        text(&o)
+    );
+    // Lifetimes under ten minutes are refused.
+    let o = c.as_user(
+        "admin",
+        &["-n", "shop", "create", "token", "ci", "--duration=1m"],
+    );
+    assert!(
+        !o.status.success() && text(&o).contains("less than 600 seconds"),
+        "{}",
+        text(&o)
+    );
+}
