@@ -4,7 +4,8 @@
 //!
 //! - Secrets, ConfigMaps and PersistentVolumeClaims: a node may `get` one only when a pod
 //!   bound to it refers to it (a volume, `env`/`envFrom`, `imagePullSecrets`); never list or
-//!   watch them. The graph of which pod on which node refers to what is kept from a store
+//!   watch them; likewise a token (`serviceaccounts/token`) only for an account a pod of its
+//!   runs as. The graph of which pod on which node refers to what is kept from a store
 //!   watch of pods.
 //! - Everything else a kubelet does (its Node, Leases, pods and their status, Services,
 //!   Endpoints, Events, certificate requests): the static node rules
@@ -48,6 +49,11 @@ fn refs_of(pod: &Value) -> Refs {
             out.insert((resource, n.to_string()));
         }
     };
+    // The account it runs as: a node may ask for its token (`default` when none is named).
+    add(
+        "serviceaccounts",
+        Some(spec["serviceAccountName"].as_str().unwrap_or("default")),
+    );
     for s in spec["imagePullSecrets"].as_array().into_iter().flatten() {
         add("secrets", s["name"].as_str());
     }
@@ -160,6 +166,25 @@ impl NodeAuthorizer {
     /// Why node `node` may make `request`, if the Node authorizer allows it (`None` leaves
     /// the decision to RBAC).
     pub fn allows(&self, node: &str, request: &Request) -> Option<String> {
+        // A token for the account a pod of its runs as (for the pod's projected token).
+        if let Request::Resource(r) = request
+            && r.api_group.is_empty()
+            && r.resource == "serviceaccounts"
+            && r.subresource == "token"
+        {
+            if r.verb != "create" || r.name.is_empty() {
+                return None;
+            }
+            let graph = self.graph.read().unwrap_or_else(|e| e.into_inner());
+            return graph
+                .referrer(node, &r.namespace, "serviceaccounts", &r.name)
+                .map(|pod| {
+                    format!(
+                        "node authorizer: pod {}/{pod} on node {node} runs as it",
+                        r.namespace
+                    )
+                });
+        }
         if let Request::Resource(r) = request
             && GRAPH_RESOURCES.contains(&r.resource.as_str())
             && r.api_group.is_empty()
@@ -374,6 +399,18 @@ mod tests {
             .unwrap()
             .remove(&("shop".into(), "web".into()));
         assert!(n.allows("node-b", &get("secrets", "shop", "db")).is_none());
+        // A token only for the accounts its pods run as.
+        let token = |sa: &str, ns: &str| {
+            Request::resource("create", "", "serviceaccounts", "token", ns, sa)
+        };
+        n.graph.write().unwrap().put(&pod("shop", "web", "node-a"));
+        assert!(n.allows("node-a", &token("default", "shop")).is_some());
+        assert!(n.allows("node-a", &token("builder", "shop")).is_none());
+        assert!(n.allows("node-b", &token("default", "shop")).is_none());
+        let mut runs_as = pod("shop", "job", "node-a");
+        runs_as["spec"]["serviceAccountName"] = serde_json::json!("builder");
+        n.graph.write().unwrap().put(&runs_as);
+        assert!(n.allows("node-a", &token("builder", "shop")).is_some());
         // What every kubelet does is allowed by the static rules.
         let watch_pods = Request::resource("watch", "", "pods", "", "", "");
         assert!(n.allows("node-a", &watch_pods).is_some());
