@@ -54,6 +54,24 @@ pub fn apply_defaults(kind: &ResourceKind, obj: &mut Object) {
         "Pod" => {
             if let Some(spec) = map.get_mut("spec") {
                 default_pod_spec(spec);
+                // Every pod runs as a ServiceAccount: its namespace's `default` unless it
+                // names one (Kubernetes' ServiceAccount admission; the deprecated
+                // `serviceAccount` follows).
+                if let Value::Object(s) = spec {
+                    let named = s
+                        .get("serviceAccountName")
+                        .and_then(Value::as_str)
+                        .filter(|n| !n.is_empty())
+                        .or_else(|| {
+                            s.get("serviceAccount")
+                                .and_then(Value::as_str)
+                                .filter(|n| !n.is_empty())
+                        })
+                        .unwrap_or("default")
+                        .to_string();
+                    s.insert("serviceAccountName".into(), named.clone().into());
+                    s.insert("serviceAccount".into(), named.into());
+                }
             }
             if let Value::Object(st) = map
                 .entry("status")

@@ -306,6 +306,23 @@ pub(super) fn validate_pod_spec(v: &mut V, path: &str, spec: Option<&Value>, tem
         v.push(FieldError::required(path));
         return;
     };
+    // The account it runs as (and the deprecated alias, which must agree).
+    for field in ["serviceAccountName", "serviceAccount"] {
+        if let Some(n) = v.str(&format!("{path}.{field}"), s.get(field))
+            && !n.is_empty()
+            && let Some(e) = names::dns1123_subdomain(n)
+        {
+            v.push(FieldError::invalid(
+                format!("{path}.{field}"),
+                format!("\"{n}\""),
+                &e,
+            ));
+        }
+    }
+    v.bool(
+        &format!("{path}.automountServiceAccountToken"),
+        s.get("automountServiceAccountToken"),
+    );
     let mut volumes: Vec<String> = Vec::new();
     for (i, vol) in v
         .arr(&format!("{path}.volumes"), s.get("volumes"))

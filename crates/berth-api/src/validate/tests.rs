@@ -443,3 +443,43 @@ fn rbac_objects_are_checked_as_kube_apiserver_checks_them() {
     assert_eq!(fields(&errs), ["roleRef"]);
     assert!(errs[0].message.contains("cannot change roleRef"));
 }
+
+#[test]
+fn pods_run_as_a_service_account() {
+    let kind = resolve("pods").unwrap();
+    let mut p = obj(
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
+        "spec": {"containers": [{"name": "c", "image": "host"}]}}),
+    );
+    apply_defaults(kind, &mut p);
+    assert_eq!(p.get("spec").unwrap()["serviceAccountName"], "default");
+    assert_eq!(p.get("spec").unwrap()["serviceAccount"], "default");
+    let mut named = obj(
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
+        "spec": {"serviceAccount": "builder", "containers": [{"name": "c", "image": "host"}]}}),
+    );
+    apply_defaults(kind, &mut named);
+    assert_eq!(named.get("spec").unwrap()["serviceAccountName"], "builder");
+    assert_eq!(validate_create(kind, &named), vec![]);
+    let bad = obj(
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
+        "spec": {"serviceAccountName": "Not_Valid", "automountServiceAccountToken": "yes",
+            "containers": [{"name": "c", "image": "host"}]}}),
+    );
+    assert_eq!(
+        fields(&validate_create(kind, &bad)),
+        [
+            "spec.serviceAccountName",
+            "spec.automountServiceAccountToken"
+        ]
+    );
+    // Templates are left alone: their pods get it when they are made.
+    let d = resolve("deploy").unwrap();
+    let mut dep = obj(
+        json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"},
+        "spec": {"selector": {"matchLabels": {"a": "b"}}, "template": {"metadata": {"labels": {"a": "b"}},
+            "spec": {"containers": [{"name": "c", "image": "host"}]}}}}),
+    );
+    apply_defaults(d, &mut dep);
+    assert!(dep.get("spec").unwrap()["template"]["spec"]["serviceAccountName"].is_null());
+}
