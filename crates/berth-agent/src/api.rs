@@ -10,10 +10,11 @@
 //! - `GET /stats/summary`: kubelet's summary shape (node and pods, CPU in nanocores and
 //!   memory working set), for the metrics API and `berth top`.
 //!
-//! Every caller must present a client certificate issued by the cluster CA, and logs, exec
-//! and stats answer only the API server's (`berth_tls::AGENT_CLIENT_USER`): nodes' and users'
-//! certificates come from the same CA, and reach pods only through the API server, which
-//! authorizes them. The agent's serving certificate comes from a CA of its own, made at each start and
+//! Every caller must present a client certificate issued by the cluster CA. Logs, exec and
+//! stats answer the API server's (`berth_tls::AGENT_CLIENT_USER`), which has authorized the
+//! request it passes on, and anyone else only as RBAC allows `nodes/proxy` (`nodes/stats`) on
+//! this node, asked of the API server with a SubjectAccessReview (the kubelet's webhook
+//! authorization), the answer kept 30 s. The agent's serving certificate comes from a CA of its own, made at each start and
 //! published on its Node for the API server to trust.
 
 use std::collections::HashMap;
@@ -96,8 +97,14 @@ pub(crate) async fn serve(
     rt: Runtime,
     node_name: String,
     exec_command: Vec<String>,
+    client: berth_client::Client,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
+    let gate = Arc::new(Gate {
+        client,
+        node: node_name.clone(),
+        decided: Mutex::new(HashMap::new()),
+    });
     let api = Arc::new(Api {
         rt,
         node_name,
@@ -108,7 +115,7 @@ pub(crate) async fn serve(
         .route("/containerLogs/{ns}/{pod}/{container}", get(container_logs))
         .route("/exec/{ns}/{pod}/{container}", get(exec).post(exec))
         .route("/stats/summary", get(summary))
-        .route_layer(axum::middleware::from_fn(only_the_api_server))
+        .route_layer(axum::middleware::from_fn_with_state(gate, authorize))
         .route("/healthz", get(|| async { "ok" }))
         .route("/metrics", get(|| async { berth_metrics::render() }))
         .with_state(api);
@@ -124,22 +131,108 @@ pub(crate) async fn serve(
     .await;
 }
 
-/// Lets through only requests whose client certificate is the API server's.
-async fn only_the_api_server(
+/// How long a SubjectAccessReview's answer is kept (the kubelet keeps allowed answers 5 min
+/// and denied ones 30 s; one short time for both here, so a binding taken away takes hold soon).
+const DECIDED_FOR: Duration = Duration::from_secs(30);
+
+/// What a SubjectAccessReview asked: user, groups, verb and `nodes` subresource.
+type Question = (String, Vec<String>, &'static str, &'static str);
+
+/// Who may call the agent API: the API server (which has authorized the request it passes
+/// on), and anyone RBAC lets use this node's API, asked of the API server with a
+/// SubjectAccessReview as the kubelet's webhook authorization asks it.
+struct Gate {
+    client: berth_client::Client,
+    node: String,
+    /// (user, groups, verb, subresource) → (allowed, when asked).
+    decided: Mutex<HashMap<Question, (bool, std::time::Instant)>>,
+}
+
+/// The verb and `nodes` subresource a request to the agent API is, as the kubelet maps its
+/// paths: stats for `/stats`, proxy for the rest (logs and exec included); exec is `create`
+/// whatever method carries it.
+fn node_attributes(method: &axum::http::Method, path: &str) -> (&'static str, &'static str) {
+    let sub = if path.starts_with("/stats") {
+        "stats"
+    } else {
+        "proxy"
+    };
+    let verb = if path.starts_with("/exec") || *method == axum::http::Method::POST {
+        "create"
+    } else {
+        "get"
+    };
+    (verb, sub)
+}
+
+async fn allowed(
+    gate: &Gate,
+    user: &str,
+    groups: &[String],
+    verb: &'static str,
+    sub: &'static str,
+) -> bool {
+    let key = (user.to_string(), groups.to_vec(), verb, sub);
+    if let Some((ok, at)) = gate
+        .decided
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(&key)
+        && at.elapsed() < DECIDED_FOR
+    {
+        return *ok;
+    }
+    let Some(kind) = berth_api::kinds::resolve("subjectaccessreviews") else {
+        return false;
+    };
+    let review = serde_json::json!({
+        "apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
+        "spec": {"user": user, "groups": groups, "resourceAttributes": {
+            "verb": verb, "resource": "nodes", "subresource": sub, "name": gate.node}},
+    });
+    let ok = match gate.client.create(kind, None, &review, "").await {
+        Ok(answer) => answer["status"]["allowed"] == true,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot ask the API server whether {user} may use this node's API");
+            return false;
+        }
+    };
+    gate.decided
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(key, (ok, std::time::Instant::now()));
+    ok
+}
+
+/// Lets through the API server, and callers RBAC allows `nodes/proxy` (or `nodes/stats`) on
+/// this node.
+async fn authorize(
+    axum::extract::State(gate): axum::extract::State<Arc<Gate>>,
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    let user = req
+    let who = req
         .extensions()
         .get::<berth_tls::ConnInfo>()
         .and_then(|c| c.client_cert.as_ref())
-        .and_then(|der| berth_tls::client_subject(der))
-        .map(|(user, _)| user);
-    if user.as_deref() != Some(berth_tls::AGENT_CLIENT_USER) {
+        .and_then(|der| berth_tls::client_subject(der));
+    let Some((user, groups)) = who else {
         return text(
-            StatusCode::FORBIDDEN,
-            "only the API server may call this; use the API (kubectl logs, exec, top)",
+            StatusCode::UNAUTHORIZED,
+            "a client certificate of the cluster CA is required",
         );
+    };
+    if user != berth_tls::AGENT_CLIENT_USER {
+        let (verb, sub) = node_attributes(req.method(), req.uri().path());
+        if !allowed(&gate, &user, &groups, verb, sub).await {
+            return text(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "User \"{user}\" cannot {verb} resource \"nodes/{sub}\" in API group \"\" at the cluster scope (node {}); use the API (kubectl logs, exec, top)",
+                    gate.node
+                ),
+            );
+        }
     }
     next.run(req).await
 }

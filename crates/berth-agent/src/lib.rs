@@ -328,6 +328,7 @@ pub async fn run(
                 cfg.runtime.clone(),
                 cfg.node_name.clone(),
                 cfg.exec_command.clone(),
+                client.clone(),
                 stop.clone(),
             ));
             Some(endpoint)

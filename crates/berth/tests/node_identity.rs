@@ -73,6 +73,10 @@ fn a_join_token_buys_one_node_identity_which_renews_itself() {
         "kubernetes.io/kube-apiserver-client-kubelet"
     );
 
+    // The certificate it joined with, to see it renewed below.
+    let cert = h.nodes[0].data.join("pki/node-client.crt");
+    let before = std::fs::read_to_string(&cert).unwrap();
+
     // From then on it writes as itself.
     let lease = eventually(20, "the node's Lease written as system:node:node-a", || {
         let o = berth(
@@ -239,8 +243,9 @@ fn a_join_token_buys_one_node_identity_which_renews_itself() {
     let b = get_json(admin, &["node", "node-b"]);
     assert!(b["metadata"]["labels"]["stolen"].is_null(), "{b}");
 
-    // The agent API answers only the API server's certificate: the node's own, of the same
-    // CA, gets neither logs nor exec of a pod (from where the API server calls it).
+    // The agent API answers the API server, and others only as RBAC lets them: the node's
+    // own certificate, of the same CA, gets neither logs nor exec of a pod (from where the
+    // API server calls it).
     let node = get_json(admin, &["node", "node-a"]);
     let port = node["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"].clone();
     let ip = node["status"]["addresses"]
@@ -272,10 +277,68 @@ fn a_join_token_buys_one_node_identity_which_renews_itself() {
         );
     }
 
+    // Anyone else RBAC lets use the node's API (nodes/proxy), asked of the API server with a
+    // SubjectAccessReview as the kubelet asks it: a user of the cluster CA in group ops.
+    let (key, csr_pem) = berth_tls::certificate_request("olga", &["ops"]).unwrap();
+    let csr = h.dir.path().join("olga-csr.yaml");
+    std::fs::write(
+        &csr,
+        format!(
+            "apiVersion: certificates.k8s.io/v1\nkind: CertificateSigningRequest\nmetadata:\n  name: olga\nspec:\n  request: {}\n  signerName: kubernetes.io/kube-apiserver-client\n  usages: [digital signature, client auth]\n",
+            berth_api::base64::encode(csr_pem.as_bytes())
+        ),
+    )
+    .unwrap();
+    assert!(
+        berth(admin, &["apply", "-f", csr.to_str().unwrap()])
+            .status
+            .success()
+    );
+    let home = h.dir.path().join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    let o = common::kubectl(&home, admin, &["certificate", "approve", "olga"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let cert_pem = eventually(10, "olga's certificate", || {
+        let c = get_json(admin, &["csr", "olga"]);
+        let b64 = c["status"]["certificate"].as_str()?.to_string();
+        String::from_utf8(berth_api::base64::decode(&b64)?).ok()
+    });
+    let (olga_crt, olga_key) = (h.dir.path().join("olga.crt"), h.dir.path().join("olga.key"));
+    std::fs::write(&olga_crt, cert_pem).unwrap();
+    std::fs::write(&olga_key, key).unwrap();
+    let logs_as_olga = || {
+        let o = std::process::Command::new("ip")
+            .args(["netns", "exec", &h.server_netns(), "curl", "-sSk"])
+            .args(["-o", "/dev/null", "-w", "%{http_code}", "--cert"])
+            .arg(&olga_crt)
+            .arg("--key")
+            .arg(&olga_key)
+            .arg(format!(
+                "https://{ip}:{port}/containerLogs/default/uses-mine/c"
+            ))
+            .output()
+            .expect("curl");
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    assert_eq!(logs_as_olga(), "403");
+    let role = h.dir.path().join("node-proxy.yaml");
+    std::fs::write(
+        &role,
+        "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata:\n  name: node-proxy\nrules:\n- apiGroups: [\"\"]\n  resources: [nodes/proxy]\n  verbs: [get, create]\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRoleBinding\nmetadata:\n  name: ops-node-proxy\nroleRef:\n  apiGroup: rbac.authorization.k8s.io\n  kind: ClusterRole\n  name: node-proxy\nsubjects:\n- apiGroup: rbac.authorization.k8s.io\n  kind: Group\n  name: ops\n",
+    )
+    .unwrap();
+    assert!(
+        berth(admin, &["apply", "-f", role.to_str().unwrap()])
+            .status
+            .success()
+    );
+    // The agent keeps a refusal up to 30 s.
+    eventually(45, "olga to read the pod's log from the node", || {
+        (logs_as_olga() == "200").then_some(())
+    });
+
     // Before its certificate runs out, the node asks for a new one with the old, and keeps
     // working past the first one's end.
-    let cert = h.nodes[0].data.join("pki/node-client.crt");
-    let before = std::fs::read_to_string(&cert).unwrap();
     let renewal = eventually(45, "a renewal by the node itself", || {
         csrs(admin).into_iter().find(|c| {
             c["spec"]["username"] == "system:node:node-a"
