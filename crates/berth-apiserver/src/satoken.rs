@@ -58,7 +58,7 @@ impl Signer {
                     EcdsaKeyPair::generate_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
                         .map_err(|_| "cannot make the ServiceAccount signing key".to_string())?;
                 let der = pkcs8.as_ref().to_vec();
-                write_private_bytes(&path, &der)
+                berth_tls::write_private(&path, &der)
                     .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
                 der
             }
@@ -165,27 +165,6 @@ impl Signer {
             ],
         })
     }
-}
-
-fn write_private_bytes(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("tmp");
-    let written = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .and_then(|mut f| {
-            f.write_all(bytes)?;
-            f.sync_all()
-        })
-        .and_then(|()| std::fs::rename(&tmp, path));
-    if written.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    written
 }
 
 /// Whether a bearer token has a JSON Web Token's shape (three base64url parts).

@@ -15,8 +15,9 @@
 //! - `rbac`: ClusterRole aggregation (`admin`, `edit`, `view` from the roles labelled for
 //!   them);
 //! - `informer`: the one store watch they all follow, each write decoded at most once;
-//! - `runtime`: what they share (supervision with back-off, the error a run ends with, Event
-//!   recording, object keys, pod readiness).
+//! - `runtime`: what they share (supervision with back-off, the error a run ends with,
+//!   object keys, pod readiness); Events are recorded with `berth_apiserver::events::record`,
+//!   each controller naming itself.
 //!
 //! API boundary: `informer::Informer::{new, run}` (made once per control plane, its `run`
 //! spawned beside the controllers) and each controller's `run(registry, [informer,] .., stop)`,

@@ -19,11 +19,12 @@ use std::time::{Duration, Instant};
 
 use berth_api::cidr::Ipv4Net;
 use berth_api::object::Object;
+use berth_apiserver::events::{Reporter, record as event};
 use berth_apiserver::registry::{DeleteOptions, ListOptions, Registry};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
-use crate::runtime::{Error, Reporter, pod_finished};
+use crate::runtime::{Error, pod_finished};
 
 const USER: &str = "system:node-controller";
 
@@ -177,7 +178,7 @@ async fn tick(registry: &Registry, timing: Timing, not_ready_since: &mut HashMap
                 .or_insert_with(Instant::now);
             if ready != "Unknown" {
                 set_unreachable(registry, nodes_kind, &node, true).await;
-                crate::runtime::event(
+                event(
                     registry,
                     REPORTER,
                     &node,
@@ -206,7 +207,7 @@ async fn tick(registry: &Registry, timing: Timing, not_ready_since: &mut HashMap
                     {
                         tracing::debug!(error = %e, "cannot evict a pod");
                     } else {
-                        crate::runtime::event(
+                        event(
                             registry,
                             REPORTER,
                             p,
@@ -227,7 +228,7 @@ async fn tick(registry: &Registry, timing: Timing, not_ready_since: &mut HashMap
                 .is_some_and(|t| t.to_string().contains(UNREACHABLE));
             if ready == "Unknown" || tainted {
                 set_unreachable(registry, nodes_kind, &node, false).await;
-                crate::runtime::event(
+                event(
                     registry,
                     REPORTER,
                     &node,

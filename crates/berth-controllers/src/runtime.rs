@@ -1,6 +1,6 @@
 //! The controller runtime every controller of this crate shares: supervision with back-off
 //! (a loop that fails, ends or panics starts again from a fresh list), the error a run ends
-//! with, Event recording, object keys and the pod readiness helpers.
+//! with, object keys and the pod readiness helpers.
 //!
 //! Invariant: a controller's state lives inside the future `supervise` runs, so a restart
 //! (after an error or a panic) always rebuilds it from a fresh list; nothing survives a run
@@ -121,21 +121,6 @@ async fn supervise_with<F, Fut>(
         }
         pause = pause.saturating_mul(2).min(backoff.max);
     }
-}
-
-pub(crate) use berth_apiserver::events::Reporter;
-
-/// Records an Event about an object, reported by `by` (each controller names itself, as
-/// Kubernetes' do: `replicaset-controller`, `node-controller`, ...).
-pub(crate) async fn event(
-    registry: &Registry,
-    by: Reporter,
-    about: &Object,
-    typ: &str,
-    reason: &str,
-    message: &str,
-) {
-    berth_apiserver::events::record(registry, by, about, typ, reason, message).await;
 }
 
 /// An object's place in a controller's cache: (namespace, or "" for cluster objects; name).

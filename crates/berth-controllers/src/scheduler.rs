@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use berth_api::object::Object;
+use berth_apiserver::events::{Reporter, record as event};
 use berth_apiserver::registry::Registry;
 use berth_scheduler::{NodeInfo, PodInfo, Snapshot, Strategy};
 use berth_store::EventType;
@@ -18,7 +19,7 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 
 use crate::informer::Informer;
-use crate::runtime::{Error, Key, Reporter, event, key, pod_finished};
+use crate::runtime::{Error, Key, key, pod_finished};
 
 const USER: &str = "system:kube-scheduler";
 

@@ -16,13 +16,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use berth_api::object::Object;
+use berth_apiserver::events::{Reporter, record as event};
 use berth_apiserver::registry::{DeleteOptions, Registry};
 use berth_store::EventType;
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
 use crate::informer::Informer;
-use crate::runtime::{Error, Key, Reporter, key, pod_finished, pod_phase, pod_ready};
+use crate::runtime::{Error, Key, key, pod_finished, pod_phase, pod_ready};
 
 const USER: &str = "system:controller:workloads";
 
@@ -374,7 +375,7 @@ async fn reconcile_rs(
                 }
                 Err(e) => {
                     tracing::warn!(rs = rs.name(), error = %e, "cannot create a pod");
-                    crate::runtime::event(
+                    event(
                         registry,
                         REPLICASETS,
                         &rs,
@@ -501,7 +502,7 @@ async fn reconcile_deployment(registry: &Registry, cache: &mut Cache, k: &Key) {
             match registry.create(rs_kind, Some(&ns), obj, USER, false).await {
                 Ok(created) => {
                     cache.replicasets.insert(key(&created), created.clone());
-                    crate::runtime::event(
+                    event(
                         registry,
                         DEPLOYMENTS,
                         &d,
@@ -773,7 +774,7 @@ async fn scale(registry: &Registry, cache: &mut Cache, d: &Object, rs: &Object, 
         .is_some()
     {
         let verb = if to > from { "up" } else { "down" };
-        crate::runtime::event(
+        event(
             registry,
             DEPLOYMENTS,
             d,

@@ -61,7 +61,7 @@ fn pem_err(path: &str) -> impl FnOnce(rustls::pki_types::pem::Error) -> TlsError
 /// Writes a file only its owner can read (mode 0600), atomically: a reader sees the old
 /// content or the new, never a part; the data is synced before the rename. A failed write
 /// (a full disk) leaves the old file and no temporary one.
-pub fn write_private(path: &Path, content: &str) -> std::io::Result<()> {
+pub fn write_private(path: &Path, content: impl AsRef<[u8]>) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let tmp = path.with_extension("tmp");
@@ -72,7 +72,7 @@ pub fn write_private(path: &Path, content: &str) -> std::io::Result<()> {
         .mode(0o600)
         .open(&tmp)
         .and_then(|mut f| {
-            f.write_all(content.as_bytes())?;
+            f.write_all(content.as_ref())?;
             f.sync_all()
         })
         .and_then(|()| std::fs::rename(&tmp, path));
@@ -172,7 +172,7 @@ impl Ca {
         }
         let key = KeyPair::generate()?;
         let pem = ca_params(common_name)?.self_signed(&key)?.pem();
-        write_private(&key_path, &key.serialize_pem()).map_err(io(&key_path))?;
+        write_private(&key_path, key.serialize_pem()).map_err(io(&key_path))?;
         write_private(&cert_path, &pem).map_err(io(&cert_path))?;
         Ca::from_parts(common_name, key, pem)
     }
