@@ -208,4 +208,46 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(mode.permissions().mode() & 0o777, 0o600);
     }
+
+    #[tokio::test]
+    async fn only_live_tokens_for_the_api_of_accounts_that_still_exist_authenticate() {
+        let (dir, data) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let store =
+            berth_store::Store::open(data.path(), berth_store::StoreOptions::default()).unwrap();
+        let reg = Registry::new(store);
+        reg.ensure_default_namespaces().await.unwrap();
+        let kind = berth_api::kinds::resolve("serviceaccounts").unwrap();
+        let sa =
+            berth_api::Object::from_value(json!({"apiVersion": "v1", "kind": "ServiceAccount",
+            "metadata": {"name": "ci", "namespace": "default"}}))
+            .unwrap();
+        let uid = reg
+            .create(kind, Some("default"), sa, "t", false)
+            .await
+            .unwrap()
+            .uid()
+            .to_string();
+        let s = Signer::load_or_create(dir.path()).unwrap();
+        let api = [ISSUER.to_string()];
+        let good = s.issue("default", "ci", &uid, &api, 1000, 600).unwrap();
+        let user = s.authenticate(&reg, &good, 1300).unwrap();
+        assert_eq!(user.name, "system:serviceaccount:default:ci");
+        assert_eq!(
+            user.groups,
+            ["system:serviceaccounts", "system:serviceaccounts:default"]
+        );
+        // Expired, not yet valid, for another audience, for another uid, for no account.
+        assert!(s.authenticate(&reg, &good, 1600).is_none());
+        assert!(s.authenticate(&reg, &good, 999).is_none());
+        let other_aud = s
+            .issue("default", "ci", &uid, &["vault".to_string()], 1000, 600)
+            .unwrap();
+        assert!(s.authenticate(&reg, &other_aud, 1300).is_none());
+        let old_uid = s
+            .issue("default", "ci", "an-older-uid", &api, 1000, 600)
+            .unwrap();
+        assert!(s.authenticate(&reg, &old_uid, 1300).is_none());
+        let nobody = s.issue("default", "ghost", "u", &api, 1000, 600).unwrap();
+        assert!(s.authenticate(&reg, &nobody, 1300).is_none());
+    }
 }

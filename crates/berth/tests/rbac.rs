@@ -933,3 +933,41 @@ fn service_account_tokens_authenticate_their_account_until_it_goes() {
         text(&o)
     );
 }
+
+#[test]
+fn a_client_certificate_of_another_ca_is_no_credential() {
+    let c = Cluster::start();
+    let dir = c.dir.path();
+    let ca = dir.join("cluster-ca.crt");
+    std::fs::write(&ca, c.server.ca_pem()).unwrap();
+    // Two certificates naming the same admin: one from a CA of the attacker's own, one from
+    // the cluster's (the control: the request itself is fine).
+    let (key, csr) = berth_tls::certificate_request("mallory", &["system:masters"]).unwrap();
+    let foreign = berth_tls::Ca::generate("not-the-cluster-ca").unwrap();
+    let cluster = berth_tls::Ca::load_or_create(&dir.join("data/pki"), "berth-ca").unwrap();
+    let get_secrets = |signer: &berth_tls::Ca, tag: &str| {
+        let cert = signer
+            .sign_client_request(&csr, std::time::Duration::from_secs(3600))
+            .unwrap();
+        let (crt, k) = (
+            dir.join(format!("{tag}.crt")),
+            dir.join(format!("{tag}.key")),
+        );
+        std::fs::write(&crt, cert).unwrap();
+        std::fs::write(&k, &key).unwrap();
+        let o = std::process::Command::new("curl")
+            .args(["-sS", "-o", "/dev/null", "-w", "%{http_code}", "--cacert"])
+            .arg(&ca)
+            .arg("--cert")
+            .arg(&crt)
+            .arg("--key")
+            .arg(&k)
+            .arg(format!("{}/api/v1/secrets", c.server.url))
+            .output()
+            .expect("curl");
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    assert_eq!(get_secrets(&cluster, "ours"), "200");
+    // The handshake refuses it: no HTTP answer at all, let alone the Secrets.
+    assert_eq!(get_secrets(&foreign, "theirs"), "000");
+}
